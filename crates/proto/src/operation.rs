@@ -1,0 +1,169 @@
+//! The fixed set of operations the cloud may ask an agent for. There is deliberately no way to
+//! express arbitrary LDAP: an agent is a guarded executor, not a directory proxy.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtoError;
+use crate::ids::RequestId;
+use crate::result::ResultCode;
+use crate::sealing::SealedSecret;
+use crate::time::UnixMillis;
+
+/// Longest user name accepted: longer than any sAMAccountName (20) or practical UPN.
+pub const MAX_USER_NAME_CHARS: usize = 256;
+
+/// How the cloud names the user. Until directory sync exists the user is addressed by logon
+/// name (sAMAccountName or userPrincipalName) and the agent resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum UserRef {
+    LogonName(String),
+}
+
+impl UserRef {
+    pub fn logon_name(name: &str) -> Result<Self, ProtoError> {
+        let length = name.chars().count();
+        if length == 0 || length > MAX_USER_NAME_CHARS {
+            return Err(ProtoError::InvalidValue {
+                what: "user name",
+                problem: format!("must be 1 to {MAX_USER_NAME_CHARS} characters"),
+            });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ProtoError::InvalidValue {
+                what: "user name",
+                problem: "must not contain control characters".into(),
+            });
+        }
+        Ok(Self::LogonName(name.to_owned()))
+    }
+
+    /// The text bound into a sealed password's associated data.
+    pub fn anchor(&self) -> String {
+        match self {
+            Self::LogonName(name) => format!("logon_name:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for UserRef {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LogonName(name) => formatter.write_str(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    ResetPassword,
+    ChangePassword,
+    Unlock,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResetPassword => "reset_password",
+            Self::ChangePassword => "change_password",
+            Self::Unlock => "unlock",
+        }
+    }
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    /// Set a new password without knowing the old one; optionally require a change at next
+    /// sign-in and clear a lockout, all in one directory modify.
+    ResetPassword {
+        user: UserRef,
+        new_password: SealedSecret,
+        must_change: bool,
+        unlock: bool,
+    },
+    /// Replace `current_password` by `new_password`; the directory verifies the current one and
+    /// enforces history and minimum age.
+    ChangePassword {
+        user: UserRef,
+        current_password: SealedSecret,
+        new_password: SealedSecret,
+    },
+    /// Clear a lockout and touch nothing else.
+    Unlock { user: UserRef },
+}
+
+impl Operation {
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Self::ResetPassword { .. } => OperationKind::ResetPassword,
+            Self::ChangePassword { .. } => OperationKind::ChangePassword,
+            Self::Unlock { .. } => OperationKind::Unlock,
+        }
+    }
+
+    pub fn user(&self) -> &UserRef {
+        match self {
+            Self::ResetPassword { user, .. }
+            | Self::ChangePassword { user, .. }
+            | Self::Unlock { user } => user,
+        }
+    }
+
+    /// What identifies this operation apart from its sealed secrets, so that a repeated request
+    /// id can be checked to carry the same operation. Secrets are excluded on purpose: a resend
+    /// is sealed afresh and its ciphertext differs.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Self::ResetPassword {
+                user,
+                must_change,
+                unlock,
+                ..
+            } => format!("reset_password|{}|must_change={must_change}|unlock={unlock}", user.anchor()),
+            Self::ChangePassword { user, .. } => format!("change_password|{}", user.anchor()),
+            Self::Unlock { user } => format!("unlock|{}", user.anchor()),
+        }
+    }
+}
+
+/// One operation sent from the cloud to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub request_id: RequestId,
+    /// After this instant the cloud has already answered "timeout"; the agent must not start.
+    pub deadline: UnixMillis,
+    pub operation: Operation,
+}
+
+/// The agent's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub request_id: RequestId,
+    pub result: ResultCode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_take_filter_metacharacters_literally_but_refuse_control_characters() {
+        let user = UserRef::logon_name("*)(uid=*").unwrap();
+        assert_eq!(user.anchor(), "logon_name:*)(uid=*");
+        assert!(UserRef::logon_name("").is_err());
+        assert!(UserRef::logon_name("a\0b").is_err());
+        assert!(UserRef::logon_name(&"x".repeat(MAX_USER_NAME_CHARS + 1)).is_err());
+    }
+}
