@@ -1,1 +1,130 @@
+//! The on-premises directory, as the agent needs it: find a user, read the password policy that
+//! applies to them, and apply exactly one of three writes (reset, change, unlock), each as a single
+//! LDAP modify. This is the only crate that speaks LDAP.
+//!
+//! [`Directory`] is the seam: [`ActiveDirectory`] implements it over `ldap3` and LDAPS, and
+//! [`fake::FakeDirectory`] (feature `fake`) implements it in memory for unit tests of the agent.
 
+mod active_directory;
+mod decode;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+
+use std::future::Future;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use thiserror::Error;
+use writeback_policy::{PasswordPolicy, PolicyReason};
+use writeback_proto::operation::UserRef;
+
+pub use active_directory::{ActiveDirectory, DirectorySettings};
+pub use decode::is_within;
+
+/// What the agent knows about one user before it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccount {
+    pub distinguished_name: String,
+    pub sam_account_name: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    pub object_guid: Option<[u8; 16]>,
+    /// `adminCount = 1`: a protected account (a member, now or once, of a privileged group).
+    pub protected: bool,
+    pub disabled: bool,
+    pub locked_out: bool,
+    pub password_last_set: PasswordLastSet,
+    /// The fine-grained password settings object that applies, from `msDS-ResultantPSO`.
+    pub resultant_pso: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordLastSet {
+    /// `pwdLastSet = 0`: the user must change the password at next sign-in.
+    MustChange,
+    At { unix_ms: u64 },
+}
+
+impl PasswordLastSet {
+    pub fn unix_ms(self) -> Option<u64> {
+        match self {
+            Self::MustChange => None,
+            Self::At { unix_ms } => Some(unix_ms),
+        }
+    }
+}
+
+/// The password policy that applies to one user, as far as the service account can see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectivePolicy {
+    Known(PasswordPolicy),
+    /// A fine-grained policy applies but the service account may not read it (by default only
+    /// Domain Admins can). The agent then leaves the verdict to the DC.
+    Unreadable { pso: String },
+}
+
+/// The options of a reset, applied in the same modify as the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResetOptions {
+    /// `pwdLastSet = 0`; otherwise `pwdLastSet = -1`, which clears any pending must-change.
+    pub must_change: bool,
+    /// `lockoutTime = 0`.
+    pub unlock: bool,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DirectoryError {
+    #[error("the domain controller is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no user has that name")]
+    UserNotFound,
+    #[error("{count} users match that name")]
+    AmbiguousUser { count: usize },
+    /// The DC refused the password under its policy (`0000052D`). `reason` is what its diagnostic
+    /// text says, when it says anything (Samba does; Windows does not).
+    #[error("the domain controller refused the password under its policy: {diagnostic}")]
+    PolicyRestriction {
+        reason: Option<PolicyReason>,
+        diagnostic: String,
+    },
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    #[error("the service account lacks a right: {0}")]
+    InsufficientAccess(String),
+    #[error("the domain controller refused the operation (LDAP result {code}): {diagnostic}")]
+    Refused { code: u32, diagnostic: String },
+    #[error("the domain controller did not answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("directory configuration error: {0}")]
+    Configuration(String),
+}
+
+/// The directory operations the agent may perform. There is deliberately no generic modify.
+pub trait Directory: Send + Sync {
+    fn find_user(&self, user: &UserRef) -> impl Future<Output = Result<UserAccount, DirectoryError>> + Send;
+
+    fn effective_policy(
+        &self,
+        account: &UserAccount,
+    ) -> impl Future<Output = Result<EffectivePolicy, DirectoryError>> + Send;
+
+    /// Whether a reset also enforces history and minimum age (the DC honours the policy-hints
+    /// control).
+    fn reset_enforces_history(&self) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
+
+    fn reset_password(
+        &self,
+        account: &UserAccount,
+        new_password: &SecretString,
+        options: ResetOptions,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    fn change_password(
+        &self,
+        account: &UserAccount,
+        current_password: &SecretString,
+        new_password: &SecretString,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    fn unlock(&self, account: &UserAccount) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+}

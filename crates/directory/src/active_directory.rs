@@ -1,0 +1,413 @@
+//! [`Directory`] over LDAPS to an Active Directory (or Samba AD) domain controller.
+//!
+//! One warm connection, bound as the service account, is shared by all operations (ldap3
+//! multiplexes requests on it). It is re-established when it breaks. Reads are retried once on a
+//! fresh connection; a write is retried only when it provably never left (`OpSend`), because
+//! applying a password twice would fail the history check and report a failure for a reset that
+//! worked.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use writeback_policy::{PasswordPolicy, PolicySource};
+use writeback_proto::operation::UserRef;
+use writeback_tls::Trust;
+
+use crate::decode::{self, SecretBytes};
+use crate::{Directory, DirectoryError, EffectivePolicy, ResetOptions, UserAccount};
+
+const UF_ACCOUNTDISABLE: u64 = 0x2;
+const UF_LOCKOUT: u64 = 0x10;
+const PASSWORD_COMPLEX: u64 = 0x1;
+
+/// Everything needed to reach and use the domain controller.
+#[derive(Clone)]
+pub struct DirectorySettings {
+    /// `ldaps://host[:port]`. Plain `ldap://` is refused: AD will not accept a password over it.
+    pub url: String,
+    pub trust: Trust,
+    /// The service account, as a DN or a UPN.
+    pub bind_name: String,
+    pub bind_password: SecretString,
+    /// Where users are searched for; usually the domain root.
+    pub search_base: String,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+}
+
+impl fmt::Debug for DirectorySettings {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("DirectorySettings")
+            .field("url", &self.url)
+            .field("trust", &self.trust)
+            .field("bind_name", &self.bind_name)
+            .field("search_base", &self.search_base)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Connection {
+    ldap: ldap3::Ldap,
+    /// The domain root, where the domain password policy lives.
+    default_naming_context: String,
+    policy_hints: Option<&'static str>,
+}
+
+pub struct ActiveDirectory {
+    settings: DirectorySettings,
+    tls: Arc<rustls::ClientConfig>,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl fmt::Debug for ActiveDirectory {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ActiveDirectory")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+const USER_ATTRIBUTES: &[&str] = &[
+    "sAMAccountName",
+    "userPrincipalName",
+    "displayName",
+    "objectGUID",
+    "adminCount",
+    "userAccountControl",
+];
+
+/// Constructed attributes: Windows computes them only for base-scope reads.
+const CONSTRUCTED_USER_ATTRIBUTES: &[&str] = &["msDS-User-Account-Control-Computed", "msDS-ResultantPSO", "pwdLastSet"];
+
+const DOMAIN_POLICY_ATTRIBUTES: &[&str] = &["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge"];
+
+const PSO_ATTRIBUTES: &[&str] = &[
+    "msDS-MinimumPasswordLength",
+    "msDS-PasswordComplexityEnabled",
+    "msDS-PasswordHistoryLength",
+    "msDS-MinimumPasswordAge",
+];
+
+impl ActiveDirectory {
+    pub fn new(settings: DirectorySettings) -> Result<Self, DirectoryError> {
+        if !settings.url.to_ascii_lowercase().starts_with("ldaps://") {
+            return Err(DirectoryError::Configuration(format!(
+                "the directory URL must start with ldaps:// (got {}); Active Directory accepts passwords only over an encrypted connection",
+                settings.url
+            )));
+        }
+        let tls = writeback_tls::client_config(&settings.trust)
+            .map_err(|error| DirectoryError::Configuration(error.to_string()))?;
+        Ok(Self {
+            settings,
+            tls: Arc::new(tls),
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// Connects and binds now, so a misconfiguration shows at start-up rather than at the first
+    /// reset.
+    pub async fn check_connection(&self) -> Result<(), DirectoryError> {
+        self.connection().await.map(|_| ())
+    }
+
+    async fn connection(&self) -> Result<Connection, DirectoryError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_mut()
+            && !connection.ldap.is_closed()
+        {
+            return Ok(connection.clone());
+        }
+        let connection = self.connect().await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn discard_connection(&self) {
+        *self.connection.lock().await = None;
+    }
+
+    async fn connect(&self) -> Result<Connection, DirectoryError> {
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_conn_timeout(self.settings.connect_timeout);
+        let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
+            .await
+            .map_err(|error| DirectoryError::Unavailable(format!("cannot connect to {}: {error}", self.settings.url)))?;
+        tokio::spawn(async move {
+            if let Err(error) = driver.drive().await {
+                tracing::debug!(%error, "directory connection ended");
+            }
+        });
+        let bind = ldap
+            .with_timeout(self.settings.operation_timeout)
+            .simple_bind(&self.settings.bind_name, self.settings.bind_password.expose_secret())
+            .await
+            .map_err(|error| transport_error(&self.settings, error))?;
+        if bind.rc != 0 {
+            return Err(DirectoryError::Configuration(format!(
+                "the service account {} cannot sign in to the directory: {}",
+                self.settings.bind_name,
+                decode::bind_failure_reason(&bind.text)
+            )));
+        }
+        let root = ldap
+            .with_timeout(self.settings.operation_timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl", "defaultNamingContext"])
+            .await
+            .map_err(|error| transport_error(&self.settings, error))?;
+        let root = root
+            .0
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| DirectoryError::Unavailable("the directory returned no root DSE".into()))?;
+        let supported_controls = root.attrs.get("supportedControl").cloned().unwrap_or_default();
+        let default_naming_context = first(&root.attrs, "defaultNamingContext")
+            .map(str::to_owned)
+            .ok_or_else(|| DirectoryError::Unavailable("the root DSE names no defaultNamingContext".into()))?;
+        let policy_hints = decode::choose_policy_hints(&supported_controls);
+        tracing::info!(
+            url = %self.settings.url,
+            policy_hints = policy_hints.unwrap_or("not supported"),
+            "connected to the directory"
+        );
+        Ok(Connection {
+            ldap,
+            default_naming_context,
+            policy_hints,
+        })
+    }
+
+    /// A search, retried once on a fresh connection if the connection broke.
+    async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let mut retried = false;
+        loop {
+            let mut connection = self.connection().await?;
+            let outcome = connection
+                .ldap
+                .with_timeout(self.settings.operation_timeout)
+                .search(base, scope, filter, attributes.to_vec())
+                .await;
+            match outcome {
+                Ok(ldap3::SearchResult(entries, result)) => {
+                    // 32 noSuchObject: a base read of something that is not there (or not visible).
+                    if result.rc != 0 && result.rc != 32 {
+                        return Err(DirectoryError::Refused {
+                            code: result.rc,
+                            diagnostic: result.text,
+                        });
+                    }
+                    return Ok(entries.into_iter().map(SearchEntry::construct).collect());
+                }
+                Err(error) if is_transport_failure(&error) && !retried => {
+                    tracing::debug!(%error, "directory connection broke; reconnecting for a read");
+                    self.discard_connection().await;
+                    retried = true;
+                }
+                Err(error) => {
+                    if is_transport_failure(&error) {
+                        self.discard_connection().await;
+                    }
+                    return Err(transport_error(&self.settings, error));
+                }
+            }
+        }
+    }
+
+    /// One modify. Retried only if the request was never sent.
+    async fn modify(
+        &self,
+        distinguished_name: &str,
+        modifications: impl Fn() -> Vec<Mod<SecretBytes>>,
+        controls: Vec<RawControl>,
+    ) -> Result<(), DirectoryError> {
+        let mut retried = false;
+        loop {
+            let mut connection = self.connection().await?;
+            let request = connection.ldap.with_timeout(self.settings.operation_timeout);
+            if !controls.is_empty() {
+                request.with_controls(controls.clone());
+            }
+            match request.modify(distinguished_name, modifications()).await {
+                Ok(result) if result.rc == 0 => return Ok(()),
+                Ok(result) => return Err(decode::decode_modify_failure(result.rc, &result.text)),
+                Err(error @ LdapError::OpSend { .. }) if !retried => {
+                    tracing::debug!(%error, "directory connection was closed before the modify was sent; reconnecting");
+                    self.discard_connection().await;
+                    retried = true;
+                }
+                Err(error) => {
+                    if is_transport_failure(&error) {
+                        self.discard_connection().await;
+                    }
+                    return Err(transport_error(&self.settings, error));
+                }
+            }
+        }
+    }
+
+    async fn read_one(&self, distinguished_name: &str, attributes: &[&str]) -> Result<Option<SearchEntry>, DirectoryError> {
+        Ok(self
+            .search(distinguished_name, Scope::Base, "(objectClass=*)", attributes)
+            .await?
+            .into_iter()
+            .next())
+    }
+}
+
+impl Directory for ActiveDirectory {
+    async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
+        let UserRef::LogonName(logon_name) = user;
+        let filter = decode::user_filter(logon_name);
+        let mut entries = self
+            .search(&self.settings.search_base, Scope::Subtree, &filter, USER_ATTRIBUTES)
+            .await?;
+        let entry = match entries.len() {
+            0 => return Err(DirectoryError::UserNotFound),
+            1 => entries.remove(0),
+            count => return Err(DirectoryError::AmbiguousUser { count }),
+        };
+        let constructed = self
+            .read_one(&entry.dn, CONSTRUCTED_USER_ATTRIBUTES)
+            .await?
+            .ok_or(DirectoryError::UserNotFound)?;
+        let user_account_control = number(&entry.attrs, "userAccountControl").unwrap_or(0);
+        let computed_control = number(&constructed.attrs, "msDS-User-Account-Control-Computed").unwrap_or(0);
+        let object_guid = entry
+            .bin_attrs
+            .get("objectGUID")
+            .and_then(|values| values.first())
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok());
+        Ok(UserAccount {
+            sam_account_name: first(&entry.attrs, "sAMAccountName").unwrap_or_default().to_owned(),
+            user_principal_name: first(&entry.attrs, "userPrincipalName").map(str::to_owned),
+            display_name: first(&entry.attrs, "displayName").map(str::to_owned),
+            object_guid,
+            protected: number(&entry.attrs, "adminCount").unwrap_or(0) == 1,
+            disabled: user_account_control & UF_ACCOUNTDISABLE != 0,
+            locked_out: computed_control & UF_LOCKOUT != 0,
+            password_last_set: decode::password_last_set(first(&constructed.attrs, "pwdLastSet")),
+            resultant_pso: first(&constructed.attrs, "msDS-ResultantPSO").map(str::to_owned),
+            distinguished_name: entry.dn,
+        })
+    }
+
+    async fn effective_policy(&self, account: &UserAccount) -> Result<EffectivePolicy, DirectoryError> {
+        if let Some(pso) = &account.resultant_pso {
+            let entry = self.read_one(pso, PSO_ATTRIBUTES).await?;
+            let readable = entry.filter(|entry| entry.attrs.contains_key("msDS-MinimumPasswordLength"));
+            let Some(entry) = readable else {
+                tracing::warn!(
+                    pso = %pso,
+                    "a fine-grained password policy applies but the service account cannot read it; \
+                     the domain controller's verdict is used instead of the agent's own check"
+                );
+                return Ok(EffectivePolicy::Unreadable { pso: pso.clone() });
+            };
+            return Ok(EffectivePolicy::Known(PasswordPolicy {
+                min_length: number_u32(&entry.attrs, "msDS-MinimumPasswordLength"),
+                complexity: first(&entry.attrs, "msDS-PasswordComplexityEnabled")
+                    .is_some_and(|value| value.eq_ignore_ascii_case("TRUE")),
+                history_length: number_u32(&entry.attrs, "msDS-PasswordHistoryLength"),
+                min_age: decode::interval_to_duration(first(&entry.attrs, "msDS-MinimumPasswordAge")),
+                source: PolicySource::FineGrained(pso.clone()),
+            }));
+        }
+        let domain_root = self.connection().await?.default_naming_context;
+        let entry = self
+            .read_one(&domain_root, DOMAIN_POLICY_ATTRIBUTES)
+            .await?
+            .ok_or_else(|| DirectoryError::Unavailable(format!("cannot read the domain policy at {domain_root}")))?;
+        Ok(EffectivePolicy::Known(PasswordPolicy {
+            min_length: number_u32(&entry.attrs, "minPwdLength"),
+            complexity: number(&entry.attrs, "pwdProperties").unwrap_or(0) & PASSWORD_COMPLEX != 0,
+            history_length: number_u32(&entry.attrs, "pwdHistoryLength"),
+            min_age: decode::interval_to_duration(first(&entry.attrs, "minPwdAge")),
+            source: PolicySource::Domain,
+        }))
+    }
+
+    async fn reset_enforces_history(&self) -> Result<bool, DirectoryError> {
+        Ok(self.connection().await?.policy_hints.is_some())
+    }
+
+    async fn reset_password(
+        &self,
+        account: &UserAccount,
+        new_password: &SecretString,
+        options: ResetOptions,
+    ) -> Result<(), DirectoryError> {
+        let controls = self
+            .connection()
+            .await?
+            .policy_hints
+            .map(decode::policy_hints_control)
+            .into_iter()
+            .collect();
+        self.modify(
+            &account.distinguished_name,
+            || decode::reset_modifications(new_password, options),
+            controls,
+        )
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        account: &UserAccount,
+        current_password: &SecretString,
+        new_password: &SecretString,
+    ) -> Result<(), DirectoryError> {
+        self.modify(
+            &account.distinguished_name,
+            || decode::change_modifications(current_password, new_password),
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn unlock(&self, account: &UserAccount) -> Result<(), DirectoryError> {
+        self.modify(&account.distinguished_name, decode::unlock_modifications, Vec::new())
+            .await
+    }
+}
+
+fn first<'a>(attributes: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    attributes.get(name).and_then(|values| values.first()).map(String::as_str)
+}
+
+fn number(attributes: &HashMap<String, Vec<String>>, name: &str) -> Option<u64> {
+    first(attributes, name).and_then(|value| value.parse::<i64>().ok()).map(|value| value as u64)
+}
+
+fn number_u32(attributes: &HashMap<String, Vec<String>>, name: &str) -> u32 {
+    first(attributes, name).and_then(|value| value.parse().ok()).unwrap_or(0)
+}
+
+/// Errors after which the connection cannot be trusted any more.
+fn is_transport_failure(error: &LdapError) -> bool {
+    !matches!(error, LdapError::LdapResult { .. } | LdapError::FilterParsing)
+}
+
+fn transport_error(settings: &DirectorySettings, error: LdapError) -> DirectoryError {
+    match error {
+        LdapError::Timeout { .. } => DirectoryError::TimedOut(settings.operation_timeout),
+        other => DirectoryError::Unavailable(format!("{}: {other}", settings.url)),
+    }
+}

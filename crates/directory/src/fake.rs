@@ -1,0 +1,192 @@
+//! An in-memory [`Directory`] for unit tests of the agent. It keeps passwords in plain text and
+//! counts writes, which is exactly what a test needs and exactly what production must never do.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use secrecy::{ExposeSecret, SecretString};
+use writeback_policy::{PasswordPolicy, PolicySource};
+use writeback_proto::operation::UserRef;
+
+use crate::{Directory, DirectoryError, EffectivePolicy, PasswordLastSet, ResetOptions, UserAccount};
+
+#[derive(Debug, Clone)]
+pub struct FakeUser {
+    pub account: UserAccount,
+    pub password: String,
+    pub must_change: bool,
+}
+
+#[derive(Debug)]
+pub struct FakeDirectory {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    users: HashMap<String, FakeUser>,
+    policy: EffectivePolicy,
+    writes: usize,
+    /// When set, every call fails with this error.
+    failure: Option<DirectoryError>,
+}
+
+impl Default for FakeDirectory {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(FakeState {
+                users: HashMap::new(),
+                policy: EffectivePolicy::Known(PasswordPolicy {
+                    min_length: 7,
+                    complexity: true,
+                    history_length: 24,
+                    min_age: std::time::Duration::ZERO,
+                    source: PolicySource::Domain,
+                }),
+                writes: 0,
+                failure: None,
+            }),
+        }
+    }
+}
+
+impl FakeDirectory {
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds an enabled, unlocked user in `OU=Staff,DC=example,DC=test`.
+    pub fn add_user(&self, name: &str, password: &str) -> UserAccount {
+        let account = UserAccount {
+            distinguished_name: format!("CN={name},OU=Staff,DC=example,DC=test"),
+            sam_account_name: name.to_owned(),
+            user_principal_name: Some(format!("{name}@example.test")),
+            display_name: None,
+            object_guid: None,
+            protected: false,
+            disabled: false,
+            locked_out: false,
+            password_last_set: PasswordLastSet::At { unix_ms: 0 },
+            resultant_pso: None,
+        };
+        self.put(account.clone(), password);
+        account
+    }
+
+    pub fn put(&self, account: UserAccount, password: &str) {
+        self.state().users.insert(
+            account.sam_account_name.clone(),
+            FakeUser {
+                account,
+                password: password.to_owned(),
+                must_change: false,
+            },
+        );
+    }
+
+    pub fn user(&self, name: &str) -> Option<FakeUser> {
+        self.state().users.get(name).cloned()
+    }
+
+    pub fn writes(&self) -> usize {
+        self.state().writes
+    }
+
+    pub fn set_policy(&self, policy: EffectivePolicy) {
+        self.state().policy = policy;
+    }
+
+    pub fn fail_with(&self, failure: Option<DirectoryError>) {
+        self.state().failure = failure;
+    }
+
+    fn check_failure(&self) -> Result<(), DirectoryError> {
+        self.state().failure.clone().map_or(Ok(()), Err)
+    }
+
+    fn write(&self, account: &UserAccount, apply: impl FnOnce(&mut FakeUser) -> Result<(), DirectoryError>) -> Result<(), DirectoryError> {
+        self.check_failure()?;
+        let mut state = self.state();
+        let user = state
+            .users
+            .get_mut(&account.sam_account_name)
+            .ok_or(DirectoryError::UserNotFound)?;
+        apply(user)?;
+        state.writes += 1;
+        Ok(())
+    }
+}
+
+impl Directory for FakeDirectory {
+    async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
+        self.check_failure()?;
+        let UserRef::LogonName(name) = user;
+        let state = self.state();
+        let matches: Vec<_> = state
+            .users
+            .values()
+            .filter(|candidate| {
+                candidate.account.sam_account_name == *name
+                    || candidate.account.user_principal_name.as_deref() == Some(name.as_str())
+            })
+            .collect();
+        match matches.as_slice() {
+            [] => Err(DirectoryError::UserNotFound),
+            [one] => Ok(one.account.clone()),
+            many => Err(DirectoryError::AmbiguousUser { count: many.len() }),
+        }
+    }
+
+    async fn effective_policy(&self, _account: &UserAccount) -> Result<EffectivePolicy, DirectoryError> {
+        self.check_failure()?;
+        Ok(self.state().policy.clone())
+    }
+
+    async fn reset_enforces_history(&self) -> Result<bool, DirectoryError> {
+        Ok(false)
+    }
+
+    async fn reset_password(
+        &self,
+        account: &UserAccount,
+        new_password: &SecretString,
+        options: ResetOptions,
+    ) -> Result<(), DirectoryError> {
+        self.write(account, |user| {
+            user.password = new_password.expose_secret().to_owned();
+            user.must_change = options.must_change;
+            if options.unlock {
+                user.account.locked_out = false;
+            }
+            Ok(())
+        })
+    }
+
+    async fn change_password(
+        &self,
+        account: &UserAccount,
+        current_password: &SecretString,
+        new_password: &SecretString,
+    ) -> Result<(), DirectoryError> {
+        self.write(account, |user| {
+            if user.password != current_password.expose_secret() {
+                return Err(DirectoryError::WrongCurrentPassword);
+            }
+            if user.password == new_password.expose_secret() {
+                return Err(DirectoryError::PolicyRestriction {
+                    reason: Some(writeback_policy::PolicyReason::InHistory),
+                    diagnostic: "0000052D: the password was already used (in history)".into(),
+                });
+            }
+            user.password = new_password.expose_secret().to_owned();
+            Ok(())
+        })
+    }
+
+    async fn unlock(&self, account: &UserAccount) -> Result<(), DirectoryError> {
+        self.write(account, |user| {
+            user.account.locked_out = false;
+            Ok(())
+        })
+    }
+}
