@@ -1,1 +1,506 @@
+//! The cloud's persistent state, in SQLite (WAL) under the data directory. The only crate that
+//! knows SQL. Every time is passed in by the caller; secrets arrive already hashed.
 
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use thiserror::Error;
+use writeback_proto::identity::IdentityPublicKey;
+use writeback_proto::ids::{AgentId, DirectoryName};
+use writeback_proto::time::UnixMillis;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Migrations compiled into the binary, applied in order at start.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+#[derive(Debug)]
+struct EmbeddedMigrations;
+
+impl MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Administrator {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRecord {
+    pub id: i64,
+    pub name: DirectoryName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub version: String,
+    pub identity_key: IdentityPublicKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub agent_id: AgentId,
+    pub directory: DirectoryName,
+    pub name: String,
+    pub version: String,
+    pub identity_key: IdentityPublicKey,
+    pub registered_at: UnixMillis,
+    pub last_connected_at: Option<UnixMillis>,
+    pub last_heartbeat_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+}
+
+/// One line of the audit log. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub directory: Option<String>,
+    pub target: Option<String>,
+    pub request_id: Option<String>,
+    pub result_code: String,
+    pub detail: Option<String>,
+}
+
+fn millis(value: UnixMillis) -> i64 {
+    i64::try_from(value.0).unwrap_or(i64::MAX)
+}
+
+fn from_millis(value: Option<i64>) -> Option<UnixMillis> {
+    value.map(|millis| UnixMillis(u64::try_from(millis).unwrap_or(0)))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        Self::connect(options).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        Self::connect(options).await
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let in_memory = options.get_filename() == Path::new(":memory:");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists once per connection.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .connect_with(options)
+            .await?;
+        Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn create_administrator(&self, email: &str, password_hash: &str, now: UnixMillis) -> Result<i64, StoreError> {
+        let result = sqlx::query("INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)")
+            .bind(email)
+            .bind(password_hash)
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(done) => Ok(done.last_insert_rowid()),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("an administrator with the email {email}")))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn administrator_by_email(&self, email: &str) -> Result<Option<Administrator>, StoreError> {
+        let row = sqlx::query("SELECT id, email, password_hash FROM administrators WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| Administrator {
+            id: row.get("id"),
+            email: row.get("email"),
+            password_hash: row.get("password_hash"),
+        }))
+    }
+
+    pub async fn create_session(
+        &self,
+        token_hash: &[u8],
+        administrator_id: i64,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(administrator_id)
+            .bind(millis(now))
+            .bind(millis(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The administrator holding an unexpired session with this token hash.
+    pub async fn session_administrator(&self, token_hash: &[u8], now: UnixMillis) -> Result<Option<Administrator>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id, a.email, a.password_hash FROM admin_sessions s \
+             JOIN administrators a ON a.id = s.administrator_id \
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| Administrator {
+            id: row.get("id"),
+            email: row.get("email"),
+            password_hash: row.get("password_hash"),
+        }))
+    }
+
+    pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The directory named `name`, created if it does not exist yet.
+    pub async fn ensure_directory(&self, name: &DirectoryName, now: UnixMillis) -> Result<DirectoryRecord, StoreError> {
+        sqlx::query("INSERT INTO directories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name.as_str())
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        self.directory(name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("directory {name} vanished after creation")))
+    }
+
+    pub async fn directory(&self, name: &DirectoryName) -> Result<Option<DirectoryRecord>, StoreError> {
+        let row = sqlx::query("SELECT id FROM directories WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| DirectoryRecord {
+            id: row.get("id"),
+            name: name.clone(),
+        }))
+    }
+
+    pub async fn create_registration_token(
+        &self,
+        token_hash: &[u8],
+        directory_id: i64,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO registration_tokens (token_hash, directory_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(directory_id)
+            .bind(millis(now))
+            .bind(millis(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Redeems an unused, unexpired token and registers the agent, atomically: a token registers
+    /// at most one agent, even when two agents race with it. `None` when the token is unknown,
+    /// used or expired.
+    pub async fn redeem_registration_token(
+        &self,
+        token_hash: &[u8],
+        agent: &NewAgent,
+        now: UnixMillis,
+    ) -> Result<Option<DirectoryName>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE registration_tokens SET redeemed_at = ?, agent_id = ? \
+             WHERE token_hash = ? AND redeemed_at IS NULL AND expires_at > ? \
+             RETURNING directory_id",
+        )
+        .bind(millis(now))
+        .bind(agent.agent_id.to_string())
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        let directory_id: i64 = claimed.get("directory_id");
+        sqlx::query(
+            "INSERT INTO agents (id, directory_id, name, version, identity_key, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(agent.agent_id.to_string())
+        .bind(directory_id)
+        .bind(&agent.name)
+        .bind(&agent.version)
+        .bind(agent.identity_key.0.as_slice())
+        .bind(millis(now))
+        .execute(&mut *transaction)
+        .await?;
+        let name: String = sqlx::query("SELECT name FROM directories WHERE id = ?")
+            .bind(directory_id)
+            .fetch_one(&mut *transaction)
+            .await?
+            .get("name");
+        transaction.commit().await?;
+        parse_directory(&name).map(Some)
+    }
+
+    pub async fn agent(&self, agent_id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        let rows = self.agent_rows(Some(agent_id)).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agent_rows(None).await
+    }
+
+    async fn agent_rows(&self, only: Option<&AgentId>) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, d.name AS directory, a.name, a.version, a.identity_key, a.registered_at, \
+             a.last_connected_at, a.last_heartbeat_at, a.last_error \
+             FROM agents a JOIN directories d ON d.id = a.directory_id \
+             WHERE (?1 IS NULL OR a.id = ?1) ORDER BY d.name, a.registered_at",
+        )
+        .bind(only.map(ToString::to_string))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: String = row.get("id");
+                let key: Vec<u8> = row.get("identity_key");
+                let key = <[u8; 32]>::try_from(key.as_slice())
+                    .map_err(|_| StoreError::Corrupt(format!("identity key of agent {id}")))?;
+                Ok(AgentRecord {
+                    agent_id: id.parse().map_err(|_| StoreError::Corrupt(format!("agent id {id}")))?,
+                    directory: parse_directory(&row.get::<String, _>("directory"))?,
+                    name: row.get("name"),
+                    version: row.get("version"),
+                    identity_key: IdentityPublicKey(key),
+                    registered_at: from_millis(Some(row.get("registered_at"))).unwrap_or(UnixMillis(0)),
+                    last_connected_at: from_millis(row.get("last_connected_at")),
+                    last_heartbeat_at: from_millis(row.get("last_heartbeat_at")),
+                    last_error: row.get("last_error"),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_agent_connected(&self, agent_id: &AgentId, version: &str, now: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET version = ?, last_connected_at = ?, last_heartbeat_at = ?, last_error = NULL WHERE id = ?")
+            .bind(version)
+            .bind(millis(now))
+            .bind(millis(now))
+            .bind(agent_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_agent_heartbeat(&self, agent_id: &AgentId, now: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ?")
+            .bind(millis(now))
+            .bind(agent_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_agent_error(&self, agent_id: &AgentId, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET last_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(agent_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, directory, target, request_id, result_code, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(millis(event.at))
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(&event.directory)
+        .bind(&event.target)
+        .bind(&event.request_id)
+        .bind(&event.result_code)
+        .bind(&event.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The most recent audit events, newest first.
+    pub async fn recent_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, directory, target, request_id, result_code, detail \
+             FROM audit_events ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuditEvent {
+                at: from_millis(Some(row.get("at"))).unwrap_or(UnixMillis(0)),
+                actor: row.get("actor"),
+                action: row.get("action"),
+                directory: row.get("directory"),
+                target: row.get("target"),
+                request_id: row.get("request_id"),
+                result_code: row.get("result_code"),
+                detail: row.get("detail"),
+            })
+            .collect())
+    }
+}
+
+fn parse_directory(name: &str) -> Result<DirectoryName, StoreError> {
+    name.parse()
+        .map_err(|_| StoreError::Corrupt(format!("directory name {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use writeback_proto::identity::IdentityKeyPair;
+
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(1_000_000);
+
+    fn later(seconds: u64) -> UnixMillis {
+        NOW.saturating_add(Duration::from_secs(seconds))
+    }
+
+    fn new_agent() -> NewAgent {
+        NewAgent {
+            agent_id: AgentId::generate().unwrap(),
+            name: "dc-host".into(),
+            version: "0.1.0".into(),
+            identity_key: IdentityKeyPair::generate().unwrap().public_key(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registration_token_registers_exactly_one_agent() {
+        let store = Store::in_memory().await.unwrap();
+        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
+        store.create_registration_token(b"hash", directory.id, NOW, later(3600)).await.unwrap();
+
+        let first = new_agent();
+        let redeemed = store.redeem_registration_token(b"hash", &first, later(1)).await.unwrap();
+        assert_eq!(redeemed, Some("corp".parse().unwrap()));
+        assert_eq!(store.redeem_registration_token(b"hash", &new_agent(), later(2)).await.unwrap(), None);
+        assert_eq!(store.redeem_registration_token(b"unknown", &new_agent(), later(2)).await.unwrap(), None);
+
+        let agents = store.agents().await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].agent_id, first.agent_id);
+        assert_eq!(agents[0].identity_key, first.identity_key);
+    }
+
+    #[tokio::test]
+    async fn an_expired_registration_token_is_refused() {
+        let store = Store::in_memory().await.unwrap();
+        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
+        store.create_registration_token(b"hash", directory.id, NOW, later(60)).await.unwrap();
+        assert_eq!(store.redeem_registration_token(b"hash", &new_agent(), later(60)).await.unwrap(), None);
+        assert!(store.agents().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_expire() {
+        let store = Store::in_memory().await.unwrap();
+        let id = store.create_administrator("admin@example.test", "hash", NOW).await.unwrap();
+        store.create_session(b"token", id, NOW, later(60)).await.unwrap();
+        assert!(store.session_administrator(b"token", later(59)).await.unwrap().is_some());
+        assert!(store.session_administrator(b"token", later(60)).await.unwrap().is_none());
+        assert!(store.session_administrator(b"other", later(1)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn administrator_emails_are_unique_ignoring_case() {
+        let store = Store::in_memory().await.unwrap();
+        store.create_administrator("Admin@example.test", "hash", NOW).await.unwrap();
+        let duplicate = store.create_administrator("admin@EXAMPLE.test", "hash", NOW).await;
+        assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
+        assert!(store.administrator_by_email("ADMIN@example.test").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn agent_health_is_recorded() {
+        let store = Store::in_memory().await.unwrap();
+        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
+        store.create_registration_token(b"hash", directory.id, NOW, later(60)).await.unwrap();
+        let agent = new_agent();
+        store.redeem_registration_token(b"hash", &agent, NOW).await.unwrap();
+        store.record_agent_error(&agent.agent_id, "lost").await.unwrap();
+        store.record_agent_connected(&agent.agent_id, "0.2.0", later(5)).await.unwrap();
+        store.record_agent_heartbeat(&agent.agent_id, later(35)).await.unwrap();
+        let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
+        assert_eq!(record.version, "0.2.0");
+        assert_eq!(record.last_connected_at, Some(later(5)));
+        assert_eq!(record.last_heartbeat_at, Some(later(35)));
+        assert_eq!(record.last_error, None);
+    }
+}
