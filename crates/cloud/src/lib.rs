@@ -1,1 +1,214 @@
+//! `writeback-cloud`: the admin API, the relay agents dial into, and the store behind them. The
+//! only crate that speaks HTTP.
+//!
+//! Entry points: [`start`] runs the server (used by `main.rs` and, in-process, by the testkit);
+//! [`create_administrator`] and [`create_registration_token`] are the set-up commands.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod messages;
+pub mod relay;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use writeback_proto::ids::DirectoryName;
+use writeback_proto::time::UnixMillis;
+use writeback_store::{AuditEvent, Store, StoreError};
+use writeback_tls::{Fingerprint, TlsError};
+
+pub use config::CloudConfig;
+use relay::Relay;
+
+#[derive(Debug, Error)]
+pub enum CloudError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What every request handler and agent connection shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub relay: Arc<Relay>,
+    pub config: Arc<CloudConfig>,
+}
+
+/// A running server; [`RunningCloud::stop`] shuts it down.
+#[derive(Debug)]
+pub struct RunningCloud {
+    pub address: SocketAddr,
+    /// SHA-256 of the certificate the server presents, for agents and the CLI to pin.
+    pub fingerprint: Fingerprint,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningCloud {
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops (it stops only when told to, or on a fatal error).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloudError {
+    let context = context.into();
+    move |source| CloudError::Io { context, source }
+}
+
+pub async fn open_store(config: &CloudConfig) -> Result<Store, CloudError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io_error(format!("creating the data directory {}", config.data_dir.display())))?;
+    Ok(Store::open(&config.database_path()).await?)
+}
+
+/// The certificate and key to serve: the configured ones, or a self-signed pair generated once in
+/// the data directory (so its fingerprint, which agents pin, survives restarts).
+pub fn certificate_paths(config: &CloudConfig) -> Result<(PathBuf, PathBuf), CloudError> {
+    match (&config.tls_certificate, &config.tls_private_key) {
+        (Some(certificate), Some(key)) => return Ok((certificate.clone(), key.clone())),
+        (None, None) => {}
+        _ => {
+            return Err(CloudError::InvalidInput(
+                "set both tls_certificate and tls_private_key, or neither".into(),
+            ));
+        }
+    }
+    let directory = config.data_dir.join("tls");
+    let certificate = directory.join("cert.pem");
+    let key = directory.join("key.pem");
+    if !certificate.exists() || !key.exists() {
+        std::fs::create_dir_all(&directory).map_err(io_error(format!("creating {}", directory.display())))?;
+        let pair = writeback_tls::self_signed_certificate(&config.self_signed_names)?;
+        write_private_file(&key, pair.private_key_pem.as_bytes())?;
+        std::fs::write(&certificate, pair.certificate_pem).map_err(io_error(format!("writing {}", certificate.display())))?;
+        tracing::info!(path = %certificate.display(), "generated a self-signed certificate");
+    }
+    Ok((certificate, key))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), CloudError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(format!("writing {}", path.display())))?;
+    file.write_all(contents).map_err(io_error(format!("writing {}", path.display())))
+}
+
+/// Opens the store, binds `config.listen` and serves until stopped.
+pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
+    let store = open_store(&config).await?;
+    let (certificate, key) = certificate_paths(&config)?;
+    let tls = Arc::new(writeback_tls::server_config(&certificate, &key)?);
+    let fingerprint = Fingerprint::of_pem_file(&certificate)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(io_error(format!("binding {}", config.listen)))?;
+    let address = listener.local_addr().map_err(io_error("reading the bound address"))?;
+    let state = AppState {
+        store,
+        relay: Arc::new(Relay::default()),
+        config: Arc::new(config),
+    };
+    let app = api::router(state.clone());
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listener, tls, app, async move {
+        let _ = shutdown_signal.await;
+    }));
+    tracing::info!(%address, %fingerprint, "writeback-cloud listening");
+    Ok(RunningCloud {
+        address,
+        fingerprint,
+        state,
+        shutdown: Some(shutdown),
+        task,
+    })
+}
+
+pub async fn create_administrator(store: &Store, email: &str, password: &SecretString) -> Result<(), CloudError> {
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(CloudError::InvalidInput(format!("{email:?} is not an email address")));
+    }
+    if secrecy::ExposeSecret::expose_secret(password).chars().count() < 12 {
+        return Err(CloudError::InvalidInput(
+            "an administrator password must be at least 12 characters long".into(),
+        ));
+    }
+    let password = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|error| CloudError::Internal(error.to_string()))??;
+    let now = UnixMillis::now();
+    store.create_administrator(email, &hash, now).await?;
+    store
+        .append_audit(&AuditEvent {
+            at: now,
+            actor: "writeback-cloud admin create".into(),
+            action: "create_administrator".into(),
+            directory: None,
+            target: Some(email.into()),
+            request_id: None,
+            result_code: "success".into(),
+            detail: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Issues a single-use registration token for `directory` (created if new), valid for `lifetime`.
+pub async fn create_registration_token(
+    store: &Store,
+    directory: &DirectoryName,
+    lifetime: Duration,
+) -> Result<(SecretString, UnixMillis), CloudError> {
+    let now = UnixMillis::now();
+    let record = store.ensure_directory(directory, now).await?;
+    let token = auth::new_token(auth::REGISTRATION_TOKEN_PREFIX)?;
+    let expires_at = now.saturating_add(lifetime);
+    store
+        .create_registration_token(&auth::token_hash(secrecy::ExposeSecret::expose_secret(&token)), record.id, now, expires_at)
+        .await?;
+    store
+        .append_audit(&AuditEvent {
+            at: now,
+            actor: "writeback-cloud token create".into(),
+            action: "create_registration_token".into(),
+            directory: Some(directory.to_string()),
+            target: None,
+            request_id: None,
+            result_code: "success".into(),
+            detail: Some(format!("expires in {} minutes", lifetime.as_secs() / 60)),
+        })
+        .await?;
+    Ok((token, expires_at))
+}

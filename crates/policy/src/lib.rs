@@ -20,6 +20,19 @@ pub enum PolicyReason {
     Banned,
 }
 
+impl PolicyReason {
+    /// The stable name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooShort => "too_short",
+            Self::NotComplex => "not_complex",
+            Self::InHistory => "in_history",
+            Self::TooYoung => "too_young",
+            Self::Banned => "banned",
+        }
+    }
+}
+
 /// The effective password policy of one account: the domain policy, or the fine-grained password
 /// settings object (PSO) that applies to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,8 +333,16 @@ mod tests {
     }
 
     #[test]
-    fn reasons_serialize_to_stable_snake_case() {
-        let text = serde_json::to_string(&PolicyReason::InHistory).unwrap_or_default();
-        assert_eq!(text, "\"in_history\"");
+    fn reasons_serialize_to_their_stable_names() {
+        for reason in [
+            PolicyReason::TooShort,
+            PolicyReason::NotComplex,
+            PolicyReason::InHistory,
+            PolicyReason::TooYoung,
+            PolicyReason::Banned,
+        ] {
+            let text = serde_json::to_string(&reason).unwrap_or_default();
+            assert_eq!(text, format!("\"{}\"", reason.as_str()));
+        }
     }
 }

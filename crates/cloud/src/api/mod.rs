@@ -1,0 +1,267 @@
+//! The admin REST API. Every writeback answers synchronously with the directory's own result.
+
+mod extract;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use secrecy::SecretString;
+use writeback_proto::api::{
+    AgentSummary, ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest, SignInResponse,
+};
+use writeback_proto::ids::RequestId;
+use writeback_proto::operation::{Operation, OperationKind, UserRef};
+use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, SecretField, seal};
+use writeback_proto::time::UnixMillis;
+use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
+use writeback_proto::ProtoError;
+use writeback_store::AuditEvent;
+
+pub use extract::ApiError;
+use extract::{IdempotencyKey, JsonBody, SignedIn, UserPath};
+
+use crate::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
+use crate::{AppState, messages, relay};
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/sessions", post(sign_in))
+        .route("/api/v1/sessions/current", delete(sign_out))
+        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/directories/{directory}/users/{user}/reset-password", post(reset_password))
+        .route("/api/v1/directories/{directory}/users/{user}/change-password", post(change_password))
+        .route("/api/v1/directories/{directory}/users/{user}/unlock", post(unlock))
+        .route("/agent/v1/connect", get(relay::connection::upgrade))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn sign_in(State(state): State<AppState>, JsonBody(body): JsonBody<SignInRequest>) -> Result<impl IntoResponse, ApiError> {
+    let now = UnixMillis::now();
+    let administrator = state.store.administrator_by_email(&body.email).await.map_err(ApiError::internal)?;
+    let stored_hash = administrator.as_ref().map(|administrator| administrator.password_hash.clone());
+    let password = body.password;
+    let verified = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+        .await
+        .map_err(ApiError::internal)?;
+    let audit = |result_code: &str| AuditEvent {
+        at: now,
+        actor: body.email.clone(),
+        action: "sign_in".into(),
+        directory: None,
+        target: None,
+        request_id: None,
+        result_code: result_code.into(),
+        detail: None,
+    };
+    let Some(administrator) = administrator.filter(|_| verified) else {
+        state.store.append_audit(&audit("invalid_credentials")).await.map_err(ApiError::internal)?;
+        tracing::warn!(email = %body.email, "administrator sign-in refused");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "The email or password is not correct.",
+        ));
+    };
+    let token = new_token(SESSION_TOKEN_PREFIX).map_err(ApiError::internal)?;
+    let expires_at = now.saturating_add(std::time::Duration::from_secs(state.config.admin_session_hours * 3600));
+    let hash = token_hash(secrecy::ExposeSecret::expose_secret(&token));
+    state
+        .store
+        .create_session(&hash, administrator.id, now, expires_at)
+        .await
+        .map_err(ApiError::internal)?;
+    state.store.append_audit(&audit("success")).await.map_err(ApiError::internal)?;
+    tracing::info!(email = %administrator.email, "administrator signed in");
+    Ok((StatusCode::CREATED, Json(SignInResponse { token, expires_at })))
+}
+
+async fn sign_out(State(state): State<AppState>, signed_in: SignedIn) -> Result<StatusCode, ApiError> {
+    state.store.delete_session(&signed_in.token_hash).await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_agents(State(state): State<AppState>, _signed_in: SignedIn) -> Result<Json<Vec<AgentSummary>>, ApiError> {
+    let agents = state.store.agents().await.map_err(ApiError::internal)?;
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|agent| AgentSummary {
+                connected: state.relay.is_connected(&agent.agent_id),
+                agent_id: agent.agent_id,
+                directory: agent.directory,
+                name: agent.name,
+                version: agent.version,
+                registered_at: agent.registered_at,
+                last_connected_at: agent.last_connected_at,
+                last_heartbeat_at: agent.last_heartbeat_at,
+                last_error: agent.last_error,
+            })
+            .collect(),
+    ))
+}
+
+/// Passwords longer than AD accepts are refused before anything is sealed or sent.
+fn check_password_shape(password: &SecretString, field: &str) -> Result<(), ApiError> {
+    let length = utf16_length(secrecy::ExposeSecret::expose_secret(password));
+    if length == 0 {
+        return Err(ApiError::invalid(format!("`{field}` must not be empty.")));
+    }
+    if length > MAX_PASSWORD_UTF16_UNITS {
+        return Err(ApiError::invalid(format!(
+            "`{field}` is longer than {MAX_PASSWORD_UTF16_UNITS} characters."
+        )));
+    }
+    Ok(())
+}
+
+fn seal_for(
+    key: &SealingPublicKey,
+    request_id: RequestId,
+    operation: OperationKind,
+    user: &UserRef,
+    field: SecretField,
+    secret: &SecretString,
+) -> Result<SealedSecret, ProtoError> {
+    let context = SealContext {
+        request_id,
+        operation,
+        user,
+        field,
+    };
+    seal(key, &context, secret)
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    target: UserPath,
+    IdempotencyKey(request_id): IdempotencyKey,
+    JsonBody(body): JsonBody<ResetPasswordRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_password_shape(&body.new_password, "new_password")?;
+    let (must_change, unlock) = (body.must_change, body.unlock);
+    let user = target.user.clone();
+    let new_password = body.new_password;
+    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        Ok(Operation::ResetPassword {
+            new_password: seal_for(key, request_id, OperationKind::ResetPassword, &user, SecretField::NewPassword, &new_password)?,
+            user: user.clone(),
+            must_change,
+            unlock,
+        })
+    };
+    perform(&state, &signed_in, target, request_id, OperationKind::ResetPassword, &build).await
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    target: UserPath,
+    IdempotencyKey(request_id): IdempotencyKey,
+    JsonBody(body): JsonBody<ChangePasswordRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_password_shape(&body.current_password, "current_password")?;
+    check_password_shape(&body.new_password, "new_password")?;
+    let user = target.user.clone();
+    let (current_password, new_password) = (body.current_password, body.new_password);
+    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        let kind = OperationKind::ChangePassword;
+        Ok(Operation::ChangePassword {
+            current_password: seal_for(key, request_id, kind, &user, SecretField::CurrentPassword, &current_password)?,
+            new_password: seal_for(key, request_id, kind, &user, SecretField::NewPassword, &new_password)?,
+            user: user.clone(),
+        })
+    };
+    perform(&state, &signed_in, target, request_id, OperationKind::ChangePassword, &build).await
+}
+
+async fn unlock(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    target: UserPath,
+    IdempotencyKey(request_id): IdempotencyKey,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = target.user.clone();
+    let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> { Ok(Operation::Unlock { user: user.clone() }) };
+    perform(&state, &signed_in, target, request_id, OperationKind::Unlock, &build).await
+}
+
+/// Dispatches one operation, waits for the directory's answer, audits it and answers.
+async fn perform(
+    state: &AppState,
+    signed_in: &SignedIn,
+    target: UserPath,
+    request_id: RequestId,
+    kind: OperationKind,
+    build: &relay::BuildOperation<'_>,
+) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
+    let UserPath { directory, user } = target;
+    if state.store.directory(&directory).await.map_err(ApiError::internal)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_directory",
+            format!("No directory is named {directory}."),
+        ));
+    }
+    let started = UnixMillis::now();
+    let deadline = started.saturating_add(state.config.request_timeout());
+    tracing::info!(%request_id, operation = %kind, %directory, %user, actor = %signed_in.administrator.email, "operation started");
+    let result = state.relay.dispatch(&directory, request_id, deadline, build).await;
+    let finished = UnixMillis::now();
+    tracing::info!(
+        %request_id,
+        operation = %kind,
+        %directory,
+        %user,
+        result = result.code(),
+        elapsed_ms = finished.duration_since(started).as_millis() as u64,
+        "operation finished"
+    );
+    let detail = match &result {
+        ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => Some(detail.clone()),
+        ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),
+        _ => None,
+    };
+    let audit = AuditEvent {
+        at: finished,
+        actor: signed_in.administrator.email.clone(),
+        action: kind.as_str().into(),
+        directory: Some(directory.to_string()),
+        target: Some(user.to_string()),
+        request_id: Some(request_id.to_string()),
+        result_code: result.code().into(),
+        detail,
+    };
+    state.store.append_audit(&audit).await.map_err(ApiError::internal)?;
+    let status = http_status(&result);
+    let message = messages::describe(kind, &result);
+    Ok((status, Json(OperationResponse {
+        request_id,
+        result,
+        message,
+    })))
+}
+
+fn http_status(result: &ResultCode) -> StatusCode {
+    match result {
+        ResultCode::Success => StatusCode::OK,
+        ResultCode::PolicyViolation { .. }
+        | ResultCode::WrongCurrentPassword
+        | ResultCode::AccountDisabled
+        | ResultCode::AccountLocked => StatusCode::UNPROCESSABLE_ENTITY,
+        ResultCode::UserNotFound => StatusCode::NOT_FOUND,
+        ResultCode::AmbiguousUser => StatusCode::CONFLICT,
+        ResultCode::PermissionDenied | ResultCode::ProtectedAccount | ResultCode::OutOfScope => StatusCode::FORBIDDEN,
+        ResultCode::DirectoryUnavailable { .. } => StatusCode::BAD_GATEWAY,
+        ResultCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ResultCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ResultCode::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

@@ -1,0 +1,83 @@
+//! `writeback-cloud`'s one configuration struct. Layered by `writeback-config`: defaults, then the
+//! file given with `--config`, then `WRITEBACK_CLOUD_*` variables, then flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// Address the HTTPS listener binds, e.g. `0.0.0.0:8443`.
+    pub listen: String,
+    /// Holds the database (`writeback.db`) and, when no certificate is configured, the generated
+    /// self-signed one under `tls/`.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; with `tls_private_key`. When absent, a self-signed certificate for
+    /// `self_signed_names` is generated once and kept in the data directory.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    pub self_signed_names: Vec<String>,
+    /// How long a writeback may take end to end before the caller is told "timeout".
+    pub request_timeout_seconds: u64,
+    pub heartbeat_interval_seconds: u64,
+    pub admin_session_hours: u64,
+    pub registration_token_minutes: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `text`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `writeback_cloud=debug,info`.
+    pub level: String,
+    /// Append logs to this file instead of standard error.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            data_dir: PathBuf::from("/var/lib/writeback-cloud"),
+            tls_certificate: None,
+            tls_private_key: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            request_timeout_seconds: 15,
+            heartbeat_interval_seconds: 30,
+            admin_session_hours: 12,
+            registration_token_minutes: 60,
+            max_body_bytes: 16 * 1024,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+            file: None,
+        }
+    }
+}
+
+impl CloudConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds.max(1))
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_seconds.max(1))
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("writeback.db")
+    }
+}

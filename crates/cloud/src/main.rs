@@ -1,0 +1,181 @@
+//! `writeback-cloud`: serve, or run a set-up command against the data directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use writeback_cloud::CloudConfig;
+use writeback_config::Sources;
+
+#[derive(Debug, Parser)]
+#[command(name = "writeback-cloud", version, about = "Writeback cloud service: admin API and agent relay")]
+struct Arguments {
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTPS: the admin API and the agent relay.
+    Serve {
+        /// Overrides `listen`, e.g. 0.0.0.0:8443.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Issue agent registration tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the SHA-256 fingerprint of the certificate the cloud serves, for agents to pin.
+    Fingerprint,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an administrator. The password is read from --password-file, or prompted for.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a single-use, expiring token with which one agent registers for a directory.
+    Create {
+        /// The directory (AD domain) the agent will serve, e.g. `corp`. Created if new.
+        #[arg(long)]
+        directory: String,
+        /// Lifetime in minutes; defaults to `registration_token_minutes`.
+        #[arg(long)]
+        ttl_minutes: Option<u64>,
+    },
+}
+
+fn load_config(arguments: &Arguments, listen: Option<&String>) -> Result<CloudConfig> {
+    let mut flags = Vec::new();
+    if let Some(data_dir) = &arguments.data_dir {
+        flags.push(("data_dir".to_owned(), toml::Value::String(data_dir.display().to_string())));
+    }
+    if let Some(listen) = listen {
+        flags.push(("listen".to_owned(), toml::Value::String(listen.clone())));
+    }
+    let sources = Sources {
+        file: arguments.config.clone(),
+        environment: std::env::vars().collect(),
+        flags,
+    };
+    Ok(writeback_config::load(&sources, "WRITEBACK_CLOUD_")?)
+}
+
+fn init_logging(config: &CloudConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
+    let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the log file {}", path.display()))?;
+            let file = std::sync::Arc::new(file);
+            Box::new(move || Box::new(file.clone()) as Box<dyn std::io::Write>)
+        }
+        None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match config.log.format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("log.format must be json or text, not {other:?}"),
+    }
+    Ok(())
+}
+
+fn read_new_password(path: Option<&PathBuf>) -> Result<SecretString> {
+    match path {
+        Some(path) => Ok(writeback_config::read_secret_file(path)?),
+        None => {
+            let first = rpassword::prompt_password("New administrator password: ")?;
+            let second = rpassword::prompt_password("Repeat it: ")?;
+            if first != second {
+                bail!("the two passwords differ");
+            }
+            Ok(SecretString::from(first))
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let arguments = Arguments::parse();
+    let listen = match &arguments.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let config = load_config(&arguments, listen.as_ref())?;
+    init_logging(&config)?;
+    match &arguments.command {
+        Command::Serve { .. } => {
+            let running = writeback_cloud::start(config).await?;
+            println!("writeback-cloud listening on https://{}", running.address);
+            println!("certificate fingerprint (sha256): {}", running.fingerprint);
+            let state = running.state.clone();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate() => {}
+            }
+            tracing::info!("shutting down");
+            drop(state);
+            running.stop().await;
+        }
+        Command::Admin {
+            command: AdminCommand::Create { email, password_file },
+        } => {
+            let password = read_new_password(password_file.as_ref())?;
+            let store = writeback_cloud::open_store(&config).await?;
+            writeback_cloud::create_administrator(&store, email, &password).await?;
+            println!("administrator {email} created");
+        }
+        Command::Token {
+            command: TokenCommand::Create { directory, ttl_minutes },
+        } => {
+            let directory = directory.parse().context("invalid directory name")?;
+            let minutes = ttl_minutes.unwrap_or(config.registration_token_minutes).max(1);
+            let store = writeback_cloud::open_store(&config).await?;
+            let (token, _) =
+                writeback_cloud::create_registration_token(&store, &directory, Duration::from_secs(minutes * 60)).await?;
+            println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+            eprintln!("single-use registration token for directory {directory}; expires in {minutes} minutes");
+        }
+        Command::Fingerprint => {
+            let (certificate, _) = writeback_cloud::certificate_paths(&config)?;
+            println!("{}", writeback_tls::Fingerprint::of_pem_file(&certificate)?);
+        }
+    }
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}

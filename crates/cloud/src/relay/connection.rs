@@ -1,0 +1,192 @@
+//! One agent's WebSocket connection: the IO around [`CloudSession`], which makes every decision.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+use tokio::sync::mpsc;
+use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, RejectReason, Registration};
+use writeback_proto::ids::{AgentId, DirectoryName, random_bytes};
+use writeback_proto::session::{CloudAction, CloudSession, SessionSettings};
+use writeback_proto::time::UnixMillis;
+use writeback_store::{AuditEvent, NewAgent};
+
+use super::AgentConnection;
+use crate::AppState;
+use crate::auth::token_hash;
+
+/// WebSocket close code for "message too big" (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_POLICY: u16 = 1008;
+
+pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    // Frames a little over the protocol limit reach the decoder and get a clear protocol error;
+    // far larger ones are cut off by the WebSocket layer itself.
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES * 2)
+        .max_frame_size(MAX_FRAME_BYTES * 2)
+        .on_upgrade(move |socket| serve(socket, state))
+}
+
+async fn serve(mut socket: WebSocket, state: AppState) {
+    let Ok(nonce) = random_bytes::<32>() else {
+        tracing::error!("no randomness for an agent challenge; refusing the connection");
+        return;
+    };
+    let settings = SessionSettings {
+        heartbeat_interval: state.config.heartbeat_interval(),
+        ..SessionSettings::default()
+    };
+    let (mut session, challenge) = CloudSession::new(nonce, UnixMillis::now(), settings);
+    let (outbound, mut outbound_queue) = mpsc::channel::<CloudMessage>(64);
+    let mut registered: Option<AgentConnection> = None;
+    let mut agent_directory: Option<DirectoryName> = None;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut actions = VecDeque::from([CloudAction::Send(challenge)]);
+
+    let close_reason = 'connection: loop {
+        while let Some(action) = actions.pop_front() {
+            match action {
+                CloudAction::Send(message) => {
+                    if let Err(reason) = send(&mut socket, &message).await {
+                        break 'connection reason;
+                    }
+                }
+                CloudAction::LookUpIdentity(agent_id) => {
+                    let record = state.store.agent(&agent_id).await.unwrap_or_else(|error| {
+                        tracing::error!(%error, %agent_id, "cannot look up an agent");
+                        None
+                    });
+                    agent_directory = record.as_ref().map(|record| record.directory.clone());
+                    actions.extend(session.on_identity(record.map(|record| record.identity_key)));
+                }
+                CloudAction::Redeem(registration) => {
+                    let outcome = redeem(&state, &registration).await;
+                    actions.extend(session.on_registration(outcome));
+                }
+                CloudAction::Authenticated(agent) => {
+                    let Some(directory) = agent_directory.clone() else {
+                        break 'connection "authenticated agent has no directory".to_owned();
+                    };
+                    let now = UnixMillis::now();
+                    if let Err(error) = state.store.record_agent_connected(&agent.agent_id, &agent.version, now).await {
+                        tracing::error!(%error, "cannot record an agent connection");
+                    }
+                    tracing::info!(agent_id = %agent.agent_id, %directory, version = %agent.version, sealing_key = %agent.sealing_key.key_id, "agent connected");
+                    registered = Some(state.relay.connect(agent.agent_id, directory, agent.sealing_key, outbound.clone()));
+                }
+                CloudAction::HeartbeatReceived { .. } => {
+                    if let Some(connection) = &registered
+                        && let Err(error) = state.store.record_agent_heartbeat(&connection.agent_id, UnixMillis::now()).await
+                    {
+                        tracing::error!(%error, "cannot record a heartbeat");
+                    }
+                }
+                CloudAction::Deliver(response) => {
+                    if let Some(connection) = &registered {
+                        state.relay.deliver(connection, response);
+                    }
+                }
+                CloudAction::Close { reason } => break 'connection reason,
+            }
+        }
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => actions.extend(session.on_frame(text.as_bytes(), UnixMillis::now())),
+                Some(Ok(Message::Binary(bytes))) => actions.extend(session.on_frame(&bytes, UnixMillis::now())),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break 'connection "the agent closed the connection".to_owned(),
+                Some(Err(error)) => {
+                    let reason = format!("unreadable WebSocket message: {error}");
+                    let code = if error.to_string().contains("too long") || error.to_string().contains("too big") {
+                        CLOSE_TOO_BIG
+                    } else {
+                        CLOSE_POLICY
+                    };
+                    close(&mut socket, code, &reason).await;
+                    break 'connection reason;
+                }
+            },
+            Some(message) = outbound_queue.recv() => actions.push_back(CloudAction::Send(message)),
+            _ = ticker.tick() => actions.extend(session.on_tick(UnixMillis::now())),
+        }
+    };
+
+    close(&mut socket, CLOSE_POLICY, &close_reason).await;
+    match &registered {
+        Some(connection) => {
+            state.relay.disconnect(connection);
+            tracing::info!(agent_id = %connection.agent_id, reason = %close_reason, "agent disconnected");
+            if let Err(error) = state.store.record_agent_error(&connection.agent_id, &close_reason).await {
+                tracing::error!(%error, "cannot record an agent disconnection");
+            }
+        }
+        None => tracing::info!(reason = %close_reason, "agent connection ended before authentication"),
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &CloudMessage) -> Result<(), String> {
+    let text = frame::encode(message).map_err(|error| error.to_string())?;
+    socket
+        .send(Message::Text(Utf8Bytes::from(text)))
+        .await
+        .map_err(|error| format!("sending to the agent failed: {error}"))
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // A close reason may be at most 123 bytes.
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await;
+}
+
+async fn redeem(state: &AppState, registration: &Registration) -> Result<(AgentId, DirectoryName), RejectReason> {
+    use secrecy::ExposeSecret;
+    let agent_id = AgentId::generate().map_err(|_| RejectReason::Internal)?;
+    let agent = NewAgent {
+        agent_id,
+        name: registration.name.clone(),
+        version: registration.version.clone(),
+        identity_key: registration.identity_key,
+    };
+    let now = UnixMillis::now();
+    let hash = token_hash(registration.token.expose_secret());
+    let outcome = state.store.redeem_registration_token(&hash, &agent, now).await;
+    let (result_code, result) = match outcome {
+        Ok(Some(directory)) => {
+            tracing::info!(%agent_id, %directory, name = %registration.name, "agent registered");
+            ("success", Ok((agent_id, directory)))
+        }
+        Ok(None) => {
+            tracing::warn!(name = %registration.name, "agent registration refused: token invalid, used or expired");
+            ("invalid_token", Err(RejectReason::InvalidToken))
+        }
+        Err(error) => {
+            tracing::error!(%error, "agent registration failed");
+            ("internal", Err(RejectReason::Internal))
+        }
+    };
+    let audit = AuditEvent {
+        at: now,
+        actor: format!("agent:{}", registration.name),
+        action: "register_agent".into(),
+        directory: result.as_ref().ok().map(|(_, directory)| directory.to_string()),
+        target: Some(agent_id.to_string()),
+        request_id: None,
+        result_code: result_code.into(),
+        detail: None,
+    };
+    if let Err(error) = state.store.append_audit(&audit).await {
+        tracing::error!(%error, "cannot write the audit log");
+    }
+    result
+}

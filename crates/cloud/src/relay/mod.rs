@@ -1,0 +1,283 @@
+//! The relay: agents dial in over WebSocket ([`connection`]) and the API dispatches operations to
+//! them, waiting synchronously for the directory's answer.
+//!
+//! Exactly once: an operation keeps its request id for its whole life. If the connection drops
+//! after the request was sent, the relay waits (until the deadline) for *the same agent* to come
+//! back and sends the same request id again; the agent's outcome journal answers a repeat without
+//! touching the directory. It never moves a sent request to a different agent, which has no record
+//! of it and might apply it a second time.
+
+pub mod connection;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use writeback_proto::ProtoError;
+use writeback_proto::frame::CloudMessage;
+use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
+use writeback_proto::operation::{Operation, Request, Response};
+use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SealingPublicKey;
+use writeback_proto::time::UnixMillis;
+
+type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<ResultCode>>>>>;
+
+/// One authenticated agent connection, as the relay sees it.
+#[derive(Debug, Clone)]
+pub struct AgentConnection {
+    pub connection_id: u64,
+    pub agent_id: AgentId,
+    pub directory: DirectoryName,
+    pub sealing_key: SealingPublicKey,
+    outbound: mpsc::Sender<CloudMessage>,
+    waiters: Waiters,
+}
+
+#[derive(Debug, Default)]
+pub struct Relay {
+    connections: Mutex<HashMap<AgentId, AgentConnection>>,
+    /// Woken whenever an agent connects, so a dispatch waiting for its agent can resume.
+    connected: Notify,
+    next_connection_id: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Builds the operation for one attempt, sealing its secrets to the key of the agent that will
+/// receive it.
+pub type BuildOperation<'a> = dyn Fn(&SealingPublicKey) -> Result<Operation, ProtoError> + Send + Sync + 'a;
+
+impl Relay {
+    /// Registers an authenticated connection; it replaces an older connection of the same agent.
+    pub fn connect(
+        &self,
+        agent_id: AgentId,
+        directory: DirectoryName,
+        sealing_key: SealingPublicKey,
+        outbound: mpsc::Sender<CloudMessage>,
+    ) -> AgentConnection {
+        let connection = AgentConnection {
+            connection_id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            agent_id,
+            directory,
+            sealing_key,
+            outbound,
+            waiters: Waiters::default(),
+        };
+        lock(&self.connections).insert(agent_id, connection.clone());
+        self.connected.notify_waiters();
+        connection
+    }
+
+    /// Removes a connection (if it is still the current one for its agent). Requests waiting on it
+    /// learn that the connection was lost.
+    pub fn disconnect(&self, connection: &AgentConnection) {
+        let mut connections = lock(&self.connections);
+        if connections
+            .get(&connection.agent_id)
+            .is_some_and(|current| current.connection_id == connection.connection_id)
+        {
+            connections.remove(&connection.agent_id);
+        }
+        drop(connections);
+        lock(&connection.waiters).clear();
+    }
+
+    pub fn deliver(&self, connection: &AgentConnection, response: Response) {
+        let waiters = lock(&connection.waiters).remove(&response.request_id);
+        match waiters {
+            Some(waiters) => {
+                for waiter in waiters {
+                    let _ = waiter.send(response.result.clone());
+                }
+            }
+            None => tracing::debug!(request_id = %response.request_id, "response for a request nobody waits for any more"),
+        }
+    }
+
+    pub fn is_connected(&self, agent_id: &AgentId) -> bool {
+        lock(&self.connections).contains_key(agent_id)
+    }
+
+    fn any_for(&self, directory: &DirectoryName) -> Option<AgentConnection> {
+        lock(&self.connections)
+            .values()
+            .filter(|connection| connection.directory == *directory)
+            .min_by_key(|connection| connection.connection_id)
+            .cloned()
+    }
+
+    fn current(&self, agent_id: &AgentId) -> Option<AgentConnection> {
+        lock(&self.connections).get(agent_id).cloned()
+    }
+
+    /// Sends one operation to an agent of `directory` and waits for its result until `deadline`.
+    pub async fn dispatch(
+        &self,
+        directory: &DirectoryName,
+        request_id: RequestId,
+        deadline: UnixMillis,
+        build: &BuildOperation<'_>,
+    ) -> ResultCode {
+        // Once a request has left, only the agent that may have applied it may see it again.
+        let mut holder: Option<AgentId> = None;
+        loop {
+            let remaining = deadline.duration_since(UnixMillis::now());
+            if remaining.is_zero() {
+                return if holder.is_some() {
+                    ResultCode::Timeout
+                } else {
+                    ResultCode::AgentUnavailable
+                };
+            }
+            let reconnected = self.connected.notified();
+            tokio::pin!(reconnected);
+            reconnected.as_mut().enable();
+            let connection = match holder {
+                None => self.any_for(directory),
+                Some(agent_id) => self.current(&agent_id),
+            };
+            let Some(connection) = connection else {
+                if holder.is_none() {
+                    return ResultCode::AgentUnavailable;
+                }
+                if tokio::time::timeout(remaining, reconnected).await.is_err() {
+                    return ResultCode::Timeout;
+                }
+                continue;
+            };
+            let operation = match build(&connection.sealing_key) {
+                Ok(operation) => operation,
+                Err(error) => {
+                    return ResultCode::Internal {
+                        detail: format!("could not seal the request to the agent: {error}"),
+                    };
+                }
+            };
+            let (sender, receiver) = oneshot::channel();
+            lock(&connection.waiters).entry(request_id).or_default().push(sender);
+            let request = CloudMessage::Request(Request {
+                request_id,
+                deadline,
+                operation,
+            });
+            if connection.outbound.send(request).await.is_err() {
+                // The connection's writer is gone, so nothing was sent: any agent may take it.
+                self.disconnect(&connection);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            holder = Some(connection.agent_id);
+            match tokio::time::timeout(remaining, receiver).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => {
+                    tracing::warn!(%request_id, agent_id = %connection.agent_id, "agent connection lost while a request was in flight; waiting for the agent to return");
+                }
+                Err(_) => {
+                    lock(&connection.waiters).remove(&request_id);
+                    return ResultCode::Timeout;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use writeback_proto::operation::UserRef;
+    use writeback_proto::sealing::SealingKeyPair;
+
+    use super::*;
+
+    fn unlock(_: &SealingPublicKey) -> Result<Operation, ProtoError> {
+        Ok(Operation::Unlock {
+            user: UserRef::logon_name("jdoe").unwrap(),
+        })
+    }
+
+    fn deadline(seconds: u64) -> UnixMillis {
+        UnixMillis::now().saturating_add(Duration::from_secs(seconds))
+    }
+
+    fn corp() -> DirectoryName {
+        "corp".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_no_agent_the_answer_is_immediate() {
+        let relay = Relay::default();
+        let started = std::time::Instant::now();
+        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), deadline(30), &unlock).await;
+        assert_eq!(result, ResultCode::AgentUnavailable);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_with_its_connection_is_resent_to_the_same_agent_with_the_same_id() {
+        let relay = Arc::new(Relay::default());
+        let agent_id = AgentId::generate().unwrap();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (first_sender, mut first_outbound) = mpsc::channel(4);
+        let first = relay.connect(agent_id, corp(), key.clone(), first_sender);
+        let request_id = RequestId::generate().unwrap();
+
+        let dispatching = {
+            let relay = relay.clone();
+            tokio::spawn(async move { relay.dispatch(&corp(), request_id, deadline(30), &unlock).await })
+        };
+        let CloudMessage::Request(sent) = first_outbound.recv().await.unwrap() else {
+            panic!("expected a request");
+        };
+        assert_eq!(sent.request_id, request_id);
+
+        // Another agent of the same directory is connected, but it must not receive the request.
+        let (other_sender, mut other_outbound) = mpsc::channel(4);
+        relay.connect(AgentId::generate().unwrap(), corp(), key.clone(), other_sender);
+        relay.disconnect(&first);
+        let (second_sender, mut second_outbound) = mpsc::channel(4);
+        let second = relay.connect(agent_id, corp(), key, second_sender);
+        let CloudMessage::Request(resent) = second_outbound.recv().await.unwrap() else {
+            panic!("expected the request again");
+        };
+        assert_eq!(resent.request_id, request_id);
+        assert!(other_outbound.try_recv().is_err());
+
+        relay.deliver(
+            &second,
+            Response {
+                request_id,
+                result: ResultCode::Success,
+            },
+        );
+        assert_eq!(dispatching.await.unwrap(), ResultCode::Success);
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_never_answers_yields_timeout_at_the_deadline() {
+        let relay = Relay::default();
+        let (sender, _outbound) = mpsc::channel(4);
+        relay.connect(AgentId::generate().unwrap(), corp(), SealingKeyPair::generate().public_key().clone(), sender);
+        let soon = UnixMillis::now().saturating_add(Duration::from_millis(200));
+        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock).await;
+        assert_eq!(result, ResultCode::Timeout);
+    }
+
+    #[tokio::test]
+    async fn agents_of_other_directories_are_not_used() {
+        let relay = Relay::default();
+        let (sender, _outbound) = mpsc::channel(4);
+        relay.connect(
+            AgentId::generate().unwrap(),
+            "other".parse().unwrap(),
+            SealingKeyPair::generate().public_key().clone(),
+            sender,
+        );
+        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), deadline(5), &unlock).await;
+        assert_eq!(result, ResultCode::AgentUnavailable);
+    }
+}
