@@ -1,1 +1,144 @@
+//! `writeback-agent`: the on-premises half. It dials out to the cloud (never the other way), and
+//! applies the fixed set of operations of the protocol to the directory, guarded.
+//!
+//! Entry points: [`register`] (once, with a token) and [`run`] (the service).
 
+pub mod backoff;
+pub mod config;
+pub mod connection;
+pub mod executor;
+pub mod journal;
+pub mod state;
+pub mod transport;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use thiserror::Error;
+use writeback_directory::{ActiveDirectory, DirectoryError, DirectorySettings};
+use writeback_proto::identity::IdentityKeyPair;
+use writeback_proto::sealing::SealingKeyPair;
+use writeback_proto::time::UnixMillis;
+use writeback_tls::Trust;
+
+pub use config::AgentConfig;
+use executor::{Executor, Guards};
+use journal::Journal;
+use state::{AgentState, CloudTrust};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long the journal remembers an outcome: far longer than any deadline or reconnect.
+const JOURNAL_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("agent state: {0}")]
+    State(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("the cloud refused: {0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Settings(#[from] writeback_config::ConfigError),
+}
+
+/// Registers this agent with the cloud and saves its new identity in the data directory.
+pub async fn register(
+    config: &AgentConfig,
+    cloud_url: &str,
+    cloud_trust: CloudTrust,
+    token: SecretString,
+    name: String,
+    replace_existing: bool,
+) -> Result<AgentState, AgentError> {
+    let path = config.state_path();
+    if path.exists() && !replace_existing {
+        return Err(AgentError::State(format!(
+            "{} already exists: this agent is registered. Use --force to register it again with a new identity",
+            path.display()
+        )));
+    }
+    transport::cloud_endpoint(cloud_url)?;
+    let identity = Arc::new(IdentityKeyPair::generate().map_err(|error| AgentError::State(error.to_string()))?);
+    let sealing = SealingKeyPair::generate();
+    let trust = cloud_trust.to_trust()?;
+    let (agent_id, directory) = connection::register(
+        cloud_url,
+        &trust,
+        token,
+        name,
+        identity.clone(),
+        sealing.public_key().clone(),
+    )
+    .await?;
+    let identity = IdentityKeyPair::from_secret_bytes(&identity.secret_bytes());
+    let state = AgentState::new(agent_id, directory, cloud_url.to_owned(), cloud_trust, identity, sealing, UnixMillis::now());
+    state.save(&path)?;
+    tracing::info!(%agent_id, directory = %state.directory, event_id = 31018, "registered with the cloud; keys created");
+    Ok(state)
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(AgentError::Config(problems.join("; ")));
+    }
+    let state = Arc::new(AgentState::load(&config.state_path())?);
+    let password = writeback_config::read_secret_file(&config.directory.bind_password_file)?;
+    let directory = ActiveDirectory::new(DirectorySettings {
+        url: config.directory.url.clone(),
+        trust: config.directory.ca_file.clone().map_or(Trust::SystemRoots, Trust::CaFile),
+        bind_name: config.directory.bind_name.clone(),
+        bind_password: password,
+        search_base: config.directory.base_dn.clone(),
+        connect_timeout: Duration::from_secs(config.directory.connect_timeout_seconds.max(1)),
+        operation_timeout: Duration::from_secs(config.directory.operation_timeout_seconds.max(1)),
+    })?;
+    // Find a broken directory configuration now, not at the first reset; the agent still connects
+    // to the cloud, so the cloud can report the problem.
+    if let Err(error) = directory.check_connection().await {
+        tracing::error!(%error, event_id = 33009, "cannot use the directory; operations will fail until this is fixed");
+    }
+    let journal = Journal::open(&config.journal_path(), JOURNAL_RETENTION, UnixMillis::now())?;
+    let guards = Guards {
+        allowed_ous: config.directory.allowed_ous.clone(),
+        allow_protected_accounts: config.directory.allow_protected_accounts,
+        banned_passwords: config.banned_passwords.clone(),
+    };
+    let executor = Arc::new(Executor::new(directory, journal, state.keys.clone(), guards, Arc::new(UnixMillis::now)));
+    let policy = connection::ReconnectPolicy {
+        initial_delay: Duration::from_millis(config.reconnect_initial_delay_ms.max(1)),
+        max_delay: Duration::from_secs(config.reconnect_max_delay_seconds.max(1)),
+        sealing_key_rotation: config.sealing_key_rotation(),
+    };
+    let state_path = config.state_path();
+    tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %state.cloud_url, version = VERSION, event_id = 31015, "writeback-agent starting");
+    connection::run(state, move |state| state.save(&state_path), executor, policy, shutdown).await;
+    tracing::info!(event_id = 31016, "writeback-agent stopped");
+    Ok(())
+}
+
+/// The default agent name: this host's name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "writeback-agent".into())
+}
+
+/// Whether `path` exists; for the CLI's friendlier messages.
+pub fn is_registered(config: &AgentConfig) -> bool {
+    Path::new(&config.state_path()).exists()
+}

@@ -1,0 +1,124 @@
+//! `writeback-agent`'s one configuration struct. Layered by `writeback-config`: defaults, then the
+//! file given with `--config`, then `WRITEBACK_AGENT_*` variables, then flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Holds `agent.json` (identity, keys, cloud address; mode 0600) and `journal.jsonl`.
+    pub data_dir: PathBuf,
+    pub directory: DirectoryConfig,
+    /// Words no password may contain (case-insensitive), checked before the directory is touched.
+    pub banned_passwords: Vec<String>,
+    /// A new sealing key is generated at connection time once the current one is this old.
+    pub sealing_key_rotation_days: u64,
+    pub reconnect_initial_delay_ms: u64,
+    pub reconnect_max_delay_seconds: u64,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// `ldaps://dc1.corp.example.com:636`
+    pub url: String,
+    /// CA certificate(s) that issued the DC's certificate; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// The service account, as a UPN (`svc-writeback@corp.example.com`) or DN.
+    pub bind_name: String,
+    /// File holding the service account's password.
+    pub bind_password_file: PathBuf,
+    /// Where users are searched for, usually the domain root (`DC=corp,DC=example,DC=com`).
+    pub base_dn: String,
+    /// Only users in these OUs (or below) are managed.
+    pub allowed_ous: Vec<String>,
+    /// Manage `adminCount = 1` accounts too. Off unless an administrator decides otherwise.
+    pub allow_protected_accounts: bool,
+    pub connect_timeout_seconds: u64,
+    pub operation_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `text`.
+    pub format: String,
+    pub level: String,
+    pub file: Option<PathBuf>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/writeback-agent"),
+            directory: DirectoryConfig::default(),
+            banned_passwords: Vec::new(),
+            sealing_key_rotation_days: 30,
+            reconnect_initial_delay_ms: 500,
+            reconnect_max_delay_seconds: 30,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: None,
+            bind_name: String::new(),
+            bind_password_file: PathBuf::from("/etc/writeback-agent/bind-password"),
+            base_dn: String::new(),
+            allowed_ous: Vec::new(),
+            allow_protected_accounts: false,
+            connect_timeout_seconds: 10,
+            operation_timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+            file: None,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("agent.json")
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("journal.jsonl")
+    }
+
+    pub fn sealing_key_rotation(&self) -> Duration {
+        Duration::from_secs(self.sealing_key_rotation_days.max(1) * 86_400)
+    }
+
+    /// What must be set before `run` can work; each problem names its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.directory.url.is_empty() {
+            problems.push("directory.url is not set (e.g. ldaps://dc1.corp.example.com)".to_owned());
+        }
+        if self.directory.bind_name.is_empty() {
+            problems.push("directory.bind_name is not set (the service account)".to_owned());
+        }
+        if self.directory.base_dn.is_empty() {
+            problems.push("directory.base_dn is not set (e.g. DC=corp,DC=example,DC=com)".to_owned());
+        }
+        if self.directory.allowed_ous.is_empty() {
+            problems.push("directory.allowed_ous is empty: name the OUs whose users Writeback may manage".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,196 @@
+//! The agent's outbound connection: dial, authenticate, serve requests, heartbeat; when the
+//! connection ends for any reason, back off and dial again. The decisions are made by
+//! [`AgentSession`]; this is only its IO.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use writeback_directory::Directory;
+use writeback_proto::frame::{self, AgentMessage, RejectReason};
+use writeback_proto::ids::{AgentId, DirectoryName};
+use writeback_proto::operation::Response;
+use writeback_proto::session::{AgentAction, AgentPurpose, AgentSession, SessionSettings};
+use writeback_proto::time::UnixMillis;
+
+use crate::backoff::{Backoff, random_jitter};
+use crate::executor::Executor;
+use crate::state::AgentState;
+use crate::transport::{self, CloudSocket};
+use crate::{AgentError, VERSION};
+
+/// A connection that lasted this long counts as healthy: the next failure starts the backoff over.
+const HEALTHY_CONNECTION: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub sealing_key_rotation: Duration,
+}
+
+/// Holds the connection to the cloud until `shutdown` resolves, reconnecting whenever it drops.
+pub async fn run<D: Directory + 'static>(
+    state: Arc<AgentState>,
+    save_state: impl Fn(&AgentState) -> Result<(), AgentError>,
+    executor: Arc<Executor<D>>,
+    policy: ReconnectPolicy,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new(policy.initial_delay, policy.max_delay);
+    loop {
+        if state.rotate_if_due(policy.sealing_key_rotation, UnixMillis::now()) {
+            match save_state(&state) {
+                Ok(()) => tracing::info!(key_id = ?state.current_sealing_key().map(|key| key.key_id), event_id = 31018, "rotated the sealing key"),
+                Err(error) => tracing::error!(%error, "rotated the sealing key but could not save it"),
+            }
+        }
+        let started = UnixMillis::now();
+        let ended = tokio::select! {
+            ended = serve_once(&state, executor.clone()) => ended,
+            () = &mut shutdown => return,
+        };
+        match ended {
+            Ok(reason) => tracing::warn!(%reason, event_id = 32002, "connection to the cloud ended"),
+            Err(error) => tracing::warn!(%error, event_id = 32001, "cannot hold a connection to the cloud"),
+        }
+        if UnixMillis::now().duration_since(started) >= HEALTHY_CONNECTION {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(random_jitter());
+        tracing::info!(delay_ms = delay.as_millis() as u64, event_id = 32014, "reconnecting to the cloud");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// One connection, from dial to close. `Ok` carries why a working connection ended.
+async fn serve_once<D: Directory + 'static>(state: &AgentState, executor: Arc<Executor<D>>) -> Result<String, AgentError> {
+    let trust = state.cloud_trust.to_trust()?;
+    let mut socket = transport::connect(&state.cloud_url, &trust).await?;
+    let sealing_key = state
+        .current_sealing_key()
+        .ok_or_else(|| AgentError::State("no sealing key".into()))?;
+    let mut session = AgentSession::new(
+        AgentPurpose::Work { agent_id: state.agent_id },
+        state.identity.clone(),
+        sealing_key,
+        VERSION.into(),
+        SessionSettings::default(),
+        UnixMillis::now(),
+    );
+    let (results, mut finished) = mpsc::channel::<Response>(64);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let actions = tokio::select! {
+            incoming = socket.next() => match incoming {
+                Some(Ok(Message::Text(text))) => session.on_frame(text.as_bytes(), UnixMillis::now()),
+                Some(Ok(Message::Binary(bytes))) => session.on_frame(&bytes, UnixMillis::now()),
+                Some(Ok(Message::Close(frame))) => {
+                    let reason = frame.map(|frame| frame.reason.to_string()).unwrap_or_default();
+                    return Ok(format!("the cloud closed the connection: {reason}"));
+                }
+                Some(Ok(_)) => Vec::new(),
+                Some(Err(error)) => return Ok(format!("connection error: {error}")),
+                None => return Ok("the connection was closed".into()),
+            },
+            Some(response) = finished.recv() => vec![AgentAction::Send(AgentMessage::Response(response))],
+            _ = ticker.tick() => session.on_tick(UnixMillis::now()),
+        };
+        for action in actions {
+            match action {
+                AgentAction::Send(message) => send(&mut socket, &message).await?,
+                AgentAction::Ready { heartbeat_interval } => {
+                    tracing::info!(agent_id = %state.agent_id, directory = %state.directory, heartbeat_s = heartbeat_interval.as_secs(), event_id = 31015, "connected to the cloud");
+                }
+                AgentAction::Execute(request) => {
+                    let executor = executor.clone();
+                    let results = results.clone();
+                    // Requests run concurrently; a result for a connection that has since closed
+                    // is dropped here but kept in the journal for the cloud's resend.
+                    tokio::spawn(async move {
+                        let result = executor.execute(&request).await;
+                        let _ = results
+                            .send(Response {
+                                request_id: request.request_id,
+                                result,
+                            })
+                            .await;
+                    });
+                }
+                AgentAction::Rejected { reason, message } => {
+                    let hint = match reason {
+                        RejectReason::UnknownAgent => " (register this agent again with a new token)",
+                        _ => "",
+                    };
+                    tracing::error!(?reason, %message, event_id = 32009, "the cloud refused this agent{hint}");
+                }
+                AgentAction::Close { reason } => {
+                    let _ = socket.close(None).await;
+                    return Ok(reason);
+                }
+                AgentAction::Registered { .. } => {}
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut CloudSocket, message: &AgentMessage) -> Result<(), AgentError> {
+    let text = frame::encode(message).map_err(|error| AgentError::Transport(error.to_string()))?;
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|error| AgentError::Transport(format!("sending to the cloud failed: {error}")))
+}
+
+/// Registers with the cloud using a one-time token; returns the agent's new id and directory.
+pub async fn register(
+    cloud_url: &str,
+    trust: &writeback_tls::Trust,
+    token: SecretString,
+    name: String,
+    identity: Arc<writeback_proto::identity::IdentityKeyPair>,
+    sealing_key: writeback_proto::sealing::SealingPublicKey,
+) -> Result<(AgentId, DirectoryName), AgentError> {
+    let mut socket = transport::connect(cloud_url, trust).await?;
+    let mut session = AgentSession::new(
+        AgentPurpose::Register { token, name },
+        identity,
+        sealing_key,
+        VERSION.into(),
+        SessionSettings::default(),
+        UnixMillis::now(),
+    );
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let actions = tokio::select! {
+            incoming = socket.next() => match incoming {
+                Some(Ok(Message::Text(text))) => session.on_frame(text.as_bytes(), UnixMillis::now()),
+                Some(Ok(Message::Binary(bytes))) => session.on_frame(&bytes, UnixMillis::now()),
+                Some(Ok(Message::Close(_))) | None => return Err(AgentError::Transport("the cloud closed the connection during registration".into())),
+                Some(Ok(_)) => Vec::new(),
+                Some(Err(error)) => return Err(AgentError::Transport(error.to_string())),
+            },
+            _ = ticker.tick() => session.on_tick(UnixMillis::now()),
+        };
+        for action in actions {
+            match action {
+                AgentAction::Send(message) => send(&mut socket, &message).await?,
+                AgentAction::Registered { agent_id, directory } => {
+                    let _ = socket.close(None).await;
+                    return Ok((agent_id, directory));
+                }
+                AgentAction::Rejected { message, .. } => return Err(AgentError::Rejected(message)),
+                AgentAction::Close { reason } => return Err(AgentError::Transport(reason)),
+                AgentAction::Ready { .. } | AgentAction::Execute(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! Applies one request to the directory, guarded:
+//!
+//! 1. the request id is checked against the journal (a repeat is answered from it);
+//! 2. the deadline is checked (never start what the cloud has already answered "timeout" for);
+//! 3. the user is found; protected accounts, users outside the allowed OUs and disabled accounts
+//!    are refused;
+//! 4. the sealed passwords are opened (only now, and only here);
+//! 5. the new password is checked against the effective policy, for a specific reason;
+//! 6. exactly one directory modify is made, and the DC's answer is translated.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use writeback_directory::{Directory, DirectoryError, EffectivePolicy, ResetOptions, UserAccount};
+use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
+use writeback_proto::operation::{Operation, OperationKind, Request, UserRef};
+use writeback_proto::result::{PolicyRequirements, ResultCode};
+use writeback_proto::sealing::{SealContext, SealedSecret, SecretField};
+use writeback_proto::time::UnixMillis;
+
+use crate::journal::{Begin, Journal};
+use crate::state::KeyRing;
+
+/// The time source; a parameter so that deadlines are tested without waiting.
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    pub allowed_ous: Vec<String>,
+    pub allow_protected_accounts: bool,
+    pub banned_passwords: Vec<String>,
+}
+
+pub struct Executor<D> {
+    directory: D,
+    journal: Journal,
+    keys: KeyRing,
+    guards: Guards,
+    clock: Clock,
+}
+
+impl<D> std::fmt::Debug for Executor<D> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Executor").field("guards", &self.guards).finish_non_exhaustive()
+    }
+}
+
+/// An outcome, and whether the journal should keep it for repeats. Outcomes reached without
+/// touching the directory for a passing reason are not kept: a retry deserves a real attempt.
+struct Outcome {
+    result: ResultCode,
+    keep: bool,
+}
+
+impl Outcome {
+    fn kept(result: ResultCode) -> Self {
+        Self { result, keep: true }
+    }
+
+    fn passing(result: ResultCode) -> Self {
+        Self { result, keep: false }
+    }
+}
+
+impl<D: Directory> Executor<D> {
+    pub fn new(directory: D, journal: Journal, keys: KeyRing, guards: Guards, clock: Clock) -> Self {
+        Self {
+            directory,
+            journal,
+            keys,
+            guards,
+            clock,
+        }
+    }
+
+    pub fn directory(&self) -> &D {
+        &self.directory
+    }
+
+    pub async fn execute(&self, request: &Request) -> ResultCode {
+        let fingerprint = request.operation.fingerprint();
+        loop {
+            match self.journal.begin(request.request_id, &fingerprint) {
+                Begin::Finished(result) => {
+                    tracing::info!(request_id = %request.request_id, result = result.code(), "repeated request id: answering the recorded outcome without touching the directory");
+                    return result;
+                }
+                Begin::Conflict => {
+                    tracing::warn!(request_id = %request.request_id, "request id reused for a different operation; refused");
+                    return ResultCode::Internal {
+                        detail: "this request id was already used for a different operation".into(),
+                    };
+                }
+                Begin::Running(mut finished) => {
+                    if let Ok(result) = finished.wait_for(Option::is_some).await
+                        && let Some(result) = result.clone()
+                    {
+                        return result;
+                    }
+                }
+                Begin::Fresh(guard) => {
+                    let outcome = self.apply(request).await;
+                    let operation = request.operation.kind();
+                    tracing::info!(
+                        request_id = %request.request_id,
+                        %operation,
+                        user = %request.operation.user(),
+                        result = outcome.result.code(),
+                        event_id = outcome.result.event_id(),
+                        "operation done"
+                    );
+                    guard.finish(&outcome.result, outcome.keep, (self.clock)());
+                    return outcome.result;
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, request: &Request) -> Outcome {
+        if (self.clock)() >= request.deadline {
+            return Outcome::passing(ResultCode::Timeout);
+        }
+        let operation = &request.operation;
+        let account = match self.directory.find_user(operation.user()).await {
+            Ok(account) => account,
+            Err(error) => return lookup_failure(error),
+        };
+        if let Err(refusal) = self.guard(&account) {
+            tracing::info!(request_id = %request.request_id, dn = %account.distinguished_name, result = refusal.code(), "refused by the agent's guard");
+            return Outcome::kept(refusal);
+        }
+        match operation {
+            Operation::Unlock { .. } => {
+                if let Some(late) = self.too_late(request) {
+                    return late;
+                }
+                let written = self.directory.unlock(&account).await;
+                write_outcome(written, OperationKind::Unlock, None)
+            }
+            Operation::ResetPassword {
+                user,
+                new_password,
+                must_change,
+                unlock,
+            } => {
+                let new_password = match self.open(request, user, SecretField::NewPassword, new_password) {
+                    Ok(secret) => secret,
+                    Err(failure) => return failure,
+                };
+                let enforce_history = match self.directory.reset_enforces_history().await {
+                    Ok(enforced) => enforced,
+                    Err(error) => return lookup_failure(error),
+                };
+                let kind = WriteKind::Reset {
+                    enforce_minimum_age: enforce_history,
+                };
+                let policy = match self.checked_policy(&account, &new_password, kind).await {
+                    Ok(policy) => policy,
+                    Err(refusal) => return refusal,
+                };
+                if let Some(late) = self.too_late(request) {
+                    return late;
+                }
+                let options = ResetOptions {
+                    must_change: *must_change,
+                    unlock: *unlock,
+                };
+                let written = self.directory.reset_password(&account, &new_password, options).await;
+                write_outcome(written, OperationKind::ResetPassword, policy.as_ref().map(|policy| (policy, enforce_history)))
+            }
+            Operation::ChangePassword {
+                user,
+                current_password,
+                new_password,
+            } => {
+                if account.locked_out {
+                    return Outcome::kept(ResultCode::AccountLocked);
+                }
+                let current = match self.open(request, user, SecretField::CurrentPassword, current_password) {
+                    Ok(secret) => secret,
+                    Err(failure) => return failure,
+                };
+                let new_password = match self.open(request, user, SecretField::NewPassword, new_password) {
+                    Ok(secret) => secret,
+                    Err(failure) => return failure,
+                };
+                let policy = match self.checked_policy(&account, &new_password, WriteKind::Change).await {
+                    Ok(policy) => policy,
+                    Err(refusal) => return refusal,
+                };
+                if let Some(late) = self.too_late(request) {
+                    return late;
+                }
+                let written = self.directory.change_password(&account, &current, &new_password).await;
+                write_outcome(written, OperationKind::ChangePassword, policy.as_ref().map(|policy| (policy, true)))
+            }
+        }
+    }
+
+    /// The last check before writing: lookups take time, and the cloud stops waiting at the
+    /// deadline.
+    fn too_late(&self, request: &Request) -> Option<Outcome> {
+        ((self.clock)() >= request.deadline).then(|| Outcome::passing(ResultCode::Timeout))
+    }
+
+    fn guard(&self, account: &UserAccount) -> Result<(), ResultCode> {
+        if account.protected && !self.guards.allow_protected_accounts {
+            return Err(ResultCode::ProtectedAccount);
+        }
+        let in_scope = self
+            .guards
+            .allowed_ous
+            .iter()
+            .any(|ou| writeback_directory::is_within(&account.distinguished_name, ou));
+        if !in_scope {
+            return Err(ResultCode::OutOfScope);
+        }
+        if account.disabled {
+            return Err(ResultCode::AccountDisabled);
+        }
+        Ok(())
+    }
+
+    fn open(&self, request: &Request, user: &UserRef, field: SecretField, sealed: &SealedSecret) -> Result<SecretString, Outcome> {
+        let context = SealContext {
+            request_id: request.request_id,
+            operation: request.operation.kind(),
+            user,
+            field,
+        };
+        let opened = self.keys.with(|keys| {
+            keys.iter()
+                .find(|(key, _)| key.public_key().key_id == sealed.key_id)
+                .map(|(key, _)| key.open(&context, sealed))
+        });
+        match opened {
+            Some(Ok(secret)) => Ok(secret),
+            Some(Err(error)) => {
+                tracing::warn!(request_id = %request.request_id, %error, event_id = 32004, "a sealed password did not open");
+                Err(Outcome::kept(ResultCode::Internal {
+                    detail: "the sealed password could not be opened for this request".into(),
+                }))
+            }
+            None => {
+                tracing::warn!(request_id = %request.request_id, key_id = %sealed.key_id, event_id = 32004, "a password was sealed to a key this agent does not hold");
+                Err(Outcome::kept(ResultCode::Internal {
+                    detail: format!("the password was sealed to key {}, which this agent does not hold", sealed.key_id),
+                }))
+            }
+        }
+    }
+
+    /// Reads the effective policy and checks the new password against it. `Ok(None)` when a
+    /// fine-grained policy applies that the service account cannot read: the DC decides alone.
+    async fn checked_policy(
+        &self,
+        account: &UserAccount,
+        password: &SecretString,
+        kind: WriteKind,
+    ) -> Result<Option<PasswordPolicy>, Outcome> {
+        let policy = match self.directory.effective_policy(account).await {
+            Ok(EffectivePolicy::Known(policy)) => policy,
+            Ok(EffectivePolicy::Unreadable { .. }) => return Ok(None),
+            Err(error) => return Err(lookup_failure(error)),
+        };
+        let facts = AccountFacts {
+            sam_account_name: account.sam_account_name.clone(),
+            display_name: account.display_name.clone(),
+            password_last_set_unix_ms: account.password_last_set.unix_ms(),
+        };
+        let verdict = check_password(
+            &policy,
+            &self.guards.banned_passwords,
+            &facts,
+            secrecy::ExposeSecret::expose_secret(password),
+            kind,
+            (self.clock)().0,
+        );
+        match verdict {
+            Ok(()) => Ok(Some(policy)),
+            Err(reason) => Err(Outcome::kept(ResultCode::PolicyViolation {
+                reason,
+                requirements: Some(requirements(&policy)),
+            })),
+        }
+    }
+}
+
+fn requirements(policy: &PasswordPolicy) -> PolicyRequirements {
+    PolicyRequirements {
+        min_length: policy.min_length,
+        complexity: policy.complexity,
+        history_length: policy.history_length,
+        min_age_seconds: policy.min_age.as_secs(),
+    }
+}
+
+/// A failure before anything was written.
+fn lookup_failure(error: DirectoryError) -> Outcome {
+    match error {
+        DirectoryError::UserNotFound => Outcome::kept(ResultCode::UserNotFound),
+        DirectoryError::AmbiguousUser { .. } => Outcome::kept(ResultCode::AmbiguousUser),
+        other => {
+            tracing::warn!(error = %other, "directory lookup failed");
+            Outcome::passing(directory_failure(other))
+        }
+    }
+}
+
+fn directory_failure(error: DirectoryError) -> ResultCode {
+    match error {
+        DirectoryError::Unavailable(detail) | DirectoryError::Configuration(detail) => ResultCode::DirectoryUnavailable { detail },
+        DirectoryError::TimedOut(after) => ResultCode::DirectoryUnavailable {
+            detail: format!("the domain controller did not answer within {} s", after.as_secs()),
+        },
+        other => ResultCode::Internal {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Translates the DC's answer to the one write. `policy` is the effective policy the agent
+/// checked (and whether history applied to this write), when it could read it.
+fn write_outcome(written: Result<(), DirectoryError>, kind: OperationKind, policy: Option<(&PasswordPolicy, bool)>) -> Outcome {
+    let error = match written {
+        Ok(()) => return Outcome::kept(ResultCode::Success),
+        Err(error) => error,
+    };
+    tracing::info!(operation = %kind, %error, "the domain controller refused the write");
+    Outcome::kept(match error {
+        DirectoryError::PolicyRestriction { reason, .. } => ResultCode::PolicyViolation {
+            reason: reason.unwrap_or_else(|| unexplained_policy_reason(kind, policy)),
+            requirements: policy.map(|(policy, _)| requirements(policy)),
+        },
+        DirectoryError::WrongCurrentPassword => ResultCode::WrongCurrentPassword,
+        DirectoryError::InsufficientAccess(_) => ResultCode::PermissionDenied,
+        DirectoryError::UserNotFound => ResultCode::UserNotFound,
+        other => directory_failure(other),
+    })
+}
+
+/// A Windows DC refuses every policy failure with the same `0000052D` and no words. When the
+/// agent's own check passed, what remains is history (on a change, or a reset the DC polices with
+/// the hints control) or a password filter on the DC, which we report as a banned password.
+fn unexplained_policy_reason(kind: OperationKind, policy: Option<(&PasswordPolicy, bool)>) -> PolicyReason {
+    let history_applies = match policy {
+        Some((policy, enforced)) => enforced && policy.history_length > 0,
+        None => kind == OperationKind::ChangePassword,
+    };
+    if history_applies {
+        PolicyReason::InHistory
+    } else {
+        PolicyReason::Banned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use writeback_directory::fake::FakeDirectory;
+    use writeback_policy::PolicySource;
+    use writeback_proto::ids::RequestId;
+    use writeback_proto::sealing::{SealingKeyPair, seal};
+
+    use super::*;
+
+    const STAFF: &str = "OU=Staff,DC=example,DC=test";
+
+    struct Harness {
+        executor: Executor<FakeDirectory>,
+        key: writeback_proto::sealing::SealingPublicKey,
+        now: Arc<AtomicU64>,
+    }
+
+    fn harness() -> Harness {
+        let state = crate::state::AgentState::new(
+            writeback_proto::ids::AgentId::generate().unwrap(),
+            "corp".parse().unwrap(),
+            "https://cloud".into(),
+            crate::state::CloudTrust::SystemRoots,
+            writeback_proto::identity::IdentityKeyPair::generate().unwrap(),
+            SealingKeyPair::generate(),
+            UnixMillis(0),
+        );
+        let key = state.current_sealing_key().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock_source = now.clone();
+        let clock: Clock = Arc::new(move || UnixMillis(clock_source.load(Ordering::Relaxed)));
+        let guards = Guards {
+            allowed_ous: vec![STAFF.into()],
+            allow_protected_accounts: false,
+            banned_passwords: vec!["contoso".into()],
+        };
+        let executor = Executor::new(
+            FakeDirectory::default(),
+            Journal::in_memory(Duration::from_secs(3600)),
+            state.keys.clone(),
+            guards,
+            clock,
+        );
+        Harness { executor, key, now }
+    }
+
+    impl Harness {
+        fn deadline(&self) -> UnixMillis {
+            UnixMillis(self.now.load(Ordering::Relaxed)).saturating_add(Duration::from_secs(10))
+        }
+
+        fn reset(&self, name: &str, password: &str, request_id: RequestId) -> Request {
+            let user = UserRef::logon_name(name).unwrap();
+            let context = SealContext {
+                request_id,
+                operation: OperationKind::ResetPassword,
+                user: &user,
+                field: SecretField::NewPassword,
+            };
+            Request {
+                request_id,
+                deadline: self.deadline(),
+                operation: Operation::ResetPassword {
+                    new_password: seal(&self.key, &context, &SecretString::from(password.to_owned())).unwrap(),
+                    user,
+                    must_change: false,
+                    unlock: true,
+                },
+            }
+        }
+
+        fn change(&self, name: &str, current: &str, new: &str) -> Request {
+            let request_id = RequestId::generate().unwrap();
+            let user = UserRef::logon_name(name).unwrap();
+            let sealed = |field, text: &str| {
+                let context = SealContext {
+                    request_id,
+                    operation: OperationKind::ChangePassword,
+                    user: &user,
+                    field,
+                };
+                seal(&self.key, &context, &SecretString::from(text.to_owned())).unwrap()
+            };
+            Request {
+                request_id,
+                deadline: self.deadline(),
+                operation: Operation::ChangePassword {
+                    current_password: sealed(SecretField::CurrentPassword, current),
+                    new_password: sealed(SecretField::NewPassword, new),
+                    user: user.clone(),
+                },
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_writes_once_and_a_repeat_is_answered_from_the_journal() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
+        assert_eq!(harness.executor.directory().user("jdoe").unwrap().password, "New-Passw0rd!");
+        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
+        assert_eq!(harness.executor.directory().writes(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_repeats_apply_once() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        let (first, second) = tokio::join!(harness.executor.execute(&request), harness.executor.execute(&request));
+        assert_eq!((first, second), (ResultCode::Success, ResultCode::Success));
+        assert_eq!(harness.executor.directory().writes(), 1);
+    }
+
+    #[tokio::test]
+    async fn guards_refuse_before_any_write() {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        let mut protected = directory.add_user("admin1", "x");
+        protected.protected = true;
+        directory.put(protected, "x");
+        let mut outside = directory.add_user("outside", "x");
+        outside.distinguished_name = "CN=outside,OU=StaffNot,DC=example,DC=test".into();
+        directory.put(outside, "x");
+        let mut disabled = directory.add_user("gone", "x");
+        disabled.disabled = true;
+        directory.put(disabled, "x");
+        for (name, expected) in [
+            ("admin1", ResultCode::ProtectedAccount),
+            ("outside", ResultCode::OutOfScope),
+            ("gone", ResultCode::AccountDisabled),
+            ("nobody", ResultCode::UserNotFound),
+        ] {
+            let request = harness.reset(name, "Fine-Passw0rd!", RequestId::generate().unwrap());
+            assert_eq!(harness.executor.execute(&request).await, expected, "{name}");
+        }
+        assert_eq!(directory.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_agents_own_policy_check_gives_the_specific_reason_with_the_requirement() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        for (password, reason) in [
+            ("Ab1!", PolicyReason::TooShort),
+            ("alllowercase", PolicyReason::NotComplex),
+            ("Xjdoe-2024!", PolicyReason::NotComplex),
+            ("I-love-Contoso-1", PolicyReason::Banned),
+        ] {
+            let request = harness.reset("jdoe", password, RequestId::generate().unwrap());
+            let result = harness.executor.execute(&request).await;
+            let ResultCode::PolicyViolation { reason: got, requirements: Some(requirements) } = result else {
+                panic!("{password}: {result:?}");
+            };
+            assert_eq!(got, reason, "{password}");
+            assert_eq!(requirements.min_length, 7);
+        }
+        assert_eq!(harness.executor.directory().writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_change_that_is_too_young_is_refused_by_the_agent() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness.executor.directory().set_policy(EffectivePolicy::Known(PasswordPolicy {
+            min_length: 7,
+            complexity: true,
+            history_length: 24,
+            min_age: Duration::from_secs(86_400),
+            source: PolicySource::Domain,
+        }));
+        let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
+        assert!(matches!(
+            harness.executor.execute(&request).await,
+            ResultCode::PolicyViolation { reason: PolicyReason::TooYoung, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_directory_verdict_is_translated_on_a_change() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        let wrong = harness.change("jdoe", "Wrong-Passw0rd!", "New-Passw0rd!");
+        assert_eq!(harness.executor.execute(&wrong).await, ResultCode::WrongCurrentPassword);
+        let same = harness.change("jdoe", "Old-Passw0rd!", "Old-Passw0rd!");
+        assert!(matches!(
+            harness.executor.execute(&same).await,
+            ResultCode::PolicyViolation { reason: PolicyReason::InHistory, .. }
+        ));
+        let mut locked = harness.executor.directory().user("jdoe").unwrap().account;
+        locked.locked_out = true;
+        harness.executor.directory().put(locked, "Old-Passw0rd!");
+        let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
+        assert_eq!(harness.executor.execute(&request).await, ResultCode::AccountLocked);
+    }
+
+    #[tokio::test]
+    async fn an_expired_deadline_touches_nothing_and_is_not_recorded() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        harness.now.fetch_add(60_000, Ordering::Relaxed);
+        assert_eq!(harness.executor.execute(&request).await, ResultCode::Timeout);
+        assert_eq!(harness.executor.directory().writes(), 0);
+        let retried = Request {
+            deadline: harness.deadline(),
+            ..request
+        };
+        assert_eq!(harness.executor.execute(&retried).await, ResultCode::Success);
+    }
+
+    #[tokio::test]
+    async fn a_password_sealed_for_another_request_is_refused() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        let original = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        let replayed = Request {
+            request_id: RequestId::generate().unwrap(),
+            ..original
+        };
+        assert!(matches!(harness.executor.execute(&replayed).await, ResultCode::Internal { .. }));
+        assert_eq!(harness.executor.directory().writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_directory_is_reported_and_not_recorded() {
+        let harness = harness();
+        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness.executor.directory().fail_with(Some(DirectoryError::Unavailable("connection refused".into())));
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        assert!(matches!(harness.executor.execute(&request).await, ResultCode::DirectoryUnavailable { .. }));
+        harness.executor.directory().fail_with(None);
+        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
+    }
+
+    #[test]
+    fn an_unexplained_refusal_is_history_where_history_applies_and_a_filter_otherwise() {
+        let policy = PasswordPolicy {
+            min_length: 7,
+            complexity: true,
+            history_length: 24,
+            min_age: Duration::ZERO,
+            source: PolicySource::Domain,
+        };
+        assert_eq!(unexplained_policy_reason(OperationKind::ChangePassword, Some((&policy, true))), PolicyReason::InHistory);
+        assert_eq!(unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, false))), PolicyReason::Banned);
+        assert_eq!(unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, true))), PolicyReason::InHistory);
+        assert_eq!(unexplained_policy_reason(OperationKind::ChangePassword, None), PolicyReason::InHistory);
+    }
+}

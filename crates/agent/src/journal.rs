@@ -1,0 +1,294 @@
+//! The outcome journal: what makes a request id take effect at most once. A repeated id gets the
+//! recorded outcome without touching the directory; a repeat that arrives while the first is still
+//! running waits for it. Outcomes are appended to `journal.jsonl` (fsynced) so that an agent
+//! restarted between applying a request and answering it still recognises the resend.
+//!
+//! Outcomes that did not touch the directory and may succeed later (the deadline had already
+//! passed, the DC could not be reached before writing) are not recorded: a retry deserves a real
+//! attempt.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use writeback_proto::ids::RequestId;
+use writeback_proto::result::ResultCode;
+use writeback_proto::time::UnixMillis;
+
+use crate::AgentError;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    request_id: RequestId,
+    fingerprint: String,
+    result: ResultCode,
+    at: UnixMillis,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Running {
+        fingerprint: String,
+        finished: watch::Receiver<Option<ResultCode>>,
+    },
+    Done {
+        fingerprint: String,
+        result: ResultCode,
+        at: UnixMillis,
+    },
+}
+
+/// What to do with a request id.
+#[derive(Debug)]
+pub enum Begin<'a> {
+    /// First sight: apply it, then [`RunningGuard::finish`].
+    Fresh(RunningGuard<'a>),
+    /// Already applied: this is the outcome.
+    Finished(ResultCode),
+    /// Being applied right now: wait for it.
+    Running(watch::Receiver<Option<ResultCode>>),
+    /// The id was used for a different operation.
+    Conflict,
+}
+
+/// Marks a request as running. Dropping it unfinished (a cancelled task) forgets the request, and
+/// anyone waiting on it starts over.
+#[derive(Debug)]
+pub struct RunningGuard<'a> {
+    journal: &'a Journal,
+    request_id: RequestId,
+    fingerprint: String,
+    finished: Option<watch::Sender<Option<ResultCode>>>,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    path: Option<PathBuf>,
+    retention: Duration,
+    entries: Mutex<HashMap<RequestId, Entry>>,
+    file: Mutex<Option<File>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Journal {
+    /// A journal kept only in memory, for tests.
+    pub fn in_memory(retention: Duration) -> Self {
+        Self {
+            path: None,
+            retention,
+            entries: Mutex::new(HashMap::new()),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Loads `path` (dropping entries older than `retention` and unreadable lines), rewrites it
+    /// compacted, and keeps it open for appending.
+    pub fn open(path: &Path, retention: Duration, now: UnixMillis) -> Result<Self, AgentError> {
+        let io = |context: String| move |source| AgentError::Io { context, source };
+        let mut entries = HashMap::new();
+        let mut kept = Vec::new();
+        if path.exists() {
+            let file = File::open(path).map_err(io(format!("reading {}", path.display())))?;
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(io(format!("reading {}", path.display())))?;
+                let Ok(parsed) = serde_json::from_str::<Line>(&line) else {
+                    // A torn last line after a crash: nothing was answered for it.
+                    continue;
+                };
+                if now.duration_since(parsed.at) < retention {
+                    entries.insert(
+                        parsed.request_id,
+                        Entry::Done {
+                            fingerprint: parsed.fingerprint.clone(),
+                            result: parsed.result.clone(),
+                            at: parsed.at,
+                        },
+                    );
+                    kept.push(line);
+                }
+            }
+        }
+        let temporary = path.with_extension("jsonl.tmp");
+        let mut compacted = File::create(&temporary).map_err(io(format!("writing {}", temporary.display())))?;
+        for line in &kept {
+            writeln!(compacted, "{line}").map_err(io(format!("writing {}", temporary.display())))?;
+        }
+        compacted.sync_all().map_err(io(format!("writing {}", temporary.display())))?;
+        std::fs::rename(&temporary, path).map_err(io(format!("replacing {}", path.display())))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        Ok(Self {
+            path: Some(path.to_owned()),
+            retention,
+            entries: Mutex::new(entries),
+            file: Mutex::new(Some(file)),
+        })
+    }
+
+    pub fn begin(&self, request_id: RequestId, fingerprint: &str) -> Begin<'_> {
+        let mut entries = lock(&self.entries);
+        match entries.get(&request_id) {
+            Some(Entry::Done { fingerprint: seen, .. } | Entry::Running { fingerprint: seen, .. }) if seen != fingerprint => {
+                Begin::Conflict
+            }
+            Some(Entry::Done { result, .. }) => Begin::Finished(result.clone()),
+            Some(Entry::Running { finished, .. }) => Begin::Running(finished.clone()),
+            None => {
+                let (sender, receiver) = watch::channel(None);
+                entries.insert(
+                    request_id,
+                    Entry::Running {
+                        fingerprint: fingerprint.to_owned(),
+                        finished: receiver,
+                    },
+                );
+                Begin::Fresh(RunningGuard {
+                    journal: self,
+                    request_id,
+                    fingerprint: fingerprint.to_owned(),
+                    finished: Some(sender),
+                })
+            }
+        }
+    }
+
+    fn append(&self, line: &Line) {
+        let mut file = lock(&self.file);
+        let Some(file) = file.as_mut() else {
+            return;
+        };
+        let written = serde_json::to_string(line)
+            .map_err(std::io::Error::other)
+            .and_then(|text| writeln!(file, "{text}"))
+            .and_then(|()| file.sync_data());
+        if let Err(error) = written {
+            tracing::error!(%error, path = ?self.path, request_id = %line.request_id, "cannot append to the outcome journal; a resend after a restart could be applied again");
+        }
+    }
+
+}
+
+impl RunningGuard<'_> {
+    /// Records the outcome (when `keep`) and hands it to anyone waiting.
+    pub fn finish(mut self, result: &ResultCode, keep: bool, now: UnixMillis) {
+        let journal = self.journal;
+        let mut entries = lock(&journal.entries);
+        entries.retain(|_, entry| !matches!(entry, Entry::Done { at, .. } if now.duration_since(*at) >= journal.retention));
+        if keep {
+            entries.insert(
+                self.request_id,
+                Entry::Done {
+                    fingerprint: self.fingerprint.clone(),
+                    result: result.clone(),
+                    at: now,
+                },
+            );
+            drop(entries);
+            journal.append(&Line {
+                request_id: self.request_id,
+                fingerprint: self.fingerprint.clone(),
+                result: result.clone(),
+                at: now,
+            });
+        } else {
+            entries.remove(&self.request_id);
+            drop(entries);
+        }
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.send(Some(result.clone()));
+        }
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished.take().is_some() {
+            lock(&self.journal.entries).remove(&self.request_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(10_000_000);
+
+    fn temporary(name: &str) -> PathBuf {
+        let directory = std::env::temp_dir().join(format!("writeback-journal-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        directory.join("journal.jsonl")
+    }
+
+    #[test]
+    fn a_finished_request_returns_its_outcome_and_a_different_operation_conflicts() {
+        let journal = Journal::in_memory(Duration::from_secs(3600));
+        let id = RequestId::generate().unwrap();
+        let Begin::Fresh(guard) = journal.begin(id, "reset|jdoe") else {
+            panic!("first sight is fresh");
+        };
+        assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Running(_)));
+        guard.finish(&ResultCode::Success, true, NOW);
+        assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Finished(ResultCode::Success)));
+        assert!(matches!(journal.begin(id, "unlock|jdoe"), Begin::Conflict));
+    }
+
+    #[test]
+    fn unkept_outcomes_are_forgotten() {
+        let journal = Journal::in_memory(Duration::from_secs(3600));
+        let id = RequestId::generate().unwrap();
+        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+        guard.finish(&ResultCode::Timeout, false, NOW);
+        assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_request_releases_its_waiters_and_can_run_again() {
+        let journal = Journal::in_memory(Duration::from_secs(3600));
+        let id = RequestId::generate().unwrap();
+        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+        let Begin::Running(mut waiter) = journal.begin(id, "f") else { panic!() };
+        drop(guard);
+        assert!(waiter.wait_for(Option::is_some).await.is_err());
+        assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_receives_the_running_outcome() {
+        let journal = Journal::in_memory(Duration::from_secs(3600));
+        let id = RequestId::generate().unwrap();
+        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+        let Begin::Running(mut waiter) = journal.begin(id, "f") else { panic!() };
+        guard.finish(&ResultCode::AccountDisabled, true, NOW);
+        let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(outcome, Some(ResultCode::AccountDisabled));
+    }
+
+    #[test]
+    fn outcomes_survive_a_restart_and_expire_after_the_retention() {
+        let path = temporary("restart");
+        let id = RequestId::generate().unwrap();
+        {
+            let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
+            let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+            guard.finish(&ResultCode::Success, true, NOW);
+        }
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"torn").unwrap();
+        let reopened = Journal::open(&path, Duration::from_secs(3600), NOW.saturating_add(Duration::from_secs(60))).unwrap();
+        assert!(matches!(reopened.begin(id, "f"), Begin::Finished(ResultCode::Success)));
+        drop(reopened);
+        let expired = Journal::open(&path, Duration::from_secs(3600), NOW.saturating_add(Duration::from_secs(3600))).unwrap();
+        assert!(matches!(expired.begin(id, "f"), Begin::Fresh(_)));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}

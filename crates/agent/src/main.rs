@@ -1,0 +1,152 @@
+//! `writeback-agent`: `register` once with a token, then `run` as a service.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use writeback_agent::AgentConfig;
+use writeback_agent::state::CloudTrust;
+use writeback_config::Sources;
+
+#[derive(Debug, Parser)]
+#[command(name = "writeback-agent", version, about = "Writeback on-premises agent: dials out to the cloud, writes to Active Directory")]
+struct Arguments {
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register this agent with the cloud, using a token from `writeback-cloud token create`.
+    Register {
+        /// The cloud's address, e.g. https://writeback.example.com:8443
+        #[arg(long)]
+        cloud: String,
+        /// The registration token (prefer --token-file: arguments are visible to other users).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Trust exactly the cloud certificate with this SHA-256 fingerprint
+        /// (`writeback-cloud fingerprint` prints it).
+        #[arg(long, conflicts_with = "cloud_ca_file")]
+        pin: Option<String>,
+        /// Trust cloud certificates issued by this CA.
+        #[arg(long)]
+        cloud_ca_file: Option<PathBuf>,
+        /// How this agent is shown in the cloud; defaults to the host name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing registration with a new identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the agent: hold the connection to the cloud and serve its requests.
+    Run,
+}
+
+fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
+    let mut flags = Vec::new();
+    if let Some(data_dir) = &arguments.data_dir {
+        flags.push(("data_dir".to_owned(), toml::Value::String(data_dir.display().to_string())));
+    }
+    let sources = Sources {
+        file: arguments.config.clone(),
+        environment: std::env::vars().collect(),
+        flags,
+    };
+    Ok(writeback_config::load(&sources, "WRITEBACK_AGENT_")?)
+}
+
+fn init_logging(config: &AgentConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
+    let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
+        Some(path) => {
+            let file = std::sync::Arc::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening the log file {}", path.display()))?,
+            );
+            Box::new(move || Box::new(file.clone()) as Box<dyn std::io::Write>)
+        }
+        None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match config.log.format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("log.format must be json or text, not {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let arguments = Arguments::parse();
+    let config = load_config(&arguments)?;
+    init_logging(&config)?;
+    match &arguments.command {
+        Command::Register {
+            cloud,
+            token,
+            token_file,
+            pin,
+            cloud_ca_file,
+            name,
+            force,
+        } => {
+            let token = match (token, token_file) {
+                (Some(token), None) => SecretString::from(token.trim().to_owned()),
+                (None, Some(path)) => writeback_config::read_secret_file(path)?,
+                _ => bail!("give the registration token with --token or --token-file"),
+            };
+            let trust = match (pin, cloud_ca_file) {
+                (Some(pin), None) => {
+                    pin.parse::<writeback_tls::Fingerprint>().context("invalid --pin")?;
+                    CloudTrust::Pinned(pin.clone())
+                }
+                (None, Some(path)) => CloudTrust::CaFile(path.clone()),
+                _ => CloudTrust::SystemRoots,
+            };
+            let name = name.clone().unwrap_or_else(writeback_agent::host_name);
+            let state = writeback_agent::register(&config, cloud, trust, token, name, *force).await?;
+            println!(
+                "registered as agent {} for directory {}; identity saved in {}",
+                state.agent_id,
+                state.directory,
+                config.state_path().display()
+            );
+        }
+        Command::Run => {
+            if !writeback_agent::is_registered(&config) {
+                bail!("this agent is not registered yet: run `writeback-agent register` first");
+            }
+            writeback_agent::run(config, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
