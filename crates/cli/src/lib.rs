@@ -1,1 +1,288 @@
+//! The admin API client, used by the `writeback` CLI, the test kit and the benchmark. It keeps one
+//! HTTPS connection alive and reuses it for consecutive requests.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
+use writeback_proto::api::{
+    AgentSummary, ChangePasswordRequest, ErrorResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse, ResetPasswordRequest,
+    SignInRequest, SignInResponse,
+};
+use writeback_proto::ids::{DirectoryName, RequestId};
+use writeback_tls::Trust;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("invalid cloud URL {0}: use https://host[:port]")]
+    Url(String),
+    #[error("cannot reach {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String },
+    #[error("unexpected answer (HTTP {status}): {detail}")]
+    Decode { status: u16, detail: String },
+}
+
+#[derive(Debug)]
+pub struct ApiClient {
+    host: String,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<SecretString>,
+    connection: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+/// A raw answer, for callers that check status codes themselves.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl ApiClient {
+    pub fn new(url: &str, trust: &Trust) -> Result<Self, ClientError> {
+        let rest = url.strip_prefix("https://").ok_or_else(|| ClientError::Url(url.into()))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                (host.trim_matches(['[', ']']).to_owned(), port.parse().map_err(|_| ClientError::Url(url.into()))?)
+            }
+            _ => (authority.trim_matches(['[', ']']).to_owned(), 443),
+        };
+        if host.is_empty() {
+            return Err(ClientError::Url(url.into()));
+        }
+        let mut tls = writeback_tls::client_config(trust).map_err(|error| ClientError::Tls(error.to_string()))?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            host,
+            port,
+            tls: Arc::new(tls),
+            token: None,
+            connection: Mutex::new(None),
+        })
+    }
+
+    pub fn with_token(mut self, token: SecretString) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let address = format!("{}:{}", self.host, self.port);
+        let failed = |detail: String| ClientError::Connect {
+            address: address.clone(),
+            detail,
+        };
+        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| failed("timed out".into()))?
+            .map_err(|error| failed(error.to_string()))?;
+        let name = rustls_pki_types::ServerName::try_from(self.host.clone()).map_err(|error| ClientError::Tls(error.to_string()))?;
+        let stream = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|error| ClientError::Tls(error.to_string()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| ClientError::Http(error.to_string()))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Sends one request; `body` is JSON when present.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<RawResponse, ClientError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, format!("{}:{}", self.host, self.port));
+        if let Some(token) = &self.token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header(CONTENT_TYPE, content_type);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| ClientError::Http(error.to_string()))?;
+        let mut slot = self.connection.lock().await;
+        let mut reusable = slot.take().filter(|sender| !sender.is_closed());
+        if let Some(sender) = reusable.as_mut()
+            && sender.ready().await.is_err()
+        {
+            reusable = None;
+        }
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| ClientError::Http("no answer within 60 s".into()))?
+            .map_err(|error| ClientError::Http(error.to_string()))?;
+        *slot = Some(sender);
+        drop(slot);
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| ClientError::Http(error.to_string()))?
+            .to_bytes();
+        Ok(RawResponse { status, body })
+    }
+
+    async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, T), ClientError> {
+        let (content_type, bytes) = match body {
+            Some(body) => (
+                Some("application/json"),
+                serde_json::to_vec(body).map_err(|error| ClientError::Http(error.to_string()))?,
+            ),
+            None => (None, Vec::new()),
+        };
+        let response = self.send(method, path, content_type, bytes, headers).await?;
+        if let Ok(parsed) = serde_json::from_slice::<T>(&response.body) {
+            return Ok((response.status, parsed));
+        }
+        if let Ok(error) = serde_json::from_slice::<ErrorResponse>(&response.body) {
+            return Err(ClientError::Api {
+                status: response.status.as_u16(),
+                code: error.error.code,
+                message: error.error.message,
+            });
+        }
+        Err(ClientError::Decode {
+            status: response.status.as_u16(),
+            detail: String::from_utf8_lossy(&response.body).chars().take(200).collect(),
+        })
+    }
+
+    pub async fn sign_in(&self, email: &str, password: SecretString) -> Result<SignInResponse, ClientError> {
+        let body = SignInRequest {
+            email: email.to_owned(),
+            password,
+        };
+        Ok(self.json(Method::POST, "/api/v1/sessions", Some(&body), &[]).await?.1)
+    }
+
+    pub async fn sign_out(&self) -> Result<(), ClientError> {
+        let response = self.send(Method::DELETE, "/api/v1/sessions/current", None, Vec::new(), &[]).await?;
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::Decode {
+                status: response.status.as_u16(),
+                detail: "sign-out refused".into(),
+            })
+        }
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentSummary>, ClientError> {
+        Ok(self.json::<(), _>(Method::GET, "/api/v1/agents", None, &[]).await?.1)
+    }
+
+    pub async fn reset_password(
+        &self,
+        directory: &DirectoryName,
+        user: &str,
+        request: &ResetPasswordRequest,
+        idempotency_key: Option<RequestId>,
+    ) -> Result<OperationResponse, ClientError> {
+        let path = user_path(directory, user, "reset-password");
+        let headers = idempotency_headers(idempotency_key);
+        Ok(self.json(Method::POST, &path, Some(request), &headers).await?.1)
+    }
+
+    pub async fn change_password(
+        &self,
+        directory: &DirectoryName,
+        user: &str,
+        request: &ChangePasswordRequest,
+    ) -> Result<OperationResponse, ClientError> {
+        let path = user_path(directory, user, "change-password");
+        Ok(self.json(Method::POST, &path, Some(request), &[]).await?.1)
+    }
+
+    pub async fn unlock(&self, directory: &DirectoryName, user: &str) -> Result<OperationResponse, ClientError> {
+        let path = user_path(directory, user, "unlock");
+        Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
+    }
+}
+
+fn idempotency_headers(key: Option<RequestId>) -> Vec<(&'static str, String)> {
+    key.map(|key| (IDEMPOTENCY_KEY_HEADER, key.to_string())).into_iter().collect()
+}
+
+pub fn user_path(directory: &DirectoryName, user: &str, action: &str) -> String {
+    format!("/api/v1/directories/{directory}/users/{}/{action}", percent_encode(user))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so any user name is one path
+/// segment.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_become_one_path_segment() {
+        assert_eq!(percent_encode("jdoe@corp.example"), "jdoe%40corp.example");
+        assert_eq!(percent_encode("*)(uid=*"), "%2A%29%28uid%3D%2A");
+        assert_eq!(percent_encode("a/b é"), "a%2Fb%20%C3%A9");
+    }
+
+    #[test]
+    fn urls_must_be_https() {
+        assert!(ApiClient::new("http://localhost:8443", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).is_err());
+        let client = ApiClient::new("https://127.0.0.1:8443/", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).unwrap();
+        assert_eq!((client.host.as_str(), client.port), ("127.0.0.1", 8443));
+        let client = ApiClient::new("https://cloud.example", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).unwrap();
+        assert_eq!((client.host.as_str(), client.port), ("cloud.example", 443));
+    }
+}

@@ -1,6 +1,8 @@
 //! The directory crate against a real Samba AD domain controller, bound as a service account that
 //! holds only the four delegated rights of REFERENCE.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step should stop the test")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

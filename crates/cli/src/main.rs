@@ -1,0 +1,314 @@
+//! `writeback`: the administrator's command line. Sign in once, then reset, change or unlock.
+//!
+//! Exit status: 0 when the directory applied the operation, 1 when it (or the agent) refused it,
+//! 2 when the command itself failed (no session, cloud unreachable, bad arguments).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use writeback_cli::ApiClient;
+use writeback_config::Sources;
+use writeback_proto::api::{ChangePasswordRequest, OperationResponse, ResetPasswordRequest};
+use writeback_proto::ids::{DirectoryName, RequestId};
+use writeback_proto::result::ResultCode;
+use writeback_proto::time::UnixMillis;
+use writeback_tls::Trust;
+
+#[derive(Debug, Parser)]
+#[command(name = "writeback", version, about = "Writeback admin command line")]
+struct Arguments {
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the signed-in session is kept (mode 0600).
+    #[arg(long, global = true)]
+    session_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign in as an administrator and keep the session.
+    Login {
+        /// The cloud, e.g. https://writeback.example.com:8443
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Trust exactly the cloud certificate with this SHA-256 fingerprint.
+        #[arg(long, conflicts_with = "ca_file")]
+        pin: Option<String>,
+        /// Trust cloud certificates issued by this CA.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// End the session.
+    Logout,
+    /// List the registered agents and whether they are connected.
+    Agents,
+    /// Reset a user's password in the on-premises directory.
+    Reset {
+        directory: String,
+        /// sAMAccountName or user principal name.
+        user: String,
+        /// Require a password change at next sign-in.
+        #[arg(long)]
+        must_change: bool,
+        /// Also clear a lockout.
+        #[arg(long)]
+        unlock: bool,
+        /// Read the new password from this file instead of prompting.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Makes a retry safe: the same key is applied at most once (32 hexadecimal digits).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Change a user's password, verifying the current one.
+    Change {
+        directory: String,
+        user: String,
+        #[arg(long)]
+        current_password_file: Option<PathBuf>,
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Clear a user's lockout and change nothing else.
+    Unlock { directory: String, user: String },
+}
+
+/// The CLI's one configuration struct: defaults, then `--config`, then `WRITEBACK_CLI_*`, then flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CliConfig {
+    url: Option<String>,
+    pin: Option<String>,
+    ca_file: Option<PathBuf>,
+    session_file: PathBuf,
+}
+
+impl Default for CliConfig {
+    fn default() -> Self {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        Self {
+            url: None,
+            pin: None,
+            ca_file: None,
+            session_file: home.join(".config/writeback/session.json"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredSession {
+    url: String,
+    pin: Option<String>,
+    ca_file: Option<PathBuf>,
+    token: String,
+    expires_at: UnixMillis,
+}
+
+fn trust(pin: Option<&String>, ca_file: Option<&PathBuf>) -> Result<Trust> {
+    Ok(match (pin, ca_file) {
+        (Some(pin), _) => Trust::Pinned(pin.parse().context("invalid --pin")?),
+        (None, Some(path)) => Trust::CaFile(path.clone()),
+        (None, None) => Trust::SystemRoots,
+    })
+}
+
+fn read_secret(path: Option<&PathBuf>, prompt: &str) -> Result<SecretString> {
+    match path {
+        Some(path) => Ok(writeback_config::read_secret_file(path)?),
+        None => Ok(SecretString::from(rpassword::prompt_password(prompt)?)),
+    }
+}
+
+fn load_session(path: &Path) -> Result<(ApiClient, StoredSession)> {
+    let text = std::fs::read_to_string(path).map_err(|_| anyhow!("not signed in: run `writeback login` first"))?;
+    let session: StoredSession = serde_json::from_str(&text).context("the session file is damaged; sign in again")?;
+    if session.expires_at <= UnixMillis::now() {
+        bail!("the session has expired: run `writeback login` again");
+    }
+    let client = ApiClient::new(&session.url, &trust(session.pin.as_ref(), session.ca_file.as_ref())?)?
+        .with_token(SecretString::from(session.token.clone()));
+    Ok((client, session))
+}
+
+fn save_session(path: &Path, session: &StoredSession) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(serde_json::to_string_pretty(session)?.as_bytes())?;
+    Ok(())
+}
+
+fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(response)?);
+    } else {
+        println!("{}", response.message);
+        let detail = match &response.result {
+            ResultCode::PolicyViolation { reason, .. } => format!(" ({})", reason.as_str()),
+            ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => format!(" ({detail})"),
+            _ => String::new(),
+        };
+        println!("  result:     {}{detail}", response.result.code());
+        println!("  request id: {}", response.request_id);
+    }
+    Ok(if response.result.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn execute(arguments: Arguments) -> Result<ExitCode> {
+    let mut flags = Vec::new();
+    if let Some(path) = &arguments.session_file {
+        flags.push(("session_file".to_owned(), toml::Value::String(path.display().to_string())));
+    }
+    let config: CliConfig = writeback_config::load(
+        &Sources {
+            file: arguments.config.clone(),
+            environment: std::env::vars().collect(),
+            flags,
+        },
+        "WRITEBACK_CLI_",
+    )?;
+    let directory = |name: &str| -> Result<DirectoryName> { name.parse().context("invalid directory name") };
+    match &arguments.command {
+        Command::Login {
+            url,
+            email,
+            password_file,
+            pin,
+            ca_file,
+        } => {
+            let url = url.clone().or(config.url.clone()).context("give the cloud's address with --url")?;
+            let pin = pin.clone().or(config.pin.clone());
+            let ca_file = ca_file.clone().or(config.ca_file.clone());
+            let client = ApiClient::new(&url, &trust(pin.as_ref(), ca_file.as_ref())?)?;
+            let password = read_secret(password_file.as_ref(), "Administrator password: ")?;
+            let signed_in = client.sign_in(email, password).await?;
+            save_session(
+                &config.session_file,
+                &StoredSession {
+                    url,
+                    pin,
+                    ca_file,
+                    token: signed_in.token.expose_secret().to_owned(),
+                    expires_at: signed_in.expires_at,
+                },
+            )?;
+            println!(
+                "signed in as {email}; the session lasts until {}",
+                humantime::format_rfc3339_seconds(signed_in.expires_at.to_system_time())
+            );
+        }
+        Command::Logout => {
+            let (client, _) = load_session(&config.session_file)?;
+            client.sign_out().await?;
+            std::fs::remove_file(&config.session_file)?;
+            println!("signed out");
+        }
+        Command::Agents => {
+            let (client, _) = load_session(&config.session_file)?;
+            let agents = client.agents().await?;
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else if agents.is_empty() {
+                println!("no agents are registered");
+            }
+            for agent in agents.iter().filter(|_| !arguments.json) {
+                let heartbeat = agent
+                    .last_heartbeat_at
+                    .map(|at| humantime::format_rfc3339_seconds(at.to_system_time()).to_string())
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{}  {:<12} {:<20} {:<13} v{}  last heartbeat {}{}",
+                    agent.agent_id,
+                    agent.directory,
+                    agent.name,
+                    if agent.connected { "connected" } else { "disconnected" },
+                    agent.version,
+                    heartbeat,
+                    agent.last_error.as_ref().map(|error| format!("  last error: {error}")).unwrap_or_default()
+                );
+            }
+        }
+        Command::Reset {
+            directory: name,
+            user,
+            must_change,
+            unlock,
+            password_file,
+            idempotency_key,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let idempotency_key = idempotency_key
+                .as_deref()
+                .map(str::parse::<RequestId>)
+                .transpose()
+                .context("invalid --idempotency-key")?;
+            let new_password = read_secret(password_file.as_ref(), "New password: ")?;
+            let request = ResetPasswordRequest {
+                new_password,
+                must_change: *must_change,
+                unlock: *unlock,
+            };
+            let response = client.reset_password(&directory(name)?, user, &request, idempotency_key).await?;
+            return print_operation(&response, arguments.json);
+        }
+        Command::Change {
+            directory: name,
+            user,
+            current_password_file,
+            new_password_file,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let request = ChangePasswordRequest {
+                current_password: read_secret(current_password_file.as_ref(), "Current password: ")?,
+                new_password: read_secret(new_password_file.as_ref(), "New password: ")?,
+            };
+            let response = client.change_password(&directory(name)?, user, &request).await?;
+            return print_operation(&response, arguments.json);
+        }
+        Command::Unlock { directory: name, user } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let response = client.unlock(&directory(name)?, user).await?;
+            return print_operation(&response, arguments.json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match execute(Arguments::parse()).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("writeback: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
