@@ -108,16 +108,21 @@ impl AgentConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.directory.url.is_empty() {
-            problems.push("directory.url is not set (e.g. ldaps://dc1.corp.example.com)".to_owned());
+            problems
+                .push("directory.url is not set (e.g. ldaps://dc1.corp.example.com)".to_owned());
         }
         if self.directory.bind_name.is_empty() {
             problems.push("directory.bind_name is not set (the service account)".to_owned());
         }
         if self.directory.base_dn.is_empty() {
-            problems.push("directory.base_dn is not set (e.g. DC=corp,DC=example,DC=com)".to_owned());
+            problems
+                .push("directory.base_dn is not set (e.g. DC=corp,DC=example,DC=com)".to_owned());
         }
         if self.directory.allowed_ous.is_empty() {
-            problems.push("directory.allowed_ous is empty: name the OUs whose users Writeback may manage".to_owned());
+            problems.push(
+                "directory.allowed_ous is empty: name the OUs whose users Writeback may manage"
+                    .to_owned(),
+            );
         }
         problems
     }

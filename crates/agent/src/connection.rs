@@ -46,8 +46,12 @@ pub async fn run<D: Directory + 'static>(
     loop {
         if state.rotate_if_due(policy.sealing_key_rotation, UnixMillis::now()) {
             match save_state(&state) {
-                Ok(()) => tracing::info!(key_id = ?state.current_sealing_key().map(|key| key.key_id), event_id = 31018, "rotated the sealing key"),
-                Err(error) => tracing::error!(%error, "rotated the sealing key but could not save it"),
+                Ok(()) => {
+                    tracing::info!(key_id = ?state.current_sealing_key().map(|key| key.key_id), event_id = 31018, "rotated the sealing key")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "rotated the sealing key but could not save it")
+                }
             }
         }
         let started = UnixMillis::now();
@@ -56,14 +60,22 @@ pub async fn run<D: Directory + 'static>(
             () = &mut shutdown => return,
         };
         match ended {
-            Ok(reason) => tracing::warn!(%reason, event_id = 32002, "connection to the cloud ended"),
-            Err(error) => tracing::warn!(%error, event_id = 32001, "cannot hold a connection to the cloud"),
+            Ok(reason) => {
+                tracing::warn!(%reason, event_id = 32002, "connection to the cloud ended")
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = 32001, "cannot hold a connection to the cloud")
+            }
         }
         if UnixMillis::now().duration_since(started) >= HEALTHY_CONNECTION {
             backoff.reset();
         }
         let delay = backoff.next_delay(random_jitter());
-        tracing::info!(delay_ms = delay.as_millis() as u64, event_id = 32014, "reconnecting to the cloud");
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            event_id = 32014,
+            "reconnecting to the cloud"
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = &mut shutdown => return,
@@ -72,14 +84,19 @@ pub async fn run<D: Directory + 'static>(
 }
 
 /// One connection, from dial to close. `Ok` carries why a working connection ended.
-async fn serve_once<D: Directory + 'static>(state: &AgentState, executor: Arc<Executor<D>>) -> Result<String, AgentError> {
+async fn serve_once<D: Directory + 'static>(
+    state: &AgentState,
+    executor: Arc<Executor<D>>,
+) -> Result<String, AgentError> {
     let trust = state.cloud_trust.to_trust()?;
     let mut socket = transport::connect(&state.cloud_url, &trust).await?;
     let sealing_key = state
         .current_sealing_key()
         .ok_or_else(|| AgentError::State("no sealing key".into()))?;
     let mut session = AgentSession::new(
-        AgentPurpose::Work { agent_id: state.agent_id },
+        AgentPurpose::Work {
+            agent_id: state.agent_id,
+        },
         state.identity.clone(),
         sealing_key,
         VERSION.into(),
@@ -127,7 +144,9 @@ async fn serve_once<D: Directory + 'static>(state: &AgentState, executor: Arc<Ex
                 }
                 AgentAction::Rejected { reason, message } => {
                     let hint = match reason {
-                        RejectReason::UnknownAgent => " (register this agent again with a new token)",
+                        RejectReason::UnknownAgent => {
+                            " (register this agent again with a new token)"
+                        }
                         _ => "",
                     };
                     tracing::error!(?reason, %message, event_id = 32009, "the cloud refused this agent{hint}");
@@ -183,7 +202,10 @@ pub async fn register(
         for action in actions {
             match action {
                 AgentAction::Send(message) => send(&mut socket, &message).await?,
-                AgentAction::Registered { agent_id, directory } => {
+                AgentAction::Registered {
+                    agent_id,
+                    directory,
+                } => {
                     let _ = socket.close(None).await;
                     return Ok((agent_id, directory));
                 }

@@ -41,7 +41,10 @@ pub struct Executor<D> {
 
 impl<D> std::fmt::Debug for Executor<D> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Executor").field("guards", &self.guards).finish_non_exhaustive()
+        formatter
+            .debug_struct("Executor")
+            .field("guards", &self.guards)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,12 +61,21 @@ impl Outcome {
     }
 
     fn passing(result: ResultCode) -> Self {
-        Self { result, keep: false }
+        Self {
+            result,
+            keep: false,
+        }
     }
 }
 
 impl<D: Directory> Executor<D> {
-    pub fn new(directory: D, journal: Journal, keys: KeyRing, guards: Guards, clock: Clock) -> Self {
+    pub fn new(
+        directory: D,
+        journal: Journal,
+        keys: KeyRing,
+        guards: Guards,
+        clock: Clock,
+    ) -> Self {
         Self {
             directory,
             journal,
@@ -143,10 +155,11 @@ impl<D: Directory> Executor<D> {
                 must_change,
                 unlock,
             } => {
-                let new_password = match self.open(request, user, SecretField::NewPassword, new_password) {
-                    Ok(secret) => secret,
-                    Err(failure) => return failure,
-                };
+                let new_password =
+                    match self.open(request, user, SecretField::NewPassword, new_password) {
+                        Ok(secret) => secret,
+                        Err(failure) => return failure,
+                    };
                 let enforce_history = match self.directory.reset_enforces_history().await {
                     Ok(enforced) => enforced,
                     Err(error) => return lookup_failure(error),
@@ -165,8 +178,15 @@ impl<D: Directory> Executor<D> {
                     must_change: *must_change,
                     unlock: *unlock,
                 };
-                let written = self.directory.reset_password(&account, &new_password, options).await;
-                write_outcome(written, OperationKind::ResetPassword, policy.as_ref().map(|policy| (policy, enforce_history)))
+                let written = self
+                    .directory
+                    .reset_password(&account, &new_password, options)
+                    .await;
+                write_outcome(
+                    written,
+                    OperationKind::ResetPassword,
+                    policy.as_ref().map(|policy| (policy, enforce_history)),
+                )
             }
             Operation::ChangePassword {
                 user,
@@ -176,23 +196,39 @@ impl<D: Directory> Executor<D> {
                 if account.locked_out {
                     return Outcome::kept(ResultCode::AccountLocked);
                 }
-                let current = match self.open(request, user, SecretField::CurrentPassword, current_password) {
+                let current = match self.open(
+                    request,
+                    user,
+                    SecretField::CurrentPassword,
+                    current_password,
+                ) {
                     Ok(secret) => secret,
                     Err(failure) => return failure,
                 };
-                let new_password = match self.open(request, user, SecretField::NewPassword, new_password) {
-                    Ok(secret) => secret,
-                    Err(failure) => return failure,
-                };
-                let policy = match self.checked_policy(&account, &new_password, WriteKind::Change).await {
+                let new_password =
+                    match self.open(request, user, SecretField::NewPassword, new_password) {
+                        Ok(secret) => secret,
+                        Err(failure) => return failure,
+                    };
+                let policy = match self
+                    .checked_policy(&account, &new_password, WriteKind::Change)
+                    .await
+                {
                     Ok(policy) => policy,
                     Err(refusal) => return refusal,
                 };
                 if let Some(late) = self.too_late(request) {
                     return late;
                 }
-                let written = self.directory.change_password(&account, &current, &new_password).await;
-                write_outcome(written, OperationKind::ChangePassword, policy.as_ref().map(|policy| (policy, true)))
+                let written = self
+                    .directory
+                    .change_password(&account, &current, &new_password)
+                    .await;
+                write_outcome(
+                    written,
+                    OperationKind::ChangePassword,
+                    policy.as_ref().map(|policy| (policy, true)),
+                )
             }
         }
     }
@@ -221,7 +257,13 @@ impl<D: Directory> Executor<D> {
         Ok(())
     }
 
-    fn open(&self, request: &Request, user: &UserRef, field: SecretField, sealed: &SealedSecret) -> Result<SecretString, Outcome> {
+    fn open(
+        &self,
+        request: &Request,
+        user: &UserRef,
+        field: SecretField,
+        sealed: &SealedSecret,
+    ) -> Result<SecretString, Outcome> {
         let context = SealContext {
             request_id: request.request_id,
             operation: request.operation.kind(),
@@ -244,7 +286,10 @@ impl<D: Directory> Executor<D> {
             None => {
                 tracing::warn!(request_id = %request.request_id, key_id = %sealed.key_id, event_id = 32004, "a password was sealed to a key this agent does not hold");
                 Err(Outcome::kept(ResultCode::Internal {
-                    detail: format!("the password was sealed to key {}, which this agent does not hold", sealed.key_id),
+                    detail: format!(
+                        "the password was sealed to key {}, which this agent does not hold",
+                        sealed.key_id
+                    ),
                 }))
             }
         }
@@ -309,9 +354,14 @@ fn lookup_failure(error: DirectoryError) -> Outcome {
 
 fn directory_failure(error: DirectoryError) -> ResultCode {
     match error {
-        DirectoryError::Unavailable(detail) | DirectoryError::Configuration(detail) => ResultCode::DirectoryUnavailable { detail },
+        DirectoryError::Unavailable(detail) | DirectoryError::Configuration(detail) => {
+            ResultCode::DirectoryUnavailable { detail }
+        }
         DirectoryError::TimedOut(after) => ResultCode::DirectoryUnavailable {
-            detail: format!("the domain controller did not answer within {} s", after.as_secs()),
+            detail: format!(
+                "the domain controller did not answer within {} s",
+                after.as_secs()
+            ),
         },
         other => ResultCode::Internal {
             detail: other.to_string(),
@@ -321,7 +371,11 @@ fn directory_failure(error: DirectoryError) -> ResultCode {
 
 /// Translates the DC's answer to the one write. `policy` is the effective policy the agent
 /// checked (and whether history applied to this write), when it could read it.
-fn write_outcome(written: Result<(), DirectoryError>, kind: OperationKind, policy: Option<(&PasswordPolicy, bool)>) -> Outcome {
+fn write_outcome(
+    written: Result<(), DirectoryError>,
+    kind: OperationKind,
+    policy: Option<(&PasswordPolicy, bool)>,
+) -> Outcome {
     let error = match written {
         Ok(()) => return Outcome::kept(ResultCode::Success),
         Err(error) => error,
@@ -342,7 +396,10 @@ fn write_outcome(written: Result<(), DirectoryError>, kind: OperationKind, polic
 /// A Windows DC refuses every policy failure with the same `0000052D` and no words. When the
 /// agent's own check passed, what remains is history (on a change, or a reset the DC polices with
 /// the hints control) or a password filter on the DC, which we report as a banned password.
-fn unexplained_policy_reason(kind: OperationKind, policy: Option<(&PasswordPolicy, bool)>) -> PolicyReason {
+fn unexplained_policy_reason(
+    kind: OperationKind,
+    policy: Option<(&PasswordPolicy, bool)>,
+) -> PolicyReason {
     let history_applies = match policy {
         Some((policy, enforced)) => enforced && policy.history_length > 0,
         None => kind == OperationKind::ChangePassword,
@@ -421,7 +478,12 @@ mod tests {
                 request_id,
                 deadline: self.deadline(),
                 operation: Operation::ResetPassword {
-                    new_password: seal(&self.key, &context, &SecretString::from(password.to_owned())).unwrap(),
+                    new_password: seal(
+                        &self.key,
+                        &context,
+                        &SecretString::from(password.to_owned()),
+                    )
+                    .unwrap(),
                     user,
                     must_change: false,
                     unlock: true,
@@ -456,20 +518,38 @@ mod tests {
     #[tokio::test]
     async fn a_reset_writes_once_and_a_repeat_is_answered_from_the_journal() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
-        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
-        assert_eq!(harness.executor.directory().user("jdoe").unwrap().password, "New-Passw0rd!");
-        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
+        assert_eq!(
+            harness.executor.execute(&request).await,
+            ResultCode::Success
+        );
+        assert_eq!(
+            harness.executor.directory().user("jdoe").unwrap().password,
+            "New-Passw0rd!"
+        );
+        assert_eq!(
+            harness.executor.execute(&request).await,
+            ResultCode::Success
+        );
         assert_eq!(harness.executor.directory().writes(), 1);
     }
 
     #[tokio::test]
     async fn concurrent_repeats_apply_once() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
-        let (first, second) = tokio::join!(harness.executor.execute(&request), harness.executor.execute(&request));
+        let (first, second) = tokio::join!(
+            harness.executor.execute(&request),
+            harness.executor.execute(&request)
+        );
         assert_eq!((first, second), (ResultCode::Success, ResultCode::Success));
         assert_eq!(harness.executor.directory().writes(), 1);
     }
@@ -502,7 +582,10 @@ mod tests {
     #[tokio::test]
     async fn the_agents_own_policy_check_gives_the_specific_reason_with_the_requirement() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         for (password, reason) in [
             ("Ab1!", PolicyReason::TooShort),
             ("alllowercase", PolicyReason::NotComplex),
@@ -511,7 +594,11 @@ mod tests {
         ] {
             let request = harness.reset("jdoe", password, RequestId::generate().unwrap());
             let result = harness.executor.execute(&request).await;
-            let ResultCode::PolicyViolation { reason: got, requirements: Some(requirements) } = result else {
+            let ResultCode::PolicyViolation {
+                reason: got,
+                requirements: Some(requirements),
+            } = result
+            else {
                 panic!("{password}: {result:?}");
             };
             assert_eq!(got, reason, "{password}");
@@ -523,76 +610,126 @@ mod tests {
     #[tokio::test]
     async fn a_change_that_is_too_young_is_refused_by_the_agent() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
-        harness.executor.directory().set_policy(EffectivePolicy::Known(PasswordPolicy {
-            min_length: 7,
-            complexity: true,
-            history_length: 24,
-            min_age: Duration::from_secs(86_400),
-            source: PolicySource::Domain,
-        }));
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .set_policy(EffectivePolicy::Known(PasswordPolicy {
+                min_length: 7,
+                complexity: true,
+                history_length: 24,
+                min_age: Duration::from_secs(86_400),
+                source: PolicySource::Domain,
+            }));
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert!(matches!(
             harness.executor.execute(&request).await,
-            ResultCode::PolicyViolation { reason: PolicyReason::TooYoung, .. }
+            ResultCode::PolicyViolation {
+                reason: PolicyReason::TooYoung,
+                ..
+            }
         ));
     }
 
     #[tokio::test]
     async fn the_directory_verdict_is_translated_on_a_change() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         let wrong = harness.change("jdoe", "Wrong-Passw0rd!", "New-Passw0rd!");
-        assert_eq!(harness.executor.execute(&wrong).await, ResultCode::WrongCurrentPassword);
+        assert_eq!(
+            harness.executor.execute(&wrong).await,
+            ResultCode::WrongCurrentPassword
+        );
         let same = harness.change("jdoe", "Old-Passw0rd!", "Old-Passw0rd!");
         assert!(matches!(
             harness.executor.execute(&same).await,
-            ResultCode::PolicyViolation { reason: PolicyReason::InHistory, .. }
+            ResultCode::PolicyViolation {
+                reason: PolicyReason::InHistory,
+                ..
+            }
         ));
         let mut locked = harness.executor.directory().user("jdoe").unwrap().account;
         locked.locked_out = true;
         harness.executor.directory().put(locked, "Old-Passw0rd!");
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
-        assert_eq!(harness.executor.execute(&request).await, ResultCode::AccountLocked);
+        assert_eq!(
+            harness.executor.execute(&request).await,
+            ResultCode::AccountLocked
+        );
     }
 
     #[tokio::test]
     async fn an_expired_deadline_touches_nothing_and_is_not_recorded() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         harness.now.fetch_add(60_000, Ordering::Relaxed);
-        assert_eq!(harness.executor.execute(&request).await, ResultCode::Timeout);
+        assert_eq!(
+            harness.executor.execute(&request).await,
+            ResultCode::Timeout
+        );
         assert_eq!(harness.executor.directory().writes(), 0);
         let retried = Request {
             deadline: harness.deadline(),
             ..request
         };
-        assert_eq!(harness.executor.execute(&retried).await, ResultCode::Success);
+        assert_eq!(
+            harness.executor.execute(&retried).await,
+            ResultCode::Success
+        );
     }
 
     #[tokio::test]
     async fn a_password_sealed_for_another_request_is_refused() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
         let original = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         let replayed = Request {
             request_id: RequestId::generate().unwrap(),
             ..original
         };
-        assert!(matches!(harness.executor.execute(&replayed).await, ResultCode::Internal { .. }));
+        assert!(matches!(
+            harness.executor.execute(&replayed).await,
+            ResultCode::Internal { .. }
+        ));
         assert_eq!(harness.executor.directory().writes(), 0);
     }
 
     #[tokio::test]
     async fn an_unreachable_directory_is_reported_and_not_recorded() {
         let harness = harness();
-        harness.executor.directory().add_user("jdoe", "Old-Passw0rd!");
-        harness.executor.directory().fail_with(Some(DirectoryError::Unavailable("connection refused".into())));
+        harness
+            .executor
+            .directory()
+            .add_user("jdoe", "Old-Passw0rd!");
+        harness
+            .executor
+            .directory()
+            .fail_with(Some(DirectoryError::Unavailable(
+                "connection refused".into(),
+            )));
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
-        assert!(matches!(harness.executor.execute(&request).await, ResultCode::DirectoryUnavailable { .. }));
+        assert!(matches!(
+            harness.executor.execute(&request).await,
+            ResultCode::DirectoryUnavailable { .. }
+        ));
         harness.executor.directory().fail_with(None);
-        assert_eq!(harness.executor.execute(&request).await, ResultCode::Success);
+        assert_eq!(
+            harness.executor.execute(&request).await,
+            ResultCode::Success
+        );
     }
 
     #[test]
@@ -604,9 +741,21 @@ mod tests {
             min_age: Duration::ZERO,
             source: PolicySource::Domain,
         };
-        assert_eq!(unexplained_policy_reason(OperationKind::ChangePassword, Some((&policy, true))), PolicyReason::InHistory);
-        assert_eq!(unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, false))), PolicyReason::Banned);
-        assert_eq!(unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, true))), PolicyReason::InHistory);
-        assert_eq!(unexplained_policy_reason(OperationKind::ChangePassword, None), PolicyReason::InHistory);
+        assert_eq!(
+            unexplained_policy_reason(OperationKind::ChangePassword, Some((&policy, true))),
+            PolicyReason::InHistory
+        );
+        assert_eq!(
+            unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, false))),
+            PolicyReason::Banned
+        );
+        assert_eq!(
+            unexplained_policy_reason(OperationKind::ResetPassword, Some((&policy, true))),
+            PolicyReason::InHistory
+        );
+        assert_eq!(
+            unexplained_policy_reason(OperationKind::ChangePassword, None),
+            PolicyReason::InHistory
+        );
     }
 }

@@ -117,11 +117,15 @@ impl Journal {
             }
         }
         let temporary = path.with_extension("jsonl.tmp");
-        let mut compacted = File::create(&temporary).map_err(io(format!("writing {}", temporary.display())))?;
+        let mut compacted =
+            File::create(&temporary).map_err(io(format!("writing {}", temporary.display())))?;
         for line in &kept {
-            writeln!(compacted, "{line}").map_err(io(format!("writing {}", temporary.display())))?;
+            writeln!(compacted, "{line}")
+                .map_err(io(format!("writing {}", temporary.display())))?;
         }
-        compacted.sync_all().map_err(io(format!("writing {}", temporary.display())))?;
+        compacted
+            .sync_all()
+            .map_err(io(format!("writing {}", temporary.display())))?;
         std::fs::rename(&temporary, path).map_err(io(format!("replacing {}", path.display())))?;
         let file = OpenOptions::new()
             .append(true)
@@ -138,9 +142,14 @@ impl Journal {
     pub fn begin(&self, request_id: RequestId, fingerprint: &str) -> Begin<'_> {
         let mut entries = lock(&self.entries);
         match entries.get(&request_id) {
-            Some(Entry::Done { fingerprint: seen, .. } | Entry::Running { fingerprint: seen, .. }) if seen != fingerprint => {
-                Begin::Conflict
-            }
+            Some(
+                Entry::Done {
+                    fingerprint: seen, ..
+                }
+                | Entry::Running {
+                    fingerprint: seen, ..
+                },
+            ) if seen != fingerprint => Begin::Conflict,
             Some(Entry::Done { result, .. }) => Begin::Finished(result.clone()),
             Some(Entry::Running { finished, .. }) => Begin::Running(finished.clone()),
             None => {
@@ -175,7 +184,6 @@ impl Journal {
             tracing::error!(%error, path = ?self.path, request_id = %line.request_id, "cannot append to the outcome journal; a resend after a restart could be applied again");
         }
     }
-
 }
 
 impl RunningGuard<'_> {
@@ -225,7 +233,8 @@ mod tests {
     const NOW: UnixMillis = UnixMillis(10_000_000);
 
     fn temporary(name: &str) -> PathBuf {
-        let directory = std::env::temp_dir().join(format!("writeback-journal-{}-{name}", std::process::id()));
+        let directory =
+            std::env::temp_dir().join(format!("writeback-journal-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&directory).unwrap();
         directory.join("journal.jsonl")
     }
@@ -239,7 +248,10 @@ mod tests {
         };
         assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Running(_)));
         guard.finish(&ResultCode::Success, true, NOW);
-        assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Finished(ResultCode::Success)));
+        assert!(matches!(
+            journal.begin(id, "reset|jdoe"),
+            Begin::Finished(ResultCode::Success)
+        ));
         assert!(matches!(journal.begin(id, "unlock|jdoe"), Begin::Conflict));
     }
 
@@ -247,7 +259,9 @@ mod tests {
     fn unkept_outcomes_are_forgotten() {
         let journal = Journal::in_memory(Duration::from_secs(3600));
         let id = RequestId::generate().unwrap();
-        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+        let Begin::Fresh(guard) = journal.begin(id, "f") else {
+            panic!()
+        };
         guard.finish(&ResultCode::Timeout, false, NOW);
         assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
     }
@@ -256,8 +270,12 @@ mod tests {
     async fn an_abandoned_request_releases_its_waiters_and_can_run_again() {
         let journal = Journal::in_memory(Duration::from_secs(3600));
         let id = RequestId::generate().unwrap();
-        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
-        let Begin::Running(mut waiter) = journal.begin(id, "f") else { panic!() };
+        let Begin::Fresh(guard) = journal.begin(id, "f") else {
+            panic!()
+        };
+        let Begin::Running(mut waiter) = journal.begin(id, "f") else {
+            panic!()
+        };
         drop(guard);
         assert!(waiter.wait_for(Option::is_some).await.is_err());
         assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
@@ -267,8 +285,12 @@ mod tests {
     async fn a_waiter_receives_the_running_outcome() {
         let journal = Journal::in_memory(Duration::from_secs(3600));
         let id = RequestId::generate().unwrap();
-        let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
-        let Begin::Running(mut waiter) = journal.begin(id, "f") else { panic!() };
+        let Begin::Fresh(guard) = journal.begin(id, "f") else {
+            panic!()
+        };
+        let Begin::Running(mut waiter) = journal.begin(id, "f") else {
+            panic!()
+        };
         guard.finish(&ResultCode::AccountDisabled, true, NOW);
         let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
         assert_eq!(outcome, Some(ResultCode::AccountDisabled));
@@ -280,14 +302,34 @@ mod tests {
         let id = RequestId::generate().unwrap();
         {
             let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
-            let Begin::Fresh(guard) = journal.begin(id, "f") else { panic!() };
+            let Begin::Fresh(guard) = journal.begin(id, "f") else {
+                panic!()
+            };
             guard.finish(&ResultCode::Success, true, NOW);
         }
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"torn").unwrap();
-        let reopened = Journal::open(&path, Duration::from_secs(3600), NOW.saturating_add(Duration::from_secs(60))).unwrap();
-        assert!(matches!(reopened.begin(id, "f"), Begin::Finished(ResultCode::Success)));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"torn")
+            .unwrap();
+        let reopened = Journal::open(
+            &path,
+            Duration::from_secs(3600),
+            NOW.saturating_add(Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert!(matches!(
+            reopened.begin(id, "f"),
+            Begin::Finished(ResultCode::Success)
+        ));
         drop(reopened);
-        let expired = Journal::open(&path, Duration::from_secs(3600), NOW.saturating_add(Duration::from_secs(3600))).unwrap();
+        let expired = Journal::open(
+            &path,
+            Duration::from_secs(3600),
+            NOW.saturating_add(Duration::from_secs(3600)),
+        )
+        .unwrap();
         assert!(matches!(expired.begin(id, "f"), Begin::Fresh(_)));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

@@ -39,7 +39,10 @@ pub enum AgentError {
     #[error("configuration: {0}")]
     Config(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("agent state: {0}")]
     State(String),
     #[error("{0}")]
@@ -69,7 +72,9 @@ pub async fn register(
         )));
     }
     transport::cloud_endpoint(cloud_url)?;
-    let identity = Arc::new(IdentityKeyPair::generate().map_err(|error| AgentError::State(error.to_string()))?);
+    let identity = Arc::new(
+        IdentityKeyPair::generate().map_err(|error| AgentError::State(error.to_string()))?,
+    );
     let sealing = SealingKeyPair::generate();
     let trust = cloud_trust.to_trust()?;
     let (agent_id, directory) = connection::register(
@@ -82,14 +87,25 @@ pub async fn register(
     )
     .await?;
     let identity = IdentityKeyPair::from_secret_bytes(&identity.secret_bytes());
-    let state = AgentState::new(agent_id, directory, cloud_url.to_owned(), cloud_trust, identity, sealing, UnixMillis::now());
+    let state = AgentState::new(
+        agent_id,
+        directory,
+        cloud_url.to_owned(),
+        cloud_trust,
+        identity,
+        sealing,
+        UnixMillis::now(),
+    );
     state.save(&path)?;
     tracing::info!(%agent_id, directory = %state.directory, event_id = 31018, "registered with the cloud; keys created");
     Ok(state)
 }
 
 /// Runs the agent until `shutdown` resolves.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let problems = config.problems();
     if !problems.is_empty() {
         return Err(AgentError::Config(problems.join("; ")));
@@ -98,7 +114,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let password = writeback_config::read_secret_file(&config.directory.bind_password_file)?;
     let directory = ActiveDirectory::new(DirectorySettings {
         url: config.directory.url.clone(),
-        trust: config.directory.ca_file.clone().map_or(Trust::SystemRoots, Trust::CaFile),
+        trust: config
+            .directory
+            .ca_file
+            .clone()
+            .map_or(Trust::SystemRoots, Trust::CaFile),
         bind_name: config.directory.bind_name.clone(),
         bind_password: password,
         search_base: config.directory.base_dn.clone(),
@@ -116,7 +136,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         allow_protected_accounts: config.directory.allow_protected_accounts,
         banned_passwords: config.banned_passwords.clone(),
     };
-    let executor = Arc::new(Executor::new(directory, journal, state.keys.clone(), guards, Arc::new(UnixMillis::now)));
+    let executor = Arc::new(Executor::new(
+        directory,
+        journal,
+        state.keys.clone(),
+        guards,
+        Arc::new(UnixMillis::now),
+    ));
     let policy = connection::ReconnectPolicy {
         initial_delay: Duration::from_millis(config.reconnect_initial_delay_ms.max(1)),
         max_delay: Duration::from_secs(config.reconnect_max_delay_seconds.max(1)),
@@ -124,7 +150,14 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     };
     let state_path = config.state_path();
     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %state.cloud_url, version = VERSION, event_id = 31015, "writeback-agent starting");
-    connection::run(state, move |state| state.save(&state_path), executor, policy, shutdown).await;
+    connection::run(
+        state,
+        move |state| state.save(&state_path),
+        executor,
+        policy,
+        shutdown,
+    )
+    .await;
     tracing::info!(event_id = 31016, "writeback-agent stopped");
     Ok(())
 }

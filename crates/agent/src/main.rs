@@ -10,7 +10,11 @@ use writeback_agent::state::CloudTrust;
 use writeback_config::Sources;
 
 #[derive(Debug, Parser)]
-#[command(name = "writeback-agent", version, about = "Writeback on-premises agent: dials out to the cloud, writes to Active Directory")]
+#[command(
+    name = "writeback-agent",
+    version,
+    about = "Writeback on-premises agent: dials out to the cloud, writes to Active Directory"
+)]
 struct Arguments {
     /// TOML configuration file.
     #[arg(long, global = true)]
@@ -55,7 +59,10 @@ enum Command {
 fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
     let mut flags = Vec::new();
     if let Some(data_dir) = &arguments.data_dir {
-        flags.push(("data_dir".to_owned(), toml::Value::String(data_dir.display().to_string())));
+        flags.push((
+            "data_dir".to_owned(),
+            toml::Value::String(data_dir.display().to_string()),
+        ));
     }
     let sources = Sources {
         file: arguments.config.clone(),
@@ -66,7 +73,8 @@ fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
 }
 
 fn init_logging(config: &AgentConfig) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
     let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
         Some(path) => {
             let file = std::sync::Arc::new(
@@ -80,7 +88,9 @@ fn init_logging(config: &AgentConfig) -> Result<()> {
         }
         None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match config.log.format.as_str() {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -111,14 +121,16 @@ async fn main() -> Result<()> {
             };
             let trust = match (pin, cloud_ca_file) {
                 (Some(pin), None) => {
-                    pin.parse::<writeback_tls::Fingerprint>().context("invalid --pin")?;
+                    pin.parse::<writeback_tls::Fingerprint>()
+                        .context("invalid --pin")?;
                     CloudTrust::Pinned(pin.clone())
                 }
                 (None, Some(path)) => CloudTrust::CaFile(path.clone()),
                 _ => CloudTrust::SystemRoots,
             };
             let name = name.clone().unwrap_or_else(writeback_agent::host_name);
-            let state = writeback_agent::register(&config, cloud, trust, token, name, *force).await?;
+            let state =
+                writeback_agent::register(&config, cloud, trust, token, name, *force).await?;
             println!(
                 "registered as agent {} for directory {}; identity saved in {}",
                 state.agent_id,

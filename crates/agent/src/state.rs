@@ -34,7 +34,10 @@ impl CloudTrust {
         Ok(match self {
             Self::SystemRoots => Trust::SystemRoots,
             Self::CaFile(path) => Trust::CaFile(path.clone()),
-            Self::Pinned(text) => Trust::Pinned(text.parse::<Fingerprint>().map_err(|error| AgentError::State(error.to_string()))?),
+            Self::Pinned(text) => Trust::Pinned(
+                text.parse::<Fingerprint>()
+                    .map_err(|error| AgentError::State(error.to_string()))?,
+            ),
         })
     }
 }
@@ -73,12 +76,18 @@ pub struct KeyRing(Arc<RwLock<Vec<(SealingKeyPair, UnixMillis)>>>);
 
 impl KeyRing {
     pub fn with<T>(&self, read: impl FnOnce(&[(SealingKeyPair, UnixMillis)]) -> T) -> T {
-        let keys = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         read(&keys)
     }
 
     fn replace(&self, keys: Vec<(SealingKeyPair, UnixMillis)>) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 }
 
@@ -116,7 +125,10 @@ impl AgentState {
 
     pub fn load(path: &Path) -> Result<Self, AgentError> {
         let metadata = std::fs::metadata(path).map_err(|source| AgentError::Io {
-            context: format!("reading {} (has this agent been registered?)", path.display()),
+            context: format!(
+                "reading {} (has this agent been registered?)",
+                path.display()
+            ),
             source,
         })?;
         if metadata.permissions().mode() & 0o077 != 0 {
@@ -131,19 +143,28 @@ impl AgentState {
         })?;
         let parsed = serde_json::from_str::<StoredState>(&text);
         text.zeroize();
-        let stored = parsed.map_err(|error| AgentError::State(format!("{} is not a valid agent state: {error}", path.display())))?;
+        let stored = parsed.map_err(|error| {
+            AgentError::State(format!(
+                "{} is not a valid agent state: {error}",
+                path.display()
+            ))
+        })?;
         let identity_bytes = decode_key(&stored.identity_key, "identity key")?;
         let identity = IdentityKeyPair::from_secret_bytes(&identity_bytes);
         let mut sealing = Vec::new();
         for key in &stored.sealing_keys {
             let bytes = decode_key(&key.secret, "sealing key")?;
             sealing.push((
-                SealingKeyPair::from_secret_bytes(&bytes).map_err(|error| AgentError::State(error.to_string()))?,
+                SealingKeyPair::from_secret_bytes(&bytes)
+                    .map_err(|error| AgentError::State(error.to_string()))?,
                 key.created_at,
             ));
         }
         if sealing.is_empty() {
-            return Err(AgentError::State(format!("{} holds no sealing key", path.display())));
+            return Err(AgentError::State(format!(
+                "{} holds no sealing key",
+                path.display()
+            )));
         }
         let keys = KeyRing::default();
         keys.replace(sealing);
@@ -175,10 +196,12 @@ impl AgentState {
                     .collect()
             }),
         };
-        let mut text = serde_json::to_string_pretty(&stored).map_err(|error| AgentError::State(error.to_string()))?;
+        let mut text = serde_json::to_string_pretty(&stored)
+            .map_err(|error| AgentError::State(error.to_string()))?;
         drop(stored);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
         }
         let temporary = path.with_extension("json.tmp");
         let written = std::fs::OpenOptions::new()
@@ -199,9 +222,10 @@ impl AgentState {
     /// Generates a new sealing key when the current one is older than `max_age`, keeping the
     /// previous one. Returns whether it rotated.
     pub fn rotate_if_due(&self, max_age: std::time::Duration, now: UnixMillis) -> bool {
-        let due = self
-            .keys
-            .with(|keys| keys.first().is_none_or(|(_, created_at)| now.duration_since(*created_at) >= max_age));
+        let due = self.keys.with(|keys| {
+            keys.first()
+                .is_none_or(|(_, created_at)| now.duration_since(*created_at) >= max_age)
+        });
         if due {
             let mut keys = self.keys.with(|keys| {
                 keys.iter()
@@ -220,15 +244,22 @@ impl AgentState {
     }
 
     pub fn current_sealing_key(&self) -> Option<writeback_proto::sealing::SealingPublicKey> {
-        self.keys.with(|keys| keys.first().map(|(key, _)| key.public_key().clone()))
+        self.keys
+            .with(|keys| keys.first().map(|(key, _)| key.public_key().clone()))
     }
 }
 
 fn decode_key(text: &str, what: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, AgentError> {
-    let bytes = zeroize::Zeroizing::new(STANDARD.decode(text).map_err(|_| AgentError::State(format!("the stored {what} is not base64")))?);
+    let bytes = zeroize::Zeroizing::new(
+        STANDARD
+            .decode(text)
+            .map_err(|_| AgentError::State(format!("the stored {what} is not base64")))?,
+    );
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
-        return Err(AgentError::State(format!("the stored {what} has the wrong length")));
+        return Err(AgentError::State(format!(
+            "the stored {what} has the wrong length"
+        )));
     }
     key.copy_from_slice(&bytes);
     Ok(key)
@@ -253,7 +284,12 @@ mod tests {
     }
 
     fn temporary_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("writeback-agent-state-{}-{name}", std::process::id())).join("agent.json")
+        std::env::temp_dir()
+            .join(format!(
+                "writeback-agent-state-{}-{name}",
+                std::process::id()
+            ))
+            .join("agent.json")
     }
 
     #[test]
@@ -286,11 +322,18 @@ mod tests {
         let state = state();
         let first = state.current_sealing_key().unwrap();
         let day = Duration::from_secs(86_400);
-        assert!(!state.rotate_if_due(day, UnixMillis(1_000).saturating_add(Duration::from_secs(60))));
+        assert!(!state.rotate_if_due(
+            day,
+            UnixMillis(1_000).saturating_add(Duration::from_secs(60))
+        ));
         assert!(state.rotate_if_due(day, UnixMillis(1_000).saturating_add(day)));
         let second = state.current_sealing_key().unwrap();
         assert_ne!(first, second);
-        let held: Vec<_> = state.keys.with(|keys| keys.iter().map(|(key, _)| key.public_key().clone()).collect());
+        let held: Vec<_> = state.keys.with(|keys| {
+            keys.iter()
+                .map(|(key, _)| key.public_key().clone())
+                .collect()
+        });
         assert_eq!(held, vec![second, first]);
     }
 }

@@ -42,8 +42,11 @@ pub fn cloud_endpoint(cloud_url: &str) -> Result<(String, u16), AgentError> {
 
 pub async fn connect(cloud_url: &str, trust: &Trust) -> Result<CloudSocket, AgentError> {
     let (host, port) = cloud_endpoint(cloud_url)?;
-    let unreachable = |detail: String| AgentError::Transport(format!("cannot reach the cloud at {host}:{port}: {detail}"));
-    let mut tls = writeback_tls::client_config(trust).map_err(|error| AgentError::Config(error.to_string()))?;
+    let unreachable = |detail: String| {
+        AgentError::Transport(format!("cannot reach the cloud at {host}:{port}: {detail}"))
+    };
+    let mut tls = writeback_tls::client_config(trust)
+        .map_err(|error| AgentError::Config(error.to_string()))?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name = rustls_pki_types::ServerName::try_from(host.clone())
         .map_err(|_| AgentError::Config(format!("{host} is not a valid server name")))?;
@@ -51,17 +54,28 @@ pub async fn connect(cloud_url: &str, trust: &Trust) -> Result<CloudSocket, Agen
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|error| unreachable(error.to_string()))?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(std::sync::Arc::new(tls)).connect(server_name, tcp))
-        .await
-        .map_err(|_| unreachable("TLS handshake timed out".into()))?
-        .map_err(|error| unreachable(format!("TLS handshake failed: {error}")))?;
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(std::sync::Arc::new(tls)).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| unreachable("TLS handshake timed out".into()))?
+    .map_err(|error| unreachable(format!("TLS handshake failed: {error}")))?;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES * 2))
         .max_frame_size(Some(MAX_FRAME_BYTES * 2));
     let (socket, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::client_async_with_config(format!("wss://{authority}{CONNECT_PATH}"), stream, Some(config)),
+        tokio_tungstenite::client_async_with_config(
+            format!("wss://{authority}{CONNECT_PATH}"),
+            stream,
+            Some(config),
+        ),
     )
     .await
     .map_err(|_| unreachable("WebSocket handshake timed out".into()))?
@@ -75,9 +89,18 @@ mod tests {
 
     #[test]
     fn cloud_urls_must_be_https_and_name_a_host() {
-        assert_eq!(cloud_endpoint("https://cloud.example.com").unwrap(), ("cloud.example.com".into(), 443));
-        assert_eq!(cloud_endpoint("https://127.0.0.1:8443/").unwrap(), ("127.0.0.1".into(), 8443));
-        assert_eq!(cloud_endpoint("https://[::1]:9000").unwrap(), ("::1".into(), 9000));
+        assert_eq!(
+            cloud_endpoint("https://cloud.example.com").unwrap(),
+            ("cloud.example.com".into(), 443)
+        );
+        assert_eq!(
+            cloud_endpoint("https://127.0.0.1:8443/").unwrap(),
+            ("127.0.0.1".into(), 8443)
+        );
+        assert_eq!(
+            cloud_endpoint("https://[::1]:9000").unwrap(),
+            ("::1".into(), 9000)
+        );
         assert!(cloud_endpoint("http://cloud.example.com").is_err());
         assert!(cloud_endpoint("cloud.example.com").is_err());
     }

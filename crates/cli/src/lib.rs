@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
-    AgentSummary, ChangePasswordRequest, ErrorResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse, ResetPasswordRequest,
-    SignInRequest, SignInResponse,
+    AgentSummary, ChangePasswordRequest, ErrorResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse,
+    ResetPasswordRequest, SignInRequest, SignInResponse,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_tls::Trust;
@@ -37,7 +37,11 @@ pub enum ClientError {
     #[error("HTTP: {0}")]
     Http(String),
     #[error("{message} ({code}, HTTP {status})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("unexpected answer (HTTP {status}): {detail}")]
     Decode { status: u16, detail: String },
 }
@@ -60,18 +64,22 @@ pub struct RawResponse {
 
 impl ApiClient {
     pub fn new(url: &str, trust: &Trust) -> Result<Self, ClientError> {
-        let rest = url.strip_prefix("https://").ok_or_else(|| ClientError::Url(url.into()))?;
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| ClientError::Url(url.into()))?;
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                (host.trim_matches(['[', ']']).to_owned(), port.parse().map_err(|_| ClientError::Url(url.into()))?)
-            }
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (
+                host.trim_matches(['[', ']']).to_owned(),
+                port.parse().map_err(|_| ClientError::Url(url.into()))?,
+            ),
             _ => (authority.trim_matches(['[', ']']).to_owned(), 443),
         };
         if host.is_empty() {
             return Err(ClientError::Url(url.into()));
         }
-        let mut tls = writeback_tls::client_config(trust).map_err(|error| ClientError::Tls(error.to_string()))?;
+        let mut tls = writeback_tls::client_config(trust)
+            .map_err(|error| ClientError::Tls(error.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             host,
@@ -93,11 +101,13 @@ impl ApiClient {
             address: address.clone(),
             detail,
         };
-        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| failed("timed out".into()))?
-            .map_err(|error| failed(error.to_string()))?;
-        let name = rustls_pki_types::ServerName::try_from(self.host.clone()).map_err(|error| ClientError::Tls(error.to_string()))?;
+        let tcp =
+            tokio::time::timeout(TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
+                .await
+                .map_err(|_| failed("timed out".into()))?
+                .map_err(|error| failed(error.to_string()))?;
+        let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|error| ClientError::Tls(error.to_string()))?;
         let stream = TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
@@ -175,7 +185,9 @@ impl ApiClient {
             ),
             None => (None, Vec::new()),
         };
-        let response = self.send(method, path, content_type, bytes, headers).await?;
+        let response = self
+            .send(method, path, content_type, bytes, headers)
+            .await?;
         if let Ok(parsed) = serde_json::from_slice::<T>(&response.body) {
             return Ok((response.status, parsed));
         }
@@ -188,20 +200,38 @@ impl ApiClient {
         }
         Err(ClientError::Decode {
             status: response.status.as_u16(),
-            detail: String::from_utf8_lossy(&response.body).chars().take(200).collect(),
+            detail: String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(200)
+                .collect(),
         })
     }
 
-    pub async fn sign_in(&self, email: &str, password: SecretString) -> Result<SignInResponse, ClientError> {
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> Result<SignInResponse, ClientError> {
         let body = SignInRequest {
             email: email.to_owned(),
             password,
         };
-        Ok(self.json(Method::POST, "/api/v1/sessions", Some(&body), &[]).await?.1)
+        Ok(self
+            .json(Method::POST, "/api/v1/sessions", Some(&body), &[])
+            .await?
+            .1)
     }
 
     pub async fn sign_out(&self) -> Result<(), ClientError> {
-        let response = self.send(Method::DELETE, "/api/v1/sessions/current", None, Vec::new(), &[]).await?;
+        let response = self
+            .send(
+                Method::DELETE,
+                "/api/v1/sessions/current",
+                None,
+                Vec::new(),
+                &[],
+            )
+            .await?;
         if response.status.is_success() {
             Ok(())
         } else {
@@ -213,7 +243,10 @@ impl ApiClient {
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentSummary>, ClientError> {
-        Ok(self.json::<(), _>(Method::GET, "/api/v1/agents", None, &[]).await?.1)
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/agents", None, &[])
+            .await?
+            .1)
     }
 
     pub async fn reset_password(
@@ -225,7 +258,10 @@ impl ApiClient {
     ) -> Result<OperationResponse, ClientError> {
         let path = user_path(directory, user, "reset-password");
         let headers = idempotency_headers(idempotency_key);
-        Ok(self.json(Method::POST, &path, Some(request), &headers).await?.1)
+        Ok(self
+            .json(Method::POST, &path, Some(request), &headers)
+            .await?
+            .1)
     }
 
     pub async fn change_password(
@@ -238,18 +274,27 @@ impl ApiClient {
         Ok(self.json(Method::POST, &path, Some(request), &[]).await?.1)
     }
 
-    pub async fn unlock(&self, directory: &DirectoryName, user: &str) -> Result<OperationResponse, ClientError> {
+    pub async fn unlock(
+        &self,
+        directory: &DirectoryName,
+        user: &str,
+    ) -> Result<OperationResponse, ClientError> {
         let path = user_path(directory, user, "unlock");
         Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
     }
 }
 
 fn idempotency_headers(key: Option<RequestId>) -> Vec<(&'static str, String)> {
-    key.map(|key| (IDEMPOTENCY_KEY_HEADER, key.to_string())).into_iter().collect()
+    key.map(|key| (IDEMPOTENCY_KEY_HEADER, key.to_string()))
+        .into_iter()
+        .collect()
 }
 
 pub fn user_path(directory: &DirectoryName, user: &str, action: &str) -> String {
-    format!("/api/v1/directories/{directory}/users/{}/{action}", percent_encode(user))
+    format!(
+        "/api/v1/directories/{directory}/users/{}/{action}",
+        percent_encode(user)
+    )
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, so any user name is one path
@@ -279,10 +324,24 @@ mod tests {
 
     #[test]
     fn urls_must_be_https() {
-        assert!(ApiClient::new("http://localhost:8443", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).is_err());
-        let client = ApiClient::new("https://127.0.0.1:8443/", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).unwrap();
+        assert!(
+            ApiClient::new(
+                "http://localhost:8443",
+                &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))
+            )
+            .is_err()
+        );
+        let client = ApiClient::new(
+            "https://127.0.0.1:8443/",
+            &Trust::Pinned(writeback_tls::Fingerprint([0; 32])),
+        )
+        .unwrap();
         assert_eq!((client.host.as_str(), client.port), ("127.0.0.1", 8443));
-        let client = ApiClient::new("https://cloud.example", &Trust::Pinned(writeback_tls::Fingerprint([0; 32]))).unwrap();
+        let client = ApiClient::new(
+            "https://cloud.example",
+            &Trust::Pinned(writeback_tls::Fingerprint([0; 32])),
+        )
+        .unwrap();
         assert_eq!((client.host.as_str(), client.port), ("cloud.example", 443));
     }
 }

@@ -99,7 +99,9 @@ struct CliConfig {
 
 impl Default for CliConfig {
     fn default() -> Self {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         Self {
             url: None,
             pin: None,
@@ -135,13 +137,18 @@ fn read_secret(path: Option<&PathBuf>, prompt: &str) -> Result<SecretString> {
 }
 
 fn load_session(path: &Path) -> Result<(ApiClient, StoredSession)> {
-    let text = std::fs::read_to_string(path).map_err(|_| anyhow!("not signed in: run `writeback login` first"))?;
-    let session: StoredSession = serde_json::from_str(&text).context("the session file is damaged; sign in again")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|_| anyhow!("not signed in: run `writeback login` first"))?;
+    let session: StoredSession =
+        serde_json::from_str(&text).context("the session file is damaged; sign in again")?;
     if session.expires_at <= UnixMillis::now() {
         bail!("the session has expired: run `writeback login` again");
     }
-    let client = ApiClient::new(&session.url, &trust(session.pin.as_ref(), session.ca_file.as_ref())?)?
-        .with_token(SecretString::from(session.token.clone()));
+    let client = ApiClient::new(
+        &session.url,
+        &trust(session.pin.as_ref(), session.ca_file.as_ref())?,
+    )?
+    .with_token(SecretString::from(session.token.clone()));
     Ok((client, session))
 }
 
@@ -169,7 +176,9 @@ fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode>
         println!("{}", response.message);
         let detail = match &response.result {
             ResultCode::PolicyViolation { reason, .. } => format!(" ({})", reason.as_str()),
-            ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => format!(" ({detail})"),
+            ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => {
+                format!(" ({detail})")
+            }
             _ => String::new(),
         };
         println!("  result:     {}{detail}", response.result.code());
@@ -185,7 +194,10 @@ fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode>
 async fn execute(arguments: Arguments) -> Result<ExitCode> {
     let mut flags = Vec::new();
     if let Some(path) = &arguments.session_file {
-        flags.push(("session_file".to_owned(), toml::Value::String(path.display().to_string())));
+        flags.push((
+            "session_file".to_owned(),
+            toml::Value::String(path.display().to_string()),
+        ));
     }
     let config: CliConfig = writeback_config::load(
         &Sources {
@@ -195,7 +207,8 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
         },
         "WRITEBACK_CLI_",
     )?;
-    let directory = |name: &str| -> Result<DirectoryName> { name.parse().context("invalid directory name") };
+    let directory =
+        |name: &str| -> Result<DirectoryName> { name.parse().context("invalid directory name") };
     match &arguments.command {
         Command::Login {
             url,
@@ -204,7 +217,10 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             pin,
             ca_file,
         } => {
-            let url = url.clone().or(config.url.clone()).context("give the cloud's address with --url")?;
+            let url = url
+                .clone()
+                .or(config.url.clone())
+                .context("give the cloud's address with --url")?;
             let pin = pin.clone().or(config.pin.clone());
             let ca_file = ca_file.clone().or(config.ca_file.clone());
             let client = ApiClient::new(&url, &trust(pin.as_ref(), ca_file.as_ref())?)?;
@@ -249,10 +265,18 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                     agent.agent_id,
                     agent.directory,
                     agent.name,
-                    if agent.connected { "connected" } else { "disconnected" },
+                    if agent.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
                     agent.version,
                     heartbeat,
-                    agent.last_error.as_ref().map(|error| format!("  last error: {error}")).unwrap_or_default()
+                    agent
+                        .last_error
+                        .as_ref()
+                        .map(|error| format!("  last error: {error}"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -276,7 +300,9 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                 must_change: *must_change,
                 unlock: *unlock,
             };
-            let response = client.reset_password(&directory(name)?, user, &request, idempotency_key).await?;
+            let response = client
+                .reset_password(&directory(name)?, user, &request, idempotency_key)
+                .await?;
             return print_operation(&response, arguments.json);
         }
         Command::Change {
@@ -287,13 +313,21 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
         } => {
             let (client, _) = load_session(&config.session_file)?;
             let request = ChangePasswordRequest {
-                current_password: read_secret(current_password_file.as_ref(), "Current password: ")?,
+                current_password: read_secret(
+                    current_password_file.as_ref(),
+                    "Current password: ",
+                )?,
                 new_password: read_secret(new_password_file.as_ref(), "New password: ")?,
             };
-            let response = client.change_password(&directory(name)?, user, &request).await?;
+            let response = client
+                .change_password(&directory(name)?, user, &request)
+                .await?;
             return print_operation(&response, arguments.json);
         }
-        Command::Unlock { directory: name, user } => {
+        Command::Unlock {
+            directory: name,
+            user,
+        } => {
             let (client, _) = load_session(&config.session_file)?;
             let response = client.unlock(&directory(name)?, user).await?;
             return print_operation(&response, arguments.json);

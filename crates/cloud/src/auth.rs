@@ -18,8 +18,10 @@ pub const SESSION_TOKEN_PREFIX: &str = "wbs_";
 pub const REGISTRATION_TOKEN_PREFIX: &str = "wbr_";
 
 pub fn hash_password(password: &SecretString) -> Result<String, CloudError> {
-    let salt_bytes = random_bytes::<16>().map_err(|error| CloudError::Internal(error.to_string()))?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|error| CloudError::Internal(error.to_string()))?;
+    let salt_bytes =
+        random_bytes::<16>().map_err(|error| CloudError::Internal(error.to_string()))?;
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|error| CloudError::Internal(error.to_string()))?;
     Argon2::default()
         .hash_password(password.expose_secret().as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -30,7 +32,8 @@ pub fn hash_password(password: &SecretString) -> Result<String, CloudError> {
 /// anyway, so the answer takes as long either way and does not reveal which emails exist.
 pub fn verify_password(password: &SecretString, stored: Option<&str>) -> bool {
     static DUMMY: OnceLock<Option<String>> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password(&SecretString::from("not a real password")).ok());
+    let dummy =
+        DUMMY.get_or_init(|| hash_password(&SecretString::from("not a real password")).ok());
     let Some(candidate) = stored.or(dummy.as_deref()) else {
         return false;
     };
@@ -46,7 +49,10 @@ pub fn verify_password(password: &SecretString, stored: Option<&str>) -> bool {
 /// A new random bearer token with `prefix`.
 pub fn new_token(prefix: &str) -> Result<SecretString, CloudError> {
     let bytes = random_bytes::<32>().map_err(|error| CloudError::Internal(error.to_string()))?;
-    Ok(SecretString::from(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))))
+    Ok(SecretString::from(format!(
+        "{prefix}{}",
+        URL_SAFE_NO_PAD.encode(bytes)
+    )))
 }
 
 pub fn token_hash(token: &str) -> Vec<u8> {
@@ -61,8 +67,14 @@ mod tests {
     fn passwords_verify_only_against_their_own_hash() {
         let hash = hash_password(&SecretString::from("correct horse")).unwrap();
         assert!(!hash.contains("correct horse"));
-        assert!(verify_password(&SecretString::from("correct horse"), Some(&hash)));
-        assert!(!verify_password(&SecretString::from("wrong horse"), Some(&hash)));
+        assert!(verify_password(
+            &SecretString::from("correct horse"),
+            Some(&hash)
+        ));
+        assert!(!verify_password(
+            &SecretString::from("wrong horse"),
+            Some(&hash)
+        ));
         assert!(!verify_password(&SecretString::from("correct horse"), None));
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
@@ -35,7 +35,10 @@ pub enum CloudError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     InvalidInput(String),
     #[error("internal error: {0}")]
@@ -48,6 +51,9 @@ pub struct AppState {
     pub store: Store,
     pub relay: Arc<Relay>,
     pub config: Arc<CloudConfig>,
+    /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
+    /// tasks once upgraded, so they watch this to close with the server.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A running server; [`RunningCloud::stop`] shuts it down.
@@ -57,15 +63,13 @@ pub struct RunningCloud {
     /// SHA-256 of the certificate the server presents, for agents and the CLI to pin.
     pub fingerprint: Fingerprint,
     pub state: AppState,
-    shutdown: Option<oneshot::Sender<()>>,
+    stopping: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl RunningCloud {
     pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        let _ = self.stopping.send(true);
         let _ = (&mut self.task).await;
     }
 
@@ -81,8 +85,10 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloudE
 }
 
 pub async fn open_store(config: &CloudConfig) -> Result<Store, CloudError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(io_error(format!("creating the data directory {}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io_error(format!(
+        "creating the data directory {}",
+        config.data_dir.display()
+    )))?;
     Ok(Store::open(&config.database_path()).await?)
 }
 
@@ -102,10 +108,12 @@ pub fn certificate_paths(config: &CloudConfig) -> Result<(PathBuf, PathBuf), Clo
     let certificate = directory.join("cert.pem");
     let key = directory.join("key.pem");
     if !certificate.exists() || !key.exists() {
-        std::fs::create_dir_all(&directory).map_err(io_error(format!("creating {}", directory.display())))?;
+        std::fs::create_dir_all(&directory)
+            .map_err(io_error(format!("creating {}", directory.display())))?;
         let pair = writeback_tls::self_signed_certificate(&config.self_signed_names)?;
         write_private_file(&key, pair.private_key_pem.as_bytes())?;
-        std::fs::write(&certificate, pair.certificate_pem).map_err(io_error(format!("writing {}", certificate.display())))?;
+        std::fs::write(&certificate, pair.certificate_pem)
+            .map_err(io_error(format!("writing {}", certificate.display())))?;
         tracing::info!(path = %certificate.display(), "generated a self-signed certificate");
     }
     Ok((certificate, key))
@@ -121,7 +129,8 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), CloudError> {
         .mode(0o600)
         .open(path)
         .map_err(io_error(format!("writing {}", path.display())))?;
-    file.write_all(contents).map_err(io_error(format!("writing {}", path.display())))
+    file.write_all(contents)
+        .map_err(io_error(format!("writing {}", path.display())))
 }
 
 /// Opens the store, binds `config.listen` and serves until stopped.
@@ -133,33 +142,47 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(io_error(format!("binding {}", config.listen)))?;
-    let address = listener.local_addr().map_err(io_error("reading the bound address"))?;
+    let address = listener
+        .local_addr()
+        .map_err(io_error("reading the bound address"))?;
+    let (stopping, stopping_signal) = watch::channel(false);
     let state = AppState {
         store,
         relay: Arc::new(Relay::default()),
         config: Arc::new(config),
+        stopping: stopping_signal.clone(),
     };
     let app = api::router(state.clone());
-    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let mut server_stopping = stopping_signal;
     let task = tokio::spawn(server::run(listener, tls, app, async move {
-        let _ = shutdown_signal.await;
+        let _ = server_stopping.wait_for(|stopping| *stopping).await;
     }));
     tracing::info!(%address, %fingerprint, "writeback-cloud listening");
     Ok(RunningCloud {
         address,
         fingerprint,
         state,
-        shutdown: Some(shutdown),
+        stopping,
         task,
     })
 }
 
-pub async fn create_administrator(store: &Store, email: &str, password: &SecretString) -> Result<(), CloudError> {
+pub async fn create_administrator(
+    store: &Store,
+    email: &str,
+    password: &SecretString,
+) -> Result<(), CloudError> {
     let email = email.trim();
     if !email.contains('@') || email.len() > 254 {
-        return Err(CloudError::InvalidInput(format!("{email:?} is not an email address")));
+        return Err(CloudError::InvalidInput(format!(
+            "{email:?} is not an email address"
+        )));
     }
-    if secrecy::ExposeSecret::expose_secret(password).chars().count() < 12 {
+    if secrecy::ExposeSecret::expose_secret(password)
+        .chars()
+        .count()
+        < 12
+    {
         return Err(CloudError::InvalidInput(
             "an administrator password must be at least 12 characters long".into(),
         ));
@@ -196,7 +219,12 @@ pub async fn create_registration_token(
     let token = auth::new_token(auth::REGISTRATION_TOKEN_PREFIX)?;
     let expires_at = now.saturating_add(lifetime);
     store
-        .create_registration_token(&auth::token_hash(secrecy::ExposeSecret::expose_secret(&token)), record.id, now, expires_at)
+        .create_registration_token(
+            &auth::token_hash(secrecy::ExposeSecret::expose_secret(&token)),
+            record.id,
+            now,
+            expires_at,
+        )
         .await?;
     store
         .append_audit(&AuditEvent {

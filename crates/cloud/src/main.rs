@@ -10,7 +10,11 @@ use writeback_cloud::CloudConfig;
 use writeback_config::Sources;
 
 #[derive(Debug, Parser)]
-#[command(name = "writeback-cloud", version, about = "Writeback cloud service: admin API and agent relay")]
+#[command(
+    name = "writeback-cloud",
+    version,
+    about = "Writeback cloud service: admin API and agent relay"
+)]
 struct Arguments {
     /// TOML configuration file.
     #[arg(long, global = true)]
@@ -71,7 +75,10 @@ enum TokenCommand {
 fn load_config(arguments: &Arguments, listen: Option<&String>) -> Result<CloudConfig> {
     let mut flags = Vec::new();
     if let Some(data_dir) = &arguments.data_dir {
-        flags.push(("data_dir".to_owned(), toml::Value::String(data_dir.display().to_string())));
+        flags.push((
+            "data_dir".to_owned(),
+            toml::Value::String(data_dir.display().to_string()),
+        ));
     }
     if let Some(listen) = listen {
         flags.push(("listen".to_owned(), toml::Value::String(listen.clone())));
@@ -85,7 +92,8 @@ fn load_config(arguments: &Arguments, listen: Option<&String>) -> Result<CloudCo
 }
 
 fn init_logging(config: &CloudConfig) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
     let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -98,7 +106,9 @@ fn init_logging(config: &CloudConfig) -> Result<()> {
         }
         None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match config.log.format.as_str() {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -135,17 +145,19 @@ async fn main() -> Result<()> {
             let running = writeback_cloud::start(config).await?;
             println!("writeback-cloud listening on https://{}", running.address);
             println!("certificate fingerprint (sha256): {}", running.fingerprint);
-            let state = running.state.clone();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate() => {}
             }
             tracing::info!("shutting down");
-            drop(state);
             running.stop().await;
         }
         Command::Admin {
-            command: AdminCommand::Create { email, password_file },
+            command:
+                AdminCommand::Create {
+                    email,
+                    password_file,
+                },
         } => {
             let password = read_new_password(password_file.as_ref())?;
             let store = writeback_cloud::open_store(&config).await?;
@@ -153,15 +165,27 @@ async fn main() -> Result<()> {
             println!("administrator {email} created");
         }
         Command::Token {
-            command: TokenCommand::Create { directory, ttl_minutes },
+            command:
+                TokenCommand::Create {
+                    directory,
+                    ttl_minutes,
+                },
         } => {
             let directory = directory.parse().context("invalid directory name")?;
-            let minutes = ttl_minutes.unwrap_or(config.registration_token_minutes).max(1);
+            let minutes = ttl_minutes
+                .unwrap_or(config.registration_token_minutes)
+                .max(1);
             let store = writeback_cloud::open_store(&config).await?;
-            let (token, _) =
-                writeback_cloud::create_registration_token(&store, &directory, Duration::from_secs(minutes * 60)).await?;
+            let (token, _) = writeback_cloud::create_registration_token(
+                &store,
+                &directory,
+                Duration::from_secs(minutes * 60),
+            )
+            .await?;
             println!("{}", secrecy::ExposeSecret::expose_secret(&token));
-            eprintln!("single-use registration token for directory {directory}; expires in {minutes} minutes");
+            eprintln!(
+                "single-use registration token for directory {directory}; expires in {minutes} minutes"
+            );
         }
         Command::Fingerprint => {
             let (certificate, _) = writeback_cloud::certificate_paths(&config)?;

@@ -103,7 +103,9 @@ mod tests {
             requirements: Some(requirements.clone()),
         };
         let kind = OperationKind::ResetPassword;
-        assert!(describe(kind, &violation(PolicyReason::TooShort)).contains("at least 12 characters"));
+        assert!(
+            describe(kind, &violation(PolicyReason::TooShort)).contains("at least 12 characters")
+        );
         assert!(describe(kind, &violation(PolicyReason::InHistory)).contains("last 24 passwords"));
         assert!(describe(kind, &violation(PolicyReason::TooYoung)).contains("1 day"));
     }
@@ -120,13 +122,19 @@ mod tests {
             ResultCode::PermissionDenied,
             ResultCode::ProtectedAccount,
             ResultCode::OutOfScope,
-            ResultCode::DirectoryUnavailable { detail: String::new() },
+            ResultCode::DirectoryUnavailable {
+                detail: String::new(),
+            },
             ResultCode::AgentUnavailable,
             ResultCode::Timeout,
-            ResultCode::Internal { detail: String::new() },
+            ResultCode::Internal {
+                detail: String::new(),
+            },
         ];
-        let messages: std::collections::HashSet<_> =
-            all.iter().map(|code| describe(OperationKind::ResetPassword, code)).collect();
+        let messages: std::collections::HashSet<_> = all
+            .iter()
+            .map(|code| describe(OperationKind::ResetPassword, code))
+            .collect();
         assert_eq!(messages.len(), all.len());
     }
 }

@@ -17,7 +17,10 @@ use toml::{Table, Value};
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
@@ -45,17 +48,23 @@ where
     let mut merged = match Value::try_from(T::default()) {
         Ok(Value::Table(table)) => table,
         Ok(_) => return Err(ConfigError::Invalid("the defaults are not a table".into())),
-        Err(error) => return Err(ConfigError::Invalid(format!("the defaults do not serialize: {error}"))),
+        Err(error) => {
+            return Err(ConfigError::Invalid(format!(
+                "the defaults do not serialize: {error}"
+            )));
+        }
     };
     if let Some(path) = &sources.file {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
         })?;
-        let table: Table = text.parse().map_err(|error: toml::de::Error| ConfigError::Parse {
-            path: path.clone(),
-            message: error.message().to_owned(),
-        })?;
+        let table: Table = text
+            .parse()
+            .map_err(|error: toml::de::Error| ConfigError::Parse {
+                path: path.clone(),
+                message: error.message().to_owned(),
+            })?;
         merge(&mut merged, table);
     }
     for (name, raw) in &sources.environment {
@@ -76,7 +85,8 @@ where
 
 /// An environment value as TOML when it reads as a number, boolean or array; otherwise a string.
 fn environment_value(raw: &str) -> Value {
-    let looks_structured = raw.parse::<i64>().is_ok() || raw == "true" || raw == "false" || raw.starts_with('[');
+    let looks_structured =
+        raw.parse::<i64>().is_ok() || raw == "true" || raw == "false" || raw.starts_with('[');
     if looks_structured
         && let Ok(table) = format!("value = {raw}").parse::<Table>()
         && let Some(value) = table.get("value")
@@ -103,7 +113,9 @@ fn set(table: &mut Table, path: &[String], value: Value) {
     };
     let mut current = table;
     for key in parents {
-        let entry = current.entry(key.clone()).or_insert_with(|| Value::Table(Table::new()));
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
         if !entry.is_table() {
             *entry = Value::Table(Table::new());
         }
@@ -128,7 +140,9 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
         }
     }
     if text.is_empty() {
-        return Err(ConfigError::EmptySecret { path: path.to_owned() });
+        return Err(ConfigError::EmptySecret {
+            path: path.to_owned(),
+        });
     }
     Ok(SecretString::from(text))
 }
@@ -178,7 +192,8 @@ mod tests {
     }
 
     fn temporary_file(name: &str, contents: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("writeback-config-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("writeback-config-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         path
     }
@@ -193,11 +208,20 @@ mod tests {
             file: Some(file.clone()),
             environment: vec![
                 ("WRITEBACK_TEST_WORKERS".into(), "8".into()),
-                ("WRITEBACK_TEST_DIRECTORY__URL".into(), "ldaps://from-env".into()),
-                ("WRITEBACK_TEST_ALLOWED".into(), r#"["OU=A", "OU=B"]"#.into()),
+                (
+                    "WRITEBACK_TEST_DIRECTORY__URL".into(),
+                    "ldaps://from-env".into(),
+                ),
+                (
+                    "WRITEBACK_TEST_ALLOWED".into(),
+                    r#"["OU=A", "OU=B"]"#.into(),
+                ),
                 ("UNRELATED".into(), "x".into()),
             ],
-            flags: vec![("directory.url".into(), Value::String("ldaps://from-flag".into()))],
+            flags: vec![(
+                "directory.url".into(),
+                Value::String("ldaps://from-flag".into()),
+            )],
         };
         let loaded: Example = load(&sources, "WRITEBACK_TEST_").unwrap();
         std::fs::remove_file(file).unwrap();
@@ -212,7 +236,14 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let file = temporary_file("unknown.toml", "wokers = 4\n");
-        let error = load::<Example>(&Sources { file: Some(file.clone()), ..Sources::default() }, "X_").unwrap_err();
+        let error = load::<Example>(
+            &Sources {
+                file: Some(file.clone()),
+                ..Sources::default()
+            },
+            "X_",
+        )
+        .unwrap_err();
         std::fs::remove_file(file).unwrap();
         assert!(error.to_string().contains("wokers"), "{error}");
         let sources = Sources {
@@ -237,9 +268,15 @@ mod tests {
     fn secret_files_lose_one_trailing_newline_and_must_not_be_empty() {
         use secrecy::ExposeSecret;
         let file = temporary_file("secret", "p@ss word\n");
-        assert_eq!(read_secret_file(&file).unwrap().expose_secret(), "p@ss word");
+        assert_eq!(
+            read_secret_file(&file).unwrap().expose_secret(),
+            "p@ss word"
+        );
         std::fs::write(&file, "\n").unwrap();
-        assert!(matches!(read_secret_file(&file), Err(ConfigError::EmptySecret { .. })));
+        assert!(matches!(
+            read_secret_file(&file),
+            Err(ConfigError::EmptySecret { .. })
+        ));
         std::fs::remove_file(file).unwrap();
     }
 }

@@ -86,9 +86,18 @@ const USER_ATTRIBUTES: &[&str] = &[
 ];
 
 /// Constructed attributes: Windows computes them only for base-scope reads.
-const CONSTRUCTED_USER_ATTRIBUTES: &[&str] = &["msDS-User-Account-Control-Computed", "msDS-ResultantPSO", "pwdLastSet"];
+const CONSTRUCTED_USER_ATTRIBUTES: &[&str] = &[
+    "msDS-User-Account-Control-Computed",
+    "msDS-ResultantPSO",
+    "pwdLastSet",
+];
 
-const DOMAIN_POLICY_ATTRIBUTES: &[&str] = &["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge"];
+const DOMAIN_POLICY_ATTRIBUTES: &[&str] = &[
+    "minPwdLength",
+    "pwdProperties",
+    "pwdHistoryLength",
+    "minPwdAge",
+];
 
 const PSO_ATTRIBUTES: &[&str] = &[
     "msDS-MinimumPasswordLength",
@@ -142,7 +151,12 @@ impl ActiveDirectory {
             .set_conn_timeout(self.settings.connect_timeout);
         let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
             .await
-            .map_err(|error| DirectoryError::Unavailable(format!("cannot connect to {}: {error}", self.settings.url)))?;
+            .map_err(|error| {
+                DirectoryError::Unavailable(format!(
+                    "cannot connect to {}: {error}",
+                    self.settings.url
+                ))
+            })?;
         tokio::spawn(async move {
             if let Err(error) = driver.drive().await {
                 tracing::debug!(%error, "directory connection ended");
@@ -150,7 +164,10 @@ impl ActiveDirectory {
         });
         let bind = ldap
             .with_timeout(self.settings.operation_timeout)
-            .simple_bind(&self.settings.bind_name, self.settings.bind_password.expose_secret())
+            .simple_bind(
+                &self.settings.bind_name,
+                self.settings.bind_password.expose_secret(),
+            )
             .await
             .map_err(|error| transport_error(&self.settings, error))?;
         if bind.rc != 0 {
@@ -162,7 +179,12 @@ impl ActiveDirectory {
         }
         let root = ldap
             .with_timeout(self.settings.operation_timeout)
-            .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl", "defaultNamingContext"])
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["supportedControl", "defaultNamingContext"],
+            )
             .await
             .map_err(|error| transport_error(&self.settings, error))?;
         let root = root
@@ -170,11 +192,19 @@ impl ActiveDirectory {
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .ok_or_else(|| DirectoryError::Unavailable("the directory returned no root DSE".into()))?;
-        let supported_controls = root.attrs.get("supportedControl").cloned().unwrap_or_default();
+            .ok_or_else(|| {
+                DirectoryError::Unavailable("the directory returned no root DSE".into())
+            })?;
+        let supported_controls = root
+            .attrs
+            .get("supportedControl")
+            .cloned()
+            .unwrap_or_default();
         let default_naming_context = first(&root.attrs, "defaultNamingContext")
             .map(str::to_owned)
-            .ok_or_else(|| DirectoryError::Unavailable("the root DSE names no defaultNamingContext".into()))?;
+            .ok_or_else(|| {
+                DirectoryError::Unavailable("the root DSE names no defaultNamingContext".into())
+            })?;
         let policy_hints = decode::choose_policy_hints(&supported_controls);
         tracing::info!(
             url = %self.settings.url,
@@ -240,7 +270,9 @@ impl ActiveDirectory {
         let mut retried = false;
         loop {
             let mut connection = self.connection().await?;
-            let request = connection.ldap.with_timeout(self.settings.operation_timeout);
+            let request = connection
+                .ldap
+                .with_timeout(self.settings.operation_timeout);
             if !controls.is_empty() {
                 request.with_controls(controls.clone());
             }
@@ -262,9 +294,18 @@ impl ActiveDirectory {
         }
     }
 
-    async fn read_one(&self, distinguished_name: &str, attributes: &[&str]) -> Result<Option<SearchEntry>, DirectoryError> {
+    async fn read_one(
+        &self,
+        distinguished_name: &str,
+        attributes: &[&str],
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
         Ok(self
-            .search(distinguished_name, Scope::Base, "(objectClass=*)", attributes)
+            .search(
+                distinguished_name,
+                Scope::Base,
+                "(objectClass=*)",
+                attributes,
+            )
             .await?
             .into_iter()
             .next())
@@ -276,7 +317,12 @@ impl Directory for ActiveDirectory {
         let UserRef::LogonName(logon_name) = user;
         let filter = decode::user_filter(logon_name);
         let mut entries = self
-            .search(&self.settings.search_base, Scope::Subtree, &filter, USER_ATTRIBUTES)
+            .search(
+                &self.settings.search_base,
+                Scope::Subtree,
+                &filter,
+                USER_ATTRIBUTES,
+            )
             .await?;
         let entry = match entries.len() {
             0 => return Err(DirectoryError::UserNotFound),
@@ -288,14 +334,17 @@ impl Directory for ActiveDirectory {
             .await?
             .ok_or(DirectoryError::UserNotFound)?;
         let user_account_control = number(&entry.attrs, "userAccountControl").unwrap_or(0);
-        let computed_control = number(&constructed.attrs, "msDS-User-Account-Control-Computed").unwrap_or(0);
+        let computed_control =
+            number(&constructed.attrs, "msDS-User-Account-Control-Computed").unwrap_or(0);
         let object_guid = entry
             .bin_attrs
             .get("objectGUID")
             .and_then(|values| values.first())
             .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok());
         Ok(UserAccount {
-            sam_account_name: first(&entry.attrs, "sAMAccountName").unwrap_or_default().to_owned(),
+            sam_account_name: first(&entry.attrs, "sAMAccountName")
+                .unwrap_or_default()
+                .to_owned(),
             user_principal_name: first(&entry.attrs, "userPrincipalName").map(str::to_owned),
             display_name: first(&entry.attrs, "displayName").map(str::to_owned),
             object_guid,
@@ -308,10 +357,14 @@ impl Directory for ActiveDirectory {
         })
     }
 
-    async fn effective_policy(&self, account: &UserAccount) -> Result<EffectivePolicy, DirectoryError> {
+    async fn effective_policy(
+        &self,
+        account: &UserAccount,
+    ) -> Result<EffectivePolicy, DirectoryError> {
         if let Some(pso) = &account.resultant_pso {
             let entry = self.read_one(pso, PSO_ATTRIBUTES).await?;
-            let readable = entry.filter(|entry| entry.attrs.contains_key("msDS-MinimumPasswordLength"));
+            let readable =
+                entry.filter(|entry| entry.attrs.contains_key("msDS-MinimumPasswordLength"));
             let Some(entry) = readable else {
                 tracing::warn!(
                     pso = %pso,
@@ -325,7 +378,10 @@ impl Directory for ActiveDirectory {
                 complexity: first(&entry.attrs, "msDS-PasswordComplexityEnabled")
                     .is_some_and(|value| value.eq_ignore_ascii_case("TRUE")),
                 history_length: number_u32(&entry.attrs, "msDS-PasswordHistoryLength"),
-                min_age: decode::interval_to_duration(first(&entry.attrs, "msDS-MinimumPasswordAge")),
+                min_age: decode::interval_to_duration(first(
+                    &entry.attrs,
+                    "msDS-MinimumPasswordAge",
+                )),
                 source: PolicySource::FineGrained(pso.clone()),
             }));
         }
@@ -333,7 +389,11 @@ impl Directory for ActiveDirectory {
         let entry = self
             .read_one(&domain_root, DOMAIN_POLICY_ATTRIBUTES)
             .await?
-            .ok_or_else(|| DirectoryError::Unavailable(format!("cannot read the domain policy at {domain_root}")))?;
+            .ok_or_else(|| {
+                DirectoryError::Unavailable(format!(
+                    "cannot read the domain policy at {domain_root}"
+                ))
+            })?;
         Ok(EffectivePolicy::Known(PasswordPolicy {
             min_length: number_u32(&entry.attrs, "minPwdLength"),
             complexity: number(&entry.attrs, "pwdProperties").unwrap_or(0) & PASSWORD_COMPLEX != 0,
@@ -383,26 +443,40 @@ impl Directory for ActiveDirectory {
     }
 
     async fn unlock(&self, account: &UserAccount) -> Result<(), DirectoryError> {
-        self.modify(&account.distinguished_name, decode::unlock_modifications, Vec::new())
-            .await
+        self.modify(
+            &account.distinguished_name,
+            decode::unlock_modifications,
+            Vec::new(),
+        )
+        .await
     }
 }
 
 fn first<'a>(attributes: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
-    attributes.get(name).and_then(|values| values.first()).map(String::as_str)
+    attributes
+        .get(name)
+        .and_then(|values| values.first())
+        .map(String::as_str)
 }
 
 fn number(attributes: &HashMap<String, Vec<String>>, name: &str) -> Option<u64> {
-    first(attributes, name).and_then(|value| value.parse::<i64>().ok()).map(|value| value as u64)
+    first(attributes, name)
+        .and_then(|value| value.parse::<i64>().ok())
+        .map(|value| value as u64)
 }
 
 fn number_u32(attributes: &HashMap<String, Vec<String>>, name: &str) -> u32 {
-    first(attributes, name).and_then(|value| value.parse().ok()).unwrap_or(0)
+    first(attributes, name)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Errors after which the connection cannot be trusted any more.
 fn is_transport_failure(error: &LdapError) -> bool {
-    !matches!(error, LdapError::LdapResult { .. } | LdapError::FilterParsing)
+    !matches!(
+        error,
+        LdapError::LdapResult { .. } | LdapError::FilterParsing
+    )
 }
 
 fn transport_error(settings: &DirectorySettings, error: LdapError) -> DirectoryError {

@@ -58,7 +58,9 @@ impl Hash for SecretBytes {
 
 /// The `unicodePwd` value AD expects: the password in double quotes, UTF-16LE.
 pub fn unicode_pwd_value(password: &SecretString) -> SecretBytes {
-    let quoted = std::iter::once('"').chain(password.expose_secret().chars()).chain(std::iter::once('"'));
+    let quoted = std::iter::once('"')
+        .chain(password.expose_secret().chars())
+        .chain(std::iter::once('"'));
     let mut bytes = Zeroizing::new(Vec::with_capacity((password.expose_secret().len() + 2) * 2));
     let mut units = [0u16; 2];
     for character in quoted {
@@ -78,10 +80,19 @@ fn attribute(name: &str) -> SecretBytes {
 }
 
 /// A reset: the new password, the must-change flag and optionally the unlock, in one modify.
-pub fn reset_modifications(password: &SecretString, options: ResetOptions) -> Vec<Mod<SecretBytes>> {
-    let mut modifications = vec![Mod::Replace(attribute("unicodePwd"), one(unicode_pwd_value(password)))];
+pub fn reset_modifications(
+    password: &SecretString,
+    options: ResetOptions,
+) -> Vec<Mod<SecretBytes>> {
+    let mut modifications = vec![Mod::Replace(
+        attribute("unicodePwd"),
+        one(unicode_pwd_value(password)),
+    )];
     if options.unlock {
-        modifications.push(Mod::Replace(attribute("lockoutTime"), one(SecretBytes::public("0"))));
+        modifications.push(Mod::Replace(
+            attribute("lockoutTime"),
+            one(SecretBytes::public("0")),
+        ));
     }
     let password_last_set = if options.must_change { "0" } else { "-1" };
     modifications.push(Mod::Replace(
@@ -101,7 +112,10 @@ pub fn change_modifications(current: &SecretString, new: &SecretString) -> Vec<M
 }
 
 pub fn unlock_modifications() -> Vec<Mod<SecretBytes>> {
-    vec![Mod::Replace(attribute("lockoutTime"), one(SecretBytes::public("0")))]
+    vec![Mod::Replace(
+        attribute("lockoutTime"),
+        one(SecretBytes::public("0")),
+    )]
 }
 
 /// The policy-hints control (`SEQUENCE { INTEGER 1 }`), which makes a reset enforce history.
@@ -124,7 +138,9 @@ pub fn choose_policy_hints(supported_controls: &[String]) -> Option<&'static str
 /// literally and matches nobody.
 pub fn user_filter(logon_name: &str) -> String {
     let escaped = ldap3::ldap_escape(logon_name);
-    format!("(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={escaped})(userPrincipalName={escaped})))")
+    format!(
+        "(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={escaped})(userPrincipalName={escaped})))"
+    )
 }
 
 pub fn filetime_to_unix_ms(filetime: i64) -> Option<u64> {
@@ -155,7 +171,9 @@ pub fn interval_to_duration(value: Option<&str>) -> Duration {
 pub fn is_within(dn: &str, container_dn: &str) -> bool {
     let dn = normalized_rdns(dn);
     let container = normalized_rdns(container_dn);
-    !container.is_empty() && dn.len() >= container.len() && dn[dn.len() - container.len()..] == container[..]
+    !container.is_empty()
+        && dn.len() >= container.len()
+        && dn[dn.len() - container.len()..] == container[..]
 }
 
 fn normalized_rdns(dn: &str) -> Vec<String> {
@@ -184,7 +202,11 @@ fn normalized_rdns(dn: &str) -> Vec<String> {
 
 fn normalize_rdn(rdn: &str) -> String {
     match rdn.split_once('=') {
-        Some((kind, value)) => format!("{}={}", kind.trim().to_lowercase(), value.trim().to_lowercase()),
+        Some((kind, value)) => format!(
+            "{}={}",
+            kind.trim().to_lowercase(),
+            value.trim().to_lowercase()
+        ),
         None => rdn.trim().to_lowercase(),
     }
 }
@@ -251,7 +273,10 @@ mod tests {
     #[test]
     fn unicode_pwd_is_quoted_utf16_little_endian() {
         let value = unicode_pwd_value(&SecretString::from("aé😀"));
-        let expected: Vec<u8> = "\"aé😀\"".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let expected: Vec<u8> = "\"aé😀\""
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
         assert_eq!(value.as_ref(), expected.as_slice());
     }
 
@@ -263,7 +288,11 @@ mod tests {
                 .into_iter()
                 .map(|modification| match modification {
                     Mod::Replace(name, values) => {
-                        let value = values.into_iter().next().map(|v| v.as_ref().to_vec()).unwrap_or_default();
+                        let value = values
+                            .into_iter()
+                            .next()
+                            .map(|v| v.as_ref().to_vec())
+                            .unwrap_or_default();
                         let shown = if name.as_ref() == b"unicodePwd" {
                             "<password>".to_owned()
                         } else {
@@ -289,24 +318,37 @@ mod tests {
         );
         assert_eq!(
             names(reset_modifications(&password, ResetOptions::default())),
-            vec![("unicodePwd".into(), "<password>".into()), ("pwdLastSet".into(), "-1".into())]
+            vec![
+                ("unicodePwd".into(), "<password>".into()),
+                ("pwdLastSet".into(), "-1".into())
+            ]
         );
     }
 
     #[test]
     fn a_change_deletes_the_current_value_and_adds_the_new_one() {
-        let modifications = change_modifications(&SecretString::from("old"), &SecretString::from("new"));
-        assert!(matches!(&modifications[..], [Mod::Delete(..), Mod::Add(..)]));
+        let modifications =
+            change_modifications(&SecretString::from("old"), &SecretString::from("new"));
+        assert!(matches!(
+            &modifications[..],
+            [Mod::Delete(..), Mod::Add(..)]
+        ));
     }
 
     #[test]
     fn the_policy_hints_control_is_sent_only_when_advertised() {
-        assert_eq!(choose_policy_hints(&["1.2.840.113556.1.4.319".into()]), None);
+        assert_eq!(
+            choose_policy_hints(&["1.2.840.113556.1.4.319".into()]),
+            None
+        );
         assert_eq!(
             choose_policy_hints(&[POLICY_HINTS_DEPRECATED_OID.into(), POLICY_HINTS_OID.into()]),
             Some(POLICY_HINTS_OID)
         );
-        assert_eq!(choose_policy_hints(&[POLICY_HINTS_DEPRECATED_OID.into()]), Some(POLICY_HINTS_DEPRECATED_OID));
+        assert_eq!(
+            choose_policy_hints(&[POLICY_HINTS_DEPRECATED_OID.into()]),
+            Some(POLICY_HINTS_DEPRECATED_OID)
+        );
         let control = policy_hints_control(POLICY_HINTS_OID);
         assert_eq!(control.val, Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]));
         assert!(control.crit);
@@ -324,7 +366,10 @@ mod tests {
     #[test]
     fn filetimes_convert_to_unix_milliseconds() {
         // 2020-01-01T00:00:00Z
-        assert_eq!(filetime_to_unix_ms(132_223_104_000_000_000), Some(1_577_836_800_000));
+        assert_eq!(
+            filetime_to_unix_ms(132_223_104_000_000_000),
+            Some(1_577_836_800_000)
+        );
         assert_eq!(password_last_set(Some("0")), PasswordLastSet::MustChange);
         assert_eq!(password_last_set(None), PasswordLastSet::MustChange);
         assert_eq!(
@@ -337,22 +382,49 @@ mod tests {
 
     #[test]
     fn policy_intervals_are_negative_ticks() {
-        assert_eq!(interval_to_duration(Some("-864000000000")), Duration::from_secs(86_400));
+        assert_eq!(
+            interval_to_duration(Some("-864000000000")),
+            Duration::from_secs(86_400)
+        );
         assert_eq!(interval_to_duration(Some("0")), Duration::ZERO);
-        assert_eq!(interval_to_duration(Some("-9223372036854775808")), Duration::ZERO);
+        assert_eq!(
+            interval_to_duration(Some("-9223372036854775808")),
+            Duration::ZERO
+        );
         assert_eq!(interval_to_duration(None), Duration::ZERO);
     }
 
     #[test]
     fn scope_compares_whole_rdns_ignoring_case_and_spacing() {
         let ou = "OU=Staff,DC=corp,DC=example,DC=test";
-        assert!(is_within("CN=Alice,OU=Staff,DC=corp,DC=example,DC=test", ou));
-        assert!(is_within("cn=alice, ou=staff, dc=CORP, dc=example, dc=test", ou));
-        assert!(is_within("CN=Alice,OU=Team,OU=Staff,DC=corp,DC=example,DC=test", ou));
-        assert!(!is_within("CN=Alice,OU=NotStaff,DC=corp,DC=example,DC=test", ou));
-        assert!(!is_within("CN=Alice,OU=Elsewhere,DC=corp,DC=example,DC=test", ou));
-        assert!(!is_within("CN=Staff\\,OU=Staff,DC=evil,DC=corp,DC=example,DC=test", ou));
-        assert!(!is_within("CN=Alice,OU=Staff,DC=corp,DC=example,DC=test", ""));
+        assert!(is_within(
+            "CN=Alice,OU=Staff,DC=corp,DC=example,DC=test",
+            ou
+        ));
+        assert!(is_within(
+            "cn=alice, ou=staff, dc=CORP, dc=example, dc=test",
+            ou
+        ));
+        assert!(is_within(
+            "CN=Alice,OU=Team,OU=Staff,DC=corp,DC=example,DC=test",
+            ou
+        ));
+        assert!(!is_within(
+            "CN=Alice,OU=NotStaff,DC=corp,DC=example,DC=test",
+            ou
+        ));
+        assert!(!is_within(
+            "CN=Alice,OU=Elsewhere,DC=corp,DC=example,DC=test",
+            ou
+        ));
+        assert!(!is_within(
+            "CN=Staff\\,OU=Staff,DC=evil,DC=corp,DC=example,DC=test",
+            ou
+        ));
+        assert!(!is_within(
+            "CN=Alice,OU=Staff,DC=corp,DC=example,DC=test",
+            ""
+        ));
     }
 
     #[test]
@@ -366,20 +438,43 @@ mod tests {
             }
         );
         for (text, reason) in [
-            ("0000052D: ... the password does not meet the complexity criteria!", PolicyReason::NotComplex),
-            ("0000052D: ... the password was already used (in history)!", PolicyReason::InHistory),
-            ("0000052D: ... password is too young to change!", PolicyReason::TooYoung),
+            (
+                "0000052D: ... the password does not meet the complexity criteria!",
+                PolicyReason::NotComplex,
+            ),
+            (
+                "0000052D: ... the password was already used (in history)!",
+                PolicyReason::InHistory,
+            ),
+            (
+                "0000052D: ... password is too young to change!",
+                PolicyReason::TooYoung,
+            ),
         ] {
-            assert!(matches!(decode_modify_failure(19, text), DirectoryError::PolicyRestriction { reason: Some(r), .. } if r == reason));
+            assert!(
+                matches!(decode_modify_failure(19, text), DirectoryError::PolicyRestriction { reason: Some(r), .. } if r == reason)
+            );
         }
         let windows = "0000052D: Constraint violation - check_password_restrictions";
-        assert!(matches!(decode_modify_failure(19, windows), DirectoryError::PolicyRestriction { reason: None, .. }));
+        assert!(matches!(
+            decode_modify_failure(19, windows),
+            DirectoryError::PolicyRestriction { reason: None, .. }
+        ));
         assert_eq!(
-            decode_modify_failure(19, "00000056: Constraint violation - The old password specified doesn't match!"),
+            decode_modify_failure(
+                19,
+                "00000056: Constraint violation - The old password specified doesn't match!"
+            ),
             DirectoryError::WrongCurrentPassword
         );
-        assert!(matches!(decode_modify_failure(50, "insufficient access"), DirectoryError::InsufficientAccess(_)));
-        assert!(matches!(decode_modify_failure(53, "0000001F: not encrypted"), DirectoryError::Refused { code: 53, .. }));
+        assert!(matches!(
+            decode_modify_failure(50, "insufficient access"),
+            DirectoryError::InsufficientAccess(_)
+        ));
+        assert!(matches!(
+            decode_modify_failure(53, "0000001F: not encrypted"),
+            DirectoryError::Refused { code: 53, .. }
+        ));
     }
 
     #[test]

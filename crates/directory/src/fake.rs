@@ -8,7 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::{PasswordPolicy, PolicySource};
 use writeback_proto::operation::UserRef;
 
-use crate::{Directory, DirectoryError, EffectivePolicy, PasswordLastSet, ResetOptions, UserAccount};
+use crate::{
+    Directory, DirectoryError, EffectivePolicy, PasswordLastSet, ResetOptions, UserAccount,
+};
 
 #[derive(Debug, Clone)]
 pub struct FakeUser {
@@ -52,7 +54,9 @@ impl Default for FakeDirectory {
 
 impl FakeDirectory {
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds an enabled, unlocked user in `OU=Staff,DC=example,DC=test`.
@@ -104,7 +108,11 @@ impl FakeDirectory {
         self.state().failure.clone().map_or(Ok(()), Err)
     }
 
-    fn write(&self, account: &UserAccount, apply: impl FnOnce(&mut FakeUser) -> Result<(), DirectoryError>) -> Result<(), DirectoryError> {
+    fn write(
+        &self,
+        account: &UserAccount,
+        apply: impl FnOnce(&mut FakeUser) -> Result<(), DirectoryError>,
+    ) -> Result<(), DirectoryError> {
         self.check_failure()?;
         let mut state = self.state();
         let user = state
@@ -137,7 +145,10 @@ impl Directory for FakeDirectory {
         }
     }
 
-    async fn effective_policy(&self, _account: &UserAccount) -> Result<EffectivePolicy, DirectoryError> {
+    async fn effective_policy(
+        &self,
+        _account: &UserAccount,
+    ) -> Result<EffectivePolicy, DirectoryError> {
         self.check_failure()?;
         Ok(self.state().policy.clone())
     }

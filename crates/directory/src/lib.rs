@@ -42,7 +42,9 @@ pub struct UserAccount {
 pub enum PasswordLastSet {
     /// `pwdLastSet = 0`: the user must change the password at next sign-in.
     MustChange,
-    At { unix_ms: u64 },
+    At {
+        unix_ms: u64,
+    },
 }
 
 impl PasswordLastSet {
@@ -60,7 +62,9 @@ pub enum EffectivePolicy {
     Known(PasswordPolicy),
     /// A fine-grained policy applies but the service account may not read it (by default only
     /// Domain Admins can). The agent then leaves the verdict to the DC.
-    Unreadable { pso: String },
+    Unreadable {
+        pso: String,
+    },
 }
 
 /// The options of a reset, applied in the same modify as the password.
@@ -101,7 +105,10 @@ pub enum DirectoryError {
 
 /// The directory operations the agent may perform. There is deliberately no generic modify.
 pub trait Directory: Send + Sync {
-    fn find_user(&self, user: &UserRef) -> impl Future<Output = Result<UserAccount, DirectoryError>> + Send;
+    fn find_user(
+        &self,
+        user: &UserRef,
+    ) -> impl Future<Output = Result<UserAccount, DirectoryError>> + Send;
 
     fn effective_policy(
         &self,
@@ -126,5 +133,8 @@ pub trait Directory: Send + Sync {
         new_password: &SecretString,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
-    fn unlock(&self, account: &UserAccount) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+    fn unlock(
+        &self,
+        account: &UserAccount,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 }

@@ -1,7 +1,12 @@
 //! The directory crate against a real Samba AD domain controller, bound as a service account that
 //! holds only the four delegated rights of REFERENCE.md.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step should stop the test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should stop the test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +14,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use writeback_directory::{
-    ActiveDirectory, Directory, DirectoryError, DirectorySettings, EffectivePolicy, PasswordLastSet, ResetOptions,
+    ActiveDirectory, Directory, DirectoryError, DirectorySettings, EffectivePolicy,
+    PasswordLastSet, ResetOptions,
 };
 use writeback_policy::{PolicyReason, PolicySource};
 use writeback_proto::operation::UserRef;
@@ -68,24 +74,41 @@ async fn a_reset_lands_the_new_password_and_retires_the_old_one() {
         .unwrap();
 
     assert_eq!(dc.bind_as(&name, "New!Passw0rd-2").await.unwrap(), Ok(()));
-    assert_eq!(dc.bind_as(&name, "Old!Passw0rd-1").await.unwrap(), Err("52e".into()));
+    assert_eq!(
+        dc.bind_as(&name, "Old!Passw0rd-1").await.unwrap(),
+        Err("52e".into())
+    );
     let after = directory.find_user(&by_name(&name)).await.unwrap();
-    assert!(matches!(after.password_last_set, PasswordLastSet::At { .. }));
+    assert!(matches!(
+        after.password_last_set,
+        PasswordLastSet::At { .. }
+    ));
 }
 
 #[tokio::test]
 async fn users_are_found_by_upn_and_metacharacters_find_nobody() {
     let dc = dc();
     let name = unique("dfind");
-    create(&dc, NewUser::new(&name, "Old!Passw0rd-1").display_name("Find Me")).await;
+    create(
+        &dc,
+        NewUser::new(&name, "Old!Passw0rd-1").display_name("Find Me"),
+    )
+    .await;
     let directory = service_directory(&dc);
 
-    let account = directory.find_user(&by_name(&dc.user_principal_name(&name))).await.unwrap();
+    let account = directory
+        .find_user(&by_name(&dc.user_principal_name(&name)))
+        .await
+        .unwrap();
     assert_eq!(account.sam_account_name, name);
     assert_eq!(account.display_name.as_deref(), Some("Find Me"));
     assert!(account.object_guid.is_some());
     for hostile in ["*)(uid=*", "*", "dfind*", "*)(|(sAMAccountName=*", "\\2a"] {
-        assert_eq!(directory.find_user(&by_name(hostile)).await, Err(DirectoryError::UserNotFound), "{hostile}");
+        assert_eq!(
+            directory.find_user(&by_name(hostile)).await,
+            Err(DirectoryError::UserNotFound),
+            "{hostile}"
+        );
     }
 }
 
@@ -119,20 +142,34 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
     let EffectivePolicy::Known(domain) = service.effective_policy(&account).await.unwrap() else {
         panic!("the domain policy is readable by any account");
     };
-    assert_eq!((domain.min_length, domain.complexity, domain.source.clone()), (7, true, PolicySource::Domain));
+    assert_eq!(
+        (domain.min_length, domain.complexity, domain.source.clone()),
+        (7, true, PolicySource::Domain)
+    );
 
     // The four delegated rights do not include reading PSOs: the agent must notice.
     let account = service.find_user(&by_name(&governed)).await.unwrap();
-    assert_eq!(account.resultant_pso.as_deref().map(str::to_lowercase), Some(pso.to_lowercase()));
-    assert!(matches!(service.effective_policy(&account).await.unwrap(), EffectivePolicy::Unreadable { .. }));
+    assert_eq!(
+        account.resultant_pso.as_deref().map(str::to_lowercase),
+        Some(pso.to_lowercase())
+    );
+    assert!(matches!(
+        service.effective_policy(&account).await.unwrap(),
+        EffectivePolicy::Unreadable { .. }
+    ));
 
     // An account allowed to read it gets the fine-grained values.
-    let administrator = ActiveDirectory::new(settings(&dc, "Administrator", &dc.admin_password)).unwrap();
+    let administrator =
+        ActiveDirectory::new(settings(&dc, "Administrator", &dc.admin_password)).unwrap();
     let account = administrator.find_user(&by_name(&governed)).await.unwrap();
-    let EffectivePolicy::Known(fine) = administrator.effective_policy(&account).await.unwrap() else {
+    let EffectivePolicy::Known(fine) = administrator.effective_policy(&account).await.unwrap()
+    else {
         panic!("the administrator can read PSOs");
     };
-    assert_eq!((fine.min_length, fine.complexity, fine.history_length), (12, false, 3));
+    assert_eq!(
+        (fine.min_length, fine.complexity, fine.history_length),
+        (12, false, 3)
+    );
     assert_eq!(fine.min_age, Duration::from_secs(2 * 86_400));
     assert!(matches!(fine.source, PolicySource::FineGrained(_)));
 }
@@ -147,20 +184,41 @@ async fn a_change_is_verified_and_policed_by_the_domain_controller() {
 
     assert_eq!(
         directory
-            .change_password(&account, &secret("Wrong!Passw0rd-9"), &secret("Second!Passw0rd-2"))
+            .change_password(
+                &account,
+                &secret("Wrong!Passw0rd-9"),
+                &secret("Second!Passw0rd-2")
+            )
             .await,
         Err(DirectoryError::WrongCurrentPassword)
     );
     directory
-        .change_password(&account, &secret("First!Passw0rd-1"), &secret("Second!Passw0rd-2"))
+        .change_password(
+            &account,
+            &secret("First!Passw0rd-1"),
+            &secret("Second!Passw0rd-2"),
+        )
         .await
         .unwrap();
-    assert_eq!(dc.bind_as(&name, "Second!Passw0rd-2").await.unwrap(), Ok(()));
+    assert_eq!(
+        dc.bind_as(&name, "Second!Passw0rd-2").await.unwrap(),
+        Ok(())
+    );
     let refused = directory
-        .change_password(&account, &secret("Second!Passw0rd-2"), &secret("First!Passw0rd-1"))
+        .change_password(
+            &account,
+            &secret("Second!Passw0rd-2"),
+            &secret("First!Passw0rd-1"),
+        )
         .await;
     assert!(
-        matches!(refused, Err(DirectoryError::PolicyRestriction { reason: Some(PolicyReason::InHistory), .. })),
+        matches!(
+            refused,
+            Err(DirectoryError::PolicyRestriction {
+                reason: Some(PolicyReason::InHistory),
+                ..
+            })
+        ),
         "{refused:?}"
     );
 }
@@ -178,31 +236,55 @@ async fn unlock_clears_a_lockout_produced_by_failed_binds() {
         min_age_days: 0,
         lockout_threshold: 3,
     };
-    dc.admin().await.unwrap().create_password_settings(&pso, &dn).await.unwrap();
+    dc.admin()
+        .await
+        .unwrap()
+        .create_password_settings(&pso, &dn)
+        .await
+        .unwrap();
     for attempt in 0..3 {
-        assert_eq!(dc.bind_as(&name, &format!("bad-{attempt}")).await.unwrap(), Err("52e".into()));
+        assert_eq!(
+            dc.bind_as(&name, &format!("bad-{attempt}")).await.unwrap(),
+            Err("52e".into())
+        );
     }
-    assert_eq!(dc.bind_as(&name, "Lock!Passw0rd-1").await.unwrap(), Err("775".into()));
+    assert_eq!(
+        dc.bind_as(&name, "Lock!Passw0rd-1").await.unwrap(),
+        Err("775".into())
+    );
     let directory = service_directory(&dc);
     let account = directory.find_user(&by_name(&name)).await.unwrap();
     assert!(account.locked_out);
 
     directory.unlock(&account).await.unwrap();
     assert_eq!(dc.bind_as(&name, "Lock!Passw0rd-1").await.unwrap(), Ok(()));
-    assert!(!directory.find_user(&by_name(&name)).await.unwrap().locked_out);
+    assert!(
+        !directory
+            .find_user(&by_name(&name))
+            .await
+            .unwrap()
+            .locked_out
+    );
 }
 
 #[tokio::test]
 async fn without_delegated_rights_the_domain_controller_refuses() {
     let dc = dc();
     let name = unique("dnoright");
-    create(&dc, NewUser::new(&name, "Old!Passw0rd-1").in_container(RESTRICTED_OU)).await;
+    create(
+        &dc,
+        NewUser::new(&name, "Old!Passw0rd-1").in_container(RESTRICTED_OU),
+    )
+    .await;
     let directory = service_directory(&dc);
     let account = directory.find_user(&by_name(&name)).await.unwrap();
     let refused = directory
         .reset_password(&account, &secret("New!Passw0rd-2"), ResetOptions::default())
         .await;
-    assert!(matches!(refused, Err(DirectoryError::InsufficientAccess(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(DirectoryError::InsufficientAccess(_))),
+        "{refused:?}"
+    );
     assert_eq!(dc.bind_as(&name, "Old!Passw0rd-1").await.unwrap(), Ok(()));
 }
 
@@ -210,10 +292,21 @@ async fn without_delegated_rights_the_domain_controller_refuses() {
 async fn account_state_is_read_from_the_directory() {
     let dc = dc();
     let disabled = unique("ddis");
-    create(&dc, NewUser::new(&disabled, "Old!Passw0rd-1").disabled().in_container(ELSEWHERE_OU)).await;
+    create(
+        &dc,
+        NewUser::new(&disabled, "Old!Passw0rd-1")
+            .disabled()
+            .in_container(ELSEWHERE_OU),
+    )
+    .await;
     let protected = unique("dprot");
     let protected_dn = create(&dc, NewUser::new(&protected, "Old!Passw0rd-1")).await;
-    dc.admin().await.unwrap().replace(&protected_dn, "adminCount", "1").await.unwrap();
+    dc.admin()
+        .await
+        .unwrap()
+        .replace(&protected_dn, "adminCount", "1")
+        .await
+        .unwrap();
 
     let directory = service_directory(&dc);
     let account = directory.find_user(&by_name(&disabled)).await.unwrap();
@@ -226,7 +319,8 @@ async fn account_state_is_read_from_the_directory() {
 #[tokio::test]
 async fn a_wrong_service_password_is_a_configuration_error() {
     let dc = dc();
-    let directory = ActiveDirectory::new(settings(&dc, SERVICE_ACCOUNT, "not-the-password")).unwrap();
+    let directory =
+        ActiveDirectory::new(settings(&dc, SERVICE_ACCOUNT, "not-the-password")).unwrap();
     let error = directory.check_connection().await.unwrap_err();
     assert!(
         matches!(&error, DirectoryError::Configuration(message) if message.contains("invalid credentials")),
@@ -236,5 +330,8 @@ async fn a_wrong_service_password_is_a_configuration_error() {
         url: format!("ldap://{}", dc.address),
         ..settings(&dc, SERVICE_ACCOUNT, &dc.service_account_password)
     };
-    assert!(matches!(ActiveDirectory::new(plain), Err(DirectoryError::Configuration(_))));
+    assert!(matches!(
+        ActiveDirectory::new(plain),
+        Err(DirectoryError::Configuration(_))
+    ));
 }

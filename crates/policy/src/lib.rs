@@ -100,9 +100,17 @@ pub fn check_password(
     }
     let age_applies = match kind {
         WriteKind::Change => true,
-        WriteKind::Reset { enforce_minimum_age } => enforce_minimum_age,
+        WriteKind::Reset {
+            enforce_minimum_age,
+        } => enforce_minimum_age,
     };
-    if age_applies && is_too_young(policy.min_age, account.password_last_set_unix_ms, now_unix_ms) {
+    if age_applies
+        && is_too_young(
+            policy.min_age,
+            account.password_last_set_unix_ms,
+            now_unix_ms,
+        )
+    {
         return Err(PolicyReason::TooYoung);
     }
     Ok(())
@@ -232,7 +240,10 @@ mod tests {
 
     #[test]
     fn refuses_a_short_password_before_anything_else() {
-        assert_eq!(check(&domain_policy(), "aB1!", RESET), Err(PolicyReason::TooShort));
+        assert_eq!(
+            check(&domain_policy(), "aB1!", RESET),
+            Err(PolicyReason::TooShort)
+        );
     }
 
     #[test]
@@ -244,12 +255,18 @@ mod tests {
         };
         // Four astral-plane characters are eight UTF-16 units.
         assert_eq!(check(&policy, "😀😀😀😀", RESET), Ok(()));
-        assert_eq!(check(&policy, "ééééééé", RESET), Err(PolicyReason::TooShort));
+        assert_eq!(
+            check(&policy, "ééééééé", RESET),
+            Err(PolicyReason::TooShort)
+        );
     }
 
     #[test]
     fn refuses_fewer_than_three_character_categories() {
-        assert_eq!(check(&domain_policy(), "alllowercase1", RESET), Err(PolicyReason::NotComplex));
+        assert_eq!(
+            check(&domain_policy(), "alllowercase1", RESET),
+            Err(PolicyReason::NotComplex)
+        );
         assert_eq!(check(&domain_policy(), "Upper-and-lower", RESET), Ok(()));
     }
 
@@ -260,13 +277,22 @@ mod tests {
 
     #[test]
     fn refuses_the_account_name_case_insensitively() {
-        assert_eq!(check(&domain_policy(), "xxJDOE!!99", RESET), Err(PolicyReason::NotComplex));
+        assert_eq!(
+            check(&domain_policy(), "xxJDOE!!99", RESET),
+            Err(PolicyReason::NotComplex)
+        );
     }
 
     #[test]
     fn refuses_display_name_tokens_of_three_or_more_characters() {
-        assert_eq!(check(&domain_policy(), "Smith-2024!x", RESET), Err(PolicyReason::NotComplex));
-        assert_eq!(check(&domain_policy(), "JANE#Zz99", RESET), Err(PolicyReason::NotComplex));
+        assert_eq!(
+            check(&domain_policy(), "Smith-2024!x", RESET),
+            Err(PolicyReason::NotComplex)
+        );
+        assert_eq!(
+            check(&domain_policy(), "JANE#Zz99", RESET),
+            Err(PolicyReason::NotComplex)
+        );
         // "Q" is too short a token to count.
         assert_eq!(check(&domain_policy(), "Qwerty-991", RESET), Ok(()));
     }
@@ -294,9 +320,23 @@ mod tests {
     #[test]
     fn banned_words_are_found_inside_the_password() {
         let banned = vec!["Contoso".to_string(), "  ".to_string()];
-        let result = check_password(&domain_policy(), &banned, &account(), "I<3contoso!!", RESET, 0);
+        let result = check_password(
+            &domain_policy(),
+            &banned,
+            &account(),
+            "I<3contoso!!",
+            RESET,
+            0,
+        );
         assert_eq!(result, Err(PolicyReason::Banned));
-        let result = check_password(&domain_policy(), &banned, &account(), "Fine-Words-1", RESET, 0);
+        let result = check_password(
+            &domain_policy(),
+            &banned,
+            &account(),
+            "Fine-Words-1",
+            RESET,
+            0,
+        );
         assert_eq!(result, Ok(()));
     }
 
@@ -306,12 +346,18 @@ mod tests {
             min_age: Duration::from_secs(24 * 60 * 60),
             ..domain_policy()
         };
-        assert_eq!(check(&policy, "Correct-Horse-42", WriteKind::Change), Err(PolicyReason::TooYoung));
+        assert_eq!(
+            check(&policy, "Correct-Horse-42", WriteKind::Change),
+            Err(PolicyReason::TooYoung)
+        );
         assert_eq!(check(&policy, "Correct-Horse-42", RESET), Ok(()));
         let hinted = WriteKind::Reset {
             enforce_minimum_age: true,
         };
-        assert_eq!(check(&policy, "Correct-Horse-42", hinted), Err(PolicyReason::TooYoung));
+        assert_eq!(
+            check(&policy, "Correct-Horse-42", hinted),
+            Err(PolicyReason::TooYoung)
+        );
     }
 
     #[test]
@@ -322,13 +368,27 @@ mod tests {
         };
         let facts = account();
         let later = 11 * DAY_MS + 1;
-        let result = check_password(&policy, &[], &facts, "Correct-Horse-42", WriteKind::Change, later);
+        let result = check_password(
+            &policy,
+            &[],
+            &facts,
+            "Correct-Horse-42",
+            WriteKind::Change,
+            later,
+        );
         assert_eq!(result, Ok(()));
         let must_change = AccountFacts {
             password_last_set_unix_ms: None,
             ..account()
         };
-        let result = check_password(&policy, &[], &must_change, "Correct-Horse-42", WriteKind::Change, 0);
+        let result = check_password(
+            &policy,
+            &[],
+            &must_change,
+            "Correct-Horse-42",
+            WriteKind::Change,
+            0,
+        );
         assert_eq!(result, Ok(()));
     }
 

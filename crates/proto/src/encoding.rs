@@ -50,7 +50,9 @@ pub mod array {
 /// two different lists of parts produce the same bytes. Used for signed transcripts and for the
 /// associated data of sealed secrets.
 pub fn transcript(label: &str, parts: &[&[u8]]) -> Vec<u8> {
-    let mut output = Vec::with_capacity(label.len() + parts.iter().map(|part| part.len() + 4).sum::<usize>() + 4);
+    let mut output = Vec::with_capacity(
+        label.len() + parts.iter().map(|part| part.len() + 4).sum::<usize>() + 4,
+    );
     for part in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
         let length = u32::try_from(part.len()).unwrap_or(u32::MAX);
         output.extend_from_slice(&length.to_be_bytes());
@@ -65,7 +67,10 @@ mod tests {
 
     #[test]
     fn transcripts_do_not_collide_when_parts_shift() {
-        assert_ne!(transcript("l", &[b"ab", b"c"]), transcript("l", &[b"a", b"bc"]));
+        assert_ne!(
+            transcript("l", &[b"ab", b"c"]),
+            transcript("l", &[b"a", b"bc"])
+        );
         assert_ne!(transcript("l", &[b"a"]), transcript("m", &[b"a"]));
     }
 }

@@ -28,7 +28,9 @@ pub enum AgentMessage {
     Register(Registration),
     /// First frame of a working connection.
     Hello(Hello),
-    Heartbeat { sent_at: UnixMillis },
+    Heartbeat {
+        sent_at: UnixMillis,
+    },
     Response(Response),
 }
 
@@ -125,7 +127,9 @@ impl RejectReason {
     pub fn describe(self) -> &'static str {
         match self {
             Self::InvalidToken => "the registration token is invalid, already used or expired",
-            Self::UnknownAgent => "this agent is not registered with the cloud (it may have been removed)",
+            Self::UnknownAgent => {
+                "this agent is not registered with the cloud (it may have been removed)"
+            }
             Self::BadSignature => "the agent's signature did not verify",
             Self::Internal => "the cloud could not complete the handshake",
         }
@@ -153,10 +157,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
             limit: MAX_FRAME_BYTES,
         });
     }
-    let mut document: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|error| ProtoError::MalformedFrame(describe_json_error(&error)))?;
+    let mut document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|error| ProtoError::MalformedFrame(describe_json_error(&error)))?;
     let Some(envelope) = document.as_object_mut() else {
-        return Err(ProtoError::MalformedFrame("a frame must be a JSON object".into()));
+        return Err(ProtoError::MalformedFrame(
+            "a frame must be a JSON object".into(),
+        ));
     };
     let version = envelope
         .get("v")
@@ -170,12 +176,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
         });
     }
     if envelope.len() != 2 {
-        return Err(ProtoError::MalformedFrame("a frame has exactly the fields `v` and `msg`".into()));
+        return Err(ProtoError::MalformedFrame(
+            "a frame has exactly the fields `v` and `msg`".into(),
+        ));
     }
     let message = envelope
         .remove("msg")
         .ok_or_else(|| ProtoError::MalformedFrame("missing message field `msg`".into()))?;
-    serde_json::from_value(message).map_err(|error| ProtoError::MalformedFrame(describe_json_error(&error)))
+    serde_json::from_value(message)
+        .map_err(|error| ProtoError::MalformedFrame(describe_json_error(&error)))
 }
 
 /// Describes a JSON error without quoting the input: serde's messages can include the offending
@@ -189,12 +198,18 @@ pub fn describe_json_error(error: &serde_json::Error) -> String {
         // "missing field `x`" names our own schema only.
         Category::Data if message.starts_with("missing field") => message.to_owned(),
         // "unknown field `x`, expected ..." quotes the peer's field name; keep only the schema part.
-        Category::Data if message.starts_with("unknown field") => match message.split_once(", expected") {
-            Some((_, allowed)) => format!("unknown field; expected{allowed}"),
-            None => "unknown field".into(),
-        },
+        Category::Data if message.starts_with("unknown field") => {
+            match message.split_once(", expected") {
+                Some((_, allowed)) => format!("unknown field; expected{allowed}"),
+                None => "unknown field".into(),
+            }
+        }
         Category::Data => "a value has the wrong type or is not one of the allowed values".into(),
-        Category::Syntax => format!("invalid JSON at line {} column {}", error.line(), error.column()),
+        Category::Syntax => format!(
+            "invalid JSON at line {} column {}",
+            error.line(),
+            error.column()
+        ),
         Category::Eof => "the JSON document ends too early".into(),
         Category::Io => "the JSON document could not be read".into(),
     }
@@ -216,21 +231,37 @@ mod tests {
             },
         });
         let text = encode(&request).unwrap();
-        assert!(text.starts_with(r#"{"v":1,"msg":{"type":"request""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"v":1,"msg":{"type":"request""#),
+            "{text}"
+        );
         assert_eq!(decode::<CloudMessage>(text.as_bytes()).unwrap(), request);
     }
 
     #[test]
     fn oversized_frames_are_refused_before_parsing() {
         let huge = vec![b' '; MAX_FRAME_BYTES + 1];
-        assert!(matches!(decode::<AgentMessage>(&huge), Err(ProtoError::FrameTooLarge { .. })));
+        assert!(matches!(
+            decode::<AgentMessage>(&huge),
+            Err(ProtoError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]
     fn unknown_versions_are_refused_with_a_clear_error() {
-        let error = decode::<AgentMessage>(br#"{"v":2,"msg":{"type":"heartbeat","sent_at":1}}"#).unwrap_err();
-        assert_eq!(error, ProtoError::UnsupportedVersion { got: 2, supported: 1 });
-        assert_eq!(error.to_string(), "unsupported protocol version 2; this side speaks version 1");
+        let error = decode::<AgentMessage>(br#"{"v":2,"msg":{"type":"heartbeat","sent_at":1}}"#)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ProtoError::UnsupportedVersion {
+                got: 2,
+                supported: 1
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "unsupported protocol version 2; this side speaks version 1"
+        );
     }
 
     #[test]
@@ -258,6 +289,9 @@ mod tests {
     #[test]
     fn deeply_nested_frames_are_refused_without_overflowing_the_stack() {
         let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(decode::<AgentMessage>(nested.as_bytes()), Err(ProtoError::MalformedFrame(_))));
+        assert!(matches!(
+            decode::<AgentMessage>(nested.as_bytes()),
+            Err(ProtoError::MalformedFrame(_))
+        ));
     }
 }

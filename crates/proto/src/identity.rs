@@ -49,7 +49,11 @@ pub struct IdentityPublicKey(#[serde(with = "crate::encoding::array")] pub [u8; 
 
 impl fmt::Debug for IdentityPublicKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "IdentityPublicKey({})", crate::encoding::encode(&self.0))
+        write!(
+            formatter,
+            "IdentityPublicKey({})",
+            crate::encoding::encode(&self.0)
+        )
     }
 }
 
@@ -57,7 +61,8 @@ impl IdentityPublicKey {
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), ProtoError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| ProtoError::BadSignature)?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &signature).map_err(|_| ProtoError::BadSignature)
+        key.verify_strict(message, &signature)
+            .map_err(|_| ProtoError::BadSignature)
     }
 }
 
@@ -73,10 +78,19 @@ impl fmt::Debug for Signature {
 
 /// What an agent signs to prove who it is on a new connection: the cloud's fresh nonce, its id,
 /// and the sealing key it wants passwords sealed to.
-pub fn hello_transcript(nonce: &[u8; 32], agent_id: &AgentId, sealing_key: &SealingPublicKey) -> Vec<u8> {
+pub fn hello_transcript(
+    nonce: &[u8; 32],
+    agent_id: &AgentId,
+    sealing_key: &SealingPublicKey,
+) -> Vec<u8> {
     transcript(
         "writeback/v1 agent hello",
-        &[nonce, agent_id.as_bytes(), sealing_key.key_id.as_bytes(), &sealing_key.public_key],
+        &[
+            nonce,
+            agent_id.as_bytes(),
+            sealing_key.key_id.as_bytes(),
+            &sealing_key.public_key,
+        ],
     )
 }
 
@@ -88,7 +102,12 @@ pub fn registration_transcript(
 ) -> Vec<u8> {
     transcript(
         "writeback/v1 agent registration",
-        &[nonce, &identity_key.0, sealing_key.key_id.as_bytes(), &sealing_key.public_key],
+        &[
+            nonce,
+            &identity_key.0,
+            sealing_key.key_id.as_bytes(),
+            &sealing_key.public_key,
+        ],
     )
 }
 
@@ -105,14 +124,26 @@ mod tests {
         let nonce = [7u8; 32];
         let signature = identity.sign(&hello_transcript(&nonce, &agent_id, sealing.public_key()));
         let public = identity.public_key();
-        assert_eq!(public.verify(&hello_transcript(&nonce, &agent_id, sealing.public_key()), &signature), Ok(()));
         assert_eq!(
-            public.verify(&hello_transcript(&[8u8; 32], &agent_id, sealing.public_key()), &signature),
+            public.verify(
+                &hello_transcript(&nonce, &agent_id, sealing.public_key()),
+                &signature
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            public.verify(
+                &hello_transcript(&[8u8; 32], &agent_id, sealing.public_key()),
+                &signature
+            ),
             Err(ProtoError::BadSignature)
         );
         let other_sealing = SealingKeyPair::generate();
         assert_eq!(
-            public.verify(&hello_transcript(&nonce, &agent_id, other_sealing.public_key()), &signature),
+            public.verify(
+                &hello_transcript(&nonce, &agent_id, other_sealing.public_key()),
+                &signature
+            ),
             Err(ProtoError::BadSignature)
         );
     }

@@ -123,8 +123,9 @@ impl FromStr for DirectoryName {
         if text.is_empty() || text.len() > 63 || !valid_characters || text.starts_with('-') {
             return Err(ProtoError::InvalidValue {
                 what: "directory name",
-                problem: "use 1 to 63 lower-case letters, digits and dashes, not starting with a dash"
-                    .into(),
+                problem:
+                    "use 1 to 63 lower-case letters, digits and dashes, not starting with a dash"
+                        .into(),
             });
         }
         Ok(Self(text.to_owned()))
@@ -152,7 +153,12 @@ mod tests {
 
     #[test]
     fn request_ids_refuse_anything_but_32_hex_digits() {
-        for text in ["", "abc", "zz000000000000000000000000000000", "é0000000000000000000000000000000"] {
+        for text in [
+            "",
+            "abc",
+            "zz000000000000000000000000000000",
+            "é0000000000000000000000000000000",
+        ] {
             assert!(text.parse::<RequestId>().is_err(), "{text:?}");
         }
     }

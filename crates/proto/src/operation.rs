@@ -129,7 +129,10 @@ impl Operation {
                 must_change,
                 unlock,
                 ..
-            } => format!("reset_password|{}|must_change={must_change}|unlock={unlock}", user.anchor()),
+            } => format!(
+                "reset_password|{}|must_change={must_change}|unlock={unlock}",
+                user.anchor()
+            ),
             Self::ChangePassword { user, .. } => format!("change_password|{}", user.anchor()),
             Self::Unlock { user } => format!("unlock|{}", user.anchor()),
         }

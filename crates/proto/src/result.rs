@@ -104,7 +104,10 @@ mod tests {
             serde_json::to_string(&violation).unwrap(),
             r#"{"code":"policy_violation","reason":"too_short"}"#
         );
-        assert_eq!(serde_json::to_string(&ResultCode::AgentUnavailable).unwrap(), r#"{"code":"agent_unavailable"}"#);
+        assert_eq!(
+            serde_json::to_string(&ResultCode::AgentUnavailable).unwrap(),
+            r#"{"code":"agent_unavailable"}"#
+        );
         let parsed: ResultCode = serde_json::from_str(r#"{"code":"out_of_scope"}"#).unwrap();
         assert_eq!(parsed, ResultCode::OutOfScope);
     }
@@ -125,10 +128,14 @@ mod tests {
             ResultCode::PermissionDenied,
             ResultCode::ProtectedAccount,
             ResultCode::OutOfScope,
-            ResultCode::DirectoryUnavailable { detail: String::new() },
+            ResultCode::DirectoryUnavailable {
+                detail: String::new(),
+            },
             ResultCode::AgentUnavailable,
             ResultCode::Timeout,
-            ResultCode::Internal { detail: String::new() },
+            ResultCode::Internal {
+                detail: String::new(),
+            },
         ];
         for code in all {
             let value = serde_json::to_value(&code).unwrap();

@@ -45,7 +45,11 @@ impl fmt::Debug for SealingPublicKey {
 impl SealingPublicKey {
     fn from_bytes(public_key: [u8; 32]) -> Self {
         let digest = Sha256::digest(public_key);
-        let key_id = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+        let key_id = digest
+            .iter()
+            .take(8)
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         Self { key_id, public_key }
     }
 }
@@ -69,15 +73,20 @@ impl SealingKeyPair {
     }
 
     pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, ProtoError> {
-        let secret = <Kem as hpke::Kem>::PrivateKey::from_bytes(bytes).map_err(|_| ProtoError::InvalidValue {
-            what: "sealing key",
-            problem: "not an X25519 private key".into(),
+        let secret = <Kem as hpke::Kem>::PrivateKey::from_bytes(bytes).map_err(|_| {
+            ProtoError::InvalidValue {
+                what: "sealing key",
+                problem: "not an X25519 private key".into(),
+            }
         })?;
         let public = Kem::sk_to_pk(&secret);
         Ok(Self::from_parts(secret, &public))
     }
 
-    fn from_parts(secret: <Kem as hpke::Kem>::PrivateKey, public: &<Kem as hpke::Kem>::PublicKey) -> Self {
+    fn from_parts(
+        secret: <Kem as hpke::Kem>::PrivateKey,
+        public: &<Kem as hpke::Kem>::PublicKey,
+    ) -> Self {
         let mut public_bytes = [0u8; 32];
         public_bytes.copy_from_slice(&public.to_bytes());
         Self {
@@ -97,15 +106,19 @@ impl SealingKeyPair {
     }
 
     /// Opens `sealed` if, and only if, it was sealed to this key for exactly `context`.
-    pub fn open(&self, context: &SealContext<'_>, sealed: &SealedSecret) -> Result<SecretString, ProtoError> {
+    pub fn open(
+        &self,
+        context: &SealContext<'_>,
+        sealed: &SealedSecret,
+    ) -> Result<SecretString, ProtoError> {
         if sealed.key_id != self.public.key_id {
             return Err(ProtoError::UnknownSealingKey {
                 got: sealed.key_id.clone(),
                 held: self.public.key_id.clone(),
             });
         }
-        let encapsulated =
-            <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapsulated_key).map_err(|_| ProtoError::Open)?;
+        let encapsulated = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.encapsulated_key)
+            .map_err(|_| ProtoError::Open)?;
         let plaintext = hpke::single_shot_open::<Aead, Kdf, Kem>(
             &OpModeR::Base,
             &self.secret,
@@ -173,7 +186,12 @@ pub struct SealedSecret {
 
 impl fmt::Debug for SealedSecret {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "SealedSecret(key {}, {} bytes)", self.key_id, self.ciphertext.len())
+        write!(
+            formatter,
+            "SealedSecret(key {}, {} bytes)",
+            self.key_id,
+            self.ciphertext.len()
+        )
     }
 }
 
@@ -183,7 +201,8 @@ pub fn seal(
     context: &SealContext<'_>,
     secret: &SecretString,
 ) -> Result<SealedSecret, ProtoError> {
-    let public_key = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.public_key).map_err(|_| ProtoError::Seal)?;
+    let public_key = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.public_key)
+        .map_err(|_| ProtoError::Seal)?;
     let (encapsulated, ciphertext) = hpke::single_shot_seal::<Aead, Kdf, Kem, _>(
         &OpModeS::Base,
         &public_key,
@@ -220,7 +239,12 @@ mod tests {
         let agent = SealingKeyPair::generate();
         let user = UserRef::logon_name("jdoe").unwrap();
         let request_id = RequestId::generate().unwrap();
-        let sealed = seal(agent.public_key(), &context(request_id, &user), &SecretString::from("S3cret-pw!")).unwrap();
+        let sealed = seal(
+            agent.public_key(),
+            &context(request_id, &user),
+            &SecretString::from("S3cret-pw!"),
+        )
+        .unwrap();
         let opened = agent.open(&context(request_id, &user), &sealed).unwrap();
         assert_eq!(opened.expose_secret(), "S3cret-pw!");
     }
@@ -232,7 +256,12 @@ mod tests {
         let other_user = UserRef::logon_name("jdoe2").unwrap();
         let request_id = RequestId::generate().unwrap();
         let original = context(request_id, &user);
-        let sealed = seal(agent.public_key(), &original, &SecretString::from("S3cret-pw!")).unwrap();
+        let sealed = seal(
+            agent.public_key(),
+            &original,
+            &SecretString::from("S3cret-pw!"),
+        )
+        .unwrap();
 
         let other_request = SealContext {
             request_id: RequestId::generate().unwrap(),
@@ -250,8 +279,17 @@ mod tests {
             field: SecretField::CurrentPassword,
             ..original
         };
-        for wrong in [other_request, other_operation, other_user_context, other_field] {
-            assert_eq!(agent.open(&wrong, &sealed).unwrap_err(), ProtoError::Open, "{wrong:?}");
+        for wrong in [
+            other_request,
+            other_operation,
+            other_user_context,
+            other_field,
+        ] {
+            assert_eq!(
+                agent.open(&wrong, &sealed).unwrap_err(),
+                ProtoError::Open,
+                "{wrong:?}"
+            );
         }
     }
 
@@ -261,7 +299,12 @@ mod tests {
         let impostor = SealingKeyPair::generate();
         let user = UserRef::logon_name("jdoe").unwrap();
         let request_id = RequestId::generate().unwrap();
-        let sealed = seal(agent.public_key(), &context(request_id, &user), &SecretString::from("pw")).unwrap();
+        let sealed = seal(
+            agent.public_key(),
+            &context(request_id, &user),
+            &SecretString::from("pw"),
+        )
+        .unwrap();
         assert!(matches!(
             impostor.open(&context(request_id, &user), &sealed),
             Err(ProtoError::UnknownSealingKey { .. })
@@ -270,7 +313,12 @@ mod tests {
             key_id: impostor.public_key().key_id.clone(),
             ..sealed
         };
-        assert_eq!(impostor.open(&context(request_id, &user), &relabelled).unwrap_err(), ProtoError::Open);
+        assert_eq!(
+            impostor
+                .open(&context(request_id, &user), &relabelled)
+                .unwrap_err(),
+            ProtoError::Open
+        );
     }
 
     #[test]
@@ -278,9 +326,19 @@ mod tests {
         let agent = SealingKeyPair::generate();
         let user = UserRef::logon_name("jdoe").unwrap();
         let request_id = RequestId::generate().unwrap();
-        let mut sealed = seal(agent.public_key(), &context(request_id, &user), &SecretString::from("pw")).unwrap();
+        let mut sealed = seal(
+            agent.public_key(),
+            &context(request_id, &user),
+            &SecretString::from("pw"),
+        )
+        .unwrap();
         sealed.ciphertext[0] ^= 1;
-        assert_eq!(agent.open(&context(request_id, &user), &sealed).unwrap_err(), ProtoError::Open);
+        assert_eq!(
+            agent
+                .open(&context(request_id, &user), &sealed)
+                .unwrap_err(),
+            ProtoError::Open
+        );
     }
 
     #[test]

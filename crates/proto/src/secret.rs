@@ -4,7 +4,10 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serializer;
 
-pub fn serialize_exposed<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_exposed<S: Serializer>(
+    secret: &SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose_secret())
 }
 

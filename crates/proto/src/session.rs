@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::frame::{self, AgentMessage, CloudMessage, Hello, RejectReason, Registration};
-use crate::identity::{IdentityKeyPair, IdentityPublicKey, hello_transcript, registration_transcript};
+use crate::frame::{self, AgentMessage, CloudMessage, Hello, Registration, RejectReason};
+use crate::identity::{
+    IdentityKeyPair, IdentityPublicKey, hello_transcript, registration_transcript,
+};
 use crate::ids::{AgentId, DirectoryName};
 use crate::operation::{Request, Response};
 use crate::sealing::SealingPublicKey;
@@ -69,10 +71,14 @@ pub enum CloudAction {
     Redeem(Registration),
     /// The agent is authenticated and may be sent requests.
     Authenticated(AuthenticatedAgent),
-    HeartbeatReceived { sent_at: UnixMillis },
+    HeartbeatReceived {
+        sent_at: UnixMillis,
+    },
     Deliver(Response),
     /// Close the connection; `reason` is for the log.
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -96,7 +102,11 @@ pub struct CloudSession {
 
 impl CloudSession {
     /// Starts a session; the returned challenge is the first frame to send.
-    pub fn new(nonce: [u8; 32], now: UnixMillis, settings: SessionSettings) -> (Self, CloudMessage) {
+    pub fn new(
+        nonce: [u8; 32],
+        now: UnixMillis,
+        settings: SessionSettings,
+    ) -> (Self, CloudMessage) {
         let session = Self {
             settings,
             nonce,
@@ -134,9 +144,16 @@ impl CloudSession {
                 vec![CloudAction::LookUpIdentity(agent_id)]
             }
             (CloudState::AwaitingIntroduction, AgentMessage::Register(registration)) => {
-                let transcript =
-                    registration_transcript(&self.nonce, &registration.identity_key, &registration.sealing_key);
-                if registration.identity_key.verify(&transcript, &registration.signature).is_err() {
+                let transcript = registration_transcript(
+                    &self.nonce,
+                    &registration.identity_key,
+                    &registration.sealing_key,
+                );
+                if registration
+                    .identity_key
+                    .verify(&transcript, &registration.signature)
+                    .is_err()
+                {
                     return self.reject(RejectReason::BadSignature);
                 }
                 self.state = CloudState::AwaitingRedemption;
@@ -146,15 +163,22 @@ impl CloudSession {
                 CloudAction::HeartbeatReceived { sent_at },
                 CloudAction::Send(CloudMessage::HeartbeatAck { sent_at }),
             ],
-            (CloudState::Ready(_), AgentMessage::Response(response)) => vec![CloudAction::Deliver(response)],
+            (CloudState::Ready(_), AgentMessage::Response(response)) => {
+                vec![CloudAction::Deliver(response)]
+            }
             (state, message) => {
                 let expected = match state {
                     CloudState::AwaitingIntroduction => "hello or register",
-                    CloudState::AwaitingIdentity(_) | CloudState::AwaitingRedemption => "nothing until the handshake completes",
+                    CloudState::AwaitingIdentity(_) | CloudState::AwaitingRedemption => {
+                        "nothing until the handshake completes"
+                    }
                     CloudState::Ready(_) => "heartbeat or response",
                     CloudState::Closed => "nothing",
                 };
-                self.protocol_error(format!("unexpected {} frame; expected {expected}", message.name()))
+                self.protocol_error(format!(
+                    "unexpected {} frame; expected {expected}",
+                    message.name()
+                ))
             }
         }
     }
@@ -180,14 +204,18 @@ impl CloudSession {
         vec![
             CloudAction::Authenticated(agent),
             CloudAction::Send(CloudMessage::Welcome {
-                heartbeat_interval_ms: u64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+                heartbeat_interval_ms: u64::try_from(self.settings.heartbeat_interval.as_millis())
+                    .unwrap_or(u64::MAX),
             }),
         ]
     }
 
     /// Finishes a registration once the token has been redeemed (or refused). A registration
     /// connection always closes afterwards; the agent reconnects with a hello.
-    pub fn on_registration(&mut self, outcome: Result<(AgentId, DirectoryName), RejectReason>) -> Vec<CloudAction> {
+    pub fn on_registration(
+        &mut self,
+        outcome: Result<(AgentId, DirectoryName), RejectReason>,
+    ) -> Vec<CloudAction> {
         if !matches!(self.state, CloudState::AwaitingRedemption) {
             return Vec::new();
         }
@@ -195,7 +223,10 @@ impl CloudSession {
             Ok((agent_id, directory)) => {
                 self.state = CloudState::Closed;
                 vec![
-                    CloudAction::Send(CloudMessage::Registered { agent_id, directory }),
+                    CloudAction::Send(CloudMessage::Registered {
+                        agent_id,
+                        directory,
+                    }),
                     CloudAction::Close {
                         reason: "registration complete".into(),
                     },
@@ -209,7 +240,9 @@ impl CloudSession {
         match &self.state {
             CloudState::Closed => Vec::new(),
             CloudState::Ready(_) => {
-                let limit = self.settings.silence_limit(self.settings.heartbeat_interval);
+                let limit = self
+                    .settings
+                    .silence_limit(self.settings.heartbeat_interval);
                 if now.duration_since(self.last_heard) > limit {
                     self.close(format!("no frame from the agent for {} s", limit.as_secs()))
                 } else {
@@ -265,13 +298,23 @@ impl CloudSession {
 pub enum AgentAction {
     Send(AgentMessage),
     /// Authenticated; requests may now arrive.
-    Ready { heartbeat_interval: Duration },
+    Ready {
+        heartbeat_interval: Duration,
+    },
     Execute(Request),
-    Registered { agent_id: AgentId, directory: DirectoryName },
+    Registered {
+        agent_id: AgentId,
+        directory: DirectoryName,
+    },
     /// The cloud refused the handshake. Not worth retrying for registration; for a working
     /// connection the agent backs off and retries, since an administrator may fix it.
-    Rejected { reason: RejectReason, message: String },
-    Close { reason: String },
+    Rejected {
+        reason: RejectReason,
+        message: String,
+    },
+    Close {
+        reason: String,
+    },
 }
 
 /// Why the agent opens a connection.
@@ -285,7 +328,10 @@ pub enum AgentPurpose {
 enum AgentState {
     AwaitingChallenge,
     AwaitingAnswer,
-    Ready { heartbeat_interval: Duration, last_heartbeat_sent: UnixMillis },
+    Ready {
+        heartbeat_interval: Duration,
+        last_heartbeat_sent: UnixMillis,
+    },
     Closed,
 }
 
@@ -334,16 +380,21 @@ impl AgentSession {
         self.last_heard = now;
         let message = match frame::decode::<CloudMessage>(bytes) {
             Ok(message) => message,
-            Err(error) => return self.close(format!("the cloud sent an unreadable frame: {error}")),
+            Err(error) => {
+                return self.close(format!("the cloud sent an unreadable frame: {error}"));
+            }
         };
         match (&self.state, message) {
             (AgentState::AwaitingChallenge, CloudMessage::Challenge { nonce }) => {
                 self.state = AgentState::AwaitingAnswer;
                 vec![AgentAction::Send(self.introduction(&nonce))]
             }
-            (AgentState::AwaitingAnswer, CloudMessage::Welcome { heartbeat_interval_ms })
-                if matches!(self.purpose, AgentPurpose::Work { .. }) =>
-            {
+            (
+                AgentState::AwaitingAnswer,
+                CloudMessage::Welcome {
+                    heartbeat_interval_ms,
+                },
+            ) if matches!(self.purpose, AgentPurpose::Work { .. }) => {
                 let heartbeat_interval = Duration::from_millis(heartbeat_interval_ms.max(100));
                 self.state = AgentState::Ready {
                     heartbeat_interval,
@@ -354,11 +405,18 @@ impl AgentSession {
                     AgentAction::Send(AgentMessage::Heartbeat { sent_at: now }),
                 ]
             }
-            (AgentState::AwaitingAnswer, CloudMessage::Registered { agent_id, directory })
-                if matches!(self.purpose, AgentPurpose::Register { .. }) =>
-            {
+            (
+                AgentState::AwaitingAnswer,
+                CloudMessage::Registered {
+                    agent_id,
+                    directory,
+                },
+            ) if matches!(self.purpose, AgentPurpose::Register { .. }) => {
                 self.state = AgentState::Closed;
-                vec![AgentAction::Registered { agent_id, directory }]
+                vec![AgentAction::Registered {
+                    agent_id,
+                    directory,
+                }]
             }
             (_, CloudMessage::Rejected { reason, message }) => {
                 self.state = AgentState::Closed;
@@ -375,9 +433,14 @@ impl AgentSession {
             (_, CloudMessage::ProtocolError { message }) => {
                 self.close(format!("the cloud reported a protocol error: {message}"))
             }
-            (AgentState::Ready { .. }, CloudMessage::Request(request)) => vec![AgentAction::Execute(request)],
+            (AgentState::Ready { .. }, CloudMessage::Request(request)) => {
+                vec![AgentAction::Execute(request)]
+            }
             (AgentState::Ready { .. }, CloudMessage::HeartbeatAck { .. }) => Vec::new(),
-            (_, message) => self.close(format!("unexpected {} frame from the cloud", message.name())),
+            (_, message) => self.close(format!(
+                "unexpected {} frame from the cloud",
+                message.name()
+            )),
         }
     }
 
@@ -390,7 +453,8 @@ impl AgentSession {
             } => {
                 let limit = self.settings.silence_limit(heartbeat_interval);
                 if now.duration_since(self.last_heard) > limit {
-                    return self.close(format!("no frame from the cloud for {} s", limit.as_secs()));
+                    return self
+                        .close(format!("no frame from the cloud for {} s", limit.as_secs()));
                 }
                 if now.duration_since(last_heartbeat_sent) >= heartbeat_interval {
                     self.state = AgentState::Ready {
@@ -420,7 +484,11 @@ impl AgentSession {
                 agent_id: *agent_id,
                 version: self.version.clone(),
                 sealing_key: self.sealing_key.clone(),
-                signature: self.identity.sign(&hello_transcript(nonce, agent_id, &self.sealing_key)),
+                signature: self.identity.sign(&hello_transcript(
+                    nonce,
+                    agent_id,
+                    &self.sealing_key,
+                )),
             }),
             AgentPurpose::Register { token, name } => {
                 let identity_key = self.identity.public_key();
@@ -430,9 +498,11 @@ impl AgentSession {
                     version: self.version.clone(),
                     identity_key,
                     sealing_key: self.sealing_key.clone(),
-                    signature: self
-                        .identity
-                        .sign(&registration_transcript(nonce, &identity_key, &self.sealing_key)),
+                    signature: self.identity.sign(&registration_transcript(
+                        nonce,
+                        &identity_key,
+                        &self.sealing_key,
+                    )),
                 })
             }
         }
@@ -482,7 +552,14 @@ mod tests {
             settings(),
             START,
         );
-        (Pair { cloud, agent, identity }, challenge)
+        (
+            Pair {
+                cloud,
+                agent,
+                identity,
+            },
+            challenge,
+        )
     }
 
     fn bytes(message: &impl serde::Serialize) -> Vec<u8> {
@@ -510,14 +587,19 @@ mod tests {
     }
 
     fn closes(actions: &[CloudAction]) -> bool {
-        actions.iter().any(|action| matches!(action, CloudAction::Close { .. }))
+        actions
+            .iter()
+            .any(|action| matches!(action, CloudAction::Close { .. }))
     }
 
     /// Runs a working handshake to the point where the cloud has looked up the identity key.
     fn hello(pair: &mut Pair, challenge: &CloudMessage) -> Vec<CloudAction> {
         let hello = sent_by_agent(pair.agent.on_frame(&bytes(challenge), START));
         let actions = pair.cloud.on_frame(&bytes(&hello), START);
-        assert!(matches!(actions.as_slice(), [CloudAction::LookUpIdentity(_)]), "{actions:?}");
+        assert!(
+            matches!(actions.as_slice(), [CloudAction::LookUpIdentity(_)]),
+            "{actions:?}"
+        );
         actions
     }
 
@@ -527,10 +609,14 @@ mod tests {
         let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
         hello(&mut pair, &challenge);
         let actions = pair.cloud.on_identity(Some(pair.identity.public_key()));
-        assert!(matches!(&actions[0], CloudAction::Authenticated(agent) if agent.agent_id == agent_id && agent.version == "1.2.3"));
+        assert!(
+            matches!(&actions[0], CloudAction::Authenticated(agent) if agent.agent_id == agent_id && agent.version == "1.2.3")
+        );
         let welcome = sent_by_cloud(&actions);
         let actions = pair.agent.on_frame(&bytes(&welcome[0]), START);
-        assert!(matches!(actions[0], AgentAction::Ready { heartbeat_interval } if heartbeat_interval == Duration::from_secs(10)));
+        assert!(
+            matches!(actions[0], AgentAction::Ready { heartbeat_interval } if heartbeat_interval == Duration::from_secs(10))
+        );
         assert!(pair.agent.is_ready());
 
         let request = Request {
@@ -540,7 +626,9 @@ mod tests {
                 user: UserRef::logon_name("jdoe").unwrap(),
             },
         };
-        let actions = pair.agent.on_frame(&bytes(&CloudMessage::Request(request.clone())), START);
+        let actions = pair
+            .agent
+            .on_frame(&bytes(&CloudMessage::Request(request.clone())), START);
         assert!(matches!(&actions[..], [AgentAction::Execute(received)] if *received == request));
 
         let response = AgentMessage::Response(Response {
@@ -548,7 +636,9 @@ mod tests {
             result: ResultCode::Success,
         });
         let actions = pair.cloud.on_frame(&bytes(&response), START);
-        assert!(matches!(&actions[..], [CloudAction::Deliver(delivered)] if delivered.request_id == request.request_id));
+        assert!(
+            matches!(&actions[..], [CloudAction::Deliver(delivered)] if delivered.request_id == request.request_id)
+        );
     }
 
     #[test]
@@ -618,11 +708,15 @@ mod tests {
         assert_eq!(registration.name, "dc-host-1");
         let agent_id = AgentId::generate().unwrap();
         let directory: DirectoryName = "corp".parse().unwrap();
-        let actions = pair.cloud.on_registration(Ok((agent_id, directory.clone())));
+        let actions = pair
+            .cloud
+            .on_registration(Ok((agent_id, directory.clone())));
         assert!(closes(&actions));
         let answer = sent_by_cloud(&actions);
         let actions = pair.agent.on_frame(&bytes(&answer[0]), START);
-        assert!(matches!(&actions[..], [AgentAction::Registered { agent_id: id, directory: d }] if *id == agent_id && *d == directory));
+        assert!(
+            matches!(&actions[..], [AgentAction::Registered { agent_id: id, directory: d }] if *id == agent_id && *d == directory)
+        );
     }
 
     #[test]
@@ -651,13 +745,20 @@ mod tests {
             token: SecretString::from("token"),
             name: "host".into(),
         });
-        let AgentMessage::Register(mut registration) = sent_by_agent(pair.agent.on_frame(&bytes(&challenge), START))
+        let AgentMessage::Register(mut registration) =
+            sent_by_agent(pair.agent.on_frame(&bytes(&challenge), START))
         else {
             panic!("expected a registration");
         };
         registration.identity_key = IdentityKeyPair::generate().unwrap().public_key();
-        let actions = pair.cloud.on_frame(&bytes(&AgentMessage::Register(registration)), START);
-        assert!(!actions.iter().any(|action| matches!(action, CloudAction::Redeem(_))));
+        let actions = pair
+            .cloud
+            .on_frame(&bytes(&AgentMessage::Register(registration)), START);
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, CloudAction::Redeem(_)))
+        );
         assert!(closes(&actions));
     }
 
@@ -672,9 +773,15 @@ mod tests {
             let (mut cloud, _) = CloudSession::new([1u8; 32], START, settings());
             let actions = cloud.on_frame(&case, START);
             let sent = sent_by_cloud(&actions);
-            assert!(matches!(&sent[..], [CloudMessage::ProtocolError { message }] if !message.is_empty()), "{sent:?}");
+            assert!(
+                matches!(&sent[..], [CloudMessage::ProtocolError { message }] if !message.is_empty()),
+                "{sent:?}"
+            );
             assert!(closes(&actions));
-            assert!(cloud.on_frame(&case, START).is_empty(), "a closed session ignores further frames");
+            assert!(
+                cloud.on_frame(&case, START).is_empty(),
+                "a closed session ignores further frames"
+            );
         }
     }
 
@@ -693,9 +800,19 @@ mod tests {
         let (mut pair, _) = pair(AgentPurpose::Work {
             agent_id: AgentId::generate().unwrap(),
         });
-        assert!(pair.cloud.on_tick(START.saturating_add(Duration::from_secs(5))).is_empty());
-        assert!(closes(&pair.cloud.on_tick(START.saturating_add(Duration::from_secs(6)))));
-        let actions = pair.agent.on_tick(START.saturating_add(Duration::from_secs(6)));
+        assert!(
+            pair.cloud
+                .on_tick(START.saturating_add(Duration::from_secs(5)))
+                .is_empty()
+        );
+        assert!(closes(
+            &pair
+                .cloud
+                .on_tick(START.saturating_add(Duration::from_secs(6)))
+        ));
+        let actions = pair
+            .agent
+            .on_tick(START.saturating_add(Duration::from_secs(6)));
         assert!(matches!(actions[..], [AgentAction::Close { .. }]));
     }
 
@@ -712,15 +829,34 @@ mod tests {
         let ten_seconds = START.saturating_add(Duration::from_secs(10));
         let heartbeat = sent_by_agent(pair.agent.on_tick(ten_seconds));
         let actions = pair.cloud.on_frame(&bytes(&heartbeat), ten_seconds);
-        assert!(matches!(actions[0], CloudAction::HeartbeatReceived { sent_at } if sent_at == ten_seconds));
-        assert!(matches!(sent_by_cloud(&actions)[..], [CloudMessage::HeartbeatAck { .. }]));
+        assert!(
+            matches!(actions[0], CloudAction::HeartbeatReceived { sent_at } if sent_at == ten_seconds)
+        );
+        assert!(matches!(
+            sent_by_cloud(&actions)[..],
+            [CloudMessage::HeartbeatAck { .. }]
+        ));
 
         // The cloud hears nothing more: after three intervals it drops the connection.
-        assert!(pair.cloud.on_tick(START.saturating_add(Duration::from_secs(40))).is_empty());
-        assert!(closes(&pair.cloud.on_tick(START.saturating_add(Duration::from_secs(41)))));
+        assert!(
+            pair.cloud
+                .on_tick(START.saturating_add(Duration::from_secs(40)))
+                .is_empty()
+        );
+        assert!(closes(
+            &pair
+                .cloud
+                .on_tick(START.saturating_add(Duration::from_secs(41)))
+        ));
         // The agent hears nothing after the ack it never got: it gives up too.
-        let actions = pair.agent.on_tick(START.saturating_add(Duration::from_secs(41)));
-        assert!(actions.iter().any(|action| matches!(action, AgentAction::Close { .. })));
+        let actions = pair
+            .agent
+            .on_tick(START.saturating_add(Duration::from_secs(41)));
+        assert!(
+            actions
+                .iter()
+                .any(|action| matches!(action, AgentAction::Close { .. }))
+        );
     }
 
     #[test]

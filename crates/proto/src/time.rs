@@ -50,9 +50,15 @@ mod tests {
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
         let start = UnixMillis(1_000);
-        assert_eq!(start.saturating_add(Duration::from_secs(2)), UnixMillis(3_000));
+        assert_eq!(
+            start.saturating_add(Duration::from_secs(2)),
+            UnixMillis(3_000)
+        );
         assert_eq!(start.saturating_sub(Duration::from_secs(2)), UnixMillis(0));
         assert_eq!(UnixMillis(500).duration_since(start), Duration::ZERO);
-        assert_eq!(UnixMillis(u64::MAX).saturating_add(Duration::from_secs(1)), UnixMillis(u64::MAX));
+        assert_eq!(
+            UnixMillis(u64::MAX).saturating_add(Duration::from_secs(1)),
+            UnixMillis(u64::MAX)
+        );
     }
 }

@@ -29,7 +29,8 @@ pub enum StoreError {
 }
 
 /// Migrations compiled into the binary, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 #[derive(Debug)]
 struct EmbeddedMigrations;
@@ -143,27 +144,38 @@ impl Store {
         Ok(Self { pool })
     }
 
-    pub async fn create_administrator(&self, email: &str, password_hash: &str, now: UnixMillis) -> Result<i64, StoreError> {
-        let result = sqlx::query("INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)")
-            .bind(email)
-            .bind(password_hash)
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await;
+    pub async fn create_administrator(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await;
         match result {
             Ok(done) => Ok(done.last_insert_rowid()),
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("an administrator with the email {email}")))
-            }
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(
+                StoreError::Conflict(format!("an administrator with the email {email}")),
+            ),
             Err(error) => Err(error.into()),
         }
     }
 
-    pub async fn administrator_by_email(&self, email: &str) -> Result<Option<Administrator>, StoreError> {
-        let row = sqlx::query("SELECT id, email, password_hash FROM administrators WHERE email = ?")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn administrator_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<Administrator>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash FROM administrators WHERE email = ?")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|row| Administrator {
             id: row.get("id"),
             email: row.get("email"),
@@ -193,7 +205,11 @@ impl Store {
     }
 
     /// The administrator holding an unexpired session with this token hash.
-    pub async fn session_administrator(&self, token_hash: &[u8], now: UnixMillis) -> Result<Option<Administrator>, StoreError> {
+    pub async fn session_administrator(
+        &self,
+        token_hash: &[u8],
+        now: UnixMillis,
+    ) -> Result<Option<Administrator>, StoreError> {
         let row = sqlx::query(
             "SELECT a.id, a.email, a.password_hash FROM admin_sessions s \
              JOIN administrators a ON a.id = s.administrator_id \
@@ -219,7 +235,11 @@ impl Store {
     }
 
     /// The directory named `name`, created if it does not exist yet.
-    pub async fn ensure_directory(&self, name: &DirectoryName, now: UnixMillis) -> Result<DirectoryRecord, StoreError> {
+    pub async fn ensure_directory(
+        &self,
+        name: &DirectoryName,
+        now: UnixMillis,
+    ) -> Result<DirectoryRecord, StoreError> {
         sqlx::query("INSERT INTO directories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name.as_str())
             .bind(millis(now))
@@ -230,7 +250,10 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("directory {name} vanished after creation")))
     }
 
-    pub async fn directory(&self, name: &DirectoryName) -> Result<Option<DirectoryRecord>, StoreError> {
+    pub async fn directory(
+        &self,
+        name: &DirectoryName,
+    ) -> Result<Option<DirectoryRecord>, StoreError> {
         let row = sqlx::query("SELECT id FROM directories WHERE name = ?")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
@@ -329,12 +352,15 @@ impl Store {
                 let key = <[u8; 32]>::try_from(key.as_slice())
                     .map_err(|_| StoreError::Corrupt(format!("identity key of agent {id}")))?;
                 Ok(AgentRecord {
-                    agent_id: id.parse().map_err(|_| StoreError::Corrupt(format!("agent id {id}")))?,
+                    agent_id: id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("agent id {id}")))?,
                     directory: parse_directory(&row.get::<String, _>("directory"))?,
                     name: row.get("name"),
                     version: row.get("version"),
                     identity_key: IdentityPublicKey(key),
-                    registered_at: from_millis(Some(row.get("registered_at"))).unwrap_or(UnixMillis(0)),
+                    registered_at: from_millis(Some(row.get("registered_at")))
+                        .unwrap_or(UnixMillis(0)),
                     last_connected_at: from_millis(row.get("last_connected_at")),
                     last_heartbeat_at: from_millis(row.get("last_heartbeat_at")),
                     last_error: row.get("last_error"),
@@ -343,7 +369,12 @@ impl Store {
             .collect()
     }
 
-    pub async fn record_agent_connected(&self, agent_id: &AgentId, version: &str, now: UnixMillis) -> Result<(), StoreError> {
+    pub async fn record_agent_connected(
+        &self,
+        agent_id: &AgentId,
+        version: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE agents SET version = ?, last_connected_at = ?, last_heartbeat_at = ?, last_error = NULL WHERE id = ?")
             .bind(version)
             .bind(millis(now))
@@ -354,7 +385,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_agent_heartbeat(&self, agent_id: &AgentId, now: UnixMillis) -> Result<(), StoreError> {
+    pub async fn record_agent_heartbeat(
+        &self,
+        agent_id: &AgentId,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ?")
             .bind(millis(now))
             .bind(agent_id.to_string())
@@ -363,7 +398,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_agent_error(&self, agent_id: &AgentId, error: &str) -> Result<(), StoreError> {
+    pub async fn record_agent_error(
+        &self,
+        agent_id: &AgentId,
+        error: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE agents SET last_error = ? WHERE id = ?")
             .bind(error)
             .bind(agent_id.to_string())
@@ -444,14 +483,35 @@ mod tests {
     #[tokio::test]
     async fn a_registration_token_registers_exactly_one_agent() {
         let store = Store::in_memory().await.unwrap();
-        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
-        store.create_registration_token(b"hash", directory.id, NOW, later(3600)).await.unwrap();
+        let directory = store
+            .ensure_directory(&"corp".parse().unwrap(), NOW)
+            .await
+            .unwrap();
+        store
+            .create_registration_token(b"hash", directory.id, NOW, later(3600))
+            .await
+            .unwrap();
 
         let first = new_agent();
-        let redeemed = store.redeem_registration_token(b"hash", &first, later(1)).await.unwrap();
+        let redeemed = store
+            .redeem_registration_token(b"hash", &first, later(1))
+            .await
+            .unwrap();
         assert_eq!(redeemed, Some("corp".parse().unwrap()));
-        assert_eq!(store.redeem_registration_token(b"hash", &new_agent(), later(2)).await.unwrap(), None);
-        assert_eq!(store.redeem_registration_token(b"unknown", &new_agent(), later(2)).await.unwrap(), None);
+        assert_eq!(
+            store
+                .redeem_registration_token(b"hash", &new_agent(), later(2))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .redeem_registration_token(b"unknown", &new_agent(), later(2))
+                .await
+                .unwrap(),
+            None
+        );
 
         let agents = store.agents().await.unwrap();
         assert_eq!(agents.len(), 1);
@@ -462,41 +522,106 @@ mod tests {
     #[tokio::test]
     async fn an_expired_registration_token_is_refused() {
         let store = Store::in_memory().await.unwrap();
-        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
-        store.create_registration_token(b"hash", directory.id, NOW, later(60)).await.unwrap();
-        assert_eq!(store.redeem_registration_token(b"hash", &new_agent(), later(60)).await.unwrap(), None);
+        let directory = store
+            .ensure_directory(&"corp".parse().unwrap(), NOW)
+            .await
+            .unwrap();
+        store
+            .create_registration_token(b"hash", directory.id, NOW, later(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .redeem_registration_token(b"hash", &new_agent(), later(60))
+                .await
+                .unwrap(),
+            None
+        );
         assert!(store.agents().await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn sessions_expire() {
         let store = Store::in_memory().await.unwrap();
-        let id = store.create_administrator("admin@example.test", "hash", NOW).await.unwrap();
-        store.create_session(b"token", id, NOW, later(60)).await.unwrap();
-        assert!(store.session_administrator(b"token", later(59)).await.unwrap().is_some());
-        assert!(store.session_administrator(b"token", later(60)).await.unwrap().is_none());
-        assert!(store.session_administrator(b"other", later(1)).await.unwrap().is_none());
+        let id = store
+            .create_administrator("admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_session(b"token", id, NOW, later(60))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .session_administrator(b"token", later(59))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .session_administrator(b"token", later(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .session_administrator(b"other", later(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn administrator_emails_are_unique_ignoring_case() {
         let store = Store::in_memory().await.unwrap();
-        store.create_administrator("Admin@example.test", "hash", NOW).await.unwrap();
-        let duplicate = store.create_administrator("admin@EXAMPLE.test", "hash", NOW).await;
+        store
+            .create_administrator("Admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        let duplicate = store
+            .create_administrator("admin@EXAMPLE.test", "hash", NOW)
+            .await;
         assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
-        assert!(store.administrator_by_email("ADMIN@example.test").await.unwrap().is_some());
+        assert!(
+            store
+                .administrator_by_email("ADMIN@example.test")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
     async fn agent_health_is_recorded() {
         let store = Store::in_memory().await.unwrap();
-        let directory = store.ensure_directory(&"corp".parse().unwrap(), NOW).await.unwrap();
-        store.create_registration_token(b"hash", directory.id, NOW, later(60)).await.unwrap();
+        let directory = store
+            .ensure_directory(&"corp".parse().unwrap(), NOW)
+            .await
+            .unwrap();
+        store
+            .create_registration_token(b"hash", directory.id, NOW, later(60))
+            .await
+            .unwrap();
         let agent = new_agent();
-        store.redeem_registration_token(b"hash", &agent, NOW).await.unwrap();
-        store.record_agent_error(&agent.agent_id, "lost").await.unwrap();
-        store.record_agent_connected(&agent.agent_id, "0.2.0", later(5)).await.unwrap();
-        store.record_agent_heartbeat(&agent.agent_id, later(35)).await.unwrap();
+        store
+            .redeem_registration_token(b"hash", &agent, NOW)
+            .await
+            .unwrap();
+        store
+            .record_agent_error(&agent.agent_id, "lost")
+            .await
+            .unwrap();
+        store
+            .record_agent_connected(&agent.agent_id, "0.2.0", later(5))
+            .await
+            .unwrap();
+        store
+            .record_agent_heartbeat(&agent.agent_id, later(35))
+            .await
+            .unwrap();
         let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
         assert_eq!(record.version, "0.2.0");
         assert_eq!(record.last_connected_at, Some(later(5)));

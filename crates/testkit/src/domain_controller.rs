@@ -28,7 +28,8 @@ pub const RESTRICTED_OU: &str = "OU=Restricted,DC=corp,DC=example,DC=test";
 pub const ELSEWHERE_OU: &str = "OU=Elsewhere,DC=corp,DC=example,DC=test";
 pub const SERVICE_ACCOUNT: &str = "svc-writeback";
 
-const PASSWORD_SETTINGS_CONTAINER: &str = "CN=Password Settings Container,CN=System,DC=corp,DC=example,DC=test";
+const PASSWORD_SETTINGS_CONTAINER: &str =
+    "CN=Password Settings Container,CN=System,DC=corp,DC=example,DC=test";
 
 /// The four writeback grants of REFERENCE.md, for the service account's SID.
 fn delegated_rights_on_users(sid: &str) -> String {
@@ -76,9 +77,14 @@ impl DomainController {
     pub fn start() -> Result<DomainController> {
         let started = Instant::now();
         let address = free_loopback_address()?;
-        let directory = std::env::temp_dir().join(format!("writeback-dc-{}-{}", std::process::id(), address.octets()[3]));
+        let directory = std::env::temp_dir().join(format!(
+            "writeback-dc-{}-{}",
+            std::process::id(),
+            address.octets()[3]
+        ));
         if directory.exists() {
-            std::fs::remove_dir_all(&directory).with_context(|| format!("removing stale {}", directory.display()))?;
+            std::fs::remove_dir_all(&directory)
+                .with_context(|| format!("removing stale {}", directory.display()))?;
         }
         std::fs::create_dir_all(directory.join("run"))?;
         let tls_directory = directory.join("tls");
@@ -98,7 +104,9 @@ impl DomainController {
             watchdog: Mutex::new(watchdog),
         };
         controller.wait_until_ready()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(controller.populate())?;
         tracing::info!(address = %controller.address, elapsed_ms = started.elapsed().as_millis() as u64, "test domain controller ready");
         Ok(controller)
@@ -118,14 +126,23 @@ impl DomainController {
 
     fn wait_until_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         loop {
             if let Ok(mut child) = self.watchdog.lock()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!("samba exited during start-up ({status}); see {}", self.directory.join("samba.out").display());
+                bail!(
+                    "samba exited during start-up ({status}); see {}",
+                    self.directory.join("samba.out").display()
+                );
             }
-            let listening = TcpStream::connect_timeout(&SocketAddr::from((self.address, 636)), Duration::from_millis(200)).is_ok();
+            let listening = TcpStream::connect_timeout(
+                &SocketAddr::from((self.address, 636)),
+                Duration::from_millis(200),
+            )
+            .is_ok();
             if listening && runtime.block_on(self.admin()).is_ok() {
                 return Ok(());
             }
@@ -138,18 +155,30 @@ impl DomainController {
 
     /// A fresh LDAPS connection bound as the domain Administrator, for setting up test data.
     pub async fn admin(&self) -> Result<AdminSession> {
-        let ldap = self.bind_raw("Administrator", &self.admin_password).await?.map_err(|code| anyhow!("administrator bind refused: data {code}"))?;
+        let ldap = self
+            .bind_raw("Administrator", &self.admin_password)
+            .await?
+            .map_err(|code| anyhow!("administrator bind refused: data {code}"))?;
         Ok(AdminSession { ldap })
     }
 
     /// Binds as `sam_account_name` with `password`. `Ok(Err(code))` is a refused bind with AD's
     /// `data` code (`52e` bad password, `773` must change, `775` locked out, ...).
-    pub async fn bind_as(&self, sam_account_name: &str, password: &str) -> Result<std::result::Result<(), String>> {
+    pub async fn bind_as(
+        &self,
+        sam_account_name: &str,
+        password: &str,
+    ) -> Result<std::result::Result<(), String>> {
         Ok(self.bind_raw(sam_account_name, password).await?.map(|_| ()))
     }
 
-    async fn bind_raw(&self, sam_account_name: &str, password: &str) -> Result<std::result::Result<Ldap, String>> {
-        let tls = writeback_tls::client_config(&writeback_tls::Trust::CaFile(self.ca_file.clone()))?;
+    async fn bind_raw(
+        &self,
+        sam_account_name: &str,
+        password: &str,
+    ) -> Result<std::result::Result<Ldap, String>> {
+        let tls =
+            writeback_tls::client_config(&writeback_tls::Trust::CaFile(self.ca_file.clone()))?;
         let settings = LdapConnSettings::new()
             .set_config(Arc::new(tls))
             .set_conn_timeout(Duration::from_secs(10));
@@ -181,7 +210,10 @@ impl DomainController {
             admin.add_organizational_unit(ou).await?;
         }
         let service_dn = admin
-            .create_user(&NewUser::new(SERVICE_ACCOUNT, &self.service_account_password).in_container(&format!("CN=Users,{BASE_DN}")))
+            .create_user(
+                &NewUser::new(SERVICE_ACCOUNT, &self.service_account_password)
+                    .in_container(&format!("CN=Users,{BASE_DN}")),
+            )
             .await?;
         let sid = admin.object_sid(&service_dn).await?;
         self.set_acl(STAFF_OU, &delegated_rights_on_users(&sid))?;
@@ -217,7 +249,9 @@ fn free_loopback_address() -> Result<Ipv4Addr> {
     for offset in 0..200 {
         let last_octet = 20 + ((start + offset) % 200) as u8;
         let address = Ipv4Addr::new(127, 0, 0, last_octet);
-        let free = [389u16, 636].iter().all(|port| TcpListener::bind((address, *port)).is_ok());
+        let free = [389u16, 636]
+            .iter()
+            .all(|port| TcpListener::bind((address, *port)).is_ok());
         if free {
             return Ok(address);
         }
@@ -226,7 +260,8 @@ fn free_loopback_address() -> Result<Ipv4Addr> {
 }
 
 fn write_certificates(directory: &Path, address: Ipv4Addr) -> Result<PathBuf> {
-    let authority = writeback_tls::LocalCertificateAuthority::generate("Writeback test DC authority")?;
+    let authority =
+        writeback_tls::LocalCertificateAuthority::generate("Writeback test DC authority")?;
     let host = format!("dc{}.{DNS_DOMAIN}", address.octets()[3]);
     let server = authority.issue(&[host, address.to_string()])?;
     let ca_file = directory.join("ca.pem");
@@ -235,11 +270,19 @@ fn write_certificates(directory: &Path, address: Ipv4Addr) -> Result<PathBuf> {
     let key_path = directory.join("key.pem");
     let mut key = std::fs::OpenOptions::new();
     std::os::unix::fs::OpenOptionsExt::mode(&mut key, 0o600);
-    key.write(true).create_new(true).open(&key_path)?.write_all(server.private_key_pem.as_bytes())?;
+    key.write(true)
+        .create_new(true)
+        .open(&key_path)?
+        .write_all(server.private_key_pem.as_bytes())?;
     Ok(ca_file)
 }
 
-fn provision(directory: &Path, tls_directory: &Path, address: Ipv4Addr, admin_password: &str) -> Result<()> {
+fn provision(
+    directory: &Path,
+    tls_directory: &Path,
+    address: Ipv4Addr,
+    admin_password: &str,
+) -> Result<()> {
     let options = [
         format!("interfaces={address}/8"),
         "bind interfaces only=yes".to_owned(),
@@ -254,7 +297,13 @@ fn provision(directory: &Path, tls_directory: &Path, address: Ipv4Addr, admin_pa
     ];
     let mut command = Command::new("samba-tool");
     command
-        .args(["domain", "provision", "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307"])
+        .args([
+            "domain",
+            "provision",
+            "--server-role=dc",
+            "--dns-backend=NONE",
+            "--use-rfc2307",
+        ])
         .arg(format!("--realm={REALM}"))
         .arg("--domain=CORP")
         .arg(format!("--adminpass={admin_password}"))
@@ -270,7 +319,11 @@ fn provision(directory: &Path, tls_directory: &Path, address: Ipv4Addr, admin_pa
     // (`samba-tool domain provision --option` does not carry this parameter into smb.conf.)
     let configuration_path = directory.join("etc/smb.conf");
     let configuration = std::fs::read_to_string(&configuration_path)?;
-    let configuration = configuration.replacen("[global]\n", "[global]\n\told password allowed period = 0\n", 1);
+    let configuration = configuration.replacen(
+        "[global]\n",
+        "[global]\n\told password allowed period = 0\n",
+        1,
+    );
     std::fs::write(&configuration_path, configuration)?;
     Ok(())
 }
@@ -306,7 +359,9 @@ rm -rf "$1""#;
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let output = command.output().with_context(|| format!("running {command:?}"))?;
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
     if !output.status.success() {
         bail!(
             "{:?} failed ({}): {}{}",
@@ -378,13 +433,23 @@ fn values(items: &[&str]) -> HashSet<Vec<u8>> {
 }
 
 fn quoted_utf16(password: &str) -> Vec<u8> {
-    format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect()
+    format!("\"{password}\"")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 impl AdminSession {
     pub async fn add_organizational_unit(&mut self, dn: &str) -> Result<()> {
-        let attributes = vec![(b"objectClass".to_vec(), values(&["top", "organizationalUnit"]))];
-        self.ldap.add(dn, attributes).await?.success().with_context(|| format!("adding {dn}"))?;
+        let attributes = vec![(
+            b"objectClass".to_vec(),
+            values(&["top", "organizationalUnit"]),
+        )];
+        self.ldap
+            .add(dn, attributes)
+            .await?
+            .success()
+            .with_context(|| format!("adding {dn}"))?;
         Ok(())
     }
 
@@ -394,41 +459,94 @@ impl AdminSession {
         let upn = format!("{}@{DNS_DOMAIN}", user.sam_account_name);
         let control = if user.disabled { "514" } else { "512" };
         let mut attributes = vec![
-            (b"objectClass".to_vec(), values(&["top", "person", "organizationalPerson", "user"])),
-            (b"sAMAccountName".to_vec(), values(&[&user.sam_account_name])),
+            (
+                b"objectClass".to_vec(),
+                values(&["top", "person", "organizationalPerson", "user"]),
+            ),
+            (
+                b"sAMAccountName".to_vec(),
+                values(&[&user.sam_account_name]),
+            ),
             (b"userPrincipalName".to_vec(), values(&[&upn])),
-            (b"unicodePwd".to_vec(), HashSet::from([quoted_utf16(&user.password)])),
+            (
+                b"unicodePwd".to_vec(),
+                HashSet::from([quoted_utf16(&user.password)]),
+            ),
             (b"userAccountControl".to_vec(), values(&[control])),
         ];
         if let Some(display_name) = &user.display_name {
             attributes.push((b"displayName".to_vec(), values(&[display_name])));
         }
-        self.ldap.add(&dn, attributes).await?.success().with_context(|| format!("adding {dn}"))?;
+        self.ldap
+            .add(&dn, attributes)
+            .await?
+            .success()
+            .with_context(|| format!("adding {dn}"))?;
         Ok(dn)
     }
 
     pub async fn replace(&mut self, dn: &str, attribute: &str, value: &str) -> Result<()> {
         self.ldap
-            .modify(dn, vec![Mod::Replace(attribute.as_bytes().to_vec(), values(&[value]))])
+            .modify(
+                dn,
+                vec![Mod::Replace(
+                    attribute.as_bytes().to_vec(),
+                    values(&[value]),
+                )],
+            )
             .await?
             .success()
             .with_context(|| format!("setting {attribute} on {dn}"))?;
         Ok(())
     }
 
+    /// Resets a password as the administrator, directly, bypassing Writeback.
+    pub async fn replace_password(&mut self, dn: &str, password: &str) -> Result<()> {
+        self.ldap
+            .modify(
+                dn,
+                vec![Mod::Replace(
+                    b"unicodePwd".to_vec(),
+                    HashSet::from([quoted_utf16(password)]),
+                )],
+            )
+            .await?
+            .success()
+            .with_context(|| format!("resetting the password of {dn}"))?;
+        Ok(())
+    }
+
     pub async fn read(&mut self, dn: &str, attribute: &str) -> Result<Option<String>> {
-        let result = self.ldap.search(dn, Scope::Base, "(objectClass=*)", vec![attribute]).await?.success()?;
+        let result = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec![attribute])
+            .await?
+            .success()?;
         Ok(result
             .0
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .and_then(|entry| entry.attrs.get(attribute).and_then(|values| values.first().cloned())))
+            .and_then(|entry| {
+                entry
+                    .attrs
+                    .get(attribute)
+                    .and_then(|values| values.first().cloned())
+            }))
     }
 
     async fn object_sid(&mut self, dn: &str) -> Result<String> {
-        let result = self.ldap.search(dn, Scope::Base, "(objectClass=*)", vec!["objectSid"]).await?.success()?;
-        let entry = result.0.into_iter().next().map(SearchEntry::construct).context("no such object")?;
+        let result = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+            .await?
+            .success()?;
+        let entry = result
+            .0
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .context("no such object")?;
         let sid = entry
             .bin_attrs
             .get("objectSid")
@@ -438,28 +556,59 @@ impl AdminSession {
     }
 
     /// Creates a PSO that applies to `applies_to`.
-    pub async fn create_password_settings(&mut self, settings: &NewPasswordSettings, applies_to: &str) -> Result<String> {
+    pub async fn create_password_settings(
+        &mut self,
+        settings: &NewPasswordSettings,
+        applies_to: &str,
+    ) -> Result<String> {
         let dn = format!("CN={},{PASSWORD_SETTINGS_CONTAINER}", settings.name);
         let day_ticks = 864_000_000_000i64;
         let text = |value: i64| value.to_string();
         let attributes: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = [
             ("objectClass", "msDS-PasswordSettings".to_owned()),
             ("msDS-PasswordSettingsPrecedence", "10".to_owned()),
-            ("msDS-PasswordReversibleEncryptionEnabled", "FALSE".to_owned()),
-            ("msDS-PasswordHistoryLength", settings.history_length.to_string()),
-            ("msDS-PasswordComplexityEnabled", if settings.complexity { "TRUE" } else { "FALSE" }.to_owned()),
-            ("msDS-MinimumPasswordLength", settings.min_length.to_string()),
-            ("msDS-MinimumPasswordAge", text(-(i64::from(settings.min_age_days)) * day_ticks)),
+            (
+                "msDS-PasswordReversibleEncryptionEnabled",
+                "FALSE".to_owned(),
+            ),
+            (
+                "msDS-PasswordHistoryLength",
+                settings.history_length.to_string(),
+            ),
+            (
+                "msDS-PasswordComplexityEnabled",
+                if settings.complexity { "TRUE" } else { "FALSE" }.to_owned(),
+            ),
+            (
+                "msDS-MinimumPasswordLength",
+                settings.min_length.to_string(),
+            ),
+            (
+                "msDS-MinimumPasswordAge",
+                text(-(i64::from(settings.min_age_days)) * day_ticks),
+            ),
             ("msDS-MaximumPasswordAge", text(-42 * day_ticks)),
-            ("msDS-LockoutThreshold", settings.lockout_threshold.to_string()),
+            (
+                "msDS-LockoutThreshold",
+                settings.lockout_threshold.to_string(),
+            ),
             ("msDS-LockoutObservationWindow", text(-18_000_000_000)),
             ("msDS-LockoutDuration", text(-18_000_000_000)),
             ("msDS-PSOAppliesTo", applies_to.to_owned()),
         ]
         .into_iter()
-        .map(|(name, value)| (name.as_bytes().to_vec(), HashSet::from([value.into_bytes()])))
+        .map(|(name, value)| {
+            (
+                name.as_bytes().to_vec(),
+                HashSet::from([value.into_bytes()]),
+            )
+        })
         .collect();
-        self.ldap.add(&dn, attributes).await?.success().with_context(|| format!("adding {dn}"))?;
+        self.ldap
+            .add(&dn, attributes)
+            .await?
+            .success()
+            .with_context(|| format!("adding {dn}"))?;
         Ok(dn)
     }
 }
@@ -471,7 +620,9 @@ fn sid_to_string(sid: &[u8]) -> Result<String> {
     }
     let revision = sid[0];
     let count = usize::from(sid[1]);
-    let authority = sid[2..8].iter().fold(0u64, |value, byte| (value << 8) | u64::from(*byte));
+    let authority = sid[2..8]
+        .iter()
+        .fold(0u64, |value, byte| (value << 8) | u64::from(*byte));
     let mut text = format!("S-{revision}-{authority}");
     for index in 0..count {
         let start = 8 + index * 4;

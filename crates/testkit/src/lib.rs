@@ -1,7 +1,11 @@
-//! Test infrastructure: a real Samba AD domain controller per test binary, and (in [`stack`]) the
-//! cloud in-process with a real agent process attached to it. Test code, so failures are reported
-//! with `anyhow` rather than typed errors.
+//! Test infrastructure: a real Samba AD domain controller per test binary
+//! ([`domain_controller`]), the product assembled around it ([`stack`]), and the log and secret
+//! bookkeeping that lets the test run prove no password reached a log ([`logs`]). Test code, so
+//! failures are reported with `anyhow` rather than typed errors.
 
 pub mod domain_controller;
+pub mod logs;
+pub mod stack;
 
 pub use domain_controller::{DomainController, NewPasswordSettings, NewUser};
+pub use stack::Stack;

@@ -55,9 +55,10 @@ impl fmt::Debug for PemPair {
 pub fn self_signed_certificate(subject_names: &[String]) -> Result<PemPair, TlsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(subject_names.to_vec())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, subject_names.first().cloned().unwrap_or_default());
+    params.distinguished_name.push(
+        DnType::CommonName,
+        subject_names.first().cloned().unwrap_or_default(),
+    );
     let certificate = params.self_signed(&key)?;
     Ok(PemPair {
         certificate_pem: certificate.pem(),
@@ -83,8 +84,13 @@ impl LocalCertificateAuthority {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let certificate = params.self_signed(&key)?;
         Ok(Self {
             issuer: Issuer::new(params, key),
@@ -99,9 +105,10 @@ impl LocalCertificateAuthority {
     pub fn issue(&self, subject_names: &[String]) -> Result<PemPair, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(subject_names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, subject_names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            subject_names.first().cloned().unwrap_or_default(),
+        );
         let certificate = params.signed_by(&key, &self.issuer)?;
         Ok(PemPair {
             certificate_pem: certificate.pem(),
@@ -123,7 +130,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(path)?;
-    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
+    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
     if certificates.is_empty() {
         return Err(TlsError::Pem {
             path: path.to_owned(),
@@ -142,7 +151,10 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// A server configuration from PEM files; HTTP/1.1 only, since that is what WebSocket upgrades use.
-pub fn server_config(certificate_path: &Path, private_key_path: &Path) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    certificate_path: &Path,
+    private_key_path: &Path,
+) -> Result<ServerConfig, TlsError> {
     let certificates = load_certificates(certificate_path)?;
     let key = load_private_key(private_key_path)?;
     let mut config = ServerConfig::builder_with_provider(provider())
@@ -165,16 +177,21 @@ impl Fingerprint {
     /// The fingerprint of the first certificate in a PEM file.
     pub fn of_pem_file(path: &Path) -> Result<Self, TlsError> {
         let certificates = load_certificates(path)?;
-        certificates.first().map(Self::of).ok_or_else(|| TlsError::Pem {
-            path: path.to_owned(),
-            what: "certificate",
-        })
+        certificates
+            .first()
+            .map(Self::of)
+            .ok_or_else(|| TlsError::Pem {
+                path: path.to_owned(),
+                what: "certificate",
+            })
     }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(formatter, "{byte:02x}"))
+        self.0
+            .iter()
+            .try_for_each(|byte| write!(formatter, "{byte:02x}"))
     }
 }
 
@@ -199,7 +216,9 @@ impl std::str::FromStr for Fingerprint {
         }
         let mut bytes = [0u8; 32];
         for (index, byte) in bytes.iter_mut().enumerate() {
-            let pair = digits.get(index * 2..index * 2 + 2).ok_or(TlsError::Fingerprint)?;
+            let pair = digits
+                .get(index * 2..index * 2 + 2)
+                .ok_or(TlsError::Fingerprint)?;
             *byte = u8::from_str_radix(pair, 16).map_err(|_| TlsError::Fingerprint)?;
         }
         Ok(Self(bytes))
@@ -216,14 +235,18 @@ pub enum Trust {
 }
 
 pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match trust {
         Trust::SystemRoots => {
             let loaded = rustls_native_certs::load_native_certs();
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(loaded.certs);
             if added == 0 {
-                return Err(TlsError::NoRoots(format!("{} system certificates loaded", added)));
+                return Err(TlsError::NoRoots(format!(
+                    "{} system certificates loaded",
+                    added
+                )));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -315,16 +338,28 @@ mod tests {
             .map(|pair| std::str::from_utf8(pair).unwrap())
             .collect::<Vec<_>>()
             .join(":");
-        assert_eq!(format!("sha256:{colons}").parse::<Fingerprint>().unwrap(), fingerprint);
+        assert_eq!(
+            format!("sha256:{colons}").parse::<Fingerprint>().unwrap(),
+            fingerprint
+        );
         assert!("abcd".parse::<Fingerprint>().is_err());
     }
 
     #[test]
     fn an_issued_certificate_names_its_subjects() {
         let authority = LocalCertificateAuthority::generate("Test CA").unwrap();
-        let pair = authority.issue(&["dc1.example.test".into(), "127.0.0.9".into()]).unwrap();
-        assert!(pair.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let pair = authority
+            .issue(&["dc1.example.test".into(), "127.0.0.9".into()])
+            .unwrap();
+        assert!(
+            pair.certificate_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
         assert!(pair.private_key_pem.contains("PRIVATE KEY"));
-        assert!(authority.certificate_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            authority
+                .certificate_pem()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
     }
 }

@@ -42,7 +42,11 @@ impl ApiError {
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error in the API");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong inside Writeback.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong inside Writeback.",
+        )
     }
 }
 
@@ -81,15 +85,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "The request body must be JSON, sent with Content-Type: application/json.",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.")
-            } else {
-                ApiError::invalid("The request body could not be read.")
-            }
-        })?;
-        let parsed = serde_json::from_slice::<T>(&bytes)
-            .map_err(|error| ApiError::invalid(format!("The request body is not valid: {}.", describe_json_error(&error))));
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "The request body is too large.",
+                    )
+                } else {
+                    ApiError::invalid("The request body could not be read.")
+                }
+            })?;
+        let parsed = serde_json::from_slice::<T>(&bytes).map_err(|error| {
+            ApiError::invalid(format!(
+                "The request body is not valid: {}.",
+                describe_json_error(&error)
+            ))
+        });
         if let Ok(mut owned) = bytes.try_into_mut() {
             owned.as_mut().zeroize();
         }
@@ -107,7 +121,10 @@ pub struct SignedIn {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let unauthenticated = || {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -156,10 +173,11 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
         let Path((directory, user)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::invalid("The URL must name a directory and a user."))?;
-        let directory = directory
-            .parse()
-            .map_err(|error| ApiError::invalid(format!("The directory name is not valid: {error}.")))?;
-        let user = UserRef::logon_name(&user).map_err(|error| ApiError::invalid(format!("{error}.")))?;
+        let directory = directory.parse().map_err(|error| {
+            ApiError::invalid(format!("The directory name is not valid: {error}."))
+        })?;
+        let user =
+            UserRef::logon_name(&user).map_err(|error| ApiError::invalid(format!("{error}.")))?;
         Ok(Self { directory, user })
     }
 }
@@ -174,13 +192,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
-            None => RequestId::generate().map(IdempotencyKey).map_err(ApiError::internal),
+            None => RequestId::generate()
+                .map(IdempotencyKey)
+                .map_err(ApiError::internal),
             Some(value) => value
                 .to_str()
                 .ok()
                 .and_then(|text| text.parse().ok())
                 .map(IdempotencyKey)
-                .ok_or_else(|| ApiError::invalid("The Idempotency-Key header must be 32 hexadecimal digits.")),
+                .ok_or_else(|| {
+                    ApiError::invalid("The Idempotency-Key header must be 32 hexadecimal digits.")
+                }),
         }
     }
 }

@@ -8,16 +8,17 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use secrecy::SecretString;
+use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
+use writeback_proto::ProtoError;
 use writeback_proto::api::{
-    AgentSummary, ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest, SignInResponse,
+    AgentSummary, ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest,
+    SignInResponse,
 };
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
 use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, SecretField, seal};
 use writeback_proto::time::UnixMillis;
-use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
-use writeback_proto::ProtoError;
 use writeback_store::AuditEvent;
 
 pub use extract::ApiError;
@@ -33,23 +34,44 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions", post(sign_in))
         .route("/api/v1/sessions/current", delete(sign_out))
         .route("/api/v1/agents", get(list_agents))
-        .route("/api/v1/directories/{directory}/users/{user}/reset-password", post(reset_password))
-        .route("/api/v1/directories/{directory}/users/{user}/change-password", post(change_password))
-        .route("/api/v1/directories/{directory}/users/{user}/unlock", post(unlock))
+        .route(
+            "/api/v1/directories/{directory}/users/{user}/reset-password",
+            post(reset_password),
+        )
+        .route(
+            "/api/v1/directories/{directory}/users/{user}/change-password",
+            post(change_password),
+        )
+        .route(
+            "/api/v1/directories/{directory}/users/{user}/unlock",
+            post(unlock),
+        )
         .route("/agent/v1/connect", get(relay::connection::upgrade))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-async fn sign_in(State(state): State<AppState>, JsonBody(body): JsonBody<SignInRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn sign_in(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SignInRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     let now = UnixMillis::now();
-    let administrator = state.store.administrator_by_email(&body.email).await.map_err(ApiError::internal)?;
-    let stored_hash = administrator.as_ref().map(|administrator| administrator.password_hash.clone());
-    let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+    let administrator = state
+        .store
+        .administrator_by_email(&body.email)
         .await
         .map_err(ApiError::internal)?;
+    let stored_hash = administrator
+        .as_ref()
+        .map(|administrator| administrator.password_hash.clone());
+    let password = body.password;
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+            .await
+            .map_err(ApiError::internal)?;
     let audit = |result_code: &str| AuditEvent {
         at: now,
         actor: body.email.clone(),
@@ -61,7 +83,11 @@ async fn sign_in(State(state): State<AppState>, JsonBody(body): JsonBody<SignInR
         detail: None,
     };
     let Some(administrator) = administrator.filter(|_| verified) else {
-        state.store.append_audit(&audit("invalid_credentials")).await.map_err(ApiError::internal)?;
+        state
+            .store
+            .append_audit(&audit("invalid_credentials"))
+            .await
+            .map_err(ApiError::internal)?;
         tracing::warn!(email = %body.email, "administrator sign-in refused");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -70,24 +96,43 @@ async fn sign_in(State(state): State<AppState>, JsonBody(body): JsonBody<SignInR
         ));
     };
     let token = new_token(SESSION_TOKEN_PREFIX).map_err(ApiError::internal)?;
-    let expires_at = now.saturating_add(std::time::Duration::from_secs(state.config.admin_session_hours * 3600));
+    let expires_at = now.saturating_add(std::time::Duration::from_secs(
+        state.config.admin_session_hours * 3600,
+    ));
     let hash = token_hash(secrecy::ExposeSecret::expose_secret(&token));
     state
         .store
         .create_session(&hash, administrator.id, now, expires_at)
         .await
         .map_err(ApiError::internal)?;
-    state.store.append_audit(&audit("success")).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .append_audit(&audit("success"))
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(email = %administrator.email, "administrator signed in");
-    Ok((StatusCode::CREATED, Json(SignInResponse { token, expires_at })))
+    Ok((
+        StatusCode::CREATED,
+        Json(SignInResponse { token, expires_at }),
+    ))
 }
 
-async fn sign_out(State(state): State<AppState>, signed_in: SignedIn) -> Result<StatusCode, ApiError> {
-    state.store.delete_session(&signed_in.token_hash).await.map_err(ApiError::internal)?;
+async fn sign_out(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_session(&signed_in.token_hash)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_agents(State(state): State<AppState>, _signed_in: SignedIn) -> Result<Json<Vec<AgentSummary>>, ApiError> {
+async fn list_agents(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+) -> Result<Json<Vec<AgentSummary>>, ApiError> {
     let agents = state.store.agents().await.map_err(ApiError::internal)?;
     Ok(Json(
         agents
@@ -151,13 +196,28 @@ async fn reset_password(
     let new_password = body.new_password;
     let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
         Ok(Operation::ResetPassword {
-            new_password: seal_for(key, request_id, OperationKind::ResetPassword, &user, SecretField::NewPassword, &new_password)?,
+            new_password: seal_for(
+                key,
+                request_id,
+                OperationKind::ResetPassword,
+                &user,
+                SecretField::NewPassword,
+                &new_password,
+            )?,
             user: user.clone(),
             must_change,
             unlock,
         })
     };
-    perform(&state, &signed_in, target, request_id, OperationKind::ResetPassword, &build).await
+    perform(
+        &state,
+        &signed_in,
+        target,
+        request_id,
+        OperationKind::ResetPassword,
+        &build,
+    )
+    .await
 }
 
 async fn change_password(
@@ -174,12 +234,34 @@ async fn change_password(
     let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
         let kind = OperationKind::ChangePassword;
         Ok(Operation::ChangePassword {
-            current_password: seal_for(key, request_id, kind, &user, SecretField::CurrentPassword, &current_password)?,
-            new_password: seal_for(key, request_id, kind, &user, SecretField::NewPassword, &new_password)?,
+            current_password: seal_for(
+                key,
+                request_id,
+                kind,
+                &user,
+                SecretField::CurrentPassword,
+                &current_password,
+            )?,
+            new_password: seal_for(
+                key,
+                request_id,
+                kind,
+                &user,
+                SecretField::NewPassword,
+                &new_password,
+            )?,
             user: user.clone(),
         })
     };
-    perform(&state, &signed_in, target, request_id, OperationKind::ChangePassword, &build).await
+    perform(
+        &state,
+        &signed_in,
+        target,
+        request_id,
+        OperationKind::ChangePassword,
+        &build,
+    )
+    .await
 }
 
 async fn unlock(
@@ -189,8 +271,18 @@ async fn unlock(
     IdempotencyKey(request_id): IdempotencyKey,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = target.user.clone();
-    let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> { Ok(Operation::Unlock { user: user.clone() }) };
-    perform(&state, &signed_in, target, request_id, OperationKind::Unlock, &build).await
+    let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        Ok(Operation::Unlock { user: user.clone() })
+    };
+    perform(
+        &state,
+        &signed_in,
+        target,
+        request_id,
+        OperationKind::Unlock,
+        &build,
+    )
+    .await
 }
 
 /// Dispatches one operation, waits for the directory's answer, audits it and answers.
@@ -203,7 +295,13 @@ async fn perform(
     build: &relay::BuildOperation<'_>,
 ) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
     let UserPath { directory, user } = target;
-    if state.store.directory(&directory).await.map_err(ApiError::internal)?.is_none() {
+    if state
+        .store
+        .directory(&directory)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_directory",
@@ -213,7 +311,10 @@ async fn perform(
     let started = UnixMillis::now();
     let deadline = started.saturating_add(state.config.request_timeout());
     tracing::info!(%request_id, operation = %kind, %directory, %user, actor = %signed_in.administrator.email, "operation started");
-    let result = state.relay.dispatch(&directory, request_id, deadline, build).await;
+    let result = state
+        .relay
+        .dispatch(&directory, request_id, deadline, build)
+        .await;
     let finished = UnixMillis::now();
     tracing::info!(
         %request_id,
@@ -225,7 +326,9 @@ async fn perform(
         "operation finished"
     );
     let detail = match &result {
-        ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => Some(detail.clone()),
+        ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => {
+            Some(detail.clone())
+        }
         ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),
         _ => None,
     };
@@ -239,14 +342,21 @@ async fn perform(
         result_code: result.code().into(),
         detail,
     };
-    state.store.append_audit(&audit).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .append_audit(&audit)
+        .await
+        .map_err(ApiError::internal)?;
     let status = http_status(&result);
     let message = messages::describe(kind, &result);
-    Ok((status, Json(OperationResponse {
-        request_id,
-        result,
-        message,
-    })))
+    Ok((
+        status,
+        Json(OperationResponse {
+            request_id,
+            result,
+            message,
+        }),
+    ))
 }
 
 fn http_status(result: &ResultCode) -> StatusCode {
@@ -258,7 +368,9 @@ fn http_status(result: &ResultCode) -> StatusCode {
         | ResultCode::AccountLocked => StatusCode::UNPROCESSABLE_ENTITY,
         ResultCode::UserNotFound => StatusCode::NOT_FOUND,
         ResultCode::AmbiguousUser => StatusCode::CONFLICT,
-        ResultCode::PermissionDenied | ResultCode::ProtectedAccount | ResultCode::OutOfScope => StatusCode::FORBIDDEN,
+        ResultCode::PermissionDenied | ResultCode::ProtectedAccount | ResultCode::OutOfScope => {
+            StatusCode::FORBIDDEN
+        }
         ResultCode::DirectoryUnavailable { .. } => StatusCode::BAD_GATEWAY,
         ResultCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ResultCode::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use tokio::sync::mpsc;
-use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, RejectReason, Registration};
+use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, Registration, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName, random_bytes};
 use writeback_proto::session::{CloudAction, CloudSession, SessionSettings};
 use writeback_proto::time::UnixMillis;
@@ -20,6 +20,7 @@ use crate::auth::token_hash;
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
+const CLOSE_GOING_AWAY: u16 = 1001;
 
 pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     // Frames a little over the protocol limit reach the decoder and get a clear protocol error;
@@ -44,6 +45,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
     let mut registered: Option<AgentConnection> = None;
     let mut agent_directory: Option<DirectoryName> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut stopping = state.stopping.clone();
     let mut actions = VecDeque::from([CloudAction::Send(challenge)]);
 
     let close_reason = 'connection: loop {
@@ -71,15 +73,27 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                         break 'connection "authenticated agent has no directory".to_owned();
                     };
                     let now = UnixMillis::now();
-                    if let Err(error) = state.store.record_agent_connected(&agent.agent_id, &agent.version, now).await {
+                    if let Err(error) = state
+                        .store
+                        .record_agent_connected(&agent.agent_id, &agent.version, now)
+                        .await
+                    {
                         tracing::error!(%error, "cannot record an agent connection");
                     }
                     tracing::info!(agent_id = %agent.agent_id, %directory, version = %agent.version, sealing_key = %agent.sealing_key.key_id, "agent connected");
-                    registered = Some(state.relay.connect(agent.agent_id, directory, agent.sealing_key, outbound.clone()));
+                    registered = Some(state.relay.connect(
+                        agent.agent_id,
+                        directory,
+                        agent.sealing_key,
+                        outbound.clone(),
+                    ));
                 }
                 CloudAction::HeartbeatReceived { .. } => {
                     if let Some(connection) = &registered
-                        && let Err(error) = state.store.record_agent_heartbeat(&connection.agent_id, UnixMillis::now()).await
+                        && let Err(error) = state
+                            .store
+                            .record_agent_heartbeat(&connection.agent_id, UnixMillis::now())
+                            .await
                     {
                         tracing::error!(%error, "cannot record a heartbeat");
                     }
@@ -111,6 +125,10 @@ async fn serve(mut socket: WebSocket, state: AppState) {
             },
             Some(message) = outbound_queue.recv() => actions.push_back(CloudAction::Send(message)),
             _ = ticker.tick() => actions.extend(session.on_tick(UnixMillis::now())),
+            () = stopped(&mut stopping) => {
+                close(&mut socket, CLOSE_GOING_AWAY, "the cloud is shutting down").await;
+                break 'connection "the cloud is shutting down".to_owned();
+            }
         }
     };
 
@@ -119,12 +137,22 @@ async fn serve(mut socket: WebSocket, state: AppState) {
         Some(connection) => {
             state.relay.disconnect(connection);
             tracing::info!(agent_id = %connection.agent_id, reason = %close_reason, "agent disconnected");
-            if let Err(error) = state.store.record_agent_error(&connection.agent_id, &close_reason).await {
+            if let Err(error) = state
+                .store
+                .record_agent_error(&connection.agent_id, &close_reason)
+                .await
+            {
                 tracing::error!(%error, "cannot record an agent disconnection");
             }
         }
-        None => tracing::info!(reason = %close_reason, "agent connection ended before authentication"),
+        None => {
+            tracing::info!(reason = %close_reason, "agent connection ended before authentication")
+        }
     }
+}
+
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
 async fn send(socket: &mut WebSocket, message: &CloudMessage) -> Result<(), String> {
@@ -149,7 +177,10 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         .await;
 }
 
-async fn redeem(state: &AppState, registration: &Registration) -> Result<(AgentId, DirectoryName), RejectReason> {
+async fn redeem(
+    state: &AppState,
+    registration: &Registration,
+) -> Result<(AgentId, DirectoryName), RejectReason> {
     use secrecy::ExposeSecret;
     let agent_id = AgentId::generate().map_err(|_| RejectReason::Internal)?;
     let agent = NewAgent {
@@ -160,7 +191,10 @@ async fn redeem(state: &AppState, registration: &Registration) -> Result<(AgentI
     };
     let now = UnixMillis::now();
     let hash = token_hash(registration.token.expose_secret());
-    let outcome = state.store.redeem_registration_token(&hash, &agent, now).await;
+    let outcome = state
+        .store
+        .redeem_registration_token(&hash, &agent, now)
+        .await;
     let (result_code, result) = match outcome {
         Ok(Some(directory)) => {
             tracing::info!(%agent_id, %directory, name = %registration.name, "agent registered");
@@ -179,7 +213,10 @@ async fn redeem(state: &AppState, registration: &Registration) -> Result<(AgentI
         at: now,
         actor: format!("agent:{}", registration.name),
         action: "register_agent".into(),
-        directory: result.as_ref().ok().map(|(_, directory)| directory.to_string()),
+        directory: result
+            .as_ref()
+            .ok()
+            .map(|(_, directory)| directory.to_string()),
         target: Some(agent_id.to_string()),
         request_id: None,
         result_code: result_code.into(),

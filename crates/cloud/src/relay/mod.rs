@@ -50,7 +50,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Builds the operation for one attempt, sealing its secrets to the key of the agent that will
 /// receive it.
-pub type BuildOperation<'a> = dyn Fn(&SealingPublicKey) -> Result<Operation, ProtoError> + Send + Sync + 'a;
+pub type BuildOperation<'a> =
+    dyn Fn(&SealingPublicKey) -> Result<Operation, ProtoError> + Send + Sync + 'a;
 
 impl Relay {
     /// Registers an authenticated connection; it replaces an older connection of the same agent.
@@ -96,7 +97,9 @@ impl Relay {
                     let _ = waiter.send(response.result.clone());
                 }
             }
-            None => tracing::debug!(request_id = %response.request_id, "response for a request nobody waits for any more"),
+            None => {
+                tracing::debug!(request_id = %response.request_id, "response for a request nobody waits for any more")
+            }
         }
     }
 
@@ -160,7 +163,10 @@ impl Relay {
                 }
             };
             let (sender, receiver) = oneshot::channel();
-            lock(&connection.waiters).entry(request_id).or_default().push(sender);
+            lock(&connection.waiters)
+                .entry(request_id)
+                .or_default()
+                .push(sender);
             let request = CloudMessage::Request(Request {
                 request_id,
                 deadline,
@@ -212,7 +218,14 @@ mod tests {
     async fn with_no_agent_the_answer_is_immediate() {
         let relay = Relay::default();
         let started = std::time::Instant::now();
-        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), deadline(30), &unlock).await;
+        let result = relay
+            .dispatch(
+                &corp(),
+                RequestId::generate().unwrap(),
+                deadline(30),
+                &unlock,
+            )
+            .await;
         assert_eq!(result, ResultCode::AgentUnavailable);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -228,7 +241,11 @@ mod tests {
 
         let dispatching = {
             let relay = relay.clone();
-            tokio::spawn(async move { relay.dispatch(&corp(), request_id, deadline(30), &unlock).await })
+            tokio::spawn(async move {
+                relay
+                    .dispatch(&corp(), request_id, deadline(30), &unlock)
+                    .await
+            })
         };
         let CloudMessage::Request(sent) = first_outbound.recv().await.unwrap() else {
             panic!("expected a request");
@@ -237,7 +254,12 @@ mod tests {
 
         // Another agent of the same directory is connected, but it must not receive the request.
         let (other_sender, mut other_outbound) = mpsc::channel(4);
-        relay.connect(AgentId::generate().unwrap(), corp(), key.clone(), other_sender);
+        relay.connect(
+            AgentId::generate().unwrap(),
+            corp(),
+            key.clone(),
+            other_sender,
+        );
         relay.disconnect(&first);
         let (second_sender, mut second_outbound) = mpsc::channel(4);
         let second = relay.connect(agent_id, corp(), key, second_sender);
@@ -261,9 +283,16 @@ mod tests {
     async fn an_agent_that_never_answers_yields_timeout_at_the_deadline() {
         let relay = Relay::default();
         let (sender, _outbound) = mpsc::channel(4);
-        relay.connect(AgentId::generate().unwrap(), corp(), SealingKeyPair::generate().public_key().clone(), sender);
+        relay.connect(
+            AgentId::generate().unwrap(),
+            corp(),
+            SealingKeyPair::generate().public_key().clone(),
+            sender,
+        );
         let soon = UnixMillis::now().saturating_add(Duration::from_millis(200));
-        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock).await;
+        let result = relay
+            .dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock)
+            .await;
         assert_eq!(result, ResultCode::Timeout);
     }
 
@@ -277,7 +306,14 @@ mod tests {
             SealingKeyPair::generate().public_key().clone(),
             sender,
         );
-        let result = relay.dispatch(&corp(), RequestId::generate().unwrap(), deadline(5), &unlock).await;
+        let result = relay
+            .dispatch(
+                &corp(),
+                RequestId::generate().unwrap(),
+                deadline(5),
+                &unlock,
+            )
+            .await;
         assert_eq!(result, ResultCode::AgentUnavailable);
     }
 }

@@ -1,0 +1,296 @@
+//! The whole product for one test: the cloud in-process on a loopback port, with its own data
+//! directory, an administrator and a registered, connected `writeback-agent` *process* serving the
+//! shared test DC with a least-privilege service account.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use secrecy::SecretString;
+use tokio::process::{Child, Command};
+use writeback_cli::ApiClient;
+use writeback_cloud::{CloudConfig, RunningCloud};
+use writeback_proto::api::{OperationResponse, ResetPasswordRequest};
+use writeback_proto::ids::{AgentId, DirectoryName};
+use writeback_tls::{Fingerprint, Trust};
+
+use crate::domain_controller::{
+    BASE_DN, DomainController, RESTRICTED_OU, SERVICE_ACCOUNT, STAFF_OU,
+};
+use crate::logs;
+
+pub const DIRECTORY: &str = "corp";
+pub const ADMIN_EMAIL: &str = "admin@example.test";
+
+static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+pub struct Stack {
+    pub dc: Arc<DomainController>,
+    pub cloud: Option<RunningCloud>,
+    pub address: SocketAddr,
+    pub fingerprint: Fingerprint,
+    pub directory: DirectoryName,
+    pub admin_password: String,
+    pub agent_id: AgentId,
+    /// Signed in as the administrator.
+    pub client: ApiClient,
+    pub work: PathBuf,
+    agent_config: PathBuf,
+    agent: Option<Child>,
+    cloud_config: CloudConfig,
+}
+
+impl Stack {
+    pub async fn start() -> Result<Stack> {
+        logs::init();
+        let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
+        let number = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
+        let work =
+            std::env::temp_dir().join(format!("writeback-stack-{}-{number}", std::process::id()));
+        if work.exists() {
+            std::fs::remove_dir_all(&work)?;
+        }
+        std::fs::create_dir_all(&work)?;
+
+        let cloud_config = CloudConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: work.join("cloud"),
+            heartbeat_interval_seconds: 2,
+            request_timeout_seconds: 10,
+            ..CloudConfig::default()
+        };
+        let cloud = writeback_cloud::start(cloud_config.clone()).await?;
+        let address = cloud.address;
+        let fingerprint = cloud.fingerprint;
+        let store = cloud.state.store.clone();
+        let admin_password = logs::strong_password();
+        writeback_cloud::create_administrator(
+            &store,
+            ADMIN_EMAIL,
+            &SecretString::from(admin_password.clone()),
+        )
+        .await?;
+        let directory: DirectoryName = DIRECTORY.parse()?;
+        let (token, _) = writeback_cloud::create_registration_token(
+            &store,
+            &directory,
+            Duration::from_secs(600),
+        )
+        .await?;
+
+        let agent_config = write_agent_config(&dc, &work, number)?;
+        let token_file = work.join("registration-token");
+        write_private(&token_file, secrecy::ExposeSecret::expose_secret(&token))?;
+        let url = format!("https://{address}");
+        let registered = Command::new(logs::binary("writeback-agent")?)
+            .arg("--config")
+            .arg(&agent_config)
+            .args([
+                "register",
+                "--cloud",
+                &url,
+                "--pin",
+                &fingerprint.to_string(),
+                "--name",
+            ])
+            .arg(format!("test-agent-{number}"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .await?;
+        ensure!(
+            registered.status.success(),
+            "writeback-agent register failed: {}{}",
+            String::from_utf8_lossy(&registered.stdout),
+            String::from_utf8_lossy(&registered.stderr)
+        );
+        let agent_id = store
+            .agents()
+            .await?
+            .first()
+            .map(|agent| agent.agent_id)
+            .context("the registered agent is not in the store")?;
+
+        let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
+        let session = client
+            .sign_in(ADMIN_EMAIL, SecretString::from(admin_password.clone()))
+            .await?;
+        let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?.with_token(session.token);
+
+        let mut stack = Stack {
+            dc,
+            cloud: Some(cloud),
+            address,
+            fingerprint,
+            directory,
+            admin_password,
+            agent_id,
+            client,
+            work,
+            agent_config,
+            agent: None,
+            cloud_config,
+        };
+        stack.start_agent().await?;
+        Ok(stack)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    pub fn agent_config_path(&self) -> &Path {
+        &self.agent_config
+    }
+
+    /// Starts the agent process and waits until the cloud sees it connected.
+    pub async fn start_agent(&mut self) -> Result<()> {
+        let child = Command::new(logs::binary("writeback-agent")?)
+            .arg("--config")
+            .arg(&self.agent_config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting writeback-agent")?;
+        self.agent = Some(child);
+        self.wait_for_agent(true).await
+    }
+
+    /// Kills the agent process outright (SIGKILL), the way a crash or power loss would.
+    pub async fn kill_agent(&mut self) -> Result<()> {
+        if let Some(mut child) = self.agent.take() {
+            child.kill().await?;
+        }
+        self.wait_for_agent(false).await
+    }
+
+    pub fn agent_connected(&self) -> bool {
+        self.cloud
+            .as_ref()
+            .is_some_and(|cloud| cloud.state.relay.is_connected(&self.agent_id))
+    }
+
+    pub async fn wait_for_agent(&self, connected: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.agent_connected() != connected {
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent did not {} within 30 s",
+                    if connected { "connect" } else { "disconnect" }
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the cloud and starts it again on the same address with the same data.
+    pub async fn restart_cloud(&mut self) -> Result<()> {
+        if let Some(cloud) = self.cloud.take() {
+            cloud.stop().await;
+        }
+        let config = CloudConfig {
+            listen: self.address.to_string(),
+            ..self.cloud_config.clone()
+        };
+        self.cloud = Some(writeback_cloud::start(config).await?);
+        Ok(())
+    }
+
+    pub async fn stop_cloud(&mut self) {
+        if let Some(cloud) = self.cloud.take() {
+            cloud.stop().await;
+        }
+    }
+
+    pub async fn reset(
+        &self,
+        user: &str,
+        password: &str,
+        must_change: bool,
+        unlock: bool,
+    ) -> Result<OperationResponse> {
+        let request = ResetPasswordRequest {
+            new_password: SecretString::from(password.to_owned()),
+            must_change,
+            unlock,
+        };
+        Ok(self
+            .client
+            .reset_password(&self.directory, user, &request, None)
+            .await?)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(child) = self.agent.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+fn write_agent_config(dc: &DomainController, work: &Path, number: u64) -> Result<PathBuf> {
+    let password_file = work.join("bind-password");
+    write_private(&password_file, &dc.service_account_password)?;
+    let log_file =
+        logs::logs_directory()?.join(format!("agent-{}-{number}.log", std::process::id()));
+    let config = format!(
+        r#"data_dir = {data_dir}
+banned_passwords = ["contoso"]
+reconnect_initial_delay_ms = 100
+reconnect_max_delay_seconds = 1
+
+[directory]
+url = {url}
+ca_file = {ca_file}
+bind_name = {bind_name}
+bind_password_file = {password_file}
+base_dn = {base_dn}
+allowed_ous = [{staff}, {restricted}]
+
+[log]
+format = "json"
+level = "info,writeback_agent=debug,writeback_directory=debug"
+file = {log_file}
+"#,
+        data_dir = toml_string(&work.join("agent").display().to_string()),
+        url = toml_string(&dc.ldaps_url()),
+        ca_file = toml_string(&dc.ca_file.display().to_string()),
+        bind_name = toml_string(&dc.user_principal_name(SERVICE_ACCOUNT)),
+        password_file = toml_string(&password_file.display().to_string()),
+        base_dn = toml_string(BASE_DN),
+        staff = toml_string(STAFF_OU),
+        restricted = toml_string(RESTRICTED_OU),
+        log_file = toml_string(&log_file.display().to_string()),
+    );
+    let path = work.join("agent.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
