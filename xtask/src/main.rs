@@ -1,1 +1,248 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands (matklad/cargo-xtask).
+//!
+//! * `test`: what CI runs: format check, clippy, build, every test, then a scan of every log the
+//!   tests wrote for every password the tests used.
+//! * `demo`: a throwaway Samba AD domain, the cloud and a registered agent, left running.
+//! * `bench writeback`: direct LDAP resets against end-to-end resets, side by side.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match arguments.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("demo") => run_devtool(&root, "writeback-demo", &arguments[1..], false),
+        Some("bench") => {
+            let rest = &arguments[1..];
+            if rest.first().map(String::as_str) != Some("writeback") {
+                bail!("usage: cargo xtask bench writeback [--iterations N]");
+            }
+            run_devtool(&root, "writeback-bench", rest, true)
+        }
+        Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <test | demo | bench writeback [--iterations N] | scan-logs>"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives inside the workspace")
+}
+
+fn cargo(root: &Path, arguments: &[&str]) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> cargo {}", arguments.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(arguments)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running cargo {}", arguments.join(" ")))?;
+    eprintln!("    ({:.1} s)", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("cargo {} failed ({status})", arguments.join(" "));
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    cargo(root, &["fmt", "--all", "--", "--check"])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The end-to-end tests start the real binaries, so they must exist first.
+    cargo(root, &["build", "--workspace", "--bins"])?;
+    let target = root.join("target");
+    for directory in ["test-logs", "test-secrets"] {
+        let path = target.join(directory);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("clearing {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path)?;
+    }
+    let tests = run_tests_teed(root, &target.join("test-logs/cargo-test.log"));
+    let scanned = scan_logs(&target);
+    tests?;
+    scanned?;
+    eprintln!(
+        "==> all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs `cargo test --workspace`, echoing its output and keeping a copy among the logs.
+fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> cargo test --workspace");
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(root)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let mut copy = std::fs::File::create(log)?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let stderr_copy = log.with_extension("stderr.log");
+    let stderr_thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut copy = std::fs::File::create(stderr_copy)?;
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            eprintln!("{line}");
+            writeln!(copy, "{line}")?;
+        }
+        Ok(())
+    });
+    let stdout = child.stdout.take().context("no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        writeln!(copy, "{line}")?;
+    }
+    let status = child.wait()?;
+    let _ = stderr_thread.join();
+    eprintln!("    ({:.1} s)", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}
+
+/// Fails if any password listed under `target/test-secrets/` appears in any file under
+/// `target/test-logs/`. Returns how many passwords were checked.
+fn scan_logs(target: &Path) -> Result<usize> {
+    let mut secrets = BTreeSet::new();
+    for file in files_under(&target.join("test-secrets"))? {
+        for line in std::fs::read_to_string(&file)?.lines() {
+            // Passwords shorter than 4 characters would match by accident; the tests use none.
+            if line.chars().count() >= 4 {
+                secrets.insert(line.to_owned());
+            }
+        }
+    }
+    let logs = files_under(&target.join("test-logs"))?;
+    let mut bytes = 0usize;
+    let mut leaks = Vec::new();
+    for file in &logs {
+        let contents = std::fs::read(file)?;
+        bytes += contents.len();
+        for secret in &secrets {
+            if contains(&contents, secret.as_bytes()) {
+                leaks.push(format!("{} contains a test password", file.display()));
+            }
+        }
+    }
+    eprintln!(
+        "==> secret scan: {} test passwords against {} log files ({} KiB)",
+        secrets.len(),
+        logs.len(),
+        bytes / 1024
+    );
+    if secrets.is_empty() || logs.is_empty() {
+        bail!("the secret scan had nothing to check: no passwords or no logs were recorded");
+    }
+    if !leaks.is_empty() {
+        bail!("passwords found in logs:\n  {}", leaks.join("\n  "));
+    }
+    eprintln!("    no password appears in any log");
+    Ok(secrets.len())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+fn files_under(directory: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if !directory.exists() {
+        return Ok(files);
+    }
+    let mut pending = vec![directory.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Builds the binaries the developer program starts, then runs it.
+fn run_devtool(root: &Path, binary: &str, arguments: &[String], release: bool) -> Result<()> {
+    let mut build = vec!["build", "--workspace", "--bins"];
+    if release {
+        build.push("--release");
+    }
+    cargo(root, &build)?;
+    let profile = if release { "release" } else { "debug" };
+    let status = Command::new(root.join("target").join(profile).join(binary))
+        .args(arguments)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running {binary}"))?;
+    if !status.success() {
+        bail!("{binary} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_finds_a_planted_password_and_passes_clean_logs() {
+        let target = std::env::temp_dir().join(format!("xtask-scan-{}", std::process::id()));
+        std::fs::create_dir_all(target.join("test-secrets")).unwrap();
+        std::fs::create_dir_all(target.join("test-logs/nested")).unwrap();
+        std::fs::write(target.join("test-secrets/a.txt"), "Wb-planted-Zq9!\n").unwrap();
+        std::fs::write(
+            target.join("test-logs/clean.log"),
+            "{\"message\":\"reset done\"}\n",
+        )
+        .unwrap();
+        assert_eq!(scan_logs(&target).unwrap(), 1);
+        std::fs::write(
+            target.join("test-logs/nested/agent.log"),
+            "oops Wb-planted-Zq9! oops",
+        )
+        .unwrap();
+        let error = scan_logs(&target).unwrap_err();
+        assert!(error.to_string().contains("agent.log"), "{error}");
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}

@@ -83,7 +83,9 @@ impl Stack {
         )
         .await?;
 
-        let agent_config = write_agent_config(&dc, &work, number)?;
+        let log_file =
+            logs::logs_directory()?.join(format!("agent-{}-{number}.log", std::process::id()));
+        let agent_config = write_agent_config(&dc, &work, &log_file)?;
         let token_file = work.join("registration-token");
         write_private(&token_file, secrecy::ExposeSecret::expose_secret(&token))?;
         let url = format!("https://{address}");
@@ -239,7 +241,7 @@ impl Drop for Stack {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -256,11 +258,11 @@ fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
 }
 
-fn write_agent_config(dc: &DomainController, work: &Path, number: u64) -> Result<PathBuf> {
+/// Writes `work/agent.toml` (and the service account's password file beside it) for an agent that
+/// serves `dc`'s Staff and Restricted OUs and logs to `log_file`.
+pub fn write_agent_config(dc: &DomainController, work: &Path, log_file: &Path) -> Result<PathBuf> {
     let password_file = work.join("bind-password");
     write_private(&password_file, &dc.service_account_password)?;
-    let log_file =
-        logs::logs_directory()?.join(format!("agent-{}-{number}.log", std::process::id()));
     let config = format!(
         r#"data_dir = {data_dir}
 banned_passwords = ["contoso"]

@@ -1,0 +1,160 @@
+//! `cargo xtask bench writeback`: password resets against one Samba DC, two ways, interleaved so
+//! that machine noise falls on both alike:
+//!
+//! * direct: one `unicodePwd` modify on a warm LDAPS connection (the directory crate, bound as the
+//!   agent's service account): the floor any writeback product sits on;
+//! * end to end: the admin API over HTTPS (kept alive) -> cloud relay -> agent process over WSS
+//!   -> the agent's lookups, policy check and the same modify.
+//!
+//! It ends with one line: `writeback direct_p50_ms=… e2e_p50_ms=… ratio_p50=… direct_p99_ms=…
+//! e2e_p99_ms=… ratio_p99=…`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use secrecy::SecretString;
+use writeback_directory::{ActiveDirectory, Directory, DirectorySettings, ResetOptions};
+use writeback_proto::operation::UserRef;
+use writeback_proto::result::ResultCode;
+use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
+use writeback_testkit::logs::{strong_password, unique_user};
+use writeback_testkit::{NewUser, Stack};
+
+fn argument(name: &str, default: usize) -> Result<usize> {
+    match std::env::args()
+        .skip_while(|argument| argument != name)
+        .nth(1)
+    {
+        Some(value) => value
+            .parse()
+            .with_context(|| format!("{name} takes a number")),
+        None => Ok(default),
+    }
+}
+
+/// Nearest-rank percentile of sorted samples, in milliseconds.
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn summary(label: &str, samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let (p50, p99) = (percentile(samples, 0.50), percentile(samples, 0.99));
+    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0
+        / samples.len().max(1) as f64;
+    println!(
+        "{label:<26} n={:<4} p50={p50:>7.2} ms  p99={p99:>7.2} ms  mean={mean:>7.2} ms  min={:>7.2} ms  max={:>7.2} ms",
+        samples.len(),
+        percentile(samples, 0.0),
+        percentile(samples, 1.0),
+    );
+    (p50, p99)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let iterations = argument("--iterations", 200)?;
+    let warmup = argument("--warmup", 10)?;
+    println!(
+        "writeback bench: {iterations} resets each way after {warmup} warm-up rounds, interleaved"
+    );
+
+    let mut stack = Stack::start().await?;
+    let dc = stack.dc.clone();
+    let direct_user = unique_user("benchdirect");
+    let e2e_user = unique_user("benche2e");
+    let mut admin = dc.admin().await?;
+    for name in [&direct_user, &e2e_user] {
+        admin
+            .create_user(&NewUser::new(name, &strong_password()))
+            .await?;
+    }
+
+    let directory = ActiveDirectory::new(DirectorySettings {
+        url: dc.ldaps_url(),
+        trust: writeback_tls::Trust::CaFile(dc.ca_file.clone()),
+        bind_name: dc.user_principal_name(SERVICE_ACCOUNT),
+        bind_password: SecretString::from(dc.service_account_password.clone()),
+        search_base: BASE_DN.into(),
+        connect_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(10),
+    })?;
+    let account = directory
+        .find_user(&UserRef::logon_name(&direct_user)?)
+        .await?;
+
+    let mut direct = Vec::with_capacity(iterations);
+    let mut end_to_end = Vec::with_capacity(iterations);
+    for round in 0..warmup + iterations {
+        let password = SecretString::from(strong_password());
+        let started = Instant::now();
+        directory
+            .reset_password(&account, &password, ResetOptions::default())
+            .await?;
+        let direct_time = started.elapsed();
+
+        let password = strong_password();
+        let started = Instant::now();
+        let response = stack.reset(&e2e_user, &password, false, false).await?;
+        let e2e_time = started.elapsed();
+        ensure!(
+            response.result == ResultCode::Success,
+            "end-to-end reset failed: {}",
+            response.message
+        );
+
+        if round >= warmup {
+            direct.push(direct_time);
+            end_to_end.push(e2e_time);
+        }
+    }
+    ensure!(
+        dc.bind_as(&e2e_user, &stack_last_password(&stack, &e2e_user).await?)
+            .await?
+            .is_ok(),
+        "the last end-to-end reset did not land"
+    );
+
+    let (direct_p50, direct_p99) = summary("direct LDAP reset", &mut direct);
+    let (e2e_p50, e2e_p99) = summary("end-to-end admin API reset", &mut end_to_end);
+
+    stack.kill_agent().await?;
+    let mut unavailable = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response = stack
+            .reset(&e2e_user, &strong_password(), false, false)
+            .await?;
+        unavailable.push(started.elapsed());
+        ensure!(
+            response.result == ResultCode::AgentUnavailable,
+            "expected agent unavailable, got {:?}",
+            response.result
+        );
+    }
+    summary("agent unavailable answer", &mut unavailable);
+
+    println!(
+        "writeback direct_p50_ms={direct_p50:.2} e2e_p50_ms={e2e_p50:.2} ratio_p50={:.2} direct_p99_ms={direct_p99:.2} e2e_p99_ms={e2e_p99:.2} ratio_p99={:.2}",
+        e2e_p50 / direct_p50,
+        e2e_p99 / direct_p99
+    );
+    Ok(())
+}
+
+/// Resets the user once more through the product and returns the password, to prove the
+/// measured path really lands in the directory.
+async fn stack_last_password(stack: &Stack, user: &str) -> Result<String> {
+    let password = strong_password();
+    let response = stack.reset(user, &password, false, false).await?;
+    ensure!(
+        response.result == ResultCode::Success,
+        "{}",
+        response.message
+    );
+    Ok(password)
+}
