@@ -9,7 +9,6 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -20,12 +19,11 @@ use writeback_directory::{
 use writeback_policy::{PolicyReason, PolicySource};
 use writeback_proto::operation::UserRef;
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, RESTRICTED_OU, SERVICE_ACCOUNT};
+use writeback_testkit::logs::{password_like, strong_password, unique_user};
 use writeback_testkit::{DomainController, NewPasswordSettings, NewUser};
 
-static NEXT: AtomicUsize = AtomicUsize::new(1);
-
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    unique_user(prefix)
 }
 
 fn dc() -> Arc<DomainController> {
@@ -63,19 +61,21 @@ fn secret(text: &str) -> SecretString {
 #[tokio::test]
 async fn a_reset_lands_the_new_password_and_retires_the_old_one() {
     let dc = dc();
+    let old_password = strong_password();
+    let new_password = strong_password();
     let name = unique("dreset");
-    create(&dc, NewUser::new(&name, "Old!Passw0rd-1")).await;
+    create(&dc, NewUser::new(&name, &old_password)).await;
     let directory = service_directory(&dc);
 
     let account = directory.find_user(&by_name(&name)).await.unwrap();
     directory
-        .reset_password(&account, &secret("New!Passw0rd-2"), ResetOptions::default())
+        .reset_password(&account, &secret(&new_password), ResetOptions::default())
         .await
         .unwrap();
 
-    assert_eq!(dc.bind_as(&name, "New!Passw0rd-2").await.unwrap(), Ok(()));
+    assert_eq!(dc.bind_as(&name, &new_password).await.unwrap(), Ok(()));
     assert_eq!(
-        dc.bind_as(&name, "Old!Passw0rd-1").await.unwrap(),
+        dc.bind_as(&name, &old_password).await.unwrap(),
         Err("52e".into())
     );
     let after = directory.find_user(&by_name(&name)).await.unwrap();
@@ -88,10 +88,11 @@ async fn a_reset_lands_the_new_password_and_retires_the_old_one() {
 #[tokio::test]
 async fn users_are_found_by_upn_and_metacharacters_find_nobody() {
     let dc = dc();
+    let old_password = strong_password();
     let name = unique("dfind");
     create(
         &dc,
-        NewUser::new(&name, "Old!Passw0rd-1").display_name("Find Me"),
+        NewUser::new(&name, &old_password).display_name("Find Me"),
     )
     .await;
     let directory = service_directory(&dc);
@@ -115,10 +116,11 @@ async fn users_are_found_by_upn_and_metacharacters_find_nobody() {
 #[tokio::test]
 async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
     let dc = dc();
+    let old_password = strong_password();
     let plain = unique("dpol");
-    create(&dc, NewUser::new(&plain, "Old!Passw0rd-1")).await;
+    create(&dc, NewUser::new(&plain, &old_password)).await;
     let governed = unique("dpso");
-    let governed_dn = create(&dc, NewUser::new(&governed, "Old!Passw0rd-1")).await;
+    let governed_dn = create(&dc, NewUser::new(&governed, &old_password)).await;
     let pso = dc
         .admin()
         .await
@@ -177,8 +179,11 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
 #[tokio::test]
 async fn a_change_is_verified_and_policed_by_the_domain_controller() {
     let dc = dc();
+    let first_password = strong_password();
+    let wrong_password = strong_password();
+    let second_password = strong_password();
     let name = unique("dchange");
-    create(&dc, NewUser::new(&name, "First!Passw0rd-1")).await;
+    create(&dc, NewUser::new(&name, &first_password)).await;
     let directory = service_directory(&dc);
     let account = directory.find_user(&by_name(&name)).await.unwrap();
 
@@ -186,8 +191,8 @@ async fn a_change_is_verified_and_policed_by_the_domain_controller() {
         directory
             .change_password(
                 &account,
-                &secret("Wrong!Passw0rd-9"),
-                &secret("Second!Passw0rd-2")
+                &secret(&wrong_password),
+                &secret(&second_password)
             )
             .await,
         Err(DirectoryError::WrongCurrentPassword)
@@ -195,20 +200,17 @@ async fn a_change_is_verified_and_policed_by_the_domain_controller() {
     directory
         .change_password(
             &account,
-            &secret("First!Passw0rd-1"),
-            &secret("Second!Passw0rd-2"),
+            &secret(&first_password),
+            &secret(&second_password),
         )
         .await
         .unwrap();
-    assert_eq!(
-        dc.bind_as(&name, "Second!Passw0rd-2").await.unwrap(),
-        Ok(())
-    );
+    assert_eq!(dc.bind_as(&name, &second_password).await.unwrap(), Ok(()));
     let refused = directory
         .change_password(
             &account,
-            &secret("Second!Passw0rd-2"),
-            &secret("First!Passw0rd-1"),
+            &secret(&second_password),
+            &secret(&first_password),
         )
         .await;
     assert!(
@@ -226,8 +228,9 @@ async fn a_change_is_verified_and_policed_by_the_domain_controller() {
 #[tokio::test]
 async fn unlock_clears_a_lockout_produced_by_failed_binds() {
     let dc = dc();
+    let lock_password = strong_password();
     let name = unique("dlock");
-    let dn = create(&dc, NewUser::new(&name, "Lock!Passw0rd-1")).await;
+    let dn = create(&dc, NewUser::new(&name, &lock_password)).await;
     let pso = NewPasswordSettings {
         name: unique("pso-lock"),
         min_length: 7,
@@ -244,12 +247,14 @@ async fn unlock_clears_a_lockout_produced_by_failed_binds() {
         .unwrap();
     for attempt in 0..3 {
         assert_eq!(
-            dc.bind_as(&name, &format!("bad-{attempt}")).await.unwrap(),
+            dc.bind_as(&name, &password_like(&format!("Bad-{{unique}}-{attempt}")))
+                .await
+                .unwrap(),
             Err("52e".into())
         );
     }
     assert_eq!(
-        dc.bind_as(&name, "Lock!Passw0rd-1").await.unwrap(),
+        dc.bind_as(&name, &lock_password).await.unwrap(),
         Err("775".into())
     );
     let directory = service_directory(&dc);
@@ -257,7 +262,7 @@ async fn unlock_clears_a_lockout_produced_by_failed_binds() {
     assert!(account.locked_out);
 
     directory.unlock(&account).await.unwrap();
-    assert_eq!(dc.bind_as(&name, "Lock!Passw0rd-1").await.unwrap(), Ok(()));
+    assert_eq!(dc.bind_as(&name, &lock_password).await.unwrap(), Ok(()));
     assert!(
         !directory
             .find_user(&by_name(&name))
@@ -270,37 +275,40 @@ async fn unlock_clears_a_lockout_produced_by_failed_binds() {
 #[tokio::test]
 async fn without_delegated_rights_the_domain_controller_refuses() {
     let dc = dc();
+    let old_password = strong_password();
+    let new_password = strong_password();
     let name = unique("dnoright");
     create(
         &dc,
-        NewUser::new(&name, "Old!Passw0rd-1").in_container(RESTRICTED_OU),
+        NewUser::new(&name, &old_password).in_container(RESTRICTED_OU),
     )
     .await;
     let directory = service_directory(&dc);
     let account = directory.find_user(&by_name(&name)).await.unwrap();
     let refused = directory
-        .reset_password(&account, &secret("New!Passw0rd-2"), ResetOptions::default())
+        .reset_password(&account, &secret(&new_password), ResetOptions::default())
         .await;
     assert!(
         matches!(refused, Err(DirectoryError::InsufficientAccess(_))),
         "{refused:?}"
     );
-    assert_eq!(dc.bind_as(&name, "Old!Passw0rd-1").await.unwrap(), Ok(()));
+    assert_eq!(dc.bind_as(&name, &old_password).await.unwrap(), Ok(()));
 }
 
 #[tokio::test]
 async fn account_state_is_read_from_the_directory() {
     let dc = dc();
+    let old_password = strong_password();
     let disabled = unique("ddis");
     create(
         &dc,
-        NewUser::new(&disabled, "Old!Passw0rd-1")
+        NewUser::new(&disabled, &old_password)
             .disabled()
             .in_container(ELSEWHERE_OU),
     )
     .await;
     let protected = unique("dprot");
-    let protected_dn = create(&dc, NewUser::new(&protected, "Old!Passw0rd-1")).await;
+    let protected_dn = create(&dc, NewUser::new(&protected, &old_password)).await;
     dc.admin()
         .await
         .unwrap()
@@ -319,8 +327,12 @@ async fn account_state_is_read_from_the_directory() {
 #[tokio::test]
 async fn a_wrong_service_password_is_a_configuration_error() {
     let dc = dc();
-    let directory =
-        ActiveDirectory::new(settings(&dc, SERVICE_ACCOUNT, "not-the-password")).unwrap();
+    let directory = ActiveDirectory::new(settings(
+        &dc,
+        SERVICE_ACCOUNT,
+        &password_like("Not-The-Password-{unique}"),
+    ))
+    .unwrap();
     let error = directory.check_connection().await.unwrap_err();
     assert!(
         matches!(&error, DirectoryError::Configuration(message) if message.contains("invalid credentials")),

@@ -874,4 +874,75 @@ mod tests {
         let actions = pair.agent.on_frame(&bytes(&request), START);
         assert!(matches!(actions[..], [AgentAction::Close { .. }]));
     }
+
+    /// A small deterministic generator, so a failure reproduces.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound.max(1) as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_frames_never_panic_either_side() {
+        let agent_id = AgentId::generate().unwrap();
+        let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
+        let valid: Vec<Vec<u8>> = vec![
+            bytes(&challenge),
+            bytes(&sent_by_agent(
+                pair.agent.on_frame(&bytes(&challenge), START),
+            )),
+            bytes(&AgentMessage::Heartbeat { sent_at: START }),
+            bytes(&CloudMessage::Welcome {
+                heartbeat_interval_ms: 1000,
+            }),
+        ];
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..5_000 {
+            let frame: Vec<u8> = if round % 2 == 0 {
+                let mut frame = valid[random.below(valid.len())].clone();
+                const ALPHABET: &[u8] = b"{}[]\\\":,0-e";
+                for _ in 0..=random.below(4) {
+                    if frame.is_empty() {
+                        frame.push(ALPHABET[random.below(ALPHABET.len())]);
+                        continue;
+                    }
+                    let position = random.below(frame.len());
+                    match random.below(3) {
+                        0 => frame[position] = random.next() as u8,
+                        1 => {
+                            frame.remove(position);
+                        }
+                        _ => frame.insert(position, ALPHABET[random.below(ALPHABET.len())]),
+                    }
+                }
+                frame
+            } else {
+                (0..random.below(200))
+                    .map(|_| random.next() as u8)
+                    .collect()
+            };
+            let (mut cloud, _) = CloudSession::new([3u8; 32], START, settings());
+            let _ = cloud.on_frame(&frame, START);
+            let _ = cloud.on_identity(Some(pair.identity.public_key()));
+            let mut agent = AgentSession::new(
+                AgentPurpose::Work { agent_id },
+                pair.identity.clone(),
+                SealingKeyPair::generate().public_key().clone(),
+                "1".into(),
+                settings(),
+                START,
+            );
+            let _ = agent.on_frame(&frame, START);
+            let _ = agent.on_frame(&frame, START);
+        }
+    }
 }

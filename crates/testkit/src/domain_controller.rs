@@ -62,6 +62,7 @@ static SHARED: OnceLock<Result<Arc<DomainController>, String>> = OnceLock::new()
 impl DomainController {
     /// The DC of this test binary, provisioned on first use.
     pub fn shared() -> Result<Arc<DomainController>> {
+        crate::logs::init();
         SHARED
             .get_or_init(|| {
                 std::thread::spawn(DomainController::start)
