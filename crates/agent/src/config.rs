@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use writeback_config::LogConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,15 +43,6 @@ pub struct DirectoryConfig {
     pub operation_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `json` or `text`.
-    pub format: String,
-    pub level: String,
-    pub file: Option<PathBuf>,
-}
-
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -77,16 +69,6 @@ impl Default for DirectoryConfig {
             allow_protected_accounts: false,
             connect_timeout_seconds: 10,
             operation_timeout_seconds: 10,
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: "json".into(),
-            level: "info".into(),
-            file: None,
         }
     }
 }

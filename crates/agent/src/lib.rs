@@ -12,7 +12,6 @@ pub mod state;
 pub mod transport;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,7 +170,7 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "writeback-agent".into())
 }
 
-/// Whether `path` exists; for the CLI's friendlier messages.
+/// Whether this agent has registered (its state file exists).
 pub fn is_registered(config: &AgentConfig) -> bool {
-    Path::new(&config.state_path()).exists()
+    config.state_path().exists()
 }

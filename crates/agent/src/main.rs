@@ -72,38 +72,11 @@ fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
     Ok(writeback_config::load(&sources, "WRITEBACK_AGENT_")?)
 }
 
-fn init_logging(config: &AgentConfig) -> Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
-    let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
-        Some(path) => {
-            let file = std::sync::Arc::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening the log file {}", path.display()))?,
-            );
-            Box::new(move || Box::new(file.clone()) as Box<dyn std::io::Write>)
-        }
-        None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match config.log.format.as_str() {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => bail!("log.format must be json or text, not {other:?}"),
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let arguments = Arguments::parse();
     let config = load_config(&arguments)?;
-    init_logging(&config)?;
+    writeback_config::init_logging(&config.log)?;
     match &arguments.command {
         Command::Register {
             cloud,

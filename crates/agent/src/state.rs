@@ -2,8 +2,7 @@
 //! id, the cloud's address and how to trust it, the Ed25519 identity key and the sealing keys
 //! (current first, the previous one kept until the next rotation).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -204,16 +203,7 @@ impl AgentState {
                 .map_err(io(format!("creating {}", parent.display())))?;
         }
         let temporary = path.with_extension("json.tmp");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            });
+        let written = writeback_config::write_private_file(&temporary, text.as_bytes());
         text.zeroize();
         written.map_err(io(format!("writing {}", temporary.display())))?;
         std::fs::rename(&temporary, path).map_err(io(format!("replacing {}", path.display())))
@@ -227,17 +217,10 @@ impl AgentState {
                 .is_none_or(|(_, created_at)| now.duration_since(*created_at) >= max_age)
         });
         if due {
-            let mut keys = self.keys.with(|keys| {
-                keys.iter()
-                    .take(1)
-                    .filter_map(|(key, created_at)| {
-                        SealingKeyPair::from_secret_bytes(&key.secret_bytes())
-                            .ok()
-                            .map(|copy| (copy, *created_at))
-                    })
-                    .collect::<Vec<_>>()
-            });
-            keys.insert(0, (SealingKeyPair::generate(), now));
+            let previous = self.keys.with(|keys| keys.first().cloned());
+            let keys = std::iter::once((SealingKeyPair::generate(), now))
+                .chain(previous)
+                .collect();
             self.keys.replace(keys);
         }
         due

@@ -153,20 +153,11 @@ fn load_session(path: &Path) -> Result<(ApiClient, StoredSession)> {
 }
 
 fn save_session(path: &Path, session: &StoredSession) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(serde_json::to_string_pretty(session)?.as_bytes())?;
-    Ok(())
+    writeback_config::write_private_file(path, serde_json::to_string_pretty(session)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use writeback_config::LogConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,17 +30,6 @@ pub struct CloudConfig {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `json` (one object per line) or `text`.
-    pub format: String,
-    /// A `tracing` filter, e.g. `info` or `writeback_cloud=debug,info`.
-    pub level: String,
-    /// Append logs to this file instead of standard error.
-    pub file: Option<PathBuf>,
-}
-
 impl Default for CloudConfig {
     fn default() -> Self {
         Self {
@@ -54,16 +44,6 @@ impl Default for CloudConfig {
             registration_token_minutes: 60,
             max_body_bytes: 16 * 1024,
             log: LogConfig::default(),
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: "json".into(),
-            level: "info".into(),
-            file: None,
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod relay;
 pub mod server;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,26 +111,13 @@ pub fn certificate_paths(config: &CloudConfig) -> Result<(PathBuf, PathBuf), Clo
         std::fs::create_dir_all(&directory)
             .map_err(io_error(format!("creating {}", directory.display())))?;
         let pair = writeback_tls::self_signed_certificate(&config.self_signed_names)?;
-        write_private_file(&key, pair.private_key_pem.as_bytes())?;
+        writeback_config::write_private_file(&key, pair.private_key_pem.as_bytes())
+            .map_err(io_error(format!("writing {}", key.display())))?;
         std::fs::write(&certificate, pair.certificate_pem)
             .map_err(io_error(format!("writing {}", certificate.display())))?;
         tracing::info!(path = %certificate.display(), "generated a self-signed certificate");
     }
     Ok((certificate, key))
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), CloudError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(format!("writing {}", path.display())))?;
-    file.write_all(contents)
-        .map_err(io_error(format!("writing {}", path.display())))
 }
 
 /// Opens the store, binds `config.listen` and serves until stopped.

@@ -91,32 +91,6 @@ fn load_config(arguments: &Arguments, listen: Option<&String>) -> Result<CloudCo
     Ok(writeback_config::load(&sources, "WRITEBACK_CLOUD_")?)
 }
 
-fn init_logging(config: &CloudConfig) -> Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log.level).context("invalid log level")?;
-    let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.log.file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening the log file {}", path.display()))?;
-            let file = std::sync::Arc::new(file);
-            Box::new(move || Box::new(file.clone()) as Box<dyn std::io::Write>)
-        }
-        None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write>),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match config.log.format.as_str() {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => bail!("log.format must be json or text, not {other:?}"),
-    }
-    Ok(())
-}
-
 fn read_new_password(path: Option<&PathBuf>) -> Result<SecretString> {
     match path {
         Some(path) => Ok(writeback_config::read_secret_file(path)?),
@@ -139,7 +113,7 @@ async fn main() -> Result<()> {
         _ => None,
     };
     let config = load_config(&arguments, listen.as_ref())?;
-    init_logging(&config)?;
+    writeback_config::init_logging(&config.log)?;
     match &arguments.command {
         Command::Serve { .. } => {
             let running = writeback_cloud::start(config).await?;

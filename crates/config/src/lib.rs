@@ -5,6 +5,12 @@
 //!
 //! Secrets are never configuration values: the configuration names a file that holds the secret,
 //! read with [`read_secret_file`].
+//!
+//! [`LogConfig`] and [`init_logging`] are the logging section and set-up every program shares.
+
+mod logging;
+
+pub use logging::{LogConfig, init_logging};
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +33,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("{path} is empty; it should hold the secret")]
     EmptySecret { path: PathBuf },
+    #[error("logging: {0}")]
+    Logging(String),
 }
 
 /// Where configuration values come from, beyond the defaults.
@@ -147,6 +155,23 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
     Ok(SecretString::from(text))
 }
 
+/// Writes `contents` to `path` so that only the owner can read it (mode 0600), replacing any
+/// previous contents, and flushes it to disk. For keys, tokens and sessions.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to a new file; an existing one may have been readable by others.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -262,6 +287,20 @@ mod tests {
         };
         let error = load::<Example>(&sources, "X_").unwrap_err();
         assert!(error.to_string().contains("/nonexistent/writeback.toml"));
+    }
+
+    #[test]
+    fn private_files_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = temporary_file("private", "previous contents, readable by all");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&file, b"key").unwrap();
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"key");
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl SealingPublicKey {
 }
 
 /// The agent's private sealing key. Only the agent holds it; it never leaves the agent's host.
+#[derive(Clone)]
 pub struct SealingKeyPair {
     secret: <Kem as hpke::Kem>::PrivateKey,
     public: SealingPublicKey,

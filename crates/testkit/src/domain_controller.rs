@@ -6,7 +6,6 @@
 //! test binaries and the demo never collide.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -268,13 +267,11 @@ fn write_certificates(directory: &Path, address: Ipv4Addr) -> Result<PathBuf> {
     let ca_file = directory.join("ca.pem");
     std::fs::write(&ca_file, authority.certificate_pem())?;
     std::fs::write(directory.join("cert.pem"), &server.certificate_pem)?;
-    let key_path = directory.join("key.pem");
-    let mut key = std::fs::OpenOptions::new();
-    std::os::unix::fs::OpenOptionsExt::mode(&mut key, 0o600);
-    key.write(true)
-        .create_new(true)
-        .open(&key_path)?
-        .write_all(server.private_key_pem.as_bytes())?;
+    // Samba refuses a TLS key that others may read.
+    writeback_config::write_private_file(
+        &directory.join("key.pem"),
+        server.private_key_pem.as_bytes(),
+    )?;
     Ok(ca_file)
 }
 

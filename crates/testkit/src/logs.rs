@@ -12,8 +12,9 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 
-/// The Cargo target directory this test binary was built into (`target/debug/deps/<test>` → `target`).
-pub fn target_directory() -> Result<PathBuf> {
+/// The profile directory (`target/debug` or `target/release`) the running executable belongs to:
+/// test binaries live in its `deps/`, the product's binaries in it directly.
+fn profile_directory() -> Result<PathBuf> {
     let executable = std::env::current_exe()?;
     executable
         .ancestors()
@@ -22,23 +23,21 @@ pub fn target_directory() -> Result<PathBuf> {
                 .file_name()
                 .is_some_and(|name| name == "debug" || name == "release")
         })
-        .and_then(|profile| profile.parent())
         .map(PathBuf::from)
-        .context("cannot find the target directory above the test executable")
+        .context("cannot find target/debug or target/release above the running executable")
 }
 
-/// The directory the binaries were built into, next to `deps/`.
+/// The Cargo target directory.
+pub fn target_directory() -> Result<PathBuf> {
+    profile_directory()?
+        .parent()
+        .map(PathBuf::from)
+        .context("the profile directory has no parent")
+}
+
+/// A binary of the product, built beside the running executable.
 pub fn binary(name: &str) -> Result<PathBuf> {
-    let executable = std::env::current_exe()?;
-    let directory = executable
-        .ancestors()
-        .find(|ancestor| {
-            ancestor
-                .file_name()
-                .is_some_and(|name| name == "debug" || name == "release")
-        })
-        .context("cannot find the profile directory above the test executable")?;
-    let path = directory.join(name);
+    let path = profile_directory()?.join(name);
     anyhow::ensure!(
         path.exists(),
         "{} is missing: build the binaries first (cargo build --workspace --bins)",

@@ -242,16 +242,8 @@ impl Drop for Stack {
 }
 
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(contents.as_bytes())?;
-    Ok(())
+    writeback_config::write_private_file(path, contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn toml_string(text: &str) -> String {
