@@ -50,6 +50,9 @@ impl Stack {
         logs::init();
         let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
         let number = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
+        if number == 0 {
+            remove_stacks_of_dead_processes();
+        }
         let work =
             std::env::temp_dir().join(format!("writeback-stack-{}-{number}", std::process::id()));
         if work.exists() {
@@ -152,7 +155,11 @@ impl Stack {
 
     /// Starts the agent process and waits until the cloud sees it connected.
     pub async fn start_agent(&mut self) -> Result<()> {
-        let child = Command::new(logs::binary("writeback-agent")?)
+        // If the test process is killed outright, `kill_on_drop` never runs; the kernel's
+        // parent-death signal stops the agent instead of leaving it dialling a dead cloud.
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(logs::binary("writeback-agent")?)
             .arg("--config")
             .arg(&self.agent_config)
             .arg("run")
@@ -238,6 +245,25 @@ impl Drop for Stack {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Removes the work directories that test processes killed outright could not remove.
+fn remove_stacks_of_dead_processes() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("writeback-stack-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -453,12 +453,24 @@ async fn a_repeated_request_id_is_applied_once() {
     );
     assert_eq!(bind(&stack, &name, &first).await, Err("52e".into()));
     // The same id for a different operation is refused rather than applied.
-    let other = stack.client.unlock(&stack.directory, &name).await.unwrap();
-    assert_eq!(
-        other.result,
-        ResultCode::Success,
-        "a new id is a new operation"
+    let unlock_path = writeback_cli::user_path(&stack.directory, &name, "unlock");
+    let raw = stack
+        .client
+        .send(
+            Method::POST,
+            &unlock_path,
+            None,
+            Vec::new(),
+            &[("idempotency-key", key.to_string())],
+        )
+        .await
+        .unwrap();
+    let reused: OperationResponse = serde_json::from_slice(&raw.body).unwrap();
+    assert!(
+        matches!(&reused.result, ResultCode::Internal { detail } if detail.contains("different operation")),
+        "{reused:?}"
     );
+    assert_eq!(bind(&stack, &name, &meanwhile).await, Ok(()));
 }
 
 #[tokio::test]
