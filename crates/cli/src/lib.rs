@@ -95,8 +95,17 @@ impl ApiClient {
         self
     }
 
+    /// `host:port`, with an IPv6 address in brackets.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let address = format!("{}:{}", self.host, self.port);
+        let address = self.authority();
         let failed = |detail: String| ClientError::Connect {
             address: address.clone(),
             detail,
@@ -131,7 +140,7 @@ impl ApiClient {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, format!("{}:{}", self.host, self.port));
+            .header(HOST, self.authority());
         if let Some(token) = &self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
         }

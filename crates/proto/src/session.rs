@@ -210,6 +210,15 @@ impl CloudSession {
         ]
     }
 
+    /// The identity lookup itself failed (the store is unavailable): refuse without suggesting
+    /// the agent is unknown, so it retries instead of asking for a new registration.
+    pub fn on_lookup_failed(&mut self) -> Vec<CloudAction> {
+        if !matches!(self.state, CloudState::AwaitingIdentity(_)) {
+            return Vec::new();
+        }
+        self.reject(RejectReason::Internal)
+    }
+
     /// Finishes a registration once the token has been redeemed (or refused). A registration
     /// connection always closes afterwards; the agent reconnects with a hello.
     pub fn on_registration(
@@ -657,6 +666,22 @@ mod tests {
         ));
         assert!(closes(&actions));
         assert!(pair.cloud.is_closed());
+    }
+
+    #[test]
+    fn a_failed_lookup_is_an_internal_refusal_not_an_unknown_agent() {
+        let (mut pair, challenge) = pair(AgentPurpose::Work {
+            agent_id: AgentId::generate().unwrap(),
+        });
+        hello(&mut pair, &challenge);
+        let actions = pair.cloud.on_lookup_failed();
+        assert!(matches!(
+            sent_by_cloud(&actions)[..],
+            [CloudMessage::Rejected {
+                reason: RejectReason::Internal,
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -56,14 +56,17 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                         break 'connection reason;
                     }
                 }
-                CloudAction::LookUpIdentity(agent_id) => {
-                    let record = state.store.agent(&agent_id).await.unwrap_or_else(|error| {
+                CloudAction::LookUpIdentity(agent_id) => match state.store.agent(&agent_id).await {
+                    Ok(record) => {
+                        agent_directory = record.as_ref().map(|record| record.directory.clone());
+                        actions
+                            .extend(session.on_identity(record.map(|record| record.identity_key)));
+                    }
+                    Err(error) => {
                         tracing::error!(%error, %agent_id, "cannot look up an agent");
-                        None
-                    });
-                    agent_directory = record.as_ref().map(|record| record.directory.clone());
-                    actions.extend(session.on_identity(record.map(|record| record.identity_key)));
-                }
+                        actions.extend(session.on_lookup_failed());
+                    }
+                },
                 CloudAction::Redeem(registration) => {
                     let outcome = redeem(&state, &registration).await;
                     actions.extend(session.on_registration(outcome));
