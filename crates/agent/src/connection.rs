@@ -107,16 +107,9 @@ async fn serve_once<D: Directory + 'static>(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         let actions = tokio::select! {
-            incoming = socket.next() => match incoming {
-                Some(Ok(Message::Text(text))) => session.on_frame(text.as_bytes(), UnixMillis::now()),
-                Some(Ok(Message::Binary(bytes))) => session.on_frame(&bytes, UnixMillis::now()),
-                Some(Ok(Message::Close(frame))) => {
-                    let reason = frame.map(|frame| frame.reason.to_string()).unwrap_or_default();
-                    return Ok(format!("the cloud closed the connection: {reason}"));
-                }
-                Some(Ok(_)) => Vec::new(),
-                Some(Err(error)) => return Ok(format!("connection error: {error}")),
-                None => return Ok("the connection was closed".into()),
+            incoming = socket.next() => match feed(&mut session, incoming) {
+                Ok(actions) => actions,
+                Err(reason) => return Ok(reason),
             },
             Some(response) = finished.recv() => vec![AgentAction::Send(AgentMessage::Response(response))],
             _ = ticker.tick() => session.on_tick(UnixMillis::now()),
@@ -161,6 +154,26 @@ async fn serve_once<D: Directory + 'static>(
     }
 }
 
+/// Hands one received WebSocket message to the session. `Err` says why the connection ended.
+fn feed(
+    session: &mut AgentSession,
+    incoming: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Vec<AgentAction>, String> {
+    match incoming {
+        Some(Ok(Message::Text(text))) => Ok(session.on_frame(text.as_bytes(), UnixMillis::now())),
+        Some(Ok(Message::Binary(bytes))) => Ok(session.on_frame(&bytes, UnixMillis::now())),
+        Some(Ok(Message::Close(frame))) => {
+            let reason = frame
+                .map(|frame| frame.reason.to_string())
+                .unwrap_or_default();
+            Err(format!("the cloud closed the connection: {reason}"))
+        }
+        Some(Ok(_)) => Ok(Vec::new()),
+        Some(Err(error)) => Err(format!("connection error: {error}")),
+        None => Err("the connection was closed".into()),
+    }
+}
+
 async fn send(socket: &mut CloudSocket, message: &AgentMessage) -> Result<(), AgentError> {
     let text = frame::encode(message).map_err(|error| AgentError::Transport(error.to_string()))?;
     socket
@@ -190,13 +203,8 @@ pub async fn register(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         let actions = tokio::select! {
-            incoming = socket.next() => match incoming {
-                Some(Ok(Message::Text(text))) => session.on_frame(text.as_bytes(), UnixMillis::now()),
-                Some(Ok(Message::Binary(bytes))) => session.on_frame(&bytes, UnixMillis::now()),
-                Some(Ok(Message::Close(_))) | None => return Err(AgentError::Transport("the cloud closed the connection during registration".into())),
-                Some(Ok(_)) => Vec::new(),
-                Some(Err(error)) => return Err(AgentError::Transport(error.to_string())),
-            },
+            incoming = socket.next() => feed(&mut session, incoming)
+                .map_err(|reason| AgentError::Transport(format!("registration interrupted: {reason}")))?,
             _ = ticker.tick() => session.on_tick(UnixMillis::now()),
         };
         for action in actions {
