@@ -133,7 +133,17 @@ impl<D: Directory> Executor<D> {
             return Outcome::passing(ResultCode::Timeout);
         }
         let operation = &request.operation;
-        let account = match self.directory.find_user(operation.user()).await {
+        // The domain policy does not depend on the user: read it while the user is looked up.
+        let (account, mut domain_policy) = if matches!(operation, Operation::Unlock { .. }) {
+            (self.directory.find_user(operation.user()).await, None)
+        } else {
+            let (account, policy) = tokio::join!(
+                self.directory.find_user(operation.user()),
+                self.directory.domain_policy()
+            );
+            (account, Some(policy))
+        };
+        let account = match account {
             Ok(account) => account,
             Err(error) => return lookup_failure(error),
         };
@@ -167,7 +177,10 @@ impl<D: Directory> Executor<D> {
                 let kind = WriteKind::Reset {
                     enforce_minimum_age: enforce_history,
                 };
-                let policy = match self.checked_policy(&account, &new_password, kind).await {
+                let policy = match self
+                    .checked_policy(&account, domain_policy.take(), &new_password, kind)
+                    .await
+                {
                     Ok(policy) => policy,
                     Err(refusal) => return refusal,
                 };
@@ -211,7 +224,12 @@ impl<D: Directory> Executor<D> {
                         Err(failure) => return failure,
                     };
                 let policy = match self
-                    .checked_policy(&account, &new_password, WriteKind::Change)
+                    .checked_policy(
+                        &account,
+                        domain_policy.take(),
+                        &new_password,
+                        WriteKind::Change,
+                    )
                     .await
                 {
                     Ok(policy) => policy,
@@ -295,19 +313,27 @@ impl<D: Directory> Executor<D> {
         }
     }
 
-    /// Reads the effective policy and checks the new password against it. `Ok(None)` when a
-    /// fine-grained policy applies that the service account cannot read: the DC decides alone.
+    /// Finds the effective policy (from `domain`, the domain policy read alongside the user, or
+    /// read now) and checks the new password against it. `Ok(None)` when a fine-grained policy
+    /// applies that the service account cannot read: the DC decides alone.
     async fn checked_policy(
         &self,
         account: &UserAccount,
+        domain: Option<Result<PasswordPolicy, DirectoryError>>,
         password: &SecretString,
         kind: WriteKind,
     ) -> Result<Option<PasswordPolicy>, Outcome> {
-        let policy = match self.directory.effective_policy(account).await {
-            Ok(EffectivePolicy::Known(policy)) => policy,
-            Ok(EffectivePolicy::Unreadable { .. }) => return Ok(None),
-            Err(error) => return Err(lookup_failure(error)),
-        };
+        let domain = match domain {
+            Some(read) => read,
+            None => self.directory.domain_policy().await,
+        }
+        .map_err(lookup_failure)?;
+        let policy =
+            match writeback_directory::effective_policy(&self.directory, account, domain).await {
+                Ok(EffectivePolicy::Known(policy)) => policy,
+                Ok(EffectivePolicy::Unreadable { .. }) => return Ok(None),
+                Err(error) => return Err(lookup_failure(error)),
+            };
         let facts = AccountFacts {
             sam_account_name: account.sam_account_name.clone(),
             display_name: account.display_name.clone(),
@@ -617,13 +643,13 @@ mod tests {
         harness
             .executor
             .directory()
-            .set_policy(EffectivePolicy::Known(PasswordPolicy {
+            .set_domain_policy(PasswordPolicy {
                 min_length: 7,
                 complexity: true,
                 history_length: 24,
                 min_age: Duration::from_secs(86_400),
                 source: PolicySource::Domain,
-            }));
+            });
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert!(matches!(
             harness.executor.execute(&request).await,

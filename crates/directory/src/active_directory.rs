@@ -20,7 +20,7 @@ use writeback_proto::operation::UserRef;
 use writeback_tls::Trust;
 
 use crate::decode::{self, SecretBytes};
-use crate::{Directory, DirectoryError, EffectivePolicy, ResetOptions, UserAccount};
+use crate::{Directory, DirectoryError, ResetOptions, UserAccount};
 
 const UF_ACCOUNTDISABLE: u64 = 0x2;
 const UF_LOCKOUT: u64 = 0x10;
@@ -83,14 +83,15 @@ const USER_ATTRIBUTES: &[&str] = &[
     "objectGUID",
     "adminCount",
     "userAccountControl",
-];
-
-/// Constructed attributes: Windows computes them only for base-scope reads.
-const CONSTRUCTED_USER_ATTRIBUTES: &[&str] = &[
+    "pwdLastSet",
     "msDS-User-Account-Control-Computed",
     "msDS-ResultantPSO",
-    "pwdLastSet",
 ];
+
+/// Constructed attributes, read again with a base-scope read if a DC leaves them out of a subtree
+/// search. AD and Samba both return them, and then the fallback costs nothing.
+const CONSTRUCTED_USER_ATTRIBUTES: &[&str] =
+    &["msDS-User-Account-Control-Computed", "msDS-ResultantPSO"];
 
 const DOMAIN_POLICY_ATTRIBUTES: &[&str] = &[
     "minPwdLength",
@@ -329,13 +330,20 @@ impl Directory for ActiveDirectory {
             1 => entries.remove(0),
             count => return Err(DirectoryError::AmbiguousUser { count }),
         };
-        let constructed = self
-            .read_one(&entry.dn, CONSTRUCTED_USER_ATTRIBUTES)
-            .await?
-            .ok_or(DirectoryError::UserNotFound)?;
+        let constructed = if entry
+            .attrs
+            .contains_key("msDS-User-Account-Control-Computed")
+        {
+            entry.attrs.clone()
+        } else {
+            self.read_one(&entry.dn, CONSTRUCTED_USER_ATTRIBUTES)
+                .await?
+                .ok_or(DirectoryError::UserNotFound)?
+                .attrs
+        };
         let user_account_control = number(&entry.attrs, "userAccountControl").unwrap_or(0);
         let computed_control =
-            number(&constructed.attrs, "msDS-User-Account-Control-Computed").unwrap_or(0);
+            number(&constructed, "msDS-User-Account-Control-Computed").unwrap_or(0);
         let object_guid = entry
             .bin_attrs
             .get("objectGUID")
@@ -351,40 +359,13 @@ impl Directory for ActiveDirectory {
             protected: number(&entry.attrs, "adminCount").unwrap_or(0) == 1,
             disabled: user_account_control & UF_ACCOUNTDISABLE != 0,
             locked_out: computed_control & UF_LOCKOUT != 0,
-            password_last_set: decode::password_last_set(first(&constructed.attrs, "pwdLastSet")),
-            resultant_pso: first(&constructed.attrs, "msDS-ResultantPSO").map(str::to_owned),
+            password_last_set: decode::password_last_set(first(&entry.attrs, "pwdLastSet")),
+            resultant_pso: first(&constructed, "msDS-ResultantPSO").map(str::to_owned),
             distinguished_name: entry.dn,
         })
     }
 
-    async fn effective_policy(
-        &self,
-        account: &UserAccount,
-    ) -> Result<EffectivePolicy, DirectoryError> {
-        if let Some(pso) = &account.resultant_pso {
-            let entry = self.read_one(pso, PSO_ATTRIBUTES).await?;
-            let readable =
-                entry.filter(|entry| entry.attrs.contains_key("msDS-MinimumPasswordLength"));
-            let Some(entry) = readable else {
-                tracing::warn!(
-                    pso = %pso,
-                    "a fine-grained password policy applies but the service account cannot read it; \
-                     the domain controller's verdict is used instead of the agent's own check"
-                );
-                return Ok(EffectivePolicy::Unreadable { pso: pso.clone() });
-            };
-            return Ok(EffectivePolicy::Known(PasswordPolicy {
-                min_length: number_u32(&entry.attrs, "msDS-MinimumPasswordLength"),
-                complexity: first(&entry.attrs, "msDS-PasswordComplexityEnabled")
-                    .is_some_and(|value| value.eq_ignore_ascii_case("TRUE")),
-                history_length: number_u32(&entry.attrs, "msDS-PasswordHistoryLength"),
-                min_age: decode::interval_to_duration(first(
-                    &entry.attrs,
-                    "msDS-MinimumPasswordAge",
-                )),
-                source: PolicySource::FineGrained(pso.clone()),
-            }));
-        }
+    async fn domain_policy(&self) -> Result<PasswordPolicy, DirectoryError> {
         let domain_root = self.connection().await?.default_naming_context;
         let entry = self
             .read_one(&domain_root, DOMAIN_POLICY_ATTRIBUTES)
@@ -394,12 +375,33 @@ impl Directory for ActiveDirectory {
                     "cannot read the domain policy at {domain_root}"
                 ))
             })?;
-        Ok(EffectivePolicy::Known(PasswordPolicy {
+        Ok(PasswordPolicy {
             min_length: number_u32(&entry.attrs, "minPwdLength"),
             complexity: number(&entry.attrs, "pwdProperties").unwrap_or(0) & PASSWORD_COMPLEX != 0,
             history_length: number_u32(&entry.attrs, "pwdHistoryLength"),
             min_age: decode::interval_to_duration(first(&entry.attrs, "minPwdAge")),
             source: PolicySource::Domain,
+        })
+    }
+
+    async fn password_settings(&self, pso: &str) -> Result<Option<PasswordPolicy>, DirectoryError> {
+        let entry = self.read_one(pso, PSO_ATTRIBUTES).await?;
+        let readable = entry.filter(|entry| entry.attrs.contains_key("msDS-MinimumPasswordLength"));
+        let Some(entry) = readable else {
+            tracing::warn!(
+                pso = %pso,
+                "a fine-grained password policy applies but the service account cannot read it; \
+                 the domain controller's verdict is used instead of the agent's own check"
+            );
+            return Ok(None);
+        };
+        Ok(Some(PasswordPolicy {
+            min_length: number_u32(&entry.attrs, "msDS-MinimumPasswordLength"),
+            complexity: first(&entry.attrs, "msDS-PasswordComplexityEnabled")
+                .is_some_and(|value| value.eq_ignore_ascii_case("TRUE")),
+            history_length: number_u32(&entry.attrs, "msDS-PasswordHistoryLength"),
+            min_age: decode::interval_to_duration(first(&entry.attrs, "msDS-MinimumPasswordAge")),
+            source: PolicySource::FineGrained(pso.to_owned()),
         }))
     }
 

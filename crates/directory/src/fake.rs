@@ -8,9 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::{PasswordPolicy, PolicySource};
 use writeback_proto::operation::UserRef;
 
-use crate::{
-    Directory, DirectoryError, EffectivePolicy, PasswordLastSet, ResetOptions, UserAccount,
-};
+use crate::{Directory, DirectoryError, PasswordLastSet, ResetOptions, UserAccount};
 
 #[derive(Debug, Clone)]
 pub struct FakeUser {
@@ -27,7 +25,7 @@ pub struct FakeDirectory {
 #[derive(Debug)]
 struct FakeState {
     users: HashMap<String, FakeUser>,
-    policy: EffectivePolicy,
+    policy: PasswordPolicy,
     writes: usize,
     /// When set, every call fails with this error.
     failure: Option<DirectoryError>,
@@ -38,13 +36,13 @@ impl Default for FakeDirectory {
         Self {
             state: Mutex::new(FakeState {
                 users: HashMap::new(),
-                policy: EffectivePolicy::Known(PasswordPolicy {
+                policy: PasswordPolicy {
                     min_length: 7,
                     complexity: true,
                     history_length: 24,
                     min_age: std::time::Duration::ZERO,
                     source: PolicySource::Domain,
-                }),
+                },
                 writes: 0,
                 failure: None,
             }),
@@ -96,7 +94,7 @@ impl FakeDirectory {
         self.state().writes
     }
 
-    pub fn set_policy(&self, policy: EffectivePolicy) {
+    pub fn set_domain_policy(&self, policy: PasswordPolicy) {
         self.state().policy = policy;
     }
 
@@ -145,12 +143,18 @@ impl Directory for FakeDirectory {
         }
     }
 
-    async fn effective_policy(
-        &self,
-        _account: &UserAccount,
-    ) -> Result<EffectivePolicy, DirectoryError> {
+    async fn domain_policy(&self) -> Result<PasswordPolicy, DirectoryError> {
         self.check_failure()?;
         Ok(self.state().policy.clone())
+    }
+
+    /// Like a four-rights service account, the fake cannot read fine-grained policies.
+    async fn password_settings(
+        &self,
+        _pso: &str,
+    ) -> Result<Option<PasswordPolicy>, DirectoryError> {
+        self.check_failure()?;
+        Ok(None)
     }
 
     async fn reset_enforces_history(&self) -> Result<bool, DirectoryError> {

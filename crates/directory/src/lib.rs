@@ -67,6 +67,22 @@ pub enum EffectivePolicy {
     },
 }
 
+/// The policy that applies to `account`: its fine-grained policy when one applies, otherwise
+/// `domain`. The caller reads `domain` itself, so that it can do so while the user is looked up.
+pub async fn effective_policy(
+    directory: &impl Directory,
+    account: &UserAccount,
+    domain: PasswordPolicy,
+) -> Result<EffectivePolicy, DirectoryError> {
+    let Some(pso) = &account.resultant_pso else {
+        return Ok(EffectivePolicy::Known(domain));
+    };
+    Ok(match directory.password_settings(pso).await? {
+        Some(policy) => EffectivePolicy::Known(policy),
+        None => EffectivePolicy::Unreadable { pso: pso.clone() },
+    })
+}
+
 /// The options of a reset, applied in the same modify as the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ResetOptions {
@@ -110,10 +126,15 @@ pub trait Directory: Send + Sync {
         user: &UserRef,
     ) -> impl Future<Output = Result<UserAccount, DirectoryError>> + Send;
 
-    fn effective_policy(
+    /// The domain's password policy, from the domain root.
+    fn domain_policy(&self) -> impl Future<Output = Result<PasswordPolicy, DirectoryError>> + Send;
+
+    /// The settings of the fine-grained password policy `pso`; `None` when the service account
+    /// may not read them.
+    fn password_settings(
         &self,
-        account: &UserAccount,
-    ) -> impl Future<Output = Result<EffectivePolicy, DirectoryError>> + Send;
+        pso: &str,
+    ) -> impl Future<Output = Result<Option<PasswordPolicy>, DirectoryError>> + Send;
 
     /// Whether a reset also enforces history and minimum age (the DC honours the policy-hints
     /// control).

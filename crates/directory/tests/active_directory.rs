@@ -14,7 +14,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use writeback_directory::{
     ActiveDirectory, Directory, DirectoryError, DirectorySettings, EffectivePolicy,
-    PasswordLastSet, ResetOptions,
+    PasswordLastSet, ResetOptions, effective_policy,
 };
 use writeback_policy::{PolicyReason, PolicySource};
 use writeback_proto::operation::UserRef;
@@ -141,8 +141,13 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
 
     let service = service_directory(&dc);
     let account = service.find_user(&by_name(&plain)).await.unwrap();
-    let EffectivePolicy::Known(domain) = service.effective_policy(&account).await.unwrap() else {
-        panic!("the domain policy is readable by any account");
+    let domain_policy = service.domain_policy().await.unwrap();
+    let EffectivePolicy::Known(domain) =
+        effective_policy(&service, &account, domain_policy.clone())
+            .await
+            .unwrap()
+    else {
+        panic!("a user without a PSO has the domain policy");
     };
     assert_eq!(
         (domain.min_length, domain.complexity, domain.source.clone()),
@@ -156,7 +161,9 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
         Some(pso.to_lowercase())
     );
     assert!(matches!(
-        service.effective_policy(&account).await.unwrap(),
+        effective_policy(&service, &account, domain_policy.clone())
+            .await
+            .unwrap(),
         EffectivePolicy::Unreadable { .. }
     ));
 
@@ -164,7 +171,9 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
     let administrator =
         ActiveDirectory::new(settings(&dc, "Administrator", &dc.admin_password)).unwrap();
     let account = administrator.find_user(&by_name(&governed)).await.unwrap();
-    let EffectivePolicy::Known(fine) = administrator.effective_policy(&account).await.unwrap()
+    let EffectivePolicy::Known(fine) = effective_policy(&administrator, &account, domain_policy)
+        .await
+        .unwrap()
     else {
         panic!("the administrator can read PSOs");
     };
