@@ -111,6 +111,8 @@ impl<D: Directory> Executor<D> {
                     }
                 }
                 Begin::Fresh(guard) => {
+                    // Durations for the log only; decisions use the clock parameter.
+                    let started = std::time::Instant::now();
                     let outcome = self.apply(request).await;
                     let operation = request.operation.kind();
                     tracing::info!(
@@ -119,6 +121,7 @@ impl<D: Directory> Executor<D> {
                         user = %request.operation.user(),
                         result = outcome.result.code(),
                         event_id = outcome.result.event_id(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
                         "operation done"
                     );
                     guard.finish(&outcome.result, outcome.keep, (self.clock)());

@@ -54,6 +54,9 @@ pub async fn connect(cloud_url: &str, trust: &Trust) -> Result<CloudSocket, Agen
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|error| unreachable(error.to_string()))?;
+    // Frames are small and each one is awaited by the other side: send them without waiting.
+    tcp.set_nodelay(true)
+        .map_err(|error| unreachable(error.to_string()))?;
     let stream = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TlsConnector::from(std::sync::Arc::new(tls)).connect(server_name, tcp),

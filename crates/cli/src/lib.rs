@@ -115,6 +115,8 @@ impl ApiClient {
                 .await
                 .map_err(|_| failed("timed out".into()))?
                 .map_err(|error| failed(error.to_string()))?;
+        tcp.set_nodelay(true)
+            .map_err(|error| failed(error.to_string()))?;
         let name = rustls_pki_types::ServerName::try_from(self.host.clone())
             .map_err(|error| ClientError::Tls(error.to_string()))?;
         let stream = TlsConnector::from(self.tls.clone())

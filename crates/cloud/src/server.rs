@@ -39,6 +39,10 @@ pub async fn run(
                 continue;
             }
         };
+        // Requests and agent frames are small and answered at once: send them without waiting.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         connections.spawn(async move {

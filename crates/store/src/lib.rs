@@ -138,6 +138,9 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection.
             .max_connections(if in_memory { 1 } else { 4 })
+            // A local file has no connection to go stale; the default ping before every query
+            // only adds a round trip to the connection's worker thread.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;

@@ -295,13 +295,15 @@ async fn perform(
     build: &relay::BuildOperation<'_>,
 ) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
     let UserPath { directory, user } = target;
-    if state
-        .store
-        .directory(&directory)
-        .await
-        .map_err(ApiError::internal)?
-        .is_none()
-    {
+    // An agent of the directory can only be connected if the directory exists.
+    let known = state.relay.serves(&directory)
+        || state
+            .store
+            .directory(&directory)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some();
+    if !known {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_directory",
@@ -311,10 +313,12 @@ async fn perform(
     let started = UnixMillis::now();
     let deadline = started.saturating_add(state.config.request_timeout());
     tracing::info!(%request_id, operation = %kind, %directory, %user, actor = %signed_in.administrator.email, "operation started");
+    let dispatched = std::time::Instant::now();
     let result = state
         .relay
         .dispatch(&directory, request_id, deadline, build)
         .await;
+    let dispatch_us = dispatched.elapsed().as_micros() as u64;
     let finished = UnixMillis::now();
     tracing::info!(
         %request_id,
@@ -323,6 +327,7 @@ async fn perform(
         %user,
         result = result.code(),
         elapsed_ms = finished.duration_since(started).as_millis() as u64,
+        dispatch_us,
         "operation finished"
     );
     let detail = match &result {

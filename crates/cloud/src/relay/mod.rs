@@ -103,6 +103,11 @@ impl Relay {
         }
     }
 
+    /// Whether any agent of `directory` is connected (which implies the directory exists).
+    pub fn serves(&self, directory: &DirectoryName) -> bool {
+        self.any_for(directory).is_some()
+    }
+
     pub fn is_connected(&self, agent_id: &AgentId) -> bool {
         lock(&self.connections).contains_key(agent_id)
     }
