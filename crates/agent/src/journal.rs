@@ -1,7 +1,8 @@
 //! The outcome journal: what makes a request id take effect at most once. A repeated id gets the
 //! recorded outcome without touching the directory; a repeat that arrives while the first is still
-//! running waits for it. Outcomes are appended to `journal.jsonl` (fsynced) so that an agent
-//! restarted between applying a request and answering it still recognises the resend.
+//! running waits for it. Outcomes are appended to `journal.jsonl` before the answer is sent, so
+//! that an agent restarted between applying a request and answering it still recognises the
+//! resend; the file is flushed to disk right after, off the answer's path.
 //!
 //! Outcomes that did not touch the directory and may succeed later (the deadline had already
 //! passed, the DC could not be reached before writing) are not recorded: a retry deserves a real
@@ -179,10 +180,30 @@ impl Journal {
         let written = serde_json::to_string(line)
             .map_err(std::io::Error::other)
             .and_then(|text| writeln!(file, "{text}"))
-            .and_then(|()| file.sync_data());
-        if let Err(error) = written {
-            tracing::error!(%error, path = ?self.path, request_id = %line.request_id, "cannot append to the outcome journal; a resend after a restart could be applied again");
+            .and_then(|()| file.try_clone());
+        let request_id = line.request_id;
+        match written {
+            // The line is in the kernel now, which is what an agent restarted after a crash needs
+            // to recognise a resend; it is flushed to disk right after, off the answer's path.
+            Ok(copy) => flush_later(copy, request_id),
+            Err(error) => {
+                tracing::error!(%error, path = ?self.path, %request_id, "cannot append to the outcome journal; a resend after a restart could be applied again");
+            }
         }
+    }
+}
+
+fn flush_later(file: File, request_id: RequestId) {
+    let flush = move || {
+        if let Err(error) = file.sync_data() {
+            tracing::error!(%error, %request_id, "cannot flush the outcome journal to disk");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(flush);
+        }
+        Err(_) => flush(),
     }
 }
 
