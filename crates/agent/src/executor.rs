@@ -135,27 +135,13 @@ impl<D: Directory> Executor<D> {
         if (self.clock)() >= request.deadline {
             return Outcome::passing(ResultCode::Timeout);
         }
-        let operation = &request.operation;
-        // The domain policy does not depend on the user: read it while the user is looked up.
-        let (account, mut domain_policy) = if matches!(operation, Operation::Unlock { .. }) {
-            (self.directory.find_user(operation.user()).await, None)
-        } else {
-            let (account, policy) = tokio::join!(
-                self.directory.find_user(operation.user()),
-                self.directory.domain_policy()
-            );
-            (account, Some(policy))
-        };
-        let account = match account {
-            Ok(account) => account,
-            Err(error) => return lookup_failure(error),
-        };
-        if let Err(refusal) = self.guard(&account) {
-            tracing::info!(request_id = %request.request_id, dn = %account.distinguished_name, result = refusal.code(), "refused by the agent's guard");
-            return Outcome::kept(refusal);
-        }
-        match operation {
-            Operation::Unlock { .. } => {
+        match &request.operation {
+            Operation::Unlock { user } => {
+                let found = self.directory.find_user(user).await;
+                let account = match self.admit(request, found) {
+                    Ok(account) => account,
+                    Err(refusal) => return refusal,
+                };
                 if let Some(late) = self.too_late(request) {
                     return late;
                 }
@@ -168,6 +154,15 @@ impl<D: Directory> Executor<D> {
                 must_change,
                 unlock,
             } => {
+                // The domain policy does not depend on the user: read it while the user is looked up.
+                let (found, domain_policy) = tokio::join!(
+                    self.directory.find_user(user),
+                    self.directory.domain_policy()
+                );
+                let account = match self.admit(request, found) {
+                    Ok(account) => account,
+                    Err(refusal) => return refusal,
+                };
                 let new_password =
                     match self.open(request, user, SecretField::NewPassword, new_password) {
                         Ok(secret) => secret,
@@ -181,7 +176,7 @@ impl<D: Directory> Executor<D> {
                     enforce_minimum_age: enforce_history,
                 };
                 let policy = match self
-                    .checked_policy(&account, domain_policy.take(), &new_password, kind)
+                    .checked_policy(&account, domain_policy, &new_password, kind)
                     .await
                 {
                     Ok(policy) => policy,
@@ -209,6 +204,14 @@ impl<D: Directory> Executor<D> {
                 current_password,
                 new_password,
             } => {
+                let (found, domain_policy) = tokio::join!(
+                    self.directory.find_user(user),
+                    self.directory.domain_policy()
+                );
+                let account = match self.admit(request, found) {
+                    Ok(account) => account,
+                    Err(refusal) => return refusal,
+                };
                 if account.locked_out {
                     return Outcome::kept(ResultCode::AccountLocked);
                 }
@@ -227,12 +230,7 @@ impl<D: Directory> Executor<D> {
                         Err(failure) => return failure,
                     };
                 let policy = match self
-                    .checked_policy(
-                        &account,
-                        domain_policy.take(),
-                        &new_password,
-                        WriteKind::Change,
-                    )
+                    .checked_policy(&account, domain_policy, &new_password, WriteKind::Change)
                     .await
                 {
                     Ok(policy) => policy,
@@ -252,6 +250,20 @@ impl<D: Directory> Executor<D> {
                 )
             }
         }
+    }
+
+    /// The found user, unless the lookup failed or the agent's guard refuses them.
+    fn admit(
+        &self,
+        request: &Request,
+        found: Result<UserAccount, DirectoryError>,
+    ) -> Result<UserAccount, Outcome> {
+        let account = found.map_err(lookup_failure)?;
+        if let Err(refusal) = self.guard(&account) {
+            tracing::info!(request_id = %request.request_id, dn = %account.distinguished_name, result = refusal.code(), "refused by the agent's guard");
+            return Err(Outcome::kept(refusal));
+        }
+        Ok(account)
     }
 
     /// The last check before writing: lookups take time, and the cloud stops waiting at the
@@ -316,21 +328,17 @@ impl<D: Directory> Executor<D> {
         }
     }
 
-    /// Finds the effective policy (from `domain`, the domain policy read alongside the user, or
-    /// read now) and checks the new password against it. `Ok(None)` when a fine-grained policy
+    /// Finds the effective policy (the user's PSO, or `domain`, the domain policy read alongside
+    /// the user) and checks the new password against it. `Ok(None)` when a fine-grained policy
     /// applies that the service account cannot read: the DC decides alone.
     async fn checked_policy(
         &self,
         account: &UserAccount,
-        domain: Option<Result<PasswordPolicy, DirectoryError>>,
+        domain: Result<PasswordPolicy, DirectoryError>,
         password: &SecretString,
         kind: WriteKind,
     ) -> Result<Option<PasswordPolicy>, Outcome> {
-        let domain = match domain {
-            Some(read) => read,
-            None => self.directory.domain_policy().await,
-        }
-        .map_err(lookup_failure)?;
+        let domain = domain.map_err(lookup_failure)?;
         let policy =
             match writeback_directory::effective_policy(&self.directory, account, domain).await {
                 Ok(EffectivePolicy::Known(policy)) => policy,
