@@ -19,7 +19,31 @@ pub struct AgentConfig {
     pub sealing_key_rotation_days: u64,
     pub reconnect_initial_delay_ms: u64,
     pub reconnect_max_delay_seconds: u64,
+    pub sync: SyncConfig,
     pub log: LogConfig,
+}
+
+/// Directory sync of the allowed OUs' users and groups to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    pub enabled: bool,
+    /// How often the DC's highest committed USN is read; a change reaches the cloud within about
+    /// this long. The read is a single root DSE lookup.
+    pub poll_interval_ms: u64,
+    /// When nothing changed for this long, the agent still confirms its cursor, so the cloud can
+    /// tell a quiet directory from a stalled sync.
+    pub confirm_interval_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval_ms: 1000,
+            confirm_interval_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +76,7 @@ impl Default for AgentConfig {
             sealing_key_rotation_days: 30,
             reconnect_initial_delay_ms: 500,
             reconnect_max_delay_seconds: 30,
+            sync: SyncConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -1,5 +1,5 @@
-//! The agent's outbound connection: dial, authenticate, serve requests, heartbeat; when the
-//! connection ends for any reason, back off and dial again. The decisions are made by
+//! The agent's outbound connection: dial, authenticate, serve requests, heartbeat, stream directory
+//! sync; when the connection ends for any reason, back off and dial again. The decisions are made by
 //! [`AgentSession`]; this is only its IO.
 
 use std::future::Future;
@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
-use writeback_directory::Directory;
+use writeback_directory::{Directory, DirectorySync};
 use writeback_proto::frame::{self, AgentMessage, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::operation::Response;
 use writeback_proto::session::{AgentAction, AgentPurpose, AgentSession, SessionSettings};
+use writeback_proto::sync::{SyncBatch, SyncStart};
 use writeback_proto::time::UnixMillis;
 
 use crate::backoff::{Backoff, random_jitter};
 use crate::executor::Executor;
 use crate::state::AgentState;
+use crate::sync::{self, OutgoingBatch, SYNC_WINDOW, SyncLink, SyncSettings};
 use crate::transport::{self, CloudSocket};
 use crate::{AgentError, VERSION};
 
@@ -34,10 +36,11 @@ pub struct ReconnectPolicy {
 }
 
 /// Holds the connection to the cloud until `shutdown` resolves, reconnecting whenever it drops.
-pub async fn run<D: Directory + 'static>(
+pub async fn run<D: Directory + DirectorySync + 'static>(
     state: Arc<AgentState>,
     save_state: impl Fn(&AgentState) -> Result<(), AgentError>,
     executor: Arc<Executor<D>>,
+    sync: Option<SyncSettings>,
     policy: ReconnectPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -56,7 +59,7 @@ pub async fn run<D: Directory + 'static>(
         }
         let started = UnixMillis::now();
         let ended = tokio::select! {
-            ended = serve_once(&state, executor.clone()) => ended,
+            ended = serve_once(&state, executor.clone(), sync.as_ref()) => ended,
             () = &mut shutdown => return,
         };
         match ended {
@@ -83,10 +86,55 @@ pub async fn run<D: Directory + 'static>(
     }
 }
 
+/// The sync task of one connection. Dropping it stops the task and discards its unsent batches.
+struct RunningSync {
+    task: tokio::task::JoinHandle<()>,
+    batches: mpsc::Receiver<OutgoingBatch>,
+    window: Arc<Semaphore>,
+}
+
+impl Drop for RunningSync {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RunningSync {
+    fn start<D: Directory + DirectorySync + 'static>(
+        executor: Arc<Executor<D>>,
+        start: SyncStart,
+        settings: SyncSettings,
+    ) -> Self {
+        let (batches, receiver) = mpsc::channel(SYNC_WINDOW);
+        let window = Arc::new(Semaphore::new(SYNC_WINDOW));
+        let link = SyncLink {
+            batches,
+            window: window.clone(),
+        };
+        let task = tokio::spawn(async move {
+            sync::run(executor.directory(), start, &settings, &link).await;
+        });
+        Self {
+            task,
+            batches: receiver,
+            window,
+        }
+    }
+}
+
+/// The next batch of the running sync, if there is one; otherwise waits forever.
+async fn next_batch(running: &mut Option<RunningSync>) -> Option<OutgoingBatch> {
+    match running {
+        Some(running) => running.batches.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One connection, from dial to close. `Ok` carries why a working connection ended.
-async fn serve_once<D: Directory + 'static>(
+async fn serve_once<D: Directory + DirectorySync + 'static>(
     state: &AgentState,
     executor: Arc<Executor<D>>,
+    sync_settings: Option<&SyncSettings>,
 ) -> Result<String, AgentError> {
     let trust = state.cloud_trust.to_trust()?;
     let mut socket = transport::connect(&state.cloud_url, &trust).await?;
@@ -105,6 +153,8 @@ async fn serve_once<D: Directory + 'static>(
     );
     let (results, mut finished) = mpsc::channel::<Response>(64);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut running_sync: Option<RunningSync> = None;
+    let mut batch_sequence = 0u64;
     loop {
         let actions = tokio::select! {
             incoming = socket.next() => match feed(&mut session, incoming) {
@@ -112,6 +162,15 @@ async fn serve_once<D: Directory + 'static>(
                 Err(reason) => return Ok(reason),
             },
             Some(response) = finished.recv() => vec![AgentAction::Send(AgentMessage::Response(response))],
+            Some(batch) = next_batch(&mut running_sync) => {
+                batch_sequence += 1;
+                vec![AgentAction::Send(AgentMessage::SyncBatch(SyncBatch {
+                    sequence: batch_sequence,
+                    changes: batch.changes,
+                    cursor: batch.cursor,
+                    completes_full_sync: batch.completes_full_sync,
+                }))]
+            }
             _ = ticker.tick() => session.on_tick(UnixMillis::now()),
         };
         for action in actions {
@@ -134,6 +193,22 @@ async fn serve_once<D: Directory + 'static>(
                             })
                             .await;
                     });
+                }
+                AgentAction::StartSync(start) => match sync_settings {
+                    Some(settings) => {
+                        // Replacing the running sync aborts it and discards its unsent batches.
+                        running_sync = Some(RunningSync::start(
+                            executor.clone(),
+                            start,
+                            settings.clone(),
+                        ));
+                    }
+                    None => tracing::info!("the cloud asked for directory sync, which is disabled in this agent's configuration"),
+                },
+                AgentAction::SyncAcknowledged { .. } => {
+                    if let Some(running) = &running_sync {
+                        running.window.add_permits(1);
+                    }
                 }
                 AgentAction::Rejected { reason, message } => {
                     let hint = match reason {
@@ -219,7 +294,10 @@ pub async fn register(
                 }
                 AgentAction::Rejected { message, .. } => return Err(AgentError::Rejected(message)),
                 AgentAction::Close { reason } => return Err(AgentError::Transport(reason)),
-                AgentAction::Ready { .. } | AgentAction::Execute(_) => {}
+                AgentAction::Ready { .. }
+                | AgentAction::Execute(_)
+                | AgentAction::StartSync(_)
+                | AgentAction::SyncAcknowledged { .. } => {}
             }
         }
     }

@@ -1,5 +1,6 @@
-//! `writeback-agent`: the on-premises half. It dials out to the cloud (never the other way), and
-//! applies the fixed set of operations of the protocol to the directory, guarded.
+//! `writeback-agent`: the on-premises half. It dials out to the cloud (never the other way),
+//! applies the fixed set of operations of the protocol to the directory, guarded, and syncs the
+//! allowed OUs' users and groups up to the cloud.
 //!
 //! Entry points: [`register`] (once, with a token) and [`run`] (the service).
 
@@ -9,6 +10,7 @@ pub mod connection;
 pub mod executor;
 pub mod journal;
 pub mod state;
+pub mod sync;
 pub mod transport;
 
 use std::future::Future;
@@ -147,12 +149,18 @@ pub async fn run(
         max_delay: Duration::from_secs(config.reconnect_max_delay_seconds.max(1)),
         sealing_key_rotation: config.sealing_key_rotation(),
     };
+    let sync = config.sync.enabled.then(|| sync::SyncSettings {
+        bases: config.directory.allowed_ous.clone(),
+        poll_interval: Duration::from_millis(config.sync.poll_interval_ms.max(50)),
+        confirm_interval: Duration::from_secs(config.sync.confirm_interval_seconds.max(1)),
+    });
     let state_path = config.state_path();
     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %state.cloud_url, version = VERSION, event_id = 31015, "writeback-agent starting");
     connection::run(
         state,
         move |state| state.save(&state_path),
         executor,
+        sync,
         policy,
         shutdown,
     )

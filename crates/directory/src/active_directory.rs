@@ -54,8 +54,8 @@ impl fmt::Debug for DirectorySettings {
 }
 
 #[derive(Clone)]
-struct Connection {
-    ldap: ldap3::Ldap,
+pub(crate) struct Connection {
+    pub(crate) ldap: ldap3::Ldap,
     /// The domain root, where the domain password policy lives.
     default_naming_context: String,
     policy_hints: Option<&'static str>,
@@ -65,6 +65,9 @@ pub struct ActiveDirectory {
     settings: DirectorySettings,
     tls: Arc<rustls::ClientConfig>,
     connection: Mutex<Option<Connection>>,
+    /// Directory sync reads on its own connection, so a long paged search never queues a
+    /// password reset behind it.
+    sync_connection: Mutex<Option<Connection>>,
 }
 
 impl fmt::Debug for ActiveDirectory {
@@ -121,6 +124,7 @@ impl ActiveDirectory {
             settings,
             tls: Arc::new(tls),
             connection: Mutex::new(None),
+            sync_connection: Mutex::new(None),
         })
     }
 
@@ -131,7 +135,38 @@ impl ActiveDirectory {
     }
 
     async fn connection(&self) -> Result<Connection, DirectoryError> {
-        let mut slot = self.connection.lock().await;
+        self.cached_connection(&self.connection).await
+    }
+
+    /// The connection for sync reads. Any failure on it discards it, so the next read reconnects.
+    pub(crate) async fn sync_connection(&self) -> Result<Connection, DirectoryError> {
+        self.cached_connection(&self.sync_connection).await
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.settings.operation_timeout
+    }
+
+    /// The domain root: where deltas search, so deletions and moves out of scope are seen.
+    pub(crate) async fn domain_root(&self) -> Result<String, DirectoryError> {
+        Ok(self.sync_connection().await?.default_naming_context)
+    }
+
+    /// Translates a failed sync read, dropping the sync connection if it broke.
+    pub(crate) fn sync_failure(&self, error: LdapError) -> DirectoryError {
+        if is_transport_failure(&error)
+            && let Ok(mut slot) = self.sync_connection.try_lock()
+        {
+            *slot = None;
+        }
+        transport_error(&self.settings, error)
+    }
+
+    async fn cached_connection(
+        &self,
+        slot: &Mutex<Option<Connection>>,
+    ) -> Result<Connection, DirectoryError> {
+        let mut slot = slot.lock().await;
         if let Some(connection) = slot.as_mut()
             && !connection.ldap.is_closed()
         {
@@ -315,8 +350,10 @@ impl ActiveDirectory {
 
 impl Directory for ActiveDirectory {
     async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
-        let UserRef::LogonName(logon_name) = user;
-        let filter = decode::user_filter(logon_name);
+        let filter = match user {
+            UserRef::Anchor(anchor) => decode::anchor_filter(anchor),
+            UserRef::LogonName(logon_name) => decode::user_filter(logon_name),
+        };
         let mut entries = self
             .search(
                 &self.settings.search_base,
@@ -454,14 +491,14 @@ impl Directory for ActiveDirectory {
     }
 }
 
-fn first<'a>(attributes: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(attributes: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
     attributes
         .get(name)
         .and_then(|values| values.first())
         .map(String::as_str)
 }
 
-fn number(attributes: &HashMap<String, Vec<String>>, name: &str) -> Option<u64> {
+pub(crate) fn number(attributes: &HashMap<String, Vec<String>>, name: &str) -> Option<u64> {
     first(attributes, name)
         .and_then(|value| value.parse::<i64>().ok())
         .map(|value| value as u64)

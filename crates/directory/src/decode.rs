@@ -9,6 +9,7 @@ use ldap3::Mod;
 use ldap3::controls::RawControl;
 use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::PolicyReason;
+use writeback_proto::sync::ObjectAnchor;
 use zeroize::Zeroizing;
 
 use crate::{DirectoryError, PasswordLastSet, ResetOptions};
@@ -141,6 +142,16 @@ pub fn user_filter(logon_name: &str) -> String {
     format!(
         "(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={escaped})(userPrincipalName={escaped})))"
     )
+}
+
+/// The search filter for a synced user's anchor: its `objectGUID`, byte by byte.
+pub fn anchor_filter(anchor: &ObjectAnchor) -> String {
+    let escaped: String = anchor
+        .as_bytes()
+        .iter()
+        .map(|byte| format!("\\{byte:02x}"))
+        .collect();
+    format!("(&(objectCategory=person)(objectClass=user)(objectGUID={escaped}))")
 }
 
 pub fn filetime_to_unix_ms(filetime: i64) -> Option<u64> {

@@ -1,12 +1,14 @@
 //! The on-premises directory, as the agent needs it: find a user, read the password policy that
-//! applies to them, and apply exactly one of three writes (reset, change, unlock), each as a single
-//! LDAP modify. This is the only crate that speaks LDAP.
+//! applies to them, apply exactly one of three writes (reset, change, unlock), each as a single
+//! LDAP modify, and read users and groups for directory sync ([`DirectorySync`]). This is the only
+//! crate that speaks LDAP.
 //!
 //! [`Directory`] is the seam: [`ActiveDirectory`] implements it over `ldap3` and LDAPS, and
 //! [`fake::FakeDirectory`] (feature `fake`) implements it in memory for unit tests of the agent.
 
 mod active_directory;
 mod decode;
+mod sync;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 
@@ -20,6 +22,7 @@ use writeback_proto::operation::UserRef;
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
 pub use decode::is_within;
+pub use sync::{DirectorySync, SyncPosition};
 
 /// What the agent knows about one user before it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,12 +12,13 @@ use crate::identity::{IdentityPublicKey, Signature};
 use crate::ids::{AgentId, DirectoryName};
 use crate::operation::{Request, Response};
 use crate::sealing::SealingPublicKey;
+use crate::sync::{SyncBatch, SyncStart};
 use crate::time::UnixMillis;
 
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// The largest frame either side accepts. A real frame is well under 2 KiB; the margin allows for
-/// future fields without inviting memory exhaustion.
+/// The largest frame either side accepts. An operation frame is well under 2 KiB; sync batches are
+/// cut to fit well inside this, and the limit still keeps memory exhaustion out of reach.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Frames the agent sends.
@@ -32,6 +33,7 @@ pub enum AgentMessage {
         sent_at: UnixMillis,
     },
     Response(Response),
+    SyncBatch(SyncBatch),
 }
 
 impl AgentMessage {
@@ -41,6 +43,7 @@ impl AgentMessage {
             Self::Hello(_) => "hello",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Response(_) => "response",
+            Self::SyncBatch(_) => "sync_batch",
         }
     }
 }
@@ -87,6 +90,10 @@ pub enum CloudMessage {
         sent_at: UnixMillis,
     },
     Request(Request),
+    SyncStart(SyncStart),
+    SyncAck {
+        sequence: u64,
+    },
     /// The handshake was refused; the connection closes after this frame.
     Rejected {
         reason: RejectReason,
@@ -106,6 +113,8 @@ impl CloudMessage {
             Self::Welcome { .. } => "welcome",
             Self::HeartbeatAck { .. } => "heartbeat_ack",
             Self::Request(_) => "request",
+            Self::SyncStart(_) => "sync_start",
+            Self::SyncAck { .. } => "sync_ack",
             Self::Rejected { .. } => "rejected",
             Self::ProtocolError { .. } => "protocol_error",
         }

@@ -3,6 +3,7 @@
 //! * [`frame`]: versioned frames and their size and shape limits.
 //! * [`session`]: the two ends of a connection as state machines fed with bytes and time.
 //! * [`sealing`]: passwords sealed to the agent with HPKE, bound to request, operation and user.
+//! * [`sync`]: users and groups streamed from the directory, with a cursor the cloud keeps.
 //! * [`result`]: the one stable set of result codes every layer speaks.
 //! * [`api`]: request and response bodies of the admin REST API.
 
@@ -17,6 +18,7 @@ pub mod result;
 pub mod sealing;
 pub mod secret;
 pub mod session;
+pub mod sync;
 pub mod time;
 
 pub use error::ProtoError;

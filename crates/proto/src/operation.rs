@@ -9,16 +9,20 @@ use crate::ProtoError;
 use crate::ids::RequestId;
 use crate::result::ResultCode;
 use crate::sealing::SealedSecret;
+use crate::sync::ObjectAnchor;
 use crate::time::UnixMillis;
 
 /// Longest user name accepted: longer than any sAMAccountName (20) or practical UPN.
 pub const MAX_USER_NAME_CHARS: usize = 256;
 
-/// How the cloud names the user. Until directory sync exists the user is addressed by logon
-/// name (sAMAccountName or userPrincipalName) and the agent resolves it.
+/// How the cloud names the user. A synced user is addressed by anchor, which the agent resolves
+/// to the user's current DN, so a rename or move since the last sync cannot misdirect a write. A
+/// user the cloud has not synced yet is addressed by logon name (sAMAccountName or
+/// userPrincipalName).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserRef {
+    Anchor(ObjectAnchor),
     LogonName(String),
 }
 
@@ -43,6 +47,7 @@ impl UserRef {
     /// The text bound into a sealed password's associated data.
     pub fn anchor(&self) -> String {
         match self {
+            Self::Anchor(anchor) => format!("object_guid:{anchor}"),
             Self::LogonName(name) => format!("logon_name:{name}"),
         }
     }
@@ -51,6 +56,7 @@ impl UserRef {
 impl fmt::Display for UserRef {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Anchor(anchor) => write!(formatter, "{anchor}"),
             Self::LogonName(name) => formatter.write_str(name),
         }
     }

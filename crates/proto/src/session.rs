@@ -11,6 +11,7 @@
 //!   ──── heartbeat ────────────────────▶ ◀─── heartbeat_ack ───
 //!   ◀─── request {id, deadline, operation} ─
 //!   ──── response {id, result} ─────────▶
+//!   ◀─── sync_start / sync_ack ──────── ──── sync_batch ────▶   (see [`crate::sync`])
 //! ```
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::identity::{
 use crate::ids::{AgentId, DirectoryName};
 use crate::operation::{Request, Response};
 use crate::sealing::SealingPublicKey;
+use crate::sync::{SyncBatch, SyncStart};
 use crate::time::UnixMillis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub enum CloudAction {
         sent_at: UnixMillis,
     },
     Deliver(Response),
+    /// Apply the batch and its cursor in one transaction, then send `sync_ack`.
+    ApplySync(SyncBatch),
     /// Close the connection; `reason` is for the log.
     Close {
         reason: String,
@@ -166,13 +170,16 @@ impl CloudSession {
             (CloudState::Ready(_), AgentMessage::Response(response)) => {
                 vec![CloudAction::Deliver(response)]
             }
+            (CloudState::Ready(_), AgentMessage::SyncBatch(batch)) => {
+                vec![CloudAction::ApplySync(batch)]
+            }
             (state, message) => {
                 let expected = match state {
                     CloudState::AwaitingIntroduction => "hello or register",
                     CloudState::AwaitingIdentity(_) | CloudState::AwaitingRedemption => {
                         "nothing until the handshake completes"
                     }
-                    CloudState::Ready(_) => "heartbeat or response",
+                    CloudState::Ready(_) => "heartbeat, response or sync_batch",
                     CloudState::Closed => "nothing",
                 };
                 self.protocol_error(format!(
@@ -311,6 +318,11 @@ pub enum AgentAction {
         heartbeat_interval: Duration,
     },
     Execute(Request),
+    /// Sync from the given cursor (or start over); replaces any sync under way.
+    StartSync(SyncStart),
+    SyncAcknowledged {
+        sequence: u64,
+    },
     Registered {
         agent_id: AgentId,
         directory: DirectoryName,
@@ -446,6 +458,12 @@ impl AgentSession {
                 vec![AgentAction::Execute(request)]
             }
             (AgentState::Ready { .. }, CloudMessage::HeartbeatAck { .. }) => Vec::new(),
+            (AgentState::Ready { .. }, CloudMessage::SyncStart(start)) => {
+                vec![AgentAction::StartSync(start)]
+            }
+            (AgentState::Ready { .. }, CloudMessage::SyncAck { sequence }) => {
+                vec![AgentAction::SyncAcknowledged { sequence }]
+            }
             (_, message) => self.close(format!(
                 "unexpected {} frame from the cloud",
                 message.name()
@@ -648,6 +666,42 @@ mod tests {
         assert!(
             matches!(&actions[..], [CloudAction::Deliver(delivered)] if delivered.request_id == request.request_id)
         );
+    }
+
+    #[test]
+    fn sync_batches_flow_only_on_an_authenticated_connection() {
+        use crate::sync::{SyncCursor, SyncPhase};
+        let agent_id = AgentId::generate().unwrap();
+        let batch = AgentMessage::SyncBatch(SyncBatch {
+            sequence: 1,
+            changes: Vec::new(),
+            cursor: SyncCursor {
+                server: "dc1".into(),
+                generation: 1,
+                phase: SyncPhase::Delta { usn: 7 },
+            },
+            completes_full_sync: false,
+        });
+
+        let (mut early, _) = pair(AgentPurpose::Work { agent_id });
+        assert!(closes(&early.cloud.on_frame(&bytes(&batch), START)));
+
+        let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
+        hello(&mut pair, &challenge);
+        let welcome = sent_by_cloud(&pair.cloud.on_identity(Some(pair.identity.public_key())));
+        pair.agent.on_frame(&bytes(&welcome[0]), START);
+        let start = CloudMessage::SyncStart(SyncStart {
+            cursor: None,
+            full: true,
+        });
+        let actions = pair.agent.on_frame(&bytes(&start), START);
+        assert!(matches!(&actions[..], [AgentAction::StartSync(SyncStart { cursor: None, full: true })]));
+        let actions = pair.cloud.on_frame(&bytes(&batch), START);
+        assert!(matches!(&actions[..], [CloudAction::ApplySync(applied)] if applied.sequence == 1));
+        let actions = pair
+            .agent
+            .on_frame(&bytes(&CloudMessage::SyncAck { sequence: 1 }), START);
+        assert!(matches!(&actions[..], [AgentAction::SyncAcknowledged { sequence: 1 }]));
     }
 
     #[test]

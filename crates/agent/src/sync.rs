@@ -1,0 +1,461 @@
+//! Directory sync, the agent's half: a full sync of the allowed OUs, then deltas polled from the
+//! DC's update sequence numbers, streamed to the cloud as batches.
+//!
+//! The cloud holds the cursor and commits it with each batch, so this task keeps no state of its
+//! own: it starts from the cursor the cloud sends, and an interrupted sync simply starts again
+//! from the last committed one. A batch in the middle of a full sync or of a delta carries the
+//! cursor from *before* that pass; only the pass's last batch moves it on, so an interruption
+//! re-reads the pass instead of skipping its tail. Re-reading is harmless: every change is an
+//! upsert or a removal by anchor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use writeback_directory::{DirectoryError, DirectorySync, SyncPosition};
+use writeback_proto::frame::MAX_FRAME_BYTES;
+use writeback_proto::sync::{SyncChange, SyncCursor, SyncPhase, SyncStart};
+
+/// A batch is cut before its changes reach this many bytes of JSON, leaving room for the envelope
+/// and the cursor inside [`MAX_FRAME_BYTES`].
+const BATCH_BYTES: usize = MAX_FRAME_BYTES - 8 * 1024;
+
+/// Batches sent and not yet acknowledged. Enough to keep the link busy while the cloud commits.
+pub const SYNC_WINDOW: usize = 8;
+
+/// How long to wait before trying again after the directory failed a sync read.
+const RETRY_DELAY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// The allowed OUs: the only places users and groups are synced from.
+    pub bases: Vec<String>,
+    pub poll_interval: Duration,
+    pub confirm_interval: Duration,
+}
+
+/// A batch ready for the wire, before the connection numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingBatch {
+    pub changes: Vec<SyncChange>,
+    pub cursor: SyncCursor,
+    pub completes_full_sync: bool,
+}
+
+/// How the sync task reaches the connection: batches go out through `batches`, and each one first
+/// takes a permit from `window`, which the connection returns when the cloud acknowledges.
+#[derive(Debug, Clone)]
+pub struct SyncLink {
+    pub batches: mpsc::Sender<OutgoingBatch>,
+    pub window: Arc<Semaphore>,
+}
+
+/// The sync ended because the connection went away; nothing to report.
+#[derive(Debug)]
+struct Disconnected;
+
+/// Runs until the connection drops (the link closes) or the task is aborted for a new start.
+pub async fn run<D: DirectorySync>(
+    directory: &D,
+    start: SyncStart,
+    settings: &SyncSettings,
+    link: &SyncLink,
+) {
+    let mut cursor = start.cursor;
+    let mut full_requested = start.full;
+    loop {
+        match sync_from(directory, &mut cursor, full_requested, settings, link).await {
+            Ok(Disconnected) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_s = RETRY_DELAY.as_secs(), event_id = 36005, "directory sync could not read the directory; retrying");
+                // `cursor` already records a requested full sync as under way.
+                full_requested = false;
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Full sync if one is needed or under way, then deltas forever. `cursor` follows what was sent.
+async fn sync_from<D: DirectorySync>(
+    directory: &D,
+    cursor: &mut Option<SyncCursor>,
+    full_requested: bool,
+    settings: &SyncSettings,
+    link: &SyncLink,
+) -> Result<Disconnected, DirectoryError> {
+    let position = directory.sync_position().await?;
+    match plan(cursor.as_ref(), full_requested, &position) {
+        Plan::Full {
+            generation,
+            start_usn,
+        } => {
+            // From here on this full sync is what a retry resumes, even before its first batch.
+            *cursor = Some(SyncCursor {
+                server: position.server.clone(),
+                generation,
+                phase: SyncPhase::Full { start_usn },
+            });
+            let finished =
+                full_sync(directory, generation, start_usn, &position, settings, link).await?;
+            let Some(finished) = finished else {
+                return Ok(Disconnected);
+            };
+            *cursor = Some(finished);
+        }
+        Plan::Delta => {}
+    }
+    let Some(current) = cursor.clone() else {
+        return Ok(Disconnected);
+    };
+    delta_loop(directory, current, cursor, settings, link).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Full { generation: u64, start_usn: u64 },
+    Delta,
+}
+
+/// What to do with the cloud's cursor: resume a full sync under way, start a new one when asked
+/// to, when there is no cursor, or when the cursor came from another DC; otherwise continue deltas.
+fn plan(cursor: Option<&SyncCursor>, full_requested: bool, position: &SyncPosition) -> Plan {
+    let new_full = |generation: u64| Plan::Full {
+        generation: generation.saturating_add(1),
+        start_usn: position.highest_committed_usn,
+    };
+    let Some(cursor) = cursor else {
+        return new_full(0);
+    };
+    if full_requested || cursor.server != position.server {
+        return new_full(cursor.generation);
+    }
+    match cursor.phase {
+        SyncPhase::Full { start_usn } => Plan::Full {
+            generation: cursor.generation,
+            start_usn,
+        },
+        SyncPhase::Delta { .. } => Plan::Delta,
+    }
+}
+
+/// Reads every object under the allowed OUs. `None` when the connection went away.
+async fn full_sync<D: DirectorySync>(
+    directory: &D,
+    generation: u64,
+    start_usn: u64,
+    position: &SyncPosition,
+    settings: &SyncSettings,
+    link: &SyncLink,
+) -> Result<Option<SyncCursor>, DirectoryError> {
+    let started = Instant::now();
+    tracing::info!(generation, start_usn, event_id = 36001, "full directory sync started");
+    let during = SyncCursor {
+        server: position.server.clone(),
+        generation,
+        phase: SyncPhase::Full { start_usn },
+    };
+    let after = SyncCursor {
+        phase: SyncPhase::Delta { usn: start_usn },
+        ..during.clone()
+    };
+    let (changes, mut incoming) = mpsc::channel(1024);
+    let read = async {
+        let result = directory.read_all(&settings.bases, &changes).await;
+        drop(changes);
+        result
+    };
+    let send = forward(&mut incoming, &during, link);
+    let (read, sent) = tokio::join!(read, send);
+    read?;
+    let Some(counts) = sent else {
+        return Ok(None);
+    };
+    if !send_batch(link, counts.leftover, &after, true).await {
+        return Ok(None);
+    }
+    tracing::info!(
+        generation,
+        objects = counts.objects,
+        errors = counts.errors,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        event_id = 36002,
+        "full directory sync completed"
+    );
+    Ok(Some(after))
+}
+
+/// Polls the DC's highest committed USN and sends what changed since the cursor.
+async fn delta_loop<D: DirectorySync>(
+    directory: &D,
+    mut current: SyncCursor,
+    sent_cursor: &mut Option<SyncCursor>,
+    settings: &SyncSettings,
+    link: &SyncLink,
+) -> Result<Disconnected, DirectoryError> {
+    let mut last_sent = Instant::now();
+    loop {
+        let SyncPhase::Delta { usn } = current.phase else {
+            return Ok(Disconnected);
+        };
+        let position = directory.sync_position().await?;
+        if position.server != current.server {
+            // Another DC answers now; its numbers mean nothing against this cursor.
+            return Box::pin(sync_from(directory, sent_cursor, true, settings, link)).await;
+        }
+        if position.highest_committed_usn > usn {
+            let next = SyncCursor {
+                phase: SyncPhase::Delta {
+                    usn: position.highest_committed_usn,
+                },
+                ..current.clone()
+            };
+            let (changes, mut incoming) = mpsc::channel(1024);
+            let read = async {
+                let result = directory.read_changes(usn, &settings.bases, &changes).await;
+                drop(changes);
+                result
+            };
+            let send = forward(&mut incoming, &current, link);
+            let (read, sent) = tokio::join!(read, send);
+            read?;
+            let Some(counts) = sent else {
+                return Ok(Disconnected);
+            };
+            if !send_batch(link, counts.leftover, &next, false).await {
+                return Ok(Disconnected);
+            }
+            if counts.objects > 0 || counts.errors > 0 {
+                tracing::info!(from_usn = usn, to_usn = position.highest_committed_usn, objects = counts.objects, errors = counts.errors, event_id = 36003, "directory changes sent");
+            }
+            current = next;
+            *sent_cursor = Some(current.clone());
+            last_sent = Instant::now();
+        } else if last_sent.elapsed() >= settings.confirm_interval {
+            if !send_batch(link, Vec::new(), &current, false).await {
+                return Ok(Disconnected);
+            }
+            last_sent = Instant::now();
+        }
+        tokio::time::sleep(settings.poll_interval).await;
+    }
+}
+
+struct Forwarded {
+    objects: usize,
+    errors: usize,
+    /// Changes not yet sent; they go out with the pass's final cursor.
+    leftover: Vec<SyncChange>,
+}
+
+/// Cuts the incoming changes into batches carrying `cursor`. `None` when the link closed.
+async fn forward(
+    incoming: &mut mpsc::Receiver<SyncChange>,
+    cursor: &SyncCursor,
+    link: &SyncLink,
+) -> Option<Forwarded> {
+    let mut batcher = Batcher::default();
+    let mut objects = 0;
+    let mut errors = 0;
+    while let Some(change) = incoming.recv().await {
+        match &change {
+            SyncChange::Error { object, message } => {
+                errors += 1;
+                tracing::warn!(%object, %message, event_id = 36004, "a directory object was not synced");
+            }
+            SyncChange::User(_) | SyncChange::Group(_) | SyncChange::Remove { .. } => objects += 1,
+            SyncChange::Members { .. } => {}
+        }
+        if let Some(full) = batcher.push(change)
+            && !send_batch(link, full, cursor, false).await
+        {
+            return None;
+        }
+    }
+    Some(Forwarded {
+        objects,
+        errors,
+        leftover: batcher.take(),
+    })
+}
+
+async fn send_batch(
+    link: &SyncLink,
+    changes: Vec<SyncChange>,
+    cursor: &SyncCursor,
+    completes_full_sync: bool,
+) -> bool {
+    let Ok(permit) = link.window.acquire().await else {
+        return false;
+    };
+    permit.forget();
+    link.batches
+        .send(OutgoingBatch {
+            changes,
+            cursor: cursor.clone(),
+            completes_full_sync,
+        })
+        .await
+        .is_ok()
+}
+
+/// Groups changes into batches that fit a frame.
+#[derive(Debug, Default)]
+struct Batcher {
+    changes: Vec<SyncChange>,
+    bytes: usize,
+}
+
+impl Batcher {
+    /// Adds a change; returns a full batch when this change would not fit in the current one.
+    fn push(&mut self, change: SyncChange) -> Option<Vec<SyncChange>> {
+        let size = serde_json::to_vec(&change).map_or(usize::MAX, |json| json.len() + 1);
+        let change = if size > BATCH_BYTES {
+            oversized(change)
+        } else {
+            change
+        };
+        let size = size.min(BATCH_BYTES);
+        let full = if self.bytes + size > BATCH_BYTES {
+            Some(self.take())
+        } else {
+            None
+        };
+        self.bytes += size;
+        self.changes.push(change);
+        full
+    }
+
+    fn take(&mut self) -> Vec<SyncChange> {
+        self.bytes = 0;
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// A change too large for any frame is reported instead of sent.
+fn oversized(change: SyncChange) -> SyncChange {
+    let object = match &change {
+        SyncChange::User(user) => user.distinguished_name.clone(),
+        SyncChange::Group(group) => group.distinguished_name.clone(),
+        SyncChange::Members { group, .. } => format!("members of {group}"),
+        SyncChange::Remove { anchor } => anchor.to_string(),
+        SyncChange::Error { object, .. } => object.chars().take(256).collect(),
+    };
+    SyncChange::Error {
+        object,
+        message: "the object's attributes are too large to sync".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use writeback_proto::sync::{ObjectAnchor, SyncedUser};
+
+    use super::*;
+
+    fn user(index: u8, display_name_length: usize) -> SyncChange {
+        SyncChange::User(SyncedUser {
+            anchor: ObjectAnchor::from_bytes([index; 16]),
+            sid: None,
+            sam_account_name: format!("user{index}"),
+            user_principal_name: None,
+            mail: None,
+            display_name: Some("x".repeat(display_name_length)),
+            given_name: None,
+            surname: None,
+            distinguished_name: format!("CN=user{index},OU=Staff,DC=x"),
+            enabled: true,
+            locked_out: false,
+            password_last_set: None,
+            must_change_password: false,
+            password_never_expires: false,
+            protected: false,
+        })
+    }
+
+    fn position(server: &str, usn: u64) -> SyncPosition {
+        SyncPosition {
+            server: server.into(),
+            highest_committed_usn: usn,
+        }
+    }
+
+    fn cursor(server: &str, generation: u64, phase: SyncPhase) -> SyncCursor {
+        SyncCursor {
+            server: server.into(),
+            generation,
+            phase,
+        }
+    }
+
+    #[test]
+    fn the_first_sync_is_a_full_one_from_the_current_usn() {
+        assert_eq!(
+            plan(None, false, &position("dc1", 500)),
+            Plan::Full {
+                generation: 1,
+                start_usn: 500
+            }
+        );
+    }
+
+    #[test]
+    fn an_interrupted_full_sync_resumes_in_its_generation_from_its_original_usn() {
+        let cursor = cursor("dc1", 3, SyncPhase::Full { start_usn: 400 });
+        assert_eq!(
+            plan(Some(&cursor), false, &position("dc1", 900)),
+            Plan::Full {
+                generation: 3,
+                start_usn: 400
+            }
+        );
+    }
+
+    #[test]
+    fn deltas_continue_unless_a_full_sync_is_asked_for_or_the_dc_changed() {
+        let delta = cursor("dc1", 3, SyncPhase::Delta { usn: 400 });
+        assert_eq!(plan(Some(&delta), false, &position("dc1", 900)), Plan::Delta);
+        let fresh = Plan::Full {
+            generation: 4,
+            start_usn: 900,
+        };
+        assert_eq!(plan(Some(&delta), true, &position("dc1", 900)), fresh);
+        assert_eq!(plan(Some(&delta), false, &position("dc2", 900)), fresh);
+    }
+
+    #[test]
+    fn batches_are_cut_to_fit_a_frame() {
+        let mut batcher = Batcher::default();
+        let mut batches = Vec::new();
+        for index in 0..200 {
+            if let Some(batch) = batcher.push(user(index, 1000)) {
+                batches.push(batch);
+            }
+        }
+        batches.push(batcher.take());
+        assert!(batches.len() > 1);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 200);
+        for changes in batches {
+            let frame = writeback_proto::frame::encode(&writeback_proto::frame::AgentMessage::SyncBatch(
+                writeback_proto::sync::SyncBatch {
+                    sequence: u64::MAX,
+                    changes,
+                    cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::Delta { usn: 1 }),
+                    completes_full_sync: false,
+                },
+            ))
+            .unwrap();
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+        }
+    }
+
+    #[test]
+    fn an_object_too_large_for_a_frame_becomes_a_named_error() {
+        let mut batcher = Batcher::default();
+        assert!(batcher.push(user(1, MAX_FRAME_BYTES)).is_none());
+        assert!(matches!(
+            &batcher.take()[..],
+            [SyncChange::Error { object, .. }] if object == "CN=user1,OU=Staff,DC=x"
+        ));
+    }
+}
