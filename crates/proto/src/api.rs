@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, DirectoryName, RequestId};
 use crate::result::ResultCode;
+use crate::sync::{ObjectAnchor, SyncCursor, SyncedGroup, SyncedUser};
 use crate::time::UnixMillis;
 
 /// The header that lets a client retry an operation safely: the same key is the same request id,
@@ -85,5 +86,69 @@ pub struct ErrorResponse {
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `unauthenticated`, `invalid_request`.
     pub code: String,
+    pub message: String,
+}
+
+/// A synced user as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryUser {
+    pub user: SyncedUser,
+    pub last_synced_at: UnixMillis,
+}
+
+/// One user with its groups, direct and through nesting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryUserDetail {
+    pub user: SyncedUser,
+    pub last_synced_at: UnixMillis,
+    pub direct_groups: Vec<GroupRef>,
+    /// Groups the user belongs to only through another group.
+    pub nested_groups: Vec<GroupRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRef {
+    pub anchor: ObjectAnchor,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryGroup {
+    pub group: SyncedGroup,
+    pub last_synced_at: UnixMillis,
+    pub direct_members: u64,
+}
+
+/// Where sync of one directory stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncStatus {
+    pub directory: DirectoryName,
+    pub cursor: Option<SyncCursor>,
+    /// An administrator asked for a full sync that has not started yet.
+    pub full_sync_requested: bool,
+    pub last_full_sync_started_at: Option<UnixMillis>,
+    pub last_full_sync_completed_at: Option<UnixMillis>,
+    /// When a batch last changed anything.
+    pub last_change_at: Option<UnixMillis>,
+    /// When the agent last confirmed the cursor, changes or not.
+    pub cursor_updated_at: Option<UnixMillis>,
+    pub cursor_age_ms: Option<u64>,
+    pub users: u64,
+    pub groups: u64,
+    /// Objects that could not be synced since the last full sync began.
+    pub error_count: u64,
+    pub recent_errors: Vec<SyncErrorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncErrorView {
+    pub at: UnixMillis,
+    pub object: String,
     pub message: String,
 }

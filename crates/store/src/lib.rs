@@ -16,6 +16,9 @@ use writeback_proto::identity::IdentityPublicKey;
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
 
+mod sync;
+pub use sync::UserQuery;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -24,13 +27,21 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
     Conflict(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
 
 /// Migrations compiled into the binary, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "directory sync",
+        include_str!("../migrations/0002_directory_sync.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct EmbeddedMigrations;
