@@ -126,14 +126,16 @@ impl FakeDirectory {
 impl Directory for FakeDirectory {
     async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
         self.check_failure()?;
-        let UserRef::LogonName(name) = user;
         let state = self.state();
         let matches: Vec<_> = state
             .users
             .values()
-            .filter(|candidate| {
-                candidate.account.sam_account_name == *name
-                    || candidate.account.user_principal_name.as_deref() == Some(name.as_str())
+            .filter(|candidate| match user {
+                UserRef::LogonName(name) => {
+                    candidate.account.sam_account_name == *name
+                        || candidate.account.user_principal_name.as_deref() == Some(name.as_str())
+                }
+                UserRef::Anchor(anchor) => candidate.account.object_guid == Some(*anchor.as_bytes()),
             })
             .collect();
         match matches.as_slice() {

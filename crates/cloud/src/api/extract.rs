@@ -163,6 +163,8 @@ impl FromRequestParts<AppState> for SignedIn {
 #[derive(Debug)]
 pub struct UserPath {
     pub directory: DirectoryName,
+    /// The user as the caller named them: a logon name, a UPN or an anchor.
+    pub name: String,
     pub user: UserRef,
 }
 
@@ -176,9 +178,31 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
         let directory = directory.parse().map_err(|error| {
             ApiError::invalid(format!("The directory name is not valid: {error}."))
         })?;
+        let name = user;
         let user =
-            UserRef::logon_name(&user).map_err(|error| ApiError::invalid(format!("{error}.")))?;
-        Ok(Self { directory, user })
+            UserRef::logon_name(&name).map_err(|error| ApiError::invalid(format!("{error}.")))?;
+        Ok(Self {
+            directory,
+            name,
+            user,
+        })
+    }
+}
+
+/// `/directories/{directory}/...`, validated.
+#[derive(Debug)]
+pub struct DirectoryPath(pub DirectoryName);
+
+impl<S: Send + Sync> FromRequestParts<S> for DirectoryPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(directory) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid("The URL must name a directory."))?;
+        directory.parse().map(DirectoryPath).map_err(|error| {
+            ApiError::invalid(format!("The directory name is not valid: {error}."))
+        })
     }
 }
 

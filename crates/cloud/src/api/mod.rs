@@ -1,5 +1,6 @@
 //! The admin REST API. Every writeback answers synchronously with the directory's own result.
 
+mod directory;
 mod extract;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -45,6 +46,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/directories/{directory}/users/{user}/unlock",
             post(unlock),
+        )
+        .route(
+            "/api/v1/directories/{directory}/users",
+            get(directory::list_users),
+        )
+        .route(
+            "/api/v1/directories/{directory}/users/{user}",
+            get(directory::show_user),
+        )
+        .route(
+            "/api/v1/directories/{directory}/groups",
+            get(directory::list_groups),
+        )
+        .route(
+            "/api/v1/directories/{directory}/sync",
+            get(directory::sync_status),
+        )
+        .route(
+            "/api/v1/directories/{directory}/sync/full",
+            post(directory::request_full_sync),
         )
         .route("/agent/v1/connect", get(relay::connection::upgrade))
         .fallback(|| async {
@@ -191,6 +212,7 @@ async fn reset_password(
     JsonBody(body): JsonBody<ResetPasswordRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_password_shape(&body.new_password, "new_password")?;
+    let target = directory::resolve_target(&state, target).await?;
     let (must_change, unlock) = (body.must_change, body.unlock);
     let user = target.user.clone();
     let new_password = body.new_password;
@@ -229,6 +251,7 @@ async fn change_password(
 ) -> Result<impl IntoResponse, ApiError> {
     check_password_shape(&body.current_password, "current_password")?;
     check_password_shape(&body.new_password, "new_password")?;
+    let target = directory::resolve_target(&state, target).await?;
     let user = target.user.clone();
     let (current_password, new_password) = (body.current_password, body.new_password);
     let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
@@ -270,6 +293,7 @@ async fn unlock(
     target: UserPath,
     IdempotencyKey(request_id): IdempotencyKey,
 ) -> Result<impl IntoResponse, ApiError> {
+    let target = directory::resolve_target(&state, target).await?;
     let user = target.user.clone();
     let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> {
         Ok(Operation::Unlock { user: user.clone() })
@@ -294,7 +318,12 @@ async fn perform(
     kind: OperationKind,
     build: &relay::BuildOperation<'_>,
 ) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
-    let UserPath { directory, user } = target;
+    let UserPath {
+        directory,
+        name,
+        user,
+    } = target;
+    let user = directory::describe_target(&name, &user);
     // An agent of the directory can only be connected if the directory exists.
     let known = state.relay.serves(&directory)
         || state

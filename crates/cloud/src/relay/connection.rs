@@ -10,10 +10,11 @@ use tokio::sync::mpsc;
 use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, Registration, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName, random_bytes};
 use writeback_proto::session::{CloudAction, CloudSession, SessionSettings};
+use writeback_proto::sync::SyncBatch;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEvent, NewAgent};
 
-use super::AgentConnection;
+use super::{AgentConnection, sync};
 use crate::AppState;
 use crate::auth::token_hash;
 
@@ -43,6 +44,8 @@ async fn serve(mut socket: WebSocket, state: AppState) {
     let (mut session, challenge) = CloudSession::new(nonce, UnixMillis::now(), settings);
     let (outbound, mut outbound_queue) = mpsc::channel::<CloudMessage>(64);
     let mut registered: Option<AgentConnection> = None;
+    let mut sync_batches: Option<mpsc::Sender<SyncBatch>> = None;
+    let mut sync_applier: Option<tokio::task::JoinHandle<()>> = None;
     let mut agent_directory: Option<DirectoryName> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut stopping = state.stopping.clone();
@@ -84,12 +87,20 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                         tracing::error!(%error, "cannot record an agent connection");
                     }
                     tracing::info!(agent_id = %agent.agent_id, %directory, version = %agent.version, sealing_key = %agent.sealing_key.key_id, "agent connected");
-                    registered = Some(state.relay.connect(
+                    let connection = state.relay.connect(
                         agent.agent_id,
                         directory,
                         agent.sealing_key,
                         outbound.clone(),
-                    ));
+                    );
+                    let (batches, queue) = mpsc::channel(sync::QUEUED_BATCHES);
+                    sync_batches = Some(batches);
+                    sync_applier = Some(tokio::spawn(sync::apply_batches(
+                        state.clone(),
+                        connection.clone(),
+                        queue,
+                    )));
+                    registered = Some(connection);
                 }
                 CloudAction::HeartbeatReceived { .. } => {
                     if let Some(connection) = &registered
@@ -104,6 +115,18 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                 CloudAction::Deliver(response) => {
                     if let Some(connection) = &registered {
                         state.relay.deliver(connection, response);
+                    }
+                }
+                CloudAction::ApplySync(batch) => {
+                    let queued = match &sync_batches {
+                        Some(batches) => batches.try_send(batch).is_ok(),
+                        None => false,
+                    };
+                    if !queued {
+                        actions.push_back(CloudAction::Send(CloudMessage::ProtocolError {
+                            message: format!("more than {} sync batches sent without acknowledgement", sync::QUEUED_BATCHES),
+                        }));
+                        actions.push_back(CloudAction::Close { reason: "the agent overran the sync window".into() });
                     }
                 }
                 CloudAction::Close { reason } => break 'connection reason,
@@ -136,6 +159,12 @@ async fn serve(mut socket: WebSocket, state: AppState) {
     };
 
     close(&mut socket, CLOSE_POLICY, &close_reason).await;
+    // The batches already received are stored before the agent's next connection may sync.
+    drop(sync_batches);
+    drop(outbound_queue);
+    if let Some(applier) = sync_applier {
+        let _ = applier.await;
+    }
     match &registered {
         Some(connection) => {
             state.relay.disconnect(connection);

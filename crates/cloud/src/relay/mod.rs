@@ -8,6 +8,7 @@
 //! of it and might apply it a second time.
 
 pub mod connection;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,14 @@ pub struct Relay {
     /// Woken whenever an agent connects, so a dispatch waiting for its agent can resume.
     connected: Notify,
     next_connection_id: AtomicU64,
+    pub sync: sync::SyncOwners,
+}
+
+impl AgentConnection {
+    /// Queues a frame for this connection; `false` when the connection has ended.
+    pub async fn send(&self, message: CloudMessage) -> bool {
+        self.outbound.send(message).await.is_ok()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,0 +1,207 @@
+//! The synced copy of a directory through the API: users, groups, sync status, full resync; and
+//! the resolution of a user named in a URL to the anchor writeback addresses.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use writeback_proto::api::{DirectoryGroup, DirectoryUser, DirectoryUserDetail, SyncStatus};
+use writeback_proto::ids::DirectoryName;
+use writeback_proto::operation::UserRef;
+use writeback_proto::sync::ObjectAnchor;
+use writeback_proto::time::UnixMillis;
+use writeback_store::{StoreError, UserQuery};
+
+use super::extract::{ApiError, DirectoryPath, SignedIn, UserPath};
+use crate::AppState;
+use crate::relay::sync;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// Longer search text cannot match any attribute AD allows, and is refused rather than scanned for.
+const MAX_SEARCH_CHARS: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSearch {
+    /// Part of a logon name, UPN, mail or display name.
+    q: Option<String>,
+    /// A group name or anchor: only its members, direct or nested.
+    group: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSearch {
+    q: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct FullSyncRequested {
+    /// A connected agent was told to start now; otherwise the next agent to connect starts it.
+    started: bool,
+}
+
+fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_directory",
+            format!("No directory is named {directory}."),
+        ),
+        other => ApiError::internal(other),
+    }
+}
+
+fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
+    match text {
+        Some(text) if text.chars().count() > MAX_SEARCH_CHARS => Err(ApiError::invalid(format!(
+            "`{what}` is longer than {MAX_SEARCH_CHARS} characters."
+        ))),
+        Some(text) if text.chars().any(char::is_control) => Err(ApiError::invalid(format!(
+            "`{what}` must not contain control characters."
+        ))),
+        Some(text) if text.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
+    match requested.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::invalid("`limit` must be at least 1.")),
+        limit if limit > MAX_LIMIT => Err(ApiError::invalid(format!(
+            "`limit` must be at most {MAX_LIMIT}."
+        ))),
+        limit => Ok(limit),
+    }
+}
+
+fn query<T>(query: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::invalid(format!("The query string is not valid: {}.", rejection.body_text())))
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+    DirectoryPath(directory): DirectoryPath,
+    search: Result<Query<UserSearch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DirectoryUser>>, ApiError> {
+    let search = query(search)?;
+    let user_query = UserQuery {
+        text: search_text(search.q, "q")?,
+        group: search_text(search.group, "group")?,
+        limit: limit(search.limit)?,
+    };
+    state
+        .store
+        .search_users(&directory, &user_query)
+        .await
+        .map(Json)
+        .map_err(|error| store_error(&directory, error))
+}
+
+pub async fn show_user(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+    target: UserPath,
+) -> Result<Json<DirectoryUserDetail>, ApiError> {
+    let detail = state
+        .store
+        .user_detail(&target.directory, &target.name)
+        .await
+        .map_err(|error| store_error(&target.directory, error))?;
+    detail.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!(
+                "No single synced user of {} is named {}.",
+                target.directory, target.name
+            ),
+        )
+    })
+}
+
+pub async fn list_groups(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+    DirectoryPath(directory): DirectoryPath,
+    search: Result<Query<GroupSearch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DirectoryGroup>>, ApiError> {
+    let search = query(search)?;
+    let text = search_text(search.q, "q")?;
+    state
+        .store
+        .search_groups(&directory, text.as_deref(), limit(search.limit)?)
+        .await
+        .map(Json)
+        .map_err(|error| store_error(&directory, error))
+}
+
+pub async fn sync_status(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+    DirectoryPath(directory): DirectoryPath,
+) -> Result<Json<SyncStatus>, ApiError> {
+    state
+        .store
+        .sync_status(&directory, UnixMillis::now())
+        .await
+        .map(Json)
+        .map_err(|error| store_error(&directory, error))
+}
+
+pub async fn request_full_sync(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    DirectoryPath(directory): DirectoryPath,
+) -> Result<(StatusCode, Json<FullSyncRequested>), ApiError> {
+    let started = sync::request_full_sync(&state, &directory)
+        .await
+        .map_err(|error| store_error(&directory, error))?;
+    let audit = writeback_store::AuditEvent {
+        at: UnixMillis::now(),
+        actor: signed_in.administrator.email.clone(),
+        action: "request_full_sync".into(),
+        directory: Some(directory.to_string()),
+        target: None,
+        request_id: None,
+        result_code: "success".into(),
+        detail: Some(if started { "started" } else { "queued" }.into()),
+    };
+    state
+        .store
+        .append_audit(&audit)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(%directory, started, actor = %signed_in.administrator.email, "full directory sync requested");
+    Ok((StatusCode::ACCEPTED, Json(FullSyncRequested { started })))
+}
+
+/// Addresses a synced user by anchor, so the agent writes to whatever DN the user has now. A name
+/// the synced copy does not know (not synced yet) is passed on as a logon name for the agent to
+/// resolve, under the same guards.
+pub async fn resolve_target(state: &AppState, mut target: UserPath) -> Result<UserPath, ApiError> {
+    if let Ok(anchor) = target.name.parse::<ObjectAnchor>() {
+        target.user = UserRef::Anchor(anchor);
+        return Ok(target);
+    }
+    match state.store.resolve_user(&target.directory, &target.name).await {
+        Ok(Some(anchor)) => target.user = UserRef::Anchor(anchor),
+        Ok(None) | Err(StoreError::NotFound(_)) => {}
+        Err(error) => return Err(ApiError::internal(error)),
+    }
+    Ok(target)
+}
+
+/// How logs and the audit log name the target: as the caller did, with the anchor when known.
+pub fn describe_target(name: &str, user: &UserRef) -> String {
+    match user {
+        UserRef::Anchor(anchor) if *name != anchor.to_string() => format!("{name} ({anchor})"),
+        other => other.to_string(),
+    }
+}

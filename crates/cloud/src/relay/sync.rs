@@ -1,0 +1,139 @@
+//! Applying an agent's sync batches. One applier per authenticated connection, and one at a time
+//! per directory: an applier holds its directory's sync lock from before it tells the agent where
+//! to start until its last batch is stored. So a reconnecting agent starts from the cursor its
+//! previous connection committed last, batches are stored strictly in order, and of several agents
+//! of one directory only one syncs; another takes over when it goes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+use writeback_proto::frame::CloudMessage;
+use writeback_proto::ids::DirectoryName;
+use writeback_proto::sync::{SyncBatch, SyncStart};
+use writeback_proto::time::UnixMillis;
+
+use super::AgentConnection;
+use crate::AppState;
+
+/// Batches queued for the applier; the agent never has more than its window in flight.
+pub const QUEUED_BATCHES: usize = 32;
+
+/// The directories being synced, and by which connection.
+#[derive(Debug, Default)]
+pub struct SyncOwners {
+    locks: Mutex<HashMap<DirectoryName, Arc<tokio::sync::Mutex<()>>>>,
+    owners: Mutex<HashMap<DirectoryName, AgentConnection>>,
+}
+
+impl SyncOwners {
+    fn lock_for(&self, directory: &DirectoryName) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(directory.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The connection syncing `directory` now, if any.
+    pub fn owner(&self, directory: &DirectoryName) -> Option<AgentConnection> {
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(directory)
+            .cloned()
+    }
+
+    fn set_owner(&self, connection: &AgentConnection) {
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(connection.directory.clone(), connection.clone());
+    }
+
+    fn clear_owner(&self, connection: &AgentConnection) {
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        if owners
+            .get(&connection.directory)
+            .is_some_and(|owner| owner.connection_id == connection.connection_id)
+        {
+            owners.remove(&connection.directory);
+        }
+    }
+}
+
+/// Runs for the life of one agent connection (and until its last received batch is stored).
+pub async fn apply_batches(
+    state: AppState,
+    connection: AgentConnection,
+    mut batches: mpsc::Receiver<SyncBatch>,
+) {
+    let directory = connection.directory.clone();
+    let lock = state.relay.sync.lock_for(&directory);
+    let _turn = tokio::select! {
+        guard = lock.lock_owned() => guard,
+        () = connection.outbound.closed() => return,
+    };
+    state.relay.sync.set_owner(&connection);
+    match state.store.sync_start(&directory).await {
+        Ok(start) => {
+            tracing::info!(agent_id = %connection.agent_id, %directory, full = start.full, resume = start.cursor.is_some(), "directory sync starting");
+            if !connection.send(CloudMessage::SyncStart(start)).await {
+                state.relay.sync.clear_owner(&connection);
+                return;
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, %directory, "cannot read the sync cursor; directory sync waits for the next connection");
+            state.relay.sync.clear_owner(&connection);
+            return;
+        }
+    }
+    while let Some(batch) = batches.recv().await {
+        match state
+            .store
+            .apply_sync_batch(&directory, &batch, UnixMillis::now())
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(%directory, summary = %batch.summary(), "sync batch stored");
+                // The connection may be gone; the batch is stored either way.
+                let _ = connection
+                    .send(CloudMessage::SyncAck {
+                        sequence: batch.sequence,
+                    })
+                    .await;
+            }
+            Err(error) => {
+                // Not acknowledged, so the agent stops; on its next connection it resumes from
+                // the last cursor that was stored.
+                tracing::error!(%error, %directory, summary = %batch.summary(), "cannot store a sync batch; asking the agent to reconnect");
+                let _ = connection
+                    .send(CloudMessage::ProtocolError {
+                        message: "the cloud could not store a sync batch; reconnect and resume"
+                            .into(),
+                    })
+                    .await;
+                break;
+            }
+        }
+    }
+    state.relay.sync.clear_owner(&connection);
+}
+
+/// Asks the agent syncing `directory`, if one is connected, to start a full sync now. Otherwise
+/// the stored request starts one when an agent connects.
+pub async fn request_full_sync(state: &AppState, directory: &DirectoryName) -> Result<bool, writeback_store::StoreError> {
+    state.store.request_full_sync(directory).await?;
+    let Some(owner) = state.relay.sync.owner(directory) else {
+        return Ok(false);
+    };
+    let start = state.store.sync_start(directory).await?;
+    Ok(owner
+        .send(CloudMessage::SyncStart(SyncStart {
+            cursor: start.cursor,
+            full: true,
+        }))
+        .await)
+}
