@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
-    AgentSummary, ChangePasswordRequest, ErrorResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse,
-    ResetPasswordRequest, SignInRequest, SignInResponse,
+    AgentSummary, ChangePasswordRequest, DirectoryGroup, DirectoryUser, DirectoryUserDetail,
+    ErrorResponse, FullSyncResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse,
+    ResetPasswordRequest, SignInRequest, SignInResponse, SyncStatus,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_tls::Trust;
@@ -291,6 +292,75 @@ impl ApiClient {
         user: &str,
     ) -> Result<OperationResponse, ClientError> {
         let path = user_path(directory, user, "unlock");
+        Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
+    }
+}
+
+/// A search of the synced users.
+#[derive(Debug, Clone, Default)]
+pub struct UserSearch {
+    pub text: Option<String>,
+    pub group: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl ApiClient {
+    pub async fn users(
+        &self,
+        directory: &DirectoryName,
+        search: &UserSearch,
+    ) -> Result<Vec<DirectoryUser>, ClientError> {
+        let mut parameters = Vec::new();
+        if let Some(text) = &search.text {
+            parameters.push(format!("q={}", percent_encode(text)));
+        }
+        if let Some(group) = &search.group {
+            parameters.push(format!("group={}", percent_encode(group)));
+        }
+        if let Some(limit) = search.limit {
+            parameters.push(format!("limit={limit}"));
+        }
+        let path = format!(
+            "/api/v1/directories/{directory}/users?{}",
+            parameters.join("&")
+        );
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    pub async fn user(
+        &self,
+        directory: &DirectoryName,
+        user: &str,
+    ) -> Result<DirectoryUserDetail, ClientError> {
+        let path = format!(
+            "/api/v1/directories/{directory}/users/{}",
+            percent_encode(user)
+        );
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    pub async fn groups(
+        &self,
+        directory: &DirectoryName,
+        text: Option<&str>,
+    ) -> Result<Vec<DirectoryGroup>, ClientError> {
+        let query = text
+            .map(|text| format!("?q={}", percent_encode(text)))
+            .unwrap_or_default();
+        let path = format!("/api/v1/directories/{directory}/groups{query}");
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    pub async fn sync_status(&self, directory: &DirectoryName) -> Result<SyncStatus, ClientError> {
+        let path = format!("/api/v1/directories/{directory}/sync");
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    pub async fn request_full_sync(
+        &self,
+        directory: &DirectoryName,
+    ) -> Result<FullSyncResponse, ClientError> {
+        let path = format!("/api/v1/directories/{directory}/sync/full");
         Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
     }
 }

@@ -1,4 +1,5 @@
-//! `writeback`: the administrator's command line. Sign in once, then reset, change or unlock.
+//! `writeback`: the administrator's command line. Sign in once, then reset, change or unlock, look
+//! up synced users and groups, and follow or restart directory sync.
 //!
 //! Exit status: 0 when the directory applied the operation, 1 when it (or the agent) refused it,
 //! 2 when the command itself failed (no session, cloud unreachable, bad arguments).
@@ -10,13 +11,15 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use writeback_cli::ApiClient;
+use writeback_cli::{ApiClient, UserSearch};
 use writeback_config::Sources;
 use writeback_proto::api::{ChangePasswordRequest, OperationResponse, ResetPasswordRequest};
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::result::ResultCode;
 use writeback_proto::time::UnixMillis;
 use writeback_tls::Trust;
+
+mod listing;
 
 #[derive(Debug, Parser)]
 #[command(name = "writeback", version, about = "Writeback admin command line")]
@@ -85,6 +88,43 @@ enum Command {
     },
     /// Clear a user's lockout and change nothing else.
     Unlock { directory: String, user: String },
+    /// List or search the synced users of a directory.
+    Users {
+        directory: String,
+        /// Part of a logon name, UPN, mail or display name.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only members of this group (name or anchor), direct or nested.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show one synced user: attributes, groups and when it was last synced.
+    User {
+        directory: String,
+        /// sAMAccountName, user principal name, mail or anchor.
+        user: String,
+    },
+    /// List or search the synced groups of a directory.
+    Groups {
+        directory: String,
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// Directory sync: its status, or a full resync.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Last full sync, last change, cursor age, object counts and errors.
+    Status { directory: String },
+    /// Read every object again; objects no longer in the directory are removed.
+    Full { directory: String },
 }
 
 /// The CLI's one configuration struct: defaults, then `--config`, then `WRITEBACK_CLI_*`, then flags.
@@ -322,6 +362,57 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             let (client, _) = load_session(&config.session_file)?;
             let response = client.unlock(&directory(name)?, user).await?;
             return print_operation(&response, arguments.json);
+        }
+        Command::Users {
+            directory: name,
+            search,
+            group,
+            limit,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let search = UserSearch {
+                text: search.clone(),
+                group: group.clone(),
+                limit: *limit,
+            };
+            let users = client.users(&directory(name)?, &search).await?;
+            listing::print_users(&users, arguments.json)?;
+        }
+        Command::User {
+            directory: name,
+            user,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let detail = client.user(&directory(name)?, user).await?;
+            listing::print_user(&detail, arguments.json)?;
+        }
+        Command::Groups {
+            directory: name,
+            search,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let groups = client.groups(&directory(name)?, search.as_deref()).await?;
+            listing::print_groups(&groups, arguments.json)?;
+        }
+        Command::Sync {
+            command: SyncCommand::Status { directory: name },
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let status = client.sync_status(&directory(name)?).await?;
+            listing::print_sync_status(&status, arguments.json)?;
+        }
+        Command::Sync {
+            command: SyncCommand::Full { directory: name },
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let response = client.request_full_sync(&directory(name)?).await?;
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&response)?);
+            } else if response.started {
+                println!("full sync of {name} started; follow it with `writeback sync status {name}`");
+            } else {
+                println!("full sync of {name} requested; it starts when an agent of {name} connects");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -152,3 +152,11 @@ pub struct SyncErrorView {
     pub object: String,
     pub message: String,
 }
+
+/// The answer to a full sync request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullSyncResponse {
+    /// A connected agent was told to start now; otherwise the next agent to connect starts it.
+    pub started: bool,
+}

@@ -27,6 +27,9 @@ pub const RESTRICTED_OU: &str = "OU=Restricted,DC=corp,DC=example,DC=test";
 pub const ELSEWHERE_OU: &str = "OU=Elsewhere,DC=corp,DC=example,DC=test";
 pub const SERVICE_ACCOUNT: &str = "svc-writeback";
 
+const GRANT_DELETED_OBJECTS_SCRIPT: &str = include_str!("../scripts/grant_deleted_objects.py");
+const BULK_USERS_SCRIPT: &str = include_str!("../scripts/bulk_users.py");
+
 const PASSWORD_SETTINGS_CONTAINER: &str =
     "CN=Password Settings Container,CN=System,DC=corp,DC=example,DC=test";
 
@@ -218,7 +221,28 @@ impl DomainController {
         let sid = admin.object_sid(&service_dn).await?;
         self.set_acl(STAFF_OU, &delegated_rights_on_users(&sid))?;
         self.set_acl(BASE_DN, &unexpire_password_right(&sid))?;
+        self.run_samba_python(GRANT_DELETED_OBJECTS_SCRIPT, &[&sid])
+            .context("letting the service account read deleted objects")?;
         Ok(())
+    }
+
+    /// Adds `count` users named `prefix00000`… to `container` straight into the DC's database.
+    pub fn bulk_load_users(&self, container: &str, prefix: &str, count: usize) -> Result<()> {
+        self.run_samba_python(
+            BULK_USERS_SCRIPT,
+            &[container, prefix, &count.to_string(), DNS_DOMAIN],
+        )
+        .with_context(|| format!("bulk-loading {count} users into {container}"))
+    }
+
+    /// Runs one of our Samba Python scripts against this DC's database, as root on its host.
+    /// Debian's own interpreter: it is the one with Samba's bindings.
+    fn run_samba_python(&self, script: &str, arguments: &[&str]) -> Result<()> {
+        run(Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(self.smb_conf())
+            .args(arguments))
     }
 
     fn set_acl(&self, object_dn: &str, sddl: &str) -> Result<()> {
@@ -551,6 +575,70 @@ impl AdminSession {
             .and_then(|values| values.first())
             .context("object has no objectSid")?;
         sid_to_string(sid)
+    }
+
+    /// Renames the object at `dn` to `CN=new_cn` in the same container; returns the new DN.
+    pub async fn rename(&mut self, dn: &str, new_cn: &str) -> Result<String> {
+        let parent = dn.split_once(',').map(|(_, parent)| parent).context("DN has no parent")?;
+        self.ldap
+            .modifydn(dn, &format!("CN={new_cn}"), true, None)
+            .await?
+            .success()
+            .with_context(|| format!("renaming {dn}"))?;
+        Ok(format!("CN={new_cn},{parent}"))
+    }
+
+    /// Moves the object at `dn` into `container`; returns the new DN.
+    pub async fn move_to(&mut self, dn: &str, container: &str) -> Result<String> {
+        let rdn = dn.split_once(',').map(|(rdn, _)| rdn).context("DN has no RDN")?;
+        self.ldap
+            .modifydn(dn, rdn, true, Some(container))
+            .await?
+            .success()
+            .with_context(|| format!("moving {dn} to {container}"))?;
+        Ok(format!("{rdn},{container}"))
+    }
+
+    pub async fn delete(&mut self, dn: &str) -> Result<()> {
+        self.ldap
+            .delete(dn)
+            .await?
+            .success()
+            .with_context(|| format!("deleting {dn}"))?;
+        Ok(())
+    }
+
+    /// Creates a global security group; returns its DN.
+    pub async fn create_group(&mut self, name: &str, container: &str) -> Result<String> {
+        let dn = format!("CN={name},{container}");
+        let attributes = vec![
+            (b"objectClass".to_vec(), values(&["top", "group"])),
+            (b"sAMAccountName".to_vec(), values(&[name])),
+        ];
+        self.ldap
+            .add(&dn, attributes)
+            .await?
+            .success()
+            .with_context(|| format!("adding {dn}"))?;
+        Ok(dn)
+    }
+
+    pub async fn add_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
+        self.ldap
+            .modify(group_dn, vec![Mod::Add(b"member".to_vec(), values(&[member_dn]))])
+            .await?
+            .success()
+            .with_context(|| format!("adding {member_dn} to {group_dn}"))?;
+        Ok(())
+    }
+
+    pub async fn remove_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
+        self.ldap
+            .modify(group_dn, vec![Mod::Delete(b"member".to_vec(), values(&[member_dn]))])
+            .await?
+            .success()
+            .with_context(|| format!("removing {member_dn} from {group_dn}"))?;
+        Ok(())
     }
 
     /// Creates a PSO that applies to `applies_to`.

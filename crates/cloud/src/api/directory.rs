@@ -5,7 +5,9 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use writeback_proto::api::{DirectoryGroup, DirectoryUser, DirectoryUserDetail, SyncStatus};
+use writeback_proto::api::{
+    DirectoryGroup, DirectoryUser, DirectoryUserDetail, FullSyncResponse, SyncStatus,
+};
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::operation::UserRef;
 use writeback_proto::sync::ObjectAnchor;
@@ -36,12 +38,6 @@ pub struct UserSearch {
 pub struct GroupSearch {
     q: Option<String>,
     limit: Option<u32>,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct FullSyncRequested {
-    /// A connected agent was told to start now; otherwise the next agent to connect starts it.
-    started: bool,
 }
 
 fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
@@ -159,7 +155,7 @@ pub async fn request_full_sync(
     State(state): State<AppState>,
     signed_in: SignedIn,
     DirectoryPath(directory): DirectoryPath,
-) -> Result<(StatusCode, Json<FullSyncRequested>), ApiError> {
+) -> Result<(StatusCode, Json<FullSyncResponse>), ApiError> {
     let started = sync::request_full_sync(&state, &directory)
         .await
         .map_err(|error| store_error(&directory, error))?;
@@ -179,7 +175,7 @@ pub async fn request_full_sync(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(%directory, started, actor = %signed_in.administrator.email, "full directory sync requested");
-    Ok((StatusCode::ACCEPTED, Json(FullSyncRequested { started })))
+    Ok((StatusCode::ACCEPTED, Json(FullSyncResponse { started })))
 }
 
 /// Addresses a synced user by anchor, so the agent writes to whatever DN the user has now. A name
