@@ -45,8 +45,28 @@ pub struct Stack {
     cloud_config: CloudConfig,
 }
 
+/// What differs between stacks: where the agent may work and how often it polls for changes.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub allowed_ous: Vec<String>,
+    pub sync_poll_interval_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
+            sync_poll_interval_ms: 1000,
+        }
+    }
+}
+
 impl Stack {
     pub async fn start() -> Result<Stack> {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Result<Stack> {
         logs::init();
         let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
         let number = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
@@ -88,7 +108,7 @@ impl Stack {
 
         let log_file =
             logs::logs_directory()?.join(format!("agent-{}-{number}.log", std::process::id()));
-        let agent_config = write_agent_config(&dc, &work, &log_file)?;
+        let agent_config = write_agent_config(&dc, &work, &log_file, &options)?;
         let token_file = work.join("registration-token");
         write_private(&token_file, secrecy::ExposeSecret::expose_secret(&token))?;
         let url = format!("https://{address}");
@@ -277,8 +297,13 @@ fn toml_string(text: &str) -> String {
 }
 
 /// Writes `work/agent.toml` (and the service account's password file beside it) for an agent that
-/// serves `dc`'s Staff and Restricted OUs and logs to `log_file`.
-pub fn write_agent_config(dc: &DomainController, work: &Path, log_file: &Path) -> Result<PathBuf> {
+/// serves `options.allowed_ous` of `dc` and logs to `log_file`.
+pub fn write_agent_config(
+    dc: &DomainController,
+    work: &Path,
+    log_file: &Path,
+    options: &StackOptions,
+) -> Result<PathBuf> {
     let password_file = work.join("bind-password");
     write_private(&password_file, &dc.service_account_password)?;
     let config = format!(
@@ -293,7 +318,10 @@ ca_file = {ca_file}
 bind_name = {bind_name}
 bind_password_file = {password_file}
 base_dn = {base_dn}
-allowed_ous = [{staff}, {restricted}]
+allowed_ous = [{allowed_ous}]
+
+[sync]
+poll_interval_ms = {poll_interval_ms}
 
 [log]
 format = "json"
@@ -306,8 +334,13 @@ file = {log_file}
         bind_name = toml_string(&dc.user_principal_name(SERVICE_ACCOUNT)),
         password_file = toml_string(&password_file.display().to_string()),
         base_dn = toml_string(BASE_DN),
-        staff = toml_string(STAFF_OU),
-        restricted = toml_string(RESTRICTED_OU),
+        allowed_ous = options
+            .allowed_ous
+            .iter()
+            .map(|ou| toml_string(ou))
+            .collect::<Vec<_>>()
+            .join(", "),
+        poll_interval_ms = options.sync_poll_interval_ms,
         log_file = toml_string(&log_file.display().to_string()),
     );
     let path = work.join("agent.toml");

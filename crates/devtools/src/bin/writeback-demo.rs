@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use tokio::process::{Child, Command};
 use writeback_cli::ApiClient;
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, STAFF_OU};
-use writeback_testkit::stack::{write_agent_config, write_private};
+use writeback_testkit::stack::{StackOptions, write_agent_config, write_private};
 use writeback_testkit::{DomainController, NewUser, logs};
 use writeback_tls::{Fingerprint, Trust};
 
@@ -172,7 +172,7 @@ async fn main() -> Result<()> {
 
     let agent_dir = work.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
-    let agent_config = write_agent_config(&dc, &agent_dir, &agent_dir.join("agent.log"))?;
+    let agent_config = write_agent_config(&dc, &agent_dir, &agent_dir.join("agent.log"), &StackOptions::default())?;
     let token_file = work.join("registration-token");
     write_private(&token_file, &token)?;
     run(
