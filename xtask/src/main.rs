@@ -4,6 +4,8 @@
 //!   tests wrote for every password the tests used.
 //! * `demo`: a throwaway Samba AD domain, the cloud and a registered agent, left running.
 //! * `bench writeback`: direct LDAP resets against end-to-end resets, side by side.
+//! * `bench sync`: a full sync of N users against the same paged search done directly, and the
+//!   delay before a directory change reaches the cloud.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -21,15 +23,18 @@ fn main() -> Result<()> {
         Some("demo") => run_devtool(&root, "writeback-demo", &arguments[1..], false),
         Some("bench") => {
             let rest = &arguments[1..];
-            if rest.first().map(String::as_str) != Some("writeback") {
-                bail!("usage: cargo xtask bench writeback [--iterations N]");
+            match rest.first().map(String::as_str) {
+                Some("writeback") => run_devtool(&root, "writeback-bench", rest, true),
+                Some("sync") => run_devtool(&root, "writeback-sync-bench", rest, true),
+                _ => bail!(
+                    "usage: cargo xtask bench writeback [--iterations N] | bench sync [--users N] [--changes N]"
+                ),
             }
-            run_devtool(&root, "writeback-bench", rest, true)
         }
         Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | demo | bench writeback [--iterations N] | scan-logs>"
+                "usage: cargo xtask <test | demo | bench writeback [--iterations N] | bench sync [--users N] [--changes N] | scan-logs>"
             );
             std::process::exit(2);
         }

@@ -1,0 +1,246 @@
+//! `cargo xtask bench sync`: directory sync against one Samba DC holding N users (default 20,000,
+//! loaded straight into the DC's database), measured side by side with its floor:
+//!
+//! * raw search: the same paged search the agent makes (same base, filter, attributes, controls
+//!   and page size), done directly over LDAPS as the service account, every entry read and dropped;
+//! * full sync: a full resync requested through the admin API, until the cloud has stored every
+//!   user and the cursor (agent search, batching, WebSocket, SQLite).
+//!
+//! Raw search and full sync alternate, three rounds each, and the medians are compared. Then the
+//! delta lag: a user's display name is changed at a random moment and the time until the cloud
+//! holds the new value is measured, many times.
+//!
+//! It ends with one line: `sync users=… full_s=… raw_search_s=… ratio=… delta_lag_p50_ms=…
+//! delta_lag_p99_ms=…`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use writeback_proto::time::UnixMillis;
+use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
+use writeback_testkit::stack::StackOptions;
+use writeback_testkit::{DomainController, Stack};
+
+const ROUNDS: usize = 3;
+
+fn argument(name: &str, default: usize) -> Result<usize> {
+    match std::env::args()
+        .skip_while(|argument| argument != name)
+        .nth(1)
+    {
+        Some(value) => value
+            .parse()
+            .with_context(|| format!("{name} takes a number")),
+        None => Ok(default),
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    percentile(samples, 0.5)
+}
+
+/// A small generator for the moments of the delta changes; seeded from the clock.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+/// The agent's full-sync search, done directly. Returns the number of entries read.
+async fn raw_search(dc: &DomainController, base: &str) -> Result<usize> {
+    let settings = LdapConnSettings::new().set_no_tls_verify(true);
+    let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &dc.ldaps_url()).await?;
+    ldap3::drive!(driver);
+    ldap.simple_bind(
+        &dc.user_principal_name(SERVICE_ACCOUNT),
+        &dc.service_account_password,
+    )
+    .await?
+    .success()?;
+    let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
+        Box::new(EntriesOnly::new()),
+        Box::new(PagedResults::new(500)),
+    ];
+    let extended_dn = RawControl {
+        ctype: "1.2.840.113556.1.4.529".into(),
+        crit: true,
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+    };
+    let mut stream = ldap
+        .with_controls(vec![extended_dn])
+        .streaming_search_with(
+            adapters,
+            base,
+            Scope::Subtree,
+            "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))",
+            vec![
+                "objectClass",
+                "objectGUID",
+                "objectSid",
+                "sAMAccountName",
+                "userPrincipalName",
+                "mail",
+                "displayName",
+                "givenName",
+                "sn",
+                "cn",
+                "userAccountControl",
+                "msDS-User-Account-Control-Computed",
+                "pwdLastSet",
+                "adminCount",
+                "member",
+                "isDeleted",
+            ],
+        )
+        .await?;
+    let mut count = 0;
+    while let Some(entry) = stream.next().await? {
+        let entry = SearchEntry::construct(entry);
+        count += usize::from(!entry.dn.is_empty());
+    }
+    stream.finish().await.success()?;
+    let _ = ldap.unbind().await;
+    Ok(count)
+}
+
+/// Requests a full resync and waits until the cloud has completed it with `users` users.
+async fn full_sync(stack: &Stack, users: u64) -> Result<f64> {
+    let store = &stack.cloud.as_ref().context("cloud running")?.state.store;
+    let before = store
+        .sync_status(&stack.directory, UnixMillis::now())
+        .await?
+        .last_full_sync_completed_at;
+    let started = Instant::now();
+    let response = stack.client.request_full_sync(&stack.directory).await?;
+    ensure!(response.started, "no agent took the full sync request");
+    loop {
+        let status = store
+            .sync_status(&stack.directory, UnixMillis::now())
+            .await?;
+        if status.last_full_sync_completed_at != before && status.users == users {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("the full sync did not complete: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let users = argument("--users", 20_000)?;
+    let changes = argument("--changes", 100)?;
+    println!("sync bench: {users} users, {ROUNDS} rounds of raw search and full sync, {changes} delta changes");
+
+    let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
+    let bench_ou = format!("OU=SyncBench,{BASE_DN}");
+    dc.admin()
+        .await?
+        .add_organizational_unit(&bench_ou)
+        .await?;
+    let loading = Instant::now();
+    let loader = dc.clone();
+    let ou = bench_ou.clone();
+    tokio::task::spawn_blocking(move || loader.bulk_load_users(&ou, "sb", users)).await??;
+    println!(
+        "loaded {users} users into the DC in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
+
+    let initial = Instant::now();
+    let stack = Stack::start_with(StackOptions {
+        allowed_ous: vec![bench_ou.clone()],
+        ..StackOptions::default()
+    })
+    .await?;
+    let store = stack.cloud.as_ref().context("cloud running")?.state.store.clone();
+    loop {
+        let status = store.sync_status(&stack.directory, UnixMillis::now()).await?;
+        if status.last_full_sync_completed_at.is_some() {
+            ensure!(status.users == users as u64, "first full sync stored {} users", status.users);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "first full sync (stack start, agent registration included): {:.2} s",
+        initial.elapsed().as_secs_f64()
+    );
+
+    let mut raw_times = Vec::new();
+    let mut full_times = Vec::new();
+    for round in 1..=ROUNDS {
+        let started = Instant::now();
+        let read = raw_search(&dc, &bench_ou).await?;
+        let raw = started.elapsed().as_secs_f64();
+        ensure!(read == users, "the raw search read {read} entries");
+        let full = full_sync(&stack, users as u64).await?;
+        println!("round {round}: raw search {raw:.2} s, full sync {full:.2} s");
+        raw_times.push(raw);
+        full_times.push(full);
+    }
+    let raw_search_s = median(&mut raw_times);
+    let full_s = median(&mut full_times);
+
+    let mut admin = dc.admin().await?;
+    let mut random = XorShift(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)?
+            .as_nanos() as u64
+            | 1,
+    );
+    let mut lags = Vec::with_capacity(changes);
+    for change in 0..changes {
+        // A random moment relative to the agent's polling.
+        tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
+        let index = random.below(users as u64);
+        let name = format!("sb{index:05}");
+        let display_name = format!("Changed {change} at {}", UnixMillis::now().0);
+        admin
+            .replace(&format!("CN={name},{bench_ou}"), "displayName", &display_name)
+            .await?;
+        let changed = Instant::now();
+        loop {
+            let detail = store.user_detail(&stack.directory, &name).await?;
+            if detail.is_some_and(|detail| detail.user.display_name.as_deref() == Some(&display_name)) {
+                lags.push(changed.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if changed.elapsed() > Duration::from_secs(60) {
+                bail!("change {change} to {name} never reached the cloud");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    let (lag_p50, lag_p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    println!(
+        "delta lag over {} changes: p50 {lag_p50:.0} ms, p99 {lag_p99:.0} ms, max {:.0} ms",
+        lags.len(),
+        percentile(&lags, 1.0)
+    );
+    println!(
+        "sync users={users} full_s={full_s:.2} raw_search_s={raw_search_s:.2} ratio={:.2} delta_lag_p50_ms={lag_p50:.0} delta_lag_p99_ms={lag_p99:.0}",
+        full_s / raw_search_s
+    );
+    Ok(())
+}
