@@ -203,7 +203,9 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                             settings.clone(),
                         ));
                     }
-                    None => tracing::info!("the cloud asked for directory sync, which is disabled in this agent's configuration"),
+                    None => tracing::info!(
+                        "the cloud asked for directory sync, which is disabled in this agent's configuration"
+                    ),
                 },
                 AgentAction::SyncAcknowledged { .. } => {
                     if let Some(running) = &running_sync {

@@ -149,7 +149,12 @@ async fn full_sync<D: DirectorySync>(
     link: &SyncLink,
 ) -> Result<Option<SyncCursor>, DirectoryError> {
     let started = Instant::now();
-    tracing::info!(generation, start_usn, event_id = 36001, "full directory sync started");
+    tracing::info!(
+        generation,
+        start_usn,
+        event_id = 36001,
+        "full directory sync started"
+    );
     let during = SyncCursor {
         server: position.server.clone(),
         generation,
@@ -226,7 +231,14 @@ async fn delta_loop<D: DirectorySync>(
                 return Ok(Disconnected);
             }
             if counts.objects > 0 || counts.errors > 0 {
-                tracing::info!(from_usn = usn, to_usn = position.highest_committed_usn, objects = counts.objects, errors = counts.errors, event_id = 36003, "directory changes sent");
+                tracing::info!(
+                    from_usn = usn,
+                    to_usn = position.highest_committed_usn,
+                    objects = counts.objects,
+                    errors = counts.errors,
+                    event_id = 36003,
+                    "directory changes sent"
+                );
             }
             current = next;
             *sent_cursor = Some(current.clone());
@@ -414,7 +426,10 @@ mod tests {
     #[test]
     fn deltas_continue_unless_a_full_sync_is_asked_for_or_the_dc_changed() {
         let delta = cursor("dc1", 3, SyncPhase::Delta { usn: 400 });
-        assert_eq!(plan(Some(&delta), false, &position("dc1", 900)), Plan::Delta);
+        assert_eq!(
+            plan(Some(&delta), false, &position("dc1", 900)),
+            Plan::Delta
+        );
         let fresh = Plan::Full {
             generation: 4,
             start_usn: 900,
@@ -436,15 +451,16 @@ mod tests {
         assert!(batches.len() > 1);
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 200);
         for changes in batches {
-            let frame = writeback_proto::frame::encode(&writeback_proto::frame::AgentMessage::SyncBatch(
-                writeback_proto::sync::SyncBatch {
-                    sequence: u64::MAX,
-                    changes,
-                    cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::Delta { usn: 1 }),
-                    completes_full_sync: false,
-                },
-            ))
-            .unwrap();
+            let frame =
+                writeback_proto::frame::encode(&writeback_proto::frame::AgentMessage::SyncBatch(
+                    writeback_proto::sync::SyncBatch {
+                        sequence: u64::MAX,
+                        changes,
+                        cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::Delta { usn: 1 }),
+                        completes_full_sync: false,
+                    },
+                ))
+                .unwrap();
             assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
         }
     }

@@ -111,7 +111,10 @@ pub fn print_sync_status(status: &SyncStatus, as_json: bool) -> Result<()> {
         return json(status);
     }
     println!("directory sync of {}", status.directory);
-    println!("  users / groups:        {} / {}", status.users, status.groups);
+    println!(
+        "  users / groups:        {} / {}",
+        status.users, status.groups
+    );
     println!(
         "  last full sync:        started {}, completed {}",
         time(status.last_full_sync_started_at),
@@ -130,7 +133,12 @@ pub fn print_sync_status(status: &SyncStatus, as_json: bool) -> Result<()> {
     }
     println!("  errors:                {}", status.error_count);
     for error in &status.recent_errors {
-        println!("    {}  {}: {}", time(Some(error.at)), error.object, error.message);
+        println!(
+            "    {}  {}: {}",
+            time(Some(error.at)),
+            error.object,
+            error.message
+        );
     }
     Ok(())
 }

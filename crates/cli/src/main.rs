@@ -409,9 +409,13 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             if arguments.json {
                 println!("{}", serde_json::to_string_pretty(&response)?);
             } else if response.started {
-                println!("full sync of {name} started; follow it with `writeback sync status {name}`");
+                println!(
+                    "full sync of {name} started; follow it with `writeback sync status {name}`"
+                );
             } else {
-                println!("full sync of {name} requested; it starts when an agent of {name} connects");
+                println!(
+                    "full sync of {name} requested; it starts when an agent of {name} connects"
+                );
             }
         }
     }

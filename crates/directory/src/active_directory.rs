@@ -491,7 +491,10 @@ impl Directory for ActiveDirectory {
     }
 }
 
-pub(crate) fn first<'a>(attributes: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(
+    attributes: &'a HashMap<String, Vec<String>>,
+    name: &str,
+) -> Option<&'a str> {
     attributes
         .get(name)
         .and_then(|values| values.first())

@@ -375,6 +375,15 @@ mod tests {
     }
 
     #[test]
+    fn an_anchor_is_searched_for_byte_by_byte() {
+        let anchor: ObjectAnchor = "8b6c9d80-5375-4f42-9873-a5ea33347041".parse().unwrap();
+        assert_eq!(
+            anchor_filter(&anchor),
+            r"(&(objectCategory=person)(objectClass=user)(objectGUID=\80\9d\6c\8b\75\53\42\4f\98\73\a5\ea\33\34\70\41))"
+        );
+    }
+
+    #[test]
     fn filetimes_convert_to_unix_milliseconds() {
         // 2020-01-01T00:00:00Z
         assert_eq!(

@@ -135,7 +135,9 @@ impl Directory for FakeDirectory {
                     candidate.account.sam_account_name == *name
                         || candidate.account.user_principal_name.as_deref() == Some(name.as_str())
                 }
-                UserRef::Anchor(anchor) => candidate.account.object_guid == Some(*anchor.as_bytes()),
+                UserRef::Anchor(anchor) => {
+                    candidate.account.object_guid == Some(*anchor.as_bytes())
+                }
             })
             .collect();
         match matches.as_slice() {

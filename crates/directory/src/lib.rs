@@ -8,9 +8,9 @@
 
 mod active_directory;
 mod decode;
-mod sync;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod sync;
 
 use std::future::Future;
 use std::time::Duration;

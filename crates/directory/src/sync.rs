@@ -117,9 +117,13 @@ impl DirectorySync for ActiveDirectory {
     ) -> Result<(), DirectoryError> {
         for base in bases {
             let sent = self
-                .stream_changes(base, FULL_SYNC_FILTER, vec![extended_dn_control()], changes, |entry| {
-                    changes_for_entry(entry, None)
-                })
+                .stream_changes(
+                    base,
+                    FULL_SYNC_FILTER,
+                    vec![extended_dn_control()],
+                    changes,
+                    |entry| changes_for_entry(entry, None),
+                )
                 .await?;
             if !sent {
                 return Ok(());
@@ -168,7 +172,13 @@ impl ActiveDirectory {
         let mut stream = ldap
             .with_controls(controls)
             .with_timeout(self.operation_timeout())
-            .streaming_search_with(adapters, base, Scope::Subtree, filter, SYNC_ATTRIBUTES.to_vec())
+            .streaming_search_with(
+                adapters,
+                base,
+                Scope::Subtree,
+                filter,
+                SYNC_ATTRIBUTES.to_vec(),
+            )
             .await
             .map_err(|error| self.sync_failure(error))?;
         loop {
@@ -305,10 +315,11 @@ pub(crate) fn sid_to_string(bytes: &[u8]) -> Option<String> {
 }
 
 fn has_class(entry: &SearchEntry, class: &str) -> bool {
-    entry
-        .attrs
-        .get("objectClass")
-        .is_some_and(|classes| classes.iter().any(|value| value.eq_ignore_ascii_case(class)))
+    entry.attrs.get("objectClass").is_some_and(|classes| {
+        classes
+            .iter()
+            .any(|value| value.eq_ignore_ascii_case(class))
+    })
 }
 
 /// What one search entry means for the cloud's copy. `bases` is `None` in a full sync (every entry
@@ -326,7 +337,8 @@ pub(crate) fn changes_for_entry(entry: SearchEntry, bases: Option<&[String]>) ->
             message: "the object has no readable objectGUID, so it cannot be anchored".into(),
         }];
     };
-    let deleted = first(&entry.attrs, "isDeleted").is_some_and(|value| value.eq_ignore_ascii_case("TRUE"));
+    let deleted =
+        first(&entry.attrs, "isDeleted").is_some_and(|value| value.eq_ignore_ascii_case("TRUE"));
     let in_scope = bases.is_none_or(|bases| bases.iter().any(|base| is_within(&plain_dn, base)));
     let is_group = has_class(&entry, "group");
     let is_user = has_class(&entry, "user") && !has_class(&entry, "computer");
@@ -385,7 +397,11 @@ fn group_changes(
     sid: Option<String>,
     plain_dn: String,
 ) -> Vec<SyncChange> {
-    if entry.attrs.keys().any(|name| name.starts_with("member;range=")) {
+    if entry
+        .attrs
+        .keys()
+        .any(|name| name.starts_with("member;range="))
+    {
         return vec![SyncChange::Error {
             object: plain_dn,
             message: "the group has more members than the domain controller returns at once; \
@@ -466,7 +482,10 @@ mod tests {
         entry(
             dn,
             &[
-                ("objectClass", &["top", "person", "organizationalPerson", "user"]),
+                (
+                    "objectClass",
+                    &["top", "person", "organizationalPerson", "user"],
+                ),
                 ("sAMAccountName", &["alice"]),
                 ("userPrincipalName", &["alice@corp.example.test"]),
                 ("userAccountControl", &["66050"]),
@@ -506,7 +525,9 @@ mod tests {
         let mut tombstone = user_entry(&format!(
             "CN=alice\\0ADEL:{GUID_TEXT},CN=Deleted Objects,DC=corp,DC=example,DC=test"
         ));
-        tombstone.attrs.insert("isDeleted".into(), vec!["TRUE".into()]);
+        tombstone
+            .attrs
+            .insert("isDeleted".into(), vec!["TRUE".into()]);
         assert!(matches!(
             &changes_for_entry(tombstone, Some(&bases))[..],
             [SyncChange::Remove { .. }]
@@ -563,8 +584,12 @@ mod tests {
         );
         let changes = changes_for_entry(group, None);
         assert!(matches!(&changes[0], SyncChange::Group(group) if group.name == "Team"));
-        assert!(matches!(&changes[1], SyncChange::Members { members, replace: true, .. } if members.len() == MAX_MEMBERS_PER_CHANGE));
-        assert!(matches!(&changes[2], SyncChange::Members { members, replace: false, .. } if members.len() == 1));
+        assert!(
+            matches!(&changes[1], SyncChange::Members { members, replace: true, .. } if members.len() == MAX_MEMBERS_PER_CHANGE)
+        );
+        assert!(
+            matches!(&changes[2], SyncChange::Members { members, replace: false, .. } if members.len() == 1)
+        );
     }
 
     #[test]
@@ -582,12 +607,19 @@ mod tests {
 
     #[test]
     fn extended_dns_split_in_both_guid_formats() {
-        let (anchor, sid, dn) =
-            split_extended_dn("<GUID=809d6c8b7553424f9873a5ea33347041>;<SID=S-1-5-32-546>;CN=Guests");
-        assert_eq!(anchor.map(|anchor| anchor.to_string()).as_deref(), Some(GUID_TEXT));
+        let (anchor, sid, dn) = split_extended_dn(
+            "<GUID=809d6c8b7553424f9873a5ea33347041>;<SID=S-1-5-32-546>;CN=Guests",
+        );
+        assert_eq!(
+            anchor.map(|anchor| anchor.to_string()).as_deref(),
+            Some(GUID_TEXT)
+        );
         assert_eq!(sid.as_deref(), Some("S-1-5-32-546"));
         assert_eq!(dn, "CN=Guests");
-        assert_eq!(split_extended_dn("CN=plain,DC=x"), (None, None, "CN=plain,DC=x"));
+        assert_eq!(
+            split_extended_dn("CN=plain,DC=x"),
+            (None, None, "CN=plain,DC=x")
+        );
     }
 
     #[test]

@@ -695,13 +695,22 @@ mod tests {
             full: true,
         });
         let actions = pair.agent.on_frame(&bytes(&start), START);
-        assert!(matches!(&actions[..], [AgentAction::StartSync(SyncStart { cursor: None, full: true })]));
+        assert!(matches!(
+            &actions[..],
+            [AgentAction::StartSync(SyncStart {
+                cursor: None,
+                full: true
+            })]
+        ));
         let actions = pair.cloud.on_frame(&bytes(&batch), START);
         assert!(matches!(&actions[..], [CloudAction::ApplySync(applied)] if applied.sequence == 1));
         let actions = pair
             .agent
             .on_frame(&bytes(&CloudMessage::SyncAck { sequence: 1 }), START);
-        assert!(matches!(&actions[..], [AgentAction::SyncAcknowledged { sequence: 1 }]));
+        assert!(matches!(
+            &actions[..],
+            [AgentAction::SyncAcknowledged { sequence: 1 }]
+        ));
     }
 
     #[test]

@@ -170,9 +170,14 @@ pub enum SyncChange {
         replace: bool,
     },
     /// Deleted, or moved out of the synced OUs.
-    Remove { anchor: ObjectAnchor },
+    Remove {
+        anchor: ObjectAnchor,
+    },
     /// The agent could not sync this object; the rest of the sync goes on.
-    Error { object: String, message: String },
+    Error {
+        object: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,8 +171,15 @@ impl Store {
                     remove_object(&mut transaction, directory_id, anchor).await?;
                 }
                 SyncChange::Error { object, message } => {
-                    record_error(&mut transaction, directory_id, generation, object, message, now)
-                        .await?;
+                    record_error(
+                        &mut transaction,
+                        directory_id,
+                        generation,
+                        object,
+                        message,
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
@@ -197,8 +204,9 @@ impl Store {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let cursor = serde_json::to_string(&batch.cursor)
-            .map_err(|error| StoreError::Corrupt(format!("cannot encode a sync cursor: {error}")))?;
+        let cursor = serde_json::to_string(&batch.cursor).map_err(|error| {
+            StoreError::Corrupt(format!("cannot encode a sync cursor: {error}"))
+        })?;
         let changed = !batch.changes.is_empty();
         sqlx::query(
             "INSERT INTO sync_state (directory_id, cursor, generation, full_requested, last_full_started_at, last_full_completed_at, last_change_at, cursor_updated_at) \
@@ -502,12 +510,6 @@ async fn upsert_user(
     .bind(millis(now))
     .execute(&mut **transaction)
     .await?;
-    // An object is either a user or a group; a row of the other kind is stale.
-    sqlx::query("DELETE FROM synced_groups WHERE directory_id = ? AND anchor = ?")
-        .bind(directory_id)
-        .bind(user.anchor.to_string())
-        .execute(&mut **transaction)
-        .await?;
     Ok(())
 }
 
@@ -531,11 +533,6 @@ async fn upsert_group(
     .bind(millis(now))
     .execute(&mut **transaction)
     .await?;
-    sqlx::query("DELETE FROM synced_users WHERE directory_id = ? AND anchor = ?")
-        .bind(directory_id)
-        .bind(group.anchor.to_string())
-        .execute(&mut **transaction)
-        .await?;
     Ok(())
 }
 
@@ -669,7 +666,12 @@ mod tests {
         ]
     }
 
-    fn batch(generation: u64, phase: SyncPhase, changes: Vec<SyncChange>, completes: bool) -> SyncBatch {
+    fn batch(
+        generation: u64,
+        phase: SyncPhase,
+        changes: Vec<SyncChange>,
+        completes: bool,
+    ) -> SyncBatch {
         SyncBatch {
             sequence: 1,
             changes,
@@ -691,7 +693,13 @@ mod tests {
 
     async fn names(store: &Store, directory: &DirectoryName, query: UserQuery) -> Vec<String> {
         store
-            .search_users(directory, &UserQuery { limit: 100, ..query })
+            .search_users(
+                directory,
+                &UserQuery {
+                    limit: 100,
+                    ..query
+                },
+            )
             .await
             .unwrap()
             .into_iter()
@@ -704,11 +712,24 @@ mod tests {
         let (store, corp) = store().await;
         let full = SyncPhase::Full { start_usn: 10 };
         store
-            .apply_sync_batch(&corp, &batch(1, full, vec![user(1, "alice"), user(2, "bob"), user(3, "carol")], false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(
+                    1,
+                    full,
+                    vec![user(1, "alice"), user(2, "bob"), user(3, "carol")],
+                    false,
+                ),
+                NOW,
+            )
             .await
             .unwrap();
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 10 }, vec![], true), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(1, SyncPhase::Delta { usn: 10 }, vec![], true),
+                NOW,
+            )
             .await
             .unwrap();
         // Generation 2: carol was deleted; the agent dies after the first batch and starts again.
@@ -720,17 +741,31 @@ mod tests {
             .await
             .unwrap();
         let resumed = store.sync_start(&corp).await.unwrap();
-        assert!(!resumed.full, "the request is taken once the full sync has begun");
+        assert!(
+            !resumed.full,
+            "the request is taken once the full sync has begun"
+        );
         assert_eq!(resumed.cursor.unwrap().phase, full);
         store
-            .apply_sync_batch(&corp, &batch(2, full, vec![user(1, "alice"), user(2, "bob")], false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(2, full, vec![user(1, "alice"), user(2, "bob")], false),
+                NOW,
+            )
             .await
             .unwrap();
         store
-            .apply_sync_batch(&corp, &batch(2, SyncPhase::Delta { usn: 20 }, vec![], true), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(2, SyncPhase::Delta { usn: 20 }, vec![], true),
+                NOW,
+            )
             .await
             .unwrap();
-        assert_eq!(names(&store, &corp, UserQuery::default()).await, ["alice", "bob"]);
+        assert_eq!(
+            names(&store, &corp, UserQuery::default()).await,
+            ["alice", "bob"]
+        );
         let status = store.sync_status(&corp, NOW).await.unwrap();
         assert_eq!(status.users, 2);
         assert!(status.last_full_sync_completed_at.is_some());
@@ -746,12 +781,24 @@ mod tests {
         // A cycle: Platform contains Staff, which contains Engineers, which contains Platform.
         changes.extend(group(12, "Platform", &[10]));
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 5 }, changes, false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(1, SyncPhase::Delta { usn: 5 }, changes, false),
+                NOW,
+            )
             .await
             .unwrap();
         let alice = store.user_detail(&corp, "ALICE").await.unwrap().unwrap();
-        let direct: Vec<_> = alice.direct_groups.iter().map(|group| group.name.as_str()).collect();
-        let nested: Vec<_> = alice.nested_groups.iter().map(|group| group.name.as_str()).collect();
+        let direct: Vec<_> = alice
+            .direct_groups
+            .iter()
+            .map(|group| group.name.as_str())
+            .collect();
+        let nested: Vec<_> = alice
+            .nested_groups
+            .iter()
+            .map(|group| group.name.as_str())
+            .collect();
         assert_eq!(direct, ["Engineers"]);
         assert_eq!(nested, ["Platform", "Staff"]);
         let staff = UserQuery {
@@ -762,7 +809,16 @@ mod tests {
 
         // Engineers loses alice: she leaves Staff and Platform too.
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 6 }, group(11, "Engineers", &[12]), false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(
+                    1,
+                    SyncPhase::Delta { usn: 6 },
+                    group(11, "Engineers", &[12]),
+                    false,
+                ),
+                NOW,
+            )
             .await
             .unwrap();
         let alice = store.user_detail(&corp, "alice").await.unwrap().unwrap();
@@ -786,27 +842,61 @@ mod tests {
             user(3, "carol"),
         ];
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 5 }, changes, false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(1, SyncPhase::Delta { usn: 5 }, changes, false),
+                NOW,
+            )
             .await
             .unwrap();
         let status = store.sync_status(&corp, NOW).await.unwrap();
         assert_eq!(status.users, 3);
-        let objects: Vec<_> = status.recent_errors.iter().map(|error| error.object.as_str()).collect();
-        assert!(objects.contains(&"CN=ghost,OU=Staff,DC=corp"), "{objects:?}");
+        let objects: Vec<_> = status
+            .recent_errors
+            .iter()
+            .map(|error| error.object.as_str())
+            .collect();
         assert!(
-            status.recent_errors.iter().any(|error| error.message.contains("alice@corp.example.test") || error.message.contains("ALICE@corp.example.test")),
+            objects.contains(&"CN=ghost,OU=Staff,DC=corp"),
+            "{objects:?}"
+        );
+        assert!(
+            status
+                .recent_errors
+                .iter()
+                .any(|error| error.message.contains("alice@corp.example.test")
+                    || error.message.contains("ALICE@corp.example.test")),
             "{:?}",
             status.recent_errors
         );
-        assert_eq!(store.resolve_user(&corp, "alice@corp.example.test").await.unwrap(), None, "ambiguous");
-        assert_eq!(store.resolve_user(&corp, "alice").await.unwrap(), Some(anchor(1)));
+        assert_eq!(
+            store
+                .resolve_user(&corp, "alice@corp.example.test")
+                .await
+                .unwrap(),
+            None,
+            "ambiguous"
+        );
+        assert_eq!(
+            store.resolve_user(&corp, "alice").await.unwrap(),
+            Some(anchor(1))
+        );
     }
 
     #[tokio::test]
     async fn removals_renames_and_search_text_with_like_metacharacters() {
         let (store, corp) = store().await;
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 5 }, vec![user(1, "alice"), user(2, "a_b"), user(3, "a%c")], false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(
+                    1,
+                    SyncPhase::Delta { usn: 5 },
+                    vec![user(1, "alice"), user(2, "a_b"), user(3, "a%c")],
+                    false,
+                ),
+                NOW,
+            )
             .await
             .unwrap();
         let text = |text: &str| UserQuery {
@@ -819,12 +909,33 @@ mod tests {
 
         let renamed = user(1, "alicia");
         store
-            .apply_sync_batch(&corp, &batch(1, SyncPhase::Delta { usn: 6 }, vec![renamed, SyncChange::Remove { anchor: anchor(2) }], false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(
+                    1,
+                    SyncPhase::Delta { usn: 6 },
+                    vec![renamed, SyncChange::Remove { anchor: anchor(2) }],
+                    false,
+                ),
+                NOW,
+            )
             .await
             .unwrap();
-        assert_eq!(names(&store, &corp, UserQuery::default()).await, ["a%c", "alicia"]);
-        assert_eq!(store.resolve_user(&corp, "alicia").await.unwrap(), Some(anchor(1)));
-        assert_eq!(store.resolve_user(&corp, &anchor(1).to_string().to_uppercase()).await.unwrap(), Some(anchor(1)));
+        assert_eq!(
+            names(&store, &corp, UserQuery::default()).await,
+            ["a%c", "alicia"]
+        );
+        assert_eq!(
+            store.resolve_user(&corp, "alicia").await.unwrap(),
+            Some(anchor(1))
+        );
+        assert_eq!(
+            store
+                .resolve_user(&corp, &anchor(1).to_string().to_uppercase())
+                .await
+                .unwrap(),
+            Some(anchor(1))
+        );
         assert_eq!(store.resolve_user(&corp, "alice").await.unwrap(), None);
     }
 }

@@ -354,8 +354,11 @@ fn start_watchdog(directory: &Path) -> Result<Child> {
     // The watchdog waits for its stdin to close, then stops Samba and removes the DC's files.
     // Samba runs in its own process group (its pid, from its pid file, is the group id) so that
     // every one of its processes can be waited for before the directory is removed: exiting
-    // children still write lock files.
+    // children still write lock files. It ignores the signals a terminal or `timeout` sends to a
+    // whole process group (Ctrl-C included): it must outlive its parent to clean up after it.
+    // Samba starts before the trap, so it keeps the default dispositions.
     let script = r#"setsid samba -s "$1/etc/smb.conf" -F --debug-stdout -d1 >"$1/samba.out" 2>&1 &
+trap '' INT HUP TERM
 cat >/dev/null
 samba_group=$(cat "$1/run/samba.pid" 2>/dev/null)
 if [ -n "$samba_group" ]; then
@@ -579,7 +582,10 @@ impl AdminSession {
 
     /// Renames the object at `dn` to `CN=new_cn` in the same container; returns the new DN.
     pub async fn rename(&mut self, dn: &str, new_cn: &str) -> Result<String> {
-        let parent = dn.split_once(',').map(|(_, parent)| parent).context("DN has no parent")?;
+        let parent = dn
+            .split_once(',')
+            .map(|(_, parent)| parent)
+            .context("DN has no parent")?;
         self.ldap
             .modifydn(dn, &format!("CN={new_cn}"), true, None)
             .await?
@@ -590,7 +596,10 @@ impl AdminSession {
 
     /// Moves the object at `dn` into `container`; returns the new DN.
     pub async fn move_to(&mut self, dn: &str, container: &str) -> Result<String> {
-        let rdn = dn.split_once(',').map(|(rdn, _)| rdn).context("DN has no RDN")?;
+        let rdn = dn
+            .split_once(',')
+            .map(|(rdn, _)| rdn)
+            .context("DN has no RDN")?;
         self.ldap
             .modifydn(dn, rdn, true, Some(container))
             .await?
@@ -625,7 +634,10 @@ impl AdminSession {
 
     pub async fn add_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
         self.ldap
-            .modify(group_dn, vec![Mod::Add(b"member".to_vec(), values(&[member_dn]))])
+            .modify(
+                group_dn,
+                vec![Mod::Add(b"member".to_vec(), values(&[member_dn]))],
+            )
             .await?
             .success()
             .with_context(|| format!("adding {member_dn} to {group_dn}"))?;
@@ -634,7 +646,10 @@ impl AdminSession {
 
     pub async fn remove_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
         self.ldap
-            .modify(group_dn, vec![Mod::Delete(b"member".to_vec(), values(&[member_dn]))])
+            .modify(
+                group_dn,
+                vec![Mod::Delete(b"member".to_vec(), values(&[member_dn]))],
+            )
             .await?
             .success()
             .with_context(|| format!("removing {member_dn} from {group_dn}"))?;

@@ -38,7 +38,10 @@ where
     loop {
         if let Some(value) = probe().await {
             let elapsed = started.elapsed();
-            eprintln!("{what}: visible in the cloud after {} ms", elapsed.as_millis());
+            eprintln!(
+                "{what}: visible in the cloud after {} ms",
+                elapsed.as_millis()
+            );
             return (value, elapsed);
         }
         if started.elapsed() > VISIBLE_WITHIN {
@@ -60,7 +63,11 @@ async fn the_user(stack: &Stack, sam_account_name: &str) -> Option<DirectoryUser
     find(stack, sam_account_name)
         .await
         .into_iter()
-        .find(|user| user.user.sam_account_name.eq_ignore_ascii_case(sam_account_name))
+        .find(|user| {
+            user.user
+                .sam_account_name
+                .eq_ignore_ascii_case(sam_account_name)
+        })
 }
 
 async fn detail(stack: &Stack, key: &str) -> Option<DirectoryUserDetail> {
@@ -90,11 +97,14 @@ async fn anchors_in(stack: &Stack, container: &str) -> BTreeSet<ObjectAnchor> {
         .await
         .unwrap();
     ldap3::drive!(driver);
-    ldap.simple_bind(&format!("Administrator@{DNS_DOMAIN}"), &stack.dc.admin_password)
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    ldap.simple_bind(
+        &format!("Administrator@{DNS_DOMAIN}"),
+        &stack.dc.admin_password,
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
     let adapters: Vec<Box<dyn ldap3::adapters::Adapter<'_, &str, Vec<&str>>>> = vec![
         Box::new(ldap3::adapters::EntriesOnly::new()),
         Box::new(ldap3::adapters::PagedResults::new(500)),
@@ -116,7 +126,12 @@ async fn anchors_in(stack: &Stack, container: &str) -> BTreeSet<ObjectAnchor> {
             .bin_attrs
             .get("objectGUID")
             .map(|values| values[0].clone())
-            .or_else(|| entry.attrs.get("objectGUID").map(|values| values[0].clone().into_bytes()))
+            .or_else(|| {
+                entry
+                    .attrs
+                    .get("objectGUID")
+                    .map(|values| values[0].clone().into_bytes())
+            })
             .unwrap();
         anchors.insert(ObjectAnchor::from_bytes(bytes.try_into().unwrap()));
     }
@@ -158,8 +173,14 @@ async fn creates_modifies_renames_moves_and_deletes_reach_the_cloud() {
     assert!(created.user.enabled);
     let anchor = created.user.anchor;
 
-    admin.replace(&dn, "displayName", "Synced Person").await.unwrap();
-    admin.replace(&dn, "mail", &format!("{name}@mail.example.org")).await.unwrap();
+    admin
+        .replace(&dn, "displayName", "Synced Person")
+        .await
+        .unwrap();
+    admin
+        .replace(&dn, "mail", &format!("{name}@mail.example.org"))
+        .await
+        .unwrap();
     within_bound("modify", || async {
         the_user(&stack, &name).await.filter(|user| {
             user.user.display_name.as_deref() == Some("Synced Person")
@@ -167,13 +188,24 @@ async fn creates_modifies_renames_moves_and_deletes_reach_the_cloud() {
         })
     })
     .await;
-    assert_eq!(find(&stack, "mail.example.org").await.len(), 1, "searchable by mail");
+    assert_eq!(
+        find(&stack, "mail.example.org").await.len(),
+        1,
+        "searchable by mail"
+    );
 
     let new_name = unique_user("renamed");
     let renamed_dn = admin.rename(&dn, &new_name).await.unwrap();
-    admin.replace(&renamed_dn, "sAMAccountName", &new_name).await.unwrap();
     admin
-        .replace(&renamed_dn, "userPrincipalName", &stack.dc.user_principal_name(&new_name))
+        .replace(&renamed_dn, "sAMAccountName", &new_name)
+        .await
+        .unwrap();
+    admin
+        .replace(
+            &renamed_dn,
+            "userPrincipalName",
+            &stack.dc.user_principal_name(&new_name),
+        )
         .await
         .unwrap();
     let (renamed, _) = within_bound("rename", || async {
@@ -207,13 +239,19 @@ async fn creates_modifies_renames_moves_and_deletes_reach_the_cloud() {
 
     admin.delete(&inside_dn).await.unwrap();
     within_bound("delete", || async {
-        detail(&stack, &anchor.to_string()).await.is_none().then_some(())
+        detail(&stack, &anchor.to_string())
+            .await
+            .is_none()
+            .then_some(())
     })
     .await;
 
     let status = stack.client.sync_status(&stack.directory).await.unwrap();
     assert!(status.last_full_sync_completed_at.is_some());
-    assert!(matches!(status.cursor.unwrap().phase, SyncPhase::Delta { .. }));
+    assert!(matches!(
+        status.cursor.unwrap().phase,
+        SyncPhase::Delta { .. }
+    ));
     assert!(status.cursor_age_ms.is_some());
 }
 
@@ -232,22 +270,37 @@ async fn group_membership_changes_reach_the_cloud_directly_and_through_nesting()
     let inner = admin.create_group(&inner_name, STAFF_OU).await.unwrap();
     admin.add_member(&outer, &inner).await.unwrap();
     within_bound("groups created", || async {
-        let groups = stack.client.groups(&stack.directory, Some(&inner_name)).await.unwrap();
-        groups.iter().any(|group| group.group.name == inner_name).then_some(())
+        let groups = stack
+            .client
+            .groups(&stack.directory, Some(&inner_name))
+            .await
+            .unwrap();
+        groups
+            .iter()
+            .any(|group| group.group.name == inner_name)
+            .then_some(())
     })
     .await;
 
     admin.add_member(&inner, &user_dn).await.unwrap();
     let (member, _) = within_bound("member added", || async {
-        detail(&stack, &name).await.filter(|user| !user.direct_groups.is_empty())
+        detail(&stack, &name)
+            .await
+            .filter(|user| !user.direct_groups.is_empty())
     })
     .await;
     let names = |groups: &[writeback_proto::api::GroupRef]| {
-        groups.iter().map(|group| group.name.clone()).collect::<Vec<_>>()
+        groups
+            .iter()
+            .map(|group| group.name.clone())
+            .collect::<Vec<_>>()
     };
-    assert_eq!(names(&member.direct_groups), [inner_name.clone()]);
-    assert_eq!(names(&member.nested_groups), [outer_name.clone()]);
-    assert_eq!(group_members(&stack, &outer_name).await, BTreeSet::from([name.clone()]));
+    assert_eq!(names(&member.direct_groups), std::slice::from_ref(&inner_name));
+    assert_eq!(names(&member.nested_groups), std::slice::from_ref(&outer_name));
+    assert_eq!(
+        group_members(&stack, &outer_name).await,
+        BTreeSet::from([name.clone()])
+    );
 
     admin.remove_member(&inner, &user_dn).await.unwrap();
     within_bound("member removed", || async {
@@ -270,13 +323,19 @@ async fn group_membership_changes_reach_the_cloud_directly_and_through_nesting()
 }
 
 #[tokio::test]
-async fn an_agent_killed_in_the_middle_of_a_full_sync_of_2000_users_ends_with_exactly_the_right_set() {
+async fn an_agent_killed_in_the_middle_of_a_full_sync_of_2000_users_ends_with_exactly_the_right_set()
+ {
     let dc = tokio::task::spawn_blocking(writeback_testkit::DomainController::shared)
         .await
         .unwrap()
         .unwrap();
     let bulk_ou = format!("OU=Bulk,{BASE_DN}");
-    dc.admin().await.unwrap().add_organizational_unit(&bulk_ou).await.unwrap();
+    dc.admin()
+        .await
+        .unwrap()
+        .add_organizational_unit(&bulk_ou)
+        .await
+        .unwrap();
     let loader = dc.clone();
     let ou = bulk_ou.clone();
     tokio::task::spawn_blocking(move || loader.bulk_load_users(&ou, "bulk", 2000))
@@ -316,7 +375,10 @@ async fn an_agent_killed_in_the_middle_of_a_full_sync_of_2000_users_ends_with_ex
     // While the agent is down, some users go and others come.
     let mut admin = stack.dc.admin().await.unwrap();
     for index in 0..20 {
-        admin.delete(&format!("CN=bulk{index:05},{bulk_ou}")).await.unwrap();
+        admin
+            .delete(&format!("CN=bulk{index:05},{bulk_ou}"))
+            .await
+            .unwrap();
     }
     for index in 0..5 {
         let name = format!("late{index:05}");
@@ -332,9 +394,7 @@ async fn an_agent_killed_in_the_middle_of_a_full_sync_of_2000_users_ends_with_ex
     let started = Instant::now();
     loop {
         let status = stack.client.sync_status(&stack.directory).await.unwrap();
-        if status.last_full_sync_completed_at.is_some()
-            && status.users == expected.len() as u64
-        {
+        if status.last_full_sync_completed_at.is_some() && status.users == expected.len() as u64 {
             break;
         }
         assert!(
@@ -376,27 +436,56 @@ async fn a_reset_reaches_a_user_renamed_after_the_last_sync() {
         .await
         .unwrap();
     let stack = stack_without_deltas().await;
-    within_bound("initial full sync", || async { the_user(&stack, &name).await }).await;
+    within_bound("initial full sync", || async {
+        the_user(&stack, &name).await
+    })
+    .await;
 
     let mut admin = stack.dc.admin().await.unwrap();
     let new_name = unique_user("moved");
     let renamed_dn = admin.rename(&dn, &new_name).await.unwrap();
-    admin.replace(&renamed_dn, "sAMAccountName", &new_name).await.unwrap();
     admin
-        .replace(&renamed_dn, "userPrincipalName", &stack.dc.user_principal_name(&new_name))
+        .replace(&renamed_dn, "sAMAccountName", &new_name)
+        .await
+        .unwrap();
+    admin
+        .replace(
+            &renamed_dn,
+            "userPrincipalName",
+            &stack.dc.user_principal_name(&new_name),
+        )
         .await
         .unwrap();
     assert_eq!(
-        the_user(&stack, &name).await.unwrap().user.distinguished_name,
+        the_user(&stack, &name)
+            .await
+            .unwrap()
+            .user
+            .distinguished_name,
         dn,
         "the cloud has not seen the rename"
     );
 
     let new_password = strong_password();
-    let response = stack.reset(&name, &new_password, false, false).await.unwrap();
+    let response = stack
+        .reset(&name, &new_password, false, false)
+        .await
+        .unwrap();
     assert_eq!(response.result, ResultCode::Success, "{}", response.message);
-    stack.dc.bind_as(&new_name, &new_password).await.unwrap().unwrap();
-    assert!(stack.dc.bind_as(&new_name, &old_password).await.unwrap().is_err());
+    stack
+        .dc
+        .bind_as(&new_name, &new_password)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stack
+            .dc
+            .bind_as(&new_name, &old_password)
+            .await
+            .unwrap()
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -414,7 +503,10 @@ async fn a_full_resync_from_the_cli_removes_users_that_no_longer_exist() {
         .await
         .unwrap();
     let stack = stack_without_deltas().await;
-    within_bound("initial full sync", || async { the_user(&stack, &name).await }).await;
+    within_bound("initial full sync", || async {
+        the_user(&stack, &name).await
+    })
+    .await;
     stack.dc.admin().await.unwrap().delete(&dn).await.unwrap();
     assert!(the_user(&stack, &name).await.is_some(), "no delta has run");
 
@@ -424,13 +516,14 @@ async fn a_full_resync_from_the_cli_removes_users_that_no_longer_exist() {
     let cli = |arguments: Vec<String>| {
         let session_file = session_file.clone();
         async move {
-            let output = tokio::process::Command::new(writeback_testkit::logs::binary("writeback").unwrap())
-                .arg("--session-file")
-                .arg(&session_file)
-                .args(&arguments)
-                .output()
-                .await
-                .unwrap();
+            let output =
+                tokio::process::Command::new(writeback_testkit::logs::binary("writeback").unwrap())
+                    .arg("--session-file")
+                    .arg(&session_file)
+                    .args(&arguments)
+                    .output()
+                    .await
+                    .unwrap();
             assert!(
                 output.status.success(),
                 "writeback {arguments:?}: {}{}",
@@ -460,6 +553,12 @@ async fn a_full_resync_from_the_cli_removes_users_that_no_longer_exist() {
     .await;
     let status = cli(vec!["sync".into(), "status".into(), "corp".into()]).await;
     assert!(status.contains("last full sync"), "{status}");
-    let listing = cli(vec!["users".into(), "corp".into(), "--search".into(), name.clone()]).await;
+    let listing = cli(vec![
+        "users".into(),
+        "corp".into(),
+        "--search".into(),
+        name.clone(),
+    ])
+    .await;
     assert!(listing.contains("no synced user matches"), "{listing}");
 }

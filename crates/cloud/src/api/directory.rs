@@ -74,10 +74,15 @@ fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn query<T>(query: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(query)| query)
-        .map_err(|rejection| ApiError::invalid(format!("The query string is not valid: {}.", rejection.body_text())))
+fn query<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query.map(|Query(query)| query).map_err(|rejection| {
+        ApiError::invalid(format!(
+            "The query string is not valid: {}.",
+            rejection.body_text()
+        ))
+    })
 }
 
 pub async fn list_users(
@@ -186,7 +191,11 @@ pub async fn resolve_target(state: &AppState, mut target: UserPath) -> Result<Us
         target.user = UserRef::Anchor(anchor);
         return Ok(target);
     }
-    match state.store.resolve_user(&target.directory, &target.name).await {
+    match state
+        .store
+        .resolve_user(&target.directory, &target.name)
+        .await
+    {
         Ok(Some(anchor)) => target.user = UserRef::Anchor(anchor),
         Ok(None) | Err(StoreError::NotFound(_)) => {}
         Err(error) => return Err(ApiError::internal(error)),

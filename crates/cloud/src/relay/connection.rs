@@ -124,9 +124,14 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                     };
                     if !queued {
                         actions.push_back(CloudAction::Send(CloudMessage::ProtocolError {
-                            message: format!("more than {} sync batches sent without acknowledgement", sync::QUEUED_BATCHES),
+                            message: format!(
+                                "more than {} sync batches sent without acknowledgement",
+                                sync::QUEUED_BATCHES
+                            ),
                         }));
-                        actions.push_back(CloudAction::Close { reason: "the agent overran the sync window".into() });
+                        actions.push_back(CloudAction::Close {
+                            reason: "the agent overran the sync window".into(),
+                        });
                     }
                 }
                 CloudAction::Close { reason } => break 'connection reason,

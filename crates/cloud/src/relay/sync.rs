@@ -124,7 +124,10 @@ pub async fn apply_batches(
 
 /// Asks the agent syncing `directory`, if one is connected, to start a full sync now. Otherwise
 /// the stored request starts one when an agent connects.
-pub async fn request_full_sync(state: &AppState, directory: &DirectoryName) -> Result<bool, writeback_store::StoreError> {
+pub async fn request_full_sync(
+    state: &AppState,
+    directory: &DirectoryName,
+) -> Result<bool, writeback_store::StoreError> {
     state.store.request_full_sync(directory).await?;
     let Some(owner) = state.relay.sync.owner(directory) else {
         return Ok(false);

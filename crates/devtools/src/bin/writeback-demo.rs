@@ -172,7 +172,12 @@ async fn main() -> Result<()> {
 
     let agent_dir = work.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
-    let agent_config = write_agent_config(&dc, &agent_dir, &agent_dir.join("agent.log"), &StackOptions::default())?;
+    let agent_config = write_agent_config(
+        &dc,
+        &agent_dir,
+        &agent_dir.join("agent.log"),
+        &StackOptions::default(),
+    )?;
     let token_file = work.join("registration-token");
     write_private(&token_file, &token)?;
     run(

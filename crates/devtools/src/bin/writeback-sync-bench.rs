@@ -149,14 +149,13 @@ async fn full_sync(stack: &Stack, users: u64) -> Result<f64> {
 async fn main() -> Result<()> {
     let users = argument("--users", 20_000)?;
     let changes = argument("--changes", 100)?;
-    println!("sync bench: {users} users, {ROUNDS} rounds of raw search and full sync, {changes} delta changes");
+    println!(
+        "sync bench: {users} users, {ROUNDS} rounds of raw search and full sync, {changes} delta changes"
+    );
 
     let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
     let bench_ou = format!("OU=SyncBench,{BASE_DN}");
-    dc.admin()
-        .await?
-        .add_organizational_unit(&bench_ou)
-        .await?;
+    dc.admin().await?.add_organizational_unit(&bench_ou).await?;
     let loading = Instant::now();
     let loader = dc.clone();
     let ou = bench_ou.clone();
@@ -172,11 +171,23 @@ async fn main() -> Result<()> {
         ..StackOptions::default()
     })
     .await?;
-    let store = stack.cloud.as_ref().context("cloud running")?.state.store.clone();
+    let store = stack
+        .cloud
+        .as_ref()
+        .context("cloud running")?
+        .state
+        .store
+        .clone();
     loop {
-        let status = store.sync_status(&stack.directory, UnixMillis::now()).await?;
+        let status = store
+            .sync_status(&stack.directory, UnixMillis::now())
+            .await?;
         if status.last_full_sync_completed_at.is_some() {
-            ensure!(status.users == users as u64, "first full sync stored {} users", status.users);
+            ensure!(
+                status.users == users as u64,
+                "first full sync stored {} users",
+                status.users
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -202,12 +213,7 @@ async fn main() -> Result<()> {
     let full_s = median(&mut full_times);
 
     let mut admin = dc.admin().await?;
-    let mut random = XorShift(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)?
-            .as_nanos() as u64
-            | 1,
-    );
+    let mut random = XorShift(SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1);
     let mut lags = Vec::with_capacity(changes);
     for change in 0..changes {
         // A random moment relative to the agent's polling.
@@ -216,12 +222,18 @@ async fn main() -> Result<()> {
         let name = format!("sb{index:05}");
         let display_name = format!("Changed {change} at {}", UnixMillis::now().0);
         admin
-            .replace(&format!("CN={name},{bench_ou}"), "displayName", &display_name)
+            .replace(
+                &format!("CN={name},{bench_ou}"),
+                "displayName",
+                &display_name,
+            )
             .await?;
         let changed = Instant::now();
         loop {
             let detail = store.user_detail(&stack.directory, &name).await?;
-            if detail.is_some_and(|detail| detail.user.display_name.as_deref() == Some(&display_name)) {
+            if detail
+                .is_some_and(|detail| detail.user.display_name.as_deref() == Some(&display_name))
+            {
                 lags.push(changed.elapsed().as_secs_f64() * 1000.0);
                 break;
             }
