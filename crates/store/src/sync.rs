@@ -455,19 +455,31 @@ impl Store {
         directory_id: i64,
         key: &str,
     ) -> Result<Option<DirectoryUser>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM synced_users WHERE directory_id = ?1 \
-               AND (anchor = ?2 OR sam_account_name = ?3 OR user_principal_name = ?3 OR mail = ?3) LIMIT 2"
-        ))
+        // One indexed lookup per way of naming a user; an OR across columns would make SQLite scan
+        // the directory's users. The planner also needs telling which index serves the UPN.
+        let anchors: Vec<String> = sqlx::query_scalar(
+            "SELECT anchor FROM synced_users WHERE directory_id = ?1 AND anchor = ?2 \
+             UNION SELECT anchor FROM synced_users INDEXED BY synced_users_sam WHERE directory_id = ?1 AND sam_account_name = ?3 \
+             UNION SELECT anchor FROM synced_users INDEXED BY synced_users_upn WHERE directory_id = ?1 AND user_principal_name = ?3 \
+             UNION SELECT anchor FROM synced_users INDEXED BY synced_users_mail WHERE directory_id = ?1 AND mail = ?3 \
+             LIMIT 2",
+        )
         .bind(directory_id)
         .bind(key.to_ascii_lowercase())
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        match rows.as_slice() {
-            [row] => user_from_row(row).map(Some),
-            _ => Ok(None),
-        }
+        let [anchor] = anchors.as_slice() else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM synced_users WHERE directory_id = ? AND anchor = ?"
+        ))
+        .bind(directory_id)
+        .bind(anchor)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
     }
 }
 
@@ -599,7 +611,8 @@ async fn report_duplicate_names(
         return Ok(());
     };
     let others: Vec<String> = sqlx::query_scalar(
-        "SELECT distinguished_name FROM synced_users WHERE directory_id = ? AND user_principal_name = ? AND anchor <> ?",
+        "SELECT distinguished_name FROM synced_users INDEXED BY synced_users_upn \
+         WHERE directory_id = ? AND user_principal_name = ? AND anchor <> ?",
     )
     .bind(directory_id)
     .bind(upn)

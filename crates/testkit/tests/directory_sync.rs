@@ -295,8 +295,14 @@ async fn group_membership_changes_reach_the_cloud_directly_and_through_nesting()
             .map(|group| group.name.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(names(&member.direct_groups), std::slice::from_ref(&inner_name));
-    assert_eq!(names(&member.nested_groups), std::slice::from_ref(&outer_name));
+    assert_eq!(
+        names(&member.direct_groups),
+        std::slice::from_ref(&inner_name)
+    );
+    assert_eq!(
+        names(&member.nested_groups),
+        std::slice::from_ref(&outer_name)
+    );
     assert_eq!(
         group_members(&stack, &outer_name).await,
         BTreeSet::from([name.clone()])

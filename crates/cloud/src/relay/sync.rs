@@ -91,13 +91,14 @@ pub async fn apply_batches(
         }
     }
     while let Some(batch) = batches.recv().await {
+        let started = std::time::Instant::now();
         match state
             .store
             .apply_sync_batch(&directory, &batch, UnixMillis::now())
             .await
         {
             Ok(()) => {
-                tracing::debug!(%directory, summary = %batch.summary(), "sync batch stored");
+                tracing::debug!(%directory, summary = %batch.summary(), elapsed_us = started.elapsed().as_micros() as u64, "sync batch stored");
                 // The connection may be gone; the batch is stored either way.
                 let _ = connection
                     .send(CloudMessage::SyncAck {
