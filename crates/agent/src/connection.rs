@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use writeback_directory::{Directory, DirectorySync};
 use writeback_proto::frame::{self, AgentMessage, RejectReason};
@@ -89,8 +89,7 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
 /// The sync task of one connection. Dropping it stops the task and discards its unsent batches.
 struct RunningSync {
     task: tokio::task::JoinHandle<()>,
-    batches: mpsc::Receiver<OutgoingBatch>,
-    window: Arc<Semaphore>,
+    batches: mpsc::Receiver<(OutgoingBatch, OwnedSemaphorePermit)>,
 }
 
 impl Drop for RunningSync {
@@ -100,30 +99,30 @@ impl Drop for RunningSync {
 }
 
 impl RunningSync {
+    /// `window` belongs to the connection, so batches of a replaced sync that are still awaiting
+    /// their acknowledgement keep counting against it.
     fn start<D: Directory + DirectorySync + 'static>(
         executor: Arc<Executor<D>>,
         start: SyncStart,
         settings: SyncSettings,
+        window: Arc<Semaphore>,
     ) -> Self {
         let (batches, receiver) = mpsc::channel(SYNC_WINDOW);
-        let window = Arc::new(Semaphore::new(SYNC_WINDOW));
-        let link = SyncLink {
-            batches,
-            window: window.clone(),
-        };
+        let link = SyncLink { batches, window };
         let task = tokio::spawn(async move {
             sync::run(executor.directory(), start, &settings, &link).await;
         });
         Self {
             task,
             batches: receiver,
-            window,
         }
     }
 }
 
 /// The next batch of the running sync, if there is one; otherwise waits forever.
-async fn next_batch(running: &mut Option<RunningSync>) -> Option<OutgoingBatch> {
+async fn next_batch(
+    running: &mut Option<RunningSync>,
+) -> Option<(OutgoingBatch, OwnedSemaphorePermit)> {
     match running {
         Some(running) => running.batches.recv().await,
         None => std::future::pending().await,
@@ -154,6 +153,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
     let (results, mut finished) = mpsc::channel::<Response>(64);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut running_sync: Option<RunningSync> = None;
+    let sync_window = Arc::new(Semaphore::new(SYNC_WINDOW));
     let mut batch_sequence = 0u64;
     loop {
         let actions = tokio::select! {
@@ -162,7 +162,9 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 Err(reason) => return Ok(reason),
             },
             Some(response) = finished.recv() => vec![AgentAction::Send(AgentMessage::Response(response))],
-            Some(batch) = next_batch(&mut running_sync) => {
+            Some((batch, permit)) = next_batch(&mut running_sync) => {
+                // Returned when the cloud acknowledges a batch.
+                permit.forget();
                 batch_sequence += 1;
                 vec![AgentAction::Send(AgentMessage::SyncBatch(SyncBatch {
                     sequence: batch_sequence,
@@ -201,17 +203,14 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                             executor.clone(),
                             start,
                             settings.clone(),
+                            sync_window.clone(),
                         ));
                     }
                     None => tracing::info!(
                         "the cloud asked for directory sync, which is disabled in this agent's configuration"
                     ),
                 },
-                AgentAction::SyncAcknowledged { .. } => {
-                    if let Some(running) = &running_sync {
-                        running.window.add_permits(1);
-                    }
-                }
+                AgentAction::SyncAcknowledged { .. } => sync_window.add_permits(1),
                 AgentAction::Rejected { reason, message } => {
                     let hint = match reason {
                         RejectReason::UnknownAgent => {

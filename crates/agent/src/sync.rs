@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use writeback_directory::{DirectoryError, DirectorySync, SyncPosition};
 use writeback_proto::frame::MAX_FRAME_BYTES;
 use writeback_proto::sync::{SyncChange, SyncCursor, SyncPhase, SyncStart};
@@ -42,11 +42,13 @@ pub struct OutgoingBatch {
     pub completes_full_sync: bool,
 }
 
-/// How the sync task reaches the connection: batches go out through `batches`, and each one first
-/// takes a permit from `window`, which the connection returns when the cloud acknowledges.
+/// How the sync task reaches the connection: each batch goes out through `batches` holding a
+/// permit from `window`, the connection's count of unacknowledged batches. The connection keeps the
+/// permit taken once it sends the batch, and returns one when the cloud acknowledges a batch; a
+/// batch dropped unsent (its sync was replaced) gives its permit back by itself.
 #[derive(Debug, Clone)]
 pub struct SyncLink {
-    pub batches: mpsc::Sender<OutgoingBatch>,
+    pub batches: mpsc::Sender<(OutgoingBatch, OwnedSemaphorePermit)>,
     pub window: Arc<Semaphore>,
 }
 
@@ -297,18 +299,15 @@ async fn send_batch(
     cursor: &SyncCursor,
     completes_full_sync: bool,
 ) -> bool {
-    let Ok(permit) = link.window.acquire().await else {
+    let Ok(permit) = link.window.clone().acquire_owned().await else {
         return false;
     };
-    permit.forget();
-    link.batches
-        .send(OutgoingBatch {
-            changes,
-            cursor: cursor.clone(),
-            completes_full_sync,
-        })
-        .await
-        .is_ok()
+    let batch = OutgoingBatch {
+        changes,
+        cursor: cursor.clone(),
+        completes_full_sync,
+    };
+    link.batches.send((batch, permit)).await.is_ok()
 }
 
 /// Groups changes into batches that fit a frame.
