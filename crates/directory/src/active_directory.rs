@@ -22,8 +22,8 @@ use writeback_tls::Trust;
 use crate::decode::{self, SecretBytes};
 use crate::{Directory, DirectoryError, ResetOptions, UserAccount};
 
-const UF_ACCOUNTDISABLE: u64 = 0x2;
-const UF_LOCKOUT: u64 = 0x10;
+pub(crate) const UF_ACCOUNTDISABLE: u64 = 0x2;
+pub(crate) const UF_LOCKOUT: u64 = 0x10;
 const PASSWORD_COMPLEX: u64 = 0x1;
 
 /// Everything needed to reach and use the domain controller.

@@ -22,7 +22,10 @@ use writeback_proto::operation::UserRef;
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
 pub use decode::is_within;
-pub use sync::{DirectorySync, SyncPosition};
+pub use sync::{
+    DirectorySync, FULL_SYNC_FILTER, SYNC_ATTRIBUTES, SYNC_PAGE_SIZE, SyncPosition,
+    extended_dn_control,
+};
 
 /// What the agent knows about one user before it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]

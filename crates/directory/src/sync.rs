@@ -13,24 +13,25 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
 use tokio::sync::mpsc;
+use writeback_proto::ids::parse_hex_16;
 use writeback_proto::sync::{
     MAX_MEMBERS_PER_CHANGE, ObjectAnchor, SyncChange, SyncedGroup, SyncedUser,
 };
 use writeback_proto::time::UnixMillis;
 
-use crate::active_directory::{ActiveDirectory, first, number};
+use crate::active_directory::{ActiveDirectory, UF_ACCOUNTDISABLE, UF_LOCKOUT, first, number};
 use crate::decode::{self, is_within};
 use crate::{DirectoryError, PasswordLastSet};
 
 const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
 const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
-const PAGE_SIZE: i32 = 500;
+/// Entries per page of a sync search.
+pub const SYNC_PAGE_SIZE: i32 = 500;
 
-const UF_ACCOUNTDISABLE: u64 = 0x2;
-const UF_LOCKOUT: u64 = 0x10;
 const UF_DONT_EXPIRE_PASSWD: u64 = 0x1_0000;
 
-const SYNC_ATTRIBUTES: &[&str] = &[
+/// What sync reads of each user and group.
+pub const SYNC_ATTRIBUTES: &[&str] = &[
     "objectClass",
     "objectGUID",
     "objectSid",
@@ -49,7 +50,9 @@ const SYNC_ATTRIBUTES: &[&str] = &[
     "isDeleted",
 ];
 
-const FULL_SYNC_FILTER: &str = "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))";
+/// The full sync's search filter: people and groups.
+pub const FULL_SYNC_FILTER: &str =
+    "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))";
 
 /// Which DC answers, and how far its changes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,27 +85,30 @@ pub trait DirectorySync: Send + Sync {
 
 impl DirectorySync for ActiveDirectory {
     async fn sync_position(&self) -> Result<SyncPosition, DirectoryError> {
-        let root = self
-            .sync_search(
+        let connection = self.sync_connection().await?;
+        let mut ldap = connection.ldap.clone();
+        let (entries, _) = ldap
+            .with_timeout(self.operation_timeout())
+            .search(
                 "",
                 Scope::Base,
                 "(objectClass=*)",
-                &["dsServiceName", "highestCommittedUSN"],
-                Vec::new(),
-                &mut |entry| {
-                    Ok(Some(SyncPosition {
-                        server: first(&entry.attrs, "dsServiceName")
-                            .unwrap_or_default()
-                            .to_owned(),
-                        highest_committed_usn: number(&entry.attrs, "highestCommittedUSN")
-                            .unwrap_or(0),
-                    }))
-                },
+                vec!["dsServiceName", "highestCommittedUSN"],
             )
-            .await?;
-        root.into_iter()
+            .await
+            .map_err(|error| self.sync_failure(error))?
+            .success()
+            .map_err(|error| self.sync_failure(error))?;
+        entries
+            .into_iter()
             .next()
-            .filter(|position| !position.server.is_empty())
+            .map(SearchEntry::construct)
+            .and_then(|root| {
+                Some(SyncPosition {
+                    server: first(&root.attrs, "dsServiceName")?.to_owned(),
+                    highest_committed_usn: number(&root.attrs, "highestCommittedUSN")?,
+                })
+            })
             .ok_or_else(|| {
                 DirectoryError::Unavailable(
                     "the root DSE names no dsServiceName or highestCommittedUSN".into(),
@@ -167,7 +173,7 @@ impl ActiveDirectory {
         let mut ldap = connection.ldap.clone();
         let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
             Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(PAGE_SIZE)),
+            Box::new(PagedResults::new(SYNC_PAGE_SIZE)),
         ];
         let mut stream = ldap
             .with_controls(controls)
@@ -204,36 +210,10 @@ impl ActiveDirectory {
         }
         Ok(true)
     }
-
-    /// A small search on the sync connection, each entry mapped by `keep`.
-    async fn sync_search<T>(
-        &self,
-        base: &str,
-        scope: Scope,
-        filter: &str,
-        attributes: &[&str],
-        controls: Vec<RawControl>,
-        keep: &mut (dyn FnMut(SearchEntry) -> Result<Option<T>, DirectoryError> + Send),
-    ) -> Result<Vec<T>, DirectoryError> {
-        let connection = self.sync_connection().await?;
-        let mut ldap = connection.ldap.clone();
-        let outcome = ldap
-            .with_controls(controls)
-            .with_timeout(self.operation_timeout())
-            .search(base, scope, filter, attributes.to_vec())
-            .await
-            .map_err(|error| self.sync_failure(error))?;
-        let mut kept = Vec::new();
-        for entry in outcome.0 {
-            if let Some(value) = keep(SearchEntry::construct(entry))? {
-                kept.push(value);
-            }
-        }
-        Ok(kept)
-    }
 }
 
-fn extended_dn_control() -> RawControl {
+/// The extended-DN control: each DN value also carries the object's GUID and SID.
+pub fn extended_dn_control() -> RawControl {
     // SEQUENCE { INTEGER 1 }: GUIDs and SIDs in their string forms.
     RawControl {
         ctype: EXTENDED_DN_OID.into(),
@@ -272,17 +252,9 @@ pub(crate) fn split_extended_dn(value: &str) -> (Option<ObjectAnchor>, Option<St
 
 /// A GUID in its string form, or as 32 hex digits in byte order (the control's other format).
 fn parse_guid(text: &str) -> Option<ObjectAnchor> {
-    if let Ok(anchor) = text.parse() {
-        return Some(anchor);
-    }
-    if text.len() != 32 || !text.is_ascii() {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    Some(ObjectAnchor::from_bytes(bytes))
+    text.parse()
+        .ok()
+        .or_else(|| parse_hex_16(text).map(ObjectAnchor::from_bytes))
 }
 
 /// A binary attribute, wherever `ldap3` filed it: values that happen to be valid UTF-8 land among
@@ -367,10 +339,7 @@ pub(crate) fn changes_for_entry(entry: SearchEntry, bases: Option<&[String]>) ->
     };
     let control = number(&entry.attrs, "userAccountControl").unwrap_or(0);
     let computed = number(&entry.attrs, "msDS-User-Account-Control-Computed").unwrap_or(0);
-    let password_last_set = match first(&entry.attrs, "pwdLastSet") {
-        Some(_) => decode::password_last_set(first(&entry.attrs, "pwdLastSet")),
-        None => PasswordLastSet::MustChange,
-    };
+    let password_last_set = decode::password_last_set(first(&entry.attrs, "pwdLastSet"));
     let text = |name: &str| first(&entry.attrs, name).map(str::to_owned);
     vec![SyncChange::User(SyncedUser {
         anchor,

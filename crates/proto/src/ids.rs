@@ -84,7 +84,8 @@ hex_id!(
     "agent id"
 );
 
-fn parse_hex_16(text: &str) -> Option<[u8; 16]> {
+/// 16 bytes from 32 hexadecimal digits, in order.
+pub fn parse_hex_16(text: &str) -> Option<[u8; 16]> {
     if text.len() != 32 || !text.is_ascii() {
         return None;
     }

@@ -633,26 +633,21 @@ impl AdminSession {
     }
 
     pub async fn add_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
-        self.ldap
-            .modify(
-                group_dn,
-                vec![Mod::Add(b"member".to_vec(), values(&[member_dn]))],
-            )
-            .await?
-            .success()
-            .with_context(|| format!("adding {member_dn} to {group_dn}"))?;
-        Ok(())
+        let change = Mod::Add(b"member".to_vec(), values(&[member_dn]));
+        self.change_members(group_dn, change)
+            .await
+            .with_context(|| format!("adding {member_dn} to {group_dn}"))
     }
 
     pub async fn remove_member(&mut self, group_dn: &str, member_dn: &str) -> Result<()> {
-        self.ldap
-            .modify(
-                group_dn,
-                vec![Mod::Delete(b"member".to_vec(), values(&[member_dn]))],
-            )
-            .await?
-            .success()
-            .with_context(|| format!("removing {member_dn} from {group_dn}"))?;
+        let change = Mod::Delete(b"member".to_vec(), values(&[member_dn]));
+        self.change_members(group_dn, change)
+            .await
+            .with_context(|| format!("removing {member_dn} from {group_dn}"))
+    }
+
+    async fn change_members(&mut self, group_dn: &str, change: Mod<Vec<u8>>) -> Result<()> {
+        self.ldap.modify(group_dn, vec![change]).await?.success()?;
         Ok(())
     }
 

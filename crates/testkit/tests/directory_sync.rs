@@ -51,6 +51,29 @@ where
     }
 }
 
+/// Renames a user the way an administrator does in AD: CN, logon name and UPN.
+async fn rename_account(
+    stack: &Stack,
+    admin: &mut writeback_testkit::domain_controller::AdminSession,
+    dn: &str,
+    new_name: &str,
+) -> String {
+    let renamed_dn = admin.rename(dn, new_name).await.unwrap();
+    admin
+        .replace(&renamed_dn, "sAMAccountName", new_name)
+        .await
+        .unwrap();
+    admin
+        .replace(
+            &renamed_dn,
+            "userPrincipalName",
+            &stack.dc.user_principal_name(new_name),
+        )
+        .await
+        .unwrap();
+    renamed_dn
+}
+
 async fn find(stack: &Stack, text: &str) -> Vec<DirectoryUser> {
     let search = UserSearch {
         text: Some(text.to_owned()),
@@ -195,19 +218,7 @@ async fn creates_modifies_renames_moves_and_deletes_reach_the_cloud() {
     );
 
     let new_name = unique_user("renamed");
-    let renamed_dn = admin.rename(&dn, &new_name).await.unwrap();
-    admin
-        .replace(&renamed_dn, "sAMAccountName", &new_name)
-        .await
-        .unwrap();
-    admin
-        .replace(
-            &renamed_dn,
-            "userPrincipalName",
-            &stack.dc.user_principal_name(&new_name),
-        )
-        .await
-        .unwrap();
+    let renamed_dn = rename_account(&stack, &mut admin, &dn, &new_name).await;
     let (renamed, _) = within_bound("rename", || async {
         the_user(&stack, &new_name).await.filter(|user| {
             user.user.user_principal_name.as_deref()
@@ -449,19 +460,7 @@ async fn a_reset_reaches_a_user_renamed_after_the_last_sync() {
 
     let mut admin = stack.dc.admin().await.unwrap();
     let new_name = unique_user("moved");
-    let renamed_dn = admin.rename(&dn, &new_name).await.unwrap();
-    admin
-        .replace(&renamed_dn, "sAMAccountName", &new_name)
-        .await
-        .unwrap();
-    admin
-        .replace(
-            &renamed_dn,
-            "userPrincipalName",
-            &stack.dc.user_principal_name(&new_name),
-        )
-        .await
-        .unwrap();
+    rename_account(&stack, &mut admin, &dn, &new_name).await;
     assert_eq!(
         the_user(&stack, &name)
             .await

@@ -11,8 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use secrecy::SecretString;
+use writeback_devtools::{argument, nearest_rank};
 use writeback_directory::{ActiveDirectory, Directory, DirectorySettings, ResetOptions};
 use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
@@ -20,25 +21,9 @@ use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
 use writeback_testkit::logs::{strong_password, unique_user};
 use writeback_testkit::{NewUser, Stack};
 
-fn argument(name: &str, default: usize) -> Result<usize> {
-    match std::env::args()
-        .skip_while(|argument| argument != name)
-        .nth(1)
-    {
-        Some(value) => value
-            .parse()
-            .with_context(|| format!("{name} takes a number")),
-        None => Ok(default),
-    }
-}
-
 /// Nearest-rank percentile of sorted samples, in milliseconds.
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1000.0
+    nearest_rank(sorted, fraction).map_or(f64::NAN, |sample| sample.as_secs_f64() * 1000.0)
 }
 
 fn summary(label: &str, samples: &mut [Duration]) -> (f64, f64) {

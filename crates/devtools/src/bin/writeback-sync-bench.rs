@@ -1,8 +1,9 @@
 //! `cargo xtask bench sync`: directory sync against one Samba DC holding N users (default 20,000,
 //! loaded straight into the DC's database), measured side by side with its floor:
 //!
-//! * raw search: the same paged search the agent makes (same base, filter, attributes, controls
-//!   and page size), done directly over LDAPS as the service account, every entry read and dropped;
+//! * raw search: the same paged search the agent makes (the same OU, and the directory crate's own
+//!   filter, attributes, control and page size), done directly over LDAPS as the service account,
+//!   every entry read and dropped;
 //! * full sync: a full resync requested through the admin API, until the cloud has stored every
 //!   user and the cursor (agent search, batching, WebSocket, SQLite).
 //!
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::controls::RawControl;
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use writeback_devtools::{argument, nearest_rank};
+use writeback_directory::{FULL_SYNC_FILTER, SYNC_ATTRIBUTES, SYNC_PAGE_SIZE, extended_dn_control};
 use writeback_proto::sync::SyncPhase;
 use writeback_proto::time::UnixMillis;
 use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
@@ -27,25 +29,9 @@ use writeback_testkit::{DomainController, Stack};
 
 const ROUNDS: usize = 3;
 
-fn argument(name: &str, default: usize) -> Result<usize> {
-    match std::env::args()
-        .skip_while(|argument| argument != name)
-        .nth(1)
-    {
-        Some(value) => value
-            .parse()
-            .with_context(|| format!("{name} takes a number")),
-        None => Ok(default),
-    }
-}
-
 /// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    nearest_rank(sorted, fraction).unwrap_or(f64::NAN)
 }
 
 fn median(samples: &mut [f64]) -> f64 {
@@ -78,38 +64,16 @@ async fn raw_search(dc: &DomainController, base: &str) -> Result<usize> {
     .success()?;
     let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
         Box::new(EntriesOnly::new()),
-        Box::new(PagedResults::new(500)),
+        Box::new(PagedResults::new(SYNC_PAGE_SIZE)),
     ];
-    let extended_dn = RawControl {
-        ctype: "1.2.840.113556.1.4.529".into(),
-        crit: true,
-        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
-    };
     let mut stream = ldap
-        .with_controls(vec![extended_dn])
+        .with_controls(vec![extended_dn_control()])
         .streaming_search_with(
             adapters,
             base,
             Scope::Subtree,
-            "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))",
-            vec![
-                "objectClass",
-                "objectGUID",
-                "objectSid",
-                "sAMAccountName",
-                "userPrincipalName",
-                "mail",
-                "displayName",
-                "givenName",
-                "sn",
-                "cn",
-                "userAccountControl",
-                "msDS-User-Account-Control-Computed",
-                "pwdLastSet",
-                "adminCount",
-                "member",
-                "isDeleted",
-            ],
+            FULL_SYNC_FILTER,
+            SYNC_ATTRIBUTES.to_vec(),
         )
         .await?;
     let mut count = 0;
