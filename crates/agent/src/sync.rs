@@ -1,5 +1,7 @@
-//! Directory sync, the agent's half: a full sync of the allowed OUs, then deltas polled from the
-//! DC's update sequence numbers, streamed to the cloud as batches.
+//! Directory sync, the agent's half: a full sync of the allowed OUs, then deltas, streamed to the
+//! cloud as batches. The agent polls the DC's highest committed update sequence number and, when it
+//! moved, reads what changed: with DirSync when the service account holds Replicating Directory
+//! Changes, otherwise by update sequence number.
 //!
 //! The cloud holds the cursor and commits it with each batch, so this task keeps no state of its
 //! own: it starts from the cursor the cloud sends, and an interrupted sync simply starts again
@@ -163,7 +165,7 @@ async fn full_sync<D: DirectorySync>(
         phase: SyncPhase::Full { start_usn },
     };
     let after = SyncCursor {
-        phase: SyncPhase::Delta { usn: start_usn },
+        phase: SyncPhase::polled_from(start_usn),
         ..during.clone()
     };
     let (changes, mut incoming) = mpsc::channel(1024);
@@ -192,7 +194,8 @@ async fn full_sync<D: DirectorySync>(
     Ok(Some(after))
 }
 
-/// Polls the DC's highest committed USN and sends what changed since the cursor.
+/// Polls the DC's highest committed USN and, when it moved, sends what changed since the cursor:
+/// read with DirSync when the service account may use it, otherwise by update sequence number.
 async fn delta_loop<D: DirectorySync>(
     directory: &D,
     mut current: SyncCursor,
@@ -201,33 +204,79 @@ async fn delta_loop<D: DirectorySync>(
     link: &SyncLink,
 ) -> Result<Disconnected, DirectoryError> {
     let mut last_sent = Instant::now();
+    let mut dirsync_allowed = true;
     loop {
-        let SyncPhase::Delta { usn } = current.phase else {
+        let SyncPhase::Delta {
+            usn,
+            dirsync_cookie,
+        } = current.phase.clone()
+        else {
             return Ok(Disconnected);
         };
+        // Taken before the position is read, so the pass below reaches at least as far as the
+        // cookie: nothing falls between the last polled change and the first DirSync one.
+        let mut starting_cookie = None;
+        if dirsync_cookie.is_none() && dirsync_allowed {
+            match directory.start_dirsync().await {
+                Ok(cookie) => starting_cookie = Some(cookie),
+                Err(error) if dirsync_refused(&error) => {
+                    dirsync_allowed = false;
+                    tracing::info!(%error, event_id = 36007, "DirSync is not available to the service account; directory changes are polled by update sequence number");
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let position = directory.sync_position().await?;
         if position.server != current.server {
             // Another DC answers now; its numbers mean nothing against this cursor.
             return Box::pin(sync_from(directory, sent_cursor, true, settings, link)).await;
         }
-        if position.highest_committed_usn > usn {
-            let next = SyncCursor {
-                phase: SyncPhase::Delta {
-                    usn: position.highest_committed_usn,
-                },
-                ..current.clone()
-            };
+        let changed = position.highest_committed_usn > usn;
+        if changed || starting_cookie.is_some() {
             let (changes, mut incoming) = mpsc::channel(1024);
             let read = async {
-                let result = directory.read_changes(usn, &settings.bases, &changes).await;
+                let result = match (&dirsync_cookie, changed) {
+                    (_, false) => Ok(None),
+                    (Some(cookie), true) => directory
+                        .read_dirsync_changes(cookie, &settings.bases, &changes)
+                        .await
+                        .map(Some),
+                    (None, true) => directory
+                        .read_changes(usn, &settings.bases, &changes)
+                        .await
+                        .map(|()| None),
+                };
                 drop(changes);
                 result
             };
             let send = forward(&mut incoming, &current, link);
             let (read, sent) = tokio::join!(read, send);
-            read?;
+            let next_cookie = match read {
+                Ok(next_cookie) => next_cookie.or(starting_cookie),
+                Err(error) if dirsync_cookie.is_some() && dirsync_refused(&error) => {
+                    // Whatever was sent carried the cursor from before this pass: poll from it.
+                    dirsync_allowed = false;
+                    tracing::warn!(%error, event_id = 36007, "DirSync stopped working for the service account; directory changes are polled by update sequence number");
+                    current.phase = SyncPhase::polled_from(usn);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let Some(counts) = sent else {
                 return Ok(Disconnected);
+            };
+            if next_cookie.is_some() && dirsync_cookie.is_none() {
+                tracing::info!(
+                    event_id = 36006,
+                    "directory changes are read with DirSync from here on"
+                );
+            }
+            let next = SyncCursor {
+                phase: SyncPhase::Delta {
+                    usn: position.highest_committed_usn,
+                    dirsync_cookie: next_cookie,
+                },
+                ..current.clone()
             };
             if !send_batch(link, counts.leftover, &next, false).await {
                 return Ok(Disconnected);
@@ -253,6 +302,15 @@ async fn delta_loop<D: DirectorySync>(
         }
         tokio::time::sleep(settings.poll_interval).await;
     }
+}
+
+/// The DC will not do DirSync for this account (a missing right, or a cookie it no longer takes):
+/// polling by update sequence number still works.
+fn dirsync_refused(error: &DirectoryError) -> bool {
+    matches!(
+        error,
+        DirectoryError::InsufficientAccess(_) | DirectoryError::Refused { .. }
+    )
 }
 
 struct Forwarded {
@@ -360,7 +418,7 @@ fn oversized(change: SyncChange) -> SyncChange {
 
 #[cfg(test)]
 mod tests {
-    use writeback_proto::sync::{ObjectAnchor, SyncedUser};
+    use writeback_proto::sync::{DirSyncCookie, ObjectAnchor, SyncedUser};
 
     use super::*;
 
@@ -424,7 +482,7 @@ mod tests {
 
     #[test]
     fn deltas_continue_unless_a_full_sync_is_asked_for_or_the_dc_changed() {
-        let delta = cursor("dc1", 3, SyncPhase::Delta { usn: 400 });
+        let delta = cursor("dc1", 3, SyncPhase::polled_from(400));
         assert_eq!(
             plan(Some(&delta), false, &position("dc1", 900)),
             Plan::Delta
@@ -435,6 +493,165 @@ mod tests {
         };
         assert_eq!(plan(Some(&delta), true, &position("dc1", 900)), fresh);
         assert_eq!(plan(Some(&delta), false, &position("dc2", 900)), fresh);
+    }
+
+    /// A directory whose DirSync can be allowed or refused, recording each read.
+    struct ScriptedDirectory {
+        highest_committed_usn: std::sync::atomic::AtomicU64,
+        dirsync_allowed: bool,
+        reads: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ScriptedDirectory {
+        fn new(highest_committed_usn: u64, dirsync_allowed: bool) -> Self {
+            Self {
+                highest_committed_usn: highest_committed_usn.into(),
+                dirsync_allowed,
+                reads: Default::default(),
+            }
+        }
+
+        fn refusal(&self) -> Result<(), DirectoryError> {
+            if self.dirsync_allowed {
+                Ok(())
+            } else {
+                Err(DirectoryError::InsufficientAccess(
+                    "no Replicating Directory Changes".into(),
+                ))
+            }
+        }
+    }
+
+    impl DirectorySync for ScriptedDirectory {
+        async fn sync_position(&self) -> Result<SyncPosition, DirectoryError> {
+            Ok(position(
+                "dc1",
+                self.highest_committed_usn
+                    .load(std::sync::atomic::Ordering::SeqCst),
+            ))
+        }
+
+        async fn read_all(
+            &self,
+            _: &[String],
+            _: &mpsc::Sender<SyncChange>,
+        ) -> Result<(), DirectoryError> {
+            self.reads.lock().unwrap().push("all".into());
+            Ok(())
+        }
+
+        async fn read_changes(
+            &self,
+            after_usn: u64,
+            _: &[String],
+            changes: &mpsc::Sender<SyncChange>,
+        ) -> Result<(), DirectoryError> {
+            self.reads
+                .lock()
+                .unwrap()
+                .push(format!("usn after {after_usn}"));
+            let _ = changes.send(user(1, 1)).await;
+            Ok(())
+        }
+
+        async fn start_dirsync(&self) -> Result<DirSyncCookie, DirectoryError> {
+            self.refusal()?;
+            Ok(DirSyncCookie::from_bytes(vec![1]))
+        }
+
+        async fn read_dirsync_changes(
+            &self,
+            cookie: &DirSyncCookie,
+            _: &[String],
+            changes: &mpsc::Sender<SyncChange>,
+        ) -> Result<DirSyncCookie, DirectoryError> {
+            self.refusal()?;
+            self.reads
+                .lock()
+                .unwrap()
+                .push(format!("dirsync from {:?}", cookie.as_bytes()));
+            let _ = changes.send(user(2, 1)).await;
+            Ok(DirSyncCookie::from_bytes(vec![cookie.as_bytes()[0] + 1]))
+        }
+    }
+
+    /// Runs sync from a delta cursor in `phase` until its batches have carried `batches_wanted`
+    /// different cursors, and returns those; `between_batches` runs after each new one.
+    async fn delta_cursors(
+        directory: &ScriptedDirectory,
+        phase: SyncPhase,
+        batches_wanted: usize,
+        between_batches: impl Fn(&ScriptedDirectory),
+    ) -> Vec<SyncPhase> {
+        let (batches, mut outgoing) = mpsc::channel(16);
+        let link = SyncLink {
+            batches,
+            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
+        };
+        let settings = SyncSettings {
+            bases: vec!["OU=Staff,DC=x".into()],
+            poll_interval: Duration::from_millis(1),
+            confirm_interval: Duration::from_secs(3600),
+        };
+        let start = SyncStart {
+            cursor: Some(cursor("dc1", 1, phase)),
+            full: false,
+        };
+        let sync = run(directory, start, &settings, &link);
+        let collect = async {
+            let mut phases = Vec::new();
+            while phases.len() < batches_wanted {
+                let (batch, _permit) = outgoing.recv().await.unwrap();
+                if phases.last() != Some(&batch.cursor.phase) {
+                    phases.push(batch.cursor.phase.clone());
+                    between_batches(directory);
+                }
+            }
+            phases
+        };
+        tokio::select! {
+            () = sync => panic!("sync ended"),
+            phases = collect => phases,
+        }
+    }
+
+    fn with_cookie(usn: u64, cookie: u8) -> SyncPhase {
+        SyncPhase::Delta {
+            usn,
+            dirsync_cookie: Some(DirSyncCookie::from_bytes(vec![cookie])),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_right_deltas_are_polled_by_usn() {
+        let directory = ScriptedDirectory::new(12, false);
+        let phases = delta_cursors(&directory, SyncPhase::polled_from(10), 1, |_| {}).await;
+        assert_eq!(phases, [SyncPhase::polled_from(12)]);
+        assert_eq!(*directory.reads.lock().unwrap(), ["usn after 10"]);
+    }
+
+    #[tokio::test]
+    async fn with_the_right_a_last_usn_pass_hands_over_to_dirsync() {
+        let directory = ScriptedDirectory::new(12, true);
+        let bump = |directory: &ScriptedDirectory| {
+            directory
+                .highest_committed_usn
+                .fetch_add(3, std::sync::atomic::Ordering::SeqCst);
+        };
+        let phases = delta_cursors(&directory, SyncPhase::polled_from(10), 2, bump).await;
+        assert_eq!(phases, [with_cookie(12, 1), with_cookie(15, 2)]);
+        assert_eq!(
+            *directory.reads.lock().unwrap(),
+            ["usn after 10", "dirsync from [1]"]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_dirsync_is_refused_later_polling_resumes_from_the_cursor() {
+        let directory = ScriptedDirectory::new(12, false);
+        let phases = delta_cursors(&directory, with_cookie(10, 7), 1, |_| {}).await;
+        assert_eq!(phases, [SyncPhase::polled_from(12)]);
+        assert_eq!(*directory.reads.lock().unwrap(), ["usn after 10"]);
     }
 
     #[test]
@@ -455,7 +672,7 @@ mod tests {
                     writeback_proto::sync::SyncBatch {
                         sequence: u64::MAX,
                         changes,
-                        cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::Delta { usn: 1 }),
+                        cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::polled_from(1)),
                         completes_full_sync: false,
                     },
                 ))

@@ -144,14 +144,22 @@ pub fn user_filter(logon_name: &str) -> String {
     )
 }
 
-/// The search filter for a synced user's anchor: its `objectGUID`, byte by byte.
+/// The search filter for a synced user's anchor.
 pub fn anchor_filter(anchor: &ObjectAnchor) -> String {
+    format!(
+        "(&(objectCategory=person)(objectClass=user){})",
+        anchor_assertion(anchor)
+    )
+}
+
+/// `(objectGUID=…)` for `anchor`, its bytes escaped one by one.
+pub(crate) fn anchor_assertion(anchor: &ObjectAnchor) -> String {
     let escaped: String = anchor
         .as_bytes()
         .iter()
         .map(|byte| format!("\\{byte:02x}"))
         .collect();
-    format!("(&(objectCategory=person)(objectClass=user)(objectGUID={escaped}))")
+    format!("(objectGUID={escaped})")
 }
 
 pub fn filetime_to_unix_ms(filetime: i64) -> Option<u64> {

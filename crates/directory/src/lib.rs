@@ -8,6 +8,7 @@
 
 mod active_directory;
 mod decode;
+mod dirsync;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod sync;

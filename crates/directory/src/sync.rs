@@ -15,7 +15,7 @@ use ldap3::{Scope, SearchEntry};
 use tokio::sync::mpsc;
 use writeback_proto::ids::parse_hex_16;
 use writeback_proto::sync::{
-    MAX_MEMBERS_PER_CHANGE, ObjectAnchor, SyncChange, SyncedGroup, SyncedUser,
+    DirSyncCookie, MAX_MEMBERS_PER_CHANGE, ObjectAnchor, SyncChange, SyncedGroup, SyncedUser,
 };
 use writeback_proto::time::UnixMillis;
 
@@ -81,6 +81,19 @@ pub trait DirectorySync: Send + Sync {
         bases: &[String],
         changes: &mpsc::Sender<SyncChange>,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// A DirSync cookie for the directory as it stands now. [`DirectoryError::InsufficientAccess`]
+    /// when the service account may not use DirSync (it lacks Replicating Directory Changes).
+    fn start_dirsync(&self) -> impl Future<Output = Result<DirSyncCookie, DirectoryError>> + Send;
+
+    /// Like [`DirectorySync::read_changes`], for the changes since `cookie`, read with DirSync;
+    /// returns the cookie to continue from.
+    fn read_dirsync_changes(
+        &self,
+        cookie: &DirSyncCookie,
+        bases: &[String],
+        changes: &mpsc::Sender<SyncChange>,
+    ) -> impl Future<Output = Result<DirSyncCookie, DirectoryError>> + Send;
 }
 
 impl DirectorySync for ActiveDirectory {
@@ -156,18 +169,31 @@ impl DirectorySync for ActiveDirectory {
         .await
         .map(|_| ())
     }
+
+    async fn start_dirsync(&self) -> Result<DirSyncCookie, DirectoryError> {
+        self.dirsync_cookie_now().await
+    }
+
+    async fn read_dirsync_changes(
+        &self,
+        cookie: &DirSyncCookie,
+        bases: &[String],
+        changes: &mpsc::Sender<SyncChange>,
+    ) -> Result<DirSyncCookie, DirectoryError> {
+        self.stream_dirsync_changes(cookie, bases, changes).await
+    }
 }
 
 impl ActiveDirectory {
     /// Streams one paged subtree search through `translate` into `changes`. `Ok(false)` when the
     /// receiver has gone (the sync was cancelled).
-    async fn stream_changes(
+    pub(crate) async fn stream_changes(
         &self,
         base: &str,
         filter: &str,
         controls: Vec<RawControl>,
         changes: &mpsc::Sender<SyncChange>,
-        translate: impl Fn(SearchEntry) -> Vec<SyncChange> + Send,
+        mut translate: impl FnMut(SearchEntry) -> Vec<SyncChange> + Send,
     ) -> Result<bool, DirectoryError> {
         let connection = self.sync_connection().await?;
         let mut ldap = connection.ldap.clone();
@@ -286,6 +312,14 @@ pub(crate) fn sid_to_string(bytes: &[u8]) -> Option<String> {
     Some(text)
 }
 
+/// The entry's `objectGUID`, from the attribute or else from its extended DN.
+pub(crate) fn entry_anchor(entry: &SearchEntry) -> Option<ObjectAnchor> {
+    binary(entry, "objectGUID")
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .map(ObjectAnchor::from_bytes)
+        .or_else(|| split_extended_dn(&entry.dn).0)
+}
+
 fn has_class(entry: &SearchEntry, class: &str) -> bool {
     entry.attrs.get("objectClass").is_some_and(|classes| {
         classes
@@ -297,13 +331,9 @@ fn has_class(entry: &SearchEntry, class: &str) -> bool {
 /// What one search entry means for the cloud's copy. `bases` is `None` in a full sync (every entry
 /// is in scope); in a delta it decides between upsert and removal.
 pub(crate) fn changes_for_entry(entry: SearchEntry, bases: Option<&[String]>) -> Vec<SyncChange> {
-    let (dn_anchor, dn_sid, plain_dn) = split_extended_dn(&entry.dn);
+    let (_, dn_sid, plain_dn) = split_extended_dn(&entry.dn);
     let plain_dn = plain_dn.to_owned();
-    let anchor = binary(&entry, "objectGUID")
-        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
-        .map(ObjectAnchor::from_bytes)
-        .or(dn_anchor);
-    let Some(anchor) = anchor else {
+    let Some(anchor) = entry_anchor(&entry) else {
         return vec![SyncChange::Error {
             object: plain_dn,
             message: "the object has no readable objectGUID, so it cannot be anchored".into(),

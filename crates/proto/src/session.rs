@@ -678,7 +678,7 @@ mod tests {
             cursor: SyncCursor {
                 server: "dc1".into(),
                 generation: 1,
-                phase: SyncPhase::Delta { usn: 7 },
+                phase: SyncPhase::polled_from(7),
             },
             completes_full_sync: false,
         });

@@ -16,6 +16,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ProtoError;
@@ -111,15 +113,68 @@ pub struct SyncCursor {
     pub phase: SyncPhase,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncPhase {
     /// A full sync of `generation` is under way. It began when the DC's highest committed USN was
     /// `start_usn`; deltas continue from there once it completes, so nothing changed during the
     /// full sync is missed, even across interruptions.
     Full { start_usn: u64 },
-    /// Every change up to and including `usn` has been applied.
-    Delta { usn: u64 },
+    /// Every change up to and including `usn` has been applied. With a DirSync cookie, deltas are
+    /// read with DirSync from that cookie; `usn` stays a safe place to poll from should DirSync
+    /// stop being allowed.
+    Delta {
+        usn: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dirsync_cookie: Option<DirSyncCookie>,
+    },
+}
+
+impl SyncPhase {
+    /// Deltas polled by update sequence number, from `usn`.
+    pub fn polled_from(usn: u64) -> Self {
+        Self::Delta {
+            usn,
+            dirsync_cookie: None,
+        }
+    }
+}
+
+/// A DirSync cookie: the DC's own opaque record of what a DirSync client has seen, sent back
+/// unchanged with the next DirSync search.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirSyncCookie(Vec<u8>);
+
+impl DirSyncCookie {
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DirSyncCookie {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "DirSyncCookie({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for DirSyncCookie {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64_STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for DirSyncCookie {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        BASE64_STANDARD
+            .decode(text)
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("a DirSync cookie must be base64"))
+    }
 }
 
 /// One user as the cloud keeps it.
@@ -272,12 +327,24 @@ mod tests {
             cursor: SyncCursor {
                 server: "CN=NTDS Settings,CN=DC1".into(),
                 generation: 2,
-                phase: SyncPhase::Delta { usn: 4008 },
+                phase: SyncPhase::Delta {
+                    usn: 4008,
+                    dirsync_cookie: Some(DirSyncCookie::from_bytes(vec![0, 1, 2, 250])),
+                },
             },
             completes_full_sync: false,
         };
         let text = serde_json::to_string(&batch).unwrap();
+        assert!(text.contains(r#""dirsync_cookie":"AAEC+g==""#), "{text}");
         assert_eq!(serde_json::from_str::<SyncBatch>(&text).unwrap(), batch);
         assert!(batch.summary().contains("removals=1"));
+    }
+
+    #[test]
+    fn a_cursor_stored_before_dirsync_still_reads() {
+        let stored = r#"{"server":"CN=NTDS Settings,CN=DC1","generation":1,"phase":{"phase":"delta","usn":7}}"#;
+        let cursor: SyncCursor = serde_json::from_str(stored).unwrap();
+        assert_eq!(cursor.phase, SyncPhase::polled_from(7));
+        assert_eq!(serde_json::to_string(&cursor).unwrap(), stored);
     }
 }

@@ -740,7 +740,7 @@ mod tests {
         store
             .apply_sync_batch(
                 &corp,
-                &batch(1, SyncPhase::Delta { usn: 10 }, vec![], true),
+                &batch(1, SyncPhase::polled_from(10), vec![], true),
                 NOW,
             )
             .await
@@ -750,7 +750,11 @@ mod tests {
         assert!(store.sync_start(&corp).await.unwrap().full);
         let full = SyncPhase::Full { start_usn: 20 };
         store
-            .apply_sync_batch(&corp, &batch(2, full, vec![user(1, "alice")], false), NOW)
+            .apply_sync_batch(
+                &corp,
+                &batch(2, full.clone(), vec![user(1, "alice")], false),
+                NOW,
+            )
             .await
             .unwrap();
         let resumed = store.sync_start(&corp).await.unwrap();
@@ -758,7 +762,7 @@ mod tests {
             !resumed.full,
             "the request is taken once the full sync has begun"
         );
-        assert_eq!(resumed.cursor.unwrap().phase, full);
+        assert_eq!(resumed.cursor.unwrap().phase, full.clone());
         store
             .apply_sync_batch(
                 &corp,
@@ -770,7 +774,7 @@ mod tests {
         store
             .apply_sync_batch(
                 &corp,
-                &batch(2, SyncPhase::Delta { usn: 20 }, vec![], true),
+                &batch(2, SyncPhase::polled_from(20), vec![], true),
                 NOW,
             )
             .await
@@ -796,7 +800,7 @@ mod tests {
         store
             .apply_sync_batch(
                 &corp,
-                &batch(1, SyncPhase::Delta { usn: 5 }, changes, false),
+                &batch(1, SyncPhase::polled_from(5), changes, false),
                 NOW,
             )
             .await
@@ -826,7 +830,7 @@ mod tests {
                 &corp,
                 &batch(
                     1,
-                    SyncPhase::Delta { usn: 6 },
+                    SyncPhase::polled_from(6),
                     group(11, "Engineers", &[12]),
                     false,
                 ),
@@ -857,7 +861,7 @@ mod tests {
         store
             .apply_sync_batch(
                 &corp,
-                &batch(1, SyncPhase::Delta { usn: 5 }, changes, false),
+                &batch(1, SyncPhase::polled_from(5), changes, false),
                 NOW,
             )
             .await
@@ -904,7 +908,7 @@ mod tests {
                 &corp,
                 &batch(
                     1,
-                    SyncPhase::Delta { usn: 5 },
+                    SyncPhase::polled_from(5),
                     vec![user(1, "alice"), user(2, "a_b"), user(3, "a%c")],
                     false,
                 ),
@@ -926,7 +930,7 @@ mod tests {
                 &corp,
                 &batch(
                     1,
-                    SyncPhase::Delta { usn: 6 },
+                    SyncPhase::polled_from(6),
                     vec![renamed, SyncChange::Remove { anchor: anchor(2) }],
                     false,
                 ),

@@ -44,6 +44,11 @@ fn delegated_rights_on_users(sid: &str) -> String {
     .replace("SID", sid)
 }
 
+/// Replicating Directory Changes (DS-Replication-Get-Changes), which lets the account use DirSync.
+fn replicating_directory_changes_right(sid: &str) -> String {
+    format!("(OA;;CR;1131f6aa-9c07-11d1-f79f-00c04fc2dcd2;;{sid})")
+}
+
 fn unexpire_password_right(sid: &str) -> String {
     format!("(OA;CI;CR;ccc2dc7d-a6ad-4a7a-8846-c04e3cc53501;;{sid})")
 }
@@ -224,6 +229,57 @@ impl DomainController {
         self.run_samba_python(GRANT_DELETED_OBJECTS_SCRIPT, &[&sid])
             .context("letting the service account read deleted objects")?;
         Ok(())
+    }
+
+    /// Grants the service account Replicating Directory Changes on the domain, so that its agent
+    /// reads deltas with DirSync.
+    pub async fn grant_replicating_directory_changes(&self) -> Result<()> {
+        let sid = self.service_account_sid().await?;
+        self.set_acl(BASE_DN, &replicating_directory_changes_right(&sid))
+    }
+
+    /// Delegates the four writeback rights on `ou`'s users to the service account, as on Staff.
+    pub async fn delegate_writeback_rights(&self, ou: &str) -> Result<()> {
+        let sid = self.service_account_sid().await?;
+        self.set_acl(ou, &delegated_rights_on_users(&sid))
+    }
+
+    async fn service_account_sid(&self) -> Result<String> {
+        self.admin()
+            .await?
+            .object_sid(&format!("CN={SERVICE_ACCOUNT},CN=Users,{BASE_DN}"))
+            .await
+    }
+
+    /// Kills Samba outright, every process of it at once, the way a crash or a power cut stops a
+    /// DC, then starts it again on the same database and blocks until it answers LDAPS.
+    pub fn crash_and_restart(&self) -> Result<()> {
+        let samba_group = std::fs::read_to_string(self.directory.join("run/samba.pid"))
+            .context("reading samba's pid file")?
+            .trim()
+            .to_owned();
+        run(Command::new("kill").args(["-KILL", "--", &format!("-{samba_group}")]))
+            .context("killing samba")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Command::new("kill")
+            .args(["-0", "--", &format!("-{samba_group}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+        {
+            if Instant::now() > deadline {
+                bail!("samba's processes did not exit after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Started detached, in its own process group as at first, so the watchdog stops it the same way.
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(r#"setsid samba -s "$1/etc/smb.conf" -F --debug-stdout -d1 >>"$1/samba.out" 2>&1 &"#)
+            .arg("restart")
+            .arg(&self.directory))
+        .context("starting samba again")?;
+        self.wait_until_ready()
     }
 
     /// Adds `count` users named `prefix00000`… to `container` straight into the DC's database.

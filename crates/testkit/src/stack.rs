@@ -41,6 +41,7 @@ pub struct Stack {
     pub client: ApiClient,
     pub work: PathBuf,
     agent_config: PathBuf,
+    agent_log: PathBuf,
     agent: Option<Child>,
     cloud_config: CloudConfig,
 }
@@ -158,6 +159,7 @@ impl Stack {
             client,
             work,
             agent_config,
+            agent_log: log_file,
             agent: None,
             cloud_config,
         };
@@ -167,6 +169,11 @@ impl Stack {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.address)
+    }
+
+    /// Everything the agent has logged so far, every run of it.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
     }
 
     pub fn agent_config_path(&self) -> &Path {

@@ -9,10 +9,12 @@
 //!
 //! Raw search and full sync alternate, three rounds each, and the medians are compared. Then the
 //! delta lag: a user's display name is changed at a random moment and the time until the cloud
-//! holds the new value is measured, many times.
+//! holds the new value is measured, many times, first polled by update sequence number (the
+//! least-privilege default), then again read with DirSync once the service account holds
+//! Replicating Directory Changes.
 //!
-//! It ends with one line: `sync users=… full_s=… raw_search_s=… ratio=… delta_lag_p50_ms=…
-//! delta_lag_p99_ms=…`.
+//! It ends with one line, whose delta lags are those of the default: `sync users=… full_s=…
+//! raw_search_s=… ratio=… delta_lag_p50_ms=… delta_lag_p99_ms=…`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,6 +126,51 @@ async fn generation(store: &writeback_store::Store, stack: &Stack) -> Result<u64
         .map_or(0, |cursor| cursor.generation))
 }
 
+/// Changes a random user's display name at a random moment, `changes` times, and returns the
+/// sorted times until the cloud held each new value, in milliseconds.
+async fn delta_lags(
+    dc: &DomainController,
+    stack: &Stack,
+    bench_ou: &str,
+    users: usize,
+    changes: usize,
+) -> Result<Vec<f64>> {
+    let store = &stack.cloud.as_ref().context("cloud running")?.state.store;
+    let mut admin = dc.admin().await?;
+    let mut random = XorShift(SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1);
+    let mut lags = Vec::with_capacity(changes);
+    for change in 0..changes {
+        // A random moment relative to the agent's polling.
+        tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
+        let index = random.below(users as u64);
+        let name = format!("sb{index:05}");
+        let display_name = format!("Changed {change} at {}", UnixMillis::now().0);
+        admin
+            .replace(
+                &format!("CN={name},{bench_ou}"),
+                "displayName",
+                &display_name,
+            )
+            .await?;
+        let changed = Instant::now();
+        loop {
+            let detail = store.user_detail(&stack.directory, &name).await?;
+            if detail
+                .is_some_and(|detail| detail.user.display_name.as_deref() == Some(&display_name))
+            {
+                lags.push(changed.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if changed.elapsed() > Duration::from_secs(60) {
+                bail!("change {change} to {name} never reached the cloud");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    Ok(lags)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let users = argument("--users", 20_000)?;
@@ -145,7 +192,7 @@ async fn main() -> Result<()> {
     );
 
     let initial = Instant::now();
-    let stack = Stack::start_with(StackOptions {
+    let mut stack = Stack::start_with(StackOptions {
         allowed_ous: vec![bench_ou.clone()],
         ..StackOptions::default()
     })
@@ -192,43 +239,46 @@ async fn main() -> Result<()> {
     let raw_search_s = median(&mut raw_times);
     let full_s = median(&mut full_times);
 
-    let mut admin = dc.admin().await?;
-    let mut random = XorShift(SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1);
-    let mut lags = Vec::with_capacity(changes);
-    for change in 0..changes {
-        // A random moment relative to the agent's polling.
-        tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
-        let index = random.below(users as u64);
-        let name = format!("sb{index:05}");
-        let display_name = format!("Changed {change} at {}", UnixMillis::now().0);
-        admin
-            .replace(
-                &format!("CN={name},{bench_ou}"),
-                "displayName",
-                &display_name,
-            )
-            .await?;
-        let changed = Instant::now();
-        loop {
-            let detail = store.user_detail(&stack.directory, &name).await?;
-            if detail
-                .is_some_and(|detail| detail.user.display_name.as_deref() == Some(&display_name))
-            {
-                lags.push(changed.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
-            if changed.elapsed() > Duration::from_secs(60) {
-                bail!("change {change} to {name} never reached the cloud");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    lags.sort_by(f64::total_cmp);
-    let (lag_p50, lag_p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    let polled = delta_lags(&dc, &stack, &bench_ou, users, changes).await?;
+    let (lag_p50, lag_p99) = (percentile(&polled, 0.5), percentile(&polled, 0.99));
     println!(
-        "delta lag over {} changes: p50 {lag_p50:.0} ms, p99 {lag_p99:.0} ms, max {:.0} ms",
-        lags.len(),
-        percentile(&lags, 1.0)
+        "delta lag, polled by update sequence number, over {} changes: p50 {lag_p50:.0} ms, p99 {lag_p99:.0} ms, max {:.0} ms",
+        polled.len(),
+        percentile(&polled, 1.0)
+    );
+
+    // The same with Replicating Directory Changes granted: the restarted agent reads with DirSync.
+    dc.grant_replicating_directory_changes().await?;
+    stack.kill_agent().await?;
+    stack.start_agent().await?;
+    let waiting = Instant::now();
+    while !store
+        .sync_start(&stack.directory)
+        .await?
+        .cursor
+        .is_some_and(|cursor| {
+            matches!(
+                cursor.phase,
+                SyncPhase::Delta {
+                    dirsync_cookie: Some(_),
+                    ..
+                }
+            )
+        })
+    {
+        ensure!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the agent did not switch to DirSync"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dirsync = delta_lags(&dc, &stack, &bench_ou, users, changes).await?;
+    println!(
+        "delta lag, read with DirSync, over {} changes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        dirsync.len(),
+        percentile(&dirsync, 0.5),
+        percentile(&dirsync, 0.99),
+        percentile(&dirsync, 1.0)
     );
     println!(
         "sync users={users} full_s={full_s:.2} raw_search_s={raw_search_s:.2} ratio={:.2} delta_lag_p50_ms={lag_p50:.0} delta_lag_p99_ms={lag_p99:.0}",
