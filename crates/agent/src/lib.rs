@@ -7,7 +7,9 @@
 pub mod backoff;
 pub mod config;
 pub mod connection;
+pub mod doctor;
 pub mod executor;
+pub mod grant;
 pub mod journal;
 pub mod state;
 pub mod sync;
@@ -112,20 +114,7 @@ pub async fn run(
         return Err(AgentError::Config(problems.join("; ")));
     }
     let state = Arc::new(AgentState::load(&config.state_path())?);
-    let password = writeback_config::read_secret_file(&config.directory.bind_password_file)?;
-    let directory = ActiveDirectory::new(DirectorySettings {
-        url: config.directory.url.clone(),
-        trust: config
-            .directory
-            .ca_file
-            .clone()
-            .map_or(Trust::SystemRoots, Trust::CaFile),
-        bind_name: config.directory.bind_name.clone(),
-        bind_password: password,
-        search_base: config.directory.base_dn.clone(),
-        connect_timeout: Duration::from_secs(config.directory.connect_timeout_seconds.max(1)),
-        operation_timeout: Duration::from_secs(config.directory.operation_timeout_seconds.max(1)),
-    })?;
+    let directory = directory_from_config(&config)?;
     // Find a broken directory configuration now, not at the first reset; the agent still connects
     // to the cloud, so the cloud can report the problem.
     if let Err(error) = directory.check_connection().await {
@@ -167,6 +156,33 @@ pub async fn run(
     .await;
     tracing::info!(event_id = 31016, "writeback-agent stopped");
     Ok(())
+}
+
+/// The directory as the configured service account sees it.
+pub fn directory_from_config(config: &AgentConfig) -> Result<ActiveDirectory, AgentError> {
+    let password = writeback_config::read_secret_file(&config.directory.bind_password_file)?;
+    directory_as(config, config.directory.bind_name.clone(), password)
+}
+
+/// The configured directory, signed in as someone else (a domain administrator, for `grant`).
+pub fn directory_as(
+    config: &AgentConfig,
+    bind_name: String,
+    bind_password: SecretString,
+) -> Result<ActiveDirectory, AgentError> {
+    Ok(ActiveDirectory::new(DirectorySettings {
+        url: config.directory.url.clone(),
+        trust: config
+            .directory
+            .ca_file
+            .clone()
+            .map_or(Trust::SystemRoots, Trust::CaFile),
+        bind_name,
+        bind_password,
+        search_base: config.directory.base_dn.clone(),
+        connect_timeout: Duration::from_secs(config.directory.connect_timeout_seconds.max(1)),
+        operation_timeout: Duration::from_secs(config.directory.operation_timeout_seconds.max(1)),
+    })?)
 }
 
 /// The default agent name: this host's name.

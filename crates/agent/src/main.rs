@@ -54,6 +54,25 @@ enum Command {
     },
     /// Run the agent: hold the connection to the cloud and serve its requests.
     Run,
+    /// Check, as the configured service account, that it holds exactly the rights Writeback
+    /// needs; each check passes, warns or fails, with the fix. Exits 1 if any check fails.
+    Doctor,
+    /// Print the ACEs the service account needs (for the whole domain, or one OU); with --apply,
+    /// add them, signed in as a domain administrator.
+    Grant {
+        /// Grant on this OU's users instead of the whole domain's.
+        #[arg(long)]
+        ou: Option<String>,
+        /// Add the ACEs instead of only printing them.
+        #[arg(long, requires_all = ["admin_bind_name", "admin_password_file"])]
+        apply: bool,
+        /// A domain administrator, as a UPN or DN (only with --apply).
+        #[arg(long)]
+        admin_bind_name: Option<String>,
+        /// A file holding that administrator's password.
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
+    },
 }
 
 fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
@@ -110,6 +129,40 @@ async fn main() -> Result<()> {
                 state.directory,
                 config.state_path().display()
             );
+        }
+        Command::Doctor => {
+            let directory = writeback_agent::directory_from_config(&config)?;
+            let report = writeback_agent::doctor::diagnose(
+                &directory,
+                &config.directory.url,
+                &config.directory.allowed_ous,
+            )
+            .await;
+            print!("{}", report.render());
+            if report.failed() {
+                std::process::exit(1);
+            }
+        }
+        Command::Grant {
+            ou,
+            apply,
+            admin_bind_name,
+            admin_password_file,
+        } => {
+            let directory = writeback_agent::directory_from_config(&config)?;
+            let plan = writeback_agent::grant::plan(&directory, ou.as_deref()).await?;
+            print!("{}", plan.render());
+            if *apply {
+                let (Some(admin), Some(password_file)) = (admin_bind_name, admin_password_file)
+                else {
+                    bail!("--apply needs --admin-bind-name and --admin-password-file");
+                };
+                let password = writeback_config::read_secret_file(password_file)?;
+                let administrator =
+                    writeback_agent::directory_as(&config, admin.clone(), password)?;
+                writeback_agent::grant::apply(&administrator, &plan).await?;
+                println!("applied; run `writeback-agent doctor` to check");
+            }
         }
         Command::Run => {
             if !writeback_agent::is_registered(&config) {

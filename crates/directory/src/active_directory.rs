@@ -143,6 +143,10 @@ impl ActiveDirectory {
         self.cached_connection(&self.sync_connection).await
     }
 
+    pub(crate) fn bind_name(&self) -> &str {
+        &self.settings.bind_name
+    }
+
     pub(crate) fn operation_timeout(&self) -> Duration {
         self.settings.operation_timeout
     }
@@ -262,11 +266,25 @@ impl ActiveDirectory {
         filter: &str,
         attributes: &[&str],
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        self.search_with_controls(base, scope, filter, attributes, Vec::new())
+            .await
+    }
+
+    /// [`Self::search`] with request controls.
+    pub(crate) async fn search_with_controls(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: &[&str],
+        controls: Vec<RawControl>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let mut retried = false;
         loop {
             let mut connection = self.connection().await?;
             let outcome = connection
                 .ldap
+                .with_controls(controls.clone())
                 .with_timeout(self.settings.operation_timeout)
                 .search(base, scope, filter, attributes.to_vec())
                 .await;
@@ -293,6 +311,39 @@ impl ActiveDirectory {
                     return Err(transport_error(&self.settings, error));
                 }
             }
+        }
+    }
+
+    /// Replaces one binary attribute, under `controls`. Not retried: the caller reads again first.
+    pub(crate) async fn replace_binary(
+        &self,
+        distinguished_name: &str,
+        attribute: &str,
+        value: Vec<u8>,
+        controls: Vec<RawControl>,
+    ) -> Result<(), DirectoryError> {
+        let mut connection = self.connection().await?;
+        let modification = Mod::Replace(
+            attribute.as_bytes().to_vec(),
+            std::collections::HashSet::from([value]),
+        );
+        let result = connection
+            .ldap
+            .with_controls(controls)
+            .with_timeout(self.settings.operation_timeout)
+            .modify(distinguished_name, vec![modification])
+            .await
+            .map_err(|error| transport_error(&self.settings, error))?;
+        match result.rc {
+            0 => Ok(()),
+            50 => Err(DirectoryError::InsufficientAccess(format!(
+                "{} may not change {attribute} of {distinguished_name}",
+                self.settings.bind_name
+            ))),
+            code => Err(DirectoryError::Refused {
+                code,
+                diagnostic: result.text,
+            }),
         }
     }
 

@@ -11,6 +11,8 @@ mod decode;
 mod dirsync;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod permissions;
+pub mod security_descriptor;
 mod sync;
 
 use std::future::Future;
@@ -23,6 +25,7 @@ use writeback_proto::operation::UserRef;
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
 pub use decode::is_within;
+pub use permissions::{PermissionFacts, UnreachableUser};
 pub use sync::{
     DirectorySync, FULL_SYNC_FILTER, SYNC_ATTRIBUTES, SYNC_PAGE_SIZE, SyncPosition,
     extended_dn_control,

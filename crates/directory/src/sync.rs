@@ -285,13 +285,18 @@ fn parse_guid(text: &str) -> Option<ObjectAnchor> {
 
 /// A binary attribute, wherever `ldap3` filed it: values that happen to be valid UTF-8 land among
 /// the text attributes.
-fn binary<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a [u8]> {
-    entry
-        .bin_attrs
-        .get(name)
-        .and_then(|values| values.first())
+pub(crate) fn binary<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a [u8]> {
+    binary_values(entry, name).into_iter().next()
+}
+
+/// Every value of a binary attribute, from both of the places `ldap3` may file them.
+pub(crate) fn binary_values<'a>(entry: &'a SearchEntry, name: &str) -> Vec<&'a [u8]> {
+    let binary = entry.bin_attrs.get(name).into_iter().flatten();
+    let text = entry.attrs.get(name).into_iter().flatten();
+    binary
         .map(Vec::as_slice)
-        .or_else(|| first(&entry.attrs, name).map(str::as_bytes))
+        .chain(text.map(String::as_bytes))
+        .collect()
 }
 
 /// `S-1-5-21-…` from a binary `objectSid`.

@@ -244,6 +244,19 @@ impl DomainController {
         self.set_acl(ou, &delegated_rights_on_users(&sid))
     }
 
+    /// A new account in CN=Users with the service account's password and no rights at all;
+    /// returns its SID.
+    pub async fn create_service_account(&self, name: &str) -> Result<String> {
+        let mut admin = self.admin().await?;
+        let dn = admin
+            .create_user(
+                &NewUser::new(name, &self.service_account_password)
+                    .in_container(&format!("CN=Users,{BASE_DN}")),
+            )
+            .await?;
+        admin.object_sid(&dn).await
+    }
+
     async fn service_account_sid(&self) -> Result<String> {
         self.admin()
             .await?
@@ -301,7 +314,8 @@ impl DomainController {
             .args(arguments))
     }
 
-    fn set_acl(&self, object_dn: &str, sddl: &str) -> Result<()> {
+    /// Adds the ACEs of `sddl` to `object_dn`, as `samba-tool dsacl set` does.
+    pub fn set_acl(&self, object_dn: &str, sddl: &str) -> Result<()> {
         run(Command::new("samba-tool")
             .arg("dsacl")
             .arg("set")

@@ -46,11 +46,14 @@ pub struct Stack {
     cloud_config: CloudConfig,
 }
 
-/// What differs between stacks: where the agent may work and how often it polls for changes.
+/// What differs between stacks: where the agent may work, how often it polls for changes, and
+/// which service account it signs in as (one made by [`DomainController::create_service_account`],
+/// or by default the one with the four rights on Staff).
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub allowed_ous: Vec<String>,
     pub sync_poll_interval_ms: u64,
+    pub service_account: String,
 }
 
 impl Default for StackOptions {
@@ -58,6 +61,7 @@ impl Default for StackOptions {
         Self {
             allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
             sync_poll_interval_ms: 1000,
+            service_account: SERVICE_ACCOUNT.to_owned(),
         }
     }
 }
@@ -338,7 +342,7 @@ file = {log_file}
         data_dir = toml_string(&work.join("agent").display().to_string()),
         url = toml_string(&dc.ldaps_url()),
         ca_file = toml_string(&dc.ca_file.display().to_string()),
-        bind_name = toml_string(&dc.user_principal_name(SERVICE_ACCOUNT)),
+        bind_name = toml_string(&dc.user_principal_name(&options.service_account)),
         password_file = toml_string(&password_file.display().to_string()),
         base_dn = toml_string(BASE_DN),
         allowed_ous = options
