@@ -91,9 +91,22 @@ struct Run {
     output: String,
 }
 
+fn work_directory(account: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("writeback-doctor-{}-{account}", std::process::id()))
+}
+
 async fn agent(dc: &DomainController, account: &str, arguments: &[&str]) -> Run {
-    let work =
-        std::env::temp_dir().join(format!("writeback-doctor-{}-{account}", std::process::id()));
+    agent_with(dc, account, arguments, |config| config).await
+}
+
+/// Runs `writeback-agent` for `account` with its configuration passed through `adjust` first.
+async fn agent_with(
+    dc: &DomainController,
+    account: &str,
+    arguments: &[&str],
+    adjust: impl FnOnce(String) -> String,
+) -> Run {
+    let work = work_directory(account);
     std::fs::create_dir_all(&work).unwrap();
     let log = writeback_testkit::logs::logs_directory()
         .unwrap()
@@ -104,6 +117,8 @@ async fn agent(dc: &DomainController, account: &str, arguments: &[&str]) -> Run 
         ..StackOptions::default()
     };
     let config = write_agent_config(dc, &work, &log, &options).unwrap();
+    let adjusted = adjust(std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, adjusted).unwrap();
     let output =
         tokio::process::Command::new(writeback_testkit::logs::binary("writeback-agent").unwrap())
             .arg("--config")
@@ -162,6 +177,56 @@ async fn with_exactly_the_four_rights_no_check_fails_and_a_minimum_age_warns() {
     admin.replace(BASE_DN, "minPwdAge", "0").await.unwrap();
     assert!(run.success, "a warning is not a failure: {}", run.output);
     line(&run.output, "WARN  Minimum password age: 1.0 days");
+
+    let protected = admin
+        .create_user(
+            &NewUser::new(&unique_user("protected"), &strong_password()).in_container(DOCTOR_OU),
+        )
+        .await
+        .unwrap();
+    admin.replace(&protected, "adminCount", "1").await.unwrap();
+    let run = agent(&dc, &account, &["doctor"]).await;
+    admin.delete(&protected).await.unwrap();
+    let listed = line(
+        &run.output,
+        "WARN  Users the rights do not reach: 1 user(s)",
+    );
+    assert!(
+        listed.contains(&format!("{protected} (adminCount=1)")),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_the_bind_and_an_untrusted_certificate_fails_ldaps() {
+    let dc = dc().await;
+    let (account, _) = account_with(&dc, &[0, 1, 2, 3]).await;
+    let work = work_directory(&account);
+    let run = agent_with(&dc, &account, &["doctor"], |config| {
+        write_private(&work.join("bind-password"), "not-the-password").unwrap();
+        config
+    })
+    .await;
+    assert!(!run.success);
+    line(&run.output, "PASS  LDAPS:");
+    line(&run.output, "FAIL  Bind:");
+    line(
+        &run.output,
+        "      fix: check directory.bind_name and the password",
+    );
+
+    let run = agent_with(&dc, &account, &["doctor"], |config| {
+        // Without the test CA, the DC's certificate chains to nothing this host trusts.
+        config
+            .lines()
+            .filter(|line| !line.starts_with("ca_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    assert!(!run.success);
+    line(&run.output, "FAIL  LDAPS:");
+    assert!(!run.output.contains("Bind:"), "{}", run.output);
 }
 
 #[tokio::test]
