@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
 
 use crate::active_directory::{ActiveDirectory, first, number};
 use crate::security_descriptor::{Ace, SecurityDescriptor, add_aces};
-use crate::sync::{SYNC_PAGE_SIZE, binary, binary_values, sid_to_string};
+use crate::sync::{binary, binary_values, sid_to_string};
 use crate::{DirectoryError, decode};
 
 const SD_FLAGS_OID: &str = "1.2.840.113556.1.4.801";
@@ -150,15 +149,7 @@ impl ActiveDirectory {
     /// moment can undo this one, and then it is made again.
     pub async fn add_aces(&self, dn: &str, aces: &[Ace]) -> Result<(), DirectoryError> {
         for _ in 0..ACL_WRITE_ATTEMPTS {
-            let entries = self
-                .search_with_controls(
-                    dn,
-                    Scope::Base,
-                    "(objectClass=*)",
-                    &["nTSecurityDescriptor"],
-                    vec![dacl_only()],
-                )
-                .await?;
+            let entries = self.read_descriptor(dn).await?;
             let current = entries
                 .first()
                 .and_then(|entry| binary(entry, "nTSecurityDescriptor"))
@@ -255,16 +246,20 @@ impl ActiveDirectory {
         Ok((account, account_sid, token))
     }
 
+    /// The entry of `dn` with its DACL, as raw search entries.
+    async fn read_descriptor(&self, dn: &str) -> Result<Vec<SearchEntry>, DirectoryError> {
+        self.search_with_controls(
+            dn,
+            Scope::Base,
+            "(objectClass=*)",
+            &["nTSecurityDescriptor"],
+            vec![dacl_only()],
+        )
+        .await
+    }
+
     async fn descriptor(&self, dn: &str) -> Result<Option<SecurityDescriptor>, DirectoryError> {
-        let entries = self
-            .search_with_controls(
-                dn,
-                Scope::Base,
-                "(objectClass=*)",
-                &["nTSecurityDescriptor"],
-                vec![dacl_only()],
-            )
-            .await?;
+        let entries = self.read_descriptor(dn).await?;
         Ok(entries
             .first()
             .and_then(|entry| binary(entry, "nTSecurityDescriptor"))
@@ -273,31 +268,16 @@ impl ActiveDirectory {
 
     /// Users under `ou` that AdminSDHolder protects or that do not inherit their OU's ACEs.
     async fn unreachable_users(&self, ou: &str) -> Result<Vec<UnreachableUser>, DirectoryError> {
-        let connection = self.sync_connection().await?;
-        let mut ldap = connection.ldap.clone();
-        let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(SYNC_PAGE_SIZE)),
-        ];
-        let mut stream = ldap
-            .with_controls(vec![dacl_only()])
-            .with_timeout(self.operation_timeout())
-            .streaming_search_with(
-                adapters,
+        let mut stream = self
+            .paged_search(
                 ou,
-                Scope::Subtree,
                 "(&(objectCategory=person)(objectClass=user))",
-                vec!["adminCount", "nTSecurityDescriptor"],
+                &["adminCount", "nTSecurityDescriptor"],
+                vec![dacl_only()],
             )
-            .await
-            .map_err(|error| self.sync_failure(error))?;
+            .await?;
         let mut unreachable = Vec::new();
-        loop {
-            let entry = match stream.next().await {
-                Ok(Some(entry)) => SearchEntry::construct(entry),
-                Ok(None) => break,
-                Err(error) => return Err(self.sync_failure(error)),
-            };
+        while let Some(entry) = self.next_entry(&mut stream).await? {
             let protected = number(&entry.attrs, "adminCount").unwrap_or(0) == 1;
             let inheritance_disabled = binary(&entry, "nTSecurityDescriptor")
                 .and_then(SecurityDescriptor::parse)
@@ -310,13 +290,7 @@ impl ActiveDirectory {
                 });
             }
         }
-        let result = stream.finish().await;
-        if result.rc != 0 && result.rc != 32 {
-            return Err(DirectoryError::Refused {
-                code: result.rc,
-                diagnostic: result.text,
-            });
-        }
+        self.finish_paged(stream).await?;
         Ok(unreachable)
     }
 

@@ -195,30 +195,10 @@ impl ActiveDirectory {
         changes: &mpsc::Sender<SyncChange>,
         mut translate: impl FnMut(SearchEntry) -> Vec<SyncChange> + Send,
     ) -> Result<bool, DirectoryError> {
-        let connection = self.sync_connection().await?;
-        let mut ldap = connection.ldap.clone();
-        let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(SYNC_PAGE_SIZE)),
-        ];
-        let mut stream = ldap
-            .with_controls(controls)
-            .with_timeout(self.operation_timeout())
-            .streaming_search_with(
-                adapters,
-                base,
-                Scope::Subtree,
-                filter,
-                SYNC_ATTRIBUTES.to_vec(),
-            )
-            .await
-            .map_err(|error| self.sync_failure(error))?;
-        loop {
-            let entry = match stream.next().await {
-                Ok(Some(entry)) => SearchEntry::construct(entry),
-                Ok(None) => break,
-                Err(error) => return Err(self.sync_failure(error)),
-            };
+        let mut stream = self
+            .paged_search(base, filter, SYNC_ATTRIBUTES, controls)
+            .await?;
+        while let Some(entry) = self.next_entry(&mut stream).await? {
             for change in translate(entry) {
                 if changes.send(change).await.is_err() {
                     let _ = stream.finish().await;
@@ -226,17 +206,56 @@ impl ActiveDirectory {
                 }
             }
         }
+        self.finish_paged(stream).await?;
+        Ok(true)
+    }
+
+    /// A paged subtree search on the sync connection, entries only.
+    pub(crate) async fn paged_search(
+        &self,
+        base: &str,
+        filter: &str,
+        attributes: &'static [&'static str],
+        controls: Vec<RawControl>,
+    ) -> Result<PagedStream, DirectoryError> {
+        let connection = self.sync_connection().await?;
+        let mut ldap = connection.ldap.clone();
+        let adapters: Vec<Box<dyn Adapter<'static, &'static str, Vec<&'static str>>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(SYNC_PAGE_SIZE)),
+        ];
+        ldap.with_controls(controls)
+            .with_timeout(self.operation_timeout())
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes.to_vec())
+            .await
+            .map_err(|error| self.sync_failure(error))
+    }
+
+    pub(crate) async fn next_entry(
+        &self,
+        stream: &mut PagedStream,
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
+        match stream.next().await {
+            Ok(entry) => Ok(entry.map(SearchEntry::construct)),
+            Err(error) => Err(self.sync_failure(error)),
+        }
+    }
+
+    /// Ends a paged search. noSuchObject (32) is no error: a synced OU that does not exist (any
+    /// more) simply holds nothing.
+    pub(crate) async fn finish_paged(&self, mut stream: PagedStream) -> Result<(), DirectoryError> {
         let result = stream.finish().await;
-        // 32 noSuchObject: a synced OU that does not exist (any more) simply holds nothing.
         if result.rc != 0 && result.rc != 32 {
             return Err(DirectoryError::Refused {
                 code: result.rc,
                 diagnostic: result.text,
             });
         }
-        Ok(true)
+        Ok(())
     }
 }
+
+pub(crate) type PagedStream = ldap3::SearchStream<'static, &'static str, Vec<&'static str>>;
 
 /// The extended-DN control: each DN value also carries the object's GUID and SID.
 pub fn extended_dn_control() -> RawControl {

@@ -268,6 +268,31 @@ impl Stack {
             .reset_password(&self.directory, user, &request, None)
             .await?)
     }
+
+    /// Resets `sam_account_name` (whose password is `old_password`) through the whole product to
+    /// a new password, and proves it landed: the new password binds and the old one no longer does.
+    pub async fn reset_and_prove(&self, sam_account_name: &str, old_password: &str) -> Result<()> {
+        let new_password = logs::strong_password();
+        let response = self
+            .reset(sam_account_name, &new_password, false, false)
+            .await?;
+        ensure!(
+            response.result == writeback_proto::result::ResultCode::Success,
+            "the reset failed: {}",
+            response.message
+        );
+        if let Err(code) = self.dc.bind_as(sam_account_name, &new_password).await? {
+            bail!("the new password does not bind (data {code})");
+        }
+        ensure!(
+            self.dc
+                .bind_as(sam_account_name, old_password)
+                .await?
+                .is_err(),
+            "the old password still binds"
+        );
+        Ok(())
+    }
 }
 
 impl Drop for Stack {

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, OnceCell};
-use writeback_proto::result::ResultCode;
 use writeback_testkit::domain_controller::{BASE_DN, DNS_DOMAIN};
 use writeback_testkit::logs::{strong_password, unique_user};
 use writeback_testkit::stack::{StackOptions, write_agent_config, write_private};
@@ -319,12 +318,5 @@ async fn after_grant_is_applied_doctor_passes_and_a_reset_works() {
     })
     .await
     .unwrap();
-    let new_password = strong_password();
-    let response = stack
-        .reset(&name, &new_password, false, false)
-        .await
-        .unwrap();
-    assert_eq!(response.result, ResultCode::Success, "{}", response.message);
-    dc.bind_as(&name, &new_password).await.unwrap().unwrap();
-    assert!(dc.bind_as(&name, &old_password).await.unwrap().is_err());
+    stack.reset_and_prove(&name, &old_password).await.unwrap();
 }
