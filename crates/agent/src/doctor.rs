@@ -477,7 +477,6 @@ mod tests {
     #[test]
     fn domain_admins_are_warned_about() {
         let mut facts = PermissionFacts {
-            account_dn: "CN=svc,CN=Users,DC=x".into(),
             account_sid: "S-1-5-21-7-8-9-1105".into(),
             token: vec!["S-1-5-21-7-8-9-1105".into(), "S-1-5-21-7-8-9-513".into()],
             domain_root: "DC=x".into(),

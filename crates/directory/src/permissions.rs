@@ -24,7 +24,6 @@ const WELL_KNOWN_TOKEN_SIDS: &[&str] = &["S-1-1-0", "S-1-5-11"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermissionFacts {
-    pub account_dn: String,
     pub account_sid: String,
     /// The account's SID, its groups' (nested ones included, from `tokenGroups`), and the
     /// well-known SIDs of any signed-in account: whom an ACE must name to apply to it.
@@ -100,7 +99,7 @@ impl ActiveDirectory {
         )
         .is_some();
 
-        let (account_dn, account_sid, token) = self.service_account_token(&domain_root).await?;
+        let (account_sid, token) = self.service_account_token(&domain_root).await?;
         let domain_root_descriptor = self.descriptor(&domain_root).await?;
         let minimum_password_age = self
             .search_with_controls(
@@ -123,7 +122,6 @@ impl ActiveDirectory {
         }
         let property_sets = self.property_sets(&schema, attributes).await?;
         Ok(PermissionFacts {
-            account_dn,
             account_sid,
             token,
             domain_root,
@@ -139,7 +137,7 @@ impl ActiveDirectory {
     /// The service account's SID, and the domain root.
     pub async fn service_account_sid(&self) -> Result<(String, String), DirectoryError> {
         let domain_root = self.domain_root().await?;
-        let (_, sid, _) = self.service_account_token(&domain_root).await?;
+        let (sid, _) = self.service_account_token(&domain_root).await?;
         Ok((sid, domain_root))
     }
 
@@ -180,12 +178,12 @@ impl ActiveDirectory {
         })
     }
 
-    /// The service account's DN, SID and token. `tokenGroups` is constructed, so it is read with
+    /// The service account's SID and token. `tokenGroups` is constructed, so it is read with
     /// a base search of the account itself.
     async fn service_account_token(
         &self,
         domain_root: &str,
-    ) -> Result<(String, String, Vec<String>), DirectoryError> {
+    ) -> Result<(String, Vec<String>), DirectoryError> {
         let bind_name = self.bind_name();
         let account = if bind_name.contains('=') {
             bind_name.to_owned()
@@ -243,7 +241,7 @@ impl ActiveDirectory {
         let mut token = vec![account_sid.clone()];
         token.extend(sids("tokenGroups"));
         token.extend(WELL_KNOWN_TOKEN_SIDS.iter().map(|sid| (*sid).to_owned()));
-        Ok((account, account_sid, token))
+        Ok((account_sid, token))
     }
 
     /// The entry of `dn` with its DACL, as raw search entries.
