@@ -238,7 +238,8 @@ impl DomainController {
         self.set_acl(BASE_DN, &replicating_directory_changes_right(&sid))
     }
 
-    /// Delegates the four writeback rights on `ou`'s users to the service account, as on Staff.
+    /// Delegates the three rights on users of `ou` to the service account, as on Staff (it holds
+    /// Unexpire Password on the domain root already).
     pub async fn delegate_writeback_rights(&self, ou: &str) -> Result<()> {
         let sid = self.service_account_sid().await?;
         self.set_acl(ou, &delegated_rights_on_users(&sid))
