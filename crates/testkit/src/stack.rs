@@ -269,6 +269,44 @@ impl Stack {
             .await?)
     }
 
+    /// Runs the `writeback` CLI with this stack's own session file.
+    pub async fn cli(&self, arguments: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(logs::binary("writeback")?)
+            .arg("--session-file")
+            .arg(self.work.join("cli-session.json"))
+            .args(arguments)
+            .output()
+            .await?)
+    }
+
+    /// Signs the CLI in as the administrator, the password read from a private file.
+    pub async fn cli_login(&self) -> Result<()> {
+        let password_file = self.work.join("cli-admin-password");
+        write_private(&password_file, &self.admin_password)?;
+        let url = self.url();
+        let pin = self.fingerprint.to_string();
+        let password_file = password_file.display().to_string();
+        let login = self
+            .cli(&[
+                "login",
+                "--url",
+                &url,
+                "--pin",
+                &pin,
+                "--email",
+                ADMIN_EMAIL,
+                "--password-file",
+                &password_file,
+            ])
+            .await?;
+        ensure!(
+            login.status.success(),
+            "writeback login failed: {}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+        Ok(())
+    }
+
     /// Resets `sam_account_name` (whose password is `old_password`) through the whole product to
     /// a new password, and proves it landed: the new password binds and the old one no longer does.
     pub async fn reset_and_prove(&self, sam_account_name: &str, old_password: &str) -> Result<()> {

@@ -162,55 +162,27 @@ async fn a_full_resync_from_the_cli_removes_users_that_no_longer_exist() {
     stack.dc.admin().await.unwrap().delete(&dn).await.unwrap();
     assert!(the_user(&stack, &name).await.is_some(), "no delta has run");
 
-    let session_file = stack.work.join("cli-session.json");
-    let password_file = stack.work.join("cli-password");
-    writeback_testkit::stack::write_private(&password_file, &stack.admin_password).unwrap();
-    let cli = |arguments: Vec<String>| {
-        let session_file = session_file.clone();
-        async move {
-            let output =
-                tokio::process::Command::new(writeback_testkit::logs::binary("writeback").unwrap())
-                    .arg("--session-file")
-                    .arg(&session_file)
-                    .args(&arguments)
-                    .output()
-                    .await
-                    .unwrap();
-            assert!(
-                output.status.success(),
-                "writeback {arguments:?}: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8(output.stdout).unwrap()
-        }
-    };
-    cli(vec![
-        "login".into(),
-        "--url".into(),
-        stack.url(),
-        "--pin".into(),
-        stack.fingerprint.to_string(),
-        "--email".into(),
-        writeback_testkit::stack::ADMIN_EMAIL.into(),
-        "--password-file".into(),
-        password_file.display().to_string(),
-    ])
-    .await;
-    let answer = cli(vec!["sync".into(), "full".into(), "corp".into()]).await;
+    stack.cli_login().await.unwrap();
+    let answer = cli(&stack, &["sync", "full", "corp"]).await;
     assert!(answer.contains("started"), "{answer}");
     within_bound("full resync removes the deleted user", || async {
         the_user(&stack, &name).await.is_none().then_some(())
     })
     .await;
-    let status = cli(vec!["sync".into(), "status".into(), "corp".into()]).await;
+    let status = cli(&stack, &["sync", "status", "corp"]).await;
     assert!(status.contains("last full sync"), "{status}");
-    let listing = cli(vec![
-        "users".into(),
-        "corp".into(),
-        "--search".into(),
-        name.clone(),
-    ])
-    .await;
+    let listing = cli(&stack, &["users", "corp", "--search", &name]).await;
     assert!(listing.contains("no synced user matches"), "{listing}");
+}
+
+/// Runs the CLI, which must succeed, and returns what it printed.
+async fn cli(stack: &Stack, arguments: &[&str]) -> String {
+    let output = stack.cli(arguments).await.unwrap();
+    assert!(
+        output.status.success(),
+        "writeback {arguments:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }

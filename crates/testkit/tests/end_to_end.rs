@@ -871,52 +871,22 @@ async fn a_registration_token_is_single_use() {
 async fn the_cli_signs_in_and_resets_a_password() {
     let stack = Stack::start().await.unwrap();
     let (name, old) = user_with_password(&stack, "clireset").await;
-    let session_file = stack.work.join("cli-session.json");
-    let admin_password_file = stack.work.join("admin-password");
-    std::fs::write(&admin_password_file, &stack.admin_password).unwrap();
     let new = strong_password();
     let new_password_file = stack.work.join("new-password");
     std::fs::write(&new_password_file, &new).unwrap();
-    let writeback = writeback_testkit::logs::binary("writeback").unwrap();
-    let run = |arguments: Vec<String>| {
-        let writeback = writeback.clone();
-        let session_file = session_file.clone();
-        async move {
-            tokio::process::Command::new(writeback)
-                .arg("--session-file")
-                .arg(session_file)
-                .args(arguments)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-
-    let login = run(vec![
-        "login".into(),
-        "--url".into(),
-        stack.url(),
-        "--pin".into(),
-        stack.fingerprint.to_string(),
-        "--email".into(),
-        writeback_testkit::stack::ADMIN_EMAIL.into(),
-        "--password-file".into(),
-        admin_password_file.display().to_string(),
-    ])
-    .await;
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
-    let reset = run(vec![
-        "reset".into(),
-        stack.directory.to_string(),
-        name.clone(),
-        "--password-file".into(),
-        new_password_file.display().to_string(),
-    ])
-    .await;
+    let new_password_file = new_password_file.display().to_string();
+    let directory = stack.directory.to_string();
+    stack.cli_login().await.unwrap();
+    let reset = stack
+        .cli(&[
+            "reset",
+            &directory,
+            &name,
+            "--password-file",
+            &new_password_file,
+        ])
+        .await
+        .unwrap();
     let output = String::from_utf8_lossy(&reset.stdout);
     assert!(
         reset.status.success(),
@@ -927,16 +897,18 @@ async fn the_cli_signs_in_and_resets_a_password() {
     assert_eq!(bind(&stack, &name, &new).await, Ok(()));
     assert_eq!(bind(&stack, &name, &old).await, Err("52e".into()));
 
-    let agents = run(vec!["agents".into()]).await;
+    let agents = stack.cli(&["agents"]).await.unwrap();
     assert!(String::from_utf8_lossy(&agents.stdout).contains("connected"));
-    let refused = run(vec![
-        "reset".into(),
-        stack.directory.to_string(),
-        "nobody-here".into(),
-        "--password-file".into(),
-        new_password_file.display().to_string(),
-    ])
-    .await;
+    let refused = stack
+        .cli(&[
+            "reset",
+            &directory,
+            "nobody-here",
+            "--password-file",
+            &new_password_file,
+        ])
+        .await
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stdout).contains("user_not_found"));
 }
