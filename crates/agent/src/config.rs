@@ -65,6 +65,9 @@ pub struct DirectoryConfig {
     pub allow_protected_accounts: bool,
     pub connect_timeout_seconds: u64,
     pub operation_timeout_seconds: u64,
+    /// How often the agent checks that it can use the directory, and tells the cloud when that
+    /// changes.
+    pub check_interval_seconds: u64,
 }
 
 impl Default for AgentConfig {
@@ -94,6 +97,7 @@ impl Default for DirectoryConfig {
             allow_protected_accounts: false,
             connect_timeout_seconds: 10,
             operation_timeout_seconds: 10,
+            check_interval_seconds: 15,
         }
     }
 }

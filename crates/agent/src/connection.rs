@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use writeback_directory::{Directory, DirectorySync};
-use writeback_proto::frame::{self, AgentMessage, RejectReason};
+use writeback_proto::frame::{self, AgentMessage, AgentStatus, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::operation::Response;
 use writeback_proto::session::{AgentAction, AgentPurpose, AgentSession, SessionSettings};
@@ -41,6 +41,7 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
     save_state: impl Fn(&AgentState) -> Result<(), AgentError>,
     executor: Arc<Executor<D>>,
     sync: Option<SyncSettings>,
+    directory_status: watch::Receiver<AgentStatus>,
     policy: ReconnectPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -59,7 +60,7 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
         }
         let started = UnixMillis::now();
         let ended = tokio::select! {
-            ended = serve_once(&state, executor.clone(), sync.as_ref()) => ended,
+            ended = serve_once(&state, executor.clone(), sync.as_ref(), directory_status.clone()) => ended,
             () = &mut shutdown => return,
         };
         match ended {
@@ -134,6 +135,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
     state: &AgentState,
     executor: Arc<Executor<D>>,
     sync_settings: Option<&SyncSettings>,
+    mut directory_status: watch::Receiver<AgentStatus>,
 ) -> Result<String, AgentError> {
     let trust = state.cloud_trust.to_trust()?;
     let mut socket = transport::connect(&state.cloud_url, &trust).await?;
@@ -174,12 +176,17 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 }))]
             }
             _ = ticker.tick() => session.on_tick(UnixMillis::now()),
+            Ok(()) = directory_status.changed(), if session.is_ready() => {
+                vec![AgentAction::Send(AgentMessage::Status(directory_status.borrow_and_update().clone()))]
+            }
         };
         for action in actions {
             match action {
                 AgentAction::Send(message) => send(&mut socket, &message).await?,
                 AgentAction::Ready { heartbeat_interval } => {
                     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, heartbeat_s = heartbeat_interval.as_secs(), event_id = 31015, "connected to the cloud");
+                    let status = directory_status.borrow_and_update().clone();
+                    send(&mut socket, &AgentMessage::Status(status)).await?;
                 }
                 AgentAction::Execute(request) => {
                     let executor = executor.clone();
@@ -213,7 +220,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 AgentAction::SyncAcknowledged { .. } => sync_window.add_permits(1),
                 AgentAction::Rejected { reason, message } => {
                     let hint = match reason {
-                        RejectReason::UnknownAgent => {
+                        RejectReason::UnknownAgent | RejectReason::Revoked => {
                             " (register this agent again with a new token)"
                         }
                         _ => "",

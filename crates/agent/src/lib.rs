@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod config;
 pub mod connection;
+pub mod directory_status;
 pub mod doctor;
 pub mod executor;
 pub mod grant;
@@ -143,6 +144,12 @@ pub async fn run(
         poll_interval: Duration::from_millis(config.sync.poll_interval_ms.max(50)),
         confirm_interval: Duration::from_secs(config.sync.confirm_interval_seconds.max(1)),
     });
+    let (status_sender, directory_status) = directory_status::channel();
+    tokio::spawn(directory_status::watch(
+        executor.clone(),
+        Duration::from_secs(config.directory.check_interval_seconds.max(1)),
+        status_sender,
+    ));
     let state_path = config.state_path();
     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %state.cloud_url, version = VERSION, event_id = 31015, "writeback-agent starting");
     connection::run(
@@ -150,6 +157,7 @@ pub async fn run(
         move |state| state.save(&state_path),
         executor,
         sync,
+        directory_status,
         policy,
         shutdown,
     )

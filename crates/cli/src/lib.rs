@@ -18,11 +18,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
-    AgentSummary, ChangePasswordRequest, DirectoryGroup, DirectoryUser, DirectoryUserDetail,
-    ErrorResponse, FullSyncResponse, IDEMPOTENCY_KEY_HEADER, OperationResponse,
-    ResetPasswordRequest, SignInRequest, SignInResponse, SyncStatus,
+    AgentSummary, AuditPage, AuditSettings, ChangePasswordRequest, DirectoryGroup, DirectoryHealth,
+    DirectoryUser, DirectoryUserDetail, ErrorResponse, FullSyncResponse, IDEMPOTENCY_KEY_HEADER,
+    OperationResponse, RegistrationTokenResponse, ResetPasswordRequest, SignInRequest,
+    SignInResponse, SyncStatus,
 };
-use writeback_proto::ids::{DirectoryName, RequestId};
+use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_tls::Trust;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -362,6 +363,132 @@ impl ApiClient {
     ) -> Result<FullSyncResponse, ClientError> {
         let path = format!("/api/v1/directories/{directory}/sync/full");
         Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
+    }
+}
+
+/// Filters of the audit log, as `writeback audit` and the API name them.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub directory: Option<String>,
+    pub operation: Option<String>,
+    pub outcome: Option<String>,
+    pub result_code: Option<String>,
+    pub before: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+impl AuditQuery {
+    fn to_query_string(&self, format: &str) -> String {
+        let mut parameters = vec![format!("format={format}")];
+        let texts = [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("actor", &self.actor),
+            ("target", &self.target),
+            ("directory", &self.directory),
+            ("operation", &self.operation),
+            ("outcome", &self.outcome),
+            ("result_code", &self.result_code),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
+                parameters.push(format!("{name}={}", percent_encode(value)));
+            }
+        }
+        if let Some(before) = self.before {
+            parameters.push(format!("before={before}"));
+        }
+        if let Some(limit) = self.limit {
+            parameters.push(format!("limit={limit}"));
+        }
+        parameters.join("&")
+    }
+}
+
+impl ApiClient {
+    /// Fails with the API's error unless the answer is a 2xx; returns the body.
+    async fn expect_success(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
+        let response = self.send(method, path, None, Vec::new(), &[]).await?;
+        if response.status.is_success() {
+            return Ok(response.body);
+        }
+        Err(
+            match serde_json::from_slice::<ErrorResponse>(&response.body) {
+                Ok(error) => ClientError::Api {
+                    status: response.status.as_u16(),
+                    code: error.error.code,
+                    message: error.error.message,
+                },
+                Err(_) => ClientError::Decode {
+                    status: response.status.as_u16(),
+                    detail: String::from_utf8_lossy(&response.body)
+                        .chars()
+                        .take(200)
+                        .collect(),
+                },
+            },
+        )
+    }
+
+    pub async fn register_agent(
+        &self,
+        directory: &DirectoryName,
+    ) -> Result<RegistrationTokenResponse, ClientError> {
+        let path = format!("/api/v1/directories/{directory}/registration-tokens");
+        Ok(self.json::<(), _>(Method::POST, &path, None, &[]).await?.1)
+    }
+
+    pub async fn revoke_agent(&self, agent_id: &AgentId) -> Result<(), ClientError> {
+        let path = format!("/api/v1/agents/{agent_id}/revoke");
+        self.expect_success(Method::POST, &path).await.map(drop)
+    }
+
+    pub async fn directories(&self) -> Result<Vec<DirectoryHealth>, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/directories", None, &[])
+            .await?
+            .1)
+    }
+
+    pub async fn directory_health(
+        &self,
+        directory: &DirectoryName,
+    ) -> Result<DirectoryHealth, ClientError> {
+        let path = format!("/api/v1/directories/{directory}/health");
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, ClientError> {
+        let path = format!("/api/v1/audit?{}", query.to_query_string("json"));
+        Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
+    }
+
+    /// The matching entries as CSV, header row first.
+    pub async fn audit_csv(&self, query: &AuditQuery) -> Result<String, ClientError> {
+        let path = format!("/api/v1/audit?{}", query.to_query_string("csv"));
+        let body = self.expect_success(Method::GET, &path).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn audit_settings(&self) -> Result<AuditSettings, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/settings/audit", None, &[])
+            .await?
+            .1)
+    }
+
+    pub async fn update_audit_settings(
+        &self,
+        settings: &AuditSettings,
+    ) -> Result<AuditSettings, ClientError> {
+        Ok(self
+            .json(Method::PUT, "/api/v1/settings/audit", Some(settings), &[])
+            .await?
+            .1)
     }
 }
 

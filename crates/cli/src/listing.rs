@@ -1,8 +1,11 @@
-//! How the directory commands print: aligned text for people, the API's JSON with `--json`.
+//! How the listing commands print: aligned text for people, the API's JSON with `--json`.
 
 use anyhow::Result;
 use serde::Serialize;
-use writeback_proto::api::{DirectoryGroup, DirectoryUser, DirectoryUserDetail, SyncStatus};
+use writeback_proto::api::{
+    AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup, DirectoryHealth, DirectoryUser,
+    DirectoryUserDetail, SyncStatus,
+};
 use writeback_proto::time::UnixMillis;
 
 fn json(value: &impl Serialize) -> Result<()> {
@@ -141,4 +144,92 @@ pub fn print_sync_status(status: &SyncStatus, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub fn print_agents(agents: &[AgentSummary], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&agents);
+    }
+    if agents.is_empty() {
+        println!(
+            "no agents are registered: issue a token with `writeback agents register DIRECTORY`"
+        );
+    }
+    for agent in agents {
+        let state = match (agent.revoked_at, agent.connected, agent.directory_reachable) {
+            (Some(_), _, _) => "revoked",
+            (None, false, _) => "disconnected",
+            (None, true, Some(false)) => "directory unreachable",
+            (None, true, _) => "connected",
+        };
+        println!(
+            "{}  {:<12} {:<20} {:<21} v{:<8} from {:<15} heartbeat {}  in flight {}{}",
+            agent.agent_id,
+            agent.directory,
+            agent.name,
+            state,
+            agent.version,
+            agent.address.as_deref().unwrap_or("-"),
+            time(agent.last_heartbeat_at),
+            agent.requests_in_flight,
+            agent
+                .last_error
+                .as_ref()
+                .map(|error| format!("  last error: {error}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn print_health(healths: &[DirectoryHealth], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&healths);
+    }
+    if healths.is_empty() {
+        println!(
+            "no directory is configured: register an agent with `writeback agents register DIRECTORY`"
+        );
+    }
+    for health in healths {
+        println!(
+            "{:<16} {:<22} agents {}/{} connected  {}",
+            health.directory,
+            health.state.as_str(),
+            health.agents_connected,
+            health.agents_registered,
+            health.summary
+        );
+    }
+    Ok(())
+}
+
+pub fn print_audit(page: &AuditPage) {
+    if page.entries.is_empty() {
+        println!("no audit entry matches");
+    }
+    for entry in &page.entries {
+        let outcome = match entry.outcome {
+            AuditOutcomeView::Success => "ok",
+            AuditOutcomeView::Failure => "FAILED",
+        };
+        println!(
+            "{}  {:<24} {:<26} {:<20} {:<6} {:<24} from {}{}",
+            time(Some(entry.at)),
+            entry.actor,
+            entry.action,
+            entry.target.as_deref().unwrap_or("-"),
+            outcome,
+            entry.result_code,
+            entry.origin.as_deref().unwrap_or("-"),
+            entry
+                .detail
+                .as_ref()
+                .map(|detail| format!("  ({detail})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(before) = page.next_before {
+        println!("(more entries: raise --limit, or page with the API's before={before})");
+    }
 }

@@ -1,5 +1,6 @@
 //! `writeback`: the administrator's command line. Sign in once, then reset, change or unlock, look
-//! up synced users and groups, and follow or restart directory sync.
+//! up synced users and groups, follow or restart directory sync, register and revoke agents, see
+//! each directory's health, read and export the audit log, and change settings.
 //!
 //! Exit status: 0 when the directory applied the operation, 1 when it (or the agent) refused it,
 //! 2 when the command itself failed (no session, cloud unreachable, bad arguments).
@@ -11,9 +12,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use writeback_cli::{ApiClient, UserSearch};
+use writeback_cli::{ApiClient, AuditQuery, UserSearch};
 use writeback_config::Sources;
-use writeback_proto::api::{ChangePasswordRequest, OperationResponse, ResetPasswordRequest};
+use writeback_proto::api::{
+    AuditSettings, ChangePasswordRequest, OperationResponse, ResetPasswordRequest,
+};
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::result::ResultCode;
 use writeback_proto::time::UnixMillis;
@@ -57,8 +60,48 @@ enum Command {
     },
     /// End the session.
     Logout,
-    /// List the registered agents and whether they are connected.
-    Agents,
+    /// Agents: list them (the default), register a new one, or revoke one.
+    Agents {
+        #[command(subcommand)]
+        command: Option<AgentsCommand>,
+    },
+    /// The health of every directory, or of one.
+    Health { directory: Option<String> },
+    /// Read or export the audit log, newest first.
+    Audit {
+        /// From this time (RFC 3339, e.g. 2026-11-22T08:00:00Z, or Unix milliseconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        /// Who acted (part of an email or name).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Whom it was done to (part of a user name).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        directory: Option<String>,
+        /// e.g. reset_password, change_password, unlock, sign_in, revoke_agent.
+        #[arg(long)]
+        operation: Option<String>,
+        /// success or failure.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        result_code: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// table (default), json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Settings an administrator may change.
+    Settings {
+        #[command(subcommand)]
+        command: SettingsCommand,
+    },
     /// Reset a user's password in the on-premises directory.
     Reset {
         directory: String,
@@ -116,6 +159,30 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Every registered agent: connected or not, version, address, heartbeat, requests in
+    /// flight, last error.
+    List,
+    /// Issue a one-time token that registers a new agent for DIRECTORY (created if new).
+    Register { directory: String },
+    /// Disconnect an agent at once and refuse it from now on.
+    Revoke { agent_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SettingsCommand {
+    /// Show or set how long the audit log keeps entries.
+    Audit {
+        /// Keep entries this many days (1 to 3650).
+        #[arg(long, conflicts_with = "keep_forever")]
+        retention_days: Option<u32>,
+        /// Keep entries for ever.
+        #[arg(long)]
+        keep_forever: bool,
     },
 }
 
@@ -278,37 +345,120 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             std::fs::remove_file(&config.session_file)?;
             println!("signed out");
         }
-        Command::Agents => {
-            let (client, _) = load_session(&config.session_file)?;
-            let agents = client.agents().await?;
-            if arguments.json {
-                println!("{}", serde_json::to_string_pretty(&agents)?);
-            } else if agents.is_empty() {
-                println!("no agents are registered");
-            }
-            for agent in agents.iter().filter(|_| !arguments.json) {
-                let heartbeat = agent
-                    .last_heartbeat_at
-                    .map(|at| humantime::format_rfc3339_seconds(at.to_system_time()).to_string())
-                    .unwrap_or_else(|| "never".into());
-                println!(
-                    "{}  {:<12} {:<20} {:<13} v{}  last heartbeat {}{}",
-                    agent.agent_id,
-                    agent.directory,
-                    agent.name,
-                    if agent.connected {
-                        "connected"
+        Command::Agents { command } => {
+            let (client, session) = load_session(&config.session_file)?;
+            match command.as_ref().unwrap_or(&AgentsCommand::List) {
+                AgentsCommand::List => {
+                    let agents = client.agents().await?;
+                    listing::print_agents(&agents, arguments.json)?;
+                }
+                AgentsCommand::Register { directory: name } => {
+                    let registration = client.register_agent(&directory(name)?).await?;
+                    if arguments.json {
+                        println!("{}", serde_json::to_string_pretty(&registration)?);
                     } else {
-                        "disconnected"
-                    },
-                    agent.version,
-                    heartbeat,
-                    agent
-                        .last_error
-                        .as_ref()
-                        .map(|error| format!("  last error: {error}"))
-                        .unwrap_or_default()
-                );
+                        println!(
+                            "registration token for {} (single use, until {}):\n\n  {}\n\non the agent's host, put it in a file readable only by root and run:\n\n  writeback-agent register --cloud {}{} --token-file TOKEN_FILE\n",
+                            registration.directory,
+                            humantime::format_rfc3339_seconds(
+                                registration.expires_at.to_system_time()
+                            ),
+                            registration.token.expose_secret(),
+                            session.url,
+                            session
+                                .pin
+                                .as_ref()
+                                .map(|pin| format!(" --pin {pin}"))
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
+                AgentsCommand::Revoke { agent_id } => {
+                    let agent_id = agent_id.parse().context(
+                        "an agent id is 32 hexadecimal digits, as `writeback agents` lists them",
+                    )?;
+                    client.revoke_agent(&agent_id).await?;
+                    println!(
+                        "agent {agent_id} revoked: it was disconnected and cannot connect again"
+                    );
+                }
+            }
+        }
+        Command::Health { directory: name } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let healths = match name {
+                Some(name) => vec![client.directory_health(&directory(name)?).await?],
+                None => client.directories().await?,
+            };
+            listing::print_health(&healths, arguments.json)?;
+            let all_healthy = healths
+                .iter()
+                .all(|health| health.state == writeback_proto::api::HealthState::Healthy);
+            return Ok(if all_healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        Command::Audit {
+            since,
+            until,
+            actor,
+            target,
+            directory,
+            operation,
+            outcome,
+            result_code,
+            limit,
+            format,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let query = AuditQuery {
+                since: since.clone(),
+                until: until.clone(),
+                actor: actor.clone(),
+                target: target.clone(),
+                directory: directory.clone(),
+                operation: operation.clone(),
+                outcome: outcome.clone(),
+                result_code: result_code.clone(),
+                before: None,
+                limit: *limit,
+            };
+            match (format.as_str(), arguments.json) {
+                ("csv", _) => print!("{}", client.audit_csv(&query).await?),
+                ("json", _) | (_, true) => {
+                    let page = client.audit(&query).await?;
+                    println!("{}", serde_json::to_string_pretty(&page)?);
+                }
+                ("table", false) => listing::print_audit(&client.audit(&query).await?),
+                (other, false) => bail!("--format must be table, json or csv, not {other:?}"),
+            }
+        }
+        Command::Settings {
+            command:
+                SettingsCommand::Audit {
+                    retention_days,
+                    keep_forever,
+                },
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let settings = if *keep_forever || retention_days.is_some() {
+                client
+                    .update_audit_settings(&AuditSettings {
+                        retention_days: *retention_days,
+                    })
+                    .await?
+            } else {
+                client.audit_settings().await?
+            };
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&settings)?);
+            } else {
+                match settings.retention_days {
+                    Some(days) => println!("the audit log keeps entries for {days} days"),
+                    None => println!("the audit log keeps entries for ever"),
+                }
             }
         }
         Command::Reset {

@@ -27,6 +27,11 @@ pub struct CloudConfig {
     pub registration_token_minutes: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Connected agents older than this make their directory's health "agent outdated".
+    pub minimum_agent_version: String,
+    /// A directory is "degraded" when writebacks failed for want of an agent or the directory
+    /// within this many minutes.
+    pub health_window_minutes: u64,
     pub log: LogConfig,
 }
 
@@ -43,6 +48,8 @@ impl Default for CloudConfig {
             admin_session_hours: 12,
             registration_token_minutes: 60,
             max_body_bytes: 16 * 1024,
+            minimum_agent_version: env!("CARGO_PKG_VERSION").into(),
+            health_window_minutes: 15,
             log: LogConfig::default(),
         }
     }
@@ -55,6 +62,10 @@ impl CloudConfig {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs(self.heartbeat_interval_seconds.max(1))
+    }
+
+    pub fn health_window(&self) -> Duration {
+        Duration::from_secs(self.health_window_minutes.max(1) * 60)
     }
 
     pub fn database_path(&self) -> PathBuf {

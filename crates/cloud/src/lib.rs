@@ -5,8 +5,10 @@
 //! [`create_administrator`] and [`create_registration_token`] are the set-up commands.
 
 pub mod api;
+pub mod audit_retention;
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod messages;
 pub mod relay;
 pub mod server;
@@ -27,6 +29,9 @@ use writeback_tls::{Fingerprint, TlsError};
 
 pub use config::CloudConfig;
 use relay::Relay;
+
+/// The audit log's "from where" for set-up commands run on the cloud's own host.
+const LOCAL_ORIGIN: &str = "local command";
 
 #[derive(Debug, Error)]
 pub enum CloudError {
@@ -140,6 +145,10 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         stopping: stopping_signal.clone(),
     };
     let app = api::router(state.clone());
+    tokio::spawn(audit_retention::run(
+        state.store.clone(),
+        stopping_signal.clone(),
+    ));
     let mut server_stopping = stopping_signal;
     let task = tokio::spawn(server::run(listener, tls, app, async move {
         let _ = server_stopping.wait_for(|stopping| *stopping).await;
@@ -190,16 +199,36 @@ pub async fn create_administrator(
             request_id: None,
             result_code: "success".into(),
             detail: None,
+            origin: Some(LOCAL_ORIGIN.into()),
         })
         .await?;
     Ok(())
 }
 
-/// Issues a single-use registration token for `directory` (created if new), valid for `lifetime`.
+/// Issues a single-use registration token for `directory` (created if new), valid for `lifetime`,
+/// as the set-up command on the cloud's host.
 pub async fn create_registration_token(
     store: &Store,
     directory: &DirectoryName,
     lifetime: Duration,
+) -> Result<(SecretString, UnixMillis), CloudError> {
+    issue_registration_token(
+        store,
+        directory,
+        lifetime,
+        "writeback-cloud token create",
+        Some(LOCAL_ORIGIN.into()),
+    )
+    .await
+}
+
+/// Issues a registration token and audits who asked for it and from where.
+pub async fn issue_registration_token(
+    store: &Store,
+    directory: &DirectoryName,
+    lifetime: Duration,
+    actor: &str,
+    origin: Option<String>,
 ) -> Result<(SecretString, UnixMillis), CloudError> {
     let now = UnixMillis::now();
     let record = store.ensure_directory(directory, now).await?;
@@ -216,13 +245,14 @@ pub async fn create_registration_token(
     store
         .append_audit(&AuditEvent {
             at: now,
-            actor: "writeback-cloud token create".into(),
+            actor: actor.into(),
             action: "create_registration_token".into(),
             directory: Some(directory.to_string()),
             target: None,
             request_id: None,
             result_code: "success".into(),
             detail: Some(format!("expires in {} minutes", lifetime.as_secs() / 60)),
+            origin,
         })
         .await?;
     Ok((token, expires_at))

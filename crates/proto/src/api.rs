@@ -72,6 +72,111 @@ pub struct AgentSummary {
     pub last_connected_at: Option<UnixMillis>,
     pub last_heartbeat_at: Option<UnixMillis>,
     pub last_error: Option<String>,
+    /// The address the agent last connected from.
+    pub address: Option<String>,
+    /// Operations sent to the agent that it has not answered yet.
+    pub requests_in_flight: u64,
+    /// Whether the agent says it can use its directory; `None` when it is not connected or has not
+    /// said yet.
+    pub directory_reachable: Option<bool>,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// Answer to registering a new agent: the one-time token to give `writeback-agent register`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationTokenResponse {
+    pub directory: DirectoryName,
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    pub token: SecretString,
+    pub expires_at: UnixMillis,
+}
+
+/// The one state the cloud computes for a directory, from its agents and recent failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Healthy,
+    /// A connected agent is older than the cloud supports.
+    AgentOutdated,
+    /// Agents are registered but none is connected: writeback answers "agent unavailable".
+    NoAgentConnected,
+    /// Agents are connected but none can use the directory.
+    DirectoryUnreachable,
+    /// No agent was ever registered (or every one was revoked).
+    NotConfigured,
+    /// Working, with recent failures.
+    Degraded,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::AgentOutdated => "agent_outdated",
+            Self::NoAgentConnected => "no_agent_connected",
+            Self::DirectoryUnreachable => "directory_unreachable",
+            Self::NotConfigured => "not_configured",
+            Self::Degraded => "degraded",
+        }
+    }
+
+    /// Whether a writeback can be attempted at all.
+    pub fn accepts_writeback(self) -> bool {
+        matches!(self, Self::Healthy | Self::AgentOutdated | Self::Degraded)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryHealth {
+    pub directory: DirectoryName,
+    pub state: HealthState,
+    /// One plain sentence: what is wrong and what to do.
+    pub summary: String,
+    pub agents_registered: u64,
+    pub agents_connected: u64,
+    /// Writebacks that failed for want of an agent or the directory in the recent window.
+    pub recent_failures: u64,
+}
+
+/// One audit log entry as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub at: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub directory: Option<String>,
+    pub target: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: AuditOutcomeView,
+    pub result_code: String,
+    pub detail: Option<String>,
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcomeView {
+    Success,
+    Failure,
+}
+
+/// A page of the audit log, newest first. Pass `next_before` as `before` for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntryView>,
+    pub next_before: Option<i64>,
+}
+
+/// How long the audit log keeps entries. `None` keeps them for ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub retention_days: Option<u32>,
 }
 
 /// Body of every 4xx/5xx answer that is not an [`OperationResponse`].

@@ -34,6 +34,8 @@ pub enum AgentMessage {
     },
     Response(Response),
     SyncBatch(SyncBatch),
+    /// Whether the agent can use its directory; sent once connected and whenever it changes.
+    Status(AgentStatus),
 }
 
 impl AgentMessage {
@@ -44,8 +46,18 @@ impl AgentMessage {
             Self::Heartbeat { .. } => "heartbeat",
             Self::Response(_) => "response",
             Self::SyncBatch(_) => "sync_batch",
+            Self::Status(_) => "status",
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStatus {
+    pub directory_reachable: bool,
+    /// Why the directory cannot be used, for administrators; never holds a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +141,8 @@ pub enum RejectReason {
     InvalidToken,
     UnknownAgent,
     BadSignature,
+    /// An administrator revoked this agent; it must be registered again with a new token.
+    Revoked,
     Internal,
 }
 
@@ -140,6 +154,7 @@ impl RejectReason {
                 "this agent is not registered with the cloud (it may have been removed)"
             }
             Self::BadSignature => "the agent's signature did not verify",
+            Self::Revoked => "an administrator revoked this agent",
             Self::Internal => "the cloud could not complete the handshake",
         }
     }

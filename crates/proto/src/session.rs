@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::frame::{self, AgentMessage, CloudMessage, Hello, Registration, RejectReason};
+use crate::frame::{
+    self, AgentMessage, AgentStatus, CloudMessage, Hello, Registration, RejectReason,
+};
 use crate::identity::{
     IdentityKeyPair, IdentityPublicKey, hello_transcript, registration_transcript,
 };
@@ -79,10 +81,28 @@ pub enum CloudAction {
     Deliver(Response),
     /// Apply the batch and its cursor in one transaction, then send `sync_ack`.
     ApplySync(SyncBatch),
+    /// Remember whether the agent can use its directory.
+    StatusReported(AgentStatus),
     /// Close the connection; `reason` is for the log.
     Close {
         reason: String,
     },
+}
+
+/// What the cloud has on record for an agent that says hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredIdentity {
+    pub key: IdentityPublicKey,
+    pub revoked: bool,
+}
+
+impl RegisteredIdentity {
+    pub fn active(key: IdentityPublicKey) -> Self {
+        Self {
+            key,
+            revoked: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -173,13 +193,16 @@ impl CloudSession {
             (CloudState::Ready(_), AgentMessage::SyncBatch(batch)) => {
                 vec![CloudAction::ApplySync(batch)]
             }
+            (CloudState::Ready(_), AgentMessage::Status(status)) => {
+                vec![CloudAction::StatusReported(status)]
+            }
             (state, message) => {
                 let expected = match state {
                     CloudState::AwaitingIntroduction => "hello or register",
                     CloudState::AwaitingIdentity(_) | CloudState::AwaitingRedemption => {
                         "nothing until the handshake completes"
                     }
-                    CloudState::Ready(_) => "heartbeat, response or sync_batch",
+                    CloudState::Ready(_) => "heartbeat, response, sync_batch or status",
                     CloudState::Closed => "nothing",
                 };
                 self.protocol_error(format!(
@@ -191,16 +214,20 @@ impl CloudSession {
     }
 
     /// Continues a hello once the agent's registered identity key has been looked up.
-    pub fn on_identity(&mut self, identity_key: Option<IdentityPublicKey>) -> Vec<CloudAction> {
+    pub fn on_identity(&mut self, identity: Option<RegisteredIdentity>) -> Vec<CloudAction> {
         let CloudState::AwaitingIdentity(hello) = &self.state else {
             return Vec::new();
         };
-        let Some(identity_key) = identity_key else {
+        let Some(identity) = identity else {
             return self.reject(RejectReason::UnknownAgent);
         };
         let transcript = hello_transcript(&self.nonce, &hello.agent_id, &hello.sealing_key);
-        if identity_key.verify(&transcript, &hello.signature).is_err() {
+        if identity.key.verify(&transcript, &hello.signature).is_err() {
             return self.reject(RejectReason::BadSignature);
+        }
+        // Said only to the holder of the key, so nobody else learns which agents were revoked.
+        if identity.revoked {
+            return self.reject(RejectReason::Revoked);
         }
         let agent = AuthenticatedAgent {
             agent_id: hello.agent_id,
@@ -635,7 +662,9 @@ mod tests {
         let agent_id = AgentId::generate().unwrap();
         let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
         hello(&mut pair, &challenge);
-        let actions = pair.cloud.on_identity(Some(pair.identity.public_key()));
+        let actions = pair
+            .cloud
+            .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key())));
         assert!(
             matches!(&actions[0], CloudAction::Authenticated(agent) if agent.agent_id == agent_id && agent.version == "1.2.3")
         );
@@ -688,7 +717,11 @@ mod tests {
 
         let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
         hello(&mut pair, &challenge);
-        let welcome = sent_by_cloud(&pair.cloud.on_identity(Some(pair.identity.public_key())));
+        let welcome = sent_by_cloud(
+            &pair
+                .cloud
+                .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key()))),
+        );
         pair.agent.on_frame(&bytes(&welcome[0]), START);
         let start = CloudMessage::SyncStart(SyncStart {
             cursor: None,
@@ -711,6 +744,17 @@ mod tests {
             &actions[..],
             [AgentAction::SyncAcknowledged { sequence: 1 }]
         ));
+
+        let status = AgentStatus {
+            directory_reachable: false,
+            detail: Some("the domain controller is unavailable".into()),
+        };
+        let actions = pair
+            .cloud
+            .on_frame(&bytes(&AgentMessage::Status(status.clone())), START);
+        assert!(
+            matches!(&actions[..], [CloudAction::StatusReported(reported)] if *reported == status)
+        );
     }
 
     #[test]
@@ -729,6 +773,47 @@ mod tests {
         ));
         assert!(closes(&actions));
         assert!(pair.cloud.is_closed());
+    }
+
+    #[test]
+    fn a_revoked_agent_is_told_so_only_after_proving_its_key() {
+        let (mut impostor, challenge) = pair(AgentPurpose::Work {
+            agent_id: AgentId::generate().unwrap(),
+        });
+        hello(&mut impostor, &challenge);
+        let someone_elses_revoked_key = RegisteredIdentity {
+            key: IdentityKeyPair::generate().unwrap().public_key(),
+            revoked: true,
+        };
+        assert!(matches!(
+            sent_by_cloud(&impostor.cloud.on_identity(Some(someone_elses_revoked_key)))[..],
+            [CloudMessage::Rejected {
+                reason: RejectReason::BadSignature,
+                ..
+            }]
+        ));
+        let (mut pair, challenge) = pair(AgentPurpose::Work {
+            agent_id: AgentId::generate().unwrap(),
+        });
+        hello(&mut pair, &challenge);
+        let revoked = RegisteredIdentity {
+            key: pair.identity.public_key(),
+            revoked: true,
+        };
+        let actions = pair.cloud.on_identity(Some(revoked));
+        assert!(matches!(
+            sent_by_cloud(&actions)[..],
+            [CloudMessage::Rejected {
+                reason: RejectReason::Revoked,
+                ..
+            }]
+        ));
+        assert!(closes(&actions));
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, CloudAction::Authenticated(_)))
+        );
     }
 
     #[test]
@@ -754,7 +839,9 @@ mod tests {
         });
         hello(&mut pair, &challenge);
         let someone_else = IdentityKeyPair::generate().unwrap();
-        let actions = pair.cloud.on_identity(Some(someone_else.public_key()));
+        let actions = pair
+            .cloud
+            .on_identity(Some(RegisteredIdentity::active(someone_else.public_key())));
         assert!(matches!(
             sent_by_cloud(&actions)[..],
             [CloudMessage::Rejected {
@@ -771,7 +858,8 @@ mod tests {
         let hello = sent_by_agent(pair.agent.on_frame(&bytes(&challenge), START));
         let (mut second_connection, _) = CloudSession::new([10u8; 32], START, settings());
         second_connection.on_frame(&bytes(&hello), START);
-        let actions = second_connection.on_identity(Some(pair.identity.public_key()));
+        let actions = second_connection
+            .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key())));
         assert!(matches!(
             sent_by_cloud(&actions)[..],
             [CloudMessage::Rejected {
@@ -909,7 +997,11 @@ mod tests {
         let agent_id = AgentId::generate().unwrap();
         let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
         hello(&mut pair, &challenge);
-        let welcome = sent_by_cloud(&pair.cloud.on_identity(Some(pair.identity.public_key())));
+        let welcome = sent_by_cloud(
+            &pair
+                .cloud
+                .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key()))),
+        );
         pair.agent.on_frame(&bytes(&welcome[0]), START);
 
         let nine_seconds = START.saturating_add(Duration::from_secs(9));
@@ -1020,7 +1112,7 @@ mod tests {
             };
             let (mut cloud, _) = CloudSession::new([3u8; 32], START, settings());
             let _ = cloud.on_frame(&frame, START);
-            let _ = cloud.on_identity(Some(pair.identity.public_key()));
+            let _ = cloud.on_identity(Some(RegisteredIdentity::active(pair.identity.public_key())));
             let mut agent = AgentSession::new(
                 AgentPurpose::Work { agent_id },
                 pair.identity.clone(),

@@ -16,7 +16,9 @@ use writeback_proto::identity::IdentityPublicKey;
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
 
+mod audit;
 mod sync;
+pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
 pub use sync::UserQuery;
 
 #[derive(Debug, Error)]
@@ -40,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "directory sync",
         include_str!("../migrations/0002_directory_sync.sql"),
+    ),
+    (
+        3,
+        "operations",
+        include_str!("../migrations/0003_operations.sql"),
     ),
 ];
 
@@ -102,26 +109,16 @@ pub struct AgentRecord {
     pub last_connected_at: Option<UnixMillis>,
     pub last_heartbeat_at: Option<UnixMillis>,
     pub last_error: Option<String>,
+    /// Revoked agents stay listed, for the record, and are refused at every connection.
+    pub revoked_at: Option<UnixMillis>,
+    pub last_address: Option<String>,
 }
 
-/// One line of the audit log. Never holds a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEvent {
-    pub at: UnixMillis,
-    pub actor: String,
-    pub action: String,
-    pub directory: Option<String>,
-    pub target: Option<String>,
-    pub request_id: Option<String>,
-    pub result_code: String,
-    pub detail: Option<String>,
-}
-
-fn millis(value: UnixMillis) -> i64 {
+pub(crate) fn millis(value: UnixMillis) -> i64 {
     i64::try_from(value.0).unwrap_or(i64::MAX)
 }
 
-fn from_millis(value: Option<i64>) -> Option<UnixMillis> {
+pub(crate) fn from_millis(value: Option<i64>) -> Option<UnixMillis> {
     value.map(|millis| UnixMillis(u64::try_from(millis).unwrap_or(0)))
 }
 
@@ -352,7 +349,7 @@ impl Store {
     async fn agent_rows(&self, only: Option<&AgentId>) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.id, d.name AS directory, a.name, a.version, a.identity_key, a.registered_at, \
-             a.last_connected_at, a.last_heartbeat_at, a.last_error \
+             a.last_connected_at, a.last_heartbeat_at, a.last_error, a.revoked_at, a.last_address \
              FROM agents a JOIN directories d ON d.id = a.directory_id \
              WHERE (?1 IS NULL OR a.id = ?1) ORDER BY d.name, a.registered_at",
         )
@@ -378,6 +375,66 @@ impl Store {
                     last_connected_at: from_millis(row.get("last_connected_at")),
                     last_heartbeat_at: from_millis(row.get("last_heartbeat_at")),
                     last_error: row.get("last_error"),
+                    revoked_at: from_millis(row.get("revoked_at")),
+                    last_address: row.get("last_address"),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks the agent revoked. `false` when no agent has this id; revoking twice keeps the first
+    /// time.
+    pub async fn revoke_agent(
+        &self,
+        agent_id: &AgentId,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE agents SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(millis(now))
+                .bind(agent_id.to_string())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A setting's stored JSON, `None` when it was never set.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.get("value")))
+    }
+
+    pub async fn put_setting(
+        &self,
+        name: &str,
+        value: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every directory, by name.
+    pub async fn directories(&self) -> Result<Vec<DirectoryRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, name FROM directories ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DirectoryRecord {
+                    id: row.get("id"),
+                    name: parse_directory(&row.get::<String, _>("name"))?,
                 })
             })
             .collect()
@@ -387,10 +444,12 @@ impl Store {
         &self,
         agent_id: &AgentId,
         version: &str,
+        address: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET version = ?, last_connected_at = ?, last_heartbeat_at = ?, last_error = NULL WHERE id = ?")
+        sqlx::query("UPDATE agents SET version = ?, last_address = ?, last_connected_at = ?, last_heartbeat_at = ?, last_error = NULL WHERE id = ?")
             .bind(version)
+            .bind(address)
             .bind(millis(now))
             .bind(millis(now))
             .bind(agent_id.to_string())
@@ -423,48 +482,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    pub async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, directory, target, request_id, result_code, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(millis(event.at))
-        .bind(&event.actor)
-        .bind(&event.action)
-        .bind(&event.directory)
-        .bind(&event.target)
-        .bind(&event.request_id)
-        .bind(&event.result_code)
-        .bind(&event.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The most recent audit events, newest first.
-    pub async fn recent_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, directory, target, request_id, result_code, detail \
-             FROM audit_events ORDER BY id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| AuditEvent {
-                at: from_millis(Some(row.get("at"))).unwrap_or(UnixMillis(0)),
-                actor: row.get("actor"),
-                action: row.get("action"),
-                directory: row.get("directory"),
-                target: row.get("target"),
-                request_id: row.get("request_id"),
-                result_code: row.get("result_code"),
-                detail: row.get("detail"),
-            })
-            .collect())
     }
 }
 
@@ -629,7 +646,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .record_agent_connected(&agent.agent_id, "0.2.0", later(5))
+            .record_agent_connected(&agent.agent_id, "0.2.0", Some("192.0.2.9"), later(5))
             .await
             .unwrap();
         store
@@ -641,5 +658,46 @@ mod tests {
         assert_eq!(record.last_connected_at, Some(later(5)));
         assert_eq!(record.last_heartbeat_at, Some(later(35)));
         assert_eq!(record.last_error, None);
+        assert_eq!(record.revoked_at, None);
+        assert_eq!(record.last_address.as_deref(), Some("192.0.2.9"));
+
+        assert!(
+            store
+                .revoke_agent(&agent.agent_id, later(40))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .revoke_agent(&agent.agent_id, later(50))
+                .await
+                .unwrap()
+        );
+        let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
+        assert_eq!(record.revoked_at, Some(later(40)));
+        assert!(
+            !store
+                .revoke_agent(&AgentId::generate().unwrap(), later(40))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_are_stored_by_name() {
+        let store = Store::in_memory().await.unwrap();
+        assert_eq!(store.setting("audit").await.unwrap(), None);
+        store
+            .put_setting("audit", "{\"retention_days\":30}", NOW)
+            .await
+            .unwrap();
+        store
+            .put_setting("audit", "{\"retention_days\":90}", later(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.setting("audit").await.unwrap().as_deref(),
+            Some("{\"retention_days\":90}")
+        );
     }
 }

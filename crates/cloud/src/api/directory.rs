@@ -6,7 +6,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writeback_proto::api::{
-    DirectoryGroup, DirectoryUser, DirectoryUserDetail, FullSyncResponse, SyncStatus,
+    DirectoryGroup, DirectoryHealth, DirectoryUser, DirectoryUserDetail, FullSyncResponse,
+    SyncStatus,
 };
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::operation::UserRef;
@@ -15,8 +16,8 @@ use writeback_proto::time::UnixMillis;
 use writeback_store::{StoreError, UserQuery};
 
 use super::extract::{ApiError, DirectoryPath, SignedIn, UserPath};
-use crate::AppState;
 use crate::relay::sync;
+use crate::{AppState, health};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -51,7 +52,7 @@ fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
     }
 }
 
-fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
     match text {
         Some(text) if text.chars().count() > MAX_SEARCH_CHARS => Err(ApiError::invalid(format!(
             "`{what}` is longer than {MAX_SEARCH_CHARS} characters."
@@ -74,7 +75,7 @@ fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn query<T>(
+pub(super) fn query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     query.map(|Query(query)| query).map_err(|rejection| {
@@ -173,6 +174,7 @@ pub async fn request_full_sync(
         request_id: None,
         result_code: "success".into(),
         detail: Some(if started { "started" } else { "queued" }.into()),
+        origin: signed_in.origin.clone(),
     };
     state
         .store
@@ -209,4 +211,49 @@ pub fn describe_target(name: &str, user: &UserRef) -> String {
         UserRef::Anchor(anchor) if *name != anchor.to_string() => format!("{name} ({anchor})"),
         other => other.to_string(),
     }
+}
+
+/// Every directory with its health.
+pub async fn list_directories(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+) -> Result<Json<Vec<DirectoryHealth>>, ApiError> {
+    let now = UnixMillis::now();
+    let mut healths = Vec::new();
+    for directory in state
+        .store
+        .directories()
+        .await
+        .map_err(ApiError::internal)?
+    {
+        healths.push(
+            health::of_directory(&state, &directory.name, now)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    Ok(Json(healths))
+}
+
+pub async fn directory_health(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+    DirectoryPath(directory): DirectoryPath,
+) -> Result<Json<DirectoryHealth>, ApiError> {
+    let known = state
+        .store
+        .directory(&directory)
+        .await
+        .map_err(ApiError::internal)?
+        .is_some();
+    if !known {
+        return Err(store_error(
+            &directory,
+            StoreError::NotFound(directory.to_string()),
+        ));
+    }
+    health::of_directory(&state, &directory, UnixMillis::now())
+        .await
+        .map(Json)
+        .map_err(ApiError::internal)
 }

@@ -111,11 +111,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The client's address, put on every request by `server::run`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::SocketAddr);
+
+/// Where a request came from, for the audit log: the client's IP address.
+#[derive(Debug, Clone)]
+pub struct Origin(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(origin_of(parts)))
+    }
+}
+
+fn origin_of(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<PeerAddress>()
+        .map(|peer| peer.0.ip().to_string())
+}
+
 /// The signed-in administrator, from `Authorization: Bearer <token>`.
 #[derive(Debug)]
 pub struct SignedIn {
     pub administrator: Administrator,
     pub token_hash: Vec<u8>,
+    pub origin: Option<String>,
 }
 
 impl FromRequestParts<AppState> for SignedIn {
@@ -155,6 +179,7 @@ impl FromRequestParts<AppState> for SignedIn {
         Ok(Self {
             administrator,
             token_hash: hash,
+            origin: origin_of(parts),
         })
     }
 }

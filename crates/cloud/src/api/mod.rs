@@ -1,5 +1,7 @@
 //! The admin REST API. Every writeback answers synchronously with the directory's own result.
 
+mod agents;
+mod audit;
 mod directory;
 mod extract;
 
@@ -12,8 +14,7 @@ use secrecy::SecretString;
 use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
 use writeback_proto::ProtoError;
 use writeback_proto::api::{
-    AgentSummary, ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest,
-    SignInResponse,
+    ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest, SignInResponse,
 };
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
@@ -22,7 +23,7 @@ use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, Secr
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
 
-pub use extract::ApiError;
+pub use extract::{ApiError, Origin, PeerAddress};
 use extract::{IdempotencyKey, JsonBody, SignedIn, UserPath};
 
 use crate::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
@@ -34,7 +35,22 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/sessions", post(sign_in))
         .route("/api/v1/sessions/current", delete(sign_out))
-        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents", get(agents::list_agents))
+        .route("/api/v1/agents/{agent}/revoke", post(agents::revoke_agent))
+        .route("/api/v1/audit", get(audit::list_audit))
+        .route(
+            "/api/v1/settings/audit",
+            get(audit::audit_settings).put(audit::update_audit_settings),
+        )
+        .route("/api/v1/directories", get(directory::list_directories))
+        .route(
+            "/api/v1/directories/{directory}/health",
+            get(directory::directory_health),
+        )
+        .route(
+            "/api/v1/directories/{directory}/registration-tokens",
+            post(agents::create_registration_token),
+        )
         .route(
             "/api/v1/directories/{directory}/users/{user}/reset-password",
             post(reset_password),
@@ -77,6 +93,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn sign_in(
     State(state): State<AppState>,
+    Origin(origin): Origin,
     JsonBody(body): JsonBody<SignInRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let now = UnixMillis::now();
@@ -102,6 +119,7 @@ async fn sign_in(
         request_id: None,
         result_code: result_code.into(),
         detail: None,
+        origin: origin.clone(),
     };
     let Some(administrator) = administrator.filter(|_| verified) else {
         state
@@ -148,29 +166,6 @@ async fn sign_out(
         .await
         .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_agents(
-    State(state): State<AppState>,
-    _signed_in: SignedIn,
-) -> Result<Json<Vec<AgentSummary>>, ApiError> {
-    let agents = state.store.agents().await.map_err(ApiError::internal)?;
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|agent| AgentSummary {
-                connected: state.relay.is_connected(&agent.agent_id),
-                agent_id: agent.agent_id,
-                directory: agent.directory,
-                name: agent.name,
-                version: agent.version,
-                registered_at: agent.registered_at,
-                last_connected_at: agent.last_connected_at,
-                last_heartbeat_at: agent.last_heartbeat_at,
-                last_error: agent.last_error,
-            })
-            .collect(),
-    ))
 }
 
 /// Passwords longer than AD accepts are refused before anything is sealed or sent.
@@ -375,6 +370,7 @@ async fn perform(
         request_id: Some(request_id.to_string()),
         result_code: result.code().into(),
         detail,
+        origin: signed_in.origin.clone(),
     };
     state
         .store

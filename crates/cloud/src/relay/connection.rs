@@ -9,13 +9,14 @@ use axum::response::Response;
 use tokio::sync::mpsc;
 use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, Registration, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName, random_bytes};
-use writeback_proto::session::{CloudAction, CloudSession, SessionSettings};
+use writeback_proto::session::{CloudAction, CloudSession, RegisteredIdentity, SessionSettings};
 use writeback_proto::sync::SyncBatch;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEvent, NewAgent};
 
 use super::{AgentConnection, sync};
 use crate::AppState;
+use crate::api::Origin;
 use crate::auth::token_hash;
 
 /// WebSocket close code for "message too big" (RFC 6455).
@@ -23,16 +24,20 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 
-pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     // Frames a little over the protocol limit reach the decoder and get a clear protocol error;
     // far larger ones are cut off by the WebSocket layer itself.
     upgrade
         .max_message_size(MAX_FRAME_BYTES * 2)
         .max_frame_size(MAX_FRAME_BYTES * 2)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| serve(socket, state, origin))
 }
 
-async fn serve(mut socket: WebSocket, state: AppState) {
+async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
     let Ok(nonce) = random_bytes::<32>() else {
         tracing::error!("no randomness for an agent challenge; refusing the connection");
         return;
@@ -62,8 +67,12 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                 CloudAction::LookUpIdentity(agent_id) => match state.store.agent(&agent_id).await {
                     Ok(record) => {
                         agent_directory = record.as_ref().map(|record| record.directory.clone());
-                        actions
-                            .extend(session.on_identity(record.map(|record| record.identity_key)));
+                        actions.extend(session.on_identity(record.map(|record| {
+                            RegisteredIdentity {
+                                key: record.identity_key,
+                                revoked: record.revoked_at.is_some(),
+                            }
+                        })));
                     }
                     Err(error) => {
                         tracing::error!(%error, %agent_id, "cannot look up an agent");
@@ -71,7 +80,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                     }
                 },
                 CloudAction::Redeem(registration) => {
-                    let outcome = redeem(&state, &registration).await;
+                    let outcome = redeem(&state, &registration, origin.clone()).await;
                     actions.extend(session.on_registration(outcome));
                 }
                 CloudAction::Authenticated(agent) => {
@@ -81,18 +90,18 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                     let now = UnixMillis::now();
                     if let Err(error) = state
                         .store
-                        .record_agent_connected(&agent.agent_id, &agent.version, now)
+                        .record_agent_connected(
+                            &agent.agent_id,
+                            &agent.version,
+                            origin.as_deref(),
+                            now,
+                        )
                         .await
                     {
                         tracing::error!(%error, "cannot record an agent connection");
                     }
                     tracing::info!(agent_id = %agent.agent_id, %directory, version = %agent.version, sealing_key = %agent.sealing_key.key_id, "agent connected");
-                    let connection = state.relay.connect(
-                        agent.agent_id,
-                        directory,
-                        agent.sealing_key,
-                        outbound.clone(),
-                    );
+                    let connection = state.relay.connect(&agent, directory, outbound.clone());
                     let (batches, queue) = mpsc::channel(sync::QUEUED_BATCHES);
                     sync_batches = Some(batches);
                     sync_applier = Some(tokio::spawn(sync::apply_batches(
@@ -110,6 +119,14 @@ async fn serve(mut socket: WebSocket, state: AppState) {
                             .await
                     {
                         tracing::error!(%error, "cannot record a heartbeat");
+                    }
+                }
+                CloudAction::StatusReported(status) => {
+                    if let Some(connection) = &registered {
+                        if !status.directory_reachable {
+                            tracing::warn!(agent_id = %connection.agent_id, detail = ?status.detail, "the agent cannot reach its directory");
+                        }
+                        connection.report_status(status);
                     }
                 }
                 CloudAction::Deliver(response) => {
@@ -156,6 +173,11 @@ async fn serve(mut socket: WebSocket, state: AppState) {
             },
             Some(message) = outbound_queue.recv() => actions.push_back(CloudAction::Send(message)),
             _ = ticker.tick() => actions.extend(session.on_tick(UnixMillis::now())),
+            () = revoked(registered.as_ref()) => {
+                let reason = RejectReason::Revoked;
+                let _ = send(&mut socket, &CloudMessage::Rejected { reason, message: reason.describe().into() }).await;
+                break 'connection "the agent was revoked".to_owned();
+            }
             () = stopped(&mut stopping) => {
                 close(&mut socket, CLOSE_GOING_AWAY, "the cloud is shutting down").await;
                 break 'connection "the cloud is shutting down".to_owned();
@@ -188,6 +210,13 @@ async fn serve(mut socket: WebSocket, state: AppState) {
     }
 }
 
+async fn revoked(connection: Option<&AgentConnection>) {
+    match connection {
+        Some(connection) => connection.revoked().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stopping| *stopping).await;
 }
@@ -217,6 +246,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 async fn redeem(
     state: &AppState,
     registration: &Registration,
+    origin: Option<String>,
 ) -> Result<(AgentId, DirectoryName), RejectReason> {
     use secrecy::ExposeSecret;
     let agent_id = AgentId::generate().map_err(|_| RejectReason::Internal)?;
@@ -258,6 +288,7 @@ async fn redeem(
         request_id: None,
         result_code: result_code.into(),
         detail: None,
+        origin,
     };
     if let Err(error) = state.store.append_audit(&audit).await {
         tracing::error!(%error, "cannot write the audit log");

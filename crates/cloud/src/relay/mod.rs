@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::ProtoError;
-use writeback_proto::frame::CloudMessage;
+use writeback_proto::frame::{AgentStatus, CloudMessage};
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_proto::operation::{Operation, Request, Response};
 use writeback_proto::result::ResultCode;
 use writeback_proto::sealing::SealingPublicKey;
+use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
 
 type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<ResultCode>>>>>;
@@ -32,9 +33,24 @@ pub struct AgentConnection {
     pub connection_id: u64,
     pub agent_id: AgentId,
     pub directory: DirectoryName,
+    pub version: String,
     pub sealing_key: SealingPublicKey,
     outbound: mpsc::Sender<CloudMessage>,
     waiters: Waiters,
+    /// What the agent last said about its directory; `None` until it says anything.
+    status: Arc<Mutex<Option<AgentStatus>>>,
+    /// Notified when an administrator revokes the agent, so its connection closes at once.
+    revoked: Arc<Notify>,
+}
+
+/// What the relay knows of one connected agent right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAgent {
+    pub agent_id: AgentId,
+    pub directory: DirectoryName,
+    pub version: String,
+    pub status: Option<AgentStatus>,
+    pub requests_in_flight: usize,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +67,25 @@ impl AgentConnection {
     pub async fn send(&self, message: CloudMessage) -> bool {
         self.outbound.send(message).await.is_ok()
     }
+
+    pub fn report_status(&self, status: AgentStatus) {
+        *lock(&self.status) = Some(status);
+    }
+
+    /// Resolves when the agent is revoked.
+    pub async fn revoked(&self) {
+        self.revoked.notified().await;
+    }
+
+    fn live(&self) -> LiveAgent {
+        LiveAgent {
+            agent_id: self.agent_id,
+            directory: self.directory.clone(),
+            version: self.version.clone(),
+            status: lock(&self.status).clone(),
+            requests_in_flight: lock(&self.waiters).len(),
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,19 +101,22 @@ impl Relay {
     /// Registers an authenticated connection; it replaces an older connection of the same agent.
     pub fn connect(
         &self,
-        agent_id: AgentId,
+        agent: &AuthenticatedAgent,
         directory: DirectoryName,
-        sealing_key: SealingPublicKey,
         outbound: mpsc::Sender<CloudMessage>,
     ) -> AgentConnection {
         let connection = AgentConnection {
             connection_id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
-            agent_id,
+            agent_id: agent.agent_id,
             directory,
-            sealing_key,
+            version: agent.version.clone(),
+            sealing_key: agent.sealing_key.clone(),
             outbound,
             waiters: Waiters::default(),
+            status: Arc::default(),
+            revoked: Arc::default(),
         };
+        let agent_id = agent.agent_id;
         lock(&self.connections).insert(agent_id, connection.clone());
         self.connected.notify_waiters();
         connection
@@ -119,6 +157,24 @@ impl Relay {
 
     pub fn is_connected(&self, agent_id: &AgentId) -> bool {
         lock(&self.connections).contains_key(agent_id)
+    }
+
+    /// Every connected agent, as of now.
+    pub fn live_agents(&self) -> Vec<LiveAgent> {
+        lock(&self.connections)
+            .values()
+            .map(AgentConnection::live)
+            .collect()
+    }
+
+    /// Takes a revoked agent off the relay: no new request reaches it, and its connection is told
+    /// to close. Requests already sent to it end in "timeout" at their deadline, because nobody
+    /// can tell whether it applied them.
+    pub fn revoke(&self, agent_id: &AgentId) {
+        let removed = lock(&self.connections).remove(agent_id);
+        if let Some(connection) = removed {
+            connection.revoked.notify_one();
+        }
     }
 
     fn any_for(&self, directory: &DirectoryName) -> Option<AgentConnection> {
@@ -224,6 +280,14 @@ mod tests {
         UnixMillis::now().saturating_add(Duration::from_secs(seconds))
     }
 
+    fn agent(agent_id: AgentId, key: &SealingPublicKey) -> AuthenticatedAgent {
+        AuthenticatedAgent {
+            agent_id,
+            version: "0.1.0".into(),
+            sealing_key: key.clone(),
+        }
+    }
+
     fn corp() -> DirectoryName {
         "corp".parse().unwrap()
     }
@@ -250,7 +314,7 @@ mod tests {
         let agent_id = AgentId::generate().unwrap();
         let key = SealingKeyPair::generate().public_key().clone();
         let (first_sender, mut first_outbound) = mpsc::channel(4);
-        let first = relay.connect(agent_id, corp(), key.clone(), first_sender);
+        let first = relay.connect(&agent(agent_id, &key), corp(), first_sender);
         let request_id = RequestId::generate().unwrap();
 
         let dispatching = {
@@ -269,14 +333,13 @@ mod tests {
         // Another agent of the same directory is connected, but it must not receive the request.
         let (other_sender, mut other_outbound) = mpsc::channel(4);
         relay.connect(
-            AgentId::generate().unwrap(),
+            &agent(AgentId::generate().unwrap(), &key),
             corp(),
-            key.clone(),
             other_sender,
         );
         relay.disconnect(&first);
         let (second_sender, mut second_outbound) = mpsc::channel(4);
-        let second = relay.connect(agent_id, corp(), key, second_sender);
+        let second = relay.connect(&agent(agent_id, &key), corp(), second_sender);
         let CloudMessage::Request(resent) = second_outbound.recv().await.unwrap() else {
             panic!("expected the request again");
         };
@@ -298,9 +361,11 @@ mod tests {
         let relay = Relay::default();
         let (sender, _outbound) = mpsc::channel(4);
         relay.connect(
-            AgentId::generate().unwrap(),
+            &agent(
+                AgentId::generate().unwrap(),
+                SealingKeyPair::generate().public_key(),
+            ),
             corp(),
-            SealingKeyPair::generate().public_key().clone(),
             sender,
         );
         let soon = UnixMillis::now().saturating_add(Duration::from_millis(200));
@@ -315,11 +380,38 @@ mod tests {
         let relay = Relay::default();
         let (sender, _outbound) = mpsc::channel(4);
         relay.connect(
-            AgentId::generate().unwrap(),
+            &agent(
+                AgentId::generate().unwrap(),
+                SealingKeyPair::generate().public_key(),
+            ),
             "other".parse().unwrap(),
-            SealingKeyPair::generate().public_key().clone(),
             sender,
         );
+        let result = relay
+            .dispatch(
+                &corp(),
+                RequestId::generate().unwrap(),
+                deadline(5),
+                &unlock,
+            )
+            .await;
+        assert_eq!(result, ResultCode::AgentUnavailable);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_agent_gets_no_more_requests_and_its_connection_is_told_to_close() {
+        let relay = Relay::default();
+        let (sender, _outbound) = mpsc::channel(4);
+        let agent_id = AgentId::generate().unwrap();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let connection = relay.connect(&agent(agent_id, &key), corp(), sender);
+        assert_eq!(relay.live_agents().len(), 1);
+
+        relay.revoke(&agent_id);
+        tokio::time::timeout(Duration::from_secs(1), connection.revoked())
+            .await
+            .expect("the connection hears of the revocation");
+        assert!(relay.live_agents().is_empty());
         let result = relay
             .dispatch(
                 &corp(),
