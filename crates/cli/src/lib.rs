@@ -377,6 +377,7 @@ pub struct AuditQuery {
     pub operation: Option<String>,
     pub outcome: Option<String>,
     pub result_code: Option<String>,
+    pub request_id: Option<String>,
     pub before: Option<i64>,
     pub limit: Option<u32>,
 }
@@ -393,6 +394,7 @@ impl AuditQuery {
             ("operation", &self.operation),
             ("outcome", &self.outcome),
             ("result_code", &self.result_code),
+            ("request_id", &self.request_id),
         ];
         for (name, value) in texts {
             if let Some(value) = value {

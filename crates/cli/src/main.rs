@@ -91,6 +91,9 @@ enum Command {
         outcome: Option<String>,
         #[arg(long)]
         result_code: Option<String>,
+        /// The request id an operation answered with.
+        #[arg(long)]
+        request_id: Option<String>,
         #[arg(long)]
         limit: Option<u32>,
         /// table (default), json or csv.
@@ -409,6 +412,7 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             operation,
             outcome,
             result_code,
+            request_id,
             limit,
             format,
         } => {
@@ -422,6 +426,7 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                 operation: operation.clone(),
                 outcome: outcome.clone(),
                 result_code: result_code.clone(),
+                request_id: request_id.clone(),
                 before: None,
                 limit: *limit,
             };

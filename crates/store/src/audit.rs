@@ -50,6 +50,7 @@ pub struct AuditFilter {
     pub directory: Option<String>,
     pub outcome: Option<AuditOutcome>,
     pub result_code: Option<String>,
+    pub request_id: Option<String>,
     /// Only entries older than this position, for reading page after page.
     pub before_id: Option<i64>,
     pub limit: u32,
@@ -115,6 +116,11 @@ impl Store {
         }
         if let Some(action) = &filter.action {
             query.push(" AND action = ").push_bind(action.clone());
+        }
+        if let Some(request_id) = &filter.request_id {
+            query
+                .push(" AND request_id = ")
+                .push_bind(request_id.clone());
         }
         if let Some(result_code) = &filter.result_code {
             query

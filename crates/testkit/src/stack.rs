@@ -234,9 +234,18 @@ impl Stack {
 
     /// Stops the cloud and starts it again on the same address with the same data.
     pub async fn restart_cloud(&mut self) -> Result<()> {
+        self.restart_cloud_with(|_| {}).await
+    }
+
+    /// Restarts the cloud with its configuration changed by `change`, kept for later restarts.
+    pub async fn restart_cloud_with(
+        &mut self,
+        change: impl FnOnce(&mut CloudConfig),
+    ) -> Result<()> {
         if let Some(cloud) = self.cloud.take() {
             cloud.stop().await;
         }
+        change(&mut self.cloud_config);
         let config = CloudConfig {
             listen: self.address.to_string(),
             ..self.cloud_config.clone()
@@ -263,10 +272,47 @@ impl Stack {
             must_change,
             unlock,
         };
-        Ok(self
+        let response = self
             .client
             .reset_password(&self.directory, user, &request, None)
-            .await?)
+            .await?;
+        self.assert_audited(&response, "reset_password", user)
+            .await?;
+        Ok(response)
+    }
+
+    /// Checks that the audit log holds `response`'s operation: who (this stack's administrator),
+    /// whom, from where (loopback), and the same result code. Every writeback the tests make
+    /// through [`Stack::reset`] is checked this way.
+    pub async fn assert_audited(
+        &self,
+        response: &OperationResponse,
+        operation: &str,
+        target: &str,
+    ) -> Result<()> {
+        let query = writeback_cli::AuditQuery {
+            request_id: Some(response.request_id.to_string()),
+            ..writeback_cli::AuditQuery::default()
+        };
+        let page = self.client.audit(&query).await?;
+        let found = page.entries.iter().any(|entry| {
+            entry.action == operation
+                && entry.actor == ADMIN_EMAIL
+                // A synced user is also named by anchor: "jdoe (3f2c…)".
+                && entry.target.as_deref().is_some_and(|named| {
+                    named == target || named.starts_with(&format!("{target} ("))
+                })
+                && entry.directory.as_deref() == Some(self.directory.as_str())
+                && entry.origin.as_deref() == Some("127.0.0.1")
+                && entry.result_code == response.result.code()
+        });
+        ensure!(
+            found,
+            "no audit entry for {operation} of {target} with result {}: {:?}",
+            response.result.code(),
+            page.entries
+        );
+        Ok(())
     }
 
     /// Runs the `writeback` CLI with this stack's own session file.

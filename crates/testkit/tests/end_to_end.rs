@@ -51,11 +51,16 @@ async fn change(stack: &Stack, name: &str, current: &str, new: &str) -> Operatio
         current_password: SecretString::from(current.to_owned()),
         new_password: SecretString::from(new.to_owned()),
     };
-    stack
+    let response = stack
         .client
         .change_password(&stack.directory, name, &request)
         .await
-        .unwrap()
+        .unwrap();
+    stack
+        .assert_audited(&response, "change_password", name)
+        .await
+        .unwrap();
+    response
 }
 
 fn policy_reason(response: &OperationResponse) -> Option<PolicyReason> {
@@ -148,6 +153,10 @@ async fn unlock_clears_a_real_lockout_and_touches_nothing_else() {
     lock_out(&stack, &name, &password, &dn).await;
 
     let response = stack.client.unlock(&stack.directory, &name).await.unwrap();
+    stack
+        .assert_audited(&response, "unlock", &name)
+        .await
+        .unwrap();
 
     assert_eq!(response.result, ResultCode::Success, "{}", response.message);
     assert_eq!(
@@ -426,6 +435,10 @@ async fn a_repeated_request_id_is_applied_once() {
         .unwrap();
     assert_eq!(answer.result, ResultCode::Success);
     assert_eq!(answer.request_id, key);
+    stack
+        .assert_audited(&answer, "reset_password", &name)
+        .await
+        .unwrap();
     // Someone else changes the password directly in the directory.
     let meanwhile = strong_password();
     let dn = format!(

@@ -36,6 +36,7 @@ pub struct AuditQuery {
     /// `success` or `failure`.
     outcome: Option<String>,
     result_code: Option<String>,
+    request_id: Option<String>,
     before: Option<i64>,
     limit: Option<u32>,
     /// `json` (default) or `csv`.
@@ -199,6 +200,7 @@ pub async fn list_audit(
         action: word(request.operation, "operation")?,
         outcome,
         result_code: word(request.result_code, "result_code")?,
+        request_id: word(request.request_id, "request_id")?,
         before_id: request.before,
         limit,
     };

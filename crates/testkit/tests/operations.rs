@@ -1,0 +1,409 @@
+//! Operating Writeback through the CLI and the API, against the real product and a real DC: agent
+//! revocation, each directory's health, the audit log's filters, export and retention, metrics.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should stop the test"
+)]
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use writeback_proto::api::{AuditPage, HealthState, RegistrationTokenResponse};
+use writeback_proto::result::ResultCode;
+use writeback_proto::time::UnixMillis;
+use writeback_store::AuditEvent;
+use writeback_testkit::logs::{self, strong_password, unique_user};
+use writeback_testkit::stack::{StackOptions, write_agent_config, write_private};
+use writeback_testkit::{NewUser, Stack};
+
+async fn user_with_password(stack: &Stack, prefix: &str) -> (String, String) {
+    let name = unique_user(prefix);
+    let password = strong_password();
+    let mut admin = stack.dc.admin().await.unwrap();
+    admin
+        .create_user(&NewUser::new(&name, &password))
+        .await
+        .unwrap();
+    (name, password)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(output)
+}
+
+async fn health_of(stack: &Stack, directory: &str) -> (HealthState, String) {
+    let health = stack
+        .client
+        .directory_health(&directory.parse().unwrap())
+        .await
+        .unwrap();
+    (health.state, health.summary)
+}
+
+async fn wait_for_health(stack: &Stack, directory: &str, wanted: HealthState) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state, summary) = health_of(stack, directory).await;
+        if state == wanted {
+            return summary;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{directory} stayed {state:?} ({summary}), never {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_disconnected_at_once_and_cannot_reconnect() {
+    let stack = Stack::start().await.unwrap();
+    stack.cli_login().await.unwrap();
+    let (name, old) = user_with_password(&stack, "revoked").await;
+    let agent_id = stack.agent_id.to_string();
+
+    let started = Instant::now();
+    let revoke = stack.cli(&["agents", "revoke", &agent_id]).await.unwrap();
+    succeeded(&revoke);
+    stack.wait_for_agent(false).await.unwrap();
+    println!(
+        "revoked agent disconnected {} ms after the command started",
+        started.elapsed().as_millis()
+    );
+
+    let response = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(response.result, ResultCode::AgentUnavailable);
+    assert_eq!(stack.dc.bind_as(&name, &old).await.unwrap(), Ok(()));
+
+    // The agent dials again every second at most; every attempt is refused.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!stack.agent_connected());
+    let log = stack.agent_log();
+    let refusals = log.matches("an administrator revoked this agent").count();
+    assert!(refusals >= 2, "{refusals} refusals logged:\n{log}");
+    assert!(log.contains("register this agent again with a new token"));
+
+    let agents = succeeded(&stack.cli(&["agents"]).await.unwrap());
+    assert!(
+        agents.contains(&agent_id) && agents.contains("revoked"),
+        "{agents}"
+    );
+    let health = stack
+        .cli(&["health", stack.directory.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(health.status.code(), Some(1));
+    assert!(
+        stdout(&health).contains("not_configured"),
+        "{}",
+        stdout(&health)
+    );
+    let audit = succeeded(
+        &stack
+            .cli(&["audit", "--operation", "revoke_agent", "--format", "json"])
+            .await
+            .unwrap(),
+    );
+    let page: AuditPage = serde_json::from_str(&audit).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].target.as_deref(), Some(agent_id.as_str()));
+    assert_eq!(page.entries[0].origin.as_deref(), Some("127.0.0.1"));
+}
+
+/// Registers an agent for `directory` through the CLI and runs it with its directory URL pointing
+/// at a closed port.
+async fn run_agent_without_its_directory(stack: &Stack, directory: &str) -> tokio::process::Child {
+    let registration = succeeded(
+        &stack
+            .cli(&["--json", "agents", "register", directory])
+            .await
+            .unwrap(),
+    );
+    let registration: RegistrationTokenResponse = serde_json::from_str(&registration).unwrap();
+    let work = stack.work.join(format!("agent-{directory}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let log_file = logs::logs_directory()
+        .unwrap()
+        .join(format!("agent-{directory}-{}.log", std::process::id()));
+    let config = write_agent_config(&stack.dc, &work, &log_file, &StackOptions::default()).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&stack.dc.ldaps_url(), "ldaps://127.0.0.1:9"),
+    )
+    .unwrap();
+    let token_file = work.join("token");
+    write_private(
+        &token_file,
+        secrecy::ExposeSecret::expose_secret(&registration.token),
+    )
+    .unwrap();
+    let agent = logs::binary("writeback-agent").unwrap();
+    let register = tokio::process::Command::new(&agent)
+        .arg("--config")
+        .arg(&config)
+        .args(["register", "--cloud", &stack.url(), "--pin"])
+        .arg(stack.fingerprint.to_string())
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .await
+        .unwrap();
+    succeeded(&register);
+    spawn_agent(&agent, &config)
+}
+
+fn spawn_agent(agent: &Path, config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(agent)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn health_follows_the_agents_and_their_directory() {
+    let mut stack = Stack::start().await.unwrap();
+    stack.cli_login().await.unwrap();
+    let (name, _) = user_with_password(&stack, "health").await;
+    let corp = stack.directory.to_string();
+
+    let health = stack.cli(&["health", &corp]).await.unwrap();
+    assert!(stdout(&health).contains("healthy"), "{}", stdout(&health));
+    assert_eq!(health.status.code(), Some(0));
+
+    let branch = "branch";
+    let _register_only = succeeded(&stack.cli(&["agents", "register", branch]).await.unwrap());
+    assert_eq!(
+        health_of(&stack, branch).await.0,
+        HealthState::NotConfigured
+    );
+    let _branch_agent = run_agent_without_its_directory(&stack, branch).await;
+    let summary = wait_for_health(&stack, branch, HealthState::DirectoryUnreachable).await;
+    assert!(summary.contains("writeback-agent doctor"), "{summary}");
+    let agents = succeeded(&stack.cli(&["agents"]).await.unwrap());
+    assert!(agents.contains("directory unreachable"), "{agents}");
+
+    stack.kill_agent().await.unwrap();
+    wait_for_health(&stack, &corp, HealthState::NoAgentConnected).await;
+    let response = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(response.result, ResultCode::AgentUnavailable);
+
+    stack.start_agent().await.unwrap();
+    let summary = wait_for_health(&stack, &corp, HealthState::Degraded).await;
+    assert!(summary.contains("1 writebacks failed"), "{summary}");
+
+    stack
+        .restart_cloud_with(|config| config.minimum_agent_version = "99.0.0".into())
+        .await
+        .unwrap();
+    stack.wait_for_agent(true).await.unwrap();
+    let summary = wait_for_health(&stack, &corp, HealthState::AgentOutdated).await;
+    assert!(summary.contains("99.0.0"), "{summary}");
+
+    let all = stack.cli(&["--json", "health"]).await.unwrap();
+    assert_eq!(all.status.code(), Some(1), "not every directory is healthy");
+    let all: Vec<writeback_proto::api::DirectoryHealth> =
+        serde_json::from_str(&stdout(&all)).unwrap();
+    let names: Vec<&str> = all.iter().map(|health| health.directory.as_str()).collect();
+    assert_eq!(names, [branch, corp.as_str()]);
+}
+
+#[tokio::test]
+async fn the_audit_log_filters_exports_and_keeps_only_what_retention_allows() {
+    let stack = Stack::start().await.unwrap();
+    stack.cli_login().await.unwrap();
+    let (name, _) = user_with_password(&stack, "audited").await;
+    let reset = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(reset.result, ResultCode::Success);
+    let refused = stack.reset(&name, "Xy7#", false, false).await.unwrap();
+    assert!(matches!(refused.result, ResultCode::PolicyViolation { .. }));
+    let intruder = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap();
+    assert!(
+        intruder
+            .sign_in("intruder@example.test", strong_password().into())
+            .await
+            .is_err()
+    );
+
+    let csv = succeeded(
+        &stack
+            .cli(&["audit", "--target", &name, "--format", "csv"])
+            .await
+            .unwrap(),
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("id,time,actor,operation,directory,target"));
+    assert!(
+        lines[1].contains(",reset_password,") && lines[1].contains(",failure,policy_violation,")
+    );
+    assert!(lines[2].contains(",success,success,") && lines[2].ends_with(",127.0.0.1"));
+    assert!(!csv.contains("Xy7#"), "no password in the log: {csv}");
+
+    let failures = succeeded(
+        &stack
+            .cli(&[
+                "audit",
+                "--operation",
+                "reset_password",
+                "--outcome",
+                "failure",
+                "--format",
+                "json",
+            ])
+            .await
+            .unwrap(),
+    );
+    let failures: AuditPage = serde_json::from_str(&failures).unwrap();
+    assert_eq!(failures.entries.len(), 1);
+    assert_eq!(failures.entries[0].result_code, "policy_violation");
+    assert_eq!(
+        failures.entries[0].request_id.as_deref(),
+        Some(refused.request_id.to_string().as_str())
+    );
+
+    let sign_ins = succeeded(
+        &stack
+            .cli(&["audit", "--operation", "sign_in", "--outcome", "failure"])
+            .await
+            .unwrap(),
+    );
+    assert!(sign_ins.contains("intruder@example.test"), "{sign_ins}");
+    assert!(sign_ins.contains("invalid_credentials"), "{sign_ins}");
+
+    let future = (UnixMillis::now().0 + 3_600_000).to_string();
+    let later = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            since: Some(future),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(later.entries.is_empty());
+    for (query, complaint) in [
+        ("outcome=maybe", "`outcome` must be success or failure"),
+        ("since=yesterday", "RFC 3339"),
+        ("operation=reset%27%20OR%201", "must be a code"),
+        ("colour=red", "unknown field"),
+        ("format=xml", "`format` must be json or csv"),
+    ] {
+        let raw = stack
+            .client
+            .send(
+                Method::GET,
+                &format!("/api/v1/audit?{query}"),
+                None,
+                Vec::new(),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw.status, StatusCode::BAD_REQUEST, "{query}");
+        let body = String::from_utf8_lossy(&raw.body);
+        assert!(body.contains(complaint), "{query}: {body}");
+    }
+
+    // Nothing in the API edits or removes an entry.
+    let before = stack.client.audit(&Default::default()).await.unwrap();
+    for method in [Method::DELETE, Method::PUT, Method::PATCH] {
+        let raw = stack
+            .client
+            .send(method.clone(), "/api/v1/audit", None, Vec::new(), &[])
+            .await
+            .unwrap();
+        assert_eq!(raw.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    assert_eq!(
+        stack.client.audit(&Default::default()).await.unwrap(),
+        before
+    );
+
+    let store = stack.cloud.as_ref().unwrap().state.store.clone();
+    let three_days_ago = UnixMillis(UnixMillis::now().0 - 3 * 86_400_000);
+    store
+        .append_audit(&AuditEvent {
+            at: three_days_ago,
+            actor: "old@example.test".into(),
+            action: "sign_in".into(),
+            directory: None,
+            target: None,
+            request_id: None,
+            result_code: "success".into(),
+            detail: None,
+            origin: None,
+        })
+        .await
+        .unwrap();
+    let old = || writeback_cli::AuditQuery {
+        actor: Some("old@example.test".into()),
+        ..Default::default()
+    };
+    assert_eq!(stack.client.audit(&old()).await.unwrap().entries.len(), 1);
+    let set = succeeded(
+        &stack
+            .cli(&["settings", "audit", "--retention-days", "1"])
+            .await
+            .unwrap(),
+    );
+    assert!(set.contains("1 days"), "{set}");
+    assert!(stack.client.audit(&old()).await.unwrap().entries.is_empty());
+    let recent = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            target: Some(name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.entries.len(), 2, "recent entries stay");
+    let change = succeeded(
+        &stack
+            .cli(&["audit", "--operation", "update_settings"])
+            .await
+            .unwrap(),
+    );
+    assert!(change.contains("for ever -> 1 days"), "{change}");
+    let refused = stack
+        .cli(&["settings", "audit", "--retention-days", "0"])
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("between 1 and 3650"));
+}
