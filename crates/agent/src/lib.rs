@@ -206,3 +206,32 @@ pub fn host_name() -> String {
 pub fn is_registered(config: &AgentConfig) -> bool {
     config.state_path().exists()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every `event_id = N` the agent logs is in the catalogue `writeback-agent events` prints.
+    #[test]
+    fn every_logged_event_id_is_catalogued() {
+        let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = 0;
+        for entry in std::fs::read_dir(sources).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for (_, rest) in text
+                .match_indices("event_id = ")
+                .map(|(at, _)| text.split_at(at + 11))
+            {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if digits.is_empty() {
+                    continue;
+                }
+                let id: u32 = digits.parse().unwrap();
+                assert!(
+                    writeback_proto::events::definition(id).is_some(),
+                    "event {id} is logged but not catalogued"
+                );
+                found += 1;
+            }
+        }
+        assert!(found >= 20, "only {found} event ids found");
+    }
+}

@@ -54,6 +54,8 @@ enum Command {
     },
     /// Run the agent: hold the connection to the cloud and serve its requests.
     Run,
+    /// Print the catalogue of event ids the agent logs, with their meaning.
+    Events,
     /// Check, as the configured service account, that it holds exactly the rights Writeback
     /// needs; each check passes, warns or fails, with the fix. Exits 1 if any check fails.
     Doctor,
@@ -162,6 +164,16 @@ async fn main() -> Result<()> {
                     writeback_agent::directory_as(&config, admin.clone(), password)?;
                 writeback_agent::grant::apply(&administrator, &plan).await?;
                 println!("applied; run `writeback-agent doctor` to check");
+            }
+        }
+        Command::Events => {
+            for event in writeback_proto::events::CATALOGUE {
+                println!(
+                    "{}  {:<11}  {}",
+                    event.id,
+                    format!("{:?}", event.severity),
+                    event.meaning
+                );
             }
         }
         Command::Run => {

@@ -9,8 +9,9 @@
 //! [`LogConfig`] and [`init_logging`] are the logging section and set-up every program shares.
 
 mod logging;
+pub mod system_log;
 
-pub use logging::{LogConfig, init_logging};
+pub use logging::{LogConfig, init_logging, system_log_target};
 
 use std::path::{Path, PathBuf};
 

@@ -1,13 +1,17 @@
-//! Logging set-up shared by the programs: JSON or text lines, to standard error or a file.
+//! Logging set-up shared by the programs: JSON or text lines, to standard error or a file, and a
+//! copy to the system journal or syslog.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::ConfigError;
+use crate::system_log::{JOURNAL_SOCKET, SYSLOG_SOCKET, SystemLogFormat, SystemLogLayer};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +22,11 @@ pub struct LogConfig {
     pub level: String,
     /// Append to this file instead of standard error.
     pub file: Option<PathBuf>,
+    /// Also send every event to the system journal (`journal`), to syslog (`syslog`), to
+    /// whichever of the two this host has (`auto`), or to neither (`off`).
+    pub system_log: String,
+    /// The socket to send to, instead of the journal's or `/dev/log`.
+    pub system_log_socket: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -26,6 +35,8 @@ impl Default for LogConfig {
             format: "json".into(),
             level: "info".into(),
             file: None,
+            system_log: "auto".into(),
+            system_log_socket: None,
         }
     }
 }
@@ -55,7 +66,34 @@ pub fn filter(level: &str) -> Result<EnvFilter, ConfigError> {
 
 type MakeWriter = Box<dyn Fn() -> Box<dyn Write> + Send + Sync>;
 
-/// Installs the process-wide subscriber described by `config`.
+/// Where `config` sends the system-log copy, if anywhere.
+pub fn system_log_target(
+    config: &LogConfig,
+) -> Result<Option<(PathBuf, SystemLogFormat)>, ConfigError> {
+    let present = |path: &str| Path::new(path).exists().then(|| PathBuf::from(path));
+    let socket = |default: &str| {
+        config
+            .system_log_socket
+            .clone()
+            .or_else(|| present(default))
+    };
+    Ok(match config.system_log.as_str() {
+        "off" => None,
+        "journal" => socket(JOURNAL_SOCKET).map(|path| (path, SystemLogFormat::Journal)),
+        "syslog" => socket(SYSLOG_SOCKET).map(|path| (path, SystemLogFormat::Syslog)),
+        "auto" => socket(JOURNAL_SOCKET)
+            .map(|path| (path, SystemLogFormat::Journal))
+            .or_else(|| present(SYSLOG_SOCKET).map(|path| (path, SystemLogFormat::Syslog))),
+        other => {
+            return Err(ConfigError::Logging(format!(
+                "log.system_log must be auto, journal, syslog or off, not {other:?}"
+            )));
+        }
+    })
+}
+
+/// Installs the process-wide subscriber described by `config`: JSON or text lines, plus a copy to
+/// the system journal or syslog when there is one.
 pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
     let writer: MakeWriter = match &config.file {
         Some(path) => {
@@ -72,19 +110,42 @@ pub fn init_logging(config: &LogConfig) -> Result<(), ConfigError> {
         }
         None => Box::new(|| Box::new(std::io::stderr()) as Box<dyn Write>),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&config.level)?)
-        .with_writer(writer);
-    let installed = match config.format.as_str() {
-        "json" => builder.json().try_init(),
-        "text" => builder.try_init(),
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match config.format.as_str() {
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .boxed(),
+        "text" => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         other => {
             return Err(ConfigError::Logging(format!(
                 "log.format must be json or text, not {other:?}"
             )));
         }
     };
-    installed.map_err(|error| ConfigError::Logging(error.to_string()))
+    let identifier = std::env::current_exe()
+        .ok()
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "writeback".into());
+    let system_log = match system_log_target(config)? {
+        Some((path, format)) => Some(SystemLogLayer::connect(&path, format, &identifier).map_err(
+            |error| {
+                ConfigError::Logging(format!(
+                    "cannot use the system log {}: {error}",
+                    path.display()
+                ))
+            },
+        )?),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(system_log)
+        .with(filter(&config.level)?)
+        .try_init()
+        .map_err(|error| ConfigError::Logging(error.to_string()))
 }
 
 #[cfg(test)]
@@ -132,5 +193,38 @@ mod tests {
             ..LogConfig::default()
         };
         assert!(init_logging(&config).is_err());
+        let config = LogConfig {
+            system_log: "eventlog".into(),
+            ..LogConfig::default()
+        };
+        assert!(init_logging(&config).is_err());
+    }
+
+    #[test]
+    fn the_system_log_is_used_only_where_it_exists_unless_a_socket_is_named() {
+        let off = LogConfig {
+            system_log: "off".into(),
+            system_log_socket: Some("/tmp/anything".into()),
+            ..LogConfig::default()
+        };
+        assert_eq!(system_log_target(&off).unwrap(), None);
+        let named = LogConfig {
+            system_log: "syslog".into(),
+            system_log_socket: Some("/tmp/writeback-test-log".into()),
+            ..LogConfig::default()
+        };
+        assert_eq!(
+            system_log_target(&named).unwrap(),
+            Some(("/tmp/writeback-test-log".into(), SystemLogFormat::Syslog))
+        );
+        let auto = system_log_target(&LogConfig::default()).unwrap();
+        let expected = if Path::new(JOURNAL_SOCKET).exists() {
+            Some((PathBuf::from(JOURNAL_SOCKET), SystemLogFormat::Journal))
+        } else if Path::new(SYSLOG_SOCKET).exists() {
+            Some((PathBuf::from(SYSLOG_SOCKET), SystemLogFormat::Syslog))
+        } else {
+            None
+        };
+        assert_eq!(auto, expected);
     }
 }

@@ -10,6 +10,7 @@
 pub mod api;
 mod encoding;
 mod error;
+pub mod events;
 pub mod frame;
 pub mod identity;
 pub mod ids;

@@ -114,29 +114,7 @@ mod tests {
 
     #[test]
     fn code_names_match_the_wire_tags() {
-        let all = [
-            ResultCode::Success,
-            ResultCode::PolicyViolation {
-                reason: PolicyReason::Banned,
-                requirements: None,
-            },
-            ResultCode::UserNotFound,
-            ResultCode::AmbiguousUser,
-            ResultCode::AccountDisabled,
-            ResultCode::AccountLocked,
-            ResultCode::WrongCurrentPassword,
-            ResultCode::PermissionDenied,
-            ResultCode::ProtectedAccount,
-            ResultCode::OutOfScope,
-            ResultCode::DirectoryUnavailable {
-                detail: String::new(),
-            },
-            ResultCode::AgentUnavailable,
-            ResultCode::Timeout,
-            ResultCode::Internal {
-                detail: String::new(),
-            },
-        ];
+        let all = crate::events::every_result_code();
         for code in all {
             let value = serde_json::to_value(&code).unwrap();
             assert_eq!(value["code"], code.code());

@@ -129,8 +129,11 @@ async fn a_revoked_agent_is_disconnected_at_once_and_cannot_reconnect() {
 }
 
 /// Registers an agent for `directory` through the CLI and runs it with its directory URL pointing
-/// at a closed port.
-async fn run_agent_without_its_directory(stack: &Stack, directory: &str) -> tokio::process::Child {
+/// at a closed port, its events also sent to a journal socket the test listens on.
+async fn run_agent_without_its_directory(
+    stack: &Stack,
+    directory: &str,
+) -> (tokio::process::Child, std::os::unix::net::UnixDatagram) {
     let registration = succeeded(
         &stack
             .cli(&["--json", "agents", "register", directory])
@@ -145,11 +148,21 @@ async fn run_agent_without_its_directory(stack: &Stack, directory: &str) -> toki
         .join(format!("agent-{directory}-{}.log", std::process::id()));
     let config = write_agent_config(&stack.dc, &work, &log_file, &StackOptions::default()).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(&stack.dc.ldaps_url(), "ldaps://127.0.0.1:9"),
-    )
-    .unwrap();
+    let journal_path = work.join("journal.socket");
+    let journal = std::os::unix::net::UnixDatagram::bind(&journal_path).unwrap();
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let text = text
+        .replace(&stack.dc.ldaps_url(), "ldaps://127.0.0.1:9")
+        .replace(
+            "[log]\n",
+            &format!(
+                "[log]\nsystem_log = \"journal\"\nsystem_log_socket = {:?}\n",
+                journal_path.display().to_string()
+            ),
+        );
+    std::fs::write(&config, text).unwrap();
     let token_file = work.join("token");
     write_private(
         &token_file,
@@ -168,7 +181,24 @@ async fn run_agent_without_its_directory(stack: &Stack, directory: &str) -> toki
         .await
         .unwrap();
     succeeded(&register);
-    spawn_agent(&agent, &config)
+    (spawn_agent(&agent, &config), journal)
+}
+
+/// Journal entries received until one carries `EVENT_ID=<event_id>`.
+fn journal_until(journal: &std::os::unix::net::UnixDatagram, event_id: u32) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let length = journal
+            .recv(&mut buffer)
+            .expect("a journal entry within 10 s");
+        let entry = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        let done = entry.contains(&format!("\nEVENT_ID={event_id}\n"));
+        entries.push(entry);
+        if done {
+            return entries;
+        }
+    }
 }
 
 fn spawn_agent(agent: &Path, config: &Path) -> tokio::process::Child {
@@ -203,8 +233,23 @@ async fn health_follows_the_agents_and_their_directory() {
         health_of(&stack, branch).await.0,
         HealthState::NotConfigured
     );
-    let _branch_agent = run_agent_without_its_directory(&stack, branch).await;
+    let (_branch_agent, journal) = run_agent_without_its_directory(&stack, branch).await;
     let summary = wait_for_health(&stack, branch, HealthState::DirectoryUnreachable).await;
+    // The agent's events reach the system journal too, with their ids as fields.
+    let entries = journal_until(&journal, 33001);
+    assert!(
+        entries.iter().any(
+            |entry| entry.contains("SYSLOG_IDENTIFIER=writeback-agent\n")
+                && entry.contains("EVENT_ID=31015\n")
+        ),
+        "{entries:?}"
+    );
+    let service_password = &stack.dc.service_account_password;
+    assert!(
+        !entries
+            .iter()
+            .any(|entry| entry.contains(service_password.as_str()))
+    );
     assert!(summary.contains("writeback-agent doctor"), "{summary}");
     let agents = succeeded(&stack.cli(&["agents"]).await.unwrap());
     assert!(agents.contains("directory unreachable"), "{agents}");
