@@ -20,6 +20,8 @@ pub struct AgentConfig {
     pub reconnect_initial_delay_ms: u64,
     pub reconnect_max_delay_seconds: u64,
     pub sync: SyncConfig,
+    /// Serve Prometheus metrics at `http://<this>/metrics`, e.g. `127.0.0.1:9464`. Off when unset.
+    pub metrics_listen: Option<String>,
     pub log: LogConfig,
 }
 
@@ -80,6 +82,7 @@ impl Default for AgentConfig {
             reconnect_initial_delay_ms: 500,
             reconnect_max_delay_seconds: 30,
             sync: SyncConfig::default(),
+            metrics_listen: None,
             log: LogConfig::default(),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +21,7 @@ use writeback_proto::time::UnixMillis;
 
 use crate::backoff::{Backoff, random_jitter};
 use crate::executor::Executor;
+use crate::metrics::AgentMetrics;
 use crate::state::AgentState;
 use crate::sync::{self, OutgoingBatch, SYNC_WINDOW, SyncLink, SyncSettings};
 use crate::transport::{self, CloudSocket};
@@ -27,6 +29,14 @@ use crate::{AgentError, VERSION};
 
 /// A connection that lasted this long counts as healthy: the next failure starts the backoff over.
 const HEALTHY_CONNECTION: Duration = Duration::from_secs(60);
+
+/// What the connection reports besides operation results: the directory's reachability, told to
+/// the cloud, and the metrics it keeps.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    pub directory_status: watch::Receiver<AgentStatus>,
+    pub metrics: Arc<AgentMetrics>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ReconnectPolicy {
@@ -41,7 +51,7 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
     save_state: impl Fn(&AgentState) -> Result<(), AgentError>,
     executor: Arc<Executor<D>>,
     sync: Option<SyncSettings>,
-    directory_status: watch::Receiver<AgentStatus>,
+    reporting: Reporting,
     policy: ReconnectPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -59,8 +69,9 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
             }
         }
         let started = UnixMillis::now();
+        reporting.metrics.connected.store(false, Ordering::Relaxed);
         let ended = tokio::select! {
-            ended = serve_once(&state, executor.clone(), sync.as_ref(), directory_status.clone()) => ended,
+            ended = serve_once(&state, executor.clone(), sync.as_ref(), reporting.clone()) => ended,
             () = &mut shutdown => return,
         };
         match ended {
@@ -135,8 +146,12 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
     state: &AgentState,
     executor: Arc<Executor<D>>,
     sync_settings: Option<&SyncSettings>,
-    mut directory_status: watch::Receiver<AgentStatus>,
+    reporting: Reporting,
 ) -> Result<String, AgentError> {
+    let Reporting {
+        mut directory_status,
+        metrics,
+    } = reporting;
     let trust = state.cloud_trust.to_trust()?;
     let mut socket = transport::connect(&state.cloud_url, &trust).await?;
     let sealing_key = state
@@ -168,6 +183,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 // Returned when the cloud acknowledges a batch.
                 permit.forget();
                 batch_sequence += 1;
+                metrics.sync_changes.add(&[], batch.changes.len() as u64);
                 vec![AgentAction::Send(AgentMessage::SyncBatch(SyncBatch {
                     sequence: batch_sequence,
                     changes: batch.changes,
@@ -185,16 +201,28 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 AgentAction::Send(message) => send(&mut socket, &message).await?,
                 AgentAction::Ready { heartbeat_interval } => {
                     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, heartbeat_s = heartbeat_interval.as_secs(), event_id = 31015, "connected to the cloud");
+                    metrics.connected.store(true, Ordering::Relaxed);
                     let status = directory_status.borrow_and_update().clone();
                     send(&mut socket, &AgentMessage::Status(status)).await?;
                 }
                 AgentAction::Execute(request) => {
                     let executor = executor.clone();
                     let results = results.clone();
+                    let metrics = metrics.clone();
                     // Requests run concurrently; a result for a connection that has since closed
                     // is dropped here but kept in the journal for the cloud's resend.
                     tokio::spawn(async move {
+                        let operation = request.operation.kind();
+                        let started = std::time::Instant::now();
+                        metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
                         let result = executor.execute(&request).await;
+                        metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+                        metrics
+                            .operations
+                            .increment(&[operation.as_str(), result.code()]);
+                        metrics
+                            .operation_seconds
+                            .observe(&[operation.as_str()], started.elapsed().as_secs_f64());
                         let _ = results
                             .send(Response {
                                 request_id: request.request_id,

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod executor;
 pub mod grant;
 pub mod journal;
+pub mod metrics;
 pub mod state;
 pub mod sync;
 pub mod transport;
@@ -150,6 +151,18 @@ pub async fn run(
         Duration::from_secs(config.directory.check_interval_seconds.max(1)),
         status_sender,
     ));
+    let metrics = Arc::new(metrics::AgentMetrics::default());
+    if let Some(address) = &config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| AgentError::Config(format!("metrics_listen {address}: {error}")))?;
+        tracing::info!(%address, "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            directory_status.clone(),
+        ));
+    }
     let state_path = config.state_path();
     tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %state.cloud_url, version = VERSION, event_id = 31015, "writeback-agent starting");
     connection::run(
@@ -157,7 +170,10 @@ pub async fn run(
         move |state| state.save(&state_path),
         executor,
         sync,
-        directory_status,
+        connection::Reporting {
+            directory_status,
+            metrics,
+        },
         policy,
         shutdown,
     )

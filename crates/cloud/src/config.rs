@@ -32,6 +32,8 @@ pub struct CloudConfig {
     /// A directory is "degraded" when writebacks failed for want of an agent or the directory
     /// within this many minutes.
     pub health_window_minutes: u64,
+    /// Serve Prometheus metrics at `/metrics` (numbers only, no names of users).
+    pub metrics_enabled: bool,
     pub log: LogConfig,
 }
 
@@ -50,6 +52,7 @@ impl Default for CloudConfig {
             max_body_bytes: 16 * 1024,
             minimum_agent_version: env!("CARGO_PKG_VERSION").into(),
             health_window_minutes: 15,
+            metrics_enabled: true,
             log: LogConfig::default(),
         }
     }

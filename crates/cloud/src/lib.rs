@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 pub mod relay;
 pub mod server;
 
@@ -56,6 +57,7 @@ pub struct AppState {
     pub store: Store,
     pub relay: Arc<Relay>,
     pub config: Arc<CloudConfig>,
+    pub metrics: Arc<metrics::CloudMetrics>,
     /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
     /// tasks once upgraded, so they watch this to close with the server.
     pub stopping: watch::Receiver<bool>,
@@ -142,6 +144,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         store,
         relay: Arc::new(Relay::default()),
         config: Arc::new(config),
+        metrics: Arc::default(),
         stopping: stopping_signal.clone(),
     };
     let app = api::router(state.clone());

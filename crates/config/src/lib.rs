@@ -9,6 +9,7 @@
 //! [`LogConfig`] and [`init_logging`] are the logging section and set-up every program shares.
 
 mod logging;
+pub mod metrics;
 pub mod system_log;
 
 pub use logging::{LogConfig, init_logging, system_log_target};

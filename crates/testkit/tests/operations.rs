@@ -452,3 +452,75 @@ async fn the_audit_log_filters_exports_and_keeps_only_what_retention_allows() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("between 1 and 3650"));
 }
+
+async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
+    let mut stack = Stack::start().await.unwrap();
+    let (name, _) = user_with_password(&stack, "metrics").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent_metrics = format!("127.0.0.1:{port}");
+    let config = std::fs::read_to_string(stack.agent_config_path()).unwrap();
+    std::fs::write(
+        stack.agent_config_path(),
+        format!("metrics_listen = {agent_metrics:?}\n{config}"),
+    )
+    .unwrap();
+    stack.kill_agent().await.unwrap();
+    stack.start_agent().await.unwrap();
+
+    let reset = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(reset.result, ResultCode::Success);
+    let refused = stack.reset(&name, "Xy7#", false, false).await.unwrap();
+    assert!(matches!(refused.result, ResultCode::PolicyViolation { .. }));
+
+    let raw = stack
+        .client
+        .send(Method::GET, "/metrics", None, Vec::new(), &[])
+        .await
+        .unwrap();
+    assert_eq!(raw.status, StatusCode::OK);
+    let cloud = String::from_utf8_lossy(&raw.body).into_owned();
+    for line in [
+        "writeback_operations_total{directory=\"corp\",operation=\"reset_password\",result=\"success\"} 1\n",
+        "writeback_operations_total{directory=\"corp\",operation=\"reset_password\",result=\"policy_violation\"} 1\n",
+        "writeback_operation_duration_seconds_count{operation=\"reset_password\"} 2\n",
+        "writeback_agents_connected{directory=\"corp\"} 1\n",
+        "writeback_requests_in_flight{directory=\"corp\"} 0\n",
+        "writeback_directory_healthy{directory=\"corp\",state=\"healthy\"} 1\n",
+    ] {
+        assert!(cloud.contains(line), "{line} missing from:\n{cloud}");
+    }
+    assert!(cloud.contains("writeback_sync_lag_seconds{directory=\"corp\"} "));
+    assert!(!cloud.contains(&name), "metrics name no users");
+
+    let agent = scrape(&agent_metrics).await;
+    for line in [
+        "writeback_agent_operations_total{operation=\"reset_password\",result=\"success\"} 1\n",
+        "writeback_agent_operations_total{operation=\"reset_password\",result=\"policy_violation\"} 1\n",
+        "writeback_agent_connected 1\n",
+        "writeback_agent_directory_reachable 1\n",
+        "writeback_agent_requests_in_flight 0\n",
+    ] {
+        assert!(agent.contains(line), "{line} missing from:\n{agent}");
+    }
+    assert!(agent.contains("writeback_agent_sync_changes_total "));
+}

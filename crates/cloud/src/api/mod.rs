@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/api/v1/sessions", post(sign_in))
         .route("/api/v1/sessions/current", delete(sign_out))
         .route("/api/v1/agents", get(agents::list_agents))
@@ -343,6 +344,14 @@ async fn perform(
         .dispatch(&directory, request_id, deadline, build)
         .await;
     let dispatch_us = dispatched.elapsed().as_micros() as u64;
+    state
+        .metrics
+        .operations
+        .increment(&[directory.as_str(), kind.as_str(), result.code()]);
+    state
+        .metrics
+        .operation_seconds
+        .observe(&[kind.as_str()], dispatched.elapsed().as_secs_f64());
     let finished = UnixMillis::now();
     tracing::info!(
         %request_id,
