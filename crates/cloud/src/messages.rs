@@ -112,25 +112,7 @@ mod tests {
 
     #[test]
     fn every_result_has_a_distinct_message() {
-        let all = [
-            ResultCode::Success,
-            ResultCode::UserNotFound,
-            ResultCode::AmbiguousUser,
-            ResultCode::AccountDisabled,
-            ResultCode::AccountLocked,
-            ResultCode::WrongCurrentPassword,
-            ResultCode::PermissionDenied,
-            ResultCode::ProtectedAccount,
-            ResultCode::OutOfScope,
-            ResultCode::DirectoryUnavailable {
-                detail: String::new(),
-            },
-            ResultCode::AgentUnavailable,
-            ResultCode::Timeout,
-            ResultCode::Internal {
-                detail: String::new(),
-            },
-        ];
+        let all = writeback_proto::events::every_result_code();
         let messages: std::collections::HashSet<_> = all
             .iter()
             .map(|code| describe(OperationKind::ResetPassword, code))

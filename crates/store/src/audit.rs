@@ -4,6 +4,7 @@
 use sqlx::{QueryBuilder, Row, Sqlite};
 use writeback_proto::time::UnixMillis;
 
+use crate::sync::contains_pattern;
 use crate::{Store, StoreError, from_millis, millis};
 
 /// One line of the audit log. Never holds a secret.
@@ -54,20 +55,6 @@ pub struct AuditFilter {
     /// Only entries older than this position, for reading page after page.
     pub before_id: Option<i64>,
     pub limit: u32,
-}
-
-/// `LIKE` pattern matching `text` anywhere, with the pattern's own metacharacters escaped.
-fn contains_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for character in text.chars() {
-        if matches!(character, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(character);
-    }
-    pattern.push('%');
-    pattern
 }
 
 impl Store {

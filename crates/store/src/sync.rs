@@ -63,8 +63,9 @@ fn user_from_row(row: &SqliteRow) -> Result<DirectoryUser, StoreError> {
     })
 }
 
-/// `LIKE` pattern for a substring, with the pattern's own metacharacters escaped.
-fn contains_pattern(text: &str) -> String {
+/// `LIKE` pattern for a substring, with the pattern's own metacharacters escaped (use with
+/// `ESCAPE '\'`).
+pub(crate) fn contains_pattern(text: &str) -> String {
     let mut pattern = String::from("%");
     for character in text.chars() {
         if matches!(character, '%' | '_' | '\\') {
