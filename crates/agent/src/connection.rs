@@ -69,11 +69,11 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
             }
         }
         let started = UnixMillis::now();
-        reporting.metrics.connected.store(false, Ordering::Relaxed);
         let ended = tokio::select! {
             ended = serve_once(&state, executor.clone(), sync.as_ref(), reporting.clone()) => ended,
             () = &mut shutdown => return,
         };
+        reporting.metrics.connected.store(false, Ordering::Relaxed);
         match ended {
             Ok(reason) => {
                 tracing::warn!(%reason, event_id = 32002, "connection to the cloud ended")
