@@ -7,6 +7,8 @@ use writeback_proto::api::AuditSettings;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{Store, StoreError};
 
+use crate::stopped;
+
 /// The name the audit settings are stored under.
 pub const AUDIT_SETTINGS: &str = "audit";
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -48,8 +50,4 @@ pub async fn run(store: Store, mut stopping: tokio::sync::watch::Receiver<bool>)
             () = stopped(&mut stopping) => return,
         }
     }
-}
-
-async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopping| *stopping).await;
 }

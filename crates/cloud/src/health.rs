@@ -6,6 +6,7 @@ use std::time::Duration;
 use writeback_proto::api::{DirectoryHealth, HealthState};
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
+use writeback_store::{AgentRecord, StoreError};
 
 use crate::AppState;
 use crate::relay::LiveAgent;
@@ -133,24 +134,46 @@ pub fn judge(directory: DirectoryName, facts: &HealthFacts) -> DirectoryHealth {
     }
 }
 
-/// Gathers the facts for `directory` and judges them.
+/// The health of `directory`.
 pub async fn of_directory(
     state: &AppState,
     directory: &DirectoryName,
     now: UnixMillis,
-) -> Result<DirectoryHealth, writeback_store::StoreError> {
-    let agents_registered = state
-        .store
-        .agents()
-        .await?
+) -> Result<DirectoryHealth, StoreError> {
+    let agents = state.store.agents().await?;
+    let live = state.relay.live_agents();
+    gather_and_judge(state, directory, &agents, &live, now).await
+}
+
+/// The health of every directory, by name, reading the agents once.
+pub async fn of_every_directory(
+    state: &AppState,
+    now: UnixMillis,
+) -> Result<Vec<DirectoryHealth>, StoreError> {
+    let agents = state.store.agents().await?;
+    let live = state.relay.live_agents();
+    let mut healths = Vec::new();
+    for directory in state.store.directories().await? {
+        healths.push(gather_and_judge(state, &directory.name, &agents, &live, now).await?);
+    }
+    Ok(healths)
+}
+
+async fn gather_and_judge(
+    state: &AppState,
+    directory: &DirectoryName,
+    agents: &[AgentRecord],
+    live: &[LiveAgent],
+    now: UnixMillis,
+) -> Result<DirectoryHealth, StoreError> {
+    let agents_registered = agents
         .iter()
         .filter(|agent| agent.directory == *directory && agent.revoked_at.is_none())
         .count() as u64;
-    let connected = state
-        .relay
-        .live_agents()
-        .into_iter()
+    let connected = live
+        .iter()
         .filter(|agent| agent.directory == *directory)
+        .cloned()
         .collect();
     let window = state.config.health_window();
     let since = UnixMillis(now.0.saturating_sub(window.as_millis() as u64));

@@ -86,6 +86,11 @@ impl RunningCloud {
     }
 }
 
+/// Resolves once `stopping` turns true (or its sender is gone).
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloudError {
     let context = context.into();
     move |source| CloudError::Io { context, source }
@@ -154,7 +159,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     ));
     let mut server_stopping = stopping_signal;
     let task = tokio::spawn(server::run(listener, tls, app, async move {
-        let _ = server_stopping.wait_for(|stopping| *stopping).await;
+        stopped(&mut server_stopping).await;
     }));
     tracing::info!(%address, %fingerprint, "writeback-cloud listening");
     Ok(RunningCloud {

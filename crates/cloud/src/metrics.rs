@@ -60,20 +60,19 @@ async fn render(state: &AppState) -> Result<String, writeback_store::StoreError>
     let mut in_flight = Vec::new();
     let mut lag = Vec::new();
     let mut healthy = Vec::new();
-    for directory in state.store.directories().await? {
-        let name = directory.name.to_string();
-        let agents: Vec<_> = live
+    for judged in health::of_every_directory(state, now).await? {
+        let name = judged.directory.to_string();
+        let waiting: usize = live
             .iter()
-            .filter(|agent| agent.directory == directory.name)
-            .collect();
-        connected.push((vec![name.clone()], agents.len() as f64));
-        let waiting: usize = agents.iter().map(|agent| agent.requests_in_flight).sum();
+            .filter(|agent| agent.directory == judged.directory)
+            .map(|agent| agent.requests_in_flight)
+            .sum();
+        connected.push((vec![name.clone()], judged.agents_connected as f64));
         in_flight.push((vec![name.clone()], waiting as f64));
-        let status = state.store.sync_status(&directory.name, now).await?;
+        let status = state.store.sync_status(&judged.directory, now).await?;
         if let Some(age) = status.cursor_age_ms {
             lag.push((vec![name.clone()], age as f64 / 1000.0));
         }
-        let judged = health::of_directory(state, &directory.name, now).await?;
         healthy.push((
             vec![name, judged.state.as_str().to_owned()],
             f64::from(u8::from(judged.state == HealthState::Healthy)),

@@ -186,22 +186,20 @@ impl Stack {
 
     /// Starts the agent process and waits until the cloud sees it connected.
     pub async fn start_agent(&mut self) -> Result<()> {
-        // If the test process is killed outright, `kill_on_drop` never runs; the kernel's
-        // parent-death signal stops the agent instead of leaving it dialling a dead cloud.
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(logs::binary("writeback-agent")?)
-            .arg("--config")
-            .arg(&self.agent_config)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting writeback-agent")?;
-        self.agent = Some(child);
+        self.agent = Some(spawn_agent(&self.agent_config)?);
         self.wait_for_agent(true).await
+    }
+
+    /// A new user in the staff OU with a strong password: `(name, password)`.
+    pub async fn user_with_password(&self, prefix: &str) -> Result<(String, String)> {
+        let name = logs::unique_user(prefix);
+        let password = logs::strong_password();
+        self.dc
+            .admin()
+            .await?
+            .create_user(&crate::NewUser::new(&name, &password))
+            .await?;
+        Ok((name, password))
     }
 
     /// Kills the agent process outright (SIGKILL), the way a crash or power loss would.
@@ -405,6 +403,24 @@ fn remove_stacks_of_dead_processes() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Runs `writeback-agent --config <config> run`, killed when the handle drops. If the test process
+/// is killed outright, `kill_on_drop` never runs; the kernel's parent-death signal stops the agent
+/// instead of leaving it dialling a dead cloud.
+pub fn spawn_agent(config: &Path) -> Result<Child> {
+    Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(logs::binary("writeback-agent")?)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting writeback-agent")
 }
 
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {

@@ -36,10 +36,7 @@ async fn create_user(stack: &Stack, user: NewUser) -> String {
 }
 
 async fn user_with_password(stack: &Stack, prefix: &str) -> (String, String) {
-    let name = unique_user(prefix);
-    let password = strong_password();
-    create_user(stack, NewUser::new(&name, &password)).await;
-    (name, password)
+    stack.user_with_password(prefix).await.unwrap()
 }
 
 async fn bind(stack: &Stack, name: &str, password: &str) -> Result<(), String> {

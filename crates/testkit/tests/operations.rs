@@ -8,8 +8,7 @@
     reason = "test code: a failed step should stop the test"
 )]
 
-use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
@@ -17,19 +16,12 @@ use writeback_proto::api::{AuditPage, HealthState, RegistrationTokenResponse};
 use writeback_proto::result::ResultCode;
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
-use writeback_testkit::logs::{self, strong_password, unique_user};
-use writeback_testkit::stack::{StackOptions, write_agent_config, write_private};
-use writeback_testkit::{NewUser, Stack};
+use writeback_testkit::Stack;
+use writeback_testkit::logs::{self, strong_password};
+use writeback_testkit::stack::{StackOptions, spawn_agent, write_agent_config, write_private};
 
 async fn user_with_password(stack: &Stack, prefix: &str) -> (String, String) {
-    let name = unique_user(prefix);
-    let password = strong_password();
-    let mut admin = stack.dc.admin().await.unwrap();
-    admin
-        .create_user(&NewUser::new(&name, &password))
-        .await
-        .unwrap();
-    (name, password)
+    stack.user_with_password(prefix).await.unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -181,7 +173,7 @@ async fn run_agent_without_its_directory(
         .await
         .unwrap();
     succeeded(&register);
-    (spawn_agent(&agent, &config), journal)
+    (spawn_agent(&config).unwrap(), journal)
 }
 
 /// Journal entries received until one carries `EVENT_ID=<event_id>`.
@@ -199,21 +191,6 @@ fn journal_until(journal: &std::os::unix::net::UnixDatagram, event_id: u32) -> V
             return entries;
         }
     }
-}
-
-fn spawn_agent(agent: &Path, config: &Path) -> tokio::process::Child {
-    tokio::process::Command::new("setpriv")
-        .args(["--pdeathsig", "KILL", "--"])
-        .arg(agent)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use writeback_proto::api::{AuditEntryView, AuditOutcomeView, AuditPage, AuditSet
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
 
-use super::directory::{query, search_text};
+use super::directory::{limit, query, search_text};
 use super::extract::{ApiError, JsonBody, SignedIn};
 use crate::AppState;
 use crate::audit_retention::{self, AUDIT_SETTINGS};
@@ -177,15 +177,7 @@ pub async fn list_audit(
         Some("failure") => Some(AuditOutcome::Failure),
         Some(_) => return Err(ApiError::invalid("`outcome` must be success or failure.")),
     };
-    let limit = match request.limit.unwrap_or(DEFAULT_PAGE) {
-        0 => return Err(ApiError::invalid("`limit` must be at least 1.")),
-        limit if limit > MAX_PAGE => {
-            return Err(ApiError::invalid(format!(
-                "`limit` must be at most {MAX_PAGE}."
-            )));
-        }
-        limit => limit,
-    };
+    let limit = limit(request.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let csv = match request.format.as_deref() {
         None | Some("" | "json") => false,
         Some("csv") => true,

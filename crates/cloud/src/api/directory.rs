@@ -65,12 +65,11 @@ pub(super) fn search_text(text: Option<String>, what: &str) -> Result<Option<Str
     }
 }
 
-fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
-    match requested.unwrap_or(DEFAULT_LIMIT) {
+/// `limit` from a query string: `default` when absent, refused outside 1..=`max`.
+pub(super) fn limit(requested: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match requested.unwrap_or(default) {
         0 => Err(ApiError::invalid("`limit` must be at least 1.")),
-        limit if limit > MAX_LIMIT => Err(ApiError::invalid(format!(
-            "`limit` must be at most {MAX_LIMIT}."
-        ))),
+        limit if limit > max => Err(ApiError::invalid(format!("`limit` must be at most {max}."))),
         limit => Ok(limit),
     }
 }
@@ -96,7 +95,7 @@ pub async fn list_users(
     let user_query = UserQuery {
         text: search_text(search.q, "q")?,
         group: search_text(search.group, "group")?,
-        limit: limit(search.limit)?,
+        limit: limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
     };
     state
         .store
@@ -138,7 +137,11 @@ pub async fn list_groups(
     let text = search_text(search.q, "q")?;
     state
         .store
-        .search_groups(&directory, text.as_deref(), limit(search.limit)?)
+        .search_groups(
+            &directory,
+            text.as_deref(),
+            limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
+        )
         .await
         .map(Json)
         .map_err(|error| store_error(&directory, error))
@@ -218,21 +221,10 @@ pub async fn list_directories(
     State(state): State<AppState>,
     _signed_in: SignedIn,
 ) -> Result<Json<Vec<DirectoryHealth>>, ApiError> {
-    let now = UnixMillis::now();
-    let mut healths = Vec::new();
-    for directory in state
-        .store
-        .directories()
+    health::of_every_directory(&state, UnixMillis::now())
         .await
-        .map_err(ApiError::internal)?
-    {
-        healths.push(
-            health::of_directory(&state, &directory.name, now)
-                .await
-                .map_err(ApiError::internal)?,
-        );
-    }
-    Ok(Json(healths))
+        .map(Json)
+        .map_err(ApiError::internal)
 }
 
 pub async fn directory_health(

@@ -15,9 +15,9 @@ use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEvent, NewAgent};
 
 use super::{AgentConnection, sync};
-use crate::AppState;
 use crate::api::Origin;
 use crate::auth::token_hash;
+use crate::{AppState, stopped};
 
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -215,10 +215,6 @@ async fn revoked(connection: Option<&AgentConnection>) {
         Some(connection) => connection.revoked().await,
         None => std::future::pending().await,
     }
-}
-
-async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
 async fn send(socket: &mut WebSocket, message: &CloudMessage) -> Result<(), String> {
