@@ -175,7 +175,7 @@ impl Store {
     /// Removes entries older than `before`, the one deletion the audit log allows. Returns how
     /// many were removed.
     pub async fn prune_audit(&self, before: UnixMillis) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "UPDATE audit_retention_floor SET prune_before = MAX(prune_before, ?) WHERE only_row = 1",
         )

@@ -155,6 +155,16 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A transaction that holds the write lock from its first statement. A deferred one that
+    /// reads first would take a snapshot, and its first write would then fail at once ("database
+    /// is locked", SQLITE_BUSY_SNAPSHOT) whenever another connection committed in between; this
+    /// one waits its turn under the busy timeout instead.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn create_administrator(
         &self,
         email: &str,
@@ -301,7 +311,7 @@ impl Store {
         agent: &NewAgent,
         now: UnixMillis,
     ) -> Result<Option<DirectoryName>, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE registration_tokens SET redeemed_at = ?, agent_id = ? \
              WHERE token_hash = ? AND redeemed_at IS NULL AND expires_at > ? \
@@ -681,6 +691,53 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_survives_a_concurrent_commit() {
+        let directory =
+            std::env::temp_dir().join(format!("writeback-store-write-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("store.db");
+        let _ = std::fs::remove_file(&path);
+        let store = Store::open(&path).await.unwrap();
+        let mut transaction = store.begin_write().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM administrators")
+            .fetch_one(&mut *transaction)
+            .await
+            .unwrap();
+        // Another connection writes while the transaction is open: it must wait, not overtake.
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_administrator("second@example.test", "hash", NOW)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("INSERT INTO administrators (email, password_hash, created_at) VALUES ('first@example.test', 'hash', 0)")
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        assert!(
+            store
+                .administrator_by_email("first@example.test")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .administrator_by_email("second@example.test")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&directory);
     }
 
     #[tokio::test]

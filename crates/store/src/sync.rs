@@ -121,7 +121,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let directory_id = self.directory_id(directory).await?;
         let generation = i64::try_from(batch.cursor.generation).unwrap_or(i64::MAX);
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let stored_generation: Option<i64> =
             sqlx::query_scalar("SELECT generation FROM sync_state WHERE directory_id = ?")
                 .bind(directory_id)
