@@ -224,10 +224,12 @@ impl ApiClient {
         &self,
         email: &str,
         password: SecretString,
+        totp_code: Option<String>,
     ) -> Result<SignInResponse, ClientError> {
         let body = SignInRequest {
             email: email.to_owned(),
             password,
+            totp_code,
         };
         Ok(self
             .json(Method::POST, "/api/v1/sessions", Some(&body), &[])

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use writeback_cli::{ApiClient, AuditQuery, UserSearch};
+use writeback_cli::{ApiClient, AuditQuery, ClientError, UserSearch};
 use writeback_config::Sources;
 use writeback_proto::api::{
     AuditSettings, ChangePasswordRequest, OperationResponse, ResetPasswordRequest,
@@ -51,6 +51,9 @@ enum Command {
         email: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// The code from your authenticator app, once one is enrolled (asked for when needed).
+        #[arg(long)]
+        totp_code: Option<String>,
         /// Trust exactly the cloud certificate with this SHA-256 fingerprint.
         #[arg(long, conflicts_with = "ca_file")]
         pin: Option<String>,
@@ -246,6 +249,15 @@ fn read_secret(path: Option<&PathBuf>, prompt: &str) -> Result<SecretString> {
     }
 }
 
+fn read_line(prompt: &str) -> Result<String> {
+    use std::io::Write;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
 fn load_session(path: &Path) -> Result<(ApiClient, StoredSession)> {
     let text = std::fs::read_to_string(path)
         .map_err(|_| anyhow!("not signed in: run `writeback login` first"))?;
@@ -315,6 +327,7 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             url,
             email,
             password_file,
+            totp_code,
             pin,
             ca_file,
         } => {
@@ -326,7 +339,18 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             let ca_file = ca_file.clone().or(config.ca_file.clone());
             let client = ApiClient::new(&url, &trust(pin.as_ref(), ca_file.as_ref())?)?;
             let password = read_secret(password_file.as_ref(), "Administrator password: ")?;
-            let signed_in = client.sign_in(email, password).await?;
+            let signed_in = match client
+                .sign_in(email, password.clone(), totp_code.clone())
+                .await
+            {
+                Err(ClientError::Api { code, .. })
+                    if code == "second_factor_required" && totp_code.is_none() =>
+                {
+                    let code = read_line("Authenticator code: ")?;
+                    client.sign_in(email, password, Some(code)).await?
+                }
+                other => other?,
+            };
             save_session(
                 &config.session_file,
                 &StoredSession {

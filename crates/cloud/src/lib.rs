@@ -13,6 +13,8 @@ pub mod messages;
 pub mod metrics;
 pub mod relay;
 pub mod server;
+pub mod sign_in;
+pub mod totp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,6 +206,30 @@ pub async fn create_administrator(
             action: "create_administrator".into(),
             directory: None,
             target: Some(email.into()),
+            request_id: None,
+            result_code: "success".into(),
+            detail: None,
+            origin: Some(LOCAL_ORIGIN.into()),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Removes an administrator's second factor, as the set-up command on the cloud's host (the one
+/// way back in after losing an authenticator).
+pub async fn reset_second_factor(store: &Store, email: &str) -> Result<(), CloudError> {
+    if !store.remove_totp(email.trim()).await? {
+        return Err(CloudError::InvalidInput(format!(
+            "no administrator has the email {email}"
+        )));
+    }
+    store
+        .append_audit(&AuditEvent {
+            at: UnixMillis::now(),
+            actor: "writeback-cloud admin reset-second-factor".into(),
+            action: "reset_second_factor".into(),
+            directory: None,
+            target: Some(email.trim().into()),
             request_id: None,
             result_code: "success".into(),
             detail: None,

@@ -57,6 +57,12 @@ enum AdminCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Remove an administrator's authenticator (a lost phone). Their sessions end, and they enrol
+    /// a new one at their next console sign-in.
+    ResetSecondFactor {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +143,15 @@ async fn main() -> Result<()> {
             let store = writeback_cloud::open_store(&config).await?;
             writeback_cloud::create_administrator(&store, email, &password).await?;
             println!("administrator {email} created");
+        }
+        Command::Admin {
+            command: AdminCommand::ResetSecondFactor { email },
+        } => {
+            let store = writeback_cloud::open_store(&config).await?;
+            writeback_cloud::reset_second_factor(&store, email).await?;
+            println!(
+                "the second factor of {email} is removed; they enrol a new one at their next console sign-in"
+            );
         }
         Command::Token {
             command:

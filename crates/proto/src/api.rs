@@ -18,6 +18,9 @@ pub struct SignInRequest {
     pub email: String,
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
     pub password: SecretString,
+    /// The code from the administrator's authenticator app; required once one is enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

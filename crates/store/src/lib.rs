@@ -16,8 +16,10 @@ use writeback_proto::identity::IdentityPublicKey;
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
 
+mod administrators;
 mod audit;
 mod sync;
+pub use administrators::{Administrator, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
 pub use sync::UserQuery;
 
@@ -48,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "operations",
         include_str!("../migrations/0003_operations.sql"),
     ),
+    (
+        4,
+        "second factor",
+        include_str!("../migrations/0004_second_factor.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -75,13 +82,6 @@ impl MigrationSource<'static> for EmbeddedMigrations {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Administrator {
-    pub id: i64,
-    pub email: String,
-    pub password_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,96 +163,6 @@ impl Store {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    pub async fn create_administrator(
-        &self,
-        email: &str,
-        password_hash: &str,
-        now: UnixMillis,
-    ) -> Result<i64, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(email)
-        .bind(password_hash)
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(done) => Ok(done.last_insert_rowid()),
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(
-                StoreError::Conflict(format!("an administrator with the email {email}")),
-            ),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    pub async fn administrator_by_email(
-        &self,
-        email: &str,
-    ) -> Result<Option<Administrator>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, email, password_hash FROM administrators WHERE email = ?")
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|row| Administrator {
-            id: row.get("id"),
-            email: row.get("email"),
-            password_hash: row.get("password_hash"),
-        }))
-    }
-
-    pub async fn create_session(
-        &self,
-        token_hash: &[u8],
-        administrator_id: i64,
-        now: UnixMillis,
-        expires_at: UnixMillis,
-    ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
-            .bind(millis(now))
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(token_hash)
-            .bind(administrator_id)
-            .bind(millis(now))
-            .bind(millis(expires_at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The administrator holding an unexpired session with this token hash.
-    pub async fn session_administrator(
-        &self,
-        token_hash: &[u8],
-        now: UnixMillis,
-    ) -> Result<Option<Administrator>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.id, a.email, a.password_hash FROM admin_sessions s \
-             JOIN administrators a ON a.id = s.administrator_id \
-             WHERE s.token_hash = ? AND s.expires_at > ?",
-        )
-        .bind(token_hash)
-        .bind(millis(now))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| Administrator {
-            id: row.get("id"),
-            email: row.get("email"),
-            password_hash: row.get("password_hash"),
-        }))
-    }
-
-    pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = ?")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// The directory named `name`, created if it does not exist yet.
@@ -579,60 +489,6 @@ mod tests {
             None
         );
         assert!(store.agents().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn sessions_expire() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_session(b"token", id, NOW, later(60))
-            .await
-            .unwrap();
-        assert!(
-            store
-                .session_administrator(b"token", later(59))
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .session_administrator(b"token", later(60))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .session_administrator(b"other", later(1))
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn administrator_emails_are_unique_ignoring_case() {
-        let store = Store::in_memory().await.unwrap();
-        store
-            .create_administrator("Admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        let duplicate = store
-            .create_administrator("admin@EXAMPLE.test", "hash", NOW)
-            .await;
-        assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
-        assert!(
-            store
-                .administrator_by_email("ADMIN@example.test")
-                .await
-                .unwrap()
-                .is_some()
-        );
     }
 
     #[tokio::test]

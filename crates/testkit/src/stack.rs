@@ -148,7 +148,11 @@ impl Stack {
 
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
         let session = client
-            .sign_in(ADMIN_EMAIL, SecretString::from(admin_password.clone()))
+            .sign_in(
+                ADMIN_EMAIL,
+                SecretString::from(admin_password.clone()),
+                None,
+            )
             .await?;
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?.with_token(session.token);
 

@@ -719,6 +719,7 @@ async fn a_wrong_administrator_password_is_refused() {
         .sign_in(
             writeback_testkit::stack::ADMIN_EMAIL,
             SecretString::from(wrong),
+            None,
         )
         .await
         .unwrap_err();

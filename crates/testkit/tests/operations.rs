@@ -278,7 +278,7 @@ async fn the_audit_log_filters_exports_and_keeps_only_what_retention_allows() {
     .unwrap();
     assert!(
         intruder
-            .sign_in("intruder@example.test", strong_password().into())
+            .sign_in("intruder@example.test", strong_password().into(), None)
             .await
             .is_err()
     );

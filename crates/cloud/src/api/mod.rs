@@ -26,7 +26,7 @@ use writeback_store::AuditEvent;
 pub use extract::{ApiError, Origin, PeerAddress};
 use extract::{IdempotencyKey, JsonBody, SignedIn, UserPath};
 
-use crate::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
+use crate::sign_in::{self, CodeCheck};
 use crate::{AppState, messages, relay};
 
 pub fn router(state: AppState) -> Router {
@@ -98,59 +98,46 @@ async fn sign_in(
     JsonBody(body): JsonBody<SignInRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let now = UnixMillis::now();
-    let administrator = state
-        .store
-        .administrator_by_email(&body.email)
+    let unauthorized = |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
+    let administrator = sign_in::check_password(&state, &body.email, body.password, &origin, now)
         .await
-        .map_err(ApiError::internal)?;
-    let stored_hash = administrator
-        .as_ref()
-        .map(|administrator| administrator.password_hash.clone());
-    let password = body.password;
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            unauthorized(
+                sign_in::INVALID_CREDENTIALS,
+                "The email or password is not correct.",
+            )
+        })?;
+    if administrator.totp_enrolled {
+        let Some(code) = body.totp_code.as_deref() else {
+            return Err(unauthorized(
+                "second_factor_required",
+                "This administrator signs in with a code from their authenticator app too: send it as `totp_code`.",
+            ));
+        };
+        match sign_in::check_enrolled_code(&state, &administrator, code, &origin, now)
             .await
-            .map_err(ApiError::internal)?;
-    let audit = |result_code: &str| AuditEvent {
-        at: now,
-        actor: body.email.clone(),
-        action: "sign_in".into(),
-        directory: None,
-        target: None,
-        request_id: None,
-        result_code: result_code.into(),
-        detail: None,
-        origin: origin.clone(),
-    };
-    let Some(administrator) = administrator.filter(|_| verified) else {
-        state
-            .store
-            .append_audit(&audit("invalid_credentials"))
-            .await
-            .map_err(ApiError::internal)?;
-        tracing::warn!(email = %body.email, "administrator sign-in refused");
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "The email or password is not correct.",
-        ));
-    };
-    let token = new_token(SESSION_TOKEN_PREFIX).map_err(ApiError::internal)?;
-    let expires_at = now.saturating_add(std::time::Duration::from_secs(
-        state.config.admin_session_hours * 3600,
-    ));
-    let hash = token_hash(secrecy::ExposeSecret::expose_secret(&token));
-    state
-        .store
-        .create_session(&hash, administrator.id, now, expires_at)
+            .map_err(ApiError::internal)?
+        {
+            CodeCheck::Accepted => {}
+            CodeCheck::Wrong => {
+                return Err(unauthorized(
+                    sign_in::INVALID_SECOND_FACTOR,
+                    "The authenticator code is not correct, or was already used.",
+                ));
+            }
+            CodeCheck::Throttled => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    sign_in::TOO_MANY_ATTEMPTS,
+                    "Too many wrong authenticator codes: wait 15 minutes and try again.",
+                ));
+            }
+        }
+    }
+    let (token, expires_at) = sign_in::open_session(&state, &administrator, &origin, now)
         .await
         .map_err(ApiError::internal)?;
-    state
-        .store
-        .append_audit(&audit("success"))
-        .await
-        .map_err(ApiError::internal)?;
-    tracing::info!(email = %administrator.email, "administrator signed in");
     Ok((
         StatusCode::CREATED,
         Json(SignInResponse { token, expires_at }),

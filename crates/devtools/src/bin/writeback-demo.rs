@@ -164,7 +164,7 @@ async fn main() -> Result<()> {
     let url = format!("https://{listen}");
     let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
     let session = wait_for(
-        || client.sign_in(ADMIN_EMAIL, SecretString::from(ADMIN_PASSWORD)),
+        || client.sign_in(ADMIN_EMAIL, SecretString::from(ADMIN_PASSWORD), None),
         "the cloud to answer",
     )
     .await?;

@@ -1,0 +1,432 @@
+//! Administrators, their second factor and their sessions.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use writeback_proto::time::UnixMillis;
+
+use crate::{Store, StoreError, millis};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Administrator {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    /// Whether a TOTP second factor is enrolled; the secret itself is read only to check a code.
+    pub totp_enrolled: bool,
+}
+
+/// An enrolled TOTP secret and the last time step a code was accepted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpState {
+    pub secret: Vec<u8>,
+    pub last_step: Option<u64>,
+}
+
+/// A sign-in waiting for its second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInChallenge {
+    pub administrator: Administrator,
+    /// Set when the administrator is enrolling: the secret they were shown.
+    pub proposed_totp_secret: Option<Vec<u8>>,
+    pub failed_attempts: u32,
+}
+
+const ADMINISTRATOR_COLUMNS: &str =
+    "a.id, a.email, a.password_hash, a.totp_secret IS NOT NULL AS totp_enrolled";
+
+fn administrator(row: &SqliteRow) -> Administrator {
+    Administrator {
+        id: row.get("id"),
+        email: row.get("email"),
+        password_hash: row.get("password_hash"),
+        totp_enrolled: row.get("totp_enrolled"),
+    }
+}
+
+fn step(value: Option<i64>) -> Option<u64> {
+    value.and_then(|step| u64::try_from(step).ok())
+}
+
+impl Store {
+    pub async fn create_administrator(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) => Ok(done.last_insert_rowid()),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(
+                StoreError::Conflict(format!("an administrator with the email {email}")),
+            ),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn administrator_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<Administrator>, StoreError> {
+        let row =
+            sqlx::query(&format!("SELECT {ADMINISTRATOR_COLUMNS} FROM administrators a WHERE a.email = ?"))
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.as_ref().map(administrator))
+    }
+
+    pub async fn create_session(
+        &self,
+        token_hash: &[u8],
+        administrator_id: i64,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token_hash)
+            .bind(administrator_id)
+            .bind(millis(now))
+            .bind(millis(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The administrator holding an unexpired session with this token hash.
+    pub async fn session_administrator(
+        &self,
+        token_hash: &[u8],
+        now: UnixMillis,
+    ) -> Result<Option<Administrator>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ADMINISTRATOR_COLUMNS} FROM admin_sessions s \
+             JOIN administrators a ON a.id = s.administrator_id \
+             WHERE s.token_hash = ? AND s.expires_at > ?"
+        ))
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(administrator))
+    }
+
+    pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn totp_state(&self, administrator_id: i64) -> Result<Option<TotpState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT totp_secret, totp_last_step FROM administrators \
+             WHERE id = ? AND totp_secret IS NOT NULL",
+        )
+        .bind(administrator_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| TotpState {
+            secret: row.get("totp_secret"),
+            last_step: step(row.get("totp_last_step")),
+        }))
+    }
+
+    /// Records that a code for `step` was accepted, unless a code for it or a later step already
+    /// was: `false` means the code is a replay and must be refused. Atomic, so two requests racing
+    /// with the same code cannot both win.
+    pub async fn accept_totp_step(
+        &self,
+        administrator_id: i64,
+        step: u64,
+    ) -> Result<bool, StoreError> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "UPDATE administrators SET totp_last_step = ? \
+             WHERE id = ? AND totp_secret IS NOT NULL \
+             AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        )
+        .bind(step)
+        .bind(administrator_id)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Enrols `secret` as the administrator's second factor, with the step of the code that
+    /// confirmed it already used. Refused when one is enrolled already: replacing a second factor
+    /// is not something a half-signed-in session may do.
+    pub async fn enrol_totp(
+        &self,
+        administrator_id: i64,
+        secret: &[u8],
+        confirmed_step: u64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE administrators SET totp_secret = ?, totp_last_step = ? \
+             WHERE id = ? AND totp_secret IS NULL",
+        )
+        .bind(secret)
+        .bind(i64::try_from(confirmed_step).unwrap_or(i64::MAX))
+        .bind(administrator_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "a second factor for this administrator".into(),
+            ))
+        }
+    }
+
+    /// Removes the administrator's second factor, for `writeback-cloud admin reset-second-factor`
+    /// when an authenticator is lost. `false` when there is no such administrator.
+    pub async fn remove_totp(&self, email: &str) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM administrators WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE administrators SET totp_secret = NULL, totp_last_step = NULL WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&mut *transaction)
+        .await?;
+        // Sessions opened with the old factor end with it.
+        sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = ?")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn create_sign_in_challenge(
+        &self,
+        token_hash: &[u8],
+        administrator_id: i64,
+        proposed_totp_secret: Option<&[u8]>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE expires_at <= ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO admin_sign_in_challenges \
+             (token_hash, administrator_id, proposed_totp_secret, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(administrator_id)
+        .bind(proposed_totp_secret)
+        .bind(millis(now))
+        .bind(millis(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sign_in_challenge(
+        &self,
+        token_hash: &[u8],
+        now: UnixMillis,
+    ) -> Result<Option<SignInChallenge>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ADMINISTRATOR_COLUMNS}, c.proposed_totp_secret, c.failed_attempts \
+             FROM admin_sign_in_challenges c \
+             JOIN administrators a ON a.id = c.administrator_id \
+             WHERE c.token_hash = ? AND c.expires_at > ?"
+        ))
+        .bind(token_hash)
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| SignInChallenge {
+            administrator: administrator(&row),
+            proposed_totp_secret: row.get("proposed_totp_secret"),
+            failed_attempts: u32::try_from(row.get::<i64, _>("failed_attempts")).unwrap_or(u32::MAX),
+        }))
+    }
+
+    /// Counts a wrong code against the challenge and returns the failures so far.
+    pub async fn record_challenge_failure(&self, token_hash: &[u8]) -> Result<u32, StoreError> {
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE admin_sign_in_challenges SET failed_attempts = failed_attempts + 1 \
+             WHERE token_hash = ? RETURNING failed_attempts",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(failures.map_or(u32::MAX, |count| u32::try_from(count).unwrap_or(u32::MAX)))
+    }
+
+    pub async fn delete_sign_in_challenge(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(1_000_000);
+
+    fn later(seconds: u64) -> UnixMillis {
+        NOW.saturating_add(Duration::from_secs(seconds))
+    }
+
+    #[tokio::test]
+    async fn sessions_expire() {
+        let store = Store::in_memory().await.unwrap();
+        let id = store
+            .create_administrator("admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_session(b"token", id, NOW, later(60))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .session_administrator(b"token", later(59))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .session_administrator(b"token", later(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .session_administrator(b"other", later(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn administrator_emails_are_unique_ignoring_case() {
+        let store = Store::in_memory().await.unwrap();
+        store
+            .create_administrator("Admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        let duplicate = store
+            .create_administrator("admin@EXAMPLE.test", "hash", NOW)
+            .await;
+        assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
+        assert!(
+            store
+                .administrator_by_email("ADMIN@example.test")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_totp_step_is_accepted_once_and_never_an_earlier_one() {
+        let store = Store::in_memory().await.unwrap();
+        let id = store
+            .create_administrator("admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        assert!(!store.accept_totp_step(id, 5).await.unwrap(), "not enrolled");
+        store.enrol_totp(id, b"secret", 10).await.unwrap();
+        assert!(matches!(
+            store.enrol_totp(id, b"other", 11).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(!store.accept_totp_step(id, 10).await.unwrap(), "the enrolment code");
+        assert!(store.accept_totp_step(id, 11).await.unwrap());
+        assert!(!store.accept_totp_step(id, 11).await.unwrap(), "replayed");
+        assert!(!store.accept_totp_step(id, 9).await.unwrap(), "older");
+        let state = store.totp_state(id).await.unwrap().unwrap();
+        assert_eq!(state.secret, b"secret");
+        assert_eq!(state.last_step, Some(11));
+        let administrator = store
+            .administrator_by_email("admin@example.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(administrator.totp_enrolled);
+
+        store.create_session(b"token", id, NOW, later(60)).await.unwrap();
+        assert!(store.remove_totp("ADMIN@example.test").await.unwrap());
+        assert!(store.totp_state(id).await.unwrap().is_none());
+        assert!(
+            store.session_administrator(b"token", NOW).await.unwrap().is_none(),
+            "sessions end with the factor they were opened with"
+        );
+        assert!(!store.remove_totp("nobody@example.test").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn challenges_count_failures_and_expire() {
+        let store = Store::in_memory().await.unwrap();
+        let id = store
+            .create_administrator("admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_sign_in_challenge(b"challenge", id, Some(b"proposed"), NOW, later(300))
+            .await
+            .unwrap();
+        let challenge = store
+            .sign_in_challenge(b"challenge", later(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(challenge.administrator.id, id);
+        assert_eq!(challenge.proposed_totp_secret.as_deref(), Some(&b"proposed"[..]));
+        assert_eq!(challenge.failed_attempts, 0);
+        assert_eq!(store.record_challenge_failure(b"challenge").await.unwrap(), 1);
+        assert_eq!(store.record_challenge_failure(b"challenge").await.unwrap(), 2);
+        assert!(
+            store
+                .sign_in_challenge(b"challenge", later(300))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.delete_sign_in_challenge(b"challenge").await.unwrap();
+        assert!(
+            store
+                .sign_in_challenge(b"challenge", later(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
