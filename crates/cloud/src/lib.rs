@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit_retention;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod messages;
 pub mod metrics;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub relay: Arc<Relay>,
     pub config: Arc<CloudConfig>,
     pub metrics: Arc<metrics::CloudMetrics>,
+    /// Of the certificate this server presents, for the agent set-up command the console shows.
+    pub fingerprint: Fingerprint,
     /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
     /// tasks once upgraded, so they watch this to close with the server.
     pub stopping: watch::Receiver<bool>,
@@ -152,6 +155,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         relay: Arc::new(Relay::default()),
         config: Arc::new(config),
         metrics: Arc::default(),
+        fingerprint,
         stopping: stopping_signal.clone(),
     };
     let app = api::router(state.clone());

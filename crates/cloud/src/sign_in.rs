@@ -84,7 +84,10 @@ async fn recently_throttled(
     administrator: &Administrator,
     now: UnixMillis,
 ) -> Result<bool, CloudError> {
-    let since = UnixMillis(now.0.saturating_sub(SECOND_FACTOR_WINDOW.as_millis() as u64));
+    let since = UnixMillis(
+        now.0
+            .saturating_sub(SECOND_FACTOR_WINDOW.as_millis() as u64),
+    );
     let failures = state
         .store
         .audit_entries(&AuditFilter {
@@ -113,7 +116,15 @@ pub async fn check_enrolled_code(
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
     if recently_throttled(state, administrator, now).await? {
-        audit(state, &administrator.email, TOO_MANY_ATTEMPTS, None, origin, now).await?;
+        audit(
+            state,
+            &administrator.email,
+            TOO_MANY_ATTEMPTS,
+            None,
+            origin,
+            now,
+        )
+        .await?;
         return Ok(CodeCheck::Throttled);
     }
     let Some(enrolled) = state.store.totp_state(administrator.id).await? else {
@@ -154,7 +165,15 @@ pub async fn confirm_enrolment(
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
     if recently_throttled(state, administrator, now).await? {
-        audit(state, &administrator.email, TOO_MANY_ATTEMPTS, None, origin, now).await?;
+        audit(
+            state,
+            &administrator.email,
+            TOO_MANY_ATTEMPTS,
+            None,
+            origin,
+            now,
+        )
+        .await?;
         return Ok(CodeCheck::Throttled);
     }
     let Some(step) = totp::matching_step(proposed, code, now, None) else {
@@ -199,9 +218,8 @@ pub async fn open_session(
     now: UnixMillis,
 ) -> Result<(SecretString, UnixMillis), CloudError> {
     let token = new_token(SESSION_TOKEN_PREFIX)?;
-    let expires_at = now.saturating_add(Duration::from_secs(
-        state.config.admin_session_hours * 3600,
-    ));
+    let expires_at =
+        now.saturating_add(Duration::from_secs(state.config.admin_session_hours * 3600));
     state
         .store
         .create_session(

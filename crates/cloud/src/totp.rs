@@ -87,7 +87,9 @@ pub fn base32(bytes: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(BASE32_ALPHABET[((buffer >> bits) & 31) as usize]));
+            out.push(char::from(
+                BASE32_ALPHABET[((buffer >> bits) & 31) as usize],
+            ));
         }
     }
     if bits > 0 {
@@ -153,7 +155,11 @@ mod tests {
             (2_000_000_000, "279037"),
             (20_000_000_000, "353130"),
         ] {
-            assert_eq!(code_at(secret, UnixMillis(seconds * 1000)), code, "{seconds}");
+            assert_eq!(
+                code_at(secret, UnixMillis(seconds * 1000)),
+                code,
+                "{seconds}"
+            );
         }
     }
 
@@ -176,7 +182,11 @@ mod tests {
         let spaced = format!("{} {}", &previous[..3], &previous[3..]);
         assert_eq!(matching_step(secret, &spaced, now, None), Some(step - 1));
         for malformed in ["", "12345", "1234567", "12345a", "１２３４５６"] {
-            assert_eq!(matching_step(secret, malformed, now, None), None, "{malformed}");
+            assert_eq!(
+                matching_step(secret, malformed, now, None),
+                None,
+                "{malformed}"
+            );
         }
     }
 

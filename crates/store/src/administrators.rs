@@ -75,11 +75,12 @@ impl Store {
         &self,
         email: &str,
     ) -> Result<Option<Administrator>, StoreError> {
-        let row =
-            sqlx::query(&format!("SELECT {ADMINISTRATOR_COLUMNS} FROM administrators a WHERE a.email = ?"))
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ADMINISTRATOR_COLUMNS} FROM administrators a WHERE a.email = ?"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(administrator))
     }
 
@@ -264,7 +265,8 @@ impl Store {
         Ok(row.map(|row| SignInChallenge {
             administrator: administrator(&row),
             proposed_totp_secret: row.get("proposed_totp_secret"),
-            failed_attempts: u32::try_from(row.get::<i64, _>("failed_attempts")).unwrap_or(u32::MAX),
+            failed_attempts: u32::try_from(row.get::<i64, _>("failed_attempts"))
+                .unwrap_or(u32::MAX),
         }))
     }
 
@@ -362,13 +364,19 @@ mod tests {
             .create_administrator("admin@example.test", "hash", NOW)
             .await
             .unwrap();
-        assert!(!store.accept_totp_step(id, 5).await.unwrap(), "not enrolled");
+        assert!(
+            !store.accept_totp_step(id, 5).await.unwrap(),
+            "not enrolled"
+        );
         store.enrol_totp(id, b"secret", 10).await.unwrap();
         assert!(matches!(
             store.enrol_totp(id, b"other", 11).await,
             Err(StoreError::Conflict(_))
         ));
-        assert!(!store.accept_totp_step(id, 10).await.unwrap(), "the enrolment code");
+        assert!(
+            !store.accept_totp_step(id, 10).await.unwrap(),
+            "the enrolment code"
+        );
         assert!(store.accept_totp_step(id, 11).await.unwrap());
         assert!(!store.accept_totp_step(id, 11).await.unwrap(), "replayed");
         assert!(!store.accept_totp_step(id, 9).await.unwrap(), "older");
@@ -382,11 +390,18 @@ mod tests {
             .unwrap();
         assert!(administrator.totp_enrolled);
 
-        store.create_session(b"token", id, NOW, later(60)).await.unwrap();
+        store
+            .create_session(b"token", id, NOW, later(60))
+            .await
+            .unwrap();
         assert!(store.remove_totp("ADMIN@example.test").await.unwrap());
         assert!(store.totp_state(id).await.unwrap().is_none());
         assert!(
-            store.session_administrator(b"token", NOW).await.unwrap().is_none(),
+            store
+                .session_administrator(b"token", NOW)
+                .await
+                .unwrap()
+                .is_none(),
             "sessions end with the factor they were opened with"
         );
         assert!(!store.remove_totp("nobody@example.test").await.unwrap());
@@ -409,10 +424,19 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(challenge.administrator.id, id);
-        assert_eq!(challenge.proposed_totp_secret.as_deref(), Some(&b"proposed"[..]));
+        assert_eq!(
+            challenge.proposed_totp_secret.as_deref(),
+            Some(&b"proposed"[..])
+        );
         assert_eq!(challenge.failed_attempts, 0);
-        assert_eq!(store.record_challenge_failure(b"challenge").await.unwrap(), 1);
-        assert_eq!(store.record_challenge_failure(b"challenge").await.unwrap(), 2);
+        assert_eq!(
+            store.record_challenge_failure(b"challenge").await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.record_challenge_failure(b"challenge").await.unwrap(),
+            2
+        );
         assert!(
             store
                 .sign_in_challenge(b"challenge", later(300))

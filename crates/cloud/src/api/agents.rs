@@ -18,34 +18,37 @@ pub async fn list_agents(
     State(state): State<AppState>,
     _signed_in: SignedIn,
 ) -> Result<Json<Vec<AgentSummary>>, ApiError> {
+    summaries(&state).await.map(Json)
+}
+
+/// Every registered agent, with what its live connection (if any) says.
+pub(crate) async fn summaries(state: &AppState) -> Result<Vec<AgentSummary>, ApiError> {
     let agents = state.store.agents().await.map_err(ApiError::internal)?;
     let live = state.relay.live_agents();
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|agent| {
-                let connection = live.iter().find(|live| live.agent_id == agent.agent_id);
-                AgentSummary {
-                    connected: connection.is_some(),
-                    requests_in_flight: connection
-                        .map_or(0, |connection| connection.requests_in_flight as u64),
-                    directory_reachable: connection
-                        .and_then(|connection| connection.status.as_ref())
-                        .map(|status| status.directory_reachable),
-                    agent_id: agent.agent_id,
-                    directory: agent.directory,
-                    name: agent.name,
-                    version: agent.version,
-                    registered_at: agent.registered_at,
-                    last_connected_at: agent.last_connected_at,
-                    last_heartbeat_at: agent.last_heartbeat_at,
-                    last_error: agent.last_error,
-                    address: agent.last_address,
-                    revoked_at: agent.revoked_at,
-                }
-            })
-            .collect(),
-    ))
+    Ok(agents
+        .into_iter()
+        .map(|agent| {
+            let connection = live.iter().find(|live| live.agent_id == agent.agent_id);
+            AgentSummary {
+                connected: connection.is_some(),
+                requests_in_flight: connection
+                    .map_or(0, |connection| connection.requests_in_flight as u64),
+                directory_reachable: connection
+                    .and_then(|connection| connection.status.as_ref())
+                    .map(|status| status.directory_reachable),
+                agent_id: agent.agent_id,
+                directory: agent.directory,
+                name: agent.name,
+                version: agent.version,
+                registered_at: agent.registered_at,
+                last_connected_at: agent.last_connected_at,
+                last_heartbeat_at: agent.last_heartbeat_at,
+                last_error: agent.last_error,
+                address: agent.last_address,
+                revoked_at: agent.revoked_at,
+            }
+        })
+        .collect())
 }
 
 /// A one-time token for `writeback-agent register`, valid for the configured lifetime. The
@@ -82,6 +85,16 @@ pub async fn revoke_agent(
     signed_in: SignedIn,
     Path(agent_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    revoke(&state, &signed_in, &agent_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the agent with the id `agent_id` (as text, from a URL or a form) for `signed_in`.
+pub(crate) async fn revoke(
+    state: &AppState,
+    signed_in: &SignedIn,
+    agent_id: &str,
+) -> Result<(), ApiError> {
     let agent_id: AgentId = agent_id
         .parse()
         .map_err(|_| ApiError::invalid("The agent id must be 32 hexadecimal digits."))?;
@@ -121,5 +134,5 @@ pub async fn revoke_agent(
         .await
         .map_err(ApiError::internal)?;
     tracing::warn!(%agent_id, directory = %record.directory, actor = %signed_in.administrator.email, "agent revoked");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -21,26 +21,106 @@ const MAX_PAGE: u32 = 50_000;
 /// Ten years: longer retention is "keep for ever", which is `null`.
 const MAX_RETENTION_DAYS: u32 = 3650;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Unix milliseconds or an RFC 3339 time, inclusive.
-    since: Option<String>,
+    pub since: Option<String>,
     /// Unix milliseconds or an RFC 3339 time, exclusive.
-    until: Option<String>,
-    actor: Option<String>,
-    target: Option<String>,
-    directory: Option<String>,
+    pub until: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub directory: Option<String>,
     /// The action, e.g. `reset_password`.
-    operation: Option<String>,
+    pub operation: Option<String>,
     /// `success` or `failure`.
-    outcome: Option<String>,
-    result_code: Option<String>,
-    request_id: Option<String>,
-    before: Option<i64>,
-    limit: Option<u32>,
+    pub outcome: Option<String>,
+    pub result_code: Option<String>,
+    pub request_id: Option<String>,
+    pub before: Option<i64>,
+    pub limit: Option<u32>,
     /// `json` (default) or `csv`.
-    format: Option<String>,
+    pub format: Option<String>,
+}
+
+/// The format an audit query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    Json,
+    Csv,
+}
+
+impl AuditQuery {
+    /// The store filter and format this query asks for, or why it is not valid.
+    pub fn filter(self) -> Result<(AuditFilter, AuditFormat), ApiError> {
+        let outcome = match self.outcome.as_deref() {
+            None | Some("") => None,
+            Some("success") => Some(AuditOutcome::Success),
+            Some("failure") => Some(AuditOutcome::Failure),
+            Some(_) => return Err(ApiError::invalid("`outcome` must be success or failure.")),
+        };
+        let format = match self.format.as_deref() {
+            None | Some("" | "json") => AuditFormat::Json,
+            Some("csv") => AuditFormat::Csv,
+            Some(_) => return Err(ApiError::invalid("`format` must be json or csv.")),
+        };
+        let filter = AuditFilter {
+            since: parse_time(self.since, "since")?,
+            until: parse_time(self.until, "until")?,
+            actor: search_text(self.actor, "actor")?,
+            target: search_text(self.target, "target")?,
+            directory: search_text(self.directory, "directory")?,
+            action: word(self.operation, "operation")?,
+            outcome,
+            result_code: word(self.result_code, "result_code")?,
+            request_id: word(self.request_id, "request_id")?,
+            before_id: self.before,
+            limit: limit(self.limit, DEFAULT_PAGE, MAX_PAGE)?,
+        };
+        Ok((filter, format))
+    }
+}
+
+/// The entries `filter` selects, newest first.
+pub async fn entries(
+    state: &AppState,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEntryView>, ApiError> {
+    Ok(state
+        .store
+        .audit_entries(filter)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(view)
+        .collect())
+}
+
+/// `entries` as a downloadable CSV or JSON file.
+pub fn export(entries: Vec<AuditEntryView>, format: AuditFormat, limit: u32) -> Response {
+    match format {
+        AuditFormat::Csv => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"writeback-audit.csv\"",
+                ),
+            ],
+            to_csv(&entries),
+        )
+            .into_response(),
+        AuditFormat::Json => {
+            let next_before = (entries.len() == limit as usize)
+                .then(|| entries.last().map(|entry| entry.id))
+                .flatten();
+            Json(AuditPage {
+                entries,
+                next_before,
+            })
+            .into_response()
+        }
+    }
 }
 
 fn parse_time(text: Option<String>, what: &str) -> Result<Option<UnixMillis>, ApiError> {
@@ -170,61 +250,9 @@ pub async fn list_audit(
     _signed_in: SignedIn,
     request: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let request = query(request)?;
-    let outcome = match request.outcome.as_deref() {
-        None | Some("") => None,
-        Some("success") => Some(AuditOutcome::Success),
-        Some("failure") => Some(AuditOutcome::Failure),
-        Some(_) => return Err(ApiError::invalid("`outcome` must be success or failure.")),
-    };
-    let limit = limit(request.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    let csv = match request.format.as_deref() {
-        None | Some("" | "json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("`format` must be json or csv.")),
-    };
-    let filter = AuditFilter {
-        since: parse_time(request.since, "since")?,
-        until: parse_time(request.until, "until")?,
-        actor: search_text(request.actor, "actor")?,
-        target: search_text(request.target, "target")?,
-        directory: search_text(request.directory, "directory")?,
-        action: word(request.operation, "operation")?,
-        outcome,
-        result_code: word(request.result_code, "result_code")?,
-        request_id: word(request.request_id, "request_id")?,
-        before_id: request.before,
-        limit,
-    };
-    let entries: Vec<AuditEntryView> = state
-        .store
-        .audit_entries(&filter)
-        .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .map(view)
-        .collect();
-    if csv {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"writeback-audit.csv\"",
-                ),
-            ],
-            to_csv(&entries),
-        )
-            .into_response());
-    }
-    let next_before = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|entry| entry.id))
-        .flatten();
-    Ok(Json(AuditPage {
-        entries,
-        next_before,
-    })
-    .into_response())
+    let (filter, format) = query(request)?.filter()?;
+    let entries = entries(&state, &filter).await?;
+    Ok(export(entries, format, filter.limit))
 }
 
 pub async fn audit_settings(
@@ -242,6 +270,17 @@ pub async fn update_audit_settings(
     signed_in: SignedIn,
     JsonBody(settings): JsonBody<AuditSettings>,
 ) -> Result<Json<AuditSettings>, ApiError> {
+    apply_audit_settings(&state, &signed_in, settings)
+        .await
+        .map(Json)
+}
+
+/// Stores new retention settings for `signed_in`, audits the change and applies it at once.
+pub async fn apply_audit_settings(
+    state: &AppState,
+    signed_in: &SignedIn,
+    settings: AuditSettings,
+) -> Result<AuditSettings, ApiError> {
     if let Some(days) = settings.retention_days
         && !(1..=MAX_RETENTION_DAYS).contains(&days)
     {
@@ -283,7 +322,7 @@ pub async fn update_audit_settings(
     audit_retention::prune(&state.store, now)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(settings))
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub struct GroupSearch {
     limit: Option<u32>,
 }
 
-fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
+pub(crate) fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
     match error {
         StoreError::NotFound(_) => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -52,7 +52,7 @@ fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
     }
 }
 
-pub(super) fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
+pub(crate) fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
     match text {
         Some(text) if text.chars().count() > MAX_SEARCH_CHARS => Err(ApiError::invalid(format!(
             "`{what}` is longer than {MAX_SEARCH_CHARS} characters."

@@ -127,7 +127,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
     }
 }
 
-fn origin_of(parts: &Parts) -> Option<String> {
+pub(crate) fn origin_of(parts: &Parts) -> Option<String> {
     parts
         .extensions
         .get::<PeerAddress>()
@@ -185,7 +185,7 @@ impl FromRequestParts<AppState> for SignedIn {
 }
 
 /// `/directories/{directory}/users/{user}/...`, validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UserPath {
     pub directory: DirectoryName,
     /// The user as the caller named them: a logon name, a UPN or an anchor.
@@ -200,10 +200,15 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
         let Path((directory, user)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::invalid("The URL must name a directory and a user."))?;
+        Self::parse(&directory, user)
+    }
+}
+
+impl UserPath {
+    pub fn parse(directory: &str, name: String) -> Result<Self, ApiError> {
         let directory = directory.parse().map_err(|error| {
             ApiError::invalid(format!("The directory name is not valid: {error}."))
         })?;
-        let name = user;
         let user =
             UserRef::logon_name(&name).map_err(|error| ApiError::invalid(format!("{error}.")))?;
         Ok(Self {

@@ -1,8 +1,8 @@
 //! The admin REST API. Every writeback answers synchronously with the directory's own result.
 
-mod agents;
-mod audit;
-mod directory;
+pub(crate) mod agents;
+pub(crate) mod audit;
+pub(crate) mod directory;
 mod extract;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -23,8 +23,9 @@ use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, Secr
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
 
-pub use extract::{ApiError, Origin, PeerAddress};
-use extract::{IdempotencyKey, JsonBody, SignedIn, UserPath};
+pub(crate) use extract::origin_of;
+pub use extract::{ApiError, Origin, PeerAddress, SignedIn, UserPath};
+use extract::{IdempotencyKey, JsonBody};
 
 use crate::sign_in::{self, CodeCheck};
 use crate::{AppState, messages, relay};
@@ -85,8 +86,14 @@ pub fn router(state: AppState) -> Router {
             post(directory::request_full_sync),
         )
         .route("/agent/v1/connect", get(relay::connection::upgrade))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
+        .merge(crate::console::router())
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/console") {
+                crate::console::not_found().await
+            } else {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
+                    .into_response()
+            }
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -193,9 +200,22 @@ async fn reset_password(
     target: UserPath,
     IdempotencyKey(request_id): IdempotencyKey,
     JsonBody(body): JsonBody<ResetPasswordRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
+    reset_password_as(&state, &signed_in, target, request_id, body)
+        .await
+        .map(|(status, response)| (status, Json(response)))
+}
+
+/// A reset by `signed_in`, for the API and the console alike.
+pub(crate) async fn reset_password_as(
+    state: &AppState,
+    signed_in: &SignedIn,
+    target: UserPath,
+    request_id: RequestId,
+    body: ResetPasswordRequest,
+) -> Result<(StatusCode, OperationResponse), ApiError> {
     check_password_shape(&body.new_password, "new_password")?;
-    let target = directory::resolve_target(&state, target).await?;
+    let target = directory::resolve_target(state, target).await?;
     let (must_change, unlock) = (body.must_change, body.unlock);
     let user = target.user.clone();
     let new_password = body.new_password;
@@ -215,8 +235,8 @@ async fn reset_password(
         })
     };
     perform(
-        &state,
-        &signed_in,
+        state,
+        signed_in,
         target,
         request_id,
         OperationKind::ResetPassword,
@@ -268,6 +288,7 @@ async fn change_password(
         &build,
     )
     .await
+    .map(|(status, response)| (status, Json(response)))
 }
 
 async fn unlock(
@@ -275,15 +296,26 @@ async fn unlock(
     signed_in: SignedIn,
     target: UserPath,
     IdempotencyKey(request_id): IdempotencyKey,
-) -> Result<impl IntoResponse, ApiError> {
-    let target = directory::resolve_target(&state, target).await?;
+) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
+    unlock_as(&state, &signed_in, target, request_id)
+        .await
+        .map(|(status, response)| (status, Json(response)))
+}
+
+pub(crate) async fn unlock_as(
+    state: &AppState,
+    signed_in: &SignedIn,
+    target: UserPath,
+    request_id: RequestId,
+) -> Result<(StatusCode, OperationResponse), ApiError> {
+    let target = directory::resolve_target(state, target).await?;
     let user = target.user.clone();
     let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> {
         Ok(Operation::Unlock { user: user.clone() })
     };
     perform(
-        &state,
-        &signed_in,
+        state,
+        signed_in,
         target,
         request_id,
         OperationKind::Unlock,
@@ -300,7 +332,7 @@ async fn perform(
     request_id: RequestId,
     kind: OperationKind,
     build: &relay::BuildOperation<'_>,
-) -> Result<(StatusCode, Json<OperationResponse>), ApiError> {
+) -> Result<(StatusCode, OperationResponse), ApiError> {
     let UserPath {
         directory,
         name,
@@ -377,11 +409,11 @@ async fn perform(
     let message = messages::describe(kind, &result);
     Ok((
         status,
-        Json(OperationResponse {
+        OperationResponse {
             request_id,
             result,
             message,
-        }),
+        },
     ))
 }
 

@@ -1,0 +1,192 @@
+//! Console pages for agents: their live state, registering a new one, revoking one.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use writeback_proto::api::AgentSummary;
+use writeback_proto::ids::DirectoryName;
+
+use super::directory::directory_names;
+use super::pages::{
+    AgentRow, AgentsPage, ErrorPage, Layout, Notice, RegistrationTokenPage, format_time, render,
+};
+use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
+use crate::AppState;
+use crate::api::ApiError;
+use crate::api::agents::{revoke as revoke_agent, summaries};
+
+fn agent_row(agent: AgentSummary) -> AgentRow {
+    let (state, state_label, tone) =
+        match (agent.revoked_at, agent.connected, agent.directory_reachable) {
+            (Some(_), _, _) => ("revoked", "Revoked", "bad"),
+            (None, true, Some(false)) => ("directory_unreachable", "Directory unreachable", "bad"),
+            (None, true, _) => ("connected", "Connected", "good"),
+            (None, false, _) => ("disconnected", "Not connected", "bad"),
+        };
+    AgentRow {
+        agent_id: agent.agent_id.to_string(),
+        directory: agent.directory.to_string(),
+        name: agent.name,
+        state,
+        state_label,
+        tone,
+        version: agent.version,
+        address: agent.address.unwrap_or_default(),
+        last_heartbeat: format_time(agent.last_heartbeat_at),
+        requests_in_flight: agent.requests_in_flight,
+        last_error: agent.last_error.unwrap_or_default(),
+        revoked: agent.revoked_at.is_some(),
+    }
+}
+
+async fn agents_page(
+    state: &AppState,
+    session: &ConsoleSession,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
+    let loaded =
+        async { Ok::<_, ApiError>((summaries(state).await?, directory_names(state).await?)) };
+    let (agents, directories) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(error) => return ErrorPage::from(error).into_response(),
+    };
+    let page = AgentsPage {
+        layout: Some(Layout {
+            email: session.signed_in.administrator.email.clone(),
+            csrf: session.csrf.clone(),
+            section: "agents",
+        }),
+        csrf: session.csrf.clone(),
+        agents: agents.into_iter().map(agent_row).collect(),
+        default_directory: directories.first().cloned().unwrap_or_default(),
+        directories,
+        token_minutes: state.config.registration_token_minutes.max(1),
+        notice,
+    };
+    render(status, &page)
+}
+
+pub async fn agents(State(state): State<AppState>, session: ConsoleSession) -> Response {
+    agents_page(&state, &session, StatusCode::OK, None).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterForm {
+    csrf: String,
+    directory: String,
+}
+
+impl ConsoleFormFields for RegisterForm {
+    const COOKIE: &'static str = SESSION_COOKIE;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    headers: HeaderMap,
+    form: ConsoleForm<RegisterForm>,
+) -> Response {
+    let directory: DirectoryName = match form.fields.directory.trim().parse() {
+        Ok(directory) => directory,
+        Err(error) => {
+            let notice = Notice::bad(format!("That directory name is not valid: {error}."));
+            return agents_page(
+                &state,
+                &session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(notice),
+            )
+            .await;
+        }
+    };
+    let lifetime = Duration::from_secs(state.config.registration_token_minutes.max(1) * 60);
+    let signed_in = &session.signed_in;
+    let issued = crate::issue_registration_token(
+        &state.store,
+        &directory,
+        lifetime,
+        &signed_in.administrator.email,
+        signed_in.origin.clone(),
+    )
+    .await;
+    let (token, expires_at) = match issued {
+        Ok(issued) => issued,
+        Err(error) => return ErrorPage::from(ApiError::internal(error)).into_response(),
+    };
+    tracing::info!(%directory, actor = %signed_in.administrator.email, "agent registration token issued");
+    // The address the administrator reached the console at is the one agents should dial.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("this-cloud.example.com");
+    render(
+        StatusCode::CREATED,
+        &RegistrationTokenPage {
+            layout: Some(Layout {
+                email: signed_in.administrator.email.clone(),
+                csrf: session.csrf.clone(),
+                section: "agents",
+            }),
+            directory: directory.to_string(),
+            token: token.expose_secret().to_owned(),
+            expires: format_time(Some(expires_at)),
+            cloud_url: format!("https://{host}"),
+            fingerprint: state.fingerprint.to_string(),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeForm {
+    csrf: String,
+    agent_id: String,
+    confirm: Option<String>,
+}
+
+impl ConsoleFormFields for RevokeForm {
+    const COOKIE: &'static str = SESSION_COOKIE;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    form: ConsoleForm<RevokeForm>,
+) -> Response {
+    let fields = form.fields;
+    if fields.confirm.is_none() {
+        let notice = Notice::bad("Nothing was revoked: tick the box to confirm first.");
+        return agents_page(
+            &state,
+            &session,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(notice),
+        )
+        .await;
+    }
+    match revoke_agent(&state, &session.signed_in, &fields.agent_id).await {
+        Ok(()) => {
+            let notice = Notice::good(format!(
+                "Agent {} is revoked: it was disconnected and will be refused if it connects again.",
+                fields.agent_id
+            ));
+            agents_page(&state, &session, StatusCode::OK, Some(notice)).await
+        }
+        Err(error) => {
+            let status = error.status;
+            agents_page(&state, &session, status, Some(Notice::bad(error.message))).await
+        }
+    }
+}
