@@ -61,6 +61,7 @@ pub struct ApiClient {
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -175,13 +176,18 @@ impl ApiClient {
         *slot = Some(sender);
         drop(slot);
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|error| ClientError::Http(error.to_string()))?
             .to_bytes();
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     async fn json<B: Serialize, T: DeserializeOwned>(

@@ -206,6 +206,38 @@ impl Stack {
         Ok((name, password))
     }
 
+    /// Locks the staff user `name` out for real: a password settings object with a lockout
+    /// threshold of 3 applies to them, then three wrong passwords. Checked by the directory's own
+    /// answer to the right password (775, locked).
+    pub async fn lock_out(&self, name: &str, password: &str) -> Result<()> {
+        let settings = crate::NewPasswordSettings {
+            name: logs::unique_user("pso-lock-"),
+            min_length: 7,
+            complexity: true,
+            history_length: 0,
+            min_age_days: 0,
+            lockout_threshold: 3,
+        };
+        let dn = format!("CN={name},{STAFF_OU}");
+        self.dc
+            .admin()
+            .await?
+            .create_password_settings(&settings, &dn)
+            .await?;
+        for attempt in 0..3 {
+            let wrong = logs::password_like(&format!("Wrong-{{unique}}-{attempt}!"));
+            ensure!(
+                self.dc.bind_as(name, &wrong).await? == Err("52e".into()),
+                "a wrong password was not refused as such"
+            );
+        }
+        ensure!(
+            self.dc.bind_as(name, password).await? == Err("775".into()),
+            "the account is not locked out after three wrong passwords"
+        );
+        Ok(())
+    }
+
     /// Kills the agent process outright (SIGKILL), the way a crash or power loss would.
     pub async fn kill_agent(&mut self) -> Result<()> {
         if let Some(mut child) = self.agent.take() {

@@ -1,0 +1,975 @@
+//! The admin console in headless Chromium against the real stack (cloud, agent process, Samba
+//! DC), with a screenshot of every page in `target/test-artifacts/screenshots/console/`; and the
+//! console's defences at the HTTP level: CSRF, content types, cookies, headers, codes used once,
+//! throttled second factors.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should stop the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use secrecy::SecretString;
+use writeback_cloud::totp;
+use writeback_proto::time::UnixMillis;
+use writeback_testkit::Stack;
+use writeback_testkit::browser::Browser;
+use writeback_testkit::domain_controller::STAFF_OU;
+use writeback_testkit::logs::{password_like, remember_secret, strong_password};
+use writeback_testkit::stack::ADMIN_EMAIL;
+
+async fn wait_until_synced(
+    stack: &Stack,
+    name: &str,
+    check: impl Fn(&writeback_proto::sync::SyncedUser) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(detail) = stack.client.user(&stack.directory, name).await
+            && check(&detail.user)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} was not synced as expected within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A code for a step after `used` (the step of the last accepted code) that the server accepts
+/// now: the current step, or the next one when the current one is used.
+fn fresh_code(secret: &[u8], used: &mut u64) -> String {
+    let step = totp::step_at(UnixMillis::now()).max(*used + 1);
+    *used = step;
+    totp::code_at_step(secret, step)
+}
+
+/// The text of `#outcome` and the request id it names.
+async fn outcome(browser: &Browser) -> (String, String, String) {
+    let text = browser
+        .text("#outcome")
+        .await
+        .unwrap()
+        .expect("an outcome banner");
+    let result = browser
+        .attribute("#outcome", "data-result")
+        .await
+        .unwrap()
+        .unwrap();
+    let request_id = text
+        .split("Request ")
+        .nth(1)
+        .map(|rest| rest.trim_end_matches('.').trim().to_owned())
+        .expect("the banner names the request");
+    (text, result, request_id)
+}
+
+async fn assert_audited_by_request(stack: &Stack, request_id: &str, operation: &str, result: &str) {
+    let page = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            request_id: Some(request_id.to_owned()),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        page.entries.iter().any(|entry| entry.action == operation
+            && entry.actor == ADMIN_EMAIL
+            && entry.result_code == result
+            && entry.origin.as_deref() == Some("127.0.0.1")),
+        "no audit entry for request {request_id}: {:?}",
+        page.entries
+    );
+}
+
+#[tokio::test]
+async fn an_administrator_runs_writeback_from_the_console() {
+    let stack = Stack::start().await.unwrap();
+    let url = stack.url();
+    let (name, old_password) = stack.user_with_password("console").await.unwrap();
+    let group = format!("{name}-team");
+    {
+        let mut admin = stack.dc.admin().await.unwrap();
+        let group_dn = admin.create_group(&group, STAFF_OU).await.unwrap();
+        admin
+            .add_member(&group_dn, &format!("CN={name},{STAFF_OU}"))
+            .await
+            .unwrap();
+    }
+    let browser = Browser::launch("console").await.unwrap();
+
+    // Signed out, every page leads to the sign-in page.
+    browser
+        .goto(&format!("{url}/console/agents"))
+        .await
+        .unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
+    browser.screenshot("sign-in").await.unwrap();
+
+    browser.fill("#email", ADMIN_EMAIL).await.unwrap();
+    browser
+        .fill("#password", &password_like("Not-The-Admin-{unique}!"))
+        .await
+        .unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(
+        browser
+            .page_text()
+            .await
+            .unwrap()
+            .contains("The email or password is not correct.")
+    );
+    assert_eq!(
+        browser
+            .attribute("#email", "value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(ADMIN_EMAIL),
+        "the email is kept"
+    );
+    browser.screenshot("sign-in-refused").await.unwrap();
+
+    // First sign-in: the password, then enrolment of an authenticator.
+    browser
+        .fill("#password", &stack.admin_password)
+        .await
+        .unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(
+        browser
+            .url()
+            .await
+            .unwrap()
+            .ends_with("/console/sign-in/enrol")
+    );
+    let key = browser.text("#manual-key").await.unwrap().unwrap();
+    let secret = totp::decode_base32(&key).expect("the key is base32");
+    assert_eq!(secret.len(), totp::SECRET_BYTES);
+    assert!(
+        browser
+            .attribute("img.qr", "src")
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("data:image/svg+xml;base64,")
+    );
+    browser.screenshot("enrol-authenticator").await.unwrap();
+    let mut used_step = 0;
+    let right = fresh_code(&secret, &mut used_step);
+    let wrong = format!(
+        "{:06}",
+        (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    browser.fill("#code", &wrong).await.unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(
+        browser
+            .page_text()
+            .await
+            .unwrap()
+            .contains("That code does not match")
+    );
+    browser.screenshot("enrol-wrong-code").await.unwrap();
+    browser.fill("#code", &right).await.unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/console"));
+
+    // Overview: the directory's health, once the agent has reported the directory reachable.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = browser
+            .attribute("#directory-corp [data-health]", "data-health")
+            .await
+            .unwrap();
+        if health.as_deref() == Some("healthy") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "corp never showed healthy: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.goto(&format!("{url}/console")).await.unwrap();
+    }
+    assert!(browser.page_text().await.unwrap().contains("1 of 1"));
+    browser.screenshot("overview").await.unwrap();
+
+    // Users: search, then the user's page.
+    wait_until_synced(&stack, &name, |_| true).await;
+    browser
+        .goto(&format!("{url}/console/users?directory=corp&q={name}"))
+        .await
+        .unwrap();
+    let link = browser
+        .attribute("#users tbody a", "href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link, format!("/console/directories/corp/users/{name}"));
+    browser.screenshot("users-search").await.unwrap();
+    browser.goto(&format!("{url}{link}")).await.unwrap();
+    let state = browser.text("#account-state").await.unwrap().unwrap();
+    assert!(
+        state.contains("enabled") && !state.contains("locked"),
+        "{state}"
+    );
+    assert!(browser.page_text().await.unwrap().contains(&group));
+    browser.screenshot("user").await.unwrap();
+
+    // A reset the directory refuses shows the reason, and changes nothing.
+    let too_short = remember_secret("Ab1!x");
+    browser.fill("#new_password", &too_short).await.unwrap();
+    browser.fill("#confirm_password", &too_short).await.unwrap();
+    browser.press("#reset").await.unwrap();
+    let (text, result, request_id) = outcome(&browser).await;
+    assert_eq!(result, "policy_violation", "{text}");
+    assert!(text.contains("too short"), "{text}");
+    assert_audited_by_request(&stack, &request_id, "reset_password", "policy_violation").await;
+    assert_eq!(
+        stack.dc.bind_as(&name, &old_password).await.unwrap(),
+        Ok(())
+    );
+    browser.screenshot("reset-refused").await.unwrap();
+
+    // Two different passwords are caught before anything is sent.
+    browser
+        .fill("#new_password", &strong_password())
+        .await
+        .unwrap();
+    browser
+        .fill("#confirm_password", &strong_password())
+        .await
+        .unwrap();
+    browser.press("#reset").await.unwrap();
+    let (text, result, _) = outcome(&browser).await;
+    assert_eq!(result, "passwords_differ", "{text}");
+    assert_eq!(
+        stack.dc.bind_as(&name, &old_password).await.unwrap(),
+        Ok(())
+    );
+
+    // Then a reset that works: the new password binds, the old one no longer does.
+    let new_password = strong_password();
+    browser.fill("#new_password", &new_password).await.unwrap();
+    browser
+        .fill("#confirm_password", &new_password)
+        .await
+        .unwrap();
+    browser
+        .set_checked("input[name=must_change]", false)
+        .await
+        .unwrap();
+    browser.press("#reset").await.unwrap();
+    let (text, result, request_id) = outcome(&browser).await;
+    assert_eq!(result, "success", "{text}");
+    assert!(text.contains("The password was reset"), "{text}");
+    assert_audited_by_request(&stack, &request_id, "reset_password", "success").await;
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        stack.dc.bind_as(&name, &old_password).await.unwrap(),
+        Err("52e".into())
+    );
+    browser.screenshot("reset-done").await.unwrap();
+
+    // A locked account shows as locked once synced, and the console unlocks it.
+    stack.lock_out(&name, &new_password).await.unwrap();
+    wait_until_synced(&stack, &name, |user| user.locked_out).await;
+    browser.goto(&format!("{url}{link}")).await.unwrap();
+    assert!(
+        browser
+            .text("#account-state")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("locked out")
+    );
+    browser.screenshot("user-locked").await.unwrap();
+    browser.press("#unlock").await.unwrap();
+    let (text, result, request_id) = outcome(&browser).await;
+    assert_eq!(result, "success", "{text}");
+    assert_audited_by_request(&stack, &request_id, "unlock", "success").await;
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Ok(())
+    );
+    browser.screenshot("unlocked").await.unwrap();
+
+    // Groups, and a group's members.
+    browser
+        .goto(&format!("{url}/console/groups?directory=corp&q={group}"))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .text("#groups")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains(&group)
+    );
+    browser.screenshot("groups").await.unwrap();
+    let members = browser
+        .attribute("#groups tbody a", "href")
+        .await
+        .unwrap()
+        .unwrap();
+    browser.goto(&format!("{url}{members}")).await.unwrap();
+    assert!(
+        browser
+            .text("#users")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains(&name)
+    );
+    browser.screenshot("group-members").await.unwrap();
+
+    // Agents: the connected one, a new registration token.
+    browser
+        .goto(&format!("{url}/console/agents"))
+        .await
+        .unwrap();
+    let agent_row = format!("#agent-{}", stack.agent_id);
+    let row = browser.text(&agent_row).await.unwrap().unwrap();
+    assert!(
+        row.contains("Connected") && row.contains("127.0.0.1"),
+        "{row}"
+    );
+    browser.screenshot("agents").await.unwrap();
+    browser.fill("#directory", "branch").await.unwrap();
+    browser
+        .press("form[action='/console/agents/register'] button")
+        .await
+        .unwrap();
+    let token = browser.text("#registration-token").await.unwrap().unwrap();
+    assert!(token.starts_with("wbr_"), "{token}");
+    remember_secret(&token);
+    assert!(
+        browser
+            .page_text()
+            .await
+            .unwrap()
+            .contains(&stack.fingerprint.to_string())
+    );
+    browser.screenshot("registration-token").await.unwrap();
+
+    // Settings: audit retention.
+    browser
+        .goto(&format!("{url}/console/settings"))
+        .await
+        .unwrap();
+    browser
+        .set_checked("input[value=days]", true)
+        .await
+        .unwrap();
+    browser
+        .fill("input[name=retention_days]", "400")
+        .await
+        .unwrap();
+    browser
+        .press("form[action='/console/settings/audit'] button")
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("400 days")
+    );
+    assert_eq!(
+        stack.client.audit_settings().await.unwrap().retention_days,
+        Some(400)
+    );
+    browser.screenshot("settings").await.unwrap();
+
+    // The audit log, filtered: this session's resets, refused and done.
+    browser
+        .goto(&format!(
+            "{url}/console/audit?operation=reset_password&target={name}"
+        ))
+        .await
+        .unwrap();
+    let log = browser.text("#audit").await.unwrap().unwrap();
+    assert!(
+        log.contains("policy_violation") && log.contains("success"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("unlock\t"),
+        "the filter keeps only resets: {log}"
+    );
+    assert_eq!(
+        browser
+            .attribute("#export-csv", "href")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(
+            format!("/console/audit/export?format=csv&target={name}&operation=reset_password")
+                .as_str()
+        )
+    );
+    browser.screenshot("audit-log").await.unwrap();
+
+    // Revoking the agent disconnects it at once.
+    browser
+        .goto(&format!("{url}/console/agents"))
+        .await
+        .unwrap();
+    browser
+        .set_checked(&format!("{agent_row} input[name=confirm]"), true)
+        .await
+        .unwrap();
+    browser
+        .press(&format!("{agent_row} button.danger"))
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("revoked")
+    );
+    stack.wait_for_agent(false).await.unwrap();
+    assert!(
+        browser
+            .text(&agent_row)
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("Revoked")
+    );
+    browser.screenshot("agent-revoked").await.unwrap();
+
+    // Signing out ends the session; signing in again asks for the code, once enrolled.
+    browser.press("header form button").await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
+    browser.goto(&format!("{url}/console")).await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
+    browser.fill("#email", ADMIN_EMAIL).await.unwrap();
+    browser
+        .fill("#password", &stack.admin_password)
+        .await
+        .unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(
+        browser
+            .url()
+            .await
+            .unwrap()
+            .ends_with("/console/sign-in/code")
+    );
+    browser.fill("#code", &right).await.unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(
+        browser.page_text().await.unwrap().contains("already used"),
+        "the enrolment code does not work twice"
+    );
+    browser.screenshot("second-factor-refused").await.unwrap();
+    browser
+        .fill("#code", &fresh_code(&secret, &mut used_step))
+        .await
+        .unwrap();
+    browser.press("button[type=submit]").await.unwrap();
+    assert!(browser.url().await.unwrap().ends_with("/console"));
+    browser.screenshot("signed-in-again").await.unwrap();
+
+    let screenshots = std::fs::read_dir(browser.screenshot_directory())
+        .unwrap()
+        .count();
+    assert!(screenshots >= 20, "{screenshots} screenshots");
+}
+
+/// The console's HTTP answers, one cookie jar by hand.
+struct ConsoleClient {
+    client: writeback_cli::ApiClient,
+    cookies: Vec<(String, String)>,
+}
+
+impl ConsoleClient {
+    fn new(stack: &Stack) -> Self {
+        Self {
+            client: writeback_cli::ApiClient::new(
+                &stack.url(),
+                &writeback_tls::Trust::Pinned(stack.fingerprint),
+            )
+            .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        extra: &[(&str, String)],
+    ) -> writeback_cli::RawResponse {
+        let mut headers: Vec<(&str, String)> = extra.to_vec();
+        if !self.cookies.is_empty() {
+            let jar = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            headers.push(("cookie", jar));
+        }
+        let (content_type, body) = match form {
+            Some(fields) => (
+                Some("application/x-www-form-urlencoded"),
+                fields
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", writeback_cli::percent_encode(value)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+                    .into_bytes(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let response = self
+            .client
+            .send(method, path, content_type, body, &headers)
+            .await
+            .unwrap();
+        for set in response.headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(existing, _)| existing != name);
+            if !text.contains("Max-Age=0") {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        response
+    }
+
+    fn body(response: &writeback_cli::RawResponse) -> String {
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
+    /// The value of the `csrf` field in a page.
+    fn csrf(response: &writeback_cli::RawResponse) -> String {
+        let body = Self::body(response);
+        body.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page has a form")
+            .to_owned()
+    }
+
+    fn location(response: &writeback_cli::RawResponse) -> String {
+        response.headers["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Password, then code; returns the final answer.
+    async fn sign_in(
+        &mut self,
+        email: &str,
+        password: &str,
+        code: &str,
+    ) -> writeback_cli::RawResponse {
+        let page = self.send(Method::GET, "/console/sign-in", None, &[]).await;
+        let csrf = Self::csrf(&page);
+        let after_password = self
+            .send(
+                Method::POST,
+                "/console/sign-in",
+                Some(&[("csrf", &csrf), ("email", email), ("password", password)]),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            after_password.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            Self::body(&after_password)
+        );
+        let code_page = self
+            .send(Method::GET, &Self::location(&after_password), None, &[])
+            .await;
+        let csrf = Self::csrf(&code_page);
+        let action = Self::location(&after_password);
+        self.send(
+            Method::POST,
+            &action,
+            Some(&[("csrf", &csrf), ("code", code)]),
+            &[],
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn the_console_refuses_forged_replayed_and_malformed_requests() {
+    let stack = Stack::start().await.unwrap();
+    let store = stack.cloud.as_ref().unwrap().state.store.clone();
+    // A second administrator whose authenticator the test holds, enrolled directly.
+    let email = "second@example.test";
+    let password = strong_password();
+    writeback_cloud::create_administrator(&store, email, &SecretString::from(password.clone()))
+        .await
+        .unwrap();
+    let administrator = store.administrator_by_email(email).await.unwrap().unwrap();
+    let secret = totp::new_secret().unwrap();
+    store
+        .enrol_totp(administrator.id, &secret, 0)
+        .await
+        .unwrap();
+    let mut used_step = 0;
+
+    let mut console = ConsoleClient::new(&stack);
+    let page = console
+        .send(Method::GET, "/console/sign-in", None, &[])
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let headers = &page.headers;
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("default-src 'none'") && !policy.contains("script-src"),
+        "{policy}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    for attribute in ["__Host-", "Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+
+    // Signed out: pages redirect, unknown pages are HTML 404s.
+    let agents = console
+        .send(Method::GET, "/console/agents", None, &[])
+        .await;
+    assert_eq!(agents.status, StatusCode::SEE_OTHER);
+    assert_eq!(ConsoleClient::location(&agents), "/console/sign-in");
+    let missing = console
+        .send(Method::GET, "/console/nothing-here", None, &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(ConsoleClient::body(&missing).contains("no such page"));
+
+    // A sign-in form without the token of this browser's cookie is refused, and audits nothing.
+    let everything = writeback_store::AuditFilter {
+        limit: 10_000,
+        ..Default::default()
+    };
+    let before = store.audit_entries(&everything).await.unwrap().len();
+    let forged = console
+        .send(
+            Method::POST,
+            "/console/sign-in",
+            Some(&[
+                ("csrf", "forged"),
+                ("email", email),
+                ("password", &password),
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        store.audit_entries(&everything).await.unwrap().len(),
+        before
+    );
+
+    // Sign in: password and a code.
+    let code = fresh_code(&secret, &mut used_step);
+    let signed_in = console.sign_in(email, &password, &code).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        ConsoleClient::body(&signed_in)
+    );
+    assert_eq!(ConsoleClient::location(&signed_in), "/console");
+    let agents_page = console
+        .send(Method::GET, "/console/agents", None, &[])
+        .await;
+    assert_eq!(agents_page.status, StatusCode::OK);
+    let csrf = ConsoleClient::csrf(&agents_page);
+
+    // A signed-in form with a wrong token, the wrong content type, from another site, or too
+    // large: refused, and no token is issued.
+    let tokens_issued = || async {
+        store
+            .audit_entries(&writeback_store::AuditFilter {
+                action: Some("create_registration_token".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    let issued_before = tokens_issued().await;
+    let register = "/console/agents/register";
+    let wrong_token = console
+        .send(
+            Method::POST,
+            register,
+            Some(&[("csrf", "x"), ("directory", "evil")]),
+            &[],
+        )
+        .await;
+    assert_eq!(wrong_token.status, StatusCode::FORBIDDEN);
+    let cross_site = console
+        .send(
+            Method::POST,
+            register,
+            Some(&[("csrf", &csrf), ("directory", "evil")]),
+            &[("sec-fetch-site", "cross-site".into())],
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    let json = console
+        .client
+        .send(
+            Method::POST,
+            register,
+            Some("application/json"),
+            format!("{{\"csrf\":\"{csrf}\",\"directory\":\"evil\"}}").into_bytes(),
+            &[(
+                "cookie",
+                console
+                    .cookies
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let huge = "x".repeat(100 * 1024);
+    let too_large = console
+        .send(
+            Method::POST,
+            register,
+            Some(&[("csrf", &csrf), ("directory", &huge)]),
+            &[],
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let unknown_field = console
+        .send(
+            Method::POST,
+            register,
+            Some(&[("csrf", &csrf), ("directory", "evil"), ("admin", "1")]),
+            &[],
+        )
+        .await;
+    assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
+    assert_eq!(tokens_issued().await, issued_before, "nothing was issued");
+
+    // The same form with its token works.
+    let issued = console
+        .send(
+            Method::POST,
+            register,
+            Some(&[("csrf", &csrf), ("directory", "branch")]),
+            &[],
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    remember_secret(
+        ConsoleClient::body(&issued)
+            .split("id=\"registration-token\">")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap(),
+    );
+    assert_eq!(tokens_issued().await, issued_before + 1);
+
+    // Revoking needs the confirmation box.
+    let unconfirmed = console
+        .send(
+            Method::POST,
+            "/console/agents/revoke",
+            Some(&[("csrf", &csrf), ("agent_id", &stack.agent_id.to_string())]),
+            &[],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(stack.agent_connected(), "nothing was revoked");
+
+    // The audit export, as a file.
+    let csv = console
+        .send(
+            Method::GET,
+            "/console/audit/export?format=csv&operation=create_registration_token",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let csv_text = ConsoleClient::body(&csv);
+    assert!(
+        csv_text.starts_with("id,time,actor,operation"),
+        "{csv_text}"
+    );
+    assert!(
+        csv_text.contains("second@example.test,create_registration_token,branch"),
+        "{csv_text}"
+    );
+    let json = console
+        .send(
+            Method::GET,
+            "/console/audit/export?format=json&actor=second",
+            None,
+            &[],
+        )
+        .await;
+    let page: writeback_proto::api::AuditPage = serde_json::from_slice(&json.body).unwrap();
+    assert!(page.entries.iter().all(|entry| entry.actor == email));
+
+    // Sign out: the session cookie no longer opens anything, even replayed by hand.
+    let session_cookies = console.cookies.clone();
+    let signed_out = console
+        .send(
+            Method::POST,
+            "/console/sign-out",
+            Some(&[("csrf", &csrf)]),
+            &[],
+        )
+        .await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+    console.cookies = session_cookies;
+    let after = console
+        .send(Method::GET, "/console/agents", None, &[])
+        .await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+
+    // A code is used once: the same code again is refused.
+    let mut replay = ConsoleClient::new(&stack);
+    let refused = replay.sign_in(email, &password, &code).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(ConsoleClient::body(&refused).contains("already used"));
+
+    // The API wants the code too, once one is enrolled.
+    let api = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap();
+    let missing_code = api
+        .sign_in(email, SecretString::from(password.clone()), None)
+        .await
+        .unwrap_err();
+    assert!(
+        missing_code.to_string().contains("second_factor_required"),
+        "{missing_code}"
+    );
+    let session = api
+        .sign_in(
+            email,
+            SecretString::from(password.clone()),
+            Some(fresh_code(&secret, &mut used_step)),
+        )
+        .await
+        .unwrap();
+    remember_secret(secrecy::ExposeSecret::expose_secret(&session.token));
+
+    // Five wrong codes end the challenge; then even the right code is refused for a while, in
+    // the console and through the API alike.
+    let mut guesser = ConsoleClient::new(&stack);
+    let page = guesser
+        .send(Method::GET, "/console/sign-in", None, &[])
+        .await;
+    let csrf = ConsoleClient::csrf(&page);
+    let after_password = guesser
+        .send(
+            Method::POST,
+            "/console/sign-in",
+            Some(&[("csrf", &csrf), ("email", email), ("password", &password)]),
+            &[],
+        )
+        .await;
+    let code_page = guesser
+        .send(
+            Method::GET,
+            &ConsoleClient::location(&after_password),
+            None,
+            &[],
+        )
+        .await;
+    let csrf = ConsoleClient::csrf(&code_page);
+    let right_now = totp::code_at(&secret, UnixMillis::now());
+    let wrong_code = format!(
+        "{:06}",
+        (right_now.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let mut last = None;
+    for _ in 0..writeback_cloud::sign_in::MAX_SECOND_FACTOR_FAILURES {
+        last = Some(
+            guesser
+                .send(
+                    Method::POST,
+                    "/console/sign-in/code",
+                    Some(&[("csrf", &csrf), ("code", &wrong_code)]),
+                    &[],
+                )
+                .await,
+        );
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(ConsoleClient::body(&last).contains("Too many wrong codes"));
+    let throttled = api
+        .sign_in(
+            email,
+            SecretString::from(password.clone()),
+            Some(fresh_code(&secret, &mut used_step)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        throttled.to_string().contains("too_many_attempts"),
+        "{throttled}"
+    );
+
+    // An API session of an administrator with no second factor does not open the console.
+    let password_only = api
+        .sign_in(
+            ADMIN_EMAIL,
+            SecretString::from(stack.admin_password.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&password_only.token).to_owned();
+    remember_secret(&token);
+    let mut bearer = ConsoleClient::new(&stack);
+    bearer
+        .cookies
+        .push(("__Host-writeback-console".into(), token));
+    let refused = bearer.send(Method::GET, "/console/agents", None, &[]).await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+}
