@@ -2,10 +2,11 @@
 # Debian machine (as root), and nothing that is already there.
 #   samba, winbind, krb5-user: the throwaway Active Directory domain controllers
 #   ldap-utils: ldapsearch & co., handy for looking at the test domain by hand
+#   $extra_packages: what the caller needs besides (the tests: chromium, for the console tests)
 #   rustup: only when no cargo is on the PATH
 
 missing=""
-for package in samba winbind krb5-user ldap-utils; do
+for package in samba winbind krb5-user ldap-utils ${extra_packages:-}; do
   dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

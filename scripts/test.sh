@@ -1,7 +1,9 @@
 #!/bin/sh
 # Everything CI runs: format check, clippy, unit and integration tests against real Samba AD
-# domain controllers, and the scan of every test log for every test password.
+# domain controllers, the console in headless Chromium, and the scan of every test log for every
+# test password.
 set -eu
 cd "$(dirname "$0")/.."
+extra_packages="chromium"
 . scripts/prerequisites.sh
 exec cargo xtask test

@@ -222,9 +222,14 @@ async fn main() -> Result<()> {
     println!();
     println!("Writeback demo is running.");
     println!();
+    println!("  Admin console:       {url}/console   (self-signed certificate: accept it once)");
     println!("  Cloud (admin API):   {url}");
     println!("  Certificate pin:     {fingerprint}");
     println!("  Administrator:       {ADMIN_EMAIL} / {ADMIN_PASSWORD}");
+    println!(
+        "                       the console asks you to set up an authenticator app (TOTP) at first sign-in;"
+    );
+    println!("                       after that, `writeback login` asks for its code too");
     println!(
         "  Directory:           {DIRECTORY} = corp.example.test at {} (agent connected)",
         dc.ldaps_url()
