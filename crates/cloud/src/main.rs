@@ -28,7 +28,7 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve HTTPS: the admin API and the agent relay.
+    /// Serve HTTPS: the admin console, the admin API and the agent relay.
     Serve {
         /// Overrides `listen`, e.g. 0.0.0.0:8443.
         #[arg(long)]
@@ -46,6 +46,8 @@ enum Command {
     },
     /// Print the SHA-256 fingerprint of the certificate the cloud serves, for agents to pin.
     Fingerprint,
+    /// Print the admin API's OpenAPI document (the same as GET /api/v1/openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +176,12 @@ async fn main() -> Result<()> {
             println!("{}", secrecy::ExposeSecret::expose_secret(&token));
             eprintln!(
                 "single-use registration token for directory {directory}; expires in {minutes} minutes"
+            );
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                writeback_cloud::api::openapi_document().to_pretty_json()?
             );
         }
         Command::Fingerprint => {

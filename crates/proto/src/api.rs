@@ -2,6 +2,7 @@
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ids::{AgentId, DirectoryName, RequestId};
 use crate::result::ResultCode;
@@ -12,29 +13,32 @@ use crate::time::UnixMillis;
 /// and the agent applies a request id at most once.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInRequest {
     pub email: String,
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
     /// The code from the administrator's authenticator app; required once one is enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_code: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInResponse {
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub token: SecretString,
     pub expires_at: UnixMillis,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub new_password: SecretString,
     /// Require a change at next sign-in (`pwdLastSet = 0`).
     #[serde(default)]
@@ -44,17 +48,19 @@ pub struct ResetPasswordRequest {
     pub unlock: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub current_password: SecretString,
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub new_password: SecretString,
 }
 
 /// The synchronous answer to a reset, change or unlock: the directory's own answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationResponse {
     pub request_id: RequestId,
@@ -63,7 +69,7 @@ pub struct OperationResponse {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSummary {
     pub agent_id: AgentId,
@@ -86,17 +92,18 @@ pub struct AgentSummary {
 }
 
 /// Answer to registering a new agent: the one-time token to give `writeback-agent register`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationTokenResponse {
     pub directory: DirectoryName,
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
     pub token: SecretString,
     pub expires_at: UnixMillis,
 }
 
 /// The one state the cloud computes for a directory, from its agents and recent failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     Healthy,
@@ -130,7 +137,7 @@ impl HealthState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryHealth {
     pub directory: DirectoryName,
@@ -144,7 +151,7 @@ pub struct DirectoryHealth {
 }
 
 /// One audit log entry as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntryView {
     pub id: i64,
@@ -160,7 +167,7 @@ pub struct AuditEntryView {
     pub origin: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcomeView {
     Success,
@@ -168,7 +175,7 @@ pub enum AuditOutcomeView {
 }
 
 /// A page of the audit log, newest first. Pass `next_before` as `before` for the next page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
@@ -176,20 +183,20 @@ pub struct AuditPage {
 }
 
 /// How long the audit log keeps entries. `None` keeps them for ever.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     pub retention_days: Option<u32>,
 }
 
 /// Body of every 4xx/5xx answer that is not an [`OperationResponse`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `unauthenticated`, `invalid_request`.
@@ -198,7 +205,7 @@ pub struct ErrorBody {
 }
 
 /// A synced user as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryUser {
     pub user: SyncedUser,
@@ -206,7 +213,7 @@ pub struct DirectoryUser {
 }
 
 /// One user with its groups, direct and through nesting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryUserDetail {
     pub user: SyncedUser,
@@ -216,14 +223,14 @@ pub struct DirectoryUserDetail {
     pub nested_groups: Vec<GroupRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRef {
     pub anchor: ObjectAnchor,
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryGroup {
     pub group: SyncedGroup,
@@ -232,7 +239,7 @@ pub struct DirectoryGroup {
 }
 
 /// Where sync of one directory stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncStatus {
     pub directory: DirectoryName,
@@ -253,7 +260,7 @@ pub struct SyncStatus {
     pub recent_errors: Vec<SyncErrorView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncErrorView {
     pub at: UnixMillis,
@@ -262,7 +269,7 @@ pub struct SyncErrorView {
 }
 
 /// The answer to a full sync request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FullSyncResponse {
     /// A connected agent was told to start now; otherwise the next agent to connect starts it.

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod operation;
 pub mod result;
+mod schema;
 pub mod sealing;
 pub mod secret;
 pub mod session;

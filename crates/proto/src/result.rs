@@ -3,11 +3,12 @@
 //! are only added. Modelled on the event catalogue of the product we stand in for (REFERENCE.md).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use writeback_policy::PolicyReason;
 
 /// The requirements a refused password failed against, so a message can say "at least 12
 /// characters" instead of "does not meet policy".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequirements {
     pub min_length: u32,
@@ -16,7 +17,7 @@ pub struct PolicyRequirements {
     pub min_age_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "code", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ResultCode {
     Success,

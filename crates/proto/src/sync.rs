@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for ObjectAnchor {
 
 /// Where sync stands. Update sequence numbers belong to one domain controller, so the cursor names
 /// the one it came from; a cursor from another DC means a full sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncCursor {
     /// The DC's `dsServiceName`.
@@ -113,7 +113,7 @@ pub struct SyncCursor {
     pub phase: SyncPhase,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "phase", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncPhase {
     /// A full sync of `generation` is under way. It began when the DC's highest committed USN was
@@ -178,7 +178,7 @@ impl<'de> Deserialize<'de> for DirSyncCookie {
 }
 
 /// One user as the cloud keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncedUser {
     pub anchor: ObjectAnchor,
@@ -200,7 +200,7 @@ pub struct SyncedUser {
     pub protected: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncedGroup {
     pub anchor: ObjectAnchor,

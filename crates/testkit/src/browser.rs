@@ -274,7 +274,7 @@ impl Browser {
 
     /// The whole page's visible text.
     pub async fn page_text(&self) -> Result<String> {
-        Ok(self.text("body").await?.context("the page has no body")?)
+        self.text("body").await?.context("the page has no body")
     }
 
     pub async fn attribute(&self, selector: &str, name: &str) -> Result<Option<String>> {

@@ -6,14 +6,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use writeback_proto::api::{AgentSummary, RegistrationTokenResponse};
-use writeback_proto::ids::AgentId;
+use writeback_proto::api::{AgentSummary, ErrorResponse, RegistrationTokenResponse};
+use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
 
 use super::extract::{ApiError, DirectoryPath, SignedIn};
 use crate::AppState;
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])), responses((status = 200, description = "Every registered agent, revoked ones included.", body = Vec<AgentSummary>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -51,6 +52,7 @@ pub(crate) async fn summaries(state: &AppState) -> Result<Vec<AgentSummary>, Api
         .collect())
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{directory}/registration-tokens", tag = "agents", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 201, description = "The token, shown once.", body = RegistrationTokenResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 /// A one-time token for `writeback-agent register`, valid for the configured lifetime. The
 /// directory is created if it is new.
 pub async fn create_registration_token(
@@ -79,6 +81,7 @@ pub async fn create_registration_token(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/revoke", tag = "agents", security(("bearer" = [])), params(("agent" = AgentId, Path, description = "The agent id.")), responses((status = 204, description = "Revoked and disconnected."), (status = 404, description = "No such agent.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 /// Revokes an agent: it is disconnected at once and refused at every later connection.
 pub async fn revoke_agent(
     State(state): State<AppState>,

@@ -6,7 +6,9 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use writeback_proto::api::{AuditEntryView, AuditOutcomeView, AuditPage, AuditSettings};
+use writeback_proto::api::{
+    AuditEntryView, AuditOutcomeView, AuditPage, AuditSettings, ErrorResponse,
+};
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
 
@@ -21,23 +23,29 @@ const MAX_PAGE: u32 = 50_000;
 /// Ten years: longer retention is "keep for ever", which is `null`.
 const MAX_RETENTION_DAYS: u32 = 3650;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Unix milliseconds or an RFC 3339 time, inclusive.
     pub since: Option<String>,
     /// Unix milliseconds or an RFC 3339 time, exclusive.
     pub until: Option<String>,
+    /// Who acted: part of an administrator's email, or of an agent's name.
     pub actor: Option<String>,
+    /// Whom it was done to: part of a user name.
     pub target: Option<String>,
     pub directory: Option<String>,
     /// The action, e.g. `reset_password`.
     pub operation: Option<String>,
     /// `success` or `failure`.
     pub outcome: Option<String>,
+    /// A result code, e.g. `policy_violation`.
     pub result_code: Option<String>,
     pub request_id: Option<String>,
+    /// Only entries older than this id: `next_before` of the previous page.
     pub before: Option<i64>,
+    /// At most this many entries (default 100).
     pub limit: Option<u32>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
@@ -245,6 +253,7 @@ pub fn to_csv(entries: &[AuditEntryView]) -> String {
     out
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery), responses((status = 200, description = "Entries, newest first (JSON), or the same as a CSV file with `format=csv`.", content((AuditPage = "application/json"), (String = "text/csv"))), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn list_audit(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -255,6 +264,7 @@ pub async fn list_audit(
     Ok(export(entries, format, filter.limit))
 }
 
+#[utoipa::path(get, path = "/api/v1/settings/audit", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "The retention setting.", body = AuditSettings), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn audit_settings(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -265,6 +275,7 @@ pub async fn audit_settings(
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(put, path = "/api/v1/settings/audit", tag = "audit", security(("bearer" = [])), request_body = AuditSettings, responses((status = 200, description = "Stored and applied.", body = AuditSettings), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn update_audit_settings(
     State(state): State<AppState>,
     signed_in: SignedIn,

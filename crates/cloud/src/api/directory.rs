@@ -6,8 +6,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writeback_proto::api::{
-    DirectoryGroup, DirectoryHealth, DirectoryUser, DirectoryUserDetail, FullSyncResponse,
-    SyncStatus,
+    DirectoryGroup, DirectoryHealth, DirectoryUser, DirectoryUserDetail, ErrorResponse,
+    FullSyncResponse, SyncStatus,
 };
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::operation::UserRef;
@@ -24,8 +24,9 @@ const MAX_LIMIT: u32 = 1000;
 /// Longer search text cannot match any attribute AD allows, and is refused rather than scanned for.
 const MAX_SEARCH_CHARS: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserSearch {
     /// Part of a logon name, UPN, mail or display name.
     q: Option<String>,
@@ -34,9 +35,11 @@ pub struct UserSearch {
     limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GroupSearch {
+    /// Part of the group's name.
     q: Option<String>,
     limit: Option<u32>,
 }
@@ -85,6 +88,7 @@ pub(super) fn query<T>(
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{directory}/users", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), UserSearch), responses((status = 200, description = "Matching synced users.", body = Vec<DirectoryUser>), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn list_users(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -105,6 +109,7 @@ pub async fn list_users(
         .map_err(|error| store_error(&directory, error))
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{directory}/users/{user}", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID.")), responses((status = 200, description = "The synced user and their groups.", body = DirectoryUserDetail), (status = 404, description = "No such directory or user.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn show_user(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -127,6 +132,7 @@ pub async fn show_user(
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{directory}/groups", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), GroupSearch), responses((status = 200, description = "Matching synced groups.", body = Vec<DirectoryGroup>), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn list_groups(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -147,6 +153,7 @@ pub async fn list_groups(
         .map_err(|error| store_error(&directory, error))
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{directory}/sync", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 200, description = "Where sync stands.", body = SyncStatus), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn sync_status(
     State(state): State<AppState>,
     _signed_in: SignedIn,
@@ -160,6 +167,7 @@ pub async fn sync_status(
         .map_err(|error| store_error(&directory, error))
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{directory}/sync/full", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 202, description = "Started, or queued for the next agent to connect.", body = FullSyncResponse), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn request_full_sync(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -216,6 +224,7 @@ pub fn describe_target(name: &str, user: &UserRef) -> String {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/directories", tag = "health", security(("bearer" = [])), responses((status = 200, description = "Every directory with its health.", body = Vec<DirectoryHealth>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 /// Every directory with its health.
 pub async fn list_directories(
     State(state): State<AppState>,
@@ -227,6 +236,7 @@ pub async fn list_directories(
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{directory}/health", tag = "health", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 200, description = "The directory's health.", body = DirectoryHealth), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 pub async fn directory_health(
     State(state): State<AppState>,
     _signed_in: SignedIn,

@@ -8,15 +8,21 @@ mod extract;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use std::sync::Arc;
+
+use axum::routing::get;
 use axum::{Json, Router};
 use secrecy::SecretString;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
 use writeback_proto::ProtoError;
 use writeback_proto::api::{
-    ChangePasswordRequest, OperationResponse, ResetPasswordRequest, SignInRequest, SignInResponse,
+    ChangePasswordRequest, ErrorResponse, OperationResponse, ResetPasswordRequest, SignInRequest,
+    SignInResponse,
 };
-use writeback_proto::ids::RequestId;
+use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
 use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, SecretField, seal};
@@ -30,61 +36,83 @@ use extract::{IdempotencyKey, JsonBody};
 use crate::sign_in::{self, CodeCheck};
 use crate::{AppState, messages, relay};
 
+/// Describes the API: everything under `/api/v1`, generated from the handlers' annotations.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Writeback admin API",
+        description = "Administer Writeback: reset, change and unlock passwords in the on-premises directory with its own synchronous verdict; read the synced users and groups; manage agents; read the audit log and health. Sign in with POST /api/v1/sessions and send the token as `Authorization: Bearer`. Bodies are JSON; errors are `{\"error\": {\"code\", \"message\"}}`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&BearerSecurity),
+    tags(
+        (name = "sessions", description = "Administrator sign-in."),
+        (name = "writeback", description = "Password resets, changes and unlocks, answered with the directory's own result."),
+        (name = "directory", description = "The synced copy of each directory's users and groups."),
+        (name = "health", description = "Each directory's health."),
+        (name = "agents", description = "Registering and revoking on-premises agents."),
+        (name = "audit", description = "The append-only audit log and its retention.")
+    )
+)]
+struct ApiDocument;
+
+#[derive(Debug)]
+struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The documented API routes, with their description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDocument::openapi())
+        .routes(routes!(sign_in))
+        .routes(routes!(sign_out))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::revoke_agent))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::audit_settings, audit::update_audit_settings))
+        .routes(routes!(directory::list_directories))
+        .routes(routes!(directory::directory_health))
+        .routes(routes!(agents::create_registration_token))
+        .routes(routes!(reset_password))
+        .routes(routes!(change_password))
+        .routes(routes!(unlock))
+        .routes(routes!(directory::list_users))
+        .routes(routes!(directory::show_user))
+        .routes(routes!(directory::list_groups))
+        .routes(routes!(directory::sync_status))
+        .routes(routes!(directory::request_full_sync))
+}
+
+/// The OpenAPI document of the admin API, as served at `/api/v1/openapi.json` and committed as
+/// `docs/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let (api, document) = api_routes().split_for_parts();
+    let document = Arc::new(document);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::scrape))
-        .route("/api/v1/sessions", post(sign_in))
-        .route("/api/v1/sessions/current", delete(sign_out))
-        .route("/api/v1/agents", get(agents::list_agents))
-        .route("/api/v1/agents/{agent}/revoke", post(agents::revoke_agent))
-        .route("/api/v1/audit", get(audit::list_audit))
         .route(
-            "/api/v1/settings/audit",
-            get(audit::audit_settings).put(audit::update_audit_settings),
+            "/api/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
         )
-        .route("/api/v1/directories", get(directory::list_directories))
-        .route(
-            "/api/v1/directories/{directory}/health",
-            get(directory::directory_health),
-        )
-        .route(
-            "/api/v1/directories/{directory}/registration-tokens",
-            post(agents::create_registration_token),
-        )
-        .route(
-            "/api/v1/directories/{directory}/users/{user}/reset-password",
-            post(reset_password),
-        )
-        .route(
-            "/api/v1/directories/{directory}/users/{user}/change-password",
-            post(change_password),
-        )
-        .route(
-            "/api/v1/directories/{directory}/users/{user}/unlock",
-            post(unlock),
-        )
-        .route(
-            "/api/v1/directories/{directory}/users",
-            get(directory::list_users),
-        )
-        .route(
-            "/api/v1/directories/{directory}/users/{user}",
-            get(directory::show_user),
-        )
-        .route(
-            "/api/v1/directories/{directory}/groups",
-            get(directory::list_groups),
-        )
-        .route(
-            "/api/v1/directories/{directory}/sync",
-            get(directory::sync_status),
-        )
-        .route(
-            "/api/v1/directories/{directory}/sync/full",
-            post(directory::request_full_sync),
-        )
+        .merge(api)
         .route("/agent/v1/connect", get(relay::connection::upgrade))
         .merge(crate::console::router())
         .fallback(|uri: axum::http::Uri| async move {
@@ -99,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = SignInRequest, responses((status = 201, description = "Signed in.", body = SignInResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Wrong email or password, authenticator code missing (`second_factor_required`) or wrong.", body = ErrorResponse), (status = 429, description = "Too many wrong authenticator codes.", body = ErrorResponse)))]
 async fn sign_in(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -151,6 +180,7 @@ async fn sign_in(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])), responses((status = 204, description = "Signed out."), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 async fn sign_out(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -194,6 +224,7 @@ fn seal_for(
     seal(key, &context, secret)
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/reset-password", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), request_body = ResetPasswordRequest, responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 async fn reset_password(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -245,6 +276,7 @@ pub(crate) async fn reset_password_as(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/change-password", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), request_body = ChangePasswordRequest, responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 async fn change_password(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -291,6 +323,7 @@ async fn change_password(
     .map(|(status, response)| (status, Json(response)))
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/unlock", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
 async fn unlock(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -433,5 +466,61 @@ fn http_status(result: &ResultCode) -> StatusCode {
         ResultCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ResultCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ResultCode::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CI fails when the API changes and `docs/openapi.json` does not follow. To accept the
+    /// change: `WRITEBACK_UPDATE_OPENAPI=1 cargo test -p writeback-cloud openapi`.
+    #[test]
+    fn the_committed_openapi_document_is_the_generated_one() {
+        let generated = format!("{}\n", openapi_document().to_pretty_json().unwrap());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        if std::env::var_os("WRITEBACK_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is not what the code describes; run \
+             `WRITEBACK_UPDATE_OPENAPI=1 cargo test -p writeback-cloud openapi` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_operation_but_sign_in_needs_a_session() {
+        let document = openapi_document();
+        let mut operations = 0;
+        for (path, item) in &document.paths.paths {
+            for (method, operation) in [
+                ("get", &item.get),
+                ("post", &item.post),
+                ("put", &item.put),
+                ("delete", &item.delete),
+            ] {
+                let Some(operation) = operation else { continue };
+                operations += 1;
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|security| !security.is_empty());
+                let is_sign_in = path == "/api/v1/sessions" && method == "post";
+                assert_eq!(secured, !is_sign_in, "{method} {path}");
+            }
+        }
+        assert_eq!(operations, 18);
+        let schemas = &document.components.as_ref().unwrap().schemas;
+        for name in [
+            "ResultCode",
+            "OperationResponse",
+            "UnixMillis",
+            "DirectoryName",
+            "ErrorResponse",
+        ] {
+            assert!(schemas.contains_key(name), "{name} is described");
+        }
     }
 }

@@ -367,7 +367,7 @@ mod tests {
         let html = page.render().unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img src=x>"), "{html}");
-        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("&#60;script&#62;"), "{html}");
     }
 
     #[test]
