@@ -20,8 +20,8 @@ use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
     AgentSummary, AuditPage, AuditSettings, ChangePasswordRequest, DirectoryGroup, DirectoryHealth,
     DirectoryUser, DirectoryUserDetail, ErrorResponse, FullSyncResponse, IDEMPOTENCY_KEY_HEADER,
-    OperationResponse, RegistrationTokenResponse, ResetPasswordRequest, SignInRequest,
-    SignInResponse, SyncStatus,
+    OperationResponse, RegistrationTokenResponse, ResetPasswordRequest, SelfServiceSettings,
+    SignInRequest, SignInResponse, SyncStatus,
 };
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_tls::Trust;
@@ -497,6 +497,28 @@ impl ApiClient {
     ) -> Result<AuditSettings, ClientError> {
         Ok(self
             .json(Method::PUT, "/api/v1/settings/audit", Some(settings), &[])
+            .await?
+            .1)
+    }
+
+    pub async fn self_service_settings(&self) -> Result<SelfServiceSettings, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/settings/self-service", None, &[])
+            .await?
+            .1)
+    }
+
+    pub async fn update_self_service_settings(
+        &self,
+        settings: &SelfServiceSettings,
+    ) -> Result<SelfServiceSettings, ClientError> {
+        Ok(self
+            .json(
+                Method::PUT,
+                "/api/v1/settings/self-service",
+                Some(settings),
+                &[],
+            )
             .await?
             .1)
     }

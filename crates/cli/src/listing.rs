@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 use writeback_proto::api::{
     AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup, DirectoryHealth, DirectoryUser,
-    DirectoryUserDetail, SyncStatus,
+    DirectoryUserDetail, SelfServiceScope, SelfServiceSettings, SyncStatus,
 };
 use writeback_proto::time::UnixMillis;
 
@@ -231,5 +231,64 @@ pub fn print_audit(page: &AuditPage) {
     }
     if let Some(before) = page.next_before {
         println!("(more entries: raise --limit, or page with the API's before={before})");
+    }
+}
+
+pub fn print_self_service(settings: &SelfServiceSettings) {
+    let scope = match &settings.scope {
+        SelfServiceScope::Nobody => "nobody (self-service is off)".to_owned(),
+        SelfServiceScope::Group { group } => format!("members of {group}"),
+        SelfServiceScope::Everyone => "everyone".to_owned(),
+    };
+    let methods: Vec<&str> = settings
+        .methods
+        .iter()
+        .map(|method| method.as_str())
+        .collect();
+    let yes_no = |value: bool| if value { "yes" } else { "no" };
+    let rows = [
+        ("scope", scope),
+        ("methods", methods.join(", ")),
+        ("methods required", settings.methods_required.to_string()),
+        (
+            "security questions",
+            format!(
+                "{} written, {} asked",
+                settings.security_questions.len(),
+                settings.questions_asked
+            ),
+        ),
+        (
+            "unlock without reset",
+            yes_no(settings.unlock_without_reset).into(),
+        ),
+        (
+            "writeback enabled",
+            yes_no(settings.writeback_enabled).into(),
+        ),
+        ("banned words", settings.banned_words.join(", ")),
+        (
+            "minimum strength",
+            format!("{} of 4", settings.minimum_strength),
+        ),
+        ("helpdesk", settings.helpdesk.clone()),
+        (
+            "reconfirm after",
+            match settings.reconfirm_days {
+                0 => "never".into(),
+                days => format!("{days} days"),
+            },
+        ),
+        (
+            "notify user on reset",
+            yes_no(settings.notify_user_on_reset).into(),
+        ),
+        (
+            "notify admins on admin reset",
+            yes_no(settings.notify_admins_on_admin_reset).into(),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<29} {value}");
     }
 }

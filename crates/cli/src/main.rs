@@ -16,6 +16,7 @@ use writeback_cli::{ApiClient, AuditQuery, ClientError, UserSearch};
 use writeback_config::Sources;
 use writeback_proto::api::{
     AuditSettings, ChangePasswordRequest, OperationResponse, ResetPasswordRequest,
+    SelfServiceScope, SelfServiceSettings, VerificationMethod,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::result::ResultCode;
@@ -190,6 +191,135 @@ enum SettingsCommand {
         #[arg(long)]
         keep_forever: bool,
     },
+    /// Show or change the self-service policy; only the options given change.
+    SelfService(SelfServiceChanges),
+}
+
+#[derive(Debug, clap::Args)]
+struct SelfServiceChanges {
+    /// nobody, everyone, or group:NAME.
+    #[arg(long)]
+    scope: Option<String>,
+    /// The methods users may use, comma-separated: email, authenticator_app, security_questions, sms.
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    /// How many methods a reset needs: 1 or 2.
+    #[arg(long)]
+    methods_required: Option<u8>,
+    /// A file with the security questions, one per line.
+    #[arg(long)]
+    questions_file: Option<PathBuf>,
+    /// How many questions a reset asks: 3 to 5.
+    #[arg(long)]
+    questions_asked: Option<u8>,
+    #[arg(long)]
+    unlock_without_reset: Option<bool>,
+    #[arg(long)]
+    writeback_enabled: Option<bool>,
+    /// Words no password may contain, comma-separated (replaces the list; "" empties it).
+    #[arg(long, value_delimiter = ',')]
+    banned_words: Option<Vec<String>>,
+    /// 0 (any) to 4 (very strong).
+    #[arg(long)]
+    minimum_strength: Option<u8>,
+    /// A sentence or an https link users see when they cannot help themselves.
+    #[arg(long)]
+    helpdesk: Option<String>,
+    /// Ask users to confirm their methods again after this many days; 0 never.
+    #[arg(long)]
+    reconfirm_days: Option<u32>,
+    #[arg(long)]
+    notify_user_on_reset: Option<bool>,
+    #[arg(long)]
+    notify_admins_on_admin_reset: Option<bool>,
+}
+
+impl SelfServiceChanges {
+    /// `settings` with these changes; `true` when anything was asked to change.
+    fn apply_to(&self, settings: &mut SelfServiceSettings) -> Result<bool> {
+        let mut changed = false;
+        if let Some(scope) = &self.scope {
+            settings.scope = match scope.as_str() {
+                "nobody" => SelfServiceScope::Nobody,
+                "everyone" => SelfServiceScope::Everyone,
+                other => match other.strip_prefix("group:") {
+                    Some(group) => SelfServiceScope::Group {
+                        group: group.to_owned(),
+                    },
+                    None => bail!("--scope must be nobody, everyone or group:NAME"),
+                },
+            };
+            changed = true;
+        }
+        if let Some(methods) = &self.methods {
+            settings.methods = methods
+                .iter()
+                .map(|name| {
+                    VerificationMethod::ALL
+                        .into_iter()
+                        .find(|method| method.as_str() == name.trim())
+                        .ok_or_else(|| anyhow!("{name:?} is not a method: use email, authenticator_app, security_questions or sms"))
+                })
+                .collect::<Result<_>>()?;
+            changed = true;
+        }
+        if let Some(path) = &self.questions_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            settings.security_questions = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+            changed = true;
+        }
+        if let Some(words) = &self.banned_words {
+            settings.banned_words = words
+                .iter()
+                .map(|word| word.trim().to_owned())
+                .filter(|word| !word.is_empty())
+                .collect();
+            changed = true;
+        }
+        let mut set = |value: Option<u8>, field: &mut u8| {
+            if let Some(value) = value {
+                *field = value;
+                changed = true;
+            }
+        };
+        set(self.methods_required, &mut settings.methods_required);
+        set(self.questions_asked, &mut settings.questions_asked);
+        set(self.minimum_strength, &mut settings.minimum_strength);
+        let mut flag = |value: Option<bool>, field: &mut bool| {
+            if let Some(value) = value {
+                *field = value;
+                changed = true;
+            }
+        };
+        flag(
+            self.unlock_without_reset,
+            &mut settings.unlock_without_reset,
+        );
+        flag(self.writeback_enabled, &mut settings.writeback_enabled);
+        flag(
+            self.notify_user_on_reset,
+            &mut settings.notify_user_on_reset,
+        );
+        flag(
+            self.notify_admins_on_admin_reset,
+            &mut settings.notify_admins_on_admin_reset,
+        );
+        if let Some(helpdesk) = &self.helpdesk {
+            settings.helpdesk = helpdesk.clone();
+            changed = true;
+        }
+        if let Some(days) = self.reconfirm_days {
+            settings.reconfirm_days = days;
+            changed = true;
+        }
+        Ok(changed)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +618,20 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                     Some(days) => println!("the audit log keeps entries for {days} days"),
                     None => println!("the audit log keeps entries for ever"),
                 }
+            }
+        }
+        Command::Settings {
+            command: SettingsCommand::SelfService(changes),
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let mut settings = client.self_service_settings().await?;
+            if changes.apply_to(&mut settings)? {
+                settings = client.update_self_service_settings(&settings).await?;
+            }
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&settings)?);
+            } else {
+                listing::print_self_service(&settings);
             }
         }
         Command::Reset {

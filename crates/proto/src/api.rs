@@ -275,3 +275,252 @@ pub struct FullSyncResponse {
     /// A connected agent was told to start now; otherwise the next agent to connect starts it.
     pub started: bool,
 }
+
+/// Who may reset their own password through the self-service portal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SelfServiceScope {
+    Nobody,
+    /// Members of this group (by name or anchor), directly or through nested groups.
+    Group {
+        group: String,
+    },
+    Everyone,
+}
+
+/// A way for users to prove who they are before a self-service reset or unlock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMethod {
+    /// A one-time code sent to a verified email address.
+    Email,
+    /// A code from an authenticator app (TOTP).
+    AuthenticatorApp,
+    /// Answers to questions the administrator chose.
+    SecurityQuestions,
+    /// A one-time code sent by text message through the configured provider.
+    Sms,
+}
+
+impl VerificationMethod {
+    pub const ALL: [Self; 4] = [
+        Self::Email,
+        Self::AuthenticatorApp,
+        Self::SecurityQuestions,
+        Self::Sms,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::AuthenticatorApp => "authenticator_app",
+            Self::SecurityQuestions => "security_questions",
+            Self::Sms => "sms",
+        }
+    }
+}
+
+/// The self-service policy, one per cloud, edited by administrators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfServiceSettings {
+    pub scope: SelfServiceScope,
+    /// The methods users may register and verify with.
+    pub methods: Vec<VerificationMethod>,
+    /// How many different methods a user must pass: 1 or 2.
+    pub methods_required: u8,
+    /// The questions users answer when registering security questions.
+    pub security_questions: Vec<String>,
+    /// How many of them are asked at a reset: 3 to 5.
+    pub questions_asked: u8,
+    /// Whether users may unlock their account without resetting the password.
+    pub unlock_without_reset: bool,
+    /// Whether self-service resets are written back to the directory; off, users are told to
+    /// contact the helpdesk.
+    pub writeback_enabled: bool,
+    /// Words no new password may contain, besides the built-in list of common passwords.
+    pub banned_words: Vec<String>,
+    /// The least strength a new password must have, 0 (any) to 4 (very strong).
+    pub minimum_strength: u8,
+    /// What users read when they cannot help themselves: a sentence, or an https link.
+    pub helpdesk: String,
+    /// Users confirm their registered methods again after this many days; 0 never asks.
+    pub reconfirm_days: u32,
+    /// Email users when their password is reset or changed.
+    pub notify_user_on_reset: bool,
+    /// Email every administrator when an administrator resets another user's password.
+    pub notify_admins_on_admin_reset: bool,
+}
+
+impl Default for SelfServiceSettings {
+    /// Off until an administrator turns it on; sensible choices for everything else.
+    fn default() -> Self {
+        Self {
+            scope: SelfServiceScope::Nobody,
+            methods: vec![
+                VerificationMethod::Email,
+                VerificationMethod::AuthenticatorApp,
+            ],
+            methods_required: 1,
+            security_questions: Vec::new(),
+            questions_asked: 3,
+            unlock_without_reset: true,
+            writeback_enabled: true,
+            banned_words: Vec::new(),
+            minimum_strength: 2,
+            helpdesk: String::new(),
+            reconfirm_days: 180,
+            notify_user_on_reset: true,
+            notify_admins_on_admin_reset: true,
+        }
+    }
+}
+
+const MAX_QUESTIONS: usize = 20;
+const MAX_QUESTION_CHARS: usize = 200;
+const MAX_BANNED_WORDS: usize = 1000;
+const MAX_BANNED_WORD_CHARS: usize = 64;
+const MAX_HELPDESK_CHARS: usize = 500;
+
+impl SelfServiceSettings {
+    /// Everything wrong with these settings, each as a sentence; empty when they are valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let SelfServiceScope::Group { group } = &self.scope
+            && group.trim().is_empty()
+        {
+            problems.push("Name the group whose members may use self-service.".to_owned());
+        }
+        let mut distinct = self.methods.clone();
+        distinct.sort_by_key(|method| method.as_str());
+        distinct.dedup();
+        if distinct.len() != self.methods.len() {
+            problems.push("Each verification method may be listed once.".to_owned());
+        }
+        if self.methods.is_empty() {
+            problems.push("Choose at least one verification method.".to_owned());
+        }
+        if !(1..=2).contains(&self.methods_required) {
+            problems.push("Users must pass 1 or 2 verification methods.".to_owned());
+        } else if usize::from(self.methods_required) > self.methods.len() {
+            problems.push(format!(
+                "{} methods are required but only {} are available.",
+                self.methods_required,
+                self.methods.len()
+            ));
+        }
+        if !(3..=5).contains(&self.questions_asked) {
+            problems.push("Ask 3 to 5 security questions.".to_owned());
+        }
+        if self
+            .methods
+            .contains(&VerificationMethod::SecurityQuestions)
+            && self.security_questions.len() < usize::from(self.questions_asked)
+        {
+            problems.push(format!(
+                "Security questions are a method, so write at least {} questions.",
+                self.questions_asked
+            ));
+        }
+        if self.security_questions.len() > MAX_QUESTIONS
+            || self.security_questions.iter().any(|question| {
+                question.trim().is_empty() || question.chars().count() > MAX_QUESTION_CHARS
+            })
+        {
+            problems.push(format!(
+                "Write at most {MAX_QUESTIONS} security questions, none empty or longer than {MAX_QUESTION_CHARS} characters."
+            ));
+        }
+        if self.banned_words.len() > MAX_BANNED_WORDS
+            || self
+                .banned_words
+                .iter()
+                .any(|word| word.trim().is_empty() || word.chars().count() > MAX_BANNED_WORD_CHARS)
+        {
+            problems.push(format!(
+                "List at most {MAX_BANNED_WORDS} banned words, none empty or longer than {MAX_BANNED_WORD_CHARS} characters."
+            ));
+        }
+        if self.minimum_strength > 4 {
+            problems.push("The minimum strength is 0 to 4.".to_owned());
+        }
+        if self.helpdesk.chars().count() > MAX_HELPDESK_CHARS {
+            problems.push(format!(
+                "The helpdesk text is longer than {MAX_HELPDESK_CHARS} characters."
+            ));
+        }
+        let looks_like_link = self.helpdesk.contains("://");
+        if looks_like_link && !self.helpdesk.trim().starts_with("https://") {
+            problems.push("A helpdesk link must start with https://.".to_owned());
+        }
+        if self
+            .security_questions
+            .iter()
+            .chain(&self.banned_words)
+            .chain(std::iter::once(&self.helpdesk))
+            .any(|text| text.chars().any(char::is_control))
+        {
+            problems.push("Texts must not contain control characters.".to_owned());
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_self_service_settings_are_valid_and_off() {
+        let settings = SelfServiceSettings::default();
+        assert_eq!(settings.problems(), Vec::<String>::new());
+        assert_eq!(settings.scope, SelfServiceScope::Nobody);
+    }
+
+    #[test]
+    fn self_service_settings_problems_name_each_mistake() {
+        let settings = SelfServiceSettings {
+            scope: SelfServiceScope::Group { group: " ".into() },
+            methods: vec![VerificationMethod::SecurityQuestions],
+            methods_required: 2,
+            security_questions: vec!["Your first pet?".into()],
+            questions_asked: 3,
+            minimum_strength: 5,
+            helpdesk: "http://help.example.test".into(),
+            banned_words: vec![String::new()],
+            ..SelfServiceSettings::default()
+        };
+        let problems = settings.problems().join(" ");
+        for expected in [
+            "Name the group",
+            "2 methods are required but only 1",
+            "at least 3 questions",
+            "0 to 4",
+            "https://",
+            "banned words",
+        ] {
+            assert!(problems.contains(expected), "{expected}: {problems}");
+        }
+    }
+
+    #[test]
+    fn self_service_settings_have_a_stable_wire_form() {
+        let settings = SelfServiceSettings {
+            scope: SelfServiceScope::Group {
+                group: "Staff".into(),
+            },
+            ..SelfServiceSettings::default()
+        };
+        let json = serde_json::to_value(&settings).unwrap();
+        assert_eq!(
+            json["scope"],
+            serde_json::json!({"scope": "group", "group": "Staff"})
+        );
+        assert_eq!(
+            json["methods"],
+            serde_json::json!(["email", "authenticator_app"])
+        );
+        let back: SelfServiceSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(back, settings);
+    }
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use secrecy::SecretString;
 use writeback_cloud::totp;
+use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::time::UnixMillis;
 use writeback_testkit::Stack;
 use writeback_testkit::browser::Browser;
@@ -394,6 +395,29 @@ async fn an_administrator_runs_writeback_from_the_console() {
         Some(400)
     );
     browser.screenshot("settings").await.unwrap();
+    browser
+        .set_checked("input[name=scope][value=everyone]", true)
+        .await
+        .unwrap();
+    browser
+        .set_checked("input[name=method_sms]", true)
+        .await
+        .unwrap();
+    browser.press("#self-service button").await.unwrap();
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("self-service settings apply"),
+        "{}",
+        browser.page_text().await.unwrap()
+    );
+    let self_service = stack.client.self_service_settings().await.unwrap();
+    assert_eq!(self_service.scope, SelfServiceScope::Everyone);
+    assert!(self_service.methods.contains(&VerificationMethod::Sms));
+    browser.screenshot("self-service-settings").await.unwrap();
 
     // The audit log, filtered: this session's resets, refused and done.
     browser
@@ -972,4 +996,218 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         .push(("__Host-writeback-console".into(), token));
     let refused = bearer.send(Method::GET, "/console/agents", None, &[]).await;
     assert_eq!(refused.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_console() {
+    let stack = Stack::start().await.unwrap();
+    let store = stack.cloud.as_ref().unwrap().state.store.clone();
+    let defaults = stack.client.self_service_settings().await.unwrap();
+    assert_eq!(
+        defaults.scope,
+        SelfServiceScope::Nobody,
+        "off until turned on"
+    );
+
+    // Through the API: a policy with mistakes is refused whole, naming each, and nothing is stored.
+    let wrong = SelfServiceSettings {
+        scope: SelfServiceScope::Group {
+            group: String::new(),
+        },
+        methods_required: 2,
+        methods: vec![VerificationMethod::Email],
+        ..SelfServiceSettings::default()
+    };
+    let refused = stack
+        .client
+        .update_self_service_settings(&wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("Name the group") && refused.contains("2 methods are required"),
+        "{refused}"
+    );
+    assert_eq!(
+        stack.client.self_service_settings().await.unwrap(),
+        defaults
+    );
+
+    // Through the CLI: only what is named changes.
+    stack.cli_login().await.unwrap();
+    let questions = stack.work.join("questions.txt");
+    std::fs::write(
+        &questions,
+        "Your first pet?\nThe street you grew up on?\nYour first teacher?\n",
+    )
+    .unwrap();
+    let questions = questions.display().to_string();
+    let output = stack
+        .cli(&[
+            "settings",
+            "self-service",
+            "--scope",
+            "group:Staff",
+            "--methods",
+            "email,security_questions",
+            "--methods-required",
+            "2",
+            "--questions-file",
+            &questions,
+            "--banned-words",
+            "contoso,writeback",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        shown.contains("members of Staff") && shown.contains("email, security_questions"),
+        "{shown}"
+    );
+    let stored = stack.client.self_service_settings().await.unwrap();
+    assert_eq!(
+        stored.scope,
+        SelfServiceScope::Group {
+            group: "Staff".into()
+        }
+    );
+    assert_eq!(stored.security_questions.len(), 3);
+    assert_eq!(stored.banned_words, ["contoso", "writeback"]);
+    assert_eq!(
+        stored.minimum_strength, defaults.minimum_strength,
+        "untouched"
+    );
+
+    // Through the console, as an administrator with an authenticator.
+    let email = "third@example.test";
+    let password = strong_password();
+    writeback_cloud::create_administrator(&store, email, &SecretString::from(password.clone()))
+        .await
+        .unwrap();
+    let administrator = store.administrator_by_email(email).await.unwrap().unwrap();
+    let secret = totp::new_secret().unwrap();
+    store
+        .enrol_totp(administrator.id, &secret, 0)
+        .await
+        .unwrap();
+    let mut console = ConsoleClient::new(&stack);
+    let mut used_step = 0;
+    let code = fresh_code(&secret, &mut used_step);
+    let signed_in = console.sign_in(email, &password, &code).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let page = console
+        .send(Method::GET, "/console/settings", None, &[])
+        .await;
+    let body = ConsoleClient::body(&page);
+    assert!(
+        body.contains("Your first pet?") && body.contains("value=\"Staff\""),
+        "the form shows the stored policy"
+    );
+    let csrf = ConsoleClient::csrf(&page);
+    let form = |helpdesk: &'static str| {
+        vec![
+            ("scope", "everyone"),
+            ("group", ""),
+            ("method_email", "on"),
+            ("method_authenticator_app", "on"),
+            ("methods_required", "1"),
+            ("security_questions", ""),
+            ("questions_asked", "3"),
+            ("unlock_without_reset", "on"),
+            ("writeback_enabled", "on"),
+            ("banned_words", "contoso\r\nfabrikam"),
+            ("minimum_strength", "3"),
+            ("helpdesk", helpdesk),
+            ("reconfirm_days", "90"),
+            ("notify_user_on_reset", "on"),
+        ]
+    };
+    let mut refused_form = form("http://help.example.test");
+    refused_form.push(("csrf", &csrf));
+    let refused = console
+        .send(
+            Method::POST,
+            "/console/settings/self-service",
+            Some(&refused_form),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = ConsoleClient::body(&refused);
+    assert!(
+        body.contains("https://") && body.contains("Nothing was changed"),
+        "{body}"
+    );
+    assert!(
+        body.contains("fabrikam"),
+        "the refused form comes back as sent"
+    );
+    assert_eq!(stack.client.self_service_settings().await.unwrap(), stored);
+
+    let mut accepted_form = form("Call the IT helpdesk on 1234.");
+    accepted_form.push(("csrf", &csrf));
+    let accepted = console
+        .send(
+            Method::POST,
+            "/console/settings/self-service",
+            Some(&accepted_form),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        accepted.status,
+        StatusCode::OK,
+        "{}",
+        ConsoleClient::body(&accepted)
+    );
+    let saved = stack.client.self_service_settings().await.unwrap();
+    assert_eq!(saved.scope, SelfServiceScope::Everyone);
+    assert_eq!(
+        saved.methods,
+        [
+            VerificationMethod::Email,
+            VerificationMethod::AuthenticatorApp
+        ]
+    );
+    assert_eq!(saved.banned_words, ["contoso", "fabrikam"]);
+    assert_eq!(saved.minimum_strength, 3);
+    assert_eq!(saved.reconfirm_days, 90);
+    assert!(saved.notify_user_on_reset && !saved.notify_admins_on_admin_reset);
+    assert_eq!(saved.helpdesk, "Call the IT helpdesk on 1234.");
+
+    // Each change is audited with who made it and what changed.
+    let audit = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            operation: Some("update_settings".into()),
+            target: Some("self_service".into()),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let by_console = audit
+        .entries
+        .iter()
+        .find(|entry| entry.actor == email)
+        .expect("the console's change");
+    let detail = by_console.detail.as_deref().unwrap();
+    assert!(
+        detail.contains("scope") && detail.contains("helpdesk"),
+        "{detail}"
+    );
+    assert!(
+        audit.entries.iter().any(|entry| entry.actor == ADMIN_EMAIL),
+        "the CLI's change"
+    );
+    assert_eq!(
+        audit.entries.len(),
+        2,
+        "refused changes store nothing: {:?}",
+        audit.entries
+    );
 }

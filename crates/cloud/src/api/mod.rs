@@ -4,6 +4,7 @@ pub(crate) mod agents;
 pub(crate) mod audit;
 pub(crate) mod directory;
 mod extract;
+pub(crate) mod self_service;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -51,7 +52,8 @@ use crate::{AppState, messages, relay};
         (name = "directory", description = "The synced copy of each directory's users and groups."),
         (name = "health", description = "Each directory's health."),
         (name = "agents", description = "Registering and revoking on-premises agents."),
-        (name = "audit", description = "The append-only audit log and its retention.")
+        (name = "audit", description = "The append-only audit log and its retention."),
+        (name = "settings", description = "The self-service policy.")
     )
 )]
 struct ApiDocument;
@@ -79,6 +81,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::revoke_agent))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::audit_settings, audit::update_audit_settings))
+        .routes(routes!(
+            self_service::self_service_settings,
+            self_service::update_self_service_settings
+        ))
         .routes(routes!(directory::list_directories))
         .routes(routes!(directory::directory_health))
         .routes(routes!(agents::create_registration_token))
@@ -511,7 +517,7 @@ mod tests {
                 assert_eq!(secured, !is_sign_in, "{method} {path}");
             }
         }
-        assert_eq!(operations, 18);
+        assert_eq!(operations, 20);
         let schemas = &document.components.as_ref().unwrap().schemas;
         for name in [
             "ResultCode",

@@ -1,20 +1,33 @@
-//! Console pages for the audit log (filter, page, export) and the settings.
+//! Console pages for the audit log (filter, page, export) and the settings (audit retention and
+//! the self-service policy).
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use writeback_proto::api::{AuditEntryView, AuditOutcomeView, AuditSettings};
+use writeback_proto::api::{
+    AuditEntryView, AuditOutcomeView, AuditSettings, SelfServiceScope, SelfServiceSettings,
+    VerificationMethod,
+};
 
 use super::pages::{
-    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Layout, Notice, SettingsPage,
-    format_time, path_segment, render,
+    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Layout, Notice, SelfServiceFields,
+    SettingsPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::audit::{AuditQuery, apply_audit_settings, entries, export as export_entries};
+use crate::api::self_service;
 use crate::audit_retention;
+
+const STRENGTHS: &[(u8, &str)] = &[
+    (0, "Any password the directory accepts"),
+    (1, "Weak"),
+    (2, "Fair"),
+    (3, "Strong"),
+    (4, "Very strong"),
+];
 
 const PAGE_SIZE: u32 = 100;
 /// One export holds at most this many entries, as through the API.
@@ -204,14 +217,23 @@ pub async fn export(
     }
 }
 
+/// The settings page; `shown` replaces the stored self-service settings in the form, so that a
+/// refused form comes back as it was sent.
 async fn settings_page(
     state: &AppState,
     session: &ConsoleSession,
     status: StatusCode,
     notice: Option<Notice>,
+    shown: Option<SelfServiceSettings>,
 ) -> Response {
-    let settings = match audit_retention::settings(&state.store).await {
-        Ok(settings) => settings,
+    let loaded = async {
+        Ok::<_, writeback_store::StoreError>((
+            audit_retention::settings(&state.store).await?,
+            self_service::settings(&state.store).await?,
+        ))
+    };
+    let (settings, self_service) = match loaded.await {
+        Ok((settings, stored)) => (settings, shown.unwrap_or(stored)),
         Err(error) => return ErrorPage::from(ApiError::internal(error)).into_response(),
     };
     render(
@@ -223,13 +245,177 @@ async fn settings_page(
             retention_days_text: settings
                 .retention_days
                 .map_or(String::new(), |days| days.to_string()),
+            self_service: self_service_fields(&self_service),
+            strengths: STRENGTHS,
             notice,
         },
     )
 }
 
+fn self_service_fields(settings: &SelfServiceSettings) -> SelfServiceFields {
+    let (scope, group) = match &settings.scope {
+        SelfServiceScope::Nobody => ("nobody", String::new()),
+        SelfServiceScope::Group { group } => ("group", group.clone()),
+        SelfServiceScope::Everyone => ("everyone", String::new()),
+    };
+    let offers = |method| settings.methods.contains(&method);
+    SelfServiceFields {
+        scope,
+        group,
+        email: offers(VerificationMethod::Email),
+        authenticator_app: offers(VerificationMethod::AuthenticatorApp),
+        security_questions: offers(VerificationMethod::SecurityQuestions),
+        sms: offers(VerificationMethod::Sms),
+        methods_required: settings.methods_required,
+        questions: settings.security_questions.join("\n"),
+        questions_asked: settings.questions_asked,
+        unlock_without_reset: settings.unlock_without_reset,
+        writeback_enabled: settings.writeback_enabled,
+        banned_words: settings.banned_words.join("\n"),
+        minimum_strength: settings.minimum_strength,
+        helpdesk: settings.helpdesk.clone(),
+        reconfirm_days: settings.reconfirm_days,
+        notify_user_on_reset: settings.notify_user_on_reset,
+        notify_admins_on_admin_reset: settings.notify_admins_on_admin_reset,
+    }
+}
+
+/// The self-service form. Checkboxes are present only when ticked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfServiceForm {
+    csrf: String,
+    scope: String,
+    group: String,
+    method_email: Option<String>,
+    method_authenticator_app: Option<String>,
+    method_security_questions: Option<String>,
+    method_sms: Option<String>,
+    methods_required: String,
+    security_questions: String,
+    questions_asked: String,
+    unlock_without_reset: Option<String>,
+    writeback_enabled: Option<String>,
+    banned_words: String,
+    minimum_strength: String,
+    helpdesk: String,
+    reconfirm_days: String,
+    notify_user_on_reset: Option<String>,
+    notify_admins_on_admin_reset: Option<String>,
+}
+
+impl ConsoleFormFields for SelfServiceForm {
+    const COOKIE: &'static str = SESSION_COOKIE;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl SelfServiceForm {
+    /// The settings the form describes, or what is not a number where one is needed.
+    fn settings(self) -> Result<SelfServiceSettings, String> {
+        let number = |text: &str, what: &str| {
+            text.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{what} must be a whole number."))
+        };
+        let small = |text: &str, what: &str| {
+            number(text, what)
+                .and_then(|value| u8::try_from(value).map_err(|_| format!("{what} is too large.")))
+        };
+        let scope = match self.scope.as_str() {
+            "nobody" => SelfServiceScope::Nobody,
+            "group" => SelfServiceScope::Group {
+                group: self.group.trim().to_owned(),
+            },
+            "everyone" => SelfServiceScope::Everyone,
+            _ => return Err("Choose who may use self-service.".into()),
+        };
+        let methods = [
+            (self.method_email.is_some(), VerificationMethod::Email),
+            (
+                self.method_authenticator_app.is_some(),
+                VerificationMethod::AuthenticatorApp,
+            ),
+            (
+                self.method_security_questions.is_some(),
+                VerificationMethod::SecurityQuestions,
+            ),
+            (self.method_sms.is_some(), VerificationMethod::Sms),
+        ]
+        .into_iter()
+        .filter_map(|(chosen, method)| chosen.then_some(method))
+        .collect();
+        Ok(SelfServiceSettings {
+            scope,
+            methods,
+            methods_required: small(&self.methods_required, "Methods required")?,
+            security_questions: lines(&self.security_questions),
+            questions_asked: small(&self.questions_asked, "Questions asked")?,
+            unlock_without_reset: self.unlock_without_reset.is_some(),
+            writeback_enabled: self.writeback_enabled.is_some(),
+            banned_words: lines(&self.banned_words),
+            minimum_strength: small(&self.minimum_strength, "Minimum strength")?,
+            helpdesk: self.helpdesk.trim().to_owned(),
+            reconfirm_days: number(&self.reconfirm_days, "Days before confirming again")?,
+            notify_user_on_reset: self.notify_user_on_reset.is_some(),
+            notify_admins_on_admin_reset: self.notify_admins_on_admin_reset.is_some(),
+        })
+    }
+}
+
+pub async fn update_self_service(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    form: ConsoleForm<SelfServiceForm>,
+) -> Response {
+    let refused = |message: String| Notice::bad(format!("Nothing was changed: {message}"));
+    let settings = match form.fields.settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            return settings_page(
+                &state,
+                &session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(refused(message)),
+                None,
+            )
+            .await;
+        }
+    };
+    match self_service::apply(&state, &session.signed_in, settings.clone()).await {
+        Ok(_) => {
+            let notice = Notice::good("Saved: the self-service settings apply from now on.");
+            settings_page(&state, &session, StatusCode::OK, Some(notice), None).await
+        }
+        Err(error) => {
+            let status = if error.status == StatusCode::BAD_REQUEST {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                error.status
+            };
+            settings_page(
+                &state,
+                &session,
+                status,
+                Some(refused(error.message)),
+                Some(settings),
+            )
+            .await
+        }
+    }
+}
+
 pub async fn settings(State(state): State<AppState>, session: ConsoleSession) -> Response {
-    settings_page(&state, &session, StatusCode::OK, None).await
+    settings_page(&state, &session, StatusCode::OK, None, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +456,7 @@ pub async fn update_retention(
                     &session,
                     StatusCode::UNPROCESSABLE_ENTITY,
                     Some(notice),
+                    None,
                 )
                 .await;
             }
@@ -281,6 +468,7 @@ pub async fn update_retention(
                 &session,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some(notice),
+                None,
             )
             .await;
         }
@@ -291,7 +479,14 @@ pub async fn update_retention(
                 Some(days) => format!("Saved: audit entries are kept for {days} days."),
                 None => "Saved: every audit entry is kept.".into(),
             };
-            settings_page(&state, &session, StatusCode::OK, Some(Notice::good(text))).await
+            settings_page(
+                &state,
+                &session,
+                StatusCode::OK,
+                Some(Notice::good(text)),
+                None,
+            )
+            .await
         }
         Err(error) => {
             let status = error.status;
@@ -303,6 +498,7 @@ pub async fn update_retention(
                     "Nothing was changed: {}",
                     error.message
                 ))),
+                None,
             )
             .await
         }

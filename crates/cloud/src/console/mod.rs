@@ -62,6 +62,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/audit/export", get(audit::export))
         .route("/console/settings", get(audit::settings))
         .route("/console/settings/audit", post(audit::update_retention))
+        .route(
+            "/console/settings/self-service",
+            post(audit::update_self_service),
+        )
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -336,6 +336,30 @@ pub struct AuditLogPage {
     pub error: Option<String>,
 }
 
+/// The self-service settings as the form shows them.
+#[derive(Debug)]
+pub struct SelfServiceFields {
+    pub scope: &'static str,
+    pub group: String,
+    pub email: bool,
+    pub authenticator_app: bool,
+    pub security_questions: bool,
+    pub sms: bool,
+    pub methods_required: u8,
+    /// One per line.
+    pub questions: String,
+    pub questions_asked: u8,
+    pub unlock_without_reset: bool,
+    pub writeback_enabled: bool,
+    /// One per line.
+    pub banned_words: String,
+    pub minimum_strength: u8,
+    pub helpdesk: String,
+    pub reconfirm_days: u32,
+    pub notify_user_on_reset: bool,
+    pub notify_admins_on_admin_reset: bool,
+}
+
 #[derive(Debug, Template)]
 #[template(path = "console/settings.html")]
 pub struct SettingsPage {
@@ -343,6 +367,8 @@ pub struct SettingsPage {
     pub csrf: String,
     pub retention_days: Option<u32>,
     pub retention_days_text: String,
+    pub self_service: SelfServiceFields,
+    pub strengths: &'static [(u8, &'static str)],
     pub notice: Option<Notice>,
 }
 
