@@ -55,6 +55,16 @@ pub fn new_token(prefix: &str) -> Result<SecretString, CloudError> {
     )))
 }
 
+/// Compares secrets without an early exit, so the time taken says nothing about where they differ.
+pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }

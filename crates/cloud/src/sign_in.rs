@@ -79,9 +79,12 @@ pub async fn check_password(
     Ok(administrator)
 }
 
-async fn recently_throttled(
+/// Whether the administrator had too many wrong codes recently; a code sent now is then refused
+/// unread, and that too is audited.
+async fn throttled(
     state: &AppState,
     administrator: &Administrator,
+    origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<bool, CloudError> {
     let since = UnixMillis(
@@ -104,7 +107,19 @@ async fn recently_throttled(
         .iter()
         .filter(|entry| entry.event.actor.eq_ignore_ascii_case(&administrator.email))
         .count();
-    Ok(own >= MAX_SECOND_FACTOR_FAILURES)
+    if own < MAX_SECOND_FACTOR_FAILURES {
+        return Ok(false);
+    }
+    audit(
+        state,
+        &administrator.email,
+        TOO_MANY_ATTEMPTS,
+        None,
+        origin,
+        now,
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Checks a code against the administrator's enrolled TOTP secret and uses it up.
@@ -115,16 +130,7 @@ pub async fn check_enrolled_code(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
-    if recently_throttled(state, administrator, now).await? {
-        audit(
-            state,
-            &administrator.email,
-            TOO_MANY_ATTEMPTS,
-            None,
-            origin,
-            now,
-        )
-        .await?;
+    if throttled(state, administrator, origin, now).await? {
         return Ok(CodeCheck::Throttled);
     }
     let Some(enrolled) = state.store.totp_state(administrator.id).await? else {
@@ -164,16 +170,7 @@ pub async fn confirm_enrolment(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
-    if recently_throttled(state, administrator, now).await? {
-        audit(
-            state,
-            &administrator.email,
-            TOO_MANY_ATTEMPTS,
-            None,
-            origin,
-            now,
-        )
-        .await?;
+    if throttled(state, administrator, origin, now).await? {
         return Ok(CodeCheck::Throttled);
     }
     let Some(step) = totp::matching_step(proposed, code, now, None) else {

@@ -8,6 +8,7 @@ use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
 use crate::CloudError;
+use crate::auth::constant_time_equal;
 
 pub const STEP_SECONDS: u64 = 30;
 pub const DIGITS: usize = 6;
@@ -67,15 +68,6 @@ pub fn matching_step(
     (earliest..=current + ALLOWED_DRIFT_STEPS)
         .filter(|step| last_accepted_step.is_none_or(|last| *step > last))
         .find(|step| constant_time_equal(code_at_step(secret, *step).as_bytes(), code.as_bytes()))
-}
-
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
 }
 
 /// RFC 4648 base32 without padding: how authenticator apps take a key typed by hand.

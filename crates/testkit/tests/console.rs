@@ -601,13 +601,8 @@ impl ConsoleClient {
         response.headers["location"].to_str().unwrap().to_owned()
     }
 
-    /// Password, then code; returns the final answer.
-    async fn sign_in(
-        &mut self,
-        email: &str,
-        password: &str,
-        code: &str,
-    ) -> writeback_cli::RawResponse {
+    /// The password step: the path of the code page it leads to and that page's CSRF token.
+    async fn enter_password(&mut self, email: &str, password: &str) -> (String, String) {
         let page = self.send(Method::GET, "/console/sign-in", None, &[]).await;
         let csrf = Self::csrf(&page);
         let after_password = self
@@ -624,14 +619,22 @@ impl ConsoleClient {
             "{}",
             Self::body(&after_password)
         );
-        let code_page = self
-            .send(Method::GET, &Self::location(&after_password), None, &[])
-            .await;
-        let csrf = Self::csrf(&code_page);
-        let action = Self::location(&after_password);
+        let code_path = Self::location(&after_password);
+        let code_page = self.send(Method::GET, &code_path, None, &[]).await;
+        (code_path, Self::csrf(&code_page))
+    }
+
+    /// Password, then code; returns the final answer.
+    async fn sign_in(
+        &mut self,
+        email: &str,
+        password: &str,
+        code: &str,
+    ) -> writeback_cli::RawResponse {
+        let (code_path, csrf) = self.enter_password(email, password).await;
         self.send(
             Method::POST,
-            &action,
+            &code_path,
             Some(&[("csrf", &csrf), ("code", code)]),
             &[],
         )
@@ -924,27 +927,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
     // Five wrong codes end the challenge; then even the right code is refused for a while, in
     // the console and through the API alike.
     let mut guesser = ConsoleClient::new(&stack);
-    let page = guesser
-        .send(Method::GET, "/console/sign-in", None, &[])
-        .await;
-    let csrf = ConsoleClient::csrf(&page);
-    let after_password = guesser
-        .send(
-            Method::POST,
-            "/console/sign-in",
-            Some(&[("csrf", &csrf), ("email", email), ("password", &password)]),
-            &[],
-        )
-        .await;
-    let code_page = guesser
-        .send(
-            Method::GET,
-            &ConsoleClient::location(&after_password),
-            None,
-            &[],
-        )
-        .await;
-    let csrf = ConsoleClient::csrf(&code_page);
+    let (code_path, csrf) = guesser.enter_password(email, &password).await;
     let right_now = totp::code_at(&secret, UnixMillis::now());
     let wrong_code = format!(
         "{:06}",
@@ -956,7 +939,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
             guesser
                 .send(
                     Method::POST,
-                    "/console/sign-in/code",
+                    &code_path,
                     Some(&[("csrf", &csrf), ("code", &wrong_code)]),
                     &[],
                 )

@@ -12,7 +12,7 @@ use writeback_proto::ids::DirectoryName;
 
 use super::directory::directory_names;
 use super::pages::{
-    AgentRow, AgentsPage, ErrorPage, Layout, Notice, RegistrationTokenPage, format_time, render,
+    AgentRow, AgentsPage, ErrorPage, Notice, RegistrationTokenPage, format_time, render,
 };
 use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
@@ -56,11 +56,7 @@ async fn agents_page(
         Err(error) => return ErrorPage::from(error).into_response(),
     };
     let page = AgentsPage {
-        layout: Some(Layout {
-            email: session.signed_in.administrator.email.clone(),
-            csrf: session.csrf.clone(),
-            section: "agents",
-        }),
+        layout: session.layout("agents"),
         csrf: session.csrf.clone(),
         agents: agents.into_iter().map(agent_row).collect(),
         default_directory: directories.first().cloned().unwrap_or_default(),
@@ -131,11 +127,7 @@ pub async fn register(
     render(
         StatusCode::CREATED,
         &RegistrationTokenPage {
-            layout: Some(Layout {
-                email: signed_in.administrator.email.clone(),
-                csrf: session.csrf.clone(),
-                section: "agents",
-            }),
+            layout: session.layout("agents"),
             directory: directory.to_string(),
             token: token.expose_secret().to_owned(),
             expires: format_time(Some(expires_at)),

@@ -11,8 +11,8 @@ use writeback_proto::api::{
 };
 
 use super::pages::{
-    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Layout, Notice, SelfServiceFields,
-    SettingsPage, format_time, path_segment, render,
+    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Notice, SelfServiceFields, SettingsPage,
+    format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
@@ -48,14 +48,6 @@ const OPERATIONS: &[&str] = &[
     "update_settings",
     "request_full_sync",
 ];
-
-fn layout(session: &ConsoleSession, section: &'static str) -> Option<Layout> {
-    Some(Layout {
-        email: session.signed_in.administrator.email.clone(),
-        csrf: session.csrf.clone(),
-        section,
-    })
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,7 +145,7 @@ pub async fn audit_log(
             .into_response();
     };
     let mut page = AuditLogPage {
-        layout: layout(&session, "audit"),
+        layout: session.layout("audit"),
         filters: query.fields(),
         operations: OPERATIONS,
         entries: Vec::new(),
@@ -239,7 +231,7 @@ async fn settings_page(
     render(
         status,
         &SettingsPage {
-            layout: layout(session, "settings"),
+            layout: session.layout("settings"),
             csrf: session.csrf.clone(),
             retention_days: settings.retention_days,
             retention_days_text: settings

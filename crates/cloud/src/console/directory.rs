@@ -13,8 +13,8 @@ use writeback_proto::time::UnixMillis;
 use writeback_store::UserQuery;
 
 use super::pages::{
-    ErrorPage, GroupRow, GroupsPage, HealthRow, Layout, OperationOutcome, OverviewPage, UserPage,
-    UserRow, UsersPage, format_time, path_segment, render,
+    ErrorPage, GroupRow, GroupsPage, HealthRow, OperationOutcome, OverviewPage, UserPage, UserRow,
+    UsersPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
 use crate::api::directory::{search_text, store_error};
@@ -22,14 +22,6 @@ use crate::api::{ApiError, UserPath, reset_password_as, unlock_as};
 use crate::{AppState, health};
 
 const PAGE_SIZE: u32 = 100;
-
-fn layout(session: &ConsoleSession, section: &'static str) -> Option<Layout> {
-    Some(Layout {
-        email: session.signed_in.administrator.email.clone(),
-        csrf: session.csrf.clone(),
-        section,
-    })
-}
 
 fn error_page(error: ApiError) -> Response {
     ErrorPage::from(error).into_response()
@@ -65,7 +57,7 @@ pub async fn overview(State(state): State<AppState>, session: ConsoleSession) ->
         Ok(directories) => render(
             StatusCode::OK,
             &OverviewPage {
-                layout: layout(&session, "overview"),
+                layout: session.layout("overview"),
                 directories: directories.into_iter().map(health_row).collect(),
             },
         ),
@@ -84,12 +76,17 @@ pub(super) async fn directory_names(state: &AppState) -> Result<Vec<String>, Api
         .collect())
 }
 
-/// The directory a search names, or the first one there is.
-fn chosen_directory(requested: Option<String>, known: &[String]) -> String {
-    requested
+/// Every directory, and the one a search is about: the one it names, or the first there is.
+async fn directories_and_choice(
+    state: &AppState,
+    requested: Option<String>,
+) -> Result<(Vec<String>, String), ApiError> {
+    let known = directory_names(state).await?;
+    let chosen = requested
         .filter(|name| !name.is_empty())
         .or_else(|| known.first().cloned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    Ok((known, chosen))
 }
 
 fn user_badges(user: &SyncedUser) -> Vec<(&'static str, &'static str)> {
@@ -137,13 +134,12 @@ pub async fn users(
     let Ok(Query(search)) = search else {
         return error_page(ApiError::invalid("The search is not valid."));
     };
-    let directories = match directory_names(&state).await {
-        Ok(directories) => directories,
+    let (directories, directory) = match directories_and_choice(&state, search.directory).await {
+        Ok(found) => found,
         Err(error) => return error_page(error),
     };
-    let directory = chosen_directory(search.directory, &directories);
     let mut page = UsersPage {
-        layout: layout(&session, "users"),
+        layout: session.layout("users"),
         directories,
         directory: directory.clone(),
         q: search.q.clone().unwrap_or_default(),
@@ -243,7 +239,7 @@ async fn user_page(
         format_time(user.password_last_set)
     };
     let page = UserPage {
-        layout: layout(session, "users"),
+        layout: session.layout("users"),
         csrf: session.csrf.clone(),
         href: user_href(&directory, &user),
         directory,
@@ -424,13 +420,12 @@ pub async fn groups(
     let Ok(Query(search)) = search else {
         return error_page(ApiError::invalid("The search is not valid."));
     };
-    let directories = match directory_names(&state).await {
-        Ok(directories) => directories,
+    let (directories, directory) = match directories_and_choice(&state, search.directory).await {
+        Ok(found) => found,
         Err(error) => return error_page(error),
     };
-    let directory = chosen_directory(search.directory, &directories);
     let mut page = GroupsPage {
-        layout: layout(&session, "groups"),
+        layout: session.layout("groups"),
         directories,
         directory: directory.clone(),
         q: search.q.clone().unwrap_or_default(),

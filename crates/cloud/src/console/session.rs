@@ -17,10 +17,10 @@ use sha2::{Digest, Sha256};
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroize;
 
-use super::pages::ErrorPage;
+use super::pages::{ErrorPage, Layout};
 use crate::AppState;
 use crate::api::{ApiError, SignedIn};
-use crate::auth::token_hash;
+use crate::auth::{constant_time_equal, token_hash};
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-console";
 pub const CHALLENGE_COOKIE: &str = "__Host-writeback-sign-in-challenge";
@@ -53,15 +53,6 @@ pub fn csrf_token(cookie_value: &str) -> String {
         .chain_update(cookie_value.as_bytes())
         .finalize();
     URL_SAFE_NO_PAD.encode(digest)
-}
-
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
 }
 
 /// A signed-in console administrator, from the session cookie. Pages that need one redirect to
@@ -101,6 +92,17 @@ impl FromRequestParts<AppState> for ConsoleSession {
                 token_hash: hash,
                 origin: crate::api::origin_of(parts),
             },
+        })
+    }
+}
+
+impl ConsoleSession {
+    /// What a signed-in page shows around its content, with `section` marked in the navigation.
+    pub fn layout(&self, section: &'static str) -> Option<Layout> {
+        Some(Layout {
+            email: self.signed_in.administrator.email.clone(),
+            csrf: self.csrf.clone(),
+            section,
         })
     }
 }
