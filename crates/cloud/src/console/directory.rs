@@ -216,9 +216,12 @@ async fn user_page(
         }
         Err(error) => return error_page(store_error(&target.directory, error)),
     };
-    let next_request_id = match RequestId::generate() {
-        Ok(id) => id.to_string(),
-        Err(error) => return error_page(ApiError::internal(error)),
+    // Each form its own id: a form sent twice is applied once, and a stale form of one
+    // operation can never be answered with the other's outcome.
+    let (reset_request_id, unlock_request_id) = match (RequestId::generate(), RequestId::generate())
+    {
+        (Ok(reset), Ok(unlock)) => (reset.to_string(), unlock.to_string()),
+        (Err(error), _) | (_, Err(error)) => return error_page(ApiError::internal(error)),
     };
     let user = detail.user;
     let directory = target.directory.to_string();
@@ -258,7 +261,8 @@ async fn user_page(
         synced: format_time(Some(detail.last_synced_at)),
         groups,
         outcome,
-        next_request_id,
+        reset_request_id,
+        unlock_request_id,
     };
     render(status, &page)
 }

@@ -235,8 +235,9 @@ pub struct UserPage {
     /// Group names, and whether the membership is only through another group.
     pub groups: Vec<(String, bool)>,
     pub outcome: Option<OperationOutcome>,
-    /// The request id the forms send, so a form sent twice is applied once.
-    pub next_request_id: String,
+    /// The request ids the reset and unlock forms send.
+    pub reset_request_id: String,
+    pub unlock_request_id: String,
 }
 
 #[derive(Debug)]
