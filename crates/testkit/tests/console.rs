@@ -152,6 +152,7 @@ async fn an_administrator_runs_writeback_from_the_console() {
             .ends_with("/console/sign-in/enrol")
     );
     let key = browser.text("#manual-key").await.unwrap().unwrap();
+    remember_secret(&key.replace(' ', ""));
     let secret = totp::decode_base32(&key).expect("the key is base32");
     assert_eq!(secret.len(), totp::SECRET_BYTES);
     assert!(

@@ -6,11 +6,11 @@ pub(crate) mod directory;
 mod extract;
 pub(crate) mod self_service;
 
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use std::sync::Arc;
-
 use axum::routing::get;
 use axum::{Json, Router};
 use secrecy::SecretString;
