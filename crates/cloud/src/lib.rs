@@ -177,6 +177,30 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     })
 }
 
+/// Audits a set-up command run on the cloud's own host, which has no signed-in actor or address.
+async fn audit_local_command(
+    store: &Store,
+    command: &str,
+    action: &str,
+    target: &str,
+    now: UnixMillis,
+) -> Result<(), CloudError> {
+    store
+        .append_audit(&AuditEvent {
+            at: now,
+            actor: command.into(),
+            action: action.into(),
+            directory: None,
+            target: Some(target.into()),
+            request_id: None,
+            result_code: "success".into(),
+            detail: None,
+            origin: Some(LOCAL_ORIGIN.into()),
+        })
+        .await?;
+    Ok(())
+}
+
 pub async fn create_administrator(
     store: &Store,
     email: &str,
@@ -203,20 +227,14 @@ pub async fn create_administrator(
         .map_err(|error| CloudError::Internal(error.to_string()))??;
     let now = UnixMillis::now();
     store.create_administrator(email, &hash, now).await?;
-    store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: "writeback-cloud admin create".into(),
-            action: "create_administrator".into(),
-            directory: None,
-            target: Some(email.into()),
-            request_id: None,
-            result_code: "success".into(),
-            detail: None,
-            origin: Some(LOCAL_ORIGIN.into()),
-        })
-        .await?;
-    Ok(())
+    audit_local_command(
+        store,
+        "writeback-cloud admin create",
+        "create_administrator",
+        email,
+        now,
+    )
+    .await
 }
 
 /// Removes an administrator's second factor, as the set-up command on the cloud's host (the one
@@ -227,20 +245,14 @@ pub async fn reset_second_factor(store: &Store, email: &str) -> Result<(), Cloud
             "no administrator has the email {email}"
         )));
     }
-    store
-        .append_audit(&AuditEvent {
-            at: UnixMillis::now(),
-            actor: "writeback-cloud admin reset-second-factor".into(),
-            action: "reset_second_factor".into(),
-            directory: None,
-            target: Some(email.trim().into()),
-            request_id: None,
-            result_code: "success".into(),
-            detail: None,
-            origin: Some(LOCAL_ORIGIN.into()),
-        })
-        .await?;
-    Ok(())
+    audit_local_command(
+        store,
+        "writeback-cloud admin reset-second-factor",
+        "reset_second_factor",
+        email.trim(),
+        UnixMillis::now(),
+    )
+    .await
 }
 
 /// Issues a single-use registration token for `directory` (created if new), valid for `lifetime`,

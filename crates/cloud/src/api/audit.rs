@@ -118,17 +118,19 @@ pub fn export(entries: Vec<AuditEntryView>, format: AuditFormat, limit: u32) -> 
             to_csv(&entries),
         )
             .into_response(),
-        AuditFormat::Json => {
-            let next_before = (entries.len() == limit as usize)
-                .then(|| entries.last().map(|entry| entry.id))
-                .flatten();
-            Json(AuditPage {
-                entries,
-                next_before,
-            })
-            .into_response()
-        }
+        AuditFormat::Json => Json(AuditPage {
+            next_before: next_before(&entries, limit),
+            entries,
+        })
+        .into_response(),
     }
+}
+
+/// Where the next page starts: the oldest entry of a full page, none after a short one.
+pub fn next_before(entries: &[AuditEntryView], limit: u32) -> Option<i64> {
+    (entries.len() == limit as usize)
+        .then(|| entries.last().map(|entry| entry.id))
+        .flatten()
 }
 
 fn parse_time(text: Option<String>, what: &str) -> Result<Option<UnixMillis>, ApiError> {

@@ -17,7 +17,9 @@ use super::pages::{
 use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::audit::{AuditQuery, apply_audit_settings, entries, export as export_entries};
+use crate::api::audit::{
+    AuditQuery, apply_audit_settings, entries, export as export_entries, next_before,
+};
 use crate::api::self_service;
 use crate::audit_retention;
 
@@ -160,9 +162,7 @@ pub async fn audit_log(
     .await;
     match selected {
         Ok(selected) => {
-            page.next_before = (selected.len() == PAGE_SIZE as usize)
-                .then(|| selected.last().map(|entry| entry.id))
-                .flatten();
+            page.next_before = next_before(&selected, PAGE_SIZE);
             page.entries = selected.into_iter().map(audit_row).collect();
             render(StatusCode::OK, &page)
         }
