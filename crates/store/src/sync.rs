@@ -239,18 +239,21 @@ impl Store {
         now: UnixMillis,
     ) -> Result<SyncStatus, StoreError> {
         let directory_id = self.directory_id(directory).await?;
+        // One snapshot for every read: a batch committed between two of them would otherwise
+        // show its users without the cursor stored with them.
+        let mut read = self.pool.begin().await?;
         let state = sqlx::query("SELECT * FROM sync_state WHERE directory_id = ?")
             .bind(directory_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *read)
             .await?;
-        let users = self.count_rows("synced_users", directory_id).await?;
-        let groups = self.count_rows("synced_groups", directory_id).await?;
-        let error_count = self.count_rows("sync_errors", directory_id).await?;
+        let users = count_rows(&mut read, "synced_users", directory_id).await?;
+        let groups = count_rows(&mut read, "synced_groups", directory_id).await?;
+        let error_count = count_rows(&mut read, "sync_errors", directory_id).await?;
         let recent_errors = sqlx::query(
             "SELECT at, object, message FROM sync_errors WHERE directory_id = ? ORDER BY id DESC LIMIT 20",
         )
         .bind(directory_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *read)
         .await?
         .iter()
         .map(|row| SyncErrorView {
@@ -415,15 +418,6 @@ impl Store {
             .collect()
     }
 
-    async fn count_rows(&self, table: &str, directory_id: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM {table} WHERE directory_id = ?"
-        ))
-        .bind(directory_id)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     async fn directory_id(&self, directory: &DirectoryName) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT id FROM directories WHERE name = ?")
             .bind(directory.as_str())
@@ -482,6 +476,19 @@ impl Store {
         .await?;
         row.as_ref().map(user_from_row).transpose()
     }
+}
+
+async fn count_rows(
+    read: &mut Transaction<'_, Sqlite>,
+    table: &str,
+    directory_id: i64,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE directory_id = ?"
+    ))
+    .bind(directory_id)
+    .fetch_one(&mut **read)
+    .await?)
 }
 
 fn parse_cursor(text: Option<String>) -> Result<Option<SyncCursor>, StoreError> {
