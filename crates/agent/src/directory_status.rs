@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use writeback_directory::Directory;
 use writeback_proto::frame::AgentStatus;
+use writeback_proto::result::PolicyRequirements;
 
 use crate::executor::Executor;
 
@@ -16,6 +17,7 @@ pub fn channel() -> (watch::Sender<AgentStatus>, watch::Receiver<AgentStatus>) {
     watch::channel(AgentStatus {
         directory_reachable: true,
         detail: None,
+        password_policy: None,
     })
 }
 
@@ -31,23 +33,35 @@ pub async fn watch<D: Directory>(
     loop {
         ticker.tick().await;
         let now = match executor.directory().domain_policy().await {
-            Ok(_) => AgentStatus {
+            Ok(policy) => AgentStatus {
                 directory_reachable: true,
                 detail: None,
+                password_policy: Some(PolicyRequirements::from(&policy)),
             },
             Err(error) => AgentStatus {
                 directory_reachable: false,
                 detail: Some(error.to_string()),
+                password_policy: None,
             },
         };
-        let changed = status.send_if_modified(|current| {
-            if current.directory_reachable == now.directory_reachable {
+        let mut reachability_changed = false;
+        status.send_if_modified(|current| {
+            reachability_changed = current.directory_reachable != now.directory_reachable;
+            // A policy read while the directory is unreachable is unknown, not changed: the last
+            // one known stays on show.
+            let policy_changed =
+                now.password_policy.is_some() && current.password_policy != now.password_policy;
+            if !reachability_changed && !policy_changed {
                 return false;
             }
-            *current = now.clone();
+            let kept_policy = current.password_policy.take();
+            *current = AgentStatus {
+                password_policy: now.password_policy.clone().or(kept_policy),
+                ..now.clone()
+            };
             true
         });
-        if changed {
+        if reachability_changed {
             match &now.detail {
                 Some(detail) => {
                     tracing::error!(%detail, event_id = 33001, "the directory cannot be used")
@@ -72,7 +86,7 @@ mod tests {
     use crate::state::KeyRing;
 
     #[tokio::test]
-    async fn a_change_of_reachability_is_published_once() {
+    async fn the_policy_and_each_change_of_reachability_are_published_once() {
         let executor = Arc::new(Executor::new(
             FakeDirectory::default(),
             Journal::in_memory(Duration::from_secs(3600)),
@@ -83,6 +97,15 @@ mod tests {
         let (sender, mut receiver) = channel();
         tokio::spawn(watch(executor.clone(), Duration::from_millis(20), sender));
         let directory = executor.directory();
+        tokio::time::timeout(Duration::from_secs(5), receiver.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let first = receiver.borrow_and_update().clone();
+        assert!(first.directory_reachable);
+        let policy = first
+            .password_policy
+            .expect("the domain policy is published");
 
         directory.fail_with(Some(DirectoryError::Unavailable(
             "connection refused".into(),
@@ -94,6 +117,11 @@ mod tests {
         let status = receiver.borrow_and_update().clone();
         assert!(!status.directory_reachable);
         assert!(status.detail.unwrap().contains("connection refused"));
+        assert_eq!(
+            status.password_policy.as_ref(),
+            Some(&policy),
+            "the last known policy stays while the directory cannot be read"
+        );
 
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use writeback_directory::{Directory, DirectoryError, EffectivePolicy, ResetOptions, UserAccount};
+use writeback_directory::{
+    Directory, DirectoryError, EffectivePolicy, ResetOptions, SignInVerdict, UserAccount,
+};
 use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
 use writeback_proto::operation::{Operation, OperationKind, Request, UserRef};
 use writeback_proto::result::{PolicyRequirements, ResultCode};
@@ -249,6 +251,43 @@ impl<D: Directory> Executor<D> {
                     policy.as_ref().map(|policy| (policy, true)),
                 )
             }
+            Operation::VerifyPassword { user, password } => {
+                self.verify(request, user, password).await
+            }
+        }
+    }
+
+    /// A pass-through sign-in. Protected and out-of-scope accounts are refused before any bind,
+    /// so the portal cannot be used to try administrators' passwords; a disabled or locked
+    /// account is left to the DC, which says so only to someone who knows the password.
+    async fn verify(&self, request: &Request, user: &UserRef, password: &SealedSecret) -> Outcome {
+        let account = match self.directory.find_user(user).await {
+            Ok(account) => account,
+            Err(error) => return lookup_failure(error),
+        };
+        match self.guard(&account) {
+            Ok(()) | Err(ResultCode::AccountDisabled) => {}
+            Err(refusal) => return Outcome::kept(refusal),
+        }
+        let password = match self.open(request, user, SecretField::CurrentPassword, password) {
+            Ok(secret) => secret,
+            Err(failure) => return failure,
+        };
+        if let Some(late) = self.too_late(request) {
+            return late;
+        }
+        match self.directory.verify_password(&account, &password).await {
+            Ok(verdict) => Outcome::kept(match verdict {
+                SignInVerdict::Accepted => ResultCode::Success,
+                SignInVerdict::WrongPassword | SignInVerdict::NotPermitted => {
+                    ResultCode::WrongCurrentPassword
+                }
+                SignInVerdict::Expired => ResultCode::PasswordExpired,
+                SignInVerdict::MustChange => ResultCode::MustChangePassword,
+                SignInVerdict::Disabled => ResultCode::AccountDisabled,
+                SignInVerdict::LockedOut => ResultCode::AccountLocked,
+            }),
+            Err(error) => Outcome::passing(directory_failure(error)),
         }
     }
 
@@ -362,18 +401,9 @@ impl<D: Directory> Executor<D> {
             Ok(()) => Ok(Some(policy)),
             Err(reason) => Err(Outcome::kept(ResultCode::PolicyViolation {
                 reason,
-                requirements: Some(requirements(&policy)),
+                requirements: Some(PolicyRequirements::from(&policy)),
             })),
         }
-    }
-}
-
-fn requirements(policy: &PasswordPolicy) -> PolicyRequirements {
-    PolicyRequirements {
-        min_length: policy.min_length,
-        complexity: policy.complexity,
-        history_length: policy.history_length,
-        min_age_seconds: policy.min_age.as_secs(),
     }
 }
 
@@ -421,7 +451,7 @@ fn write_outcome(
     Outcome::kept(match error {
         DirectoryError::PolicyRestriction { reason, .. } => ResultCode::PolicyViolation {
             reason: reason.unwrap_or_else(|| unexplained_policy_reason(kind, policy)),
-            requirements: policy.map(|(policy, _)| requirements(policy)),
+            requirements: policy.map(|(policy, _)| PolicyRequirements::from(policy)),
         },
         DirectoryError::WrongCurrentPassword => ResultCode::WrongCurrentPassword,
         DirectoryError::InsufficientAccess(_) => ResultCode::PermissionDenied,
@@ -550,6 +580,67 @@ mod tests {
                 },
             }
         }
+    }
+
+    impl Harness {
+        fn verify(&self, name: &str, password: &str) -> Request {
+            let request_id = RequestId::generate().unwrap();
+            let user = UserRef::logon_name(name).unwrap();
+            let context = SealContext {
+                request_id,
+                operation: OperationKind::VerifyPassword,
+                user: &user,
+                field: SecretField::CurrentPassword,
+            };
+            let password = seal(
+                &self.key,
+                &context,
+                &SecretString::from(password.to_owned()),
+            );
+            Request {
+                request_id,
+                deadline: self.deadline(),
+                operation: Operation::VerifyPassword {
+                    password: password.unwrap(),
+                    user,
+                },
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_is_the_directorys_verdict_and_protected_accounts_are_never_tried() {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        directory.add_user("jdoe", "Right-Passw0rd!");
+        let verdict = |name: &'static str, password: &'static str| {
+            let request = harness.verify(name, password);
+            let executor = &harness.executor;
+            async move { executor.execute(&request).await }
+        };
+        assert_eq!(
+            verdict("jdoe", "Right-Passw0rd!").await,
+            ResultCode::Success
+        );
+        assert_eq!(
+            verdict("jdoe", "Wrong-Passw0rd!").await,
+            ResultCode::WrongCurrentPassword
+        );
+        assert_eq!(verdict("jdoe", "").await, ResultCode::WrongCurrentPassword);
+        directory.set_must_change("jdoe");
+        assert_eq!(
+            verdict("jdoe", "Right-Passw0rd!").await,
+            ResultCode::MustChangePassword
+        );
+
+        let mut admin = directory.add_user("admin", "Admin-Passw0rd!");
+        admin.protected = true;
+        directory.put(admin, "Admin-Passw0rd!");
+        assert_eq!(
+            verdict("admin", "Admin-Passw0rd!").await,
+            ResultCode::ProtectedAccount
+        );
+        assert_eq!(directory.writes(), 0, "a sign-in writes nothing");
     }
 
     #[tokio::test]

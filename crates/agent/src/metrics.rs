@@ -163,6 +163,7 @@ mod tests {
         let (_sender, directory) = watch::channel(AgentStatus {
             directory_reachable: false,
             detail: Some("cannot connect to 192.0.2.1".into()),
+            password_policy: None,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

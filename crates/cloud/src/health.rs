@@ -206,6 +206,7 @@ mod tests {
             status: reachable.map(|directory_reachable| AgentStatus {
                 directory_reachable,
                 detail: (!directory_reachable).then(|| "connection refused".into()),
+                password_policy: None,
             }),
             requests_in_flight: 0,
         }

@@ -13,6 +13,7 @@ pub fn describe(kind: OperationKind, result: &ResultCode) -> String {
             OperationKind::ResetPassword => "The password was reset in the on-premises directory.".into(),
             OperationKind::ChangePassword => "The password was changed in the on-premises directory.".into(),
             OperationKind::Unlock => "The account was unlocked in the on-premises directory.".into(),
+            OperationKind::VerifyPassword => "The password is correct.".into(),
         },
         ResultCode::PolicyViolation { reason, requirements } => describe_policy(*reason, requirements.as_ref()),
         ResultCode::UserNotFound => "No user with that name exists in the on-premises directory.".into(),
@@ -25,7 +26,14 @@ pub fn describe(kind: OperationKind, result: &ResultCode) -> String {
         ResultCode::AccountLocked => {
             "The account is locked out. Unlock it (or wait for the lockout to end) and try again.".into()
         }
-        ResultCode::WrongCurrentPassword => "The current password is not correct.".into(),
+        ResultCode::WrongCurrentPassword => match kind {
+            OperationKind::VerifyPassword => "The user name or password is not correct.".into(),
+            _ => "The current password is not correct.".into(),
+        },
+        ResultCode::PasswordExpired => "The password has expired. Choose a new one to go on.".into(),
+        ResultCode::MustChangePassword => {
+            "The password must be changed before it can be used. Choose a new one to go on.".into()
+        }
         ResultCode::PermissionDenied => "Writeback's service account is not allowed to change this user. \
              An administrator must delegate the Reset Password right on the user's organizational unit."
             .into(),
@@ -72,6 +80,10 @@ fn describe_policy(reason: PolicyReason, requirements: Option<&PolicyRequirement
         ),
         (PolicyReason::TooYoung, _) => "The password was changed too recently to be changed again yet.".into(),
         (PolicyReason::Banned, _) => "The new password contains a word or pattern that is not allowed.".into(),
+        (PolicyReason::Common, _) => {
+            "The new password is one of the passwords attackers try first. Choose one that is not a common password.".into()
+        }
+        (PolicyReason::TooWeak, _) => "The new password is too easy to guess. Make it longer, or use several unrelated words.".into(),
     }
 }
 

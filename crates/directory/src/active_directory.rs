@@ -20,7 +20,7 @@ use writeback_proto::operation::UserRef;
 use writeback_tls::Trust;
 
 use crate::decode::{self, SecretBytes};
-use crate::{Directory, DirectoryError, ResetOptions, UserAccount};
+use crate::{Directory, DirectoryError, ResetOptions, SignInVerdict, UserAccount};
 
 pub(crate) const UF_ACCOUNTDISABLE: u64 = 0x2;
 pub(crate) const UF_LOCKOUT: u64 = 0x10;
@@ -539,6 +539,40 @@ impl Directory for ActiveDirectory {
             Vec::new(),
         )
         .await
+    }
+
+    async fn verify_password(
+        &self,
+        account: &UserAccount,
+        password: &SecretString,
+    ) -> Result<SignInVerdict, DirectoryError> {
+        // An empty password makes a simple bind anonymous, which every DC accepts.
+        if password.expose_secret().is_empty() {
+            return Ok(SignInVerdict::WrongPassword);
+        }
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_conn_timeout(self.settings.connect_timeout);
+        let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
+            .await
+            .map_err(|error| {
+                DirectoryError::Unavailable(format!(
+                    "cannot connect to {}: {error}",
+                    self.settings.url
+                ))
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = driver.drive().await {
+                tracing::debug!(%error, "sign-in connection ended");
+            }
+        });
+        let bind = ldap
+            .with_timeout(self.settings.operation_timeout)
+            .simple_bind(&account.distinguished_name, password.expose_secret())
+            .await
+            .map_err(|error| transport_error(&self.settings, error))?;
+        let _ = ldap.unbind().await;
+        Ok(decode::sign_in_verdict(bind.rc, &bind.text))
     }
 }
 

@@ -12,7 +12,7 @@ use writeback_policy::PolicyReason;
 use writeback_proto::sync::ObjectAnchor;
 use zeroize::Zeroizing;
 
-use crate::{DirectoryError, PasswordLastSet, ResetOptions};
+use crate::{DirectoryError, PasswordLastSet, ResetOptions, SignInVerdict};
 
 pub const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
 pub const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
@@ -265,14 +265,34 @@ fn policy_reason_from_text(diagnostic: &str) -> Option<PolicyReason> {
     }
 }
 
-/// Bind answers carry `data NNN` with the reason a bind failed.
-pub fn bind_failure_reason(diagnostic: &str) -> &'static str {
-    let data = diagnostic
+/// The `NNN` of a bind answer's `data NNN`, the reason a bind failed.
+fn bind_data_code(diagnostic: &str) -> &str {
+    diagnostic
         .split("data ")
         .nth(1)
         .and_then(|rest| rest.split([',', ' ']).next())
-        .unwrap_or_default();
-    match data {
+        .unwrap_or_default()
+}
+
+/// A user's own bind, judged: `rc` 0 is acceptance; `49` carries the reason in its data code.
+/// Any other refusal, and an unexplained 49, count as a wrong password, which reveals nothing.
+pub fn sign_in_verdict(rc: u32, diagnostic: &str) -> SignInVerdict {
+    if rc == 0 {
+        return SignInVerdict::Accepted;
+    }
+    match bind_data_code(diagnostic) {
+        "532" => SignInVerdict::Expired,
+        "773" => SignInVerdict::MustChange,
+        "533" => SignInVerdict::Disabled,
+        "775" => SignInVerdict::LockedOut,
+        "530" | "531" | "701" => SignInVerdict::NotPermitted,
+        _ => SignInVerdict::WrongPassword,
+    }
+}
+
+/// Bind answers carry `data NNN` with the reason a bind failed.
+pub fn bind_failure_reason(diagnostic: &str) -> &'static str {
+    match bind_data_code(diagnostic) {
         "52e" => "invalid credentials",
         "525" => "no such user",
         "530" | "531" => "sign-in not permitted at this time or from this host",
@@ -288,6 +308,29 @@ pub fn bind_failure_reason(diagnostic: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_bind_is_judged_by_its_data_code() {
+        let refused = |data: &str| {
+            sign_in_verdict(
+                49,
+                &format!(
+                    "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {data}, v1db1"
+                ),
+            )
+        };
+        assert_eq!(sign_in_verdict(0, ""), SignInVerdict::Accepted);
+        assert_eq!(refused("52e"), SignInVerdict::WrongPassword);
+        assert_eq!(refused("532"), SignInVerdict::Expired);
+        assert_eq!(refused("773"), SignInVerdict::MustChange);
+        assert_eq!(refused("533"), SignInVerdict::Disabled);
+        assert_eq!(refused("775"), SignInVerdict::LockedOut);
+        assert_eq!(refused("701"), SignInVerdict::NotPermitted);
+        assert_eq!(
+            sign_in_verdict(49, "no data code"),
+            SignInVerdict::WrongPassword
+        );
+    }
 
     #[test]
     fn unicode_pwd_is_quoted_utf16_little_endian() {

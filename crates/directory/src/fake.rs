@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::{PasswordPolicy, PolicySource};
 use writeback_proto::operation::UserRef;
 
-use crate::{Directory, DirectoryError, PasswordLastSet, ResetOptions, UserAccount};
+use crate::{Directory, DirectoryError, PasswordLastSet, ResetOptions, SignInVerdict, UserAccount};
 
 #[derive(Debug, Clone)]
 pub struct FakeUser {
@@ -84,6 +84,14 @@ impl FakeDirectory {
                 must_change: false,
             },
         );
+    }
+
+    /// As `pwdLastSet = 0`: the password must be changed at next sign-in.
+    pub fn set_must_change(&self, name: &str) {
+        if let Some(user) = self.state().users.get_mut(name) {
+            user.must_change = true;
+            user.account.password_last_set = PasswordLastSet::MustChange;
+        }
     }
 
     pub fn user(&self, name: &str) -> Option<FakeUser> {
@@ -206,6 +214,29 @@ impl Directory for FakeDirectory {
         self.write(account, |user| {
             user.account.locked_out = false;
             Ok(())
+        })
+    }
+
+    async fn verify_password(
+        &self,
+        account: &UserAccount,
+        password: &SecretString,
+    ) -> Result<SignInVerdict, DirectoryError> {
+        self.check_failure()?;
+        let state = self.state();
+        let Some(user) = state.users.get(&account.sam_account_name) else {
+            return Ok(SignInVerdict::WrongPassword);
+        };
+        Ok(if user.password != password.expose_secret() {
+            SignInVerdict::WrongPassword
+        } else if user.account.disabled {
+            SignInVerdict::Disabled
+        } else if user.account.locked_out {
+            SignInVerdict::LockedOut
+        } else if user.must_change {
+            SignInVerdict::MustChange
+        } else {
+            SignInVerdict::Accepted
         })
     }
 }

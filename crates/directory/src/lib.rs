@@ -93,6 +93,21 @@ pub async fn effective_policy(
     })
 }
 
+/// What the DC said when the user's own password was tried (a pass-through sign-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInVerdict {
+    Accepted,
+    WrongPassword,
+    /// The password is right but has expired (`data 532`).
+    Expired,
+    /// The password is right but must be changed first (`data 773`).
+    MustChange,
+    Disabled,
+    LockedOut,
+    /// The account has expired, or may not sign in now or from here (`701`, `530`, `531`).
+    NotPermitted,
+}
+
 /// The options of a reset, applied in the same modify as the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ResetOptions {
@@ -168,4 +183,12 @@ pub trait Directory: Send + Sync {
         &self,
         account: &UserAccount,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Binds as the user on a connection of its own and closes it: the DC checks the password,
+    /// counts a wrong one towards lockout as for any sign-in, and says why it refuses.
+    fn verify_password(
+        &self,
+        account: &UserAccount,
+        password: &SecretString,
+    ) -> impl Future<Output = Result<SignInVerdict, DirectoryError>> + Send;
 }

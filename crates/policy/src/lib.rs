@@ -19,6 +19,10 @@ pub enum PolicyReason {
     InHistory,
     TooYoung,
     Banned,
+    /// On the list of commonly used passwords that every guesser tries first.
+    Common,
+    /// Below the minimum strength the self-service policy sets.
+    TooWeak,
 }
 
 impl PolicyReason {
@@ -30,6 +34,8 @@ impl PolicyReason {
             Self::InHistory => "in_history",
             Self::TooYoung => "too_young",
             Self::Banned => "banned",
+            Self::Common => "common",
+            Self::TooWeak => "too_weak",
         }
     }
 }

@@ -95,6 +95,11 @@ pub const CATALOGUE: &[EventDefinition] = &[
         "Refused: the new password breaks the password policy.",
     ),
     event(33009, Error, "The directory configuration cannot be used."),
+    event(
+        33010,
+        Warning,
+        "Sign-in refused: the password is right but has expired or must be changed first.",
+    ),
     event(36001, Information, "A full directory sync started."),
     event(36002, Information, "A full directory sync completed."),
     event(
@@ -138,6 +143,8 @@ pub fn every_result_code() -> Vec<ResultCode> {
         ResultCode::AccountDisabled,
         ResultCode::AccountLocked,
         ResultCode::WrongCurrentPassword,
+        ResultCode::PasswordExpired,
+        ResultCode::MustChangePassword,
         ResultCode::PermissionDenied,
         ResultCode::ProtectedAccount,
         ResultCode::OutOfScope,
@@ -159,6 +166,8 @@ pub fn every_result_code() -> Vec<ResultCode> {
             | ResultCode::AccountDisabled
             | ResultCode::AccountLocked
             | ResultCode::WrongCurrentPassword
+            | ResultCode::PasswordExpired
+            | ResultCode::MustChangePassword
             | ResultCode::PermissionDenied
             | ResultCode::ProtectedAccount
             | ResultCode::OutOfScope

@@ -11,6 +11,7 @@ use crate::ProtoError;
 use crate::identity::{IdentityPublicKey, Signature};
 use crate::ids::{AgentId, DirectoryName};
 use crate::operation::{Request, Response};
+use crate::result::PolicyRequirements;
 use crate::sealing::SealingPublicKey;
 use crate::sync::{SyncBatch, SyncStart};
 use crate::time::UnixMillis;
@@ -58,6 +59,10 @@ pub struct AgentStatus {
     /// Why the directory cannot be used, for administrators; never holds a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The domain's password policy, so the portal can show the requirements before the user
+    /// types. A fine-grained policy that applies to one user still comes back with a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_policy: Option<PolicyRequirements>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -68,6 +68,7 @@ pub enum OperationKind {
     ResetPassword,
     ChangePassword,
     Unlock,
+    VerifyPassword,
 }
 
 impl OperationKind {
@@ -76,6 +77,7 @@ impl OperationKind {
             Self::ResetPassword => "reset_password",
             Self::ChangePassword => "change_password",
             Self::Unlock => "unlock",
+            Self::VerifyPassword => "verify_password",
         }
     }
 }
@@ -106,6 +108,12 @@ pub enum Operation {
     },
     /// Clear a lockout and touch nothing else.
     Unlock { user: UserRef },
+    /// Pass-through sign-in: the agent binds to the directory as the user, so the DC itself
+    /// checks the password and says whether it has expired or must be changed. Nothing is written.
+    VerifyPassword {
+        user: UserRef,
+        password: SealedSecret,
+    },
 }
 
 impl Operation {
@@ -114,6 +122,7 @@ impl Operation {
             Self::ResetPassword { .. } => OperationKind::ResetPassword,
             Self::ChangePassword { .. } => OperationKind::ChangePassword,
             Self::Unlock { .. } => OperationKind::Unlock,
+            Self::VerifyPassword { .. } => OperationKind::VerifyPassword,
         }
     }
 
@@ -121,7 +130,8 @@ impl Operation {
         match self {
             Self::ResetPassword { user, .. }
             | Self::ChangePassword { user, .. }
-            | Self::Unlock { user } => user,
+            | Self::Unlock { user }
+            | Self::VerifyPassword { user, .. } => user,
         }
     }
 
@@ -141,6 +151,7 @@ impl Operation {
             ),
             Self::ChangePassword { user, .. } => format!("change_password|{}", user.anchor()),
             Self::Unlock { user } => format!("unlock|{}", user.anchor()),
+            Self::VerifyPassword { user, .. } => format!("verify_password|{}", user.anchor()),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use writeback_policy::PolicyReason;
+use writeback_policy::{PasswordPolicy, PolicyReason};
 
 /// The requirements a refused password failed against, so a message can say "at least 12
 /// characters" instead of "does not meet policy".
@@ -15,6 +15,17 @@ pub struct PolicyRequirements {
     pub complexity: bool,
     pub history_length: u32,
     pub min_age_seconds: u64,
+}
+
+impl From<&PasswordPolicy> for PolicyRequirements {
+    fn from(policy: &PasswordPolicy) -> Self {
+        Self {
+            min_length: policy.min_length,
+            complexity: policy.complexity,
+            history_length: policy.history_length,
+            min_age_seconds: policy.min_age.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -31,6 +42,10 @@ pub enum ResultCode {
     AccountDisabled,
     AccountLocked,
     WrongCurrentPassword,
+    /// The password was right but has expired (bind `data 532`).
+    PasswordExpired,
+    /// The password was right but must be changed before it can be used (bind `data 773`).
+    MustChangePassword,
     PermissionDenied,
     ProtectedAccount,
     OutOfScope,
@@ -57,6 +72,8 @@ impl ResultCode {
             Self::AccountDisabled => "account_disabled",
             Self::AccountLocked => "account_locked",
             Self::WrongCurrentPassword => "wrong_current_password",
+            Self::PasswordExpired => "password_expired",
+            Self::MustChangePassword => "must_change_password",
             Self::PermissionDenied => "permission_denied",
             Self::ProtectedAccount => "protected_account",
             Self::OutOfScope => "out_of_scope",
@@ -82,6 +99,7 @@ impl ResultCode {
             Self::AccountDisabled => 33005,
             Self::AccountLocked => 33006,
             Self::WrongCurrentPassword => 33007,
+            Self::PasswordExpired | Self::MustChangePassword => 33010,
             Self::PermissionDenied | Self::ProtectedAccount | Self::OutOfScope => 33004,
             Self::DirectoryUnavailable { .. } => 33001,
             Self::AgentUnavailable => 32001,

@@ -748,6 +748,7 @@ mod tests {
         let status = AgentStatus {
             directory_reachable: false,
             detail: Some("the domain controller is unavailable".into()),
+            password_policy: None,
         };
         let actions = pair
             .cloud

@@ -461,6 +461,8 @@ fn http_status(result: &ResultCode) -> StatusCode {
         ResultCode::Success => StatusCode::OK,
         ResultCode::PolicyViolation { .. }
         | ResultCode::WrongCurrentPassword
+        | ResultCode::PasswordExpired
+        | ResultCode::MustChangePassword
         | ResultCode::AccountDisabled
         | ResultCode::AccountLocked => StatusCode::UNPROCESSABLE_ENTITY,
         ResultCode::UserNotFound => StatusCode::NOT_FOUND,
