@@ -18,9 +18,11 @@ use writeback_proto::time::UnixMillis;
 
 mod administrators;
 mod audit;
+mod self_service;
 mod sync;
 pub use administrators::{Administrator, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
+pub use self_service::{MethodOwner, RegisteredMethod};
 pub use sync::UserQuery;
 
 #[derive(Debug, Error)]
@@ -54,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "second factor",
         include_str!("../migrations/0004_second_factor.sql"),
+    ),
+    (
+        5,
+        "self-service methods",
+        include_str!("../migrations/0005_self_service_methods.sql"),
     ),
 ];
 
