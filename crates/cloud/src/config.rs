@@ -34,7 +34,48 @@ pub struct CloudConfig {
     pub health_window_minutes: u64,
     /// Serve Prometheus metrics at `/metrics` (numbers only, no names of users).
     pub metrics_enabled: bool,
+    /// Outgoing mail: one-time codes for the portal and notifications. Without a host no mail is
+    /// sent, and the email method cannot be offered.
+    pub smtp: SmtpConfig,
+    /// The portal's sessions (a reset in progress, or a signed-in user) end this long after they
+    /// start.
+    pub portal_session_minutes: u64,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// The sender, e.g. `Writeback <writeback@example.com>`.
+    pub from: String,
+    pub username: Option<String>,
+    /// A file holding the SMTP password, read at start.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 587,
+            security: SmtpSecurity::StartTls,
+            from: "Writeback <writeback@localhost>".into(),
+            username: None,
+            password_file: None,
+        }
+    }
+}
+
+/// How the SMTP connection is protected. `none` is for a relay on the same host or loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    None,
+    StartTls,
+    Tls,
 }
 
 impl Default for CloudConfig {
@@ -53,6 +94,8 @@ impl Default for CloudConfig {
             minimum_agent_version: env!("CARGO_PKG_VERSION").into(),
             health_window_minutes: 15,
             metrics_enabled: true,
+            smtp: SmtpConfig::default(),
+            portal_session_minutes: 15,
             log: LogConfig::default(),
         }
     }
@@ -69,6 +112,10 @@ impl CloudConfig {
 
     pub fn health_window(&self) -> Duration {
         Duration::from_secs(self.health_window_minutes.max(1) * 60)
+    }
+
+    pub fn portal_session(&self) -> Duration {
+        Duration::from_secs(self.portal_session_minutes.max(1) * 60)
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -7,11 +7,14 @@
 pub mod api;
 pub mod audit_retention;
 pub mod auth;
+pub mod browser_form;
 pub mod config;
 pub mod console;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod notify;
+pub mod portal;
 pub mod relay;
 pub mod server;
 pub mod sign_in;
@@ -63,6 +66,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::CloudMetrics>,
     /// Of the certificate this server presents, for the agent set-up command the console shows.
     pub fingerprint: Fingerprint,
+    /// Mail for the portal and notifications; `None` when no SMTP server is configured.
+    pub mailer: Option<notify::Mailer>,
+    /// The portal's resets in progress and signed-in users.
+    pub portal: Arc<portal::PortalState>,
     /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
     /// tasks once upgraded, so they watch this to close with the server.
     pub stopping: watch::Receiver<bool>,
@@ -150,9 +157,13 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         .local_addr()
         .map_err(io_error("reading the bound address"))?;
     let (stopping, stopping_signal) = watch::channel(false);
+    let mailer = notify::Mailer::from_config(&config.smtp)?;
+    let portal = Arc::new(portal::PortalState::new(config.portal_session()));
     let state = AppState {
         store,
         relay: Arc::new(Relay::default()),
+        mailer,
+        portal,
         config: Arc::new(config),
         metrics: Arc::default(),
         fingerprint,

@@ -71,6 +71,15 @@ impl Store {
         }
     }
 
+    /// Every administrator's email, for notices all administrators get.
+    pub async fn administrator_emails(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT email FROM administrators ORDER BY email")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn administrator_by_email(
         &self,
         email: &str,

@@ -121,9 +121,12 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/agent/v1/connect", get(relay::connection::upgrade))
         .merge(crate::console::router())
+        .merge(crate::portal::router())
         .fallback(|uri: axum::http::Uri| async move {
             if uri.path().starts_with("/console") {
                 crate::console::not_found().await
+            } else if uri.path().starts_with("/portal") {
+                crate::portal::not_found().await
             } else {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
                     .into_response()
@@ -200,7 +203,7 @@ async fn sign_out(
 }
 
 /// Passwords longer than AD accepts are refused before anything is sealed or sent.
-fn check_password_shape(password: &SecretString, field: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password_shape(password: &SecretString, field: &str) -> Result<(), ApiError> {
     let length = utf16_length(secrecy::ExposeSecret::expose_secret(password));
     if length == 0 {
         return Err(ApiError::invalid(format!("`{field}` must not be empty.")));
@@ -213,7 +216,7 @@ fn check_password_shape(password: &SecretString, field: &str) -> Result<(), ApiE
     Ok(())
 }
 
-fn seal_for(
+pub(crate) fn seal_for(
     key: &SealingPublicKey,
     request_id: RequestId,
     operation: OperationKind,
@@ -253,6 +256,11 @@ pub(crate) async fn reset_password_as(
 ) -> Result<(StatusCode, OperationResponse), ApiError> {
     check_password_shape(&body.new_password, "new_password")?;
     let target = directory::resolve_target(state, target).await?;
+    let notice_target = (
+        target.directory.clone(),
+        target.name.clone(),
+        target.user.clone(),
+    );
     let (must_change, unlock) = (body.must_change, body.unlock);
     let user = target.user.clone();
     let new_password = body.new_password;
@@ -271,7 +279,7 @@ pub(crate) async fn reset_password_as(
             unlock,
         })
     };
-    perform(
+    let answer = perform(
         state,
         signed_in,
         target,
@@ -279,7 +287,19 @@ pub(crate) async fn reset_password_as(
         OperationKind::ResetPassword,
         &build,
     )
-    .await
+    .await?;
+    if answer.1.result.is_success() {
+        let (directory, name, user) = notice_target;
+        crate::portal::notify_admin_reset(
+            state,
+            &signed_in.administrator.email,
+            &directory,
+            &name,
+            &user,
+        )
+        .await;
+    }
+    Ok(answer)
 }
 
 #[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/change-password", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), request_body = ChangePasswordRequest, responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -363,10 +383,47 @@ pub(crate) async fn unlock_as(
     .await
 }
 
-/// Dispatches one operation, waits for the directory's answer, audits it and answers.
+/// Who asked for an operation, as the audit log records them.
+#[derive(Debug, Clone)]
+pub(crate) struct Actor {
+    pub name: String,
+    pub origin: Option<String>,
+}
+
+impl From<&SignedIn> for Actor {
+    fn from(signed_in: &SignedIn) -> Self {
+        Self {
+            name: signed_in.administrator.email.clone(),
+            origin: signed_in.origin.clone(),
+        }
+    }
+}
+
+/// Dispatches one operation for an administrator, waits for the directory's answer, audits it
+/// and answers.
 async fn perform(
     state: &AppState,
     signed_in: &SignedIn,
+    target: UserPath,
+    request_id: RequestId,
+    kind: OperationKind,
+    build: &relay::BuildOperation<'_>,
+) -> Result<(StatusCode, OperationResponse), ApiError> {
+    perform_as(
+        state,
+        &Actor::from(signed_in),
+        target,
+        request_id,
+        kind,
+        build,
+    )
+    .await
+}
+
+/// Dispatches one operation for `actor`, waits for the directory's answer, audits it and answers.
+pub(crate) async fn perform_as(
+    state: &AppState,
+    actor: &Actor,
     target: UserPath,
     request_id: RequestId,
     kind: OperationKind,
@@ -395,7 +452,7 @@ async fn perform(
     }
     let started = UnixMillis::now();
     let deadline = started.saturating_add(state.config.request_timeout());
-    tracing::info!(%request_id, operation = %kind, %directory, %user, actor = %signed_in.administrator.email, "operation started");
+    tracing::info!(%request_id, operation = %kind, %directory, %user, actor = %actor.name, "operation started");
     let dispatched = std::time::Instant::now();
     let result = state
         .relay
@@ -430,14 +487,14 @@ async fn perform(
     };
     let audit = AuditEvent {
         at: finished,
-        actor: signed_in.administrator.email.clone(),
+        actor: actor.name.clone(),
         action: kind.as_str().into(),
         directory: Some(directory.to_string()),
         target: Some(user.to_string()),
         request_id: Some(request_id.to_string()),
         result_code: result.code().into(),
         detail,
-        origin: signed_in.origin.clone(),
+        origin: actor.origin.clone(),
     };
     state
         .store
@@ -456,7 +513,7 @@ async fn perform(
     ))
 }
 
-fn http_status(result: &ResultCode) -> StatusCode {
+pub(crate) fn http_status(result: &ResultCode) -> StatusCode {
     match result {
         ResultCode::Success => StatusCode::OK,
         ResultCode::PolicyViolation { .. }

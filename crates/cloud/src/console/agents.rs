@@ -14,7 +14,7 @@ use super::directory::directory_names;
 use super::pages::{
     AgentRow, AgentsPage, ErrorPage, Notice, RegistrationTokenPage, format_time, render,
 };
-use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
+use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::agents::{revoke as revoke_agent, summaries};
@@ -78,7 +78,8 @@ pub struct RegisterForm {
     directory: String,
 }
 
-impl ConsoleFormFields for RegisterForm {
+impl FormFields for RegisterForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf
@@ -145,7 +146,8 @@ pub struct RevokeForm {
     confirm: Option<String>,
 }
 
-impl ConsoleFormFields for RevokeForm {
+impl FormFields for RevokeForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf

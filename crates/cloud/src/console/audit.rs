@@ -14,7 +14,7 @@ use super::pages::{
     AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Notice, SelfServiceFields, SettingsPage,
     format_time, path_segment, render,
 };
-use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
+use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::audit::{
@@ -296,7 +296,8 @@ pub struct SelfServiceForm {
     notify_admins_on_admin_reset: Option<String>,
 }
 
-impl ConsoleFormFields for SelfServiceForm {
+impl FormFields for SelfServiceForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf
@@ -418,7 +419,8 @@ pub struct RetentionForm {
     retention_days: Option<String>,
 }
 
-impl ConsoleFormFields for RetentionForm {
+impl FormFields for RetentionForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf

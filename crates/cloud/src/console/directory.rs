@@ -16,7 +16,7 @@ use super::pages::{
     ErrorPage, GroupRow, GroupsPage, HealthRow, OperationOutcome, OverviewPage, UserPage, UserRow,
     UsersPage, format_time, path_segment, render,
 };
-use super::session::{ConsoleForm, ConsoleFormFields, ConsoleSession, SESSION_COOKIE};
+use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
 use crate::api::directory::{search_text, store_error};
 use crate::api::{ApiError, UserPath, reset_password_as, unlock_as};
 use crate::{AppState, health};
@@ -289,7 +289,8 @@ pub struct ResetForm {
     unlock: Option<String>,
 }
 
-impl ConsoleFormFields for ResetForm {
+impl FormFields for ResetForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf
@@ -303,7 +304,8 @@ pub struct UnlockForm {
     request_id: String,
 }
 
-impl ConsoleFormFields for UnlockForm {
+impl FormFields for UnlockForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf

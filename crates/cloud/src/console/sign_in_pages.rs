@@ -16,7 +16,7 @@ use writeback_store::{Administrator, SignInChallenge};
 
 use super::pages::{EnrolPage, ErrorPage, SecondFactorPage, SignInPage, render};
 use super::session::{
-    CHALLENGE_COOKIE, ConsoleForm, ConsoleFormFields, PRE_SIGN_IN_COOKIE, SESSION_COOKIE, cookie,
+    CHALLENGE_COOKIE, ConsoleForm, FormFields, PRE_SIGN_IN_COOKIE, SESSION_COOKIE, Surface, cookie,
     csrf_token, set_cookie,
 };
 use crate::api::{ApiError, Origin};
@@ -40,7 +40,8 @@ pub struct PasswordForm {
     password: SecretString,
 }
 
-impl ConsoleFormFields for PasswordForm {
+impl FormFields for PasswordForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = PRE_SIGN_IN_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf
@@ -54,7 +55,8 @@ pub struct CodeForm {
     code: String,
 }
 
-impl ConsoleFormFields for CodeForm {
+impl FormFields for CodeForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = CHALLENGE_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf
@@ -67,7 +69,8 @@ pub struct SignOutForm {
     csrf: String,
 }
 
-impl ConsoleFormFields for SignOutForm {
+impl FormFields for SignOutForm {
+    const SURFACE: Surface = Surface::Console;
     const COOKIE: &'static str = SESSION_COOKIE;
     fn csrf(&self) -> &str {
         &self.csrf

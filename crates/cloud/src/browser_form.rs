@@ -1,0 +1,195 @@
+//! What the browser surfaces (the admin console and the self-service portal) share: cookies, and
+//! the checks every form goes through before its handler runs.
+//!
+//! Cookies are all `__Host-` (so Secure, host-only, path `/`), HttpOnly and SameSite=Strict. Each
+//! form carries a CSRF token derived from the cookie it goes with, which a page on another origin
+//! can neither read nor compute.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
+
+use crate::auth::constant_time_equal;
+
+/// Which surface a form belongs to, so a refusal is answered in that surface's own pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Console,
+    Portal,
+}
+
+impl Surface {
+    fn refused(self, status: StatusCode, message: &str) -> Response {
+        let title = "This form could not be accepted";
+        match self {
+            Self::Console => crate::console::ErrorPage::new(status, title, message).into_response(),
+            Self::Portal => crate::portal::refused(status, title, message),
+        }
+    }
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A `Set-Cookie` value; `max_age_seconds` of zero removes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> HeaderValue {
+    let text = format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The CSRF token that goes with a cookie's value.
+pub fn csrf_token(cookie_value: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"writeback form csrf\0")
+        .chain_update(cookie_value.as_bytes())
+        .finalize();
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// Fields every browser form has.
+pub trait FormFields: DeserializeOwned {
+    /// The cookie whose CSRF token the form carries.
+    const COOKIE: &'static str;
+    const SURFACE: Surface;
+    fn csrf(&self) -> &str;
+}
+
+/// A form of the console or the portal: `application/x-www-form-urlencoded`, within the body limit, sent from this
+/// origin, with the CSRF token of the cookie it goes with. Anything else is refused before the
+/// handler runs, so nothing changes. The raw body is wiped once parsed: it may hold a password.
+#[derive(Debug)]
+pub struct BrowserForm<T> {
+    pub fields: T,
+    /// The value of the form's cookie.
+    pub cookie: String,
+}
+
+impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers();
+        // Browsers say where a request comes from; a form posted from another site is refused
+        // even before its token is looked at.
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|site| site == "cross-site" || site == "same-site");
+        if cross_site {
+            return Err(T::SURFACE.refused(
+                StatusCode::FORBIDDEN,
+                "The form was sent from another site. Open the page directly and try again.",
+            ));
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media_type| {
+                media_type
+                    .trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(T::SURFACE.refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Only this site's own forms are accepted.",
+            ));
+        }
+        let Some(cookie_value) = cookie(headers, T::COOKIE) else {
+            return Err(T::SURFACE.refused(
+                StatusCode::FORBIDDEN,
+                "Your session has ended, or this browser refuses this site's cookies. Reload the page and try again.",
+            ));
+        };
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    T::SURFACE.refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+                } else {
+                    T::SURFACE.refused(StatusCode::BAD_REQUEST, "The form could not be read.")
+                }
+            })?;
+        let parsed = serde_urlencoded::from_bytes::<T>(&bytes);
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
+        let fields = parsed.map_err(|_| {
+            T::SURFACE.refused(
+                StatusCode::BAD_REQUEST,
+                "The form is missing a field or has one it should not. Reload the page and try again.",
+            )
+        })?;
+        let expected = csrf_token(&cookie_value);
+        if !constant_time_equal(expected.as_bytes(), fields.csrf().as_bytes()) {
+            return Err(T::SURFACE.refused(
+                StatusCode::FORBIDDEN,
+                "The form has expired or did not come from this site. Reload the page and try again.",
+            ));
+        }
+        Ok(Self {
+            fields,
+            cookie: cookie_value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-writeback-console=token; other=2"),
+        );
+        assert_eq!(
+            cookie(&headers, "__Host-writeback-console").as_deref(),
+            Some("token")
+        );
+        assert_eq!(cookie(&headers, "__Host-writeback"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_cookie_and_reveal_nothing_of_it() {
+        let first = csrf_token("wbs_first");
+        assert_eq!(first, csrf_token("wbs_first"));
+        assert_ne!(first, csrf_token("wbs_second"));
+        assert!(!first.contains("first"));
+    }
+
+    #[test]
+    fn set_cookie_is_host_only_secure_and_strict() {
+        let value = set_cookie("__Host-writeback-console", "token", 0);
+        let text = value.to_str().unwrap();
+        for attribute in [
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=0",
+        ] {
+            assert!(text.contains(attribute), "{text}");
+        }
+    }
+}

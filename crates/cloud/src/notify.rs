@@ -1,0 +1,139 @@
+//! Mail: one-time codes for the portal, and notices after a password is reset or changed. Sending
+//! never holds up an answer: mail goes out on its own task, so a slow or absent mail server
+//! cannot make a page slow, and the time a page takes cannot tell whether mail was sent.
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::CloudError;
+use crate::config::{SmtpConfig, SmtpSecurity};
+
+/// One message. The body is plain text and never holds a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// The configured mailer; `None` when no SMTP host is set.
+    pub fn from_config(config: &SmtpConfig) -> Result<Option<Self>, CloudError> {
+        let Some(host) = &config.host else {
+            return Ok(None);
+        };
+        let invalid = |what: &str, error: &dyn std::fmt::Display| {
+            CloudError::InvalidInput(format!("smtp.{what}: {error}"))
+        };
+        let builder = match config.security {
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+                .map_err(|error| invalid("host", &error))?,
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+                .map_err(|error| invalid("host", &error))?,
+        };
+        let mut builder = builder.port(config.port);
+        if let Some(username) = &config.username {
+            let password = match &config.password_file {
+                Some(path) => writeback_config::read_secret_file(path)
+                    .map_err(|error| invalid("password_file", &error))?,
+                None => {
+                    return Err(CloudError::InvalidInput(
+                        "smtp.username is set but smtp.password_file is not".into(),
+                    ));
+                }
+            };
+            builder = builder.credentials(Credentials::new(
+                username.clone(),
+                secrecy::ExposeSecret::expose_secret(&password).to_owned(),
+            ));
+        }
+        let from = config
+            .from
+            .parse::<Mailbox>()
+            .map_err(|error| invalid("from", &error))?;
+        Ok(Some(Self {
+            transport: builder.build(),
+            from,
+        }))
+    }
+
+    /// Sends `mail` on a task of its own; a failure is logged, never shown.
+    pub fn send_later(&self, mail: Mail) {
+        let mailer = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = mailer.send(&mail).await {
+                tracing::warn!(%error, subject = %mail.subject, "mail could not be sent");
+            }
+        });
+    }
+
+    pub async fn send(&self, mail: &Mail) -> Result<(), CloudError> {
+        let to = mail
+            .to
+            .parse::<Mailbox>()
+            .map_err(|error| CloudError::InvalidInput(format!("mail recipient: {error}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&mail.subject)
+            .body(mail.body.clone())
+            .map_err(|error| CloudError::Internal(format!("building mail: {error}")))?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(|error| CloudError::Internal(format!("sending mail: {error}")))?;
+        tracing::info!(subject = %mail.subject, "mail sent");
+        Ok(())
+    }
+}
+
+/// Whether `text` looks like one mailbox address that mail can be sent to.
+pub fn is_mail_address(text: &str) -> bool {
+    text.len() <= 254 && !text.contains(['<', '>', ',', ' ']) && text.parse::<Mailbox>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_single_addresses_are_accepted() {
+        assert!(is_mail_address("jane.doe@example.com"));
+        assert!(!is_mail_address("Jane <jane@example.com>"));
+        assert!(!is_mail_address("a@example.com, b@example.com"));
+        assert!(!is_mail_address("not an address"));
+    }
+
+    #[test]
+    fn without_a_host_there_is_no_mailer() {
+        assert!(
+            Mailer::from_config(&SmtpConfig::default())
+                .unwrap()
+                .is_none()
+        );
+        let wrong = SmtpConfig {
+            host: Some("127.0.0.1".into()),
+            security: SmtpSecurity::None,
+            from: "not a mailbox".into(),
+            ..SmtpConfig::default()
+        };
+        assert!(Mailer::from_config(&wrong).is_err());
+    }
+}

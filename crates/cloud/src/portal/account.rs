@@ -1,0 +1,1232 @@
+//! Signed-in self-service: sign-in with the directory password (checked by the agent, never
+//! here), change password, and the registration of verification methods.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use writeback_proto::ProtoError;
+use writeback_proto::api::{SelfServiceSettings, VerificationMethod};
+use writeback_proto::ids::RequestId;
+use writeback_proto::operation::{Operation, OperationKind, UserRef};
+use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::{SealingPublicKey, SecretField};
+use writeback_proto::time::UnixMillis;
+use writeback_store::RegisteredMethod;
+
+use super::checks::{
+    self, ACTION_CONFIRM, ACTION_REGISTER, ACTION_REMOVE, ACTION_SEND_CODE, ACTION_VERIFY,
+    RESULT_INVALID, RESULT_SENT,
+};
+use super::pages::{
+    AccountPage, AuthenticatorPage, MessagePage, NewPasswordPage, Notice, QuestionsPage,
+    RegisteredRow, SignInPage, checklist, render,
+};
+use super::reset::{
+    START_COOKIE, StoredQuestion, account_disabled, fresh_request_id, normalize_identifier,
+    out_of_scope, refuse_before_sending, run, service_unavailable, start_cookie, too_many_attempts,
+    unless_usable, user_words, with_start_cookie,
+};
+use super::state::{PendingRegistration, PortalAccount, PortalSession};
+use super::{
+    account_detail, audit, find_account, in_scope, internal, method_owner, offered_methods, owner,
+    reported_policy, settings,
+};
+use crate::api::Origin;
+use crate::auth::{new_token, token_hash};
+use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
+use crate::notify::{Mail, is_mail_address};
+use crate::{AppState, messages, totp};
+
+pub const SESSION_COOKIE: &str = "__Host-writeback-portal";
+
+/// A wrong password takes at least this long to answer, whether or not the account exists, so
+/// the time taken does not tell (a real bind takes about a tenth of a second).
+const SIGN_IN_FLOOR: std::time::Duration = std::time::Duration::from_millis(400);
+
+macro_rules! session_form {
+    ($name:ident) => {
+        impl FormFields for $name {
+            const COOKIE: &'static str = SESSION_COOKIE;
+            const SURFACE: Surface = Surface::Portal;
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        }
+    };
+}
+
+fn signed_out() -> Response {
+    Redirect::to("/portal/sign-in").into_response()
+}
+
+/// A signed-in user, from the session cookie.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub key: Vec<u8>,
+    pub session: PortalSession,
+    pub csrf: String,
+}
+
+impl SessionContext {
+    fn from_cookie(state: &AppState, value: &str) -> Result<Self, Response> {
+        let key = token_hash(value);
+        let session = state
+            .portal
+            .session(&key, UnixMillis::now())
+            .ok_or_else(signed_out)?;
+        Ok(Self {
+            key,
+            session,
+            csrf: csrf_token(value),
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for SessionContext {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(signed_out)?;
+        Self::from_cookie(state, &value)
+    }
+}
+
+pub async fn show_sign_in(headers: HeaderMap) -> Response {
+    let (value, new_cookie) = match start_cookie(&headers) {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
+    let page = SignInPage {
+        csrf: csrf_token(&value),
+        account: String::new(),
+        notice: None,
+    };
+    with_start_cookie(render(StatusCode::OK, &page), new_cookie)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInForm {
+    csrf: String,
+    account: String,
+    password: SecretString,
+}
+
+impl FormFields for SignInForm {
+    const COOKIE: &'static str = START_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<SignInForm>,
+) -> Response {
+    let started = tokio::time::Instant::now();
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let again = |notice: &str, status: StatusCode| {
+        render(
+            status,
+            &SignInPage {
+                csrf: csrf_token(&form.cookie),
+                account: form.fields.account.chars().take(256).collect(),
+                notice: Some(Notice::bad(notice)),
+            },
+        )
+    };
+    let identifier = match normalize_identifier(&form.fields.account) {
+        Ok(identifier) => identifier,
+        Err(problem) => return again(problem, StatusCode::BAD_REQUEST),
+    };
+    let account = match find_account(&state, &identifier).await {
+        Ok(found) => found.map(|(account, _)| account),
+        Err(error) => return internal(error),
+    };
+    let name = account
+        .as_ref()
+        .map_or_else(|| identifier.clone(), PortalAccount::audit_name);
+    let now = UnixMillis::now();
+    match checks::is_blocked(&state.store, &name, now).await {
+        Ok(true) => return too_many_attempts(&settings.helpdesk),
+        Ok(false) => {}
+        Err(error) => return internal(error),
+    }
+    let wrong = "The user name or password is not correct.";
+    let Some(account) = account else {
+        tokio::time::sleep_until(started + SIGN_IN_FLOOR).await;
+        return again(wrong, StatusCode::UNAUTHORIZED);
+    };
+    if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
+        return response;
+    }
+    let Ok(request_id) = RequestId::generate() else {
+        return internal("no randomness for a request id");
+    };
+    let password = form.fields.password;
+    let user = UserRef::Anchor(account.anchor);
+    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        Ok(Operation::VerifyPassword {
+            password: crate::api::seal_for(
+                key,
+                request_id,
+                OperationKind::VerifyPassword,
+                &user,
+                SecretField::CurrentPassword,
+                &password,
+            )?,
+            user: user.clone(),
+        })
+    };
+    let result = match run(
+        &state,
+        &account,
+        &origin,
+        request_id,
+        OperationKind::VerifyPassword,
+        &build,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    let must_change = match result {
+        ResultCode::Success => false,
+        ResultCode::PasswordExpired | ResultCode::MustChangePassword => true,
+        ResultCode::AccountDisabled => return account_disabled(&settings.helpdesk),
+        ResultCode::AccountLocked => {
+            return MessagePage::new(
+                "Your account is locked",
+                "Your password is right, but your account is locked after too many wrong passwords. Unlock it first.",
+            )
+            .with_link("/portal/identify?purpose=unlock", "Unlock my account")
+            .with_helpdesk(&settings.helpdesk)
+            .render(StatusCode::FORBIDDEN);
+        }
+        ResultCode::AgentUnavailable
+        | ResultCode::DirectoryUnavailable { .. }
+        | ResultCode::Timeout => return service_unavailable(&settings.helpdesk),
+        _ => {
+            // Wrong, unknown, protected and out-of-OU accounts all read the same.
+            if let Err(error) = audit(
+                &state,
+                &name,
+                Some(account.directory.as_str()),
+                ACTION_VERIFY,
+                RESULT_INVALID,
+                Some("password".into()),
+                &origin,
+            )
+            .await
+            {
+                return internal(error);
+            }
+            match checks::recent_failures(&state.store, &name, now).await {
+                Ok(failures) if failures >= checks::MAX_FAILED_ATTEMPTS => {
+                    if let Err(error) = audit(
+                        &state,
+                        &name,
+                        Some(account.directory.as_str()),
+                        checks::ACTION_BLOCKED,
+                        checks::RESULT_TOO_MANY,
+                        None,
+                        &origin,
+                    )
+                    .await
+                    {
+                        return internal(error);
+                    }
+                    return too_many_attempts(&settings.helpdesk);
+                }
+                Ok(_) => {}
+                Err(error) => return internal(error),
+            }
+            tokio::time::sleep_until(started + SIGN_IN_FLOOR).await;
+            return again(wrong, StatusCode::UNAUTHORIZED);
+        }
+    };
+    // The password is proven: now the portal may say what else stands in the way.
+    match account_detail(&state, &account).await {
+        Ok(Some(detail)) if !in_scope(&settings, &detail) => {
+            return out_of_scope(&settings.helpdesk);
+        }
+        Ok(_) => {}
+        Err(error) => return internal(error),
+    }
+    let token = match new_token("wbu_") {
+        Ok(token) => token,
+        Err(error) => return internal(error),
+    };
+    state.portal.start_session(
+        token_hash(token.expose_secret()),
+        PortalSession {
+            account,
+            must_change,
+            pending: None,
+            started_at: now,
+        },
+    );
+    let target = if must_change {
+        "/portal/change"
+    } else {
+        "/portal/account"
+    };
+    let mut response = Redirect::to(target).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            SESSION_COOKIE,
+            token.expose_secret(),
+            state.portal.lifetime().as_secs(),
+        ),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainForm {
+    csrf: String,
+}
+session_form!(PlainForm);
+
+pub async fn sign_out(State(state): State<AppState>, form: BrowserForm<PlainForm>) -> Response {
+    state.portal.end(&token_hash(&form.cookie));
+    let mut response = MessagePage::new("You are signed out", "You can close this page.")
+        .with_link("/portal", "Start again")
+        .render(StatusCode::OK);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    response
+}
+
+/// A session that may do more than change the password.
+fn full_session(context: &SessionContext) -> Result<(), Response> {
+    if context.session.must_change {
+        return Err(Redirect::to("/portal/change").into_response());
+    }
+    Ok(())
+}
+
+fn method_detail(method: &RegisteredMethod) -> String {
+    match method.value.as_deref() {
+        Some(value) => value.to_owned(),
+        None if method.method == VerificationMethod::SecurityQuestions.as_str() => {
+            "Answers registered".into()
+        }
+        None => "Registered".into(),
+    }
+}
+
+fn method_from(name: &str) -> Option<VerificationMethod> {
+    VerificationMethod::ALL
+        .iter()
+        .copied()
+        .find(|method| method.as_str() == name)
+}
+
+async fn account_page(
+    state: &AppState,
+    context: &SessionContext,
+    notice: Option<Notice>,
+) -> Result<AccountPage, Response> {
+    let settings = settings(state).await.map_err(internal)?;
+    let account = &context.session.account;
+    let owned = owner(account);
+    let registered = state
+        .store
+        .self_service_methods(method_owner(&owned))
+        .await
+        .map_err(internal)?;
+    let confirmed_at = state
+        .store
+        .self_service_confirmed_at(method_owner(&owned))
+        .await
+        .map_err(internal)?;
+    let reconfirm = settings.reconfirm_days > 0
+        && !registered.is_empty()
+        && confirmed_at.is_none_or(|at| {
+            UnixMillis::now().duration_since(at).as_secs()
+                >= u64::from(settings.reconfirm_days) * 86_400
+        });
+    let offered = offered_methods(state, &settings);
+    let rows = registered
+        .iter()
+        .filter_map(|method| {
+            method_from(&method.method).map(|kind| RegisteredRow {
+                method: kind.as_str(),
+                label: label(kind),
+                detail: method_detail(method),
+            })
+        })
+        .collect();
+    let pending_email = context.session.pending.as_ref().and_then(|pending| {
+        (pending.method == VerificationMethod::Email)
+            .then(|| pending.value.clone())
+            .flatten()
+    });
+    Ok(AccountPage {
+        csrf: context.csrf.clone(),
+        name: account
+            .display_name
+            .clone()
+            .unwrap_or_else(|| account.sam_account_name.clone()),
+        registered: rows,
+        required: usize::from(settings.methods_required),
+        offer_email: offered.contains(&VerificationMethod::Email),
+        offer_authenticator: offered.contains(&VerificationMethod::AuthenticatorApp),
+        offer_questions: offered.contains(&VerificationMethod::SecurityQuestions),
+        pending_email,
+        reconfirm,
+        notice,
+    })
+}
+
+fn label(method: VerificationMethod) -> &'static str {
+    match method {
+        VerificationMethod::Email => "Email",
+        VerificationMethod::AuthenticatorApp => "Authenticator app",
+        VerificationMethod::SecurityQuestions => "Security questions",
+        VerificationMethod::Sms => "Mobile phone",
+    }
+}
+
+pub async fn show_account(State(state): State<AppState>, context: SessionContext) -> Response {
+    if let Err(response) = full_session(&context) {
+        return response;
+    }
+    match account_page(&state, &context, None).await {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(response) => response,
+    }
+}
+
+async fn account_with(
+    state: &AppState,
+    context: &SessionContext,
+    status: StatusCode,
+    notice: Notice,
+) -> Response {
+    match account_page(state, context, Some(notice)).await {
+        Ok(page) => render(status, &page),
+        Err(response) => response,
+    }
+}
+
+fn session_from_form(state: &AppState, cookie_value: &str) -> Result<SessionContext, Response> {
+    let context = SessionContext::from_cookie(state, cookie_value)?;
+    full_session(&context)?;
+    Ok(context)
+}
+
+pub async fn confirm_methods(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<PlainForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let account = &context.session.account;
+    let owned = owner(account);
+    if let Err(error) = state
+        .store
+        .confirm_self_service_methods(method_owner(&owned), UnixMillis::now())
+        .await
+    {
+        return internal(error);
+    }
+    if let Err(error) =
+        audit_account(&state, account, ACTION_CONFIRM, "success", None, &origin).await
+    {
+        return internal(error);
+    }
+    account_with(
+        &state,
+        &context,
+        StatusCode::OK,
+        Notice::good("Thank you. Your methods are confirmed."),
+    )
+    .await
+}
+
+async fn audit_account(
+    state: &AppState,
+    account: &PortalAccount,
+    action: &str,
+    result: &str,
+    detail: Option<String>,
+    origin: &Option<String>,
+) -> Result<(), writeback_store::StoreError> {
+    audit(
+        state,
+        &account.audit_name(),
+        Some(account.directory.as_str()),
+        action,
+        result,
+        detail,
+        origin,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveForm {
+    csrf: String,
+    method: String,
+}
+session_form!(RemoveForm);
+
+pub async fn remove_method(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<RemoveForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let Some(method) = method_from(&form.fields.method) else {
+        return account_with(
+            &state,
+            &context,
+            StatusCode::BAD_REQUEST,
+            Notice::bad("There is no such method."),
+        )
+        .await;
+    };
+    let account = &context.session.account;
+    let owned = owner(account);
+    let removed = match state
+        .store
+        .remove_self_service_method(method_owner(&owned), method.as_str())
+        .await
+    {
+        Ok(removed) => removed,
+        Err(error) => return internal(error),
+    };
+    if removed
+        && let Err(error) = audit_account(
+            &state,
+            account,
+            ACTION_REMOVE,
+            "success",
+            Some(method.as_str().into()),
+            &origin,
+        )
+        .await
+    {
+        return internal(error);
+    }
+    account_with(
+        &state,
+        &context,
+        StatusCode::OK,
+        Notice::good(format!("{} is removed.", label(method))),
+    )
+    .await
+}
+
+async fn register(
+    state: &AppState,
+    context: &SessionContext,
+    method: VerificationMethod,
+    value: Option<String>,
+    secret: Option<Vec<u8>>,
+    origin: &Option<String>,
+) -> Response {
+    let account = &context.session.account;
+    let owned = owner(account);
+    let registered = RegisteredMethod {
+        method: method.as_str().into(),
+        value,
+        secret,
+        registered_at: UnixMillis::now(),
+    };
+    if let Err(error) = state
+        .store
+        .register_self_service_method(method_owner(&owned), &registered)
+        .await
+    {
+        return internal(error);
+    }
+    if let Err(error) = audit_account(
+        state,
+        account,
+        ACTION_REGISTER,
+        "success",
+        Some(method.as_str().into()),
+        origin,
+    )
+    .await
+    {
+        return internal(error);
+    }
+    state
+        .portal
+        .update_session(&context.key, |session| session.pending = None);
+    let mut response = Redirect::to("/portal/account").into_response();
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-writeback-registered"),
+        header::HeaderValue::from_static("1"),
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailForm {
+    csrf: String,
+    email: String,
+}
+session_form!(EmailForm);
+
+pub async fn register_email(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<EmailForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let address = form.fields.email.trim().to_owned();
+    if !is_mail_address(&address) {
+        return account_with(
+            &state,
+            &context,
+            StatusCode::BAD_REQUEST,
+            Notice::bad("That is not an email address."),
+        )
+        .await;
+    }
+    let Some(mailer) = &state.mailer else {
+        return account_with(
+            &state,
+            &context,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Notice::bad("Email cannot be used here."),
+        )
+        .await;
+    };
+    let account = &context.session.account;
+    let name = account.audit_name();
+    let now = UnixMillis::now();
+    match checks::recent_mails(&state.store, &name, now).await {
+        Ok(count) if count >= checks::MAX_MAILS => {
+            return account_with(
+                &state,
+                &context,
+                StatusCode::TOO_MANY_REQUESTS,
+                Notice::bad(
+                    "Too many codes were sent in the last 10 minutes. Wait a while and try again.",
+                ),
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(error) => return internal(error),
+    }
+    let (code, sent) = match checks::new_code(&context.key, now) {
+        Ok(pair) => pair,
+        Err(error) => return internal(error),
+    };
+    mailer.send_later(Mail {
+        to: address.clone(),
+        subject: "Confirm your email address".into(),
+        body: format!(
+            "Your code to confirm this address for password self-service is {}.\n\nIt is valid for 5 minutes.\n",
+            code.expose_secret()
+        ),
+    });
+    if let Err(error) = audit_account(
+        &state,
+        account,
+        ACTION_SEND_CODE,
+        RESULT_SENT,
+        Some("email registration".into()),
+        &origin,
+    )
+    .await
+    {
+        return internal(error);
+    }
+    state.portal.update_session(&context.key, |session| {
+        session.pending = Some(PendingRegistration {
+            method: VerificationMethod::Email,
+            value: Some(address),
+            secret: None,
+            code: Some(sent),
+        });
+    });
+    Redirect::to("/portal/account").into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeForm {
+    csrf: String,
+    code: String,
+}
+session_form!(CodeForm);
+
+pub async fn confirm_email(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<CodeForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let pending = context
+        .session
+        .pending
+        .clone()
+        .filter(|pending| pending.method == VerificationMethod::Email);
+    let Some(PendingRegistration {
+        value: Some(address),
+        code: Some(sent),
+        ..
+    }) = pending
+    else {
+        return Redirect::to("/portal/account").into_response();
+    };
+    if let Some(response) = registration_attempt(
+        &state,
+        &context,
+        &origin,
+        checks::code_matches(&context.key, &sent, &form.fields.code, UnixMillis::now()),
+    )
+    .await
+    {
+        return response;
+    }
+    register(
+        &state,
+        &context,
+        VerificationMethod::Email,
+        Some(address),
+        None,
+        &origin,
+    )
+    .await
+}
+
+/// Audits a registration code; on a wrong one, the page to show (the limits of the reset flow
+/// apply, so registration cannot be used to guess codes either).
+async fn registration_attempt(
+    state: &AppState,
+    context: &SessionContext,
+    origin: &Option<String>,
+    passed: bool,
+) -> Option<Response> {
+    if passed {
+        return None;
+    }
+    let account = &context.session.account;
+    if let Err(error) = audit_account(
+        state,
+        account,
+        ACTION_VERIFY,
+        RESULT_INVALID,
+        Some("registration code".into()),
+        origin,
+    )
+    .await
+    {
+        return Some(internal(error));
+    }
+    let failures =
+        match checks::recent_failures(&state.store, &account.audit_name(), UnixMillis::now()).await
+        {
+            Ok(failures) => failures,
+            Err(error) => return Some(internal(error)),
+        };
+    if failures >= checks::MAX_FAILED_ATTEMPTS {
+        state
+            .portal
+            .update_session(&context.key, |session| session.pending = None);
+        return Some(
+            account_with(
+                state,
+                context,
+                StatusCode::TOO_MANY_REQUESTS,
+                Notice::bad("Too many wrong codes. Wait an hour and try again."),
+            )
+            .await,
+        );
+    }
+    Some(
+        account_with(
+            state,
+            context,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Notice::bad("That code is not right, or it has expired."),
+        )
+        .await,
+    )
+}
+
+pub async fn show_authenticator(
+    State(state): State<AppState>,
+    context: SessionContext,
+) -> Response {
+    if let Err(response) = full_session(&context) {
+        return response;
+    }
+    let secret = match context.session.pending.as_ref().and_then(|pending| {
+        (pending.method == VerificationMethod::AuthenticatorApp)
+            .then(|| pending.secret.clone())
+            .flatten()
+    }) {
+        Some(secret) => secret,
+        None => match totp::new_secret() {
+            Ok(secret) => {
+                let kept = secret.clone();
+                state.portal.update_session(&context.key, |session| {
+                    session.pending = Some(PendingRegistration {
+                        method: VerificationMethod::AuthenticatorApp,
+                        value: None,
+                        secret: Some(kept),
+                        code: None,
+                    });
+                });
+                secret
+            }
+            Err(error) => return internal(error),
+        },
+    };
+    authenticator_page(&context, &secret, None, StatusCode::OK)
+}
+
+fn authenticator_page(
+    context: &SessionContext,
+    secret: &[u8],
+    notice: Option<Notice>,
+    status: StatusCode,
+) -> Response {
+    let account = &context.session.account;
+    let uri = totp::provisioning_uri("Writeback self-service", &account.audit_name(), secret);
+    let svg = match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(200, 200)
+            .build(),
+        Err(error) => return internal(error),
+    };
+    let manual_key = totp::base32(secret)
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    render(
+        status,
+        &AuthenticatorPage {
+            csrf: context.csrf.clone(),
+            qr_svg_base64: STANDARD.encode(svg),
+            manual_key,
+            notice,
+        },
+    )
+}
+
+pub async fn confirm_authenticator(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<CodeForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let Some(secret) = context.session.pending.as_ref().and_then(|pending| {
+        (pending.method == VerificationMethod::AuthenticatorApp)
+            .then(|| pending.secret.clone())
+            .flatten()
+    }) else {
+        return Redirect::to("/portal/account/authenticator").into_response();
+    };
+    let matched = totp::matching_step(&secret, &form.fields.code, UnixMillis::now(), None);
+    if matched.is_none()
+        && let Some(response) = registration_attempt(&state, &context, &origin, false).await
+    {
+        return match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => response,
+            _ => authenticator_page(
+                &context,
+                &secret,
+                Some(Notice::bad(
+                    "That code is not right. Type the code your app shows now.",
+                )),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        };
+    }
+    let response = register(
+        &state,
+        &context,
+        VerificationMethod::AuthenticatorApp,
+        None,
+        Some(secret.to_vec()),
+        &origin,
+    )
+    .await;
+    // The code that confirmed the key is used: it cannot also prove a reset.
+    if let Some(step) = matched {
+        let owned = owner(&context.session.account);
+        if let Err(error) = state
+            .store
+            .accept_self_service_totp_step(method_owner(&owned), step)
+            .await
+        {
+            return internal(error);
+        }
+    }
+    response
+}
+
+fn questions_page(
+    settings: &SelfServiceSettings,
+    csrf: String,
+    notice: Option<Notice>,
+) -> QuestionsPage {
+    QuestionsPage {
+        csrf,
+        pool: settings.security_questions.clone(),
+        slots: (0..usize::from(settings.questions_asked)).collect(),
+        notice,
+    }
+}
+
+pub async fn show_questions(State(state): State<AppState>, context: SessionContext) -> Response {
+    if let Err(response) = full_session(&context) {
+        return response;
+    }
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    if !offered_methods(&state, &settings).contains(&VerificationMethod::SecurityQuestions) {
+        return Redirect::to("/portal/account").into_response();
+    }
+    render(
+        StatusCode::OK,
+        &questions_page(&settings, context.csrf, None),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionsForm {
+    csrf: String,
+    question_0: Option<usize>,
+    question_1: Option<usize>,
+    question_2: Option<usize>,
+    question_3: Option<usize>,
+    question_4: Option<usize>,
+    answer_0: Option<SecretString>,
+    answer_1: Option<SecretString>,
+    answer_2: Option<SecretString>,
+    answer_3: Option<SecretString>,
+    answer_4: Option<SecretString>,
+}
+session_form!(QuestionsForm);
+
+pub async fn register_questions(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<QuestionsForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    if !offered_methods(&state, &settings).contains(&VerificationMethod::SecurityQuestions) {
+        return Redirect::to("/portal/account").into_response();
+    }
+    let fields = form.fields;
+    let pairs = [
+        (fields.question_0, fields.answer_0),
+        (fields.question_1, fields.answer_1),
+        (fields.question_2, fields.answer_2),
+        (fields.question_3, fields.answer_3),
+        (fields.question_4, fields.answer_4),
+    ];
+    let wanted = usize::from(settings.questions_asked);
+    let mut chosen: Vec<(String, SecretString)> = Vec::new();
+    let mut problem = None;
+    for (question, answer) in pairs.into_iter().take(wanted) {
+        match (
+            question.and_then(|index| settings.security_questions.get(index)),
+            answer,
+        ) {
+            (Some(question), Some(answer)) => {
+                if chosen.iter().any(|(existing, _)| existing == question) {
+                    problem = Some("Choose a different question for each answer.");
+                } else if let Some(answer_problem) = checks::answer_problem(answer.expose_secret())
+                {
+                    problem = Some(answer_problem);
+                }
+                chosen.push((question.clone(), answer));
+            }
+            _ => problem = Some("Choose and answer every question."),
+        }
+    }
+    if let Some(problem) = problem {
+        return render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &questions_page(&settings, context.csrf, Some(Notice::bad(problem))),
+        );
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        chosen
+            .into_iter()
+            .map(|(question, answer)| {
+                let normalized =
+                    SecretString::from(checks::normalize_answer(answer.expose_secret()));
+                crate::auth::hash_password(&normalized).map(|answer_hash| StoredQuestion {
+                    question,
+                    answer_hash,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let stored = match hashed {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(error)) => return internal(error),
+        Err(error) => return internal(error),
+    };
+    let secret = match serde_json::to_vec(&stored) {
+        Ok(secret) => secret,
+        Err(error) => return internal(error),
+    };
+    register(
+        &state,
+        &context,
+        VerificationMethod::SecurityQuestions,
+        None,
+        Some(secret),
+        &origin,
+    )
+    .await
+}
+
+fn change_page(
+    state: &AppState,
+    settings: &SelfServiceSettings,
+    context: &SessionContext,
+    notice: Option<Notice>,
+) -> NewPasswordPage {
+    let account = &context.session.account;
+    NewPasswordPage {
+        csrf: context.csrf.clone(),
+        action: "/portal/change",
+        heading: "Change your password",
+        ask_current: true,
+        request_id: fresh_request_id(),
+        checklist: checklist(
+            reported_policy(state, &account.directory).as_ref(),
+            &user_words(account),
+            settings.minimum_strength,
+        ),
+        notice,
+        signed_in: !context.session.must_change,
+    }
+}
+
+pub async fn show_change(State(state): State<AppState>, context: SessionContext) -> Response {
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let notice = context.session.must_change.then(|| {
+        Notice::bad(
+            "Your password has expired or must be changed before you can use it. Choose a new one.",
+        )
+    });
+    render(
+        StatusCode::OK,
+        &change_page(&state, &settings, &context, notice),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeForm {
+    csrf: String,
+    request_id: String,
+    current_password: SecretString,
+    new_password: SecretString,
+    confirm_password: SecretString,
+}
+session_form!(ChangeForm);
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<ChangeForm>,
+) -> Response {
+    let context = match SessionContext::from_cookie(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let account = context.session.account.clone();
+    let retry = |notice: String| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &change_page(&state, &settings, &context, Some(Notice::bad(notice))),
+        )
+    };
+    let fields = form.fields;
+    if let Err(error) =
+        crate::api::check_password_shape(&fields.current_password, "current_password")
+    {
+        return retry(error.message);
+    }
+    if let Some(problem) = refuse_before_sending(
+        &settings,
+        &account,
+        &fields.new_password,
+        &fields.confirm_password,
+        OperationKind::ChangePassword,
+    ) {
+        return retry(problem);
+    }
+    let Ok(request_id) = fields.request_id.parse::<RequestId>() else {
+        return retry("The form is damaged. Try again.".into());
+    };
+    if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
+        return response;
+    }
+    let (current_password, new_password) = (fields.current_password, fields.new_password);
+    let user = UserRef::Anchor(account.anchor);
+    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        let kind = OperationKind::ChangePassword;
+        Ok(Operation::ChangePassword {
+            current_password: crate::api::seal_for(
+                key,
+                request_id,
+                kind,
+                &user,
+                SecretField::CurrentPassword,
+                &current_password,
+            )?,
+            new_password: crate::api::seal_for(
+                key,
+                request_id,
+                kind,
+                &user,
+                SecretField::NewPassword,
+                &new_password,
+            )?,
+            user: user.clone(),
+        })
+    };
+    let result = match run(
+        &state,
+        &account,
+        &origin,
+        request_id,
+        OperationKind::ChangePassword,
+        &build,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    match result {
+        ResultCode::Success => {
+            state
+                .portal
+                .update_session(&context.key, |session| session.must_change = false);
+            notify_user(
+                &state,
+                &settings,
+                &account,
+                "changed by you in self-service",
+            )
+            .await;
+            MessagePage::new(
+                "Your password was changed",
+                "Your new password is set in your organisation's directory. Use it from now on.",
+            )
+            .with_link("/portal/account", "Back to your account")
+            .render(StatusCode::OK)
+        }
+        ResultCode::AgentUnavailable | ResultCode::DirectoryUnavailable { .. } => {
+            service_unavailable(&settings.helpdesk)
+        }
+        other => retry(messages::describe(OperationKind::ChangePassword, &other)),
+    }
+}
+
+/// Mails the user that their password changed, when the policy says so and an address is known:
+/// their registered one, or else the directory's `mail`.
+pub async fn notify_user(
+    state: &AppState,
+    settings: &SelfServiceSettings,
+    account: &PortalAccount,
+    how: &str,
+) {
+    let Some(mailer) = &state.mailer else { return };
+    if !settings.notify_user_on_reset {
+        return;
+    }
+    let owned = owner(account);
+    let registered = state
+        .store
+        .self_service_methods(method_owner(&owned))
+        .await
+        .ok()
+        .unwrap_or_default();
+    let address = registered
+        .into_iter()
+        .find(|method| method.method == VerificationMethod::Email.as_str())
+        .and_then(|method| method.value);
+    let address = match address {
+        Some(address) => Some(address),
+        None => account_detail(state, account)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|detail| detail.user.mail),
+    };
+    let Some(address) = address else { return };
+    mailer.send_later(Mail {
+        to: address,
+        subject: "Your password was changed".into(),
+        body: format!(
+            "The password of your account {} was {how}.\n\nIf this was not you, contact your helpdesk at once.\n",
+            account.sam_account_name
+        ),
+    });
+}

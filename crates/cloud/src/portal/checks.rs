@@ -1,0 +1,315 @@
+//! The portal's checks: one-time codes, security answers, the cloud's own password rules (banned
+//! words, common passwords, strength) and the rate limits, which are counted from the audit log
+//! so that they survive a restart and every refusal is on record.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use writeback_policy::PolicyReason;
+use writeback_proto::ProtoError;
+use writeback_proto::api::SelfServiceSettings;
+use writeback_proto::ids::random_bytes;
+use writeback_proto::time::UnixMillis;
+use writeback_store::{Store, StoreError};
+
+use super::state::SentCode;
+use crate::auth::constant_time_equal;
+
+/// Audit actions the portal writes.
+pub const ACTION_IDENTIFY: &str = "self_service_identify";
+pub const ACTION_SEND_CODE: &str = "self_service_send_code";
+pub const ACTION_VERIFY: &str = "self_service_verify";
+pub const ACTION_BLOCKED: &str = "self_service_blocked";
+pub const ACTION_REGISTER: &str = "self_service_register";
+pub const ACTION_REMOVE: &str = "self_service_remove";
+pub const ACTION_CONFIRM: &str = "self_service_confirm";
+
+/// Audit result codes the portal writes besides the operations' own.
+pub const RESULT_SENT: &str = "sent";
+/// A code was asked for a name with no registered address: counted like a sent one, so the mail
+/// limit cannot tell the two apart.
+pub const RESULT_NO_ADDRESS: &str = "no_address";
+pub const RESULT_INVALID: &str = "invalid_verification";
+pub const RESULT_TOO_MANY: &str = "too_many_attempts";
+
+/// The anchor's limits: 5 code or question attempts an hour, 10 mails in 10 minutes, then a
+/// block of 24 hours.
+pub const MAX_FAILED_ATTEMPTS: u64 = 5;
+pub const FAILED_ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
+pub const MAX_MAILS: u64 = 10;
+pub const MAIL_WINDOW: Duration = Duration::from_secs(600);
+pub const BLOCK: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `name` is blocked: a block entry in the last 24 hours.
+pub async fn is_blocked(store: &Store, name: &str, now: UnixMillis) -> Result<bool, StoreError> {
+    let since = UnixMillis(now.0.saturating_sub(BLOCK.as_millis() as u64));
+    Ok(store
+        .count_audit_for_target(name, since, &[ACTION_BLOCKED], &[RESULT_TOO_MANY])
+        .await?
+        > 0)
+}
+
+/// Wrong codes, answers and sign-in passwords for `name` within the last hour.
+pub async fn recent_failures(
+    store: &Store,
+    name: &str,
+    now: UnixMillis,
+) -> Result<u64, StoreError> {
+    let since = UnixMillis(
+        now.0
+            .saturating_sub(FAILED_ATTEMPT_WINDOW.as_millis() as u64),
+    );
+    store
+        .count_audit_for_target(name, since, &[ACTION_VERIFY], &[RESULT_INVALID])
+        .await
+}
+
+pub async fn recent_mails(store: &Store, name: &str, now: UnixMillis) -> Result<u64, StoreError> {
+    let since = UnixMillis(now.0.saturating_sub(MAIL_WINDOW.as_millis() as u64));
+    store
+        .count_audit_for_target(
+            name,
+            since,
+            &[ACTION_SEND_CODE],
+            &[RESULT_SENT, RESULT_NO_ADDRESS],
+        )
+        .await
+}
+
+/// A new six-digit code and what the flow remembers of it.
+pub fn new_code(salt: &[u8], now: UnixMillis) -> Result<(SecretString, SentCode), ProtoError> {
+    let bytes = random_bytes::<8>()?;
+    let code = format!("{:06}", u64::from_le_bytes(bytes) % 1_000_000);
+    let digest = code_digest(salt, &code);
+    Ok((
+        SecretString::from(code),
+        SentCode {
+            digest,
+            sent_at: now,
+        },
+    ))
+}
+
+fn code_digest(salt: &[u8], code: &str) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(b"writeback one-time code\0")
+        .chain_update(salt)
+        .chain_update(code.as_bytes())
+        .finalize()
+        .to_vec()
+}
+
+/// Whether `typed` is the code that was sent, and it is still current.
+pub fn code_matches(salt: &[u8], sent: &SentCode, typed: &str, now: UnixMillis) -> bool {
+    let typed: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+    let matches = constant_time_equal(&code_digest(salt, &typed), &sent.digest);
+    matches && sent.is_current(now)
+}
+
+/// Answers are compared the way people remember them: case, spacing and punctuation aside.
+pub fn normalize_answer(answer: &str) -> String {
+    answer
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Answers must be 3 to 40 characters, as the anchor asks.
+pub fn answer_problem(answer: &str) -> Option<&'static str> {
+    let length = normalize_answer(answer).chars().count();
+    if length < 3 {
+        Some("Each answer must have at least 3 letters or digits.")
+    } else if answer.chars().count() > 40 {
+        Some("Each answer must be at most 40 characters.")
+    } else {
+        None
+    }
+}
+
+/// Which of the policy's questions an unknown name is asked: always the same ones for the same
+/// name, so asking twice reveals nothing.
+pub fn questions_for_unknown(identifier: &str, pool: &[String], count: usize) -> Vec<String> {
+    let mut ranked: Vec<(Vec<u8>, &String)> = pool
+        .iter()
+        .map(|question| {
+            let rank = Sha256::new()
+                .chain_update(identifier.as_bytes())
+                .chain_update([0])
+                .chain_update(question.as_bytes())
+                .finalize()
+                .to_vec();
+            (rank, question)
+        })
+        .collect();
+    ranked.sort();
+    ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, question)| question.clone())
+        .collect()
+}
+
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// The rules the cloud adds to the directory's own: the administrator's banned words, the list
+/// of common passwords, and the minimum strength. Checked before anything is sent.
+pub fn cloud_password_rules(
+    settings: &SelfServiceSettings,
+    password: &SecretString,
+    user_words: &[&str],
+) -> Result<(), PolicyReason> {
+    let password = password.expose_secret();
+    let lowered = password.to_lowercase();
+    let banned = settings
+        .banned_words
+        .iter()
+        .map(|word| word.trim().to_lowercase())
+        .any(|word| !word.is_empty() && lowered.contains(&word));
+    if banned {
+        return Err(PolicyReason::Banned);
+    }
+    if is_common(&lowered) {
+        return Err(PolicyReason::Common);
+    }
+    if strength(password, user_words) < settings.minimum_strength {
+        return Err(PolicyReason::TooWeak);
+    }
+    Ok(())
+}
+
+/// A common password, or one with digits and symbols stuck on either end ("Password1!").
+fn is_common(lowered: &str) -> bool {
+    let core = lowered.trim_matches(|c: char| !c.is_alphabetic());
+    COMMON_PASSWORDS
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .any(|common| common == lowered || (core.len() >= 4 && common == core))
+}
+
+/// Strength from 0 (guessed at once) to 4 (very strong), from an estimate of the guesses an
+/// attacker needs: the character classes used, less the runs, repeats and the user's own words
+/// that guessers try first.
+pub fn strength(password: &str, user_words: &[&str]) -> u8 {
+    let mut remaining = password.to_lowercase();
+    for word in user_words {
+        let word = word.to_lowercase();
+        if word.chars().count() >= 3 {
+            remaining = remaining.replace(&word, "\u{1}");
+        }
+    }
+    let characters: Vec<char> = remaining.chars().collect();
+    let mut effective = 0.0f64;
+    for (index, character) in characters.iter().enumerate() {
+        let previous = index.checked_sub(1).map(|i| characters[i]);
+        let predictable = previous.is_some_and(|previous| {
+            previous == *character || (*character as i64 - previous as i64).abs() == 1
+        });
+        effective += if predictable { 0.3 } else { 1.0 };
+    }
+    let pool = [
+        password.chars().any(|c| c.is_lowercase()).then_some(26.0),
+        password.chars().any(|c| c.is_uppercase()).then_some(26.0),
+        password.chars().any(|c| c.is_ascii_digit()).then_some(10.0),
+        password
+            .chars()
+            .any(|c| !c.is_alphanumeric())
+            .then_some(33.0),
+        (!password.is_ascii()).then_some(100.0),
+    ]
+    .into_iter()
+    .flatten()
+    .sum::<f64>()
+    .max(10.0);
+    let bits = effective * pool.log2();
+    match bits {
+        bits if bits < 28.0 => 0,
+        bits if bits < 40.0 => 1,
+        bits if bits < 55.0 => 2,
+        bits if bits < 70.0 => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_matches_once_typed_right_and_only_while_current() {
+        let (code, sent) = new_code(b"flow", UnixMillis(0)).unwrap();
+        let typed = code.expose_secret();
+        assert_eq!(typed.len(), 6);
+        assert!(code_matches(b"flow", &sent, typed, UnixMillis(1_000)));
+        assert!(code_matches(
+            b"flow",
+            &sent,
+            &format!(" {typed} "),
+            UnixMillis(1_000)
+        ));
+        assert!(!code_matches(
+            b"other flow",
+            &sent,
+            typed,
+            UnixMillis(1_000)
+        ));
+        assert!(!code_matches(b"flow", &sent, typed, UnixMillis(300_000)));
+        assert!(!code_matches(b"flow", &sent, "000000x", UnixMillis(1_000)));
+    }
+
+    #[test]
+    fn answers_ignore_case_spacing_and_punctuation() {
+        assert_eq!(
+            normalize_answer("  St. Mary's   School "),
+            "st mary s school"
+        );
+        assert_eq!(
+            answer_problem("ab"),
+            Some("Each answer must have at least 3 letters or digits.")
+        );
+        assert_eq!(answer_problem("Rex"), None);
+        assert!(answer_problem(&"x".repeat(41)).is_some());
+    }
+
+    #[test]
+    fn an_unknown_name_is_always_asked_the_same_questions() {
+        let pool: Vec<String> = (1..=8).map(|n| format!("Question {n}?")).collect();
+        let first = questions_for_unknown("nobody", &pool, 3);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first, questions_for_unknown("nobody", &pool, 3));
+        assert_ne!(first, questions_for_unknown("somebody else", &pool, 3));
+    }
+
+    #[test]
+    fn banned_common_and_weak_passwords_are_refused_with_their_reason() {
+        let settings = SelfServiceSettings {
+            banned_words: vec!["Contoso".into()],
+            minimum_strength: 2,
+            ..SelfServiceSettings::default()
+        };
+        let check = |password: &str| {
+            cloud_password_rules(
+                &settings,
+                &SecretString::from(password.to_owned()),
+                &["jdoe"],
+            )
+        };
+        assert_eq!(check("MyContoso-Pass-19"), Err(PolicyReason::Banned));
+        assert_eq!(check("Password1!"), Err(PolicyReason::Common));
+        assert_eq!(check("Qwerty123"), Err(PolicyReason::Common));
+        assert_eq!(check("Aaaa1111"), Err(PolicyReason::TooWeak));
+        assert_eq!(check("jdoe-jdoe-1A"), Err(PolicyReason::TooWeak));
+        assert_eq!(check("Harbour-Violet-73"), Ok(()));
+    }
+
+    #[test]
+    fn strength_grows_with_length_and_variety() {
+        assert_eq!(strength("abc", &[]), 0);
+        assert!(strength("Tr0ub4dor&3", &[]) >= 2);
+        assert_eq!(strength("correct horse battery staple", &[]), 4);
+        assert!(strength("abcdefgh", &[]) < strength("qmzvtrke", &[]));
+    }
+}

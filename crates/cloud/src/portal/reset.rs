@@ -1,0 +1,1219 @@
+//! Forgot password and unlock: identify, verify with as many methods as the policy requires,
+//! then set a new password (or unlock), written back synchronously.
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use writeback_proto::ProtoError;
+use writeback_proto::api::{SelfServiceScope, VerificationMethod};
+use writeback_proto::ids::RequestId;
+use writeback_proto::operation::{Operation, OperationKind, UserRef};
+use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::{SealingPublicKey, SecretField};
+use writeback_proto::time::UnixMillis;
+use zeroize::Zeroizing;
+
+use super::checks::{
+    self, ACTION_BLOCKED, ACTION_IDENTIFY, ACTION_SEND_CODE, ACTION_VERIFY, RESULT_INVALID,
+    RESULT_NO_ADDRESS, RESULT_SENT, RESULT_TOO_MANY,
+};
+use super::pages::{
+    IdentifyPage, MessagePage, MethodChoice, MethodsPage, NewPasswordPage, Notice, ProofPage,
+    UnlockPage, checklist, render,
+};
+use super::state::{Challenge, Flow, PortalAccount, Purpose, SentCode};
+use super::{
+    audit, directory_usable, find_account, in_scope, internal, method_owner, offered_methods,
+    owner, reported_policy, settings,
+};
+use crate::api::{Actor, Origin, UserPath};
+use crate::auth::{new_token, token_hash};
+use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
+use crate::notify::Mail;
+use crate::{AppState, messages, totp};
+
+/// Anchors the CSRF token of the forms shown before a flow or session exists.
+pub const START_COOKIE: &str = "__Host-writeback-portal-start";
+pub const FLOW_COOKIE: &str = "__Host-writeback-portal-flow";
+const START_COOKIE_SECONDS: u64 = 3600;
+
+pub fn method_label(method: VerificationMethod) -> &'static str {
+    match method {
+        VerificationMethod::Email => "Email me a code",
+        VerificationMethod::AuthenticatorApp => "Use a code from my authenticator app",
+        VerificationMethod::SecurityQuestions => "Answer my security questions",
+        VerificationMethod::Sms => "Text me a code",
+    }
+}
+
+/// The cookie a pre-flow form goes with: the one the browser has, or a new one to set.
+pub fn start_cookie(headers: &HeaderMap) -> Result<(String, Option<String>), Response> {
+    match cookie(headers, START_COOKIE) {
+        Some(value) if !value.is_empty() && value.len() <= 128 => Ok((value, None)),
+        _ => {
+            let token = new_token("wbp_").map_err(internal)?;
+            let value = token.expose_secret().to_owned();
+            Ok((value.clone(), Some(value)))
+        }
+    }
+}
+
+pub fn with_start_cookie(mut response: Response, new_cookie: Option<String>) -> Response {
+    if let Some(value) = new_cookie {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(START_COOKIE, &value, START_COOKIE_SECONDS),
+        );
+    }
+    response
+}
+
+fn session_ended() -> Response {
+    MessagePage::new(
+        "Your session has ended",
+        "For your safety, a reset must be finished within 15 minutes. Nothing was changed. Start again.",
+    )
+    .with_link("/portal", "Start again")
+    .render(StatusCode::GONE)
+}
+
+pub fn too_many_attempts(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Too many attempts",
+        "There were too many attempts for this account, so self-service is blocked for it for 24 hours. Nothing was changed.",
+    )
+    .with_paragraph("If you did not make these attempts, tell your helpdesk: someone may be trying to get into your account.")
+    .with_helpdesk(helpdesk)
+    .render(StatusCode::TOO_MANY_REQUESTS)
+}
+
+pub fn service_unavailable(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "The on-premises service is unavailable",
+        "Your organisation's directory cannot be reached right now, so passwords cannot be changed. Nothing was changed. Try again in a few minutes.",
+    )
+    .with_helpdesk(helpdesk)
+    .with_link("/portal", "Start again")
+    .render(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+fn self_service_off(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Self-service is not available",
+        "Your organisation has not turned on password self-service.",
+    )
+    .with_helpdesk(helpdesk)
+    .render(StatusCode::FORBIDDEN)
+}
+
+/// The reset or unlock in progress, from its cookie.
+#[derive(Debug)]
+pub struct FlowContext {
+    pub key: Vec<u8>,
+    pub flow: Flow,
+    pub csrf: String,
+}
+
+impl FromRequestParts<AppState> for FlowContext {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = cookie(&parts.headers, FLOW_COOKIE).ok_or_else(session_ended)?;
+        let key = token_hash(&value);
+        let flow = state
+            .portal
+            .flow(&key, UnixMillis::now())
+            .ok_or_else(session_ended)?;
+        Ok(Self {
+            key,
+            flow,
+            csrf: csrf_token(&value),
+        })
+    }
+}
+
+impl FlowContext {
+    fn from_form(state: &AppState, cookie_value: &str) -> Result<Self, Response> {
+        let key = token_hash(cookie_value);
+        let flow = state
+            .portal
+            .flow(&key, UnixMillis::now())
+            .ok_or_else(session_ended)?;
+        Ok(Self {
+            key,
+            flow,
+            csrf: csrf_token(cookie_value),
+        })
+    }
+}
+
+pub async fn home(State(state): State<AppState>) -> Response {
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    if settings.scope == SelfServiceScope::Nobody {
+        return self_service_off(&settings.helpdesk);
+    }
+    let healths = match crate::health::of_every_directory(&state, UnixMillis::now()).await {
+        Ok(healths) => healths,
+        Err(error) => return internal(error),
+    };
+    let mut any_usable = false;
+    for health in &healths {
+        any_usable |= match directory_usable(&state, &health.directory).await {
+            Ok(usable) => usable,
+            Err(error) => return internal(error),
+        };
+    }
+    let notice = (!any_usable).then(|| {
+        Notice::bad("Your organisation's directory cannot be reached right now, so passwords cannot be reset or changed. Try again in a few minutes.")
+    });
+    render(
+        StatusCode::OK,
+        &super::pages::HomePage {
+            unlock_offered: settings.unlock_without_reset,
+            notice,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PurposeQuery {
+    purpose: Option<String>,
+}
+
+fn purpose_of(text: Option<&str>) -> Purpose {
+    match text {
+        Some("unlock") => Purpose::Unlock,
+        _ => Purpose::Reset,
+    }
+}
+
+fn identify_page(
+    purpose: Purpose,
+    csrf: String,
+    account: String,
+    notice: Option<Notice>,
+) -> IdentifyPage {
+    IdentifyPage {
+        csrf,
+        purpose: purpose.as_str(),
+        heading: match purpose {
+            Purpose::Reset => "Reset your password",
+            Purpose::Unlock => "Unlock your account",
+        },
+        account,
+        notice,
+    }
+}
+
+pub async fn show_identify(headers: HeaderMap, Query(query): Query<PurposeQuery>) -> Response {
+    let (value, new_cookie) = match start_cookie(&headers) {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
+    let page = identify_page(
+        purpose_of(query.purpose.as_deref()),
+        csrf_token(&value),
+        String::new(),
+        None,
+    );
+    with_start_cookie(render(StatusCode::OK, &page), new_cookie)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyForm {
+    csrf: String,
+    purpose: String,
+    account: String,
+}
+
+impl FormFields for IdentifyForm {
+    const COOKIE: &'static str = START_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The name as the portal compares it, or why it cannot be one.
+pub fn normalize_identifier(text: &str) -> Result<String, &'static str> {
+    let name = text.trim().to_lowercase();
+    if name.is_empty() {
+        return Err("Type your user name, sign-in name or email address.");
+    }
+    if UserRef::logon_name(&name).is_err() {
+        return Err("That name is too long or has characters no account name has.");
+    }
+    Ok(name)
+}
+
+/// Starts a flow for whatever name was typed. Every name gets the same answer: the next page.
+pub async fn identify(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<IdentifyForm>,
+) -> Response {
+    let purpose = purpose_of(Some(form.fields.purpose.as_str()));
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    if settings.scope == SelfServiceScope::Nobody {
+        return self_service_off(&settings.helpdesk);
+    }
+    if purpose == Purpose::Unlock && !settings.unlock_without_reset {
+        return MessagePage::new(
+            "Unlocking is not offered",
+            "Your organisation does not let you unlock your account without resetting the password.",
+        )
+        .with_link("/portal/identify?purpose=reset", "Reset my password")
+        .render(StatusCode::FORBIDDEN);
+    }
+    let identifier = match normalize_identifier(&form.fields.account) {
+        Ok(identifier) => identifier,
+        Err(problem) => {
+            let page = identify_page(
+                purpose,
+                csrf_token(&form.cookie),
+                form.fields.account.chars().take(256).collect(),
+                Some(Notice::bad(problem)),
+            );
+            return render(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    let account = match find_account(&state, &identifier).await {
+        Ok(found) => found.map(|(account, _)| account),
+        Err(error) => return internal(error),
+    };
+    let now = UnixMillis::now();
+    let flow = Flow {
+        purpose,
+        identifier,
+        account,
+        verified: Vec::new(),
+        challenge: None,
+        started_at: now,
+    };
+    let name = flow.audit_name();
+    match checks::is_blocked(&state.store, &name, now).await {
+        Ok(true) => return too_many_attempts(&settings.helpdesk),
+        Ok(false) => {}
+        Err(error) => return internal(error),
+    }
+    let directory = flow
+        .account
+        .as_ref()
+        .map(|account| account.directory.to_string());
+    let known = if flow.account.is_some() {
+        "account found"
+    } else {
+        "no such account"
+    };
+    if let Err(error) = audit(
+        &state,
+        &name,
+        directory.as_deref(),
+        ACTION_IDENTIFY,
+        "started",
+        Some(format!("{}; {known}", purpose.as_str())),
+        &origin,
+    )
+    .await
+    {
+        return internal(error);
+    }
+    let token = match new_token("wbf_") {
+        Ok(token) => token,
+        Err(error) => return internal(error),
+    };
+    state
+        .portal
+        .start_flow(token_hash(token.expose_secret()), flow);
+    let mut response = Redirect::to("/portal/verify").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            FLOW_COOKIE,
+            token.expose_secret(),
+            state.portal.lifetime().as_secs(),
+        ),
+    );
+    response
+}
+
+pub async fn show_methods(State(state): State<AppState>, context: FlowContext) -> Response {
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let required = usize::from(settings.methods_required);
+    if context.flow.verified.len() >= required {
+        return Redirect::to("/portal/new-password").into_response();
+    }
+    let choices: Vec<MethodChoice> = offered_methods(&state, &settings)
+        .into_iter()
+        .filter(|method| !context.flow.verified.contains(method))
+        .map(|method| MethodChoice {
+            value: method.as_str(),
+            label: method_label(method),
+        })
+        .collect();
+    if choices.is_empty() {
+        return not_enough_methods(&settings.helpdesk);
+    }
+    render(
+        StatusCode::OK,
+        &MethodsPage {
+            csrf: context.csrf,
+            step: context.flow.verified.len() + 1,
+            steps: required,
+            choices,
+            notice: None,
+        },
+    )
+}
+
+fn not_enough_methods(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Not enough methods registered",
+        "To reset your password yourself, you need more verification methods registered than you have. Nothing was changed.",
+    )
+    .with_paragraph("Once you can sign in, register more methods on your account page. Until then, your helpdesk can reset your password.")
+    .with_helpdesk(helpdesk)
+    .render(StatusCode::FORBIDDEN)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodForm {
+    csrf: String,
+    method: String,
+}
+
+impl FormFields for MethodForm {
+    const COOKIE: &'static str = FLOW_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The stored security questions of a registration: questions with their answers' hashes.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct StoredQuestion {
+    pub question: String,
+    pub answer_hash: String,
+}
+
+pub async fn start_method(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<MethodForm>,
+) -> Response {
+    let context = match FlowContext::from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let method = offered_methods(&state, &settings)
+        .into_iter()
+        .find(|method| method.as_str() == form.fields.method)
+        .filter(|method| !context.flow.verified.contains(method));
+    let Some(method) = method else {
+        return Redirect::to("/portal/verify").into_response();
+    };
+    let now = UnixMillis::now();
+    let name = context.flow.audit_name();
+    match checks::is_blocked(&state.store, &name, now).await {
+        Ok(true) => return too_many_attempts(&settings.helpdesk),
+        Ok(false) => {}
+        Err(error) => return internal(error),
+    }
+    let registered = match registered_methods(&state, context.flow.account.as_ref()).await {
+        Ok(registered) => registered,
+        Err(error) => return internal(error),
+    };
+    let directory = context
+        .flow
+        .account
+        .as_ref()
+        .map(|account| account.directory.to_string());
+    let mut challenge = Challenge {
+        method,
+        code: None,
+        questions: Vec::new(),
+    };
+    match method {
+        VerificationMethod::Email => {
+            match checks::recent_mails(&state.store, &name, now).await {
+                Ok(count) if count >= checks::MAX_MAILS => {
+                    return block(
+                        &state,
+                        &name,
+                        directory.as_deref(),
+                        &origin,
+                        &settings.helpdesk,
+                    )
+                    .await;
+                }
+                Ok(_) => {}
+                Err(error) => return internal(error),
+            }
+            let address = registered
+                .iter()
+                .find(|method| method.method == VerificationMethod::Email.as_str())
+                .and_then(|method| method.value.clone());
+            let (code, sent) = match checks::new_code(&context.key, now) {
+                Ok(pair) => pair,
+                Err(error) => return internal(error),
+            };
+            let result = match (&address, &state.mailer) {
+                (Some(address), Some(mailer)) => {
+                    mailer.send_later(Mail {
+                        to: address.clone(),
+                        subject: "Your verification code".into(),
+                        body: format!(
+                            "Your code to reset your password or unlock your account is {}.\n\nIt is valid for 5 minutes. If you did not ask for it, someone may be trying to get into your account: tell your helpdesk.\n",
+                            code.expose_secret()
+                        ),
+                    });
+                    challenge.code = Some(sent);
+                    RESULT_SENT
+                }
+                // No address: a code that matches nothing, so the next page is the same.
+                _ => {
+                    challenge.code = Some(SentCode {
+                        digest: Vec::new(),
+                        sent_at: now,
+                    });
+                    RESULT_NO_ADDRESS
+                }
+            };
+            if let Err(error) = audit(
+                &state,
+                &name,
+                directory.as_deref(),
+                ACTION_SEND_CODE,
+                result,
+                Some("email".into()),
+                &origin,
+            )
+            .await
+            {
+                return internal(error);
+            }
+        }
+        VerificationMethod::SecurityQuestions => {
+            let stored = registered
+                .iter()
+                .find(|method| method.method == VerificationMethod::SecurityQuestions.as_str())
+                .and_then(|method| method.secret.as_deref())
+                .and_then(|secret| serde_json::from_slice::<Vec<StoredQuestion>>(secret).ok());
+            challenge.questions = match stored {
+                Some(stored) => stored.into_iter().map(|stored| stored.question).collect(),
+                None => checks::questions_for_unknown(
+                    &context.flow.identifier,
+                    &settings.security_questions,
+                    usize::from(settings.questions_asked),
+                ),
+            };
+        }
+        VerificationMethod::AuthenticatorApp | VerificationMethod::Sms => {}
+    }
+    state
+        .portal
+        .update_flow(&context.key, |flow| flow.challenge = Some(challenge));
+    Redirect::to("/portal/verify/proof").into_response()
+}
+
+async fn registered_methods(
+    state: &AppState,
+    account: Option<&PortalAccount>,
+) -> Result<Vec<writeback_store::RegisteredMethod>, writeback_store::StoreError> {
+    match account {
+        Some(account) => {
+            let owned = owner(account);
+            state.store.self_service_methods(method_owner(&owned)).await
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Records the 24-hour block and shows it.
+async fn block(
+    state: &AppState,
+    name: &str,
+    directory: Option<&str>,
+    origin: &Option<String>,
+    helpdesk: &str,
+) -> Response {
+    if let Err(error) = audit(
+        state,
+        name,
+        directory,
+        ACTION_BLOCKED,
+        RESULT_TOO_MANY,
+        None,
+        origin,
+    )
+    .await
+    {
+        return internal(error);
+    }
+    too_many_attempts(helpdesk)
+}
+
+fn proof_page(challenge: &Challenge, csrf: String, notice: Option<Notice>) -> ProofPage {
+    let (heading, instruction) = match challenge.method {
+        VerificationMethod::Email => (
+            "Enter the code we emailed",
+            "If this account has an email address registered for self-service, we sent a code to it. The code is valid for 5 minutes.".to_owned(),
+        ),
+        VerificationMethod::AuthenticatorApp => (
+            "Enter the code from your authenticator app",
+            "Open the authenticator app you registered and type the code it shows for Writeback.".to_owned(),
+        ),
+        VerificationMethod::SecurityQuestions => (
+            "Answer your security questions",
+            "Answer as you did when you registered. Case and punctuation do not matter.".to_owned(),
+        ),
+        VerificationMethod::Sms => ("Enter the code we texted", String::new()),
+    };
+    ProofPage {
+        csrf,
+        heading,
+        instruction,
+        method: challenge.method.as_str(),
+        can_resend: challenge.method == VerificationMethod::Email,
+        questions: challenge.questions.clone(),
+        notice,
+    }
+}
+
+pub async fn show_proof(context: FlowContext) -> Response {
+    match &context.flow.challenge {
+        Some(challenge) => render(StatusCode::OK, &proof_page(challenge, context.csrf, None)),
+        None => Redirect::to("/portal/verify").into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofForm {
+    csrf: String,
+    code: Option<String>,
+    answer_0: Option<SecretString>,
+    answer_1: Option<SecretString>,
+    answer_2: Option<SecretString>,
+    answer_3: Option<SecretString>,
+    answer_4: Option<SecretString>,
+}
+
+impl FormFields for ProofForm {
+    const COOKIE: &'static str = FLOW_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl ProofForm {
+    fn answers(&self) -> [Option<&SecretString>; 5] {
+        [
+            self.answer_0.as_ref(),
+            self.answer_1.as_ref(),
+            self.answer_2.as_ref(),
+            self.answer_3.as_ref(),
+            self.answer_4.as_ref(),
+        ]
+    }
+}
+
+pub async fn check_proof(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<ProofForm>,
+) -> Response {
+    let context = match FlowContext::from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let Some(challenge) = context.flow.challenge.clone() else {
+        return Redirect::to("/portal/verify").into_response();
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let now = UnixMillis::now();
+    let name = context.flow.audit_name();
+    let directory = context
+        .flow
+        .account
+        .as_ref()
+        .map(|account| account.directory.to_string());
+    match checks::is_blocked(&state.store, &name, now).await {
+        Ok(true) => return too_many_attempts(&settings.helpdesk),
+        Ok(false) => {}
+        Err(error) => return internal(error),
+    }
+    let passed = match prove(&state, &context, &challenge, &form.fields, now).await {
+        Ok(passed) => passed,
+        Err(response) => return response,
+    };
+    let method = challenge.method.as_str();
+    let result = if passed { "success" } else { RESULT_INVALID };
+    if let Err(error) = audit(
+        &state,
+        &name,
+        directory.as_deref(),
+        ACTION_VERIFY,
+        result,
+        Some(method.into()),
+        &origin,
+    )
+    .await
+    {
+        return internal(error);
+    }
+    if !passed {
+        let failures = match checks::recent_failures(&state.store, &name, now).await {
+            Ok(failures) => failures,
+            Err(error) => return internal(error),
+        };
+        if failures >= checks::MAX_FAILED_ATTEMPTS {
+            state.portal.end(&context.key);
+            return block(
+                &state,
+                &name,
+                directory.as_deref(),
+                &origin,
+                &settings.helpdesk,
+            )
+            .await;
+        }
+        let notice = Notice::bad(match challenge.method {
+            VerificationMethod::SecurityQuestions => "At least one answer is not right. Try again.",
+            _ => "That code is not right, or it has expired. Try again.",
+        });
+        return render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &proof_page(&challenge, context.csrf, Some(notice)),
+        );
+    }
+    state.portal.update_flow(&context.key, |flow| {
+        flow.verified.push(challenge.method);
+        flow.challenge = None;
+    });
+    // Only now, with one proof given, may the portal say why this person cannot go on.
+    if let Some(account) = &context.flow.account
+        && let Some(response) = standing(&state, &settings, account, &context.key).await
+    {
+        return response;
+    }
+    Redirect::to("/portal/verify").into_response()
+}
+
+/// Whether the proof holds. Unknown names and unregistered methods go through the same work
+/// against stand-ins, so the time taken does not tell them apart.
+async fn prove(
+    state: &AppState,
+    context: &FlowContext,
+    challenge: &Challenge,
+    form: &ProofForm,
+    now: UnixMillis,
+) -> Result<bool, Response> {
+    let registered = registered_methods(state, context.flow.account.as_ref())
+        .await
+        .map_err(internal)?;
+    let stored = |method: VerificationMethod| {
+        registered
+            .iter()
+            .find(|registered| registered.method == method.as_str())
+    };
+    let typed_code = form.code.as_deref().unwrap_or_default();
+    Ok(match challenge.method {
+        VerificationMethod::Email | VerificationMethod::Sms => challenge
+            .code
+            .as_ref()
+            .is_some_and(|sent| checks::code_matches(&context.key, sent, typed_code, now)),
+        VerificationMethod::AuthenticatorApp => {
+            let secret = stored(VerificationMethod::AuthenticatorApp)
+                .and_then(|method| method.secret.clone())
+                .map(Zeroizing::new);
+            let stand_in = Zeroizing::new(context.key.clone());
+            let matched = totp::matching_step(
+                secret.as_deref().map_or(stand_in.as_slice(), Vec::as_slice),
+                typed_code,
+                now,
+                None,
+            );
+            match (matched, &context.flow.account, secret.is_some()) {
+                (Some(step), Some(account), true) => {
+                    let owned = owner(account);
+                    state
+                        .store
+                        .accept_self_service_totp_step(method_owner(&owned), step)
+                        .await
+                        .map_err(internal)?
+                }
+                _ => false,
+            }
+        }
+        VerificationMethod::SecurityQuestions => {
+            let stored_answers: Vec<StoredQuestion> = stored(VerificationMethod::SecurityQuestions)
+                .and_then(|method| method.secret.as_deref())
+                .and_then(|secret| serde_json::from_slice(secret).ok())
+                .unwrap_or_default();
+            let answers: Vec<Option<SecretString>> = form
+                .answers()
+                .into_iter()
+                .take(challenge.questions.len())
+                .map(|answer| {
+                    answer.map(|answer| {
+                        SecretString::from(checks::normalize_answer(answer.expose_secret()))
+                    })
+                })
+                .collect();
+            let hashes: Vec<Option<String>> = (0..challenge.questions.len())
+                .map(|index| {
+                    stored_answers
+                        .get(index)
+                        .map(|stored| stored.answer_hash.clone())
+                })
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                let mut all = !answers.is_empty();
+                for (answer, hash) in answers.iter().zip(&hashes) {
+                    let empty = SecretString::from(String::new());
+                    let answer = answer.as_ref().unwrap_or(&empty);
+                    all &= crate::auth::verify_password(answer, hash.as_deref());
+                }
+                all && hashes.iter().all(Option::is_some)
+            })
+            .await
+            .map_err(internal)?
+        }
+    })
+}
+
+/// The page for a verified person who cannot go on, if any: out of scope, disabled, or fewer
+/// registered methods than the policy requires. The flow ends with it.
+async fn standing(
+    state: &AppState,
+    settings: &writeback_proto::api::SelfServiceSettings,
+    account: &PortalAccount,
+    key: &[u8],
+) -> Option<Response> {
+    let detail = match super::account_detail(state, account).await {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return Some(internal("the account is no longer in the synced copy")),
+        Err(error) => return Some(internal(error)),
+    };
+    let page = if !in_scope(settings, &detail) {
+        Some(out_of_scope(&settings.helpdesk))
+    } else if !detail.user.enabled {
+        Some(account_disabled(&settings.helpdesk))
+    } else {
+        let registered = match registered_methods(state, Some(account)).await {
+            Ok(registered) => registered,
+            Err(error) => return Some(internal(error)),
+        };
+        let usable = offered_methods(state, settings)
+            .into_iter()
+            .filter(|method| {
+                registered
+                    .iter()
+                    .any(|registered| registered.method == method.as_str())
+            })
+            .count();
+        (usable < usize::from(settings.methods_required))
+            .then(|| not_enough_methods(&settings.helpdesk))
+    };
+    if page.is_some() {
+        state.portal.end(key);
+    }
+    page
+}
+
+pub fn out_of_scope(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Self-service is not available for your account",
+        "Your organisation has not turned on password self-service for your account. Nothing was changed.",
+    )
+    .with_helpdesk(helpdesk)
+    .render(StatusCode::FORBIDDEN)
+}
+
+pub fn account_disabled(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Your account is disabled",
+        "Your account is disabled in your organisation's directory, so its password cannot be reset or changed here. Nothing was changed.",
+    )
+    .with_paragraph("Only an administrator can enable it again.")
+    .with_helpdesk(helpdesk)
+    .render(StatusCode::FORBIDDEN)
+}
+
+/// The words a new password must not contain: the user name and the parts of the full name.
+pub fn user_words(account: &PortalAccount) -> Vec<String> {
+    let mut words = vec![account.sam_account_name.clone()];
+    if let Some(display_name) = &account.display_name {
+        words.extend(
+            display_name
+                .split([',', '.', '-', '_', '#', '\t', ' '])
+                .filter(|token| token.chars().count() >= 3)
+                .map(str::to_owned),
+        );
+    }
+    words
+}
+
+pub async fn show_new_password(State(state): State<AppState>, context: FlowContext) -> Response {
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let Some(account) = verified_account(&context, &settings) else {
+        return Redirect::to("/portal/verify").into_response();
+    };
+    match context.flow.purpose {
+        Purpose::Unlock => render(
+            StatusCode::OK,
+            &UnlockPage {
+                csrf: context.csrf,
+                request_id: fresh_request_id(),
+                notice: None,
+            },
+        ),
+        Purpose::Reset => {
+            if !settings.writeback_enabled {
+                return MessagePage::new(
+                    "Resets are handled by your helpdesk",
+                    "Your organisation does not let passwords be reset here yet.",
+                )
+                .with_helpdesk(&settings.helpdesk)
+                .render(StatusCode::FORBIDDEN);
+            }
+            render(
+                StatusCode::OK,
+                &reset_page(&state, &settings, account, context.csrf.clone(), None),
+            )
+        }
+    }
+}
+
+/// The verified account, once every required proof is given.
+fn verified_account<'a>(
+    context: &'a FlowContext,
+    settings: &writeback_proto::api::SelfServiceSettings,
+) -> Option<&'a PortalAccount> {
+    (context.flow.verified.len() >= usize::from(settings.methods_required))
+        .then_some(context.flow.account.as_ref())
+        .flatten()
+}
+
+pub fn fresh_request_id() -> String {
+    RequestId::generate()
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+fn reset_page(
+    state: &AppState,
+    settings: &writeback_proto::api::SelfServiceSettings,
+    account: &PortalAccount,
+    csrf: String,
+    notice: Option<Notice>,
+) -> NewPasswordPage {
+    NewPasswordPage {
+        csrf,
+        action: "/portal/new-password",
+        heading: "Choose a new password",
+        ask_current: false,
+        request_id: fresh_request_id(),
+        checklist: checklist(
+            reported_policy(state, &account.directory).as_ref(),
+            &user_words(account),
+            settings.minimum_strength,
+        ),
+        notice,
+        signed_in: false,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPasswordForm {
+    csrf: String,
+    request_id: String,
+    new_password: SecretString,
+    confirm_password: SecretString,
+}
+
+impl FormFields for NewPasswordForm {
+    const COOKIE: &'static str = FLOW_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Why a new password is refused before anything is sent, in plain words.
+pub fn refuse_before_sending(
+    settings: &writeback_proto::api::SelfServiceSettings,
+    account: &PortalAccount,
+    new_password: &SecretString,
+    confirm_password: &SecretString,
+    kind: OperationKind,
+) -> Option<String> {
+    if new_password.expose_secret() != confirm_password.expose_secret() {
+        return Some("The two new passwords are not the same. Type them again.".into());
+    }
+    if let Err(error) = crate::api::check_password_shape(new_password, "new_password") {
+        return Some(error.message);
+    }
+    let words = user_words(account);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    checks::cloud_password_rules(settings, new_password, &words)
+        .err()
+        .map(|reason| {
+            messages::describe(
+                kind,
+                &ResultCode::PolicyViolation {
+                    reason,
+                    requirements: None,
+                },
+            )
+        })
+}
+
+pub async fn set_new_password(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<NewPasswordForm>,
+) -> Response {
+    let context = match FlowContext::from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let Some(account) = verified_account(&context, &settings).cloned() else {
+        return Redirect::to("/portal/verify").into_response();
+    };
+    if context.flow.purpose != Purpose::Reset || !settings.writeback_enabled {
+        return Redirect::to("/portal/new-password").into_response();
+    }
+    let retry = |notice: String| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &reset_page(
+                &state,
+                &settings,
+                &account,
+                context.csrf.clone(),
+                Some(Notice::bad(notice)),
+            ),
+        )
+    };
+    let fields = form.fields;
+    if let Some(problem) = refuse_before_sending(
+        &settings,
+        &account,
+        &fields.new_password,
+        &fields.confirm_password,
+        OperationKind::ResetPassword,
+    ) {
+        return retry(problem);
+    }
+    let Ok(request_id) = fields.request_id.parse::<RequestId>() else {
+        return retry("The form is damaged. Try again.".into());
+    };
+    if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
+        return response;
+    }
+    let new_password = fields.new_password;
+    let user = UserRef::Anchor(account.anchor);
+    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        Ok(Operation::ResetPassword {
+            new_password: crate::api::seal_for(
+                key,
+                request_id,
+                OperationKind::ResetPassword,
+                &user,
+                SecretField::NewPassword,
+                &new_password,
+            )?,
+            user: user.clone(),
+            must_change: false,
+            unlock: true,
+        })
+    };
+    let result = match run(
+        &state,
+        &account,
+        &origin,
+        request_id,
+        OperationKind::ResetPassword,
+        &build,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    match result {
+        ResultCode::Success => {
+            state.portal.end(&context.key);
+            super::account::notify_user(&state, &settings, &account, "reset through self-service")
+                .await;
+            MessagePage::new(
+                "Your password was changed",
+                "Your new password is set in your organisation's directory, and your account is unlocked. You can sign in with it now.",
+            )
+            .render(StatusCode::OK)
+        }
+        ResultCode::AgentUnavailable | ResultCode::DirectoryUnavailable { .. } => {
+            service_unavailable(&settings.helpdesk)
+        }
+        ResultCode::AccountDisabled => account_disabled(&settings.helpdesk),
+        other => retry(messages::describe(OperationKind::ResetPassword, &other)),
+    }
+}
+
+/// The "service unavailable" page at once when the account's directory has no usable agent,
+/// rather than after a request times out.
+pub async fn unless_usable(
+    state: &AppState,
+    account: &PortalAccount,
+    helpdesk: &str,
+) -> Option<Response> {
+    match directory_usable(state, &account.directory).await {
+        Ok(true) => None,
+        Ok(false) => Some(service_unavailable(helpdesk)),
+        Err(error) => Some(internal(error)),
+    }
+}
+
+/// Runs one operation for the portal user, audited as theirs.
+pub async fn run(
+    state: &AppState,
+    account: &PortalAccount,
+    origin: &Option<String>,
+    request_id: RequestId,
+    kind: OperationKind,
+    build: &crate::relay::BuildOperation<'_>,
+) -> Result<ResultCode, Response> {
+    let actor = Actor {
+        name: format!("self-service: {}", account.audit_name()),
+        origin: origin.clone(),
+    };
+    let target = UserPath {
+        directory: account.directory.clone(),
+        name: account.sam_account_name.clone(),
+        user: UserRef::Anchor(account.anchor),
+    };
+    match crate::api::perform_as(state, &actor, target, request_id, kind, build).await {
+        Ok((_, response)) => Ok(response.result),
+        Err(error) => Err(internal(error.message)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockForm {
+    csrf: String,
+    request_id: String,
+}
+
+impl FormFields for UnlockForm {
+    const COOKIE: &'static str = FLOW_COOKIE;
+    const SURFACE: Surface = Surface::Portal;
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn unlock(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<UnlockForm>,
+) -> Response {
+    let context = match FlowContext::from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let Some(account) = verified_account(&context, &settings).cloned() else {
+        return Redirect::to("/portal/verify").into_response();
+    };
+    if context.flow.purpose != Purpose::Unlock || !settings.unlock_without_reset {
+        return Redirect::to("/portal/new-password").into_response();
+    }
+    let Ok(request_id) = form.fields.request_id.parse::<RequestId>() else {
+        return Redirect::to("/portal/new-password").into_response();
+    };
+    if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
+        return response;
+    }
+    let user = UserRef::Anchor(account.anchor);
+    let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> {
+        Ok(Operation::Unlock { user: user.clone() })
+    };
+    let result = match run(
+        &state,
+        &account,
+        &origin,
+        request_id,
+        OperationKind::Unlock,
+        &build,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(response) => return response,
+    };
+    match result {
+        ResultCode::Success => {
+            state.portal.end(&context.key);
+            MessagePage::new(
+                "Your account is unlocked",
+                "Your account is unlocked in your organisation's directory. Sign in with your usual password.",
+            )
+            .render(StatusCode::OK)
+        }
+        ResultCode::AgentUnavailable | ResultCode::DirectoryUnavailable { .. } => {
+            service_unavailable(&settings.helpdesk)
+        }
+        ResultCode::AccountDisabled => account_disabled(&settings.helpdesk),
+        other => render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &UnlockPage {
+                csrf: context.csrf,
+                request_id: fresh_request_id(),
+                notice: Some(Notice::bad(messages::describe(
+                    OperationKind::Unlock,
+                    &other,
+                ))),
+            },
+        ),
+    }
+}
