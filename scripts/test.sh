@@ -4,6 +4,6 @@
 # test password.
 set -eu
 cd "$(dirname "$0")/.."
-extra_packages="chromium"
+extra_packages="chromium python3-aiosmtpd"
 . scripts/prerequisites.sh
 exec cargo xtask test

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod domain_controller;
 pub mod logs;
+pub mod mail;
 pub mod stack;
 
 pub use domain_controller::{DomainController, NewPasswordSettings, NewUser};

@@ -54,6 +54,8 @@ pub struct StackOptions {
     pub allowed_ous: Vec<String>,
     pub sync_poll_interval_ms: u64,
     pub service_account: String,
+    /// The loopback port of an SMTP server for the cloud's mail; none sends no mail.
+    pub smtp_port: Option<u16>,
 }
 
 impl Default for StackOptions {
@@ -62,6 +64,7 @@ impl Default for StackOptions {
             allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
             sync_poll_interval_ms: 1000,
             service_account: SERVICE_ACCOUNT.to_owned(),
+            smtp_port: None,
         }
     }
 }
@@ -90,6 +93,13 @@ impl Stack {
             data_dir: work.join("cloud"),
             heartbeat_interval_seconds: 2,
             request_timeout_seconds: 10,
+            smtp: writeback_cloud::config::SmtpConfig {
+                host: options.smtp_port.map(|_| "127.0.0.1".to_owned()),
+                port: options.smtp_port.unwrap_or(25),
+                security: writeback_cloud::config::SmtpSecurity::None,
+                from: "Writeback <writeback@example.test>".into(),
+                ..writeback_cloud::config::SmtpConfig::default()
+            },
             ..CloudConfig::default()
         };
         let cloud = writeback_cloud::start(cloud_config.clone()).await?;

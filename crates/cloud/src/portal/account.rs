@@ -1112,6 +1112,7 @@ pub async fn change_password(
         return retry(error.message);
     }
     if let Some(problem) = refuse_before_sending(
+        &state,
         &settings,
         &account,
         &fields.new_password,

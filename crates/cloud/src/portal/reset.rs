@@ -971,8 +971,11 @@ impl FormFields for NewPasswordForm {
     }
 }
 
-/// Why a new password is refused before anything is sent, in plain words.
+/// Why a new password is refused before anything is sent, in plain words: too short for the
+/// directory's reported policy first (what to fix first), then the cloud's own rules. The agent
+/// checks the directory's whole policy again.
 pub fn refuse_before_sending(
+    state: &AppState,
     settings: &writeback_proto::api::SelfServiceSettings,
     account: &PortalAccount,
     new_password: &SecretString,
@@ -984,6 +987,18 @@ pub fn refuse_before_sending(
     }
     if let Err(error) = crate::api::check_password_shape(new_password, "new_password") {
         return Some(error.message);
+    }
+    let policy = reported_policy(state, &account.directory);
+    if let Some(policy) = &policy
+        && writeback_policy::utf16_length(new_password.expose_secret()) < policy.min_length as usize
+    {
+        return Some(messages::describe(
+            kind,
+            &ResultCode::PolicyViolation {
+                reason: writeback_policy::PolicyReason::TooShort,
+                requirements: Some(policy.clone()),
+            },
+        ));
     }
     let words = user_words(account);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -1033,6 +1048,7 @@ pub async fn set_new_password(
     };
     let fields = form.fields;
     if let Some(problem) = refuse_before_sending(
+        &state,
         &settings,
         &account,
         &fields.new_password,

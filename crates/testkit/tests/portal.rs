@@ -1,0 +1,807 @@
+//! The self-service portal in headless Chromium against the real stack (cloud, agent process,
+//! Samba DC) and a real SMTP server, with a screenshot of every page in
+//! `target/test-artifacts/screenshots/portal/`; and the portal's defences at the HTTP level:
+//! enumeration, CSRF, rate limits and expiry.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should stop the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use writeback_cloud::totp;
+use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
+use writeback_proto::time::UnixMillis;
+use writeback_testkit::browser::Browser;
+use writeback_testkit::logs::{password_like, remember_secret, strong_password};
+use writeback_testkit::mail::{MailServer, code_in};
+use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
+use writeback_testkit::{NewUser, Stack};
+
+const QUESTIONS: [&str; 4] = [
+    "What was the name of your first pet?",
+    "In which town was your first school?",
+    "What was the make of your first car?",
+    "What is your favourite book?",
+];
+
+fn settings(methods_required: u8) -> SelfServiceSettings {
+    SelfServiceSettings {
+        scope: SelfServiceScope::Everyone,
+        methods: vec![
+            VerificationMethod::Email,
+            VerificationMethod::AuthenticatorApp,
+            VerificationMethod::SecurityQuestions,
+        ],
+        methods_required,
+        security_questions: QUESTIONS
+            .iter()
+            .map(|question| (*question).to_owned())
+            .collect(),
+        questions_asked: 3,
+        banned_words: vec!["Contoso".into()],
+        minimum_strength: 2,
+        helpdesk: "Call the helpdesk on 0100 555 0199.".into(),
+        ..SelfServiceSettings::default()
+    }
+}
+
+async fn start() -> (Stack, MailServer) {
+    let work = std::env::temp_dir().join(format!("writeback-portal-mail-{}", std::process::id()));
+    let mail = MailServer::start(&work).await.unwrap();
+    let stack = Stack::start_with(StackOptions {
+        smtp_port: Some(mail.port),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    (stack, mail)
+}
+
+async fn wait_until_synced(stack: &Stack, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.client.user(&stack.directory, name).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} was not synced within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_for_policy(stack: &Stack) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = &stack.cloud.as_ref().unwrap().state;
+    while !state.relay.live_agents().iter().any(|agent| {
+        agent
+            .status
+            .as_ref()
+            .is_some_and(|status| status.password_policy.is_some())
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never reported the password policy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A code for a step after `used` that the server accepts now.
+fn fresh_code(secret: &[u8], used: &mut u64) -> String {
+    let step = totp::step_at(UnixMillis::now()).max(*used + 1);
+    *used = step;
+    totp::code_at_step(secret, step)
+}
+
+async fn title(browser: &Browser) -> String {
+    browser.text("#title").await.unwrap().unwrap_or_default()
+}
+
+async fn notice(browser: &Browser) -> String {
+    browser.text("#notice").await.unwrap().unwrap_or_default()
+}
+
+async fn sign_in(browser: &Browser, url: &str, name: &str, password: &str) {
+    browser
+        .goto(&format!("{url}/portal/sign-in"))
+        .await
+        .unwrap();
+    browser.fill("#account", name).await.unwrap();
+    browser.fill("#password", password).await.unwrap();
+    browser.press("#submit").await.unwrap();
+}
+
+/// Starts a reset or unlock for `name` and proves it with the methods given, in order.
+async fn identify(browser: &Browser, url: &str, purpose: &str, name: &str) {
+    browser
+        .goto(&format!("{url}/portal/identify?purpose={purpose}"))
+        .await
+        .unwrap();
+    browser.fill("#account", name).await.unwrap();
+    browser.press("#next").await.unwrap();
+}
+
+async fn prove_by_email(browser: &Browser, mail: &MailServer, address: &str, index: usize) {
+    browser.press("#method-email").await.unwrap();
+    let message = mail
+        .wait_for(address, "verification code", index)
+        .await
+        .unwrap();
+    let code = code_in(&message.body).expect("a code in the mail");
+    browser.fill("#code", &code).await.unwrap();
+    browser.press("#verify").await.unwrap();
+}
+
+#[tokio::test]
+async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_directory() {
+    let (stack, mail) = start().await;
+    let url = stack.url();
+    stack
+        .client
+        .update_self_service_settings(&settings(2))
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password("portal-").await.unwrap();
+    let address = format!("{name}@mail.example.test");
+    wait_until_synced(&stack, &name).await;
+    wait_for_policy(&stack).await;
+    let browser = Browser::launch("portal").await.unwrap();
+
+    browser.goto(&format!("{url}/portal")).await.unwrap();
+    assert_eq!(title(&browser).await, "What do you need?");
+    browser.screenshot("home").await.unwrap();
+
+    // A wrong password is refused in the same words as an unknown name.
+    let wrong = password_like("Wrong-{unique}-1!");
+    sign_in(&browser, &url, &name, &wrong).await;
+    assert_eq!(
+        notice(&browser).await,
+        "The user name or password is not correct."
+    );
+    browser.screenshot("sign-in-refused").await.unwrap();
+    sign_in(&browser, &url, "nobody-at-all", &wrong).await;
+    assert_eq!(
+        notice(&browser).await,
+        "The user name or password is not correct."
+    );
+
+    // Sign in (pass-through to the DC) and register three methods.
+    sign_in(&browser, &url, &name, &password).await;
+    assert!(browser.url().await.unwrap().ends_with("/portal/account"));
+    assert!(browser.text("#no-methods").await.unwrap().is_some());
+    browser.screenshot("account-empty").await.unwrap();
+
+    browser.fill("#email", &address).await.unwrap();
+    browser.press("#add-email").await.unwrap();
+    browser.screenshot("account-email-code").await.unwrap();
+    let message = mail
+        .wait_for(&address, "Confirm your email", 1)
+        .await
+        .unwrap();
+    let code = code_in(&message.body).unwrap();
+    browser.fill("#email-code", &code).await.unwrap();
+    browser.press("#confirm-email").await.unwrap();
+    assert!(browser.page_text().await.unwrap().contains(&address));
+
+    browser.press("#add-authenticator").await.unwrap();
+    browser.screenshot("authenticator").await.unwrap();
+    let key = browser.text("#manual-key").await.unwrap().unwrap();
+    remember_secret(&key.replace(' ', ""));
+    let secret = totp::decode_base32(&key.replace(' ', "")).unwrap();
+    let mut used_step = 0;
+    browser.fill("#code", "000000").await.unwrap();
+    browser.press("#confirm").await.unwrap();
+    assert!(notice(&browser).await.contains("not right"));
+    browser
+        .fill("#code", &fresh_code(&secret, &mut used_step))
+        .await
+        .unwrap();
+    browser.press("#confirm").await.unwrap();
+
+    browser.press("#add-questions").await.unwrap();
+    browser.screenshot("questions").await.unwrap();
+    for (slot, answer) in ["Rex the dog", "Springfield", "Volvo"].iter().enumerate() {
+        browser
+            .evaluate(&format!(
+                "document.getElementById('question-{slot}').value = '{slot}'"
+            ))
+            .await
+            .unwrap();
+        browser
+            .fill(&format!("#answer-{slot}"), answer)
+            .await
+            .unwrap();
+    }
+    browser.press("#save").await.unwrap();
+    let account_text = browser.page_text().await.unwrap();
+    for label in ["Email", "Authenticator app", "Security questions"] {
+        assert!(
+            account_text.contains(label),
+            "{label} registered: {account_text}"
+        );
+    }
+    browser.screenshot("account-registered").await.unwrap();
+    browser.press("#sign-out").await.unwrap();
+
+    // Forgot password: email code, then the authenticator, then a refused password with its
+    // reason, then one that lands.
+    identify(&browser, &url, "reset", &name).await;
+    browser.screenshot("methods").await.unwrap();
+    prove_by_email(&browser, &mail, &address, 1).await;
+    browser.screenshot("methods-second-step").await.unwrap();
+    browser.press("#method-authenticator_app").await.unwrap();
+    browser.screenshot("proof-authenticator").await.unwrap();
+    browser
+        .fill("#code", &fresh_code(&secret, &mut used_step))
+        .await
+        .unwrap();
+    browser.press("#verify").await.unwrap();
+    assert_eq!(title(&browser).await, "Choose a new password");
+    let checklist = browser.text("#checklist").await.unwrap().unwrap();
+    assert!(checklist.contains("At least 7 characters"), "{checklist}");
+    browser
+        .fill("#new_password", "Contoso-Harbour-71")
+        .await
+        .unwrap();
+    browser.screenshot("new-password-typing").await.unwrap();
+    let banned = remember_secret("Contoso-Harbour-71");
+    browser.fill("#confirm_password", &banned).await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert!(
+        notice(&browser).await.contains("not allowed"),
+        "{}",
+        notice(&browser).await
+    );
+    browser.screenshot("new-password-refused").await.unwrap();
+    let short = password_like("A1-{unique}")
+        .chars()
+        .take(5)
+        .collect::<String>();
+    remember_secret(&short);
+    browser.fill("#new_password", &short).await.unwrap();
+    browser.fill("#confirm_password", &short).await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert!(
+        notice(&browser).await.contains("at least 7 characters"),
+        "{}",
+        notice(&browser).await
+    );
+    assert_eq!(
+        stack.dc.bind_as(&name, &password).await.unwrap(),
+        Ok(()),
+        "nothing changed"
+    );
+    let new_password = strong_password();
+    browser.fill("#new_password", &new_password).await.unwrap();
+    browser
+        .fill("#confirm_password", &new_password)
+        .await
+        .unwrap();
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your password was changed");
+    browser.screenshot("reset-done").await.unwrap();
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        stack.dc.bind_as(&name, &password).await.unwrap(),
+        Err("52e".into())
+    );
+    mail.wait_for(&address, "Your password was changed", 1)
+        .await
+        .unwrap();
+
+    // Unlock without reset, with the security questions.
+    stack.lock_out(&name, &new_password).await.unwrap();
+    identify(&browser, &url, "unlock", &name).await;
+    browser.press("#method-security_questions").await.unwrap();
+    browser.screenshot("proof-questions").await.unwrap();
+    for (slot, answer) in ["REX, the dog!", "springfield", "volvo"].iter().enumerate() {
+        browser
+            .fill(&format!("#answer-{slot}"), answer)
+            .await
+            .unwrap();
+    }
+    browser.press("#verify").await.unwrap();
+    prove_by_email(&browser, &mail, &address, 2).await;
+    assert_eq!(title(&browser).await, "Unlock your account");
+    browser.screenshot("unlock").await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your account is unlocked");
+    browser.screenshot("unlock-done").await.unwrap();
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Ok(())
+    );
+
+    // Signed-in change: a wrong current password is refused, then a real change.
+    sign_in(&browser, &url, &name, &new_password).await;
+    browser.press("#change").await.unwrap();
+    let changed = strong_password();
+    browser.fill("#current_password", &wrong).await.unwrap();
+    browser.fill("#new_password", &changed).await.unwrap();
+    browser.fill("#confirm_password", &changed).await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert!(
+        notice(&browser)
+            .await
+            .contains("current password is not correct"),
+        "{}",
+        notice(&browser).await
+    );
+    browser.screenshot("change-refused").await.unwrap();
+    browser
+        .fill("#current_password", &new_password)
+        .await
+        .unwrap();
+    browser.fill("#new_password", &changed).await.unwrap();
+    browser.fill("#confirm_password", &changed).await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your password was changed");
+    assert_eq!(stack.dc.bind_as(&name, &changed).await.unwrap(), Ok(()));
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Err("52e".into())
+    );
+    mail.wait_for(&address, "Your password was changed", 2)
+        .await
+        .unwrap();
+
+    // An administrator's reset with "must change": every administrator and the user are told,
+    // and the portal sends the user straight to the change page.
+    let temporary = strong_password();
+    stack.reset(&name, &temporary, true, false).await.unwrap();
+    mail.wait_for(ADMIN_EMAIL, "Password reset by an administrator", 1)
+        .await
+        .unwrap();
+    mail.wait_for(&address, "Your password was changed", 3)
+        .await
+        .unwrap();
+    sign_in(&browser, &url, &name, &temporary).await;
+    assert!(browser.url().await.unwrap().ends_with("/portal/change"));
+    assert!(notice(&browser).await.contains("must be changed"));
+    browser.screenshot("must-change").await.unwrap();
+    let chosen = strong_password();
+    browser.fill("#current_password", &temporary).await.unwrap();
+    browser.fill("#new_password", &chosen).await.unwrap();
+    browser.fill("#confirm_password", &chosen).await.unwrap();
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your password was changed");
+    assert_eq!(stack.dc.bind_as(&name, &chosen).await.unwrap(), Ok(()));
+
+    // Every step is in the audit log.
+    let entries = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            actor: Some(format!("self-service: corp\\{name}")),
+            limit: Some(500),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .entries;
+    for action in [
+        "self_service_identify",
+        "self_service_send_code",
+        "self_service_verify",
+        "self_service_register",
+        "verify_password",
+        "reset_password",
+        "unlock",
+        "change_password",
+    ] {
+        assert!(
+            entries.iter().any(|entry| entry.action == action),
+            "{action} audited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
+    let (mut stack, mail) = start().await;
+    let url = stack.url();
+    stack
+        .client
+        .update_self_service_settings(&settings(2))
+        .await
+        .unwrap();
+    let browser = Browser::launch("portal-pages").await.unwrap();
+
+    // Not enough methods: only an email registered where two methods are required.
+    let (name, password) = stack.user_with_password("few-").await.unwrap();
+    let address = format!("{name}@mail.example.test");
+    wait_until_synced(&stack, &name).await;
+    sign_in(&browser, &url, &name, &password).await;
+    browser.fill("#email", &address).await.unwrap();
+    browser.press("#add-email").await.unwrap();
+    let message = mail
+        .wait_for(&address, "Confirm your email", 1)
+        .await
+        .unwrap();
+    browser
+        .fill("#email-code", &code_in(&message.body).unwrap())
+        .await
+        .unwrap();
+    browser.press("#confirm-email").await.unwrap();
+    identify(&browser, &url, "reset", &name).await;
+    prove_by_email(&browser, &mail, &address, 1).await;
+    assert_eq!(title(&browser).await, "Not enough methods registered");
+    browser.screenshot("not-enough-methods").await.unwrap();
+
+    // Disabled: proven by the email code, then told.
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    let disabled = writeback_testkit::logs::unique_user("off-");
+    let disabled_password = strong_password();
+    stack
+        .dc
+        .admin()
+        .await
+        .unwrap()
+        .create_user(&NewUser::new(&disabled, &disabled_password))
+        .await
+        .unwrap();
+    wait_until_synced(&stack, &disabled).await;
+    let disabled_address = format!("{disabled}@mail.example.test");
+    sign_in(&browser, &url, &disabled, &disabled_password).await;
+    browser.fill("#email", &disabled_address).await.unwrap();
+    browser.press("#add-email").await.unwrap();
+    let message = mail
+        .wait_for(&disabled_address, "Confirm your email", 1)
+        .await
+        .unwrap();
+    browser
+        .fill("#email-code", &code_in(&message.body).unwrap())
+        .await
+        .unwrap();
+    browser.press("#confirm-email").await.unwrap();
+    let dn = format!(
+        "CN={disabled},{}",
+        writeback_testkit::domain_controller::STAFF_OU
+    );
+    stack
+        .dc
+        .admin()
+        .await
+        .unwrap()
+        .replace(&dn, "userAccountControl", "514")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack
+        .client
+        .user(&stack.directory, &disabled)
+        .await
+        .unwrap()
+        .user
+        .enabled
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the disabled account was not synced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    identify(&browser, &url, "reset", &disabled).await;
+    prove_by_email(&browser, &mail, &disabled_address, 1).await;
+    assert_eq!(title(&browser).await, "Your account is disabled");
+    browser.screenshot("account-disabled").await.unwrap();
+
+    // Out of scope: self-service only for a group the user is not in.
+    stack
+        .client
+        .update_self_service_settings(&SelfServiceSettings {
+            scope: SelfServiceScope::Group {
+                group: "Domain Admins".into(),
+            },
+            ..settings(1)
+        })
+        .await
+        .unwrap();
+    sign_in(&browser, &url, &name, &password).await;
+    assert_eq!(
+        title(&browser).await,
+        "Self-service is not available for your account"
+    );
+    browser.screenshot("out-of-scope").await.unwrap();
+
+    // Too many attempts: five wrong codes, then a block for known and unknown names alike.
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    for target in [name.as_str(), "nobody-registered-here"] {
+        identify(&browser, &url, "reset", target).await;
+        browser.press("#method-authenticator_app").await.unwrap();
+        for _ in 0..5 {
+            browser.fill("#code", "123456").await.unwrap();
+            browser.press("#verify").await.unwrap();
+        }
+        assert_eq!(title(&browser).await, "Too many attempts", "{target}");
+        identify(&browser, &url, "reset", target).await;
+        assert_eq!(
+            title(&browser).await,
+            "Too many attempts",
+            "{target} stays blocked"
+        );
+    }
+    browser.screenshot("too-many-attempts").await.unwrap();
+
+    // Service unavailable, at once, from the health of the directory.
+    let (other, other_password) = stack.user_with_password("down-").await.unwrap();
+    wait_until_synced(&stack, &other).await;
+    stack.kill_agent().await.unwrap();
+    stack.wait_for_agent(false).await.unwrap();
+    let started = Instant::now();
+    sign_in(&browser, &url, &other, &other_password).await;
+    assert_eq!(
+        title(&browser).await,
+        "The on-premises service is unavailable"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    browser.goto(&format!("{url}/portal")).await.unwrap();
+    assert!(notice(&browser).await.contains("cannot be reached"));
+    browser.screenshot("service-unavailable").await.unwrap();
+}
+
+/// A plain HTTP client with a cookie jar, for what a browser would never send.
+struct WebClient {
+    client: writeback_cli::ApiClient,
+    cookies: Vec<(String, String)>,
+}
+
+impl WebClient {
+    fn new(stack: &Stack) -> Self {
+        Self {
+            client: writeback_cli::ApiClient::new(
+                &stack.url(),
+                &writeback_tls::Trust::Pinned(stack.fingerprint),
+            )
+            .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        extra: &[(&str, String)],
+    ) -> writeback_cli::RawResponse {
+        let mut headers: Vec<(&str, String)> = extra.to_vec();
+        if !self.cookies.is_empty() {
+            let jar = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            headers.push(("cookie", jar));
+        }
+        let (content_type, body) = match form {
+            Some(fields) => (
+                Some("application/x-www-form-urlencoded"),
+                fields
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", writeback_cli::percent_encode(value)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+                    .into_bytes(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let response = self
+            .client
+            .send(method, path, content_type, body, &headers)
+            .await
+            .unwrap();
+        for set in response.headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(existing, _)| existing != name);
+            if !text.contains("Max-Age=0") {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        response
+    }
+
+    fn body(response: &writeback_cli::RawResponse) -> String {
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
+    fn csrf(response: &writeback_cli::RawResponse) -> String {
+        Self::body(response)
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page has a form")
+            .to_owned()
+    }
+
+    /// Identifies as `name` and returns the method page.
+    async fn identify(&mut self, name: &str) -> writeback_cli::RawResponse {
+        let page = self
+            .send(Method::GET, "/portal/identify?purpose=reset", None, &[])
+            .await;
+        let csrf = Self::csrf(&page);
+        let answer = self
+            .send(
+                Method::POST,
+                "/portal/identify",
+                Some(&[("csrf", &csrf), ("purpose", "reset"), ("account", name)]),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            Self::body(&answer)
+        );
+        self.send(Method::GET, "/portal/verify", None, &[]).await
+    }
+}
+
+/// The page without what differs between any two visits: the CSRF tokens.
+fn without_tokens(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .enumerate()
+        .map(|(index, part)| {
+            if index == 0 {
+                part.to_owned()
+            } else {
+                part.split_once('"')
+                    .map_or(String::new(), |(_, rest)| rest.to_owned())
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
+    let (stack, mail) = start().await;
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password("http-").await.unwrap();
+    wait_until_synced(&stack, &name).await;
+
+    // Headers: CSP with scripts from here only and no inline script, strict cookies.
+    let mut client = WebClient::new(&stack);
+    let page = client
+        .send(Method::GET, "/portal/identify", None, &[])
+        .await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
+    for attribute in ["__Host-", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+
+    // Enumeration: an existing and an unknown account get the same pages, word for word.
+    let mut known = WebClient::new(&stack);
+    let mut unknown = WebClient::new(&stack);
+    let known_page = known.identify(&name).await;
+    let unknown_page = unknown.identify("no-such-user-anywhere").await;
+    assert_eq!(known_page.status, unknown_page.status);
+    assert_eq!(
+        without_tokens(&WebClient::body(&known_page)),
+        without_tokens(&WebClient::body(&unknown_page))
+    );
+    for client in [&mut known, &mut unknown] {
+        let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/verify", None, &[]).await);
+        let answer = client
+            .send(
+                Method::POST,
+                "/portal/verify/start",
+                Some(&[("csrf", &csrf), ("method", "email")]),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    }
+    let known_proof = known
+        .send(Method::GET, "/portal/verify/proof", None, &[])
+        .await;
+    let unknown_proof = unknown
+        .send(Method::GET, "/portal/verify/proof", None, &[])
+        .await;
+    assert_eq!(
+        without_tokens(&WebClient::body(&known_proof)),
+        without_tokens(&WebClient::body(&unknown_proof))
+    );
+
+    // CSRF: a wrong token, a cross-site post, and JSON are refused and change nothing.
+    let mut forger = WebClient::new(&stack);
+    let _ = forger
+        .send(Method::GET, "/portal/identify", None, &[])
+        .await;
+    let forged = forger
+        .send(
+            Method::POST,
+            "/portal/identify",
+            Some(&[("csrf", "forged"), ("purpose", "reset"), ("account", &name)]),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let page = forger
+        .send(Method::GET, "/portal/identify", None, &[])
+        .await;
+    let csrf = WebClient::csrf(&page);
+    let cross_site = forger
+        .send(
+            Method::POST,
+            "/portal/identify",
+            Some(&[("csrf", &csrf), ("purpose", "reset"), ("account", &name)]),
+            &[("sec-fetch-site", "cross-site".into())],
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    let signed_in_forgery = forger
+        .send(
+            Method::POST,
+            "/portal/sign-in",
+            Some(&[
+                ("csrf", "forged"),
+                ("account", &name),
+                ("password", &password),
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(signed_in_forgery.status, StatusCode::FORBIDDEN);
+
+    // Stale or made-up flows: the session has ended, nothing else.
+    let mut stale = WebClient::new(&stack);
+    stale
+        .cookies
+        .push(("__Host-writeback-portal-flow".into(), "wbf_made_up".into()));
+    let ended = stale.send(Method::GET, "/portal/verify", None, &[]).await;
+    assert_eq!(ended.status, StatusCode::GONE);
+
+    // The mail limit: ten codes in ten minutes, then a block, for a name with no address too.
+    let mut flood = WebClient::new(&stack);
+    flood.identify("flooded-nobody").await;
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let csrf = WebClient::csrf(&flood.send(Method::GET, "/portal/verify", None, &[]).await);
+        let answer = flood
+            .send(
+                Method::POST,
+                "/portal/verify/start",
+                Some(&[("csrf", &csrf), ("method", "email")]),
+                &[],
+            )
+            .await;
+        statuses.push(answer.status);
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(statuses.len(), 11, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(mail.count_to("flooded-nobody").unwrap(), 0);
+}
