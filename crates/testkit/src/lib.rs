@@ -9,6 +9,7 @@ pub mod domain_controller;
 pub mod logs;
 pub mod mail;
 pub mod stack;
+pub mod web;
 
 pub use domain_controller::{DomainController, NewPasswordSettings, NewUser};
 pub use stack::Stack;

@@ -22,6 +22,7 @@ use writeback_testkit::browser::Browser;
 use writeback_testkit::domain_controller::STAFF_OU;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::stack::ADMIN_EMAIL;
+use writeback_testkit::web::WebClient;
 
 async fn wait_until_synced(
     stack: &Stack,
@@ -520,92 +521,31 @@ async fn an_administrator_runs_writeback_from_the_console() {
     assert!(screenshots >= 20, "{screenshots} screenshots");
 }
 
-/// The console's HTTP answers, one cookie jar by hand.
-struct ConsoleClient {
-    client: writeback_cli::ApiClient,
-    cookies: Vec<(String, String)>,
+/// The console's HTTP answers, with the console's two sign-in steps.
+struct ConsoleClient(WebClient);
+
+impl std::ops::Deref for ConsoleClient {
+    type Target = WebClient;
+    fn deref(&self) -> &WebClient {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ConsoleClient {
+    fn deref_mut(&mut self) -> &mut WebClient {
+        &mut self.0
+    }
 }
 
 impl ConsoleClient {
     fn new(stack: &Stack) -> Self {
-        Self {
-            client: writeback_cli::ApiClient::new(
-                &stack.url(),
-                &writeback_tls::Trust::Pinned(stack.fingerprint),
-            )
-            .unwrap(),
-            cookies: Vec::new(),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-        extra: &[(&str, String)],
-    ) -> writeback_cli::RawResponse {
-        let mut headers: Vec<(&str, String)> = extra.to_vec();
-        if !self.cookies.is_empty() {
-            let jar = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            headers.push(("cookie", jar));
-        }
-        let (content_type, body) = match form {
-            Some(fields) => (
-                Some("application/x-www-form-urlencoded"),
-                fields
-                    .iter()
-                    .map(|(name, value)| format!("{name}={}", writeback_cli::percent_encode(value)))
-                    .collect::<Vec<_>>()
-                    .join("&")
-                    .into_bytes(),
-            ),
-            None => (None, Vec::new()),
-        };
-        let response = self
-            .client
-            .send(method, path, content_type, body, &headers)
-            .await
-            .unwrap();
-        for set in response.headers.get_all("set-cookie") {
-            let text = set.to_str().unwrap();
-            let (pair, _) = text.split_once(';').unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(existing, _)| existing != name);
-            if !text.contains("Max-Age=0") {
-                self.cookies.push((name.to_owned(), value.to_owned()));
-            }
-        }
-        response
-    }
-
-    fn body(response: &writeback_cli::RawResponse) -> String {
-        String::from_utf8_lossy(&response.body).into_owned()
-    }
-
-    /// The value of the `csrf` field in a page.
-    fn csrf(response: &writeback_cli::RawResponse) -> String {
-        let body = Self::body(response);
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page has a form")
-            .to_owned()
-    }
-
-    fn location(response: &writeback_cli::RawResponse) -> String {
-        response.headers["location"].to_str().unwrap().to_owned()
+        Self(WebClient::new(stack))
     }
 
     /// The password step: the path of the code page it leads to and that page's CSRF token.
     async fn enter_password(&mut self, email: &str, password: &str) -> (String, String) {
         let page = self.send(Method::GET, "/console/sign-in", None, &[]).await;
-        let csrf = Self::csrf(&page);
+        let csrf = WebClient::csrf(&page);
         let after_password = self
             .send(
                 Method::POST,
@@ -618,11 +558,11 @@ impl ConsoleClient {
             after_password.status,
             StatusCode::SEE_OTHER,
             "{}",
-            Self::body(&after_password)
+            WebClient::body(&after_password)
         );
-        let code_path = Self::location(&after_password);
+        let code_path = WebClient::location(&after_password);
         let code_page = self.send(Method::GET, &code_path, None, &[]).await;
-        (code_path, Self::csrf(&code_page))
+        (code_path, WebClient::csrf(&code_page))
     }
 
     /// Password, then code; returns the final answer.
@@ -684,12 +624,12 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         .send(Method::GET, "/console/agents", None, &[])
         .await;
     assert_eq!(agents.status, StatusCode::SEE_OTHER);
-    assert_eq!(ConsoleClient::location(&agents), "/console/sign-in");
+    assert_eq!(WebClient::location(&agents), "/console/sign-in");
     let missing = console
         .send(Method::GET, "/console/nothing-here", None, &[])
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert!(ConsoleClient::body(&missing).contains("no such page"));
+    assert!(WebClient::body(&missing).contains("no such page"));
 
     // A sign-in form without the token of this browser's cookie is refused, and audits nothing.
     let everything = writeback_store::AuditFilter {
@@ -722,14 +662,14 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         signed_in.status,
         StatusCode::SEE_OTHER,
         "{}",
-        ConsoleClient::body(&signed_in)
+        WebClient::body(&signed_in)
     );
-    assert_eq!(ConsoleClient::location(&signed_in), "/console");
+    assert_eq!(WebClient::location(&signed_in), "/console");
     let agents_page = console
         .send(Method::GET, "/console/agents", None, &[])
         .await;
     assert_eq!(agents_page.status, StatusCode::OK);
-    let csrf = ConsoleClient::csrf(&agents_page);
+    let csrf = WebClient::csrf(&agents_page);
 
     // A signed-in form with a wrong token, the wrong content type, from another site, or too
     // large: refused, and no token is issued.
@@ -816,7 +756,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         .await;
     assert_eq!(issued.status, StatusCode::CREATED);
     remember_secret(
-        ConsoleClient::body(&issued)
+        WebClient::body(&issued)
             .split("id=\"registration-token\">")
             .nth(1)
             .and_then(|rest| rest.split('<').next())
@@ -858,7 +798,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
             .unwrap()
             .contains("attachment")
     );
-    let csv_text = ConsoleClient::body(&csv);
+    let csv_text = WebClient::body(&csv);
     assert!(
         csv_text.starts_with("id,time,actor,operation"),
         "{csv_text}"
@@ -899,7 +839,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
     let mut replay = ConsoleClient::new(&stack);
     let refused = replay.sign_in(email, &password, &code).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    assert!(ConsoleClient::body(&refused).contains("already used"));
+    assert!(WebClient::body(&refused).contains("already used"));
 
     // The API wants the code too, once one is enrolled.
     let api = writeback_cli::ApiClient::new(
@@ -949,7 +889,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
     }
     let last = last.unwrap();
     assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(ConsoleClient::body(&last).contains("Too many wrong codes"));
+    assert!(WebClient::body(&last).contains("Too many wrong codes"));
     let throttled = api
         .sign_in(
             email,
@@ -1087,12 +1027,12 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
     let page = console
         .send(Method::GET, "/console/settings", None, &[])
         .await;
-    let body = ConsoleClient::body(&page);
+    let body = WebClient::body(&page);
     assert!(
         body.contains("Your first pet?") && body.contains("value=\"Staff\""),
         "the form shows the stored policy"
     );
-    let csrf = ConsoleClient::csrf(&page);
+    let csrf = WebClient::csrf(&page);
     let form = |helpdesk: &'static str| {
         vec![
             ("scope", "everyone"),
@@ -1122,7 +1062,7 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
         )
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let body = ConsoleClient::body(&refused);
+    let body = WebClient::body(&refused);
     assert!(
         body.contains("https://") && body.contains("Nothing was changed"),
         "{body}"
@@ -1147,7 +1087,7 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
         accepted.status,
         StatusCode::OK,
         "{}",
-        ConsoleClient::body(&accepted)
+        WebClient::body(&accepted)
     );
     let saved = stack.client.self_service_settings().await.unwrap();
     assert_eq!(saved.scope, SelfServiceScope::Everyone);

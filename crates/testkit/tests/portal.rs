@@ -20,6 +20,7 @@ use writeback_testkit::browser::Browser;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::mail::{MailServer, code_in};
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
+use writeback_testkit::web::WebClient;
 use writeback_testkit::{NewUser, Stack};
 
 const QUESTIONS: [&str; 4] = [
@@ -557,105 +558,27 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
     browser.screenshot("service-unavailable").await.unwrap();
 }
 
-/// A plain HTTP client with a cookie jar, for what a browser would never send.
-struct WebClient {
-    client: writeback_cli::ApiClient,
-    cookies: Vec<(String, String)>,
-}
-
-impl WebClient {
-    fn new(stack: &Stack) -> Self {
-        Self {
-            client: writeback_cli::ApiClient::new(
-                &stack.url(),
-                &writeback_tls::Trust::Pinned(stack.fingerprint),
-            )
-            .unwrap(),
-            cookies: Vec::new(),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-        extra: &[(&str, String)],
-    ) -> writeback_cli::RawResponse {
-        let mut headers: Vec<(&str, String)> = extra.to_vec();
-        if !self.cookies.is_empty() {
-            let jar = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            headers.push(("cookie", jar));
-        }
-        let (content_type, body) = match form {
-            Some(fields) => (
-                Some("application/x-www-form-urlencoded"),
-                fields
-                    .iter()
-                    .map(|(name, value)| format!("{name}={}", writeback_cli::percent_encode(value)))
-                    .collect::<Vec<_>>()
-                    .join("&")
-                    .into_bytes(),
-            ),
-            None => (None, Vec::new()),
-        };
-        let response = self
-            .client
-            .send(method, path, content_type, body, &headers)
-            .await
-            .unwrap();
-        for set in response.headers.get_all("set-cookie") {
-            let text = set.to_str().unwrap();
-            let (pair, _) = text.split_once(';').unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(existing, _)| existing != name);
-            if !text.contains("Max-Age=0") {
-                self.cookies.push((name.to_owned(), value.to_owned()));
-            }
-        }
-        response
-    }
-
-    fn body(response: &writeback_cli::RawResponse) -> String {
-        String::from_utf8_lossy(&response.body).into_owned()
-    }
-
-    fn csrf(response: &writeback_cli::RawResponse) -> String {
-        Self::body(response)
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page has a form")
-            .to_owned()
-    }
-
-    /// Identifies as `name` and returns the method page.
-    async fn identify(&mut self, name: &str) -> writeback_cli::RawResponse {
-        let page = self
-            .send(Method::GET, "/portal/identify?purpose=reset", None, &[])
-            .await;
-        let csrf = Self::csrf(&page);
-        let answer = self
-            .send(
-                Method::POST,
-                "/portal/identify",
-                Some(&[("csrf", &csrf), ("purpose", "reset"), ("account", name)]),
-                &[],
-            )
-            .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::SEE_OTHER,
-            "{}",
-            Self::body(&answer)
-        );
-        self.send(Method::GET, "/portal/verify", None, &[]).await
-    }
+/// Identifies as `name` and returns the method page.
+async fn identify_over_http(client: &mut WebClient, name: &str) -> writeback_cli::RawResponse {
+    let page = client
+        .send(Method::GET, "/portal/identify?purpose=reset", None, &[])
+        .await;
+    let csrf = WebClient::csrf(&page);
+    let answer = client
+        .send(
+            Method::POST,
+            "/portal/identify",
+            Some(&[("csrf", &csrf), ("purpose", "reset"), ("account", name)]),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        WebClient::body(&answer)
+    );
+    client.send(Method::GET, "/portal/verify", None, &[]).await
 }
 
 /// The page without what differs between any two visits: the CSRF tokens.
@@ -703,8 +626,8 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
     // Enumeration: an existing and an unknown account get the same pages, word for word.
     let mut known = WebClient::new(&stack);
     let mut unknown = WebClient::new(&stack);
-    let known_page = known.identify(&name).await;
-    let unknown_page = unknown.identify("no-such-user-anywhere").await;
+    let known_page = identify_over_http(&mut known, &name).await;
+    let unknown_page = identify_over_http(&mut unknown, "no-such-user-anywhere").await;
     assert_eq!(known_page.status, unknown_page.status);
     assert_eq!(
         without_tokens(&WebClient::body(&known_page)),
@@ -784,7 +707,7 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
 
     // The mail limit: ten codes in ten minutes, then a block, for a name with no address too.
     let mut flood = WebClient::new(&stack);
-    flood.identify("flooded-nobody").await;
+    identify_over_http(&mut flood, "flooded-nobody").await;
     let mut statuses = Vec::new();
     for _ in 0..11 {
         let csrf = WebClient::csrf(&flood.send(Method::GET, "/portal/verify", None, &[]).await);

@@ -1,0 +1,96 @@
+//! A plain HTTP client with a cookie jar, for the console and portal tests' requests that a
+//! browser would never send (forged tokens, other content types, replays).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test infrastructure: a failed step should stop the test"
+)]
+
+use hyper::Method;
+
+use crate::Stack;
+
+/// A plain HTTP client with a cookie jar, for what a browser would never send.
+#[derive(Debug)]
+pub struct WebClient {
+    pub client: writeback_cli::ApiClient,
+    pub cookies: Vec<(String, String)>,
+}
+
+impl WebClient {
+    pub fn new(stack: &Stack) -> Self {
+        Self {
+            client: writeback_cli::ApiClient::new(
+                &stack.url(),
+                &writeback_tls::Trust::Pinned(stack.fingerprint),
+            )
+            .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        extra: &[(&str, String)],
+    ) -> writeback_cli::RawResponse {
+        let mut headers: Vec<(&str, String)> = extra.to_vec();
+        if !self.cookies.is_empty() {
+            let jar = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            headers.push(("cookie", jar));
+        }
+        let (content_type, body) = match form {
+            Some(fields) => (
+                Some("application/x-www-form-urlencoded"),
+                fields
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", writeback_cli::percent_encode(value)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+                    .into_bytes(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let response = self
+            .client
+            .send(method, path, content_type, body, &headers)
+            .await
+            .unwrap();
+        for set in response.headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(existing, _)| existing != name);
+            if !text.contains("Max-Age=0") {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        response
+    }
+
+    pub fn body(response: &writeback_cli::RawResponse) -> String {
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
+    /// The value of the first `csrf` field in a page.
+    pub fn csrf(response: &writeback_cli::RawResponse) -> String {
+        Self::body(response)
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page has a form")
+            .to_owned()
+    }
+
+    pub fn location(response: &writeback_cli::RawResponse) -> String {
+        response.headers["location"].to_str().unwrap().to_owned()
+    }
+}
