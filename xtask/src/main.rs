@@ -6,6 +6,7 @@
 //! * `bench writeback`: direct LDAP resets against end-to-end resets, side by side.
 //! * `bench sync`: a full sync of N users against the same paged search done directly, and the
 //!   delay before a directory change reaches the cloud.
+//! * `bench portal`: every self-service portal page, timed beside a static file's floor.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -14,6 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+const BENCH_USAGE: &str =
+    "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N]";
 
 fn main() -> Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -26,16 +30,13 @@ fn main() -> Result<()> {
             match rest.first().map(String::as_str) {
                 Some("writeback") => run_devtool(&root, "writeback-bench", rest, true),
                 Some("sync") => run_devtool(&root, "writeback-sync-bench", rest, true),
-                _ => bail!(
-                    "usage: cargo xtask bench writeback [--iterations N] | bench sync [--users N] [--changes N]"
-                ),
+                Some("portal") => run_devtool(&root, "writeback-portal-bench", rest, true),
+                _ => bail!("usage: cargo xtask bench {BENCH_USAGE}"),
             }
         }
         Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
         _ => {
-            eprintln!(
-                "usage: cargo xtask <test | demo | bench writeback [--iterations N] | bench sync [--users N] [--changes N] | scan-logs>"
-            );
+            eprintln!("usage: cargo xtask <test | demo | bench {BENCH_USAGE} | scan-logs>");
             std::process::exit(2);
         }
     }

@@ -371,6 +371,16 @@ impl Store {
         }))
     }
 
+    /// The one synced user an anchor, sAMAccountName, UPN or mail names, without its groups.
+    pub async fn synced_user(
+        &self,
+        directory: &DirectoryName,
+        key: &str,
+    ) -> Result<Option<DirectoryUser>, StoreError> {
+        let directory_id = self.directory_id(directory).await?;
+        self.find_synced_user(directory_id, key).await
+    }
+
     /// The anchor of the one synced user a logon name (sAMAccountName or UPN) or anchor names.
     pub async fn resolve_user(
         &self,
@@ -464,8 +474,12 @@ impl Store {
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        let [anchor] = anchors.as_slice() else {
-            return Ok(None);
+        // The row is read even when no single user matched (no anchor is empty), so that a name
+        // that exists and one that does not take the same queries: the self-service portal must
+        // not reveal by its timing which names exist.
+        let anchor = match anchors.as_slice() {
+            [anchor] => anchor.as_str(),
+            _ => "",
         };
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM synced_users WHERE directory_id = ? AND anchor = ?"

@@ -216,6 +216,45 @@ impl Stack {
         Ok((name, password))
     }
 
+    /// Waits until the cloud holds `name` as `check` expects, from the agent's sync.
+    pub async fn wait_until_synced(
+        &self,
+        name: &str,
+        check: impl Fn(&writeback_proto::sync::SyncedUser) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(detail) = self.client.user(&self.directory, name).await
+                && check(&detail.user)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} was not synced as expected within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the agent has reported the domain's password policy, which the portal's
+    /// checklist shows.
+    pub async fn wait_for_password_policy(&self) -> Result<()> {
+        let state = &self.cloud.as_ref().context("the cloud is running")?.state;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !state.relay.live_agents().iter().any(|agent| {
+            agent
+                .status
+                .as_ref()
+                .is_some_and(|status| status.password_policy.is_some())
+        }) {
+            if Instant::now() > deadline {
+                bail!("the agent did not report the password policy within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Locks the staff user `name` out for real: a password settings object with a lockout
     /// threshold of 3 applies to them, then three wrong passwords. Checked by the directory's own
     /// answer to the right password (775, locked).

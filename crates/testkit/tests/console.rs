@@ -24,26 +24,6 @@ use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::stack::ADMIN_EMAIL;
 use writeback_testkit::web::WebClient;
 
-async fn wait_until_synced(
-    stack: &Stack,
-    name: &str,
-    check: impl Fn(&writeback_proto::sync::SyncedUser) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(detail) = stack.client.user(&stack.directory, name).await
-            && check(&detail.user)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} was not synced as expected within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// A code for a step after `used` (the step of the last accepted code) that the server accepts
 /// now: the current step, or the next one when the current one is used.
 fn fresh_code(secret: &[u8], used: &mut u64) -> String {
@@ -206,7 +186,7 @@ async fn an_administrator_runs_writeback_from_the_console() {
     browser.screenshot("overview").await.unwrap();
 
     // Users: search, then the user's page.
-    wait_until_synced(&stack, &name, |_| true).await;
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
     browser
         .goto(&format!("{url}/console/users?directory=corp&q={name}"))
         .await
@@ -287,7 +267,10 @@ async fn an_administrator_runs_writeback_from_the_console() {
 
     // A locked account shows as locked once synced, and the console unlocks it.
     stack.lock_out(&name, &new_password).await.unwrap();
-    wait_until_synced(&stack, &name, |user| user.locked_out).await;
+    stack
+        .wait_until_synced(&name, |user| user.locked_out)
+        .await
+        .unwrap();
     browser.goto(&format!("{url}{link}")).await.unwrap();
     assert!(
         browser

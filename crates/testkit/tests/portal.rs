@@ -63,34 +63,6 @@ async fn start() -> (Stack, MailServer) {
     (stack, mail)
 }
 
-async fn wait_until_synced(stack: &Stack, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.client.user(&stack.directory, name).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} was not synced within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_for_policy(stack: &Stack) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let state = &stack.cloud.as_ref().unwrap().state;
-    while !state.relay.live_agents().iter().any(|agent| {
-        agent
-            .status
-            .as_ref()
-            .is_some_and(|status| status.password_policy.is_some())
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never reported the password policy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A code for a step after `used` that the server accepts now.
 fn fresh_code(secret: &[u8], used: &mut u64) -> String {
     let step = totp::step_at(UnixMillis::now()).max(*used + 1);
@@ -148,8 +120,8 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
         .unwrap();
     let (name, password) = stack.user_with_password("portal-").await.unwrap();
     let address = format!("{name}@mail.example.test");
-    wait_until_synced(&stack, &name).await;
-    wait_for_policy(&stack).await;
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    stack.wait_for_password_policy().await.unwrap();
     let browser = Browser::launch("portal").await.unwrap();
 
     browser.goto(&format!("{url}/portal")).await.unwrap();
@@ -417,7 +389,7 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
     // Not enough methods: only an email registered where two methods are required.
     let (name, password) = stack.user_with_password("few-").await.unwrap();
     let address = format!("{name}@mail.example.test");
-    wait_until_synced(&stack, &name).await;
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
     sign_in(&browser, &url, &name, &password).await;
     browser.fill("#email", &address).await.unwrap();
     browser.press("#add-email").await.unwrap();
@@ -451,7 +423,7 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
         .create_user(&NewUser::new(&disabled, &disabled_password))
         .await
         .unwrap();
-    wait_until_synced(&stack, &disabled).await;
+    stack.wait_until_synced(&disabled, |_| true).await.unwrap();
     let disabled_address = format!("{disabled}@mail.example.test");
     sign_in(&browser, &url, &disabled, &disabled_password).await;
     browser.fill("#email", &disabled_address).await.unwrap();
@@ -477,21 +449,10 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
         .replace(&dn, "userAccountControl", "514")
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack
-        .client
-        .user(&stack.directory, &disabled)
+    stack
+        .wait_until_synced(&disabled, |user| !user.enabled)
         .await
-        .unwrap()
-        .user
-        .enabled
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the disabled account was not synced"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .unwrap();
     identify(&browser, &url, "reset", &disabled).await;
     prove_by_email(&browser, &mail, &disabled_address, 1).await;
     assert_eq!(title(&browser).await, "Your account is disabled");
@@ -540,7 +501,7 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
 
     // Service unavailable, at once, from the health of the directory.
     let (other, other_password) = stack.user_with_password("down-").await.unwrap();
-    wait_until_synced(&stack, &other).await;
+    stack.wait_until_synced(&other, |_| true).await.unwrap();
     stack.kill_agent().await.unwrap();
     stack.wait_for_agent(false).await.unwrap();
     let started = Instant::now();
@@ -605,7 +566,7 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
         .await
         .unwrap();
     let (name, password) = stack.user_with_password("http-").await.unwrap();
-    wait_until_synced(&stack, &name).await;
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
 
     // Headers: CSP with scripts from here only and no inline script, strict cookies.
     let mut client = WebClient::new(&stack);

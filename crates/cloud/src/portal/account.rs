@@ -153,7 +153,7 @@ pub async fn sign_in(
         Err(problem) => return again(problem, StatusCode::BAD_REQUEST),
     };
     let account = match find_account(&state, &identifier).await {
-        Ok(found) => found.map(|(account, _)| account),
+        Ok(found) => found,
         Err(error) => return internal(error),
     };
     let name = account

@@ -189,32 +189,27 @@ fn offered_methods(state: &AppState, settings: &SelfServiceSettings) -> Vec<Veri
 }
 
 /// The one synced user `name` (sAMAccountName, UPN or mail) names across every directory; `None`
-/// when none does, or more than one.
-async fn find_account(
-    state: &AppState,
-    name: &str,
-) -> Result<Option<(PortalAccount, writeback_proto::api::DirectoryUserDetail)>, StoreError> {
+/// when none does, or more than one. Groups are not read here: the same queries run whether or
+/// not the name exists.
+async fn find_account(state: &AppState, name: &str) -> Result<Option<PortalAccount>, StoreError> {
     let mut found = Vec::new();
     for directory in state.store.directories().await? {
-        if let Some(detail) = state.store.user_detail(&directory.name, name).await? {
-            found.push((directory.name, detail));
+        if let Some(user) = state.store.synced_user(&directory.name, name).await? {
+            found.push((directory.name, user));
         }
     }
     if found.len() != 1 {
         return Ok(None);
     }
-    let Some((directory, detail)) = found.pop() else {
+    let Some((directory, user)) = found.pop() else {
         return Ok(None);
     };
-    Ok(Some((
-        PortalAccount {
-            directory,
-            anchor: detail.user.anchor,
-            sam_account_name: detail.user.sam_account_name.clone(),
-            display_name: detail.user.display_name.clone(),
-        },
-        detail,
-    )))
+    Ok(Some(PortalAccount {
+        directory,
+        anchor: user.user.anchor,
+        sam_account_name: user.user.sam_account_name,
+        display_name: user.user.display_name,
+    }))
 }
 
 /// The account as the directory copy has it now.

@@ -291,7 +291,7 @@ pub async fn identify(
         }
     };
     let account = match find_account(&state, &identifier).await {
-        Ok(found) => found.map(|(account, _)| account),
+        Ok(found) => found,
         Err(error) => return internal(error),
     };
     let now = UnixMillis::now();
