@@ -37,6 +37,9 @@ pub struct CloudConfig {
     /// Outgoing mail: one-time codes for the portal and notifications. Without a host no mail is
     /// sent, and the email method cannot be offered.
     pub smtp: SmtpConfig,
+    /// Text messages: one-time codes for the portal, through an HTTP provider. Without a URL no
+    /// text is sent, and the SMS method cannot be offered.
+    pub sms: SmsConfig,
     /// The portal's sessions (a reset in progress, or a signed-in user) end this long after they
     /// start.
     pub portal_session_minutes: u64,
@@ -69,6 +72,36 @@ impl Default for SmtpConfig {
     }
 }
 
+/// An SMS provider reached over HTTPS. Each text is one `POST` to `url` of the JSON object
+/// `{"to": "+447700900123", "from": <sender>, "text": "..."}`, with `Authorization: Bearer
+/// <token>` when a token file is set; any 2xx answer means the provider took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The provider's endpoint, `https://...`.
+    pub url: Option<String>,
+    /// A file holding the provider's bearer token, read at start.
+    pub token_file: Option<PathBuf>,
+    /// The sender name or number the phone shows.
+    pub sender: String,
+    /// PEM certificates to trust for the provider instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// How long one text may take to hand over before it counts as failed.
+    pub timeout_seconds: u64,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            token_file: None,
+            sender: "Writeback".into(),
+            ca_file: None,
+            timeout_seconds: 10,
+        }
+    }
+}
+
 /// How the SMTP connection is protected. `none` is for a relay on the same host or loopback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +128,7 @@ impl Default for CloudConfig {
             health_window_minutes: 15,
             metrics_enabled: true,
             smtp: SmtpConfig::default(),
+            sms: SmsConfig::default(),
             portal_session_minutes: 15,
             log: LogConfig::default(),
         }

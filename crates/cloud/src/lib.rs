@@ -18,6 +18,7 @@ pub mod portal;
 pub mod relay;
 pub mod server;
 pub mod sign_in;
+pub mod sms;
 pub mod totp;
 
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub fingerprint: Fingerprint,
     /// Mail for the portal and notifications; `None` when no SMTP server is configured.
     pub mailer: Option<notify::Mailer>,
+    /// Text messages for the portal; `None` when no SMS provider is configured.
+    pub sms: Option<sms::SmsSender>,
     /// The portal's resets in progress and signed-in users.
     pub portal: Arc<portal::PortalState>,
     /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
@@ -158,11 +161,13 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         .map_err(io_error("reading the bound address"))?;
     let (stopping, stopping_signal) = watch::channel(false);
     let mailer = notify::Mailer::from_config(&config.smtp)?;
+    let sms = sms::SmsSender::from_config(&config.sms)?;
     let portal = Arc::new(portal::PortalState::new(config.portal_session()));
     let state = AppState {
         store,
         relay: Arc::new(Relay::default()),
         mailer,
+        sms,
         portal,
         config: Arc::new(config),
         metrics: Arc::default(),

@@ -56,6 +56,8 @@ pub struct StackOptions {
     pub service_account: String,
     /// The loopback port of an SMTP server for the cloud's mail; none sends no mail.
     pub smtp_port: Option<u16>,
+    /// The cloud's SMS provider; the default sends no texts.
+    pub sms: writeback_cloud::config::SmsConfig,
 }
 
 impl Default for StackOptions {
@@ -65,6 +67,7 @@ impl Default for StackOptions {
             sync_poll_interval_ms: 1000,
             service_account: SERVICE_ACCOUNT.to_owned(),
             smtp_port: None,
+            sms: writeback_cloud::config::SmsConfig::default(),
         }
     }
 }
@@ -100,6 +103,7 @@ impl Stack {
                 from: "Writeback <writeback@example.test>".into(),
                 ..writeback_cloud::config::SmtpConfig::default()
             },
+            sms: options.sms.clone(),
             ..CloudConfig::default()
         };
         let cloud = writeback_cloud::start(cloud_config.clone()).await?;

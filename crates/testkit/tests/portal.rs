@@ -19,6 +19,7 @@ use writeback_proto::time::UnixMillis;
 use writeback_testkit::browser::Browser;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::mail::{MailServer, code_in};
+use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
 use writeback_testkit::web::WebClient;
 use writeback_testkit::{NewUser, Stack};
@@ -376,6 +377,114 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
 }
 
 #[tokio::test]
+async fn a_phone_is_registered_and_a_password_reset_with_texted_codes_through_the_provider() {
+    let work = std::env::temp_dir().join(format!("writeback-portal-sms-{}", std::process::id()));
+    let sms = SmsProvider::start(&work).await.unwrap();
+    let stack = Stack::start_with(StackOptions {
+        sms: sms.config(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let url = stack.url();
+    stack
+        .client
+        .update_self_service_settings(&SelfServiceSettings {
+            methods: vec![VerificationMethod::Sms],
+            ..settings(1)
+        })
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password("phone-").await.unwrap();
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    let browser = Browser::launch("portal-sms").await.unwrap();
+
+    // Registration: a number without its country code is refused with how to write it, then a
+    // wrong code, then the code the provider received.
+    sign_in(&browser, &url, &name, &password).await;
+    browser.fill("#phone", "07700 900123").await.unwrap();
+    browser.press("#add-phone").await.unwrap();
+    assert!(
+        notice(&browser).await.contains("international format"),
+        "{}",
+        notice(&browser).await
+    );
+    browser.screenshot("phone-refused").await.unwrap();
+    browser.fill("#phone", "+44 7700 900-123").await.unwrap();
+    browser.press("#add-phone").await.unwrap();
+    browser.screenshot("phone-code").await.unwrap();
+    let number = "+447700900123";
+    let text = sms.wait_for(number, 1).await.unwrap();
+    assert_eq!(text.from, "Writeback");
+    let code = code_in(&text.text).expect("a code in the text");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    browser.fill("#phone-code", wrong).await.unwrap();
+    browser.press("#confirm-phone").await.unwrap();
+    assert!(notice(&browser).await.contains("not right"));
+    browser.fill("#phone-code", &code).await.unwrap();
+    browser.press("#confirm-phone").await.unwrap();
+    let account_text = browser.page_text().await.unwrap();
+    assert!(
+        account_text.contains("Mobile phone") && account_text.contains(number),
+        "{account_text}"
+    );
+    browser.screenshot("phone-registered").await.unwrap();
+    browser.press("#sign-out").await.unwrap();
+
+    // Forgot password with the texted code, through to a bind with the new password.
+    identify(&browser, &url, "reset", &name).await;
+    browser.press("#method-sms").await.unwrap();
+    assert_eq!(title(&browser).await, "Enter the code we texted");
+    browser.screenshot("proof-sms").await.unwrap();
+    let text = sms.wait_for(number, 2).await.unwrap();
+    browser
+        .fill("#code", &code_in(&text.text).unwrap())
+        .await
+        .unwrap();
+    browser.press("#verify").await.unwrap();
+    assert_eq!(title(&browser).await, "Choose a new password");
+    let new_password = strong_password();
+    browser.fill("#new_password", &new_password).await.unwrap();
+    browser
+        .fill("#confirm_password", &new_password)
+        .await
+        .unwrap();
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your password was changed");
+    assert_eq!(
+        stack.dc.bind_as(&name, &new_password).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        stack.dc.bind_as(&name, &password).await.unwrap(),
+        Err("52e".into())
+    );
+
+    // A provider that refuses the text: the person sees the same page (the failure is the
+    // provider's, logged for the administrator) and no code from it can work.
+    sms.refuse(true);
+    identify(&browser, &url, "reset", &name).await;
+    browser.press("#method-sms").await.unwrap();
+    assert_eq!(title(&browser).await, "Enter the code we texted");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sms.rejected().contains(&StatusCode::SERVICE_UNAVAILABLE) {
+        assert!(
+            Instant::now() < deadline,
+            "the cloud never tried the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sms.count_to(number), 2);
+    assert!(
+        sms.rejected()
+            .iter()
+            .all(|status| *status == StatusCode::SERVICE_UNAVAILABLE),
+        "every request was well formed and authorised: {:?}",
+        sms.rejected()
+    );
+}
+
+#[tokio::test]
 async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
     let (mut stack, mail) = start().await;
     let url = stack.url();
@@ -688,4 +797,59 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
     assert_eq!(statuses.len(), 11, "{statuses:?}");
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
     assert_eq!(mail.count_to("flooded-nobody").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_sms_sender_hands_texts_over_https_and_reports_a_refusal_without_the_text() {
+    use writeback_cloud::sms::{SmsSender, TextMessage};
+    let work = std::env::temp_dir().join(format!("writeback-sms-sender-{}", std::process::id()));
+    let sms = SmsProvider::start(&work).await.unwrap();
+    let text = TextMessage {
+        to: "+15550109999".into(),
+        body: "Your code is 424242.".into(),
+    };
+
+    let sender = SmsSender::from_config(&sms.config()).unwrap().unwrap();
+    sender.send(&text).await.unwrap();
+    assert_eq!(
+        sms.texts(),
+        vec![writeback_testkit::sms::ReceivedText {
+            to: "+15550109999".into(),
+            from: "Writeback".into(),
+            text: "Your code is 424242.".into(),
+        }]
+    );
+
+    let wrong_token = work.join("wrong-token");
+    writeback_config::write_private_file(&wrong_token, b"not-the-token").unwrap();
+    let refused = SmsSender::from_config(&writeback_cloud::config::SmsConfig {
+        token_file: Some(wrong_token),
+        ..sms.config()
+    })
+    .unwrap()
+    .unwrap()
+    .send(&text)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("HTTP 401"), "{refused}");
+    assert!(!refused.contains("424242"), "{refused}");
+    assert_eq!(sms.rejected(), vec![StatusCode::UNAUTHORIZED]);
+
+    // A provider whose certificate the configured authority did not issue is never sent a text.
+    let other = writeback_tls::LocalCertificateAuthority::generate("Another authority").unwrap();
+    let other_ca = work.join("other-ca.pem");
+    std::fs::write(&other_ca, other.certificate_pem()).unwrap();
+    let untrusted = SmsSender::from_config(&writeback_cloud::config::SmsConfig {
+        ca_file: Some(other_ca),
+        ..sms.config()
+    })
+    .unwrap()
+    .unwrap()
+    .send(&text)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(untrusted.contains("TLS"), "{untrusted}");
+    assert_eq!(sms.texts().len(), 1);
 }

@@ -28,8 +28,8 @@ use super::pages::{
 };
 use super::reset::{
     START_COOKIE, StoredQuestion, account_disabled, fresh_request_id, normalize_identifier,
-    out_of_scope, refuse_before_sending, run, service_unavailable, start_cookie, too_many_attempts,
-    unless_usable, user_words, with_start_cookie,
+    out_of_scope, refuse_before_sending, run, send_code, service_unavailable, start_cookie,
+    too_many_attempts, unless_usable, user_words, with_start_cookie,
 };
 use super::state::{PendingRegistration, PortalAccount, PortalSession};
 use super::{
@@ -40,6 +40,7 @@ use crate::api::Origin;
 use crate::auth::{new_token, token_hash};
 use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
 use crate::notify::{Mail, is_mail_address};
+use crate::sms::normalize_phone_number;
 use crate::{AppState, messages, totp};
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-portal";
@@ -375,11 +376,13 @@ async fn account_page(
             })
         })
         .collect();
-    let pending_email = context.session.pending.as_ref().and_then(|pending| {
-        (pending.method == VerificationMethod::Email)
-            .then(|| pending.value.clone())
-            .flatten()
-    });
+    let pending = |method: VerificationMethod| {
+        context.session.pending.as_ref().and_then(|pending| {
+            (pending.method == method)
+                .then(|| pending.value.clone())
+                .flatten()
+        })
+    };
     Ok(AccountPage {
         csrf: context.csrf.clone(),
         name: account
@@ -391,7 +394,9 @@ async fn account_page(
         offer_email: offered.contains(&VerificationMethod::Email),
         offer_authenticator: offered.contains(&VerificationMethod::AuthenticatorApp),
         offer_questions: offered.contains(&VerificationMethod::SecurityQuestions),
-        pending_email,
+        offer_phone: offered.contains(&VerificationMethod::Sms),
+        pending_email: pending(VerificationMethod::Email),
+        pending_phone: pending(VerificationMethod::Sms),
         reconfirm,
         notice,
     })
@@ -617,23 +622,78 @@ pub async fn register_email(
         )
         .await;
     }
-    let Some(mailer) = &state.mailer else {
-        return account_with(
-            &state,
-            &context,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Notice::bad("Email cannot be used here."),
-        )
-        .await;
+    send_registration_code(
+        &state,
+        &context,
+        VerificationMethod::Email,
+        address,
+        &origin,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneForm {
+    csrf: String,
+    phone: String,
+}
+session_form!(PhoneForm);
+
+pub async fn register_phone(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<PhoneForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
     };
-    let account = &context.session.account;
-    let name = account.audit_name();
-    let now = UnixMillis::now();
-    match checks::recent_mails(&state.store, &name, now).await {
-        Ok(count) if count >= checks::MAX_MAILS => {
+    let number = match normalize_phone_number(&form.fields.phone) {
+        Ok(number) => number,
+        Err(problem) => {
             return account_with(
                 &state,
                 &context,
+                StatusCode::BAD_REQUEST,
+                Notice::bad(problem),
+            )
+            .await;
+        }
+    };
+    send_registration_code(&state, &context, VerificationMethod::Sms, number, &origin).await
+}
+
+/// Sends a code to the address or number being registered, and remembers it until the code
+/// comes back.
+async fn send_registration_code(
+    state: &AppState,
+    context: &SessionContext,
+    method: VerificationMethod,
+    destination: String,
+    origin: &Option<String>,
+) -> Response {
+    let settings = match settings(state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    if !offered_methods(state, &settings).contains(&method) {
+        return account_with(
+            state,
+            context,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Notice::bad(format!("{} cannot be used here.", label(method))),
+        )
+        .await;
+    }
+    let account = &context.session.account;
+    let name = account.audit_name();
+    let now = UnixMillis::now();
+    match checks::recent_codes_sent(&state.store, &name, now).await {
+        Ok(count) if count >= checks::MAX_CODES_SENT => {
+            return account_with(
+                state,
+                context,
                 StatusCode::TOO_MANY_REQUESTS,
                 Notice::bad(
                     "Too many codes were sent in the last 10 minutes. Wait a while and try again.",
@@ -648,21 +708,24 @@ pub async fn register_email(
         Ok(pair) => pair,
         Err(error) => return internal(error),
     };
-    mailer.send_later(Mail {
-        to: address.clone(),
-        subject: "Confirm your email address".into(),
-        body: format!(
-            "Your code to confirm this address for password self-service is {}.\n\nIt is valid for 5 minutes.\n",
-            code.expose_secret()
-        ),
-    });
+    let text = format!(
+        "Your code to confirm this {} for password self-service is {}. It is valid for 5 minutes.",
+        match method {
+            VerificationMethod::Sms => "phone",
+            _ => "address",
+        },
+        code.expose_secret()
+    );
+    if !send_code(state, method, destination.clone(), text) {
+        return internal(format!("no way to send a {} code", method.as_str()));
+    }
     if let Err(error) = audit_account(
-        &state,
+        state,
         account,
         ACTION_SEND_CODE,
         RESULT_SENT,
-        Some("email registration".into()),
-        &origin,
+        Some(format!("{} registration", method.as_str())),
+        origin,
     )
     .await
     {
@@ -670,8 +733,8 @@ pub async fn register_email(
     }
     state.portal.update_session(&context.key, |session| {
         session.pending = Some(PendingRegistration {
-            method: VerificationMethod::Email,
-            value: Some(address),
+            method,
+            value: Some(destination),
             secret: None,
             code: Some(sent),
         });
@@ -687,7 +750,8 @@ pub struct CodeForm {
 }
 session_form!(CodeForm);
 
-pub async fn confirm_email(
+/// The code sent to an email address or phone being registered.
+pub async fn confirm_code(
     State(state): State<AppState>,
     Origin(origin): Origin,
     form: BrowserForm<CodeForm>,
@@ -696,13 +760,15 @@ pub async fn confirm_email(
         Ok(context) => context,
         Err(response) => return response,
     };
-    let pending = context
-        .session
-        .pending
-        .clone()
-        .filter(|pending| pending.method == VerificationMethod::Email);
+    let pending = context.session.pending.clone().filter(|pending| {
+        matches!(
+            pending.method,
+            VerificationMethod::Email | VerificationMethod::Sms
+        )
+    });
     let Some(PendingRegistration {
-        value: Some(address),
+        method,
+        value: Some(destination),
         code: Some(sent),
         ..
     }) = pending
@@ -719,15 +785,7 @@ pub async fn confirm_email(
     {
         return response;
     }
-    register(
-        &state,
-        &context,
-        VerificationMethod::Email,
-        Some(address),
-        None,
-        &origin,
-    )
-    .await
+    register(&state, &context, method, Some(destination), None, &origin).await
 }
 
 /// Audits a registration code; on a wrong one, the page to show (the limits of the reset flow

@@ -33,12 +33,12 @@ pub const RESULT_NO_ADDRESS: &str = "no_address";
 pub const RESULT_INVALID: &str = "invalid_verification";
 pub const RESULT_TOO_MANY: &str = "too_many_attempts";
 
-/// The anchor's limits: 5 code or question attempts an hour, 10 mails in 10 minutes, then a
-/// block of 24 hours.
+/// The anchor's limits: 5 code or question attempts an hour, 10 codes sent (mails and texts
+/// together) in 10 minutes, then a block of 24 hours.
 pub const MAX_FAILED_ATTEMPTS: u64 = 5;
 pub const FAILED_ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
-pub const MAX_MAILS: u64 = 10;
-pub const MAIL_WINDOW: Duration = Duration::from_secs(600);
+pub const MAX_CODES_SENT: u64 = 10;
+pub const CODE_WINDOW: Duration = Duration::from_secs(600);
 pub const BLOCK: Duration = Duration::from_secs(24 * 3600);
 
 /// Whether `name` is blocked: a block entry in the last 24 hours.
@@ -65,8 +65,13 @@ pub async fn recent_failures(
         .await
 }
 
-pub async fn recent_mails(store: &Store, name: &str, now: UnixMillis) -> Result<u64, StoreError> {
-    let since = UnixMillis(now.0.saturating_sub(MAIL_WINDOW.as_millis() as u64));
+/// Codes mailed or texted to `name` within the last 10 minutes.
+pub async fn recent_codes_sent(
+    store: &Store,
+    name: &str,
+    now: UnixMillis,
+) -> Result<u64, StoreError> {
+    let since = UnixMillis(now.0.saturating_sub(CODE_WINDOW.as_millis() as u64));
     store
         .count_audit_for_target(
             name,

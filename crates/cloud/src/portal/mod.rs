@@ -71,7 +71,8 @@ pub fn router() -> Router<AppState> {
         .route("/portal/account/confirm", post(account::confirm_methods))
         .route("/portal/account/remove", post(account::remove_method))
         .route("/portal/account/email", post(account::register_email))
-        .route("/portal/account/email/code", post(account::confirm_email))
+        .route("/portal/account/phone", post(account::register_phone))
+        .route("/portal/account/code", post(account::confirm_code))
         .route(
             "/portal/account/authenticator",
             get(account::show_authenticator).post(account::confirm_authenticator),
@@ -170,8 +171,7 @@ async fn settings(state: &AppState) -> Result<SelfServiceSettings, StoreError> {
 }
 
 /// The methods the portal can offer under `settings`: the administrator's choice, less those
-/// this deployment cannot serve (mail without an SMTP server; text messages, for which no
-/// provider is built yet).
+/// this deployment cannot serve (mail without an SMTP server, texts without an SMS provider).
 fn offered_methods(state: &AppState, settings: &SelfServiceSettings) -> Vec<VerificationMethod> {
     settings
         .methods
@@ -179,7 +179,7 @@ fn offered_methods(state: &AppState, settings: &SelfServiceSettings) -> Vec<Veri
         .copied()
         .filter(|method| match method {
             VerificationMethod::Email => state.mailer.is_some(),
-            VerificationMethod::Sms => false,
+            VerificationMethod::Sms => state.sms.is_some(),
             VerificationMethod::AuthenticatorApp => true,
             VerificationMethod::SecurityQuestions => {
                 settings.security_questions.len() >= usize::from(settings.questions_asked)

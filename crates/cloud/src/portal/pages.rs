@@ -264,7 +264,9 @@ pub struct AccountPage {
     pub offer_email: bool,
     pub offer_authenticator: bool,
     pub offer_questions: bool,
+    pub offer_phone: bool,
     pub pending_email: Option<String>,
+    pub pending_phone: Option<String>,
     pub reconfirm: bool,
     pub notice: Option<Notice>,
 }

@@ -33,6 +33,7 @@ use crate::api::{Actor, Origin, UserPath};
 use crate::auth::{new_token, token_hash};
 use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
 use crate::notify::Mail;
+use crate::sms::TextMessage;
 use crate::{AppState, messages, totp};
 
 /// Anchors the CSRF token of the forms shown before a flow or session exists.
@@ -456,9 +457,9 @@ pub async fn start_method(
         questions: Vec::new(),
     };
     match method {
-        VerificationMethod::Email => {
-            match checks::recent_mails(&state.store, &name, now).await {
-                Ok(count) if count >= checks::MAX_MAILS => {
+        VerificationMethod::Email | VerificationMethod::Sms => {
+            match checks::recent_codes_sent(&state.store, &name, now).await {
+                Ok(count) if count >= checks::MAX_CODES_SENT => {
                     return block(
                         &state,
                         &name,
@@ -471,35 +472,32 @@ pub async fn start_method(
                 Ok(_) => {}
                 Err(error) => return internal(error),
             }
-            let address = registered
+            let destination = registered
                 .iter()
-                .find(|method| method.method == VerificationMethod::Email.as_str())
-                .and_then(|method| method.value.clone());
+                .find(|registered| registered.method == method.as_str())
+                .and_then(|registered| registered.value.clone());
             let (code, sent) = match checks::new_code(&context.key, now) {
                 Ok(pair) => pair,
                 Err(error) => return internal(error),
             };
-            let result = match (&address, &state.mailer) {
-                (Some(address), Some(mailer)) => {
-                    mailer.send_later(Mail {
-                        to: address.clone(),
-                        subject: "Your verification code".into(),
-                        body: format!(
-                            "Your code to reset your password or unlock your account is {}.\n\nIt is valid for 5 minutes. If you did not ask for it, someone may be trying to get into your account: tell your helpdesk.\n",
-                            code.expose_secret()
-                        ),
-                    });
-                    challenge.code = Some(sent);
-                    RESULT_SENT
-                }
+            let text = format!(
+                "Your code to reset your password or unlock your account is {}. It is valid for 5 minutes. If you did not ask for it, someone may be trying to get into your account: tell your helpdesk.",
+                code.expose_secret()
+            );
+            let delivered = match destination {
+                Some(destination) => send_code(&state, method, destination, text),
+                None => false,
+            };
+            let result = if delivered {
+                challenge.code = Some(sent);
+                RESULT_SENT
+            } else {
                 // No address: a code that matches nothing, so the next page is the same.
-                _ => {
-                    challenge.code = Some(SentCode {
-                        digest: Vec::new(),
-                        sent_at: now,
-                    });
-                    RESULT_NO_ADDRESS
-                }
+                challenge.code = Some(SentCode {
+                    digest: Vec::new(),
+                    sent_at: now,
+                });
+                RESULT_NO_ADDRESS
             };
             if let Err(error) = audit(
                 &state,
@@ -507,7 +505,7 @@ pub async fn start_method(
                 directory.as_deref(),
                 ACTION_SEND_CODE,
                 result,
-                Some("email".into()),
+                Some(method.as_str().into()),
                 &origin,
             )
             .await
@@ -530,12 +528,40 @@ pub async fn start_method(
                 ),
             };
         }
-        VerificationMethod::AuthenticatorApp | VerificationMethod::Sms => {}
+        VerificationMethod::AuthenticatorApp => {}
     }
     state
         .portal
         .update_flow(&context.key, |flow| flow.challenge = Some(challenge));
     Redirect::to("/portal/verify/proof").into_response()
+}
+
+/// Hands a one-time code to the mail server or the SMS provider, on a task of its own. `false`
+/// when this deployment has no way to send it.
+pub fn send_code(
+    state: &AppState,
+    method: VerificationMethod,
+    destination: String,
+    text: String,
+) -> bool {
+    match (method, &state.mailer, &state.sms) {
+        (VerificationMethod::Email, Some(mailer), _) => {
+            mailer.send_later(Mail {
+                to: destination,
+                subject: "Your verification code".into(),
+                body: format!("{text}\n"),
+            });
+            true
+        }
+        (VerificationMethod::Sms, _, Some(sms)) => {
+            sms.send_later(TextMessage {
+                to: destination,
+                body: text,
+            });
+            true
+        }
+        _ => false,
+    }
 }
 
 async fn registered_methods(
@@ -589,14 +615,20 @@ fn proof_page(challenge: &Challenge, csrf: String, notice: Option<Notice>) -> Pr
             "Answer your security questions",
             "Answer as you did when you registered. Case and punctuation do not matter.".to_owned(),
         ),
-        VerificationMethod::Sms => ("Enter the code we texted", String::new()),
+        VerificationMethod::Sms => (
+            "Enter the code we texted",
+            "If this account has a mobile phone registered for self-service, we texted a code to it. The code is valid for 5 minutes.".to_owned(),
+        ),
     };
     ProofPage {
         csrf,
         heading,
         instruction,
         method: challenge.method.as_str(),
-        can_resend: challenge.method == VerificationMethod::Email,
+        can_resend: matches!(
+            challenge.method,
+            VerificationMethod::Email | VerificationMethod::Sms
+        ),
         questions: challenge.questions.clone(),
         notice,
     }
