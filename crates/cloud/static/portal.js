@@ -2,8 +2,6 @@
 // everything again; without this script the page works the same, just without ticks.
 "use strict";
 
-const COMMON = ["password", "qwerty", "123456", "letmein", "welcome", "changeme", "admin", "iloveyou", "monkey", "dragon"];
-
 function categories(password) {
   return [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((pattern) => pattern.test(password)).length;
 }
@@ -29,14 +27,24 @@ function strength(password, words) {
   return bits < 28 ? 0 : bits < 40 ? 1 : bits < 55 ? 2 : bits < 70 ? 3 : 4;
 }
 
+// As the server: the password itself, or its letters with digits and symbols trimmed off both
+// ends ("Password1!"), is on the list sent with the page.
+function isCommon(password, list) {
+  const lowered = password.toLowerCase();
+  const core = lowered.replace(/^[^\p{L}]+|[^\p{L}]+$/gu, "");
+  return list.some((common) => common === lowered || (core.length >= 4 && common === core));
+}
+
 function judge(item, password) {
   const argument = item.dataset.argument || "";
   const words = argument ? argument.split(",") : [];
+  const lines = argument ? argument.split("\n") : [];
   switch (item.dataset.rule) {
     case "length": return password.length >= Number(argument);
     case "categories": return categories(password) >= Number(argument);
     case "no-name": return words.every((word) => word.length < 3 || !password.toLowerCase().includes(word.toLowerCase()));
-    case "not-common": return password.length > 0 && !COMMON.some((word) => password.toLowerCase().replace(/[^a-z0-9]/g, "").replace(/[0-9]+$/, "") === word);
+    case "not-common": return password.length > 0 && !isCommon(password, lines);
+    case "not-banned": return password.length > 0 && lines.every((word) => !password.toLowerCase().includes(word));
     case "strength": {
       const names = document.querySelector('[data-rule="no-name"]');
       return strength(password, names && names.dataset.argument ? names.dataset.argument.split(",") : []) >= Number(argument);

@@ -217,10 +217,28 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
     assert_eq!(title(&browser).await, "Choose a new password");
     let checklist = browser.text("#checklist").await.unwrap().unwrap();
     assert!(checklist.contains("At least 7 characters"), "{checklist}");
+    assert!(checklist.contains("bans (Contoso)"), "{checklist}");
+    // The live checklist judges with the server's own lists: a common password with digits and
+    // symbols around it, then a banned word.
+    let ticked = |rule: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .attribute(&format!("[data-rule=\"{rule}\"]"), "class")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    browser.fill("#new_password", "Dragon2024!").await.unwrap();
+    assert_eq!(ticked("not-common").await, "unmet");
+    assert_eq!(ticked("not-banned").await, "met");
     browser
         .fill("#new_password", "Contoso-Harbour-71")
         .await
         .unwrap();
+    assert_eq!(ticked("not-common").await, "met");
+    assert_eq!(ticked("not-banned").await, "unmet");
     browser.screenshot("new-password-typing").await.unwrap();
     let banned = remember_secret("Contoso-Harbour-71");
     browser.fill("#confirm_password", &banned).await.unwrap();

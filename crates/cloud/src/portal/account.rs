@@ -716,7 +716,8 @@ async fn send_registration_code(
         },
         code.expose_secret()
     );
-    if !send_code(state, method, destination.clone(), text) {
+    let subject = "Confirm your email address";
+    if !send_code(state, method, destination.clone(), subject, text) {
         return internal(format!("no way to send a {} code", method.as_str()));
     }
     if let Err(error) = audit_account(
@@ -1109,7 +1110,7 @@ fn change_page(
         checklist: checklist(
             reported_policy(state, &account.directory).as_ref(),
             &user_words(account),
-            settings.minimum_strength,
+            settings,
         ),
         notice,
         signed_in: !context.session.must_change,

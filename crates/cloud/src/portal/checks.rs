@@ -185,14 +185,18 @@ pub fn cloud_password_rules(
     Ok(())
 }
 
-/// A common password, or one with digits and symbols stuck on either end ("Password1!").
-fn is_common(lowered: &str) -> bool {
-    let core = lowered.trim_matches(|c: char| !c.is_alphabetic());
+/// The built-in list of common passwords, lower case.
+pub fn common_passwords() -> impl Iterator<Item = &'static str> {
     COMMON_PASSWORDS
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .any(|common| common == lowered || (core.len() >= 4 && common == core))
+}
+
+/// A common password, or one with digits and symbols stuck on either end ("Password1!").
+fn is_common(lowered: &str) -> bool {
+    let core = lowered.trim_matches(|c: char| !c.is_alphabetic());
+    common_passwords().any(|common| common == lowered || (core.len() >= 4 && common == core))
 }
 
 /// Strength from 0 (guessed at once) to 4 (very strong), from an estimate of the guesses an

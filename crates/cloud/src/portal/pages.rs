@@ -4,7 +4,10 @@
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use writeback_proto::api::SelfServiceSettings;
 use writeback_proto::result::PolicyRequirements;
+
+use super::checks::common_passwords;
 
 /// Renders `page`; a template that fails to render is a bug, answered with a plain 500.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -167,11 +170,28 @@ pub struct ChecklistItem {
     pub text: String,
 }
 
+/// Up to `shown` words, then how many more.
+fn listed(words: &[String], shown: usize) -> String {
+    let mut text = words
+        .iter()
+        .take(shown)
+        .map(|word| word.trim())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if words.len() > shown {
+        text.push_str(&format!(" and {} more", words.len() - shown));
+    }
+    text
+}
+
+/// The new-password checklist: the directory's reported requirements, then the cloud's own rules.
+/// Word lists travel one per line, so the script checks the same words the server does.
 pub fn checklist(
     policy: Option<&PolicyRequirements>,
     user_words: &[String],
-    minimum_strength: u8,
+    settings: &SelfServiceSettings,
 ) -> Vec<ChecklistItem> {
+    let minimum_strength = settings.minimum_strength;
     let mut items = Vec::new();
     let min_length = policy.map_or(8, |policy| policy.min_length.max(1));
     items.push(ChecklistItem {
@@ -194,9 +214,25 @@ pub fn checklist(
     }
     items.push(ChecklistItem {
         rule: "not-common",
-        argument: String::new(),
-        text: "Is not a common password and has no word your organisation bans".into(),
+        argument: common_passwords().collect::<Vec<_>>().join("\n"),
+        text: "Is not a common password".into(),
     });
+    let banned: Vec<String> = settings
+        .banned_words
+        .iter()
+        .map(|word| word.trim().to_lowercase())
+        .filter(|word| !word.is_empty())
+        .collect();
+    if !banned.is_empty() {
+        items.push(ChecklistItem {
+            rule: "not-banned",
+            argument: banned.join("\n"),
+            text: format!(
+                "Has none of the words your organisation bans ({})",
+                listed(&settings.banned_words, 5)
+            ),
+        });
+    }
     if minimum_strength > 0 {
         items.push(ChecklistItem {
             rule: "strength",

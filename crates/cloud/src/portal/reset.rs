@@ -485,7 +485,9 @@ pub async fn start_method(
                 code.expose_secret()
             );
             let delivered = match destination {
-                Some(destination) => send_code(&state, method, destination, text),
+                Some(destination) => {
+                    send_code(&state, method, destination, "Your verification code", text)
+                }
                 None => false,
             };
             let result = if delivered {
@@ -536,19 +538,20 @@ pub async fn start_method(
     Redirect::to("/portal/verify/proof").into_response()
 }
 
-/// Hands a one-time code to the mail server or the SMS provider, on a task of its own. `false`
-/// when this deployment has no way to send it.
+/// Hands a one-time code to the mail server (with `subject`) or the SMS provider, on a task of
+/// its own. `false` when this deployment has no way to send it.
 pub fn send_code(
     state: &AppState,
     method: VerificationMethod,
     destination: String,
+    subject: &str,
     text: String,
 ) -> bool {
     match (method, &state.mailer, &state.sms) {
         (VerificationMethod::Email, Some(mailer), _) => {
             mailer.send_later(Mail {
                 to: destination,
-                subject: "Your verification code".into(),
+                subject: subject.into(),
                 body: format!("{text}\n"),
             });
             true
@@ -979,7 +982,7 @@ fn reset_page(
         checklist: checklist(
             reported_policy(state, &account.directory).as_ref(),
             &user_words(account),
-            settings.minimum_strength,
+            settings,
         ),
         notice,
         signed_in: false,
