@@ -481,7 +481,7 @@ pub async fn start_method(
                 Err(error) => return internal(error),
             };
             let text = format!(
-                "Your code to reset your password or unlock your account is {}. It is valid for 5 minutes. If you did not ask for it, someone may be trying to get into your account: tell your helpdesk.",
+                "Your code to reset your password or unlock your account is {}. It is valid for 5 minutes. Not you? Tell your helpdesk.",
                 code.expose_secret()
             );
             let delivered = match destination {
@@ -494,7 +494,7 @@ pub async fn start_method(
                 challenge.code = Some(sent);
                 RESULT_SENT
             } else {
-                // No address: a code that matches nothing, so the next page is the same.
+                // Nowhere to send it: a code that matches nothing, so the next page is the same.
                 challenge.code = Some(SentCode {
                     digest: Vec::new(),
                     sent_at: now,
