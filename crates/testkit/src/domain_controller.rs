@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 
 pub const REALM: &str = "CORP.EXAMPLE.TEST";
@@ -178,6 +178,27 @@ impl DomainController {
         password: &str,
     ) -> Result<std::result::Result<(), String>> {
         Ok(self.bind_raw(sam_account_name, password).await?.map(|_| ()))
+    }
+
+    /// What a user cares about after a reset or change: the new password binds, and the old one
+    /// is refused as a wrong password (AD's 52e).
+    pub async fn assert_password_replaced(
+        &self,
+        sam_account_name: &str,
+        new_password: &str,
+        old_password: &str,
+    ) -> Result<()> {
+        let new = self.bind_as(sam_account_name, new_password).await?;
+        ensure!(
+            new.is_ok(),
+            "{sam_account_name} cannot bind with the new password: {new:?}"
+        );
+        let old = self.bind_as(sam_account_name, old_password).await?;
+        ensure!(
+            old == Err("52e".into()),
+            "{sam_account_name}'s old password was not refused as wrong: {old:?}"
+        );
+        Ok(())
     }
 
     async fn bind_raw(

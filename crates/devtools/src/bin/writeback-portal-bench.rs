@@ -38,58 +38,64 @@ struct Samples {
     apart: BTreeMap<&'static str, Vec<Duration>>,
 }
 
-/// One timed request; the answer's status must be `expected`.
-async fn timed(
-    client: &mut WebClient,
+/// A request to time: what is sent, and the status the answer must have.
+struct Visit<'a> {
     method: Method,
-    path: &str,
-    form: Option<&[(&str, &str)]>,
+    path: &'a str,
+    form: Option<&'a [(&'a str, &'a str)]>,
     expected: StatusCode,
-) -> Result<(Duration, writeback_cli::RawResponse)> {
+}
+
+impl<'a> Visit<'a> {
+    fn get(path: &'a str) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            form: None,
+            expected: StatusCode::OK,
+        }
+    }
+
+    /// A form post answered by a redirect to the next page.
+    fn post(path: &'a str, form: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            method: Method::POST,
+            path,
+            form: Some(form),
+            expected: StatusCode::SEE_OTHER,
+        }
+    }
+}
+
+/// Times `visit` into `times` under `name`.
+async fn timed(
+    times: &mut BTreeMap<&'static str, Vec<Duration>>,
+    name: &'static str,
+    client: &mut WebClient,
+    visit: Visit<'_>,
+) -> Result<writeback_cli::RawResponse> {
     let started = Instant::now();
-    let response = client.send(method.clone(), path, form, &[]).await;
+    let response = client
+        .send(visit.method.clone(), visit.path, visit.form, &[])
+        .await;
     let elapsed = started.elapsed();
     ensure!(
-        response.status == expected,
-        "{method} {path}: expected {expected}, got {}: {}",
+        response.status == visit.expected,
+        "{} {}: expected {}, got {}: {}",
+        visit.method,
+        visit.path,
+        visit.expected,
         response.status,
         WebClient::body(&response)
             .chars()
             .take(300)
             .collect::<String>()
     );
-    Ok((elapsed, response))
+    times.entry(name).or_default().push(elapsed);
+    Ok(response)
 }
 
 impl Samples {
-    async fn page(
-        &mut self,
-        name: &'static str,
-        client: &mut WebClient,
-        method: Method,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-        expected: StatusCode,
-    ) -> Result<writeback_cli::RawResponse> {
-        let (elapsed, response) = timed(client, method, path, form, expected).await?;
-        self.pages.entry(name).or_default().push(elapsed);
-        Ok(response)
-    }
-
-    async fn apart(
-        &mut self,
-        name: &'static str,
-        client: &mut WebClient,
-        method: Method,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-        expected: StatusCode,
-    ) -> Result<writeback_cli::RawResponse> {
-        let (elapsed, response) = timed(client, method, path, form, expected).await?;
-        self.apart.entry(name).or_default().push(elapsed);
-        Ok(response)
-    }
-
     fn clear(&mut self) {
         self.pages.clear();
         self.apart.clear();
@@ -104,16 +110,13 @@ async fn forgot_password(
     account: &str,
     known: bool,
 ) -> Result<()> {
-    let page = samples
-        .page(
-            "identify page",
-            client,
-            Method::GET,
-            "/portal/identify?purpose=reset",
-            None,
-            StatusCode::OK,
-        )
-        .await?;
+    let page = timed(
+        &mut samples.pages,
+        "identify page",
+        client,
+        Visit::get("/portal/identify?purpose=reset"),
+    )
+    .await?;
     let csrf = WebClient::csrf(&page);
     let form = [
         ("csrf", csrf.as_str()),
@@ -125,50 +128,41 @@ async fn forgot_password(
     } else {
         ("identify (unknown name)", "method page (unknown name)")
     };
-    samples
-        .page(
-            identify,
-            client,
-            Method::POST,
-            "/portal/identify",
-            Some(&form),
-            StatusCode::SEE_OTHER,
-        )
-        .await?;
-    let page = samples
-        .page(
-            methods,
-            client,
-            Method::GET,
-            "/portal/verify",
-            None,
-            StatusCode::OK,
-        )
-        .await?;
+    timed(
+        &mut samples.pages,
+        identify,
+        client,
+        Visit::post("/portal/identify", &form),
+    )
+    .await?;
+    let page = timed(
+        &mut samples.pages,
+        methods,
+        client,
+        Visit::get("/portal/verify"),
+    )
+    .await?;
     if !known {
         return Ok(());
     }
     let csrf = WebClient::csrf(&page);
-    samples
-        .page(
-            "choose a method",
-            client,
-            Method::POST,
+    timed(
+        &mut samples.pages,
+        "choose a method",
+        client,
+        Visit::post(
             "/portal/verify/start",
-            Some(&[("csrf", &csrf), ("method", "security_questions")]),
-            StatusCode::SEE_OTHER,
-        )
-        .await?;
-    let page = samples
-        .page(
-            "proof page",
-            client,
-            Method::GET,
-            "/portal/verify/proof",
-            None,
-            StatusCode::OK,
-        )
-        .await?;
+            &[("csrf", &csrf), ("method", "security_questions")],
+        ),
+    )
+    .await?;
+    let page = timed(
+        &mut samples.pages,
+        "proof page",
+        client,
+        Visit::get("/portal/verify/proof"),
+    )
+    .await?;
     let csrf = WebClient::csrf(&page);
     let body = WebClient::body(&page);
     let mut form = vec![("csrf", csrf.as_str())];
@@ -185,26 +179,20 @@ async fn forgot_password(
         ensure!(index < ANSWERS.len(), "the proof page asked {asked:?}");
         form.push((name, ANSWERS[index]));
     }
-    samples
-        .apart(
-            "check security answers (Argon2 x3)",
-            client,
-            Method::POST,
-            "/portal/verify/proof",
-            Some(&form),
-            StatusCode::SEE_OTHER,
-        )
-        .await?;
-    let page = samples
-        .page(
-            "new-password page",
-            client,
-            Method::GET,
-            "/portal/new-password",
-            None,
-            StatusCode::OK,
-        )
-        .await?;
+    timed(
+        &mut samples.apart,
+        "check security answers (Argon2 x3)",
+        client,
+        Visit::post("/portal/verify/proof", &form),
+    )
+    .await?;
+    let page = timed(
+        &mut samples.pages,
+        "new-password page",
+        client,
+        Visit::get("/portal/new-password"),
+    )
+    .await?;
     ensure!(
         WebClient::body(&page).contains("id=\"checklist\""),
         "the new-password page has no checklist"
@@ -266,9 +254,7 @@ async fn signed_in_pages(samples: &mut Samples, client: &mut WebClient) -> Resul
         ),
         ("change page", "/portal/change"),
     ] {
-        samples
-            .page(name, client, Method::GET, path, None, StatusCode::OK)
-            .await?;
+        timed(&mut samples.pages, name, client, Visit::get(path)).await?;
     }
     Ok(())
 }
@@ -327,36 +313,27 @@ async fn main() -> Result<()> {
         }
         visitor.cookies.clear();
         stranger.cookies.clear();
-        samples
-            .page(
-                "home",
-                &mut visitor,
-                Method::GET,
-                "/portal",
-                None,
-                StatusCode::OK,
-            )
-            .await?;
-        samples
-            .apart(
-                "floor: static stylesheet",
-                &mut visitor,
-                Method::GET,
-                "/portal/static/portal.css",
-                None,
-                StatusCode::OK,
-            )
-            .await?;
-        samples
-            .page(
-                "sign-in page",
-                &mut visitor,
-                Method::GET,
-                "/portal/sign-in",
-                None,
-                StatusCode::OK,
-            )
-            .await?;
+        timed(
+            &mut samples.pages,
+            "home",
+            &mut visitor,
+            Visit::get("/portal"),
+        )
+        .await?;
+        timed(
+            &mut samples.apart,
+            "floor: static stylesheet",
+            &mut visitor,
+            Visit::get("/portal/static/portal.css"),
+        )
+        .await?;
+        timed(
+            &mut samples.pages,
+            "sign-in page",
+            &mut visitor,
+            Visit::get("/portal/sign-in"),
+        )
+        .await?;
         forgot_password(&mut samples, &mut visitor, &name, true).await?;
         forgot_password(
             &mut samples,
