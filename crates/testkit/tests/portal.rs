@@ -89,6 +89,13 @@ async fn sign_in(browser: &Browser, url: &str, name: &str, password: &str) {
     browser.press("#submit").await.unwrap();
 }
 
+/// Types `password` twice on a new-password or change page and submits it.
+async fn submit_new_password(browser: &Browser, password: &str) {
+    browser.fill("#new_password", password).await.unwrap();
+    browser.fill("#confirm_password", password).await.unwrap();
+    browser.press("#submit").await.unwrap();
+}
+
 /// Starts a reset or unlock for `name` and proves it with the methods given, in order.
 async fn identify(browser: &Browser, url: &str, purpose: &str, name: &str) {
     browser
@@ -254,9 +261,7 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
         .take(5)
         .collect::<String>();
     remember_secret(&short);
-    browser.fill("#new_password", &short).await.unwrap();
-    browser.fill("#confirm_password", &short).await.unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &short).await;
     assert!(
         notice(&browser).await.contains("at least 7 characters"),
         "{}",
@@ -268,12 +273,7 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
         "nothing changed"
     );
     let new_password = strong_password();
-    browser.fill("#new_password", &new_password).await.unwrap();
-    browser
-        .fill("#confirm_password", &new_password)
-        .await
-        .unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &new_password).await;
     assert_eq!(title(&browser).await, "Your password was changed");
     browser.screenshot("reset-done").await.unwrap();
     stack
@@ -313,9 +313,7 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
     browser.press("#change").await.unwrap();
     let changed = strong_password();
     browser.fill("#current_password", &wrong).await.unwrap();
-    browser.fill("#new_password", &changed).await.unwrap();
-    browser.fill("#confirm_password", &changed).await.unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &changed).await;
     assert!(
         notice(&browser)
             .await
@@ -328,9 +326,7 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
         .fill("#current_password", &new_password)
         .await
         .unwrap();
-    browser.fill("#new_password", &changed).await.unwrap();
-    browser.fill("#confirm_password", &changed).await.unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &changed).await;
     assert_eq!(title(&browser).await, "Your password was changed");
     stack
         .dc
@@ -357,9 +353,7 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
     browser.screenshot("must-change").await.unwrap();
     let chosen = strong_password();
     browser.fill("#current_password", &temporary).await.unwrap();
-    browser.fill("#new_password", &chosen).await.unwrap();
-    browser.fill("#confirm_password", &chosen).await.unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &chosen).await;
     assert_eq!(title(&browser).await, "Your password was changed");
     assert_eq!(stack.dc.bind_as(&name, &chosen).await.unwrap(), Ok(()));
 
@@ -459,12 +453,7 @@ async fn a_phone_is_registered_and_a_password_reset_with_texted_codes_through_th
     browser.press("#verify").await.unwrap();
     assert_eq!(title(&browser).await, "Choose a new password");
     let new_password = strong_password();
-    browser.fill("#new_password", &new_password).await.unwrap();
-    browser
-        .fill("#confirm_password", &new_password)
-        .await
-        .unwrap();
-    browser.press("#submit").await.unwrap();
+    submit_new_password(&browser, &new_password).await;
     assert_eq!(title(&browser).await, "Your password was changed");
     stack
         .dc
