@@ -10,6 +10,7 @@ use axum::body::Body;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -41,6 +42,7 @@ struct Provider {
     endpoint: Uri,
     host: String,
     port: u16,
+    server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     token: Option<SecretString>,
     sender: String,
@@ -80,6 +82,8 @@ impl SmsSender {
             .trim_matches(['[', ']'])
             .to_owned();
         let port = endpoint.port_u16().unwrap_or(443);
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|error| invalid("url", format!("host {host}: {error}")))?;
         let trust = match &config.ca_file {
             Some(path) => Trust::CaFile(path.clone()),
             None => Trust::SystemRoots,
@@ -101,6 +105,7 @@ impl SmsSender {
                 endpoint,
                 host,
                 port,
+                server_name,
                 tls: Arc::new(tls),
                 token,
                 sender: config.sender.clone(),
@@ -132,9 +137,8 @@ impl SmsSender {
             let tcp = TcpStream::connect((provider.host.as_str(), provider.port))
                 .await
                 .map_err(|error| failed("connecting", &error))?;
-            let name = server_name(&provider.host)?;
             let stream = TlsConnector::from(provider.tls.clone())
-                .connect(name, tcp)
+                .connect(provider.server_name.clone(), tcp)
                 .await
                 .map_err(|error| failed("TLS", &error))?;
             let (mut sender, connection) =
@@ -200,11 +204,6 @@ fn authority(endpoint: &Uri) -> String {
     endpoint
         .authority()
         .map_or_else(String::new, |authority| authority.to_string())
-}
-
-fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, CloudError> {
-    rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|error| CloudError::InvalidInput(format!("sms.url: host {host}: {error}")))
 }
 
 /// A mobile number as typed, in international format: `+`, the country code and the number, with
