@@ -71,6 +71,24 @@ pub trait FormFields: DeserializeOwned {
     fn csrf(&self) -> &str;
 }
 
+/// Implements [`FormFields`] for forms that keep their CSRF token in a `csrf` field:
+/// `form_fields!(Portal, SESSION_COOKIE => EmailForm, CodeForm);`.
+macro_rules! form_fields {
+    ($surface:ident, $cookie:expr => $($form:ty),+ $(,)?) => {
+        $(
+            impl $crate::browser_form::FormFields for $form {
+                const COOKIE: &'static str = $cookie;
+                const SURFACE: $crate::browser_form::Surface =
+                    $crate::browser_form::Surface::$surface;
+                fn csrf(&self) -> &str {
+                    &self.csrf
+                }
+            }
+        )+
+    };
+}
+pub(crate) use form_fields;
+
 /// A form of the console or the portal: `application/x-www-form-urlencoded`, within the body limit, sent from this
 /// origin, with the CSRF token of the cookie it goes with. Anything else is refused before the
 /// handler runs, so nothing changes. The raw body is wiped once parsed: it may hold a password.

@@ -14,10 +14,11 @@ use super::directory::directory_names;
 use super::pages::{
     AgentRow, AgentsPage, ErrorPage, Notice, RegistrationTokenPage, format_time, render,
 };
-use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
+use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::agents::{revoke as revoke_agent, summaries};
+use crate::browser_form::form_fields;
 
 fn agent_row(agent: AgentSummary) -> AgentRow {
     let (state, state_label, tone) =
@@ -78,13 +79,7 @@ pub struct RegisterForm {
     directory: String,
 }
 
-impl FormFields for RegisterForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => RegisterForm);
 
 pub async fn register(
     State(state): State<AppState>,
@@ -146,13 +141,7 @@ pub struct RevokeForm {
     confirm: Option<String>,
 }
 
-impl FormFields for RevokeForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => RevokeForm);
 
 pub async fn revoke(
     State(state): State<AppState>,

@@ -14,7 +14,7 @@ use super::pages::{
     AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Notice, SelfServiceFields, SettingsPage,
     format_time, path_segment, render,
 };
-use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
+use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::api::audit::{
@@ -22,6 +22,7 @@ use crate::api::audit::{
 };
 use crate::api::self_service;
 use crate::audit_retention;
+use crate::browser_form::form_fields;
 
 const STRENGTHS: &[(u8, &str)] = &[
     (0, "Any password the directory accepts"),
@@ -296,13 +297,7 @@ pub struct SelfServiceForm {
     notify_admins_on_admin_reset: Option<String>,
 }
 
-impl FormFields for SelfServiceForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => SelfServiceForm);
 
 fn lines(text: &str) -> Vec<String> {
     text.lines()
@@ -419,13 +414,7 @@ pub struct RetentionForm {
     retention_days: Option<String>,
 }
 
-impl FormFields for RetentionForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => RetentionForm);
 
 pub async fn update_retention(
     State(state): State<AppState>,

@@ -16,9 +16,10 @@ use super::pages::{
     ErrorPage, GroupRow, GroupsPage, HealthRow, OperationOutcome, OverviewPage, UserPage, UserRow,
     UsersPage, format_time, path_segment, render,
 };
-use super::session::{ConsoleForm, ConsoleSession, FormFields, SESSION_COOKIE, Surface};
+use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::api::directory::{search_text, store_error};
 use crate::api::{ApiError, UserPath, reset_password_as, unlock_as};
+use crate::browser_form::form_fields;
 use crate::{AppState, health};
 
 const PAGE_SIZE: u32 = 100;
@@ -289,13 +290,7 @@ pub struct ResetForm {
     unlock: Option<String>,
 }
 
-impl FormFields for ResetForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => ResetForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,13 +299,7 @@ pub struct UnlockForm {
     request_id: String,
 }
 
-impl FormFields for UnlockForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => UnlockForm);
 
 fn request_id(text: &str) -> Result<RequestId, ApiError> {
     text.parse()

@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::api::{ApiError, SignedIn};
 use crate::auth::token_hash;
 pub use crate::browser_form::{
-    BrowserForm as ConsoleForm, FormFields, Surface, cookie, csrf_token, set_cookie,
+    BrowserForm as ConsoleForm, FormFields, cookie, csrf_token, set_cookie,
 };
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-console";

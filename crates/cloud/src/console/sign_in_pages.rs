@@ -16,11 +16,12 @@ use writeback_store::{Administrator, SignInChallenge};
 
 use super::pages::{EnrolPage, ErrorPage, SecondFactorPage, SignInPage, render};
 use super::session::{
-    CHALLENGE_COOKIE, ConsoleForm, FormFields, PRE_SIGN_IN_COOKIE, SESSION_COOKIE, Surface, cookie,
-    csrf_token, set_cookie,
+    CHALLENGE_COOKIE, ConsoleForm, PRE_SIGN_IN_COOKIE, SESSION_COOKIE, cookie, csrf_token,
+    set_cookie,
 };
 use crate::api::{ApiError, Origin};
 use crate::auth::{new_token, token_hash};
+use crate::browser_form::form_fields;
 use crate::sign_in::{self, CodeCheck, MAX_SECOND_FACTOR_FAILURES};
 use crate::{AppState, totp};
 
@@ -40,13 +41,7 @@ pub struct PasswordForm {
     password: SecretString,
 }
 
-impl FormFields for PasswordForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = PRE_SIGN_IN_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, PRE_SIGN_IN_COOKIE => PasswordForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,13 +50,7 @@ pub struct CodeForm {
     code: String,
 }
 
-impl FormFields for CodeForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = CHALLENGE_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, CHALLENGE_COOKIE => CodeForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,13 +58,7 @@ pub struct SignOutForm {
     csrf: String,
 }
 
-impl FormFields for SignOutForm {
-    const SURFACE: Surface = Surface::Console;
-    const COOKIE: &'static str = SESSION_COOKIE;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Console, SESSION_COOKIE => SignOutForm);
 
 /// The sign-in page with a fresh anchor cookie for its CSRF token (or the one the browser has).
 fn sign_in_page(

@@ -38,7 +38,7 @@ use super::{
 };
 use crate::api::Origin;
 use crate::auth::{new_token, token_hash};
-use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
+use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
 use crate::notify::{Mail, is_mail_address};
 use crate::sms::normalize_phone_number;
 use crate::{AppState, messages, totp};
@@ -48,18 +48,6 @@ pub const SESSION_COOKIE: &str = "__Host-writeback-portal";
 /// A wrong password takes at least this long to answer, whether or not the account exists, so
 /// the time taken does not tell (a real bind takes about a tenth of a second).
 const SIGN_IN_FLOOR: std::time::Duration = std::time::Duration::from_millis(400);
-
-macro_rules! session_form {
-    ($name:ident) => {
-        impl FormFields for $name {
-            const COOKIE: &'static str = SESSION_COOKIE;
-            const SURFACE: Surface = Surface::Portal;
-            fn csrf(&self) -> &str {
-                &self.csrf
-            }
-        }
-    };
-}
 
 fn signed_out() -> Response {
     Redirect::to("/portal/sign-in").into_response()
@@ -121,13 +109,7 @@ pub struct SignInForm {
     password: SecretString,
 }
 
-impl FormFields for SignInForm {
-    const COOKIE: &'static str = START_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, START_COOKIE => SignInForm);
 
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -303,7 +285,7 @@ pub async fn sign_in(
 pub struct PlainForm {
     csrf: String,
 }
-session_form!(PlainForm);
+form_fields!(Portal, SESSION_COOKIE => PlainForm);
 
 pub async fn sign_out(State(state): State<AppState>, form: BrowserForm<PlainForm>) -> Response {
     state.portal.end(&token_hash(&form.cookie));
@@ -497,7 +479,7 @@ pub struct RemoveForm {
     csrf: String,
     method: String,
 }
-session_form!(RemoveForm);
+form_fields!(Portal, SESSION_COOKIE => RemoveForm);
 
 pub async fn remove_method(
     State(state): State<AppState>,
@@ -601,7 +583,7 @@ pub struct EmailForm {
     csrf: String,
     email: String,
 }
-session_form!(EmailForm);
+form_fields!(Portal, SESSION_COOKIE => EmailForm);
 
 pub async fn register_email(
     State(state): State<AppState>,
@@ -638,7 +620,7 @@ pub struct PhoneForm {
     csrf: String,
     phone: String,
 }
-session_form!(PhoneForm);
+form_fields!(Portal, SESSION_COOKIE => PhoneForm);
 
 pub async fn register_phone(
     State(state): State<AppState>,
@@ -749,7 +731,7 @@ pub struct CodeForm {
     csrf: String,
     code: String,
 }
-session_form!(CodeForm);
+form_fields!(Portal, SESSION_COOKIE => CodeForm);
 
 /// The code sent to an email address or phone being registered.
 pub async fn confirm_code(
@@ -1008,7 +990,7 @@ pub struct QuestionsForm {
     answer_3: Option<SecretString>,
     answer_4: Option<SecretString>,
 }
-session_form!(QuestionsForm);
+form_fields!(Portal, SESSION_COOKIE => QuestionsForm);
 
 pub async fn register_questions(
     State(state): State<AppState>,
@@ -1142,7 +1124,7 @@ pub struct ChangeForm {
     new_password: SecretString,
     confirm_password: SecretString,
 }
-session_form!(ChangeForm);
+form_fields!(Portal, SESSION_COOKIE => ChangeForm);
 
 pub async fn change_password(
     State(state): State<AppState>,

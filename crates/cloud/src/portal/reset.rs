@@ -31,7 +31,7 @@ use super::{
 };
 use crate::api::{Actor, Origin, UserPath};
 use crate::auth::{new_token, token_hash};
-use crate::browser_form::{BrowserForm, FormFields, Surface, cookie, csrf_token, set_cookie};
+use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
 use crate::notify::Mail;
 use crate::sms::TextMessage;
 use crate::{AppState, messages, totp};
@@ -237,13 +237,7 @@ pub struct IdentifyForm {
     account: String,
 }
 
-impl FormFields for IdentifyForm {
-    const COOKIE: &'static str = START_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, START_COOKIE => IdentifyForm);
 
 /// The name as the portal compares it, or why it cannot be one.
 pub fn normalize_identifier(text: &str) -> Result<String, &'static str> {
@@ -400,13 +394,7 @@ pub struct MethodForm {
     method: String,
 }
 
-impl FormFields for MethodForm {
-    const COOKIE: &'static str = FLOW_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, FLOW_COOKIE => MethodForm);
 
 /// The stored security questions of a registration: questions with their answers' hashes.
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -656,13 +644,7 @@ pub struct ProofForm {
     answer_4: Option<SecretString>,
 }
 
-impl FormFields for ProofForm {
-    const COOKIE: &'static str = FLOW_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, FLOW_COOKIE => ProofForm);
 
 impl ProofForm {
     fn answers(&self) -> [Option<&SecretString>; 5] {
@@ -998,13 +980,7 @@ pub struct NewPasswordForm {
     confirm_password: SecretString,
 }
 
-impl FormFields for NewPasswordForm {
-    const COOKIE: &'static str = FLOW_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, FLOW_COOKIE => NewPasswordForm);
 
 /// Why a new password is refused before anything is sent, in plain words: too short for the
 /// directory's reported policy first (what to fix first), then the cloud's own rules. The agent
@@ -1192,13 +1168,7 @@ pub struct UnlockForm {
     request_id: String,
 }
 
-impl FormFields for UnlockForm {
-    const COOKIE: &'static str = FLOW_COOKIE;
-    const SURFACE: Surface = Surface::Portal;
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+form_fields!(Portal, FLOW_COOKIE => UnlockForm);
 
 pub async fn unlock(
     State(state): State<AppState>,
