@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use writeback_proto::ProtoError;
-use writeback_proto::api::{SelfServiceScope, VerificationMethod};
+use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
@@ -830,7 +830,7 @@ async fn prove(
 /// registered methods than the policy requires. The flow ends with it.
 async fn standing(
     state: &AppState,
-    settings: &writeback_proto::api::SelfServiceSettings,
+    settings: &SelfServiceSettings,
     account: &PortalAccount,
     key: &[u8],
 ) -> Option<Response> {
@@ -935,11 +935,34 @@ pub async fn show_new_password(State(state): State<AppState>, context: FlowConte
 /// The verified account, once every required proof is given.
 fn verified_account<'a>(
     context: &'a FlowContext,
-    settings: &writeback_proto::api::SelfServiceSettings,
+    settings: &SelfServiceSettings,
 ) -> Option<&'a PortalAccount> {
     (context.flow.verified.len() >= usize::from(settings.methods_required))
         .then_some(context.flow.account.as_ref())
         .flatten()
+}
+
+/// The flow a final form (new password, unlock) belongs to, once every required proof is given
+/// and the settings allow `purpose`: the flow, the settings and the account. Otherwise the page
+/// to go back to.
+async fn proven_flow(
+    state: &AppState,
+    cookie_value: &str,
+    purpose: Purpose,
+) -> Result<(FlowContext, SelfServiceSettings, PortalAccount), Response> {
+    let context = FlowContext::from_form(state, cookie_value)?;
+    let settings = settings(state).await.map_err(internal)?;
+    let Some(account) = verified_account(&context, &settings).cloned() else {
+        return Err(Redirect::to("/portal/verify").into_response());
+    };
+    let allowed = match purpose {
+        Purpose::Reset => settings.writeback_enabled,
+        Purpose::Unlock => settings.unlock_without_reset,
+    };
+    if context.flow.purpose != purpose || !allowed {
+        return Err(Redirect::to("/portal/new-password").into_response());
+    }
+    Ok((context, settings, account))
 }
 
 pub fn fresh_request_id() -> String {
@@ -950,7 +973,7 @@ pub fn fresh_request_id() -> String {
 
 fn reset_page(
     state: &AppState,
-    settings: &writeback_proto::api::SelfServiceSettings,
+    settings: &SelfServiceSettings,
     account: &PortalAccount,
     csrf: String,
     notice: Option<Notice>,
@@ -987,7 +1010,7 @@ form_fields!(Portal, FLOW_COOKIE => NewPasswordForm);
 /// checks the directory's whole policy again.
 pub fn refuse_before_sending(
     state: &AppState,
-    settings: &writeback_proto::api::SelfServiceSettings,
+    settings: &SelfServiceSettings,
     account: &PortalAccount,
     new_password: &SecretString,
     confirm_password: &SecretString,
@@ -1031,20 +1054,11 @@ pub async fn set_new_password(
     Origin(origin): Origin,
     form: BrowserForm<NewPasswordForm>,
 ) -> Response {
-    let context = match FlowContext::from_form(&state, &form.cookie) {
-        Ok(context) => context,
+    let (context, settings, account) = match proven_flow(&state, &form.cookie, Purpose::Reset).await
+    {
+        Ok(proven) => proven,
         Err(response) => return response,
     };
-    let settings = match settings(&state).await {
-        Ok(settings) => settings,
-        Err(error) => return internal(error),
-    };
-    let Some(account) = verified_account(&context, &settings).cloned() else {
-        return Redirect::to("/portal/verify").into_response();
-    };
-    if context.flow.purpose != Purpose::Reset || !settings.writeback_enabled {
-        return Redirect::to("/portal/new-password").into_response();
-    }
     let retry = |notice: String| {
         render(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1175,20 +1189,11 @@ pub async fn unlock(
     Origin(origin): Origin,
     form: BrowserForm<UnlockForm>,
 ) -> Response {
-    let context = match FlowContext::from_form(&state, &form.cookie) {
-        Ok(context) => context,
-        Err(response) => return response,
-    };
-    let settings = match settings(&state).await {
-        Ok(settings) => settings,
-        Err(error) => return internal(error),
-    };
-    let Some(account) = verified_account(&context, &settings).cloned() else {
-        return Redirect::to("/portal/verify").into_response();
-    };
-    if context.flow.purpose != Purpose::Unlock || !settings.unlock_without_reset {
-        return Redirect::to("/portal/new-password").into_response();
-    }
+    let (context, settings, account) =
+        match proven_flow(&state, &form.cookie, Purpose::Unlock).await {
+            Ok(proven) => proven,
+            Err(response) => return response,
+        };
     let Ok(request_id) = form.fields.request_id.parse::<RequestId>() else {
         return Redirect::to("/portal/new-password").into_response();
     };
