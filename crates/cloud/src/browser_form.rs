@@ -170,6 +170,43 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
     }
 }
 
+/// The headers every console and portal page carries: the surface's content security policy, no
+/// sniffing or framing, no referrer, HSTS, and `no-store` unless the response chose its caching.
+pub fn set_security_headers(response: &mut Response, content_security_policy: &'static str) {
+    let headers = response.headers_mut();
+    let cache_chosen = headers.contains_key(header::CACHE_CONTROL);
+    let mut set = |name: header::HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(header::CONTENT_SECURITY_POLICY, content_security_policy);
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::X_FRAME_OPTIONS, "DENY");
+    set(header::REFERRER_POLICY, "no-referrer");
+    set(
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    );
+    set(
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if !cache_chosen {
+        set(header::CACHE_CONTROL, "no-store");
+    }
+}
+
+/// A stylesheet or script compiled into the binary, cacheable for an hour.
+pub fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,12 @@ mod session;
 mod sign_in_pages;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::AppState;
+use crate::browser_form::{set_security_headers, static_asset};
 pub use pages::ErrorPage;
 
 /// No script of any kind, styles and images only from here (the QR code is a data URI), forms
@@ -83,36 +84,10 @@ pub async fn not_found() -> Response {
 }
 
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    let cache_chosen = headers.contains_key(header::CACHE_CONTROL);
-    let mut set = |name: header::HeaderName, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::X_FRAME_OPTIONS, "DENY");
-    set(header::REFERRER_POLICY, "no-referrer");
-    set(
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=31536000; includeSubDomains",
-    );
-    set(
-        header::HeaderName::from_static("cross-origin-opener-policy"),
-        "same-origin",
-    );
-    if !cache_chosen {
-        set(header::CACHE_CONTROL, "no-store");
-    }
+    set_security_headers(&mut response, CONTENT_SECURITY_POLICY);
     response
 }
 
 async fn stylesheet() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        STYLESHEET,
-    )
-        .into_response()
+    static_asset("text/css; charset=utf-8", STYLESHEET)
 }

@@ -17,8 +17,8 @@ mod reset;
 mod state;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use writeback_proto::api::{
     DirectoryHealth, HealthState, SelfServiceScope, SelfServiceSettings, VerificationMethod,
@@ -32,6 +32,7 @@ pub use state::PortalState;
 
 use crate::AppState;
 use crate::api::ApiError;
+use crate::browser_form::{set_security_headers, static_asset};
 use pages::MessagePage;
 
 /// Scripts, styles and images only from here, forms only to here, never framed.
@@ -106,26 +107,7 @@ pub fn refused(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    let cache_chosen = headers.contains_key(header::CACHE_CONTROL);
-    let mut set = |name: header::HeaderName, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
-    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::X_FRAME_OPTIONS, "DENY");
-    set(header::REFERRER_POLICY, "no-referrer");
-    set(
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=31536000; includeSubDomains",
-    );
-    set(
-        header::HeaderName::from_static("cross-origin-opener-policy"),
-        "same-origin",
-    );
-    if !cache_chosen {
-        set(header::CACHE_CONTROL, "no-store");
-    }
+    set_security_headers(&mut response, CONTENT_SECURITY_POLICY);
     response
 }
 
@@ -135,17 +117,6 @@ async fn stylesheet() -> Response {
 
 async fn script() -> Response {
     static_asset("text/javascript; charset=utf-8", SCRIPT)
-}
-
-fn static_asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// An internal failure as a page; the detail goes to the log only.
