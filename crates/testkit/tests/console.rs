@@ -352,6 +352,18 @@ async fn an_administrator_runs_writeback_from_the_console() {
         .goto(&format!("{url}/console/settings"))
         .await
         .unwrap();
+    assert_eq!(
+        browser.evaluate("document.title").await.unwrap(),
+        "Settings · Writeback console"
+    );
+    assert_eq!(
+        browser
+            .evaluate("document.querySelectorAll('#self-service').length")
+            .await
+            .unwrap(),
+        1,
+        "the self-service form appears once"
+    );
     browser
         .set_checked("input[value=days]", true)
         .await
