@@ -22,7 +22,7 @@ use writeback_testkit::mail::{MailServer, code_in};
 use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
 use writeback_testkit::web::WebClient;
-use writeback_testkit::{NewUser, Stack};
+use writeback_testkit::Stack;
 
 const QUESTIONS: [&str; 4] = [
     "What was the name of your first pet?",
@@ -94,6 +94,21 @@ async fn submit_new_password(browser: &Browser, password: &str) {
     browser.fill("#new_password", password).await.unwrap();
     browser.fill("#confirm_password", password).await.unwrap();
     browser.press("#submit").await.unwrap();
+}
+
+/// Registers `address` on the signed-in account page with the code mailed to it.
+async fn register_email(browser: &Browser, mail: &MailServer, address: &str) {
+    browser.fill("#email", address).await.unwrap();
+    browser.press("#add-email").await.unwrap();
+    let message = mail
+        .wait_for(address, "Confirm your email", 1)
+        .await
+        .unwrap();
+    browser
+        .fill("#email-code", &code_in(&message.body).unwrap())
+        .await
+        .unwrap();
+    browser.press("#confirm-email").await.unwrap();
 }
 
 /// Starts a reset or unlock for `name` and proves it with the methods given, in order.
@@ -501,17 +516,7 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
     let address = format!("{name}@mail.example.test");
     stack.wait_until_synced(&name, |_| true).await.unwrap();
     sign_in(&browser, &url, &name, &password).await;
-    browser.fill("#email", &address).await.unwrap();
-    browser.press("#add-email").await.unwrap();
-    let message = mail
-        .wait_for(&address, "Confirm your email", 1)
-        .await
-        .unwrap();
-    browser
-        .fill("#email-code", &code_in(&message.body).unwrap())
-        .await
-        .unwrap();
-    browser.press("#confirm-email").await.unwrap();
+    register_email(&browser, &mail, &address).await;
     identify(&browser, &url, "reset", &name).await;
     prove_by_email(&browser, &mail, &address, 1).await;
     assert_eq!(title(&browser).await, "Not enough methods registered");
@@ -523,30 +528,11 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
         .update_self_service_settings(&settings(1))
         .await
         .unwrap();
-    let disabled = writeback_testkit::logs::unique_user("off-");
-    let disabled_password = strong_password();
-    stack
-        .dc
-        .admin()
-        .await
-        .unwrap()
-        .create_user(&NewUser::new(&disabled, &disabled_password))
-        .await
-        .unwrap();
+    let (disabled, disabled_password) = stack.user_with_password("off-").await.unwrap();
     stack.wait_until_synced(&disabled, |_| true).await.unwrap();
     let disabled_address = format!("{disabled}@mail.example.test");
     sign_in(&browser, &url, &disabled, &disabled_password).await;
-    browser.fill("#email", &disabled_address).await.unwrap();
-    browser.press("#add-email").await.unwrap();
-    let message = mail
-        .wait_for(&disabled_address, "Confirm your email", 1)
-        .await
-        .unwrap();
-    browser
-        .fill("#email-code", &code_in(&message.body).unwrap())
-        .await
-        .unwrap();
-    browser.press("#confirm-email").await.unwrap();
+    register_email(&browser, &mail, &disabled_address).await;
     let dn = format!(
         "CN={disabled},{}",
         writeback_testkit::domain_controller::STAFF_OU
