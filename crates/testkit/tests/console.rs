@@ -575,14 +575,11 @@ impl ConsoleClient {
     }
 }
 
-#[tokio::test]
-async fn the_console_refuses_forged_replayed_and_malformed_requests() {
-    let stack = Stack::start().await.unwrap();
-    let store = stack.cloud.as_ref().unwrap().state.store.clone();
-    // A second administrator whose authenticator the test holds, enrolled directly.
-    let email = "second@example.test";
+/// A new administrator enrolled directly in the store, whose authenticator the test holds:
+/// `(password, TOTP secret)`.
+async fn enrolled_administrator(store: &writeback_store::Store, email: &str) -> (String, Vec<u8>) {
     let password = strong_password();
-    writeback_cloud::create_administrator(&store, email, &SecretString::from(password.clone()))
+    writeback_cloud::create_administrator(store, email, &SecretString::from(password.clone()))
         .await
         .unwrap();
     let administrator = store.administrator_by_email(email).await.unwrap().unwrap();
@@ -591,6 +588,16 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         .enrol_totp(administrator.id, &secret, 0)
         .await
         .unwrap();
+    (password, secret.to_vec())
+}
+
+#[tokio::test]
+async fn the_console_refuses_forged_replayed_and_malformed_requests() {
+    let stack = Stack::start().await.unwrap();
+    let store = stack.cloud.as_ref().unwrap().state.store.clone();
+    // A second administrator whose authenticator the test holds, enrolled directly.
+    let email = "second@example.test";
+    let (password, secret) = enrolled_administrator(&store, email).await;
     let mut used_step = 0;
 
     let mut console = ConsoleClient::new(&stack);
@@ -1001,16 +1008,7 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
 
     // Through the console, as an administrator with an authenticator.
     let email = "third@example.test";
-    let password = strong_password();
-    writeback_cloud::create_administrator(&store, email, &SecretString::from(password.clone()))
-        .await
-        .unwrap();
-    let administrator = store.administrator_by_email(email).await.unwrap().unwrap();
-    let secret = totp::new_secret().unwrap();
-    store
-        .enrol_totp(administrator.id, &secret, 0)
-        .await
-        .unwrap();
+    let (password, secret) = enrolled_administrator(&store, email).await;
     let mut console = ConsoleClient::new(&stack);
     let mut used_step = 0;
     let code = fresh_code(&secret, &mut used_step);

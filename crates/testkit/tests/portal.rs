@@ -16,13 +16,13 @@ use hyper::{Method, StatusCode};
 use writeback_cloud::totp;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::time::UnixMillis;
+use writeback_testkit::Stack;
 use writeback_testkit::browser::Browser;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::mail::{MailServer, code_in};
 use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
 use writeback_testkit::web::WebClient;
-use writeback_testkit::Stack;
 
 const QUESTIONS: [&str; 4] = [
     "What was the name of your first pet?",
