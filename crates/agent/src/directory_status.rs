@@ -18,6 +18,7 @@ pub fn channel() -> (watch::Sender<AgentStatus>, watch::Receiver<AgentStatus>) {
         directory_reachable: true,
         detail: None,
         password_policy: None,
+        lockout: None,
     })
 }
 
@@ -32,16 +33,19 @@ pub async fn watch<D: Directory>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = match executor.directory().domain_policy().await {
+        let directory = executor.directory();
+        let now = match directory.domain_policy().await {
             Ok(policy) => AgentStatus {
                 directory_reachable: true,
                 detail: None,
                 password_policy: Some(PolicyRequirements::from(&policy)),
+                lockout: directory.lockout_policy().await.ok(),
             },
             Err(error) => AgentStatus {
                 directory_reachable: false,
                 detail: Some(error.to_string()),
                 password_policy: None,
+                lockout: None,
             },
         };
         let mut reachability_changed = false;
@@ -49,14 +53,17 @@ pub async fn watch<D: Directory>(
             reachability_changed = current.directory_reachable != now.directory_reachable;
             // A policy read while the directory is unreachable is unknown, not changed: the last
             // one known stays on show.
-            let policy_changed =
-                now.password_policy.is_some() && current.password_policy != now.password_policy;
+            let policy_changed = (now.password_policy.is_some()
+                && current.password_policy != now.password_policy)
+                || (now.lockout.is_some() && current.lockout != now.lockout);
             if !reachability_changed && !policy_changed {
                 return false;
             }
             let kept_policy = current.password_policy.take();
+            let kept_lockout = current.lockout.take();
             *current = AgentStatus {
                 password_policy: now.password_policy.clone().or(kept_policy),
+                lockout: now.lockout.or(kept_lockout),
                 ..now.clone()
             };
             true
@@ -106,6 +113,11 @@ mod tests {
         let policy = first
             .password_policy
             .expect("the domain policy is published");
+        assert_eq!(
+            first.lockout.map(|lockout| lockout.threshold),
+            Some(0),
+            "the lockout policy is published with it"
+        );
 
         directory.fail_with(Some(DirectoryError::Unavailable(
             "connection refused".into(),

@@ -164,6 +164,7 @@ mod tests {
             directory_reachable: false,
             detail: Some("cannot connect to 192.0.2.1".into()),
             password_policy: None,
+            lockout: None,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

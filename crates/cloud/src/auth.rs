@@ -57,12 +57,7 @@ pub fn new_token(prefix: &str) -> Result<SecretString, CloudError> {
 
 /// Compares secrets without an early exit, so the time taken says nothing about where they differ.
 pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
+    subtle::ConstantTimeEq::ct_eq(left, right).into()
 }
 
 pub fn token_hash(token: &str) -> Vec<u8> {

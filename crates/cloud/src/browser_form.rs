@@ -5,7 +5,6 @@
 //! form carries a CSRF token derived from the cookie it goes with, which a page on another origin
 //! can neither read nor compute.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use crate::api::{BodyFailure, read_body};
 use crate::auth::constant_time_equal;
 
 /// Which surface a form belongs to, so a refusal is answered in that surface's own pages.
@@ -137,12 +137,24 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
                 "Your session has ended, or this browser refuses this site's cookies. Reload the page and try again.",
             ));
         };
-        let bytes = Bytes::from_request(request, state)
+        let bytes = read_body(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            .map_err(|failure| match failure {
+                BodyFailure::TooSlow => {
+                    let mut response = T::SURFACE.refused(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "The form took too long to arrive. Try again.",
+                    );
+                    // The rest of a slow body is not waited for.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
+                BodyFailure::TooLarge => {
                     T::SURFACE.refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
-                } else {
+                }
+                BodyFailure::Unreadable => {
                     T::SURFACE.refused(StatusCode::BAD_REQUEST, "The form could not be read.")
                 }
             })?;

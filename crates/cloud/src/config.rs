@@ -20,6 +20,10 @@ pub struct CloudConfig {
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
     pub self_signed_names: Vec<String>,
+    /// The key that seals the secrets kept in the database (authenticator keys, what checks each
+    /// self-service method). Created 0600 at first start; `data_dir/secrets.key` unless set, and
+    /// best kept on other storage than the database's backups.
+    pub secrets_key_file: Option<PathBuf>,
     /// How long a writeback may take end to end before the caller is told "timeout".
     pub request_timeout_seconds: u64,
     pub heartbeat_interval_seconds: u64,
@@ -32,8 +36,14 @@ pub struct CloudConfig {
     /// A directory is "degraded" when writebacks failed for want of an agent or the directory
     /// within this many minutes.
     pub health_window_minutes: u64,
-    /// Serve Prometheus metrics at `/metrics` (numbers only, no names of users).
-    pub metrics_enabled: bool,
+    /// Serve Prometheus metrics (numbers only, no names of users) on a listener of their own, plain
+    /// HTTP, e.g. `127.0.0.1:9464`. Off by default.
+    pub metrics_listen: Option<String>,
+    /// Serve `/metrics` on the main listener too, to scrapers that send this file's token as
+    /// `Authorization: Bearer`. Without it the main listener has no `/metrics`.
+    pub metrics_token_file: Option<PathBuf>,
+    /// What one server spends on its clients at most.
+    pub resources: ResourcesConfig,
     /// Outgoing mail: one-time codes for the portal and notifications. Without a host no mail is
     /// sent, and the email method cannot be offered.
     pub smtp: SmtpConfig,
@@ -43,7 +53,124 @@ pub struct CloudConfig {
     /// The portal's sessions (a reset in progress, or a signed-in user) end this long after they
     /// start.
     pub portal_session_minutes: u64,
+    /// How many wrong guesses and sent codes are allowed, per account, per client address and in
+    /// all, and which proxies may say who the client is.
+    pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// Bounds on connections, slow clients and password hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesConfig {
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time of starting them, or of the
+    /// connection becoming idle.
+    pub header_timeout_seconds: u64,
+    /// A client must send a request's whole body within this time.
+    pub body_timeout_seconds: u64,
+    /// A client must take each part of an answer within this time.
+    pub write_timeout_seconds: u64,
+    /// Password hashes (Argon2) computed at once, and how many more may wait; beyond that the
+    /// answer is "try again shortly".
+    pub hashing_threads: usize,
+    pub hashing_queue: usize,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            write_timeout_seconds: 30,
+            hashing_threads: 2,
+            hashing_queue: 16,
+        }
+    }
+}
+
+impl ResourcesConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_seconds.max(1))
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_seconds.max(1))
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_seconds.max(1))
+    }
+}
+
+/// At most `max` within `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u64,
+    pub window_seconds: u64,
+}
+
+impl RateLimit {
+    pub const fn new(max: u64, window_seconds: u64) -> Self {
+        Self {
+            max,
+            window_seconds,
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_seconds.max(1))
+    }
+}
+
+/// Every limit is reserved in the store before the work it guards, so a burst of parallel
+/// requests gets exactly `max` through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Reverse proxies in front of the cloud. Only a request from one of these addresses may name
+    /// its client in `X-Forwarded-For`; from anywhere else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Wrong proofs (one-time codes, authenticator codes, security answers, portal sign-in
+    /// passwords) for one account; the next is refused and self-service is blocked for that
+    /// account for `block_hours`. Portal sign-ins are held below the directory's lockout
+    /// threshold as well.
+    pub proof_failures_per_account: RateLimit,
+    /// Wrong proofs from one client address, whatever the account.
+    pub proof_failures_per_address: RateLimit,
+    /// Wrong proofs from everywhere together: a ceiling on guessing spread over many accounts and
+    /// addresses.
+    pub proof_failures_global: RateLimit,
+    /// One-time codes mailed or texted to one account; the next is refused and self-service is
+    /// blocked for `block_hours`.
+    pub codes_per_account: RateLimit,
+    pub codes_per_address: RateLimit,
+    pub codes_global: RateLimit,
+    pub block_hours: u64,
+    /// Wrong administrator passwords or authenticator codes for one administrator (an unknown
+    /// email counts as one too), then refused until the window has passed.
+    pub admin_failures_per_account: RateLimit,
+    pub admin_failures_per_address: RateLimit,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            proof_failures_per_account: RateLimit::new(5, 3600),
+            proof_failures_per_address: RateLimit::new(20, 3600),
+            proof_failures_global: RateLimit::new(300, 60),
+            codes_per_account: RateLimit::new(10, 600),
+            codes_per_address: RateLimit::new(30, 600),
+            codes_global: RateLimit::new(300, 60),
+            block_hours: 24,
+            admin_failures_per_account: RateLimit::new(5, 900),
+            admin_failures_per_address: RateLimit::new(20, 900),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +246,7 @@ impl Default for CloudConfig {
             tls_certificate: None,
             tls_private_key: None,
             self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            secrets_key_file: None,
             request_timeout_seconds: 15,
             heartbeat_interval_seconds: 30,
             admin_session_hours: 12,
@@ -126,10 +254,13 @@ impl Default for CloudConfig {
             max_body_bytes: 16 * 1024,
             minimum_agent_version: env!("CARGO_PKG_VERSION").into(),
             health_window_minutes: 15,
-            metrics_enabled: true,
+            metrics_listen: None,
+            metrics_token_file: None,
+            resources: ResourcesConfig::default(),
             smtp: SmtpConfig::default(),
             sms: SmsConfig::default(),
             portal_session_minutes: 15,
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -154,5 +285,11 @@ impl CloudConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("writeback.db")
+    }
+
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 }

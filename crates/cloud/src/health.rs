@@ -207,6 +207,7 @@ mod tests {
                 directory_reachable,
                 detail: (!directory_reachable).then(|| "connection refused".into()),
                 password_policy: None,
+                lockout: None,
             }),
             requests_in_flight: 0,
         }

@@ -10,12 +10,15 @@ pub mod auth;
 pub mod browser_form;
 pub mod config;
 pub mod console;
+pub mod hashing;
 pub mod health;
+pub mod limits;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
 pub mod portal;
 pub mod relay;
+pub mod secrets;
 pub mod server;
 pub mod sign_in;
 pub mod sms;
@@ -73,6 +76,13 @@ pub struct AppState {
     pub sms: Option<sms::SmsSender>,
     /// The portal's resets in progress and signed-in users.
     pub portal: Arc<portal::PortalState>,
+    /// Seals the secrets the store keeps.
+    pub secrets: Arc<secrets::SecretKeys>,
+    /// Where every password hash is computed, bounded.
+    pub hashing: Arc<hashing::HashingPool>,
+    /// The token a scraper sends for `/metrics` on the public listener; none serves no metrics
+    /// there.
+    pub metrics_token: Option<Arc<SecretString>>,
     /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
     /// tasks once upgraded, so they watch this to close with the server.
     pub stopping: watch::Receiver<bool>,
@@ -111,12 +121,28 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloudE
     move |source| CloudError::Io { context, source }
 }
 
+/// Opens the store in the data directory, which is made readable by its owner only.
 pub async fn open_store(config: &CloudConfig) -> Result<Store, CloudError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(io_error(format!(
-        "creating the data directory {}",
-        config.data_dir.display()
-    )))?;
+    use std::os::unix::fs::PermissionsExt;
+    let context = || format!("preparing the data directory {}", config.data_dir.display());
+    std::fs::create_dir_all(&config.data_dir).map_err(io_error(context()))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_error(context()))?;
     Ok(Store::open(&config.database_path()).await?)
+}
+
+/// The key that seals stored secrets (created at first start), with every stored secret sealed
+/// under it.
+pub async fn open_secrets(
+    config: &CloudConfig,
+    store: &Store,
+) -> Result<secrets::SecretKeys, CloudError> {
+    let keys = secrets::SecretKeys::load_or_create(&config.secrets_key_path())?;
+    let sealed = secrets::reseal(store, &keys).await?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed stored secrets under the current key");
+    }
+    Ok(keys)
 }
 
 /// The certificate and key to serve: the configured ones, or a self-signed pair generated once in
@@ -150,6 +176,7 @@ pub fn certificate_paths(config: &CloudConfig) -> Result<(PathBuf, PathBuf), Clo
 /// Opens the store, binds `config.listen` and serves until stopped.
 pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let store = open_store(&config).await?;
+    let secrets = Arc::new(open_secrets(&config, &store).await?);
     let (certificate, key) = certificate_paths(&config)?;
     let tls = Arc::new(writeback_tls::server_config(&certificate, &key)?);
     let fingerprint = Fingerprint::of_pem_file(&certificate)?;
@@ -163,24 +190,56 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let mailer = notify::Mailer::from_config(&config.smtp)?;
     let sms = sms::SmsSender::from_config(&config.sms)?;
     let portal = Arc::new(portal::PortalState::new(config.portal_session()));
+    let metrics_token = match &config.metrics_token_file {
+        Some(path) => Some(Arc::new(
+            writeback_config::read_secret_file(path)
+                .map_err(|error| CloudError::InvalidInput(error.to_string()))?,
+        )),
+        None => None,
+    };
+    let metrics_listener = match &config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(io_error(format!("binding the metrics listener {address}")))?,
+        ),
+        None => None,
+    };
     let state = AppState {
         store,
         relay: Arc::new(Relay::default()),
         mailer,
         sms,
         portal,
+        secrets,
+        hashing: hashing::HashingPool::new(
+            config.resources.hashing_threads,
+            config.resources.hashing_queue,
+        ),
+        metrics_token,
         config: Arc::new(config),
         metrics: Arc::default(),
         fingerprint,
         stopping: stopping_signal.clone(),
     };
     let app = api::router(state.clone());
+    if let Some(listener) = metrics_listener {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "metrics listening");
+        }
+        tokio::spawn(metrics::serve_own_listener(
+            listener,
+            state.clone(),
+            stopping_signal.clone(),
+        ));
+    }
     tokio::spawn(audit_retention::run(
         state.store.clone(),
         stopping_signal.clone(),
     ));
     let mut server_stopping = stopping_signal;
-    let task = tokio::spawn(server::run(listener, tls, app, async move {
+    let resources = state.config.resources.clone();
+    let task = tokio::spawn(server::run(listener, tls, app, resources, async move {
         stopped(&mut server_stopping).await;
     }));
     tracing::info!(%address, %fingerprint, "writeback-cloud listening");

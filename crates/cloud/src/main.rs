@@ -48,6 +48,18 @@ enum Command {
     Fingerprint,
     /// Print the admin API's OpenAPI document (the same as GET /api/v1/openapi.json).
     Openapi,
+    /// Manage the key that seals the secrets kept in the database.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Replace the key with a new one and re-seal every stored secret under it, in one
+    /// transaction. Run it with the service stopped; afterwards the old key opens nothing.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +194,17 @@ async fn main() -> Result<()> {
             println!(
                 "{}",
                 writeback_cloud::api::openapi_document().to_pretty_json()?
+            );
+        }
+        Command::Secrets {
+            command: SecretsCommand::RotateKey,
+        } => {
+            let store = writeback_cloud::open_store(&config).await?;
+            let path = config.secrets_key_path();
+            let resealed = writeback_cloud::secrets::rotate(&store, &path).await?;
+            println!(
+                "{} holds a new key; {resealed} stored secrets are sealed under it",
+                path.display()
             );
         }
         Command::Fingerprint => {

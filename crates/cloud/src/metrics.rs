@@ -3,8 +3,9 @@
 //! health per directory.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use writeback_config::metrics::{
     CONTENT_TYPE, CounterFamily, HistogramFamily, LATENCY_BUCKETS, render_gauge,
 };
@@ -37,10 +38,49 @@ impl Default for CloudMetrics {
     }
 }
 
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    if !state.config.metrics_enabled {
-        return (StatusCode::NOT_FOUND, "metrics are disabled").into_response();
+/// `/metrics` on the public listener: only for a scraper with the configured token. Without a
+/// token configured the route answers like any unknown one.
+pub async fn scrape_public(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.metrics_token else {
+        return crate::api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
+            .into_response();
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if !crate::auth::constant_time_equal(offered.as_bytes(), expected.expose_secret().as_bytes()) {
+        return crate::api::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Send the metrics token as Authorization: Bearer.",
+        )
+        .into_response();
     }
+    scrape(State(state)).await
+}
+
+/// Serves `/metrics` alone, over plain HTTP, on a listener of its own (`metrics_listen`), until
+/// the server stops.
+pub async fn serve_own_listener(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(state);
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { crate::stopped(&mut stopping).await })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "the metrics listener failed");
+    }
+}
+
+pub async fn scrape(State(state): State<AppState>) -> Response {
     match render(&state).await {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(error) => {

@@ -1,14 +1,13 @@
 //! Time-based one-time passwords (RFC 6238 over RFC 4226): HMAC-SHA1, 6 digits, 30-second steps,
 //! the parameters every authenticator app accepts. The time is always a parameter.
 
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, Secret, TOTP};
 use writeback_proto::ids::random_bytes;
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
 use crate::CloudError;
-use crate::auth::constant_time_equal;
 
 pub const STEP_SECONDS: u64 = 30;
 pub const DIGITS: usize = 6;
@@ -16,8 +15,6 @@ pub const DIGITS: usize = 6;
 pub const SECRET_BYTES: usize = 20;
 /// Codes from one step before or after are accepted too: phone clocks drift and people type slowly.
 const ALLOWED_DRIFT_STEPS: u64 = 1;
-
-const BASE32_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 pub fn new_secret() -> Result<Zeroizing<Vec<u8>>, CloudError> {
     random_bytes::<SECRET_BYTES>()
@@ -31,20 +28,10 @@ pub fn step_at(now: UnixMillis) -> u64 {
 
 /// The code for `step`, zero-padded to six digits.
 pub fn code_at_step(secret: &[u8], step: u64) -> String {
-    // HMAC accepts keys of any length, so this cannot fail; an empty code never matches input.
-    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret) else {
-        return String::new();
-    };
-    mac.update(&step.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let truncated = u32::from_be_bytes([
-        digest[offset] & 0x7f,
-        digest[offset + 1],
-        digest[offset + 2],
-        digest[offset + 3],
-    ]);
-    format!("{:06}", truncated % 1_000_000)
+    // Unchecked: a stand-in key for an unknown account may be of any length, and its codes must
+    // cost the same to compute as real ones. The generator zeroizes its copy of the key.
+    TOTP::new_unchecked(Algorithm::SHA1, DIGITS, 0, STEP_SECONDS, secret.to_vec())
+        .generate(step.saturating_mul(STEP_SECONDS))
 }
 
 pub fn code_at(secret: &[u8], now: UnixMillis) -> String {
@@ -52,7 +39,8 @@ pub fn code_at(secret: &[u8], now: UnixMillis) -> String {
 }
 
 /// The step `code` belongs to, if it is a current code for `secret` (within the allowed drift)
-/// and later than `last_accepted_step`. The caller must still record the step as used.
+/// and later than `last_accepted_step`. The caller must still record the step as used. Every
+/// step of the window is computed and compared in constant time, whichever matches.
 pub fn matching_step(
     secret: &[u8],
     code: &str,
@@ -65,49 +53,34 @@ pub fn matching_step(
     }
     let current = step_at(now);
     let earliest = current.saturating_sub(ALLOWED_DRIFT_STEPS);
-    (earliest..=current + ALLOWED_DRIFT_STEPS)
-        .filter(|step| last_accepted_step.is_none_or(|last| *step > last))
-        .find(|step| constant_time_equal(code_at_step(secret, *step).as_bytes(), code.as_bytes()))
+    let mut matched = None;
+    for step in earliest..=current + ALLOWED_DRIFT_STEPS {
+        let equal: bool = code_at_step(secret, step)
+            .as_bytes()
+            .ct_eq(code.as_bytes())
+            .into();
+        let fresh = last_accepted_step.is_none_or(|last| step > last);
+        if equal && fresh && matched.is_none() {
+            matched = Some(step);
+        }
+    }
+    matched
 }
 
 /// RFC 4648 base32 without padding: how authenticator apps take a key typed by hand.
 pub fn base32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(*byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(
-                BASE32_ALPHABET[((buffer >> bits) & 31) as usize],
-            ));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(
-            BASE32_ALPHABET[((buffer << (5 - bits)) & 31) as usize],
-        ));
-    }
-    out
+    Secret::Raw(bytes.to_vec()).to_encoded().to_string()
 }
 
-/// Decodes base32 as [`base32`] writes it, ignoring spaces and case; `None` on any other character.
+/// Decodes base32 as [`base32`] writes it, ignoring spaces, padding and case; `None` when it is
+/// not base32.
 pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 5 / 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for character in text.chars().filter(|c| !c.is_whitespace() && *c != '=') {
-        let value = BASE32_ALPHABET
-            .iter()
-            .position(|letter| char::from(*letter) == character.to_ascii_uppercase())?;
-        buffer = (buffer << 5) | value as u32;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
-        }
-    }
-    Some(out)
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '=')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Secret::Encoded(cleaned).to_bytes().ok()
 }
 
 /// The `otpauth://` address an authenticator app reads from a QR code.

@@ -16,6 +16,7 @@ use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry}
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use writeback_policy::{PasswordPolicy, PolicySource};
+use writeback_proto::frame::LockoutPolicy;
 use writeback_proto::operation::UserRef;
 use writeback_tls::Trust;
 
@@ -102,6 +103,9 @@ const DOMAIN_POLICY_ATTRIBUTES: &[&str] = &[
     "pwdHistoryLength",
     "minPwdAge",
 ];
+
+const DOMAIN_LOCKOUT_ATTRIBUTES: &[&str] = &["lockoutThreshold", "lockOutObservationWindow"];
+const PSO_LOCKOUT_ATTRIBUTES: &[&str] = &["msDS-LockoutThreshold", "msDS-LockoutObservationWindow"];
 
 const PSO_ATTRIBUTES: &[&str] = &[
     "msDS-MinimumPasswordLength",
@@ -470,6 +474,56 @@ impl Directory for ActiveDirectory {
             min_age: decode::interval_to_duration(first(&entry.attrs, "minPwdAge")),
             source: PolicySource::Domain,
         })
+    }
+
+    async fn lockout_policy(&self) -> Result<LockoutPolicy, DirectoryError> {
+        let domain_root = self.connection().await?.default_naming_context;
+        let entry = self
+            .read_one(&domain_root, DOMAIN_LOCKOUT_ATTRIBUTES)
+            .await?
+            .ok_or_else(|| {
+                DirectoryError::Unavailable(format!(
+                    "cannot read the lockout policy at {domain_root}"
+                ))
+            })?;
+        let domain = LockoutPolicy {
+            threshold: number_u32(&entry.attrs, "lockoutThreshold"),
+            observation_window_seconds: decode::interval_to_duration(first(
+                &entry.attrs,
+                "lockOutObservationWindow",
+            ))
+            .as_secs(),
+        };
+        let container = format!("CN=Password Settings Container,CN=System,{domain_root}");
+        let settings = self
+            .search(
+                &container,
+                Scope::OneLevel,
+                "(objectClass=msDS-PasswordSettings)",
+                PSO_LOCKOUT_ATTRIBUTES,
+            )
+            .await;
+        let settings = match settings {
+            Ok(settings) => settings,
+            // Without Read on the container the domain's lockout is all the agent knows.
+            Err(DirectoryError::Refused { code, diagnostic }) => {
+                tracing::debug!(code, %diagnostic, "cannot list fine-grained password policies");
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(settings
+            .iter()
+            .filter(|entry| entry.attrs.contains_key("msDS-LockoutThreshold"))
+            .map(|entry| LockoutPolicy {
+                threshold: number_u32(&entry.attrs, "msDS-LockoutThreshold"),
+                observation_window_seconds: decode::interval_to_duration(first(
+                    &entry.attrs,
+                    "msDS-LockoutObservationWindow",
+                ))
+                .as_secs(),
+            })
+            .fold(domain, LockoutPolicy::strictest))
     }
 
     async fn password_settings(&self, pso: &str) -> Result<Option<PasswordPolicy>, DirectoryError> {

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::{PasswordPolicy, PolicySource};
+use writeback_proto::frame::LockoutPolicy;
 use writeback_proto::operation::UserRef;
 
 use crate::{Directory, DirectoryError, PasswordLastSet, ResetOptions, SignInVerdict, UserAccount};
@@ -26,6 +27,7 @@ pub struct FakeDirectory {
 struct FakeState {
     users: HashMap<String, FakeUser>,
     policy: PasswordPolicy,
+    lockout: LockoutPolicy,
     writes: usize,
     /// When set, every call fails with this error.
     failure: Option<DirectoryError>,
@@ -42,6 +44,10 @@ impl Default for FakeDirectory {
                     history_length: 24,
                     min_age: std::time::Duration::ZERO,
                     source: PolicySource::Domain,
+                },
+                lockout: LockoutPolicy {
+                    threshold: 0,
+                    observation_window_seconds: 1800,
                 },
                 writes: 0,
                 failure: None,
@@ -161,6 +167,11 @@ impl Directory for FakeDirectory {
     }
 
     /// Like a four-rights service account, the fake cannot read fine-grained policies.
+    async fn lockout_policy(&self) -> Result<LockoutPolicy, DirectoryError> {
+        self.check_failure()?;
+        Ok(self.state().lockout)
+    }
+
     async fn password_settings(
         &self,
         _pso: &str,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use thiserror::Error;
 use writeback_policy::{PasswordPolicy, PolicyReason};
+use writeback_proto::frame::LockoutPolicy;
 use writeback_proto::operation::UserRef;
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
@@ -153,6 +154,10 @@ pub trait Directory: Send + Sync {
 
     /// The domain's password policy, from the domain root.
     fn domain_policy(&self) -> impl Future<Output = Result<PasswordPolicy, DirectoryError>> + Send;
+
+    /// The strictest account lockout among the domain's and every fine-grained policy the
+    /// service account can read (without Read on the Password Settings Container, the domain's).
+    fn lockout_policy(&self) -> impl Future<Output = Result<LockoutPolicy, DirectoryError>> + Send;
 
     /// The settings of the fine-grained password policy `pso`; `None` when the service account
     /// may not read them.

@@ -289,7 +289,9 @@ pub enum SelfServiceScope {
 }
 
 /// A way for users to prove who they are before a self-service reset or unlock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VerificationMethod {
     /// A one-time code sent to a verified email address.

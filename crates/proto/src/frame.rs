@@ -63,6 +63,37 @@ pub struct AgentStatus {
     /// types. A fine-grained policy that applies to one user still comes back with a refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_policy: Option<PolicyRequirements>,
+    /// The strictest account lockout the agent can read, so that the portal's sign-in attempts
+    /// stay below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout: Option<LockoutPolicy>,
+}
+
+/// When the directory locks an account out: after `threshold` wrong passwords (0: never), each
+/// within `observation_window_seconds` of the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutPolicy {
+    pub threshold: u32,
+    pub observation_window_seconds: u64,
+}
+
+impl LockoutPolicy {
+    /// The stricter of two policies: the lower threshold that locks at all, and the longer
+    /// window.
+    pub fn strictest(self, other: Self) -> Self {
+        let threshold = match (self.threshold, other.threshold) {
+            (0, other) => other,
+            (this, 0) => this,
+            (this, other) => this.min(other),
+        };
+        Self {
+            threshold,
+            observation_window_seconds: self
+                .observation_window_seconds
+                .max(other.observation_window_seconds),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -749,6 +749,7 @@ mod tests {
             directory_reachable: false,
             detail: Some("the domain controller is unavailable".into()),
             password_policy: None,
+            lockout: None,
         };
         let actions = pair
             .cloud

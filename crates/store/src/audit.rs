@@ -172,37 +172,6 @@ impl Store {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// How many entries about `target` since `since` record one of `actions` ending in one of
-    /// `result_codes`: what the portal's rate limits count.
-    pub async fn count_audit_for_target(
-        &self,
-        target: &str,
-        since: UnixMillis,
-        actions: &[&str],
-        result_codes: &[&str],
-    ) -> Result<u64, StoreError> {
-        let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "SELECT COUNT(*) AS count FROM audit_events WHERE target COLLATE NOCASE = ",
-        );
-        query
-            .push_bind(target.to_owned())
-            .push(" AND at >= ")
-            .push_bind(millis(since))
-            .push(" AND action IN (");
-        let mut separated = query.separated(", ");
-        for action in actions {
-            separated.push_bind((*action).to_owned());
-        }
-        query.push(") AND result_code IN (");
-        let mut separated = query.separated(", ");
-        for code in result_codes {
-            separated.push_bind((*code).to_owned());
-        }
-        query.push(")");
-        let count: i64 = query.build().fetch_one(&self.pool).await?.get("count");
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
     /// Removes entries older than `before`, the one deletion the audit log allows. Returns how
     /// many were removed.
     pub async fn prune_audit(&self, before: UnixMillis) -> Result<u64, StoreError> {

@@ -18,10 +18,14 @@ use writeback_proto::time::UnixMillis;
 
 mod administrators;
 mod audit;
+mod rate_limits;
+mod sealed;
 mod self_service;
 mod sync;
 pub use administrators::{Administrator, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
+pub use rate_limits::{LONGEST_WINDOW, Limit, Reservation, Reserved};
+pub use sealed::SecretOwner;
 pub use self_service::{MethodOwner, RegisteredMethod};
 pub use sync::UserQuery;
 
@@ -37,6 +41,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("cannot prepare the database file {0}")]
+    Io(String),
 }
 
 /// Migrations compiled into the binary, applied in order at start.
@@ -61,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "self-service methods",
         include_str!("../migrations/0005_self_service_methods.sql"),
+    ),
+    (
+        6,
+        "rate limits",
+        include_str!("../migrations/0006_rate_limits.sql"),
     ),
 ];
 
@@ -121,6 +132,25 @@ pub struct AgentRecord {
     pub last_address: Option<String>,
 }
 
+/// Creates `path` 0600 if it is missing, and makes it and its WAL files 0600.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |error: std::io::Error| StoreError::Io(format!("{}: {error}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn millis(value: UnixMillis) -> i64 {
     i64::try_from(value.0).unwrap_or(i64::MAX)
 }
@@ -130,8 +160,12 @@ pub(crate) fn from_millis(value: Option<i64>) -> Option<UnixMillis> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path` and applies pending migrations. The
+    /// database is readable by its owner only: it is created 0600 before SQLite opens it, so the
+    /// WAL and shared-memory files SQLite makes beside it take the same mode, and an existing one
+    /// (with its WAL) is made 0600 too.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

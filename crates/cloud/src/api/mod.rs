@@ -30,8 +30,8 @@ use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, Secr
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
 
-pub(crate) use extract::origin_of;
 pub use extract::{ApiError, Origin, PeerAddress, SignedIn, UserPath};
+pub(crate) use extract::{BodyFailure, origin_of, read_body};
 use extract::{IdempotencyKey, JsonBody};
 
 use crate::sign_in::{self, CodeCheck};
@@ -110,7 +110,7 @@ pub fn router(state: AppState) -> Router {
     let document = Arc::new(document);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(crate::metrics::scrape_public))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -132,6 +132,10 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::resolve_client,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

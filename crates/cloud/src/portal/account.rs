@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use writeback_proto::ProtoError;
-use writeback_proto::api::{SelfServiceSettings, VerificationMethod};
+use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
@@ -23,22 +23,25 @@ use super::checks::{
     RESULT_INVALID, RESULT_SENT,
 };
 use super::pages::{
-    AccountPage, AuthenticatorPage, MessagePage, NewPasswordPage, Notice, QuestionsPage,
-    RegisteredRow, SignInPage, checklist, render,
+    AccountPage, AuthenticatorPage, MessagePage, MethodChoice, NewPasswordPage, Notice,
+    QuestionsPage, RegisteredRow, SignInPage, checklist, render,
 };
 use super::reset::{
-    START_COOKIE, StoredQuestion, account_disabled, fresh_request_id, normalize_identifier,
-    out_of_scope, refuse_before_sending, run, send_code, service_unavailable, start_cookie,
+    ProofAnswers, ProofOutcome, ProofSubject, ProofTarget, START_COOKIE, StoredQuestion,
+    fresh_request_id, issue_challenge, judge_proof, method_label, normalize_identifier, proof_form,
+    proof_page, refuse_before_sending, run, send_code, service_unavailable, start_cookie,
     too_many_attempts, unless_usable, user_words, with_start_cookie,
 };
 use super::state::{PendingRegistration, PortalAccount, PortalSession};
 use super::{
-    account_detail, audit, find_account, in_scope, internal, method_owner, offered_methods, owner,
-    reported_policy, settings,
+    Refused, account_detail, audit, directory_usable, find_account, in_scope, internal, limits,
+    method_owner, offered_methods, owner, reported_lockout, reported_policy, reserve, save_method,
+    settings,
 };
 use crate::api::Origin;
 use crate::auth::{new_token, token_hash};
 use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
+use crate::limits::Guarded;
 use crate::notify::{Mail, is_mail_address};
 use crate::sms::normalize_phone_number;
 use crate::{AppState, messages, totp};
@@ -111,6 +114,15 @@ pub struct SignInForm {
 
 form_fields!(Portal, START_COOKIE => SignInForm);
 
+/// What every failed sign-in says, whatever the reason: a wrong password, an unknown name, an
+/// account out of scope, locked or disabled. Only a right password that lets the person in ever
+/// tells them it was right.
+const NOT_SIGNED_IN: &str = "The user name or password is not correct.";
+
+/// Sign-in with the directory password. Nothing reaches the directory unless self-service is on,
+/// the name is a synced account in scope, and the account's attempts are within their limits
+/// (below the directory's own lockout threshold): only then does the agent bind as the user.
+/// Every refusal is the same page, sent no sooner than [`SIGN_IN_FLOOR`] after the request.
 pub async fn sign_in(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -121,45 +133,118 @@ pub async fn sign_in(
         Ok(settings) => settings,
         Err(error) => return internal(error),
     };
-    let again = |notice: &str, status: StatusCode| {
+    if settings.scope == SelfServiceScope::Nobody {
+        return super::reset::self_service_off(&settings.helpdesk);
+    }
+    let refused = |status: StatusCode| {
         render(
             status,
             &SignInPage {
                 csrf: csrf_token(&form.cookie),
                 account: form.fields.account.chars().take(256).collect(),
-                notice: Some(Notice::bad(notice)),
+                notice: Some(Notice::bad(NOT_SIGNED_IN)),
             },
         )
     };
     let identifier = match normalize_identifier(&form.fields.account) {
         Ok(identifier) => identifier,
-        Err(problem) => return again(problem, StatusCode::BAD_REQUEST),
+        Err(problem) => {
+            return render(
+                StatusCode::BAD_REQUEST,
+                &SignInPage {
+                    csrf: csrf_token(&form.cookie),
+                    account: form.fields.account.chars().take(256).collect(),
+                    notice: Some(Notice::bad(problem)),
+                },
+            );
+        }
     };
-    let account = match find_account(&state, &identifier).await {
+    let outcome = attempt_sign_in(
+        &state,
+        &settings,
+        &identifier,
+        form.fields.password,
+        &origin,
+    )
+    .await;
+    let response = match outcome {
+        SignInOutcome::Opened(response) => return response,
+        SignInOutcome::Refused => refused(StatusCode::UNAUTHORIZED),
+        SignInOutcome::Shown(response) => response,
+    };
+    tokio::time::sleep_until(started + SIGN_IN_FLOOR).await;
+    response
+}
+
+/// What a sign-in attempt came to.
+enum SignInOutcome {
+    /// The password was right: a session, or the change page.
+    Opened(Response),
+    /// The one refusal page, whatever the reason.
+    Refused,
+    /// A page that says the same to every name: unavailable, blocked, wait.
+    Shown(Response),
+}
+
+async fn attempt_sign_in(
+    state: &AppState,
+    settings: &SelfServiceSettings,
+    identifier: &str,
+    password: SecretString,
+    origin: &Option<String>,
+) -> SignInOutcome {
+    let shown = SignInOutcome::Shown;
+    // Unusable for everyone is said to everyone, before the name is looked up.
+    match super::any_directory_usable(state).await {
+        Ok(true) => {}
+        Ok(false) => return shown(service_unavailable(&settings.helpdesk)),
+        Err(error) => return shown(internal(error)),
+    }
+    let account = match find_account(state, identifier).await {
         Ok(found) => found,
-        Err(error) => return internal(error),
+        Err(error) => return shown(internal(error)),
     };
     let name = account
         .as_ref()
-        .map_or_else(|| identifier.clone(), PortalAccount::audit_name);
+        .map_or_else(|| identifier.to_owned(), PortalAccount::audit_name);
     let now = UnixMillis::now();
-    match checks::is_blocked(&state.store, &name, now).await {
-        Ok(true) => return too_many_attempts(&settings.helpdesk),
+    match limits(state).is_blocked(&name, now).await {
+        Ok(true) => return shown(too_many_attempts(&settings.helpdesk)),
         Ok(false) => {}
-        Err(error) => return internal(error),
+        Err(error) => return shown(internal(error)),
     }
-    let wrong = "The user name or password is not correct.";
     let Some(account) = account else {
-        tokio::time::sleep_until(started + SIGN_IN_FLOOR).await;
-        return again(wrong, StatusCode::UNAUTHORIZED);
+        return SignInOutcome::Refused;
     };
-    if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
-        return response;
+    // Scope and state from the synced copy: out of scope or disabled never reaches a bind.
+    match account_detail(state, &account).await {
+        Ok(Some(detail)) if in_scope(settings, &detail) && detail.user.enabled => {}
+        Ok(_) => return SignInOutcome::Refused,
+        Err(error) => return shown(internal(error)),
     }
-    let Ok(request_id) = RequestId::generate() else {
-        return internal("no randomness for a request id");
+    match directory_usable(state, &account.directory).await {
+        Ok(true) => {}
+        Ok(false) => return shown(service_unavailable(&settings.helpdesk)),
+        Err(error) => return shown(internal(error)),
+    }
+    let directory = account.directory.to_string();
+    let reservation = match reserve(
+        state,
+        Guarded::SignIn,
+        &name,
+        Some(&directory),
+        origin,
+        reported_lockout(state, &account.directory),
+        &settings.helpdesk,
+    )
+    .await
+    {
+        Ok(reservation) => reservation,
+        Err(refused) => return shown(refused.into_response()),
     };
-    let password = form.fields.password;
+    let Ok(request_id) = RequestId::generate() else {
+        return shown(internal("no randomness for a request id"));
+    };
     let user = UserRef::Anchor(account.anchor);
     let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
         Ok(Operation::VerifyPassword {
@@ -175,9 +260,9 @@ pub async fn sign_in(
         })
     };
     let result = match run(
-        &state,
+        state,
         &account,
-        &origin,
+        origin,
         request_id,
         OperationKind::VerifyPassword,
         &build,
@@ -185,74 +270,51 @@ pub async fn sign_in(
     .await
     {
         Ok(result) => result,
-        Err(response) => return response,
+        Err(response) => return shown(response),
     };
     let must_change = match result {
         ResultCode::Success => false,
         ResultCode::PasswordExpired | ResultCode::MustChangePassword => true,
-        ResultCode::AccountDisabled => return account_disabled(&settings.helpdesk),
-        ResultCode::AccountLocked => {
-            return MessagePage::new(
-                "Your account is locked",
-                "Your password is right, but your account is locked after too many wrong passwords. Unlock it first.",
-            )
-            .with_link("/portal/identify?purpose=unlock", "Unlock my account")
-            .with_helpdesk(&settings.helpdesk)
-            .render(StatusCode::FORBIDDEN);
-        }
         ResultCode::AgentUnavailable
         | ResultCode::DirectoryUnavailable { .. }
-        | ResultCode::Timeout => return service_unavailable(&settings.helpdesk),
+        | ResultCode::Timeout => {
+            if let Err(error) = limits(state).release(reservation).await {
+                return shown(internal(error));
+            }
+            return shown(service_unavailable(&settings.helpdesk));
+        }
         _ => {
-            // Wrong, unknown, protected and out-of-OU accounts all read the same.
+            // Wrong, locked, disabled, protected and out-of-OU accounts all read the same; the
+            // attempt stays counted.
             if let Err(error) = audit(
-                &state,
+                state,
                 &name,
-                Some(account.directory.as_str()),
+                Some(&directory),
                 ACTION_VERIFY,
                 RESULT_INVALID,
                 Some("password".into()),
-                &origin,
+                origin,
             )
             .await
             {
-                return internal(error);
+                return shown(internal(error));
             }
-            match checks::recent_failures(&state.store, &name, now).await {
-                Ok(failures) if failures >= checks::MAX_FAILED_ATTEMPTS => {
-                    if let Err(error) = audit(
-                        &state,
-                        &name,
-                        Some(account.directory.as_str()),
-                        checks::ACTION_BLOCKED,
-                        checks::RESULT_TOO_MANY,
-                        None,
-                        &origin,
-                    )
-                    .await
-                    {
-                        return internal(error);
-                    }
-                    return too_many_attempts(&settings.helpdesk);
-                }
-                Ok(_) => {}
-                Err(error) => return internal(error),
-            }
-            tokio::time::sleep_until(started + SIGN_IN_FLOOR).await;
-            return again(wrong, StatusCode::UNAUTHORIZED);
+            return match limits(state).used_up(Guarded::Proof, &name, now).await {
+                Ok(true) => shown(
+                    super::reset::block(state, &name, Some(&directory), origin, &settings.helpdesk)
+                        .await,
+                ),
+                Ok(false) => SignInOutcome::Refused,
+                Err(error) => shown(internal(error)),
+            };
         }
     };
-    // The password is proven: now the portal may say what else stands in the way.
-    match account_detail(&state, &account).await {
-        Ok(Some(detail)) if !in_scope(&settings, &detail) => {
-            return out_of_scope(&settings.helpdesk);
-        }
-        Ok(_) => {}
-        Err(error) => return internal(error),
+    if let Err(error) = limits(state).release(reservation).await {
+        return shown(internal(error));
     }
     let token = match new_token("wbu_") {
         Ok(token) => token,
-        Err(error) => return internal(error),
+        Err(error) => return shown(internal(error)),
     };
     state.portal.start_session(
         token_hash(token.expose_secret()),
@@ -260,6 +322,8 @@ pub async fn sign_in(
             account,
             must_change,
             pending: None,
+            step_up: None,
+            proven_at: None,
             started_at: now,
         },
     );
@@ -277,7 +341,7 @@ pub async fn sign_in(
             state.portal.lifetime().as_secs(),
         ),
     );
-    response
+    SignInOutcome::Opened(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,7 +352,7 @@ pub struct PlainForm {
 form_fields!(Portal, SESSION_COOKIE => PlainForm);
 
 pub async fn sign_out(State(state): State<AppState>, form: BrowserForm<PlainForm>) -> Response {
-    state.portal.end(&token_hash(&form.cookie));
+    state.portal.end_session(&token_hash(&form.cookie));
     let mut response = MessagePage::new("You are signed out", "You can close this page.")
         .with_link("/portal", "Start again")
         .render(StatusCode::OK);
@@ -323,6 +387,16 @@ fn method_from(name: &str) -> Option<VerificationMethod> {
         .find(|method| method.as_str() == name)
 }
 
+/// The methods of the signed-in account as stored, secrets still sealed: for what the pages
+/// show and whether any exist.
+async fn stored_methods(
+    state: &AppState,
+    account: &PortalAccount,
+) -> Result<Vec<RegisteredMethod>, writeback_store::StoreError> {
+    let owned = owner(account);
+    state.store.self_service_methods(method_owner(&owned)).await
+}
+
 async fn account_page(
     state: &AppState,
     context: &SessionContext,
@@ -331,21 +405,17 @@ async fn account_page(
     let settings = settings(state).await.map_err(internal)?;
     let account = &context.session.account;
     let owned = owner(account);
-    let registered = state
-        .store
-        .self_service_methods(method_owner(&owned))
-        .await
-        .map_err(internal)?;
+    let registered = stored_methods(state, account).await.map_err(internal)?;
     let confirmed_at = state
         .store
         .self_service_confirmed_at(method_owner(&owned))
         .await
         .map_err(internal)?;
+    let now = UnixMillis::now();
     let reconfirm = settings.reconfirm_days > 0
         && !registered.is_empty()
         && confirmed_at.is_none_or(|at| {
-            UnixMillis::now().duration_since(at).as_secs()
-                >= u64::from(settings.reconfirm_days) * 86_400
+            now.duration_since(at).as_secs() >= u64::from(settings.reconfirm_days) * 86_400
         });
     let offered = offered_methods(state, &settings);
     let rows = registered
@@ -365,6 +435,26 @@ async fn account_page(
                 .flatten()
         })
     };
+    let may_change = context
+        .session
+        .may_change_methods(!registered.is_empty(), now);
+    let proof_choices = if may_change {
+        Vec::new()
+    } else {
+        offered
+            .iter()
+            .copied()
+            .filter(|method| {
+                registered
+                    .iter()
+                    .any(|registered| registered.method == method.as_str())
+            })
+            .map(|method| MethodChoice {
+                value: method.as_str(),
+                label: method_label(method),
+            })
+            .collect()
+    };
     Ok(AccountPage {
         csrf: context.csrf.clone(),
         name: account
@@ -373,6 +463,8 @@ async fn account_page(
             .unwrap_or_else(|| account.sam_account_name.clone()),
         registered: rows,
         required: usize::from(settings.methods_required),
+        may_change,
+        proof_choices,
         offer_email: offered.contains(&VerificationMethod::Email),
         offer_authenticator: offered.contains(&VerificationMethod::AuthenticatorApp),
         offer_questions: offered.contains(&VerificationMethod::SecurityQuestions),
@@ -420,6 +512,35 @@ fn session_from_form(state: &AppState, cookie_value: &str) -> Result<SessionCont
     full_session(&context)?;
     Ok(context)
 }
+
+/// A session that may change its methods now: none are registered yet, or one was proven in
+/// the last few minutes. Otherwise the account page, asking for that proof first.
+async fn changing_session(
+    state: &AppState,
+    cookie_value: &str,
+) -> Result<SessionContext, Response> {
+    let context = session_from_form(state, cookie_value)?;
+    let has_methods = !stored_methods(state, &context.session.account)
+        .await
+        .map_err(internal)?
+        .is_empty();
+    if context
+        .session
+        .may_change_methods(has_methods, UnixMillis::now())
+    {
+        return Ok(context);
+    }
+    Err(account_with(
+        state,
+        &context,
+        StatusCode::FORBIDDEN,
+        Notice::bad(CONFIRM_FIRST),
+    )
+    .await)
+}
+
+const CONFIRM_FIRST: &str =
+    "To add, replace or remove a method, first confirm it is you with one you already have.";
 
 pub async fn confirm_methods(
     State(state): State<AppState>,
@@ -473,6 +594,155 @@ async fn audit_account(
     .await
 }
 
+/// The proof of an existing method a signed-in person gives before changing their methods.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpMethodForm {
+    csrf: String,
+    method: String,
+}
+form_fields!(Portal, SESSION_COOKIE => StepUpMethodForm);
+
+proof_form!(StepUpProofForm, SESSION_COOKIE);
+
+/// Where the step-up proof is posted.
+const STEP_UP_PROOF: ProofTarget = ProofTarget {
+    action: "/portal/account/confirm-identity/proof",
+    resend: "/portal/account/confirm-identity",
+    back: "/portal/account",
+};
+
+fn proof_subject(context: &SessionContext) -> ProofSubject {
+    let account = &context.session.account;
+    ProofSubject {
+        name: account.audit_name(),
+        directory: Some(account.directory.to_string()),
+        account: Some(account.clone()),
+        identifier: account.sam_account_name.to_lowercase(),
+        salt: context.key.clone(),
+    }
+}
+
+/// Starts the proof of a registered method: a code sent, questions asked, or an authenticator.
+pub async fn start_step_up(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<StepUpMethodForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let settings = match settings(&state).await {
+        Ok(settings) => settings,
+        Err(error) => return internal(error),
+    };
+    let registered = match stored_methods(&state, &context.session.account).await {
+        Ok(registered) => registered,
+        Err(error) => return internal(error),
+    };
+    let Some(method) = offered_methods(&state, &settings)
+        .into_iter()
+        .filter(|method| {
+            registered
+                .iter()
+                .any(|registered| registered.method == method.as_str())
+        })
+        .find(|method| method.as_str() == form.fields.method)
+    else {
+        return Redirect::to("/portal/account").into_response();
+    };
+    let now = UnixMillis::now();
+    let subject = proof_subject(&context);
+    match limits(&state).is_blocked(&subject.name, now).await {
+        Ok(true) => return too_many_attempts(&settings.helpdesk),
+        Ok(false) => {}
+        Err(error) => return internal(error),
+    }
+    let challenge = match issue_challenge(&state, &settings, &subject, method, &origin, now).await {
+        Ok(challenge) => challenge,
+        Err(response) => return response,
+    };
+    state.portal.update_session(&context.key, now, |session| {
+        session.step_up = Some(challenge);
+    });
+    Redirect::to("/portal/account/confirm-identity").into_response()
+}
+
+pub async fn show_step_up(context: SessionContext) -> Response {
+    if let Err(response) = full_session(&context) {
+        return response;
+    }
+    match &context.session.step_up {
+        Some(challenge) => render(
+            StatusCode::OK,
+            &proof_page(challenge, context.csrf, None, STEP_UP_PROOF),
+        ),
+        None => Redirect::to("/portal/account").into_response(),
+    }
+}
+
+/// Checks the step-up proof. The challenge is taken out of the session first, so one proof
+/// counts once; a wrong one puts it back, within the same limits as a reset's proofs.
+pub async fn check_step_up(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    form: BrowserForm<StepUpProofForm>,
+) -> Response {
+    let context = match session_from_form(&state, &form.cookie) {
+        Ok(context) => context,
+        Err(response) => return response,
+    };
+    let now = UnixMillis::now();
+    let Some(challenge) = state.portal.take_step_up(&context.key, now) else {
+        return Redirect::to("/portal/account").into_response();
+    };
+    let subject = proof_subject(&context);
+    let csrf = context.csrf.clone();
+    let retry = |notice| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &proof_page(&challenge, csrf.clone(), Some(notice), STEP_UP_PROOF),
+        )
+    };
+    match judge_proof(
+        &state,
+        &origin,
+        &subject,
+        &challenge,
+        &form.fields,
+        now,
+        retry,
+    )
+    .await
+    {
+        ProofOutcome::Passed => {
+            state.portal.update_session(&context.key, now, |session| {
+                session.proven_at = Some(now);
+            });
+            account_with(
+                &state,
+                &context,
+                StatusCode::OK,
+                Notice::good("Thank you. For the next 10 minutes you can change your methods."),
+            )
+            .await
+        }
+        ProofOutcome::Failed(response) => {
+            state.portal.update_session(&context.key, now, |session| {
+                if session.step_up.is_none() {
+                    session.step_up = Some(challenge);
+                }
+            });
+            response
+        }
+        ProofOutcome::Ended(response) => {
+            state.portal.end_session(&context.key);
+            response
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveForm {
@@ -486,7 +756,7 @@ pub async fn remove_method(
     Origin(origin): Origin,
     form: BrowserForm<RemoveForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -500,6 +770,10 @@ pub async fn remove_method(
         .await;
     };
     let account = &context.session.account;
+    let before = match stored_methods(&state, account).await {
+        Ok(before) => before,
+        Err(error) => return internal(error),
+    };
     let owned = owner(account);
     let removed = match state
         .store
@@ -509,8 +783,8 @@ pub async fn remove_method(
         Ok(removed) => removed,
         Err(error) => return internal(error),
     };
-    if removed
-        && let Err(error) = audit_account(
+    if removed {
+        if let Err(error) = audit_account(
             &state,
             account,
             ACTION_REMOVE,
@@ -519,8 +793,16 @@ pub async fn remove_method(
             &origin,
         )
         .await
-    {
-        return internal(error);
+        {
+            return internal(error);
+        }
+        notify_method_change(
+            &state,
+            account,
+            &before,
+            &format!("{} was removed", label(method)),
+            &origin,
+        );
     }
     account_with(
         &state,
@@ -531,6 +813,9 @@ pub async fn remove_method(
     .await
 }
 
+/// Stores a method the person has just set up, audits it and tells every address and phone
+/// registered before and after. A method confirmed by a code (a mailed or texted one, or one
+/// from the new authenticator) is itself a fresh proof.
 async fn register(
     state: &AppState,
     context: &SessionContext,
@@ -540,18 +825,21 @@ async fn register(
     origin: &Option<String>,
 ) -> Response {
     let account = &context.session.account;
-    let owned = owner(account);
+    let before = match stored_methods(state, account).await {
+        Ok(before) => before,
+        Err(error) => return internal(error),
+    };
+    let replaced = before
+        .iter()
+        .any(|existing| existing.method == method.as_str());
+    let now = UnixMillis::now();
     let registered = RegisteredMethod {
         method: method.as_str().into(),
-        value,
+        value: value.clone(),
         secret,
-        registered_at: UnixMillis::now(),
+        registered_at: now,
     };
-    if let Err(error) = state
-        .store
-        .register_self_service_method(method_owner(&owned), &registered)
-        .await
-    {
+    if let Err(error) = save_method(state, account, registered).await {
         return internal(error);
     }
     if let Err(error) = audit_account(
@@ -566,15 +854,73 @@ async fn register(
     {
         return internal(error);
     }
-    state
-        .portal
-        .update_session(&context.key, |session| session.pending = None);
+    let described = match &value {
+        Some(value) => format!("{} {value}", label(method)),
+        None => label(method).to_owned(),
+    };
+    let change = if replaced {
+        format!("{described} replaced the one registered before")
+    } else {
+        format!("{described} was added")
+    };
+    let mut told = before;
+    told.push(RegisteredMethod {
+        method: method.as_str().into(),
+        value,
+        secret: None,
+        registered_at: now,
+    });
+    notify_method_change(state, account, &told, &change, origin);
+    let proves = method != VerificationMethod::SecurityQuestions;
+    state.portal.update_session(&context.key, now, |session| {
+        session.pending = None;
+        if proves {
+            session.proven_at = Some(now);
+        }
+    });
     let mut response = Redirect::to("/portal/account").into_response();
     response.headers_mut().insert(
         header::HeaderName::from_static("x-writeback-registered"),
         header::HeaderValue::from_static("1"),
     );
     response
+}
+
+/// Tells every address and phone in `methods` that the methods changed, when and from where, so
+/// that a stolen password cannot quietly become a lasting way in.
+fn notify_method_change(
+    state: &AppState,
+    account: &PortalAccount,
+    methods: &[RegisteredMethod],
+    change: &str,
+    origin: &Option<String>,
+) {
+    let at = humantime::format_rfc3339_seconds(UnixMillis::now().to_system_time());
+    let from = origin.as_deref().unwrap_or("an unknown address");
+    let text = format!(
+        "The self-service methods of your account {} changed: {change}, at {at} UTC, from {from}. If this was not you, contact your helpdesk at once.",
+        account.sam_account_name
+    );
+    let mut told = std::collections::BTreeSet::new();
+    for method in methods {
+        let Some(kind) = method_from(&method.method) else {
+            continue;
+        };
+        let Some(destination) = method.value.clone() else {
+            continue;
+        };
+        if matches!(kind, VerificationMethod::Email | VerificationMethod::Sms)
+            && told.insert((kind, destination.clone()))
+        {
+            send_code(
+                state,
+                kind,
+                destination,
+                "Your self-service methods changed",
+                text.clone(),
+            );
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -590,7 +936,7 @@ pub async fn register_email(
     Origin(origin): Origin,
     form: BrowserForm<EmailForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -627,7 +973,7 @@ pub async fn register_phone(
     Origin(origin): Origin,
     form: BrowserForm<PhoneForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -646,8 +992,8 @@ pub async fn register_phone(
     send_registration_code(&state, &context, VerificationMethod::Sms, number, &origin).await
 }
 
-/// Sends a code to the address or number being registered, and remembers it until the code
-/// comes back.
+/// Sends a code to the address or number being registered, within the code limits, and
+/// remembers it until the code comes back.
 async fn send_registration_code(
     state: &AppState,
     context: &SessionContext,
@@ -671,8 +1017,20 @@ async fn send_registration_code(
     let account = &context.session.account;
     let name = account.audit_name();
     let now = UnixMillis::now();
-    match checks::recent_codes_sent(&state.store, &name, now).await {
-        Ok(count) if count >= checks::MAX_CODES_SENT => {
+    match reserve(
+        state,
+        Guarded::Code,
+        &name,
+        Some(account.directory.as_str()),
+        origin,
+        None,
+        &settings.helpdesk,
+    )
+    .await
+    {
+        Ok(_held) => {}
+        Err(Refused::Broken(response)) => return response,
+        Err(Refused::Blocked(_) | Refused::Later(_)) => {
             return account_with(
                 state,
                 context,
@@ -683,8 +1041,6 @@ async fn send_registration_code(
             )
             .await;
         }
-        Ok(_) => {}
-        Err(error) => return internal(error),
     }
     let (code, sent) = match checks::new_code(&context.key, now) {
         Ok(pair) => pair,
@@ -714,7 +1070,7 @@ async fn send_registration_code(
     {
         return internal(error);
     }
-    state.portal.update_session(&context.key, |session| {
+    state.portal.update_session(&context.key, now, |session| {
         session.pending = Some(PendingRegistration {
             method,
             value: Some(destination),
@@ -733,56 +1089,72 @@ pub struct CodeForm {
 }
 form_fields!(Portal, SESSION_COOKIE => CodeForm);
 
-/// The code sent to an email address or phone being registered.
+/// The code sent to an email address or phone being registered. The pending registration is
+/// taken out of the session first, so one code registers once.
 pub async fn confirm_code(
     State(state): State<AppState>,
     Origin(origin): Origin,
     form: BrowserForm<CodeForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
-    let pending = context.session.pending.clone().filter(|pending| {
-        matches!(
-            pending.method,
-            VerificationMethod::Email | VerificationMethod::Sms
-        )
-    });
-    let Some(PendingRegistration {
+    let now = UnixMillis::now();
+    let Some(pending) = state.portal.take_pending(&context.key, now) else {
+        return Redirect::to("/portal/account").into_response();
+    };
+    let PendingRegistration {
         method,
         value: Some(destination),
         code: Some(sent),
         ..
-    }) = pending
+    } = pending.clone()
     else {
+        state.portal.return_pending(&context.key, now, pending);
         return Redirect::to("/portal/account").into_response();
     };
-    if let Some(response) = registration_attempt(
-        &state,
-        &context,
-        &origin,
-        checks::code_matches(&context.key, &sent, &form.fields.code, UnixMillis::now()),
-    )
-    .await
+    let passed = checks::code_matches(&context.key, &sent, &form.fields.code, now);
+    if let Some(response) =
+        registration_attempt(&state, &context, &origin, passed, pending, now).await
     {
         return response;
     }
     register(&state, &context, method, Some(destination), None, &origin).await
 }
 
-/// Audits a registration code; on a wrong one, the page to show (the limits of the reset flow
-/// apply, so registration cannot be used to guess codes either).
+/// Counts a registration code against the same limits as a reset's proofs (so registration
+/// cannot be used to guess codes either). `None` when it passed; otherwise the page to show,
+/// with the registration put back for another try unless the limit is reached.
 async fn registration_attempt(
     state: &AppState,
     context: &SessionContext,
     origin: &Option<String>,
     passed: bool,
+    pending: PendingRegistration,
+    now: UnixMillis,
 ) -> Option<Response> {
     if passed {
         return None;
     }
     let account = &context.session.account;
+    let name = account.audit_name();
+    let too_many = || {
+        account_with(
+            state,
+            context,
+            StatusCode::TOO_MANY_REQUESTS,
+            Notice::bad("Too many wrong codes. Wait an hour and try again."),
+        )
+    };
+    let reserved = limits(state)
+        .reserve(Guarded::Proof, &name, origin.as_deref(), None, now)
+        .await;
+    match reserved {
+        Ok(Ok(_kept)) => {}
+        Ok(Err(_)) => return Some(too_many().await),
+        Err(error) => return Some(internal(error)),
+    }
     if let Err(error) = audit_account(
         state,
         account,
@@ -795,26 +1167,12 @@ async fn registration_attempt(
     {
         return Some(internal(error));
     }
-    let failures =
-        match checks::recent_failures(&state.store, &account.audit_name(), UnixMillis::now()).await
-        {
-            Ok(failures) => failures,
-            Err(error) => return Some(internal(error)),
-        };
-    if failures >= checks::MAX_FAILED_ATTEMPTS {
-        state
-            .portal
-            .update_session(&context.key, |session| session.pending = None);
-        return Some(
-            account_with(
-                state,
-                context,
-                StatusCode::TOO_MANY_REQUESTS,
-                Notice::bad("Too many wrong codes. Wait an hour and try again."),
-            )
-            .await,
-        );
+    match limits(state).used_up(Guarded::Proof, &name, now).await {
+        Ok(true) => return Some(too_many().await),
+        Ok(false) => {}
+        Err(error) => return Some(internal(error)),
     }
+    state.portal.return_pending(&context.key, now, pending);
     Some(
         account_with(
             state,
@@ -833,6 +1191,20 @@ pub async fn show_authenticator(
     if let Err(response) = full_session(&context) {
         return response;
     }
+    let has_methods = match stored_methods(&state, &context.session.account).await {
+        Ok(methods) => !methods.is_empty(),
+        Err(error) => return internal(error),
+    };
+    let now = UnixMillis::now();
+    if !context.session.may_change_methods(has_methods, now) {
+        return account_with(
+            &state,
+            &context,
+            StatusCode::FORBIDDEN,
+            Notice::bad(CONFIRM_FIRST),
+        )
+        .await;
+    }
     let secret = match context.session.pending.as_ref().and_then(|pending| {
         (pending.method == VerificationMethod::AuthenticatorApp)
             .then(|| pending.secret.clone())
@@ -842,7 +1214,7 @@ pub async fn show_authenticator(
         None => match totp::new_secret() {
             Ok(secret) => {
                 let kept = secret.clone();
-                state.portal.update_session(&context.key, |session| {
+                state.portal.update_session(&context.key, now, |session| {
                     session.pending = Some(PendingRegistration {
                         method: VerificationMethod::AuthenticatorApp,
                         value: None,
@@ -895,20 +1267,26 @@ pub async fn confirm_authenticator(
     Origin(origin): Origin,
     form: BrowserForm<CodeForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
-    let Some(secret) = context.session.pending.as_ref().and_then(|pending| {
-        (pending.method == VerificationMethod::AuthenticatorApp)
-            .then(|| pending.secret.clone())
-            .flatten()
-    }) else {
+    let now = UnixMillis::now();
+    let Some(pending) = state.portal.take_pending(&context.key, now) else {
         return Redirect::to("/portal/account/authenticator").into_response();
     };
-    let matched = totp::matching_step(&secret, &form.fields.code, UnixMillis::now(), None);
+    let Some(secret) = pending
+        .secret
+        .clone()
+        .filter(|_| pending.method == VerificationMethod::AuthenticatorApp)
+    else {
+        state.portal.return_pending(&context.key, now, pending);
+        return Redirect::to("/portal/account/authenticator").into_response();
+    };
+    let matched = totp::matching_step(&secret, &form.fields.code, now, None);
     if matched.is_none()
-        && let Some(response) = registration_attempt(&state, &context, &origin, false).await
+        && let Some(response) =
+            registration_attempt(&state, &context, &origin, false, pending, now).await
     {
         return match response.status() {
             StatusCode::TOO_MANY_REQUESTS => response,
@@ -969,6 +1347,22 @@ pub async fn show_questions(State(state): State<AppState>, context: SessionConte
     if !offered_methods(&state, &settings).contains(&VerificationMethod::SecurityQuestions) {
         return Redirect::to("/portal/account").into_response();
     }
+    let has_methods = match stored_methods(&state, &context.session.account).await {
+        Ok(methods) => !methods.is_empty(),
+        Err(error) => return internal(error),
+    };
+    if !context
+        .session
+        .may_change_methods(has_methods, UnixMillis::now())
+    {
+        return account_with(
+            &state,
+            &context,
+            StatusCode::FORBIDDEN,
+            Notice::bad(CONFIRM_FIRST),
+        )
+        .await;
+    }
     render(
         StatusCode::OK,
         &questions_page(&settings, context.csrf, None),
@@ -997,7 +1391,7 @@ pub async fn register_questions(
     Origin(origin): Origin,
     form: BrowserForm<QuestionsForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match changing_session(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -1042,24 +1436,26 @@ pub async fn register_questions(
             &questions_page(&settings, context.csrf, Some(Notice::bad(problem))),
         );
     }
-    let hashed = tokio::task::spawn_blocking(move || {
-        chosen
-            .into_iter()
-            .map(|(question, answer)| {
-                let normalized =
-                    SecretString::from(checks::normalize_answer(answer.expose_secret()));
-                crate::auth::hash_password(&normalized).map(|answer_hash| StoredQuestion {
-                    question,
-                    answer_hash,
+    let hashed = state
+        .hashing
+        .run(move || {
+            chosen
+                .into_iter()
+                .map(|(question, answer)| {
+                    let normalized =
+                        SecretString::from(checks::normalize_answer(answer.expose_secret()));
+                    crate::auth::hash_password(&normalized).map(|answer_hash| StoredQuestion {
+                        question,
+                        answer_hash,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await;
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
     let stored = match hashed {
         Ok(Ok(stored)) => stored,
         Ok(Err(error)) => return internal(error),
-        Err(error) => return internal(error),
+        Err(_) => return super::reset::busy(),
     };
     let secret = match serde_json::to_vec(&stored) {
         Ok(secret) => secret,
@@ -1209,7 +1605,9 @@ pub async fn change_password(
         ResultCode::Success => {
             state
                 .portal
-                .update_session(&context.key, |session| session.must_change = false);
+                .update_session(&context.key, UnixMillis::now(), |session| {
+                    session.must_change = false;
+                });
             notify_user(
                 &state,
                 &settings,

@@ -1,8 +1,6 @@
-//! The portal's checks: one-time codes, security answers, the cloud's own password rules (banned
-//! words, common passwords, strength) and the rate limits, which are counted from the audit log
-//! so that they survive a restart and every refusal is on record.
-
-use std::time::Duration;
+//! The portal's checks: one-time codes, security answers and the cloud's own password rules
+//! (banned words, common passwords, strength). The limits on how often they may be tried are in
+//! [`crate::limits`].
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -11,7 +9,6 @@ use writeback_proto::ProtoError;
 use writeback_proto::api::SelfServiceSettings;
 use writeback_proto::ids::random_bytes;
 use writeback_proto::time::UnixMillis;
-use writeback_store::{Store, StoreError};
 
 use super::state::SentCode;
 use crate::auth::constant_time_equal;
@@ -32,55 +29,6 @@ pub const RESULT_SENT: &str = "sent";
 pub const RESULT_NO_ADDRESS: &str = "no_address";
 pub const RESULT_INVALID: &str = "invalid_verification";
 pub const RESULT_TOO_MANY: &str = "too_many_attempts";
-
-/// The anchor's limits: 5 code or question attempts an hour, 10 codes sent (mails and texts
-/// together) in 10 minutes, then a block of 24 hours.
-pub const MAX_FAILED_ATTEMPTS: u64 = 5;
-pub const FAILED_ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
-pub const MAX_CODES_SENT: u64 = 10;
-pub const CODE_WINDOW: Duration = Duration::from_secs(600);
-pub const BLOCK: Duration = Duration::from_secs(24 * 3600);
-
-/// Whether `name` is blocked: a block entry in the last 24 hours.
-pub async fn is_blocked(store: &Store, name: &str, now: UnixMillis) -> Result<bool, StoreError> {
-    let since = UnixMillis(now.0.saturating_sub(BLOCK.as_millis() as u64));
-    Ok(store
-        .count_audit_for_target(name, since, &[ACTION_BLOCKED], &[RESULT_TOO_MANY])
-        .await?
-        > 0)
-}
-
-/// Wrong codes, answers and sign-in passwords for `name` within the last hour.
-pub async fn recent_failures(
-    store: &Store,
-    name: &str,
-    now: UnixMillis,
-) -> Result<u64, StoreError> {
-    let since = UnixMillis(
-        now.0
-            .saturating_sub(FAILED_ATTEMPT_WINDOW.as_millis() as u64),
-    );
-    store
-        .count_audit_for_target(name, since, &[ACTION_VERIFY], &[RESULT_INVALID])
-        .await
-}
-
-/// Codes mailed or texted to `name` within the last 10 minutes.
-pub async fn recent_codes_sent(
-    store: &Store,
-    name: &str,
-    now: UnixMillis,
-) -> Result<u64, StoreError> {
-    let since = UnixMillis(now.0.saturating_sub(CODE_WINDOW.as_millis() as u64));
-    store
-        .count_audit_for_target(
-            name,
-            since,
-            &[ACTION_SEND_CODE],
-            &[RESULT_SENT, RESULT_NO_ADDRESS],
-        )
-        .await
-}
 
 /// A new six-digit code and what the flow remembers of it.
 pub fn new_code(salt: &[u8], now: UnixMillis) -> Result<(SecretString, SentCode), ProtoError> {

@@ -18,21 +18,25 @@ mod state;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use writeback_proto::api::{
     DirectoryHealth, HealthState, SelfServiceScope, SelfServiceSettings, VerificationMethod,
 };
+use writeback_proto::frame::LockoutPolicy;
 use writeback_proto::result::PolicyRequirements;
 use writeback_proto::time::UnixMillis;
-use writeback_store::{AuditEvent, MethodOwner, StoreError};
+use writeback_store::{
+    AuditEvent, MethodOwner, RegisteredMethod, Reservation, SecretOwner, StoreError,
+};
 
 use state::PortalAccount;
 pub use state::PortalState;
 
-use crate::AppState;
 use crate::api::ApiError;
 use crate::browser_form::{set_security_headers, static_asset};
+use crate::limits::{Exhausted, Guarded, Limits};
+use crate::{AppState, CloudError};
 use pages::MessagePage;
 
 /// Scripts, styles and images only from here, forms only to here, never framed.
@@ -70,6 +74,14 @@ pub fn router() -> Router<AppState> {
         .route("/portal/sign-out", post(account::sign_out))
         .route("/portal/account", get(account::show_account))
         .route("/portal/account/confirm", post(account::confirm_methods))
+        .route(
+            "/portal/account/confirm-identity",
+            get(account::show_step_up).post(account::start_step_up),
+        )
+        .route(
+            "/portal/account/confirm-identity/proof",
+            post(account::check_step_up),
+        )
         .route("/portal/account/remove", post(account::remove_method))
         .route("/portal/account/email", post(account::register_email))
         .route("/portal/account/phone", post(account::register_phone))
@@ -232,6 +244,128 @@ async fn directory_usable(
         health.state,
         HealthState::Healthy | HealthState::Degraded | HealthState::AgentOutdated
     ))
+}
+
+/// The limits of this cloud's configuration.
+fn limits(state: &AppState) -> Limits<'_> {
+    Limits::new(&state.store, &state.config.limits)
+}
+
+/// Why an attempt may not go ahead, as the page to show.
+#[derive(Debug)]
+enum Refused {
+    /// The account used up its allowance and is now blocked.
+    Blocked(Response),
+    /// This address, or everyone together, used up theirs: wait a while.
+    Later(Response),
+    Broken(Response),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Blocked(response) | Self::Later(response) | Self::Broken(response) => response,
+        }
+    }
+}
+
+/// Holds one attempt of `guarded` for `name`, from the client's address, before the work it
+/// guards. An account that has used up its allowance is blocked (and audited as such).
+async fn reserve(
+    state: &AppState,
+    guarded: Guarded,
+    name: &str,
+    directory: Option<&str>,
+    origin: &Option<String>,
+    lockout: Option<LockoutPolicy>,
+    helpdesk: &str,
+) -> Result<Reservation, Refused> {
+    let reserved = limits(state)
+        .reserve(guarded, name, origin.as_deref(), lockout, UnixMillis::now())
+        .await;
+    match reserved {
+        Ok(Ok(reservation)) => Ok(reservation),
+        Ok(Err(Exhausted::Account)) => Err(Refused::Blocked(
+            reset::block(state, name, directory, origin, helpdesk).await,
+        )),
+        Ok(Err(Exhausted::Address | Exhausted::Everyone)) => {
+            Err(Refused::Later(reset::try_later(helpdesk)))
+        }
+        Err(error) => Err(Refused::Broken(internal(error))),
+    }
+}
+
+/// The methods `account` registered, with what checks them unsealed; none for no account.
+async fn registered_methods(
+    state: &AppState,
+    account: Option<&PortalAccount>,
+) -> Result<Vec<RegisteredMethod>, CloudError> {
+    let Some(account) = account else {
+        return Ok(Vec::new());
+    };
+    let owned = owner(account);
+    let mut methods = state
+        .store
+        .self_service_methods(method_owner(&owned))
+        .await?;
+    for method in &mut methods {
+        if let Some(sealed) = method.secret.take() {
+            let sealed_for = SecretOwner::Method {
+                directory: &owned.0,
+                user_anchor: &owned.1,
+                method: &method.method,
+            };
+            method.secret = Some(state.secrets.open(sealed_for, &sealed)?.to_vec());
+        }
+    }
+    Ok(methods)
+}
+
+/// Stores `method` for `account`, with what checks it sealed.
+async fn save_method(
+    state: &AppState,
+    account: &PortalAccount,
+    mut method: RegisteredMethod,
+) -> Result<(), CloudError> {
+    let owned = owner(account);
+    if let Some(secret) = method.secret.take() {
+        let secret = zeroize::Zeroizing::new(secret);
+        let sealed_for = SecretOwner::Method {
+            directory: &owned.0,
+            user_anchor: &owned.1,
+            method: &method.method,
+        };
+        method.secret = Some(state.secrets.seal(sealed_for, &secret)?);
+    }
+    state
+        .store
+        .register_self_service_method(method_owner(&owned), &method)
+        .await?;
+    Ok(())
+}
+
+/// The strictest lockout an agent of `directory` last reported.
+fn reported_lockout(
+    state: &AppState,
+    directory: &writeback_proto::ids::DirectoryName,
+) -> Option<LockoutPolicy> {
+    state
+        .relay
+        .live_agents()
+        .into_iter()
+        .filter(|agent| agent.directory == *directory)
+        .filter_map(|agent| agent.status.and_then(|status| status.lockout))
+        .reduce(LockoutPolicy::strictest)
+}
+
+/// Whether any directory can be served now: what the portal tells everyone alike.
+async fn any_directory_usable(state: &AppState) -> Result<bool, StoreError> {
+    for health in crate::health::of_every_directory(state, UnixMillis::now()).await? {
+        if directory_usable(state, &health.directory).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The domain password policy an agent of `directory` last reported.

@@ -160,6 +160,10 @@ pub struct ProofPage {
     /// Security questions; empty for a code.
     pub questions: Vec<String>,
     pub notice: Option<Notice>,
+    /// Where the answer is posted, a new code asked for, and the way back.
+    pub action: &'static str,
+    pub resend: &'static str,
+    pub back: &'static str,
 }
 
 /// One line of the new-password checklist. `rule` and `argument` drive the live check.
@@ -297,6 +301,10 @@ pub struct AccountPage {
     pub name: String,
     pub registered: Vec<RegisteredRow>,
     pub required: usize,
+    /// Whether methods may be added, replaced or removed now; otherwise `proof_choices` are the
+    /// registered methods that can confirm it is the person first.
+    pub may_change: bool,
+    pub proof_choices: Vec<MethodChoice>,
     pub offer_email: bool,
     pub offer_authenticator: bool,
     pub offer_questions: bool,

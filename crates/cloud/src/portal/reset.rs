@@ -1,6 +1,8 @@
 //! Forgot password and unlock: identify, verify with as many methods as the policy requires,
 //! then set a new password (or unlock), written back synchronously.
 
+use std::collections::BTreeSet;
+
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -26,12 +28,13 @@ use super::pages::{
 };
 use super::state::{Challenge, Flow, PortalAccount, Purpose, SentCode};
 use super::{
-    audit, directory_usable, find_account, in_scope, internal, method_owner, offered_methods,
-    owner, reported_policy, settings,
+    Refused, audit, directory_usable, find_account, in_scope, internal, limits, method_owner,
+    offered_methods, owner, registered_methods, reported_policy, reserve, settings,
 };
 use crate::api::{Actor, Origin, UserPath};
 use crate::auth::{new_token, token_hash};
 use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
+use crate::limits::Guarded;
 use crate::notify::Mail;
 use crate::sms::TextMessage;
 use crate::{AppState, messages, totp};
@@ -91,6 +94,28 @@ pub fn too_many_attempts(helpdesk: &str) -> Response {
     .render(StatusCode::TOO_MANY_REQUESTS)
 }
 
+/// Too many attempts from this address, or from everywhere: nothing is blocked, but this one
+/// waits.
+pub fn try_later(helpdesk: &str) -> Response {
+    MessagePage::new(
+        "Please wait a while",
+        "There have been too many attempts in the last few minutes, so this one was not tried. Nothing was changed. Wait a few minutes and try again.",
+    )
+    .with_helpdesk(helpdesk)
+    .with_link("/portal", "Start again")
+    .render(StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// The password checks are queued beyond their limit.
+pub fn busy() -> Response {
+    MessagePage::new(
+        "Writeback is busy",
+        "Writeback is checking many answers at the moment, so yours was not checked. Nothing was changed. Try again shortly.",
+    )
+    .with_link("/portal", "Start again")
+    .render(StatusCode::SERVICE_UNAVAILABLE)
+}
+
 pub fn service_unavailable(helpdesk: &str) -> Response {
     MessagePage::new(
         "The on-premises service is unavailable",
@@ -101,7 +126,7 @@ pub fn service_unavailable(helpdesk: &str) -> Response {
     .render(StatusCode::SERVICE_UNAVAILABLE)
 }
 
-fn self_service_off(helpdesk: &str) -> Response {
+pub fn self_service_off(helpdesk: &str) -> Response {
     MessagePage::new(
         "Self-service is not available",
         "Your organisation has not turned on password self-service.",
@@ -162,17 +187,10 @@ pub async fn home(State(state): State<AppState>) -> Response {
     if settings.scope == SelfServiceScope::Nobody {
         return self_service_off(&settings.helpdesk);
     }
-    let healths = match crate::health::of_every_directory(&state, UnixMillis::now()).await {
-        Ok(healths) => healths,
+    let any_usable = match super::any_directory_usable(&state).await {
+        Ok(usable) => usable,
         Err(error) => return internal(error),
     };
-    let mut any_usable = false;
-    for health in &healths {
-        any_usable |= match directory_usable(&state, &health.directory).await {
-            Ok(usable) => usable,
-            Err(error) => return internal(error),
-        };
-    }
     let notice = (!any_usable).then(|| {
         Notice::bad("Your organisation's directory cannot be reached right now, so passwords cannot be reset or changed. Try again in a few minutes.")
     });
@@ -294,12 +312,12 @@ pub async fn identify(
         purpose,
         identifier,
         account,
-        verified: Vec::new(),
+        verified: BTreeSet::new(),
         challenge: None,
         started_at: now,
     };
     let name = flow.audit_name();
-    match checks::is_blocked(&state.store, &name, now).await {
+    match limits(&state).is_blocked(&name, now).await {
         Ok(true) => return too_many_attempts(&settings.helpdesk),
         Ok(false) => {}
         Err(error) => return internal(error),
@@ -425,20 +443,59 @@ pub async fn start_method(
     };
     let now = UnixMillis::now();
     let name = context.flow.audit_name();
-    match checks::is_blocked(&state.store, &name, now).await {
+    match limits(&state).is_blocked(&name, now).await {
         Ok(true) => return too_many_attempts(&settings.helpdesk),
         Ok(false) => {}
         Err(error) => return internal(error),
     }
-    let registered = match registered_methods(&state, context.flow.account.as_ref()).await {
-        Ok(registered) => registered,
-        Err(error) => return internal(error),
+    let subject = ProofSubject {
+        name,
+        directory: context
+            .flow
+            .account
+            .as_ref()
+            .map(|account| account.directory.to_string()),
+        account: context.flow.account.clone(),
+        identifier: context.flow.identifier.clone(),
+        salt: context.key.clone(),
     };
-    let directory = context
-        .flow
-        .account
-        .as_ref()
-        .map(|account| account.directory.to_string());
+    let challenge = match issue_challenge(&state, &settings, &subject, method, &origin, now).await {
+        Ok(challenge) => challenge,
+        Err(response) => return response,
+    };
+    state.portal.update_flow(&context.key, now, |flow| {
+        flow.challenge = Some(challenge);
+    });
+    Redirect::to("/portal/verify/proof").into_response()
+}
+
+/// Who a proof is for: the name the limits and the audit log use, the account (none for a name
+/// that matched nobody), the name as typed, and the salt one-time codes are hashed with (the
+/// digest of the flow's or session's cookie).
+#[derive(Debug, Clone)]
+pub struct ProofSubject {
+    pub name: String,
+    pub directory: Option<String>,
+    pub account: Option<PortalAccount>,
+    pub identifier: String,
+    pub salt: Vec<u8>,
+}
+
+/// Starts proving `method`: a code mailed or texted (within the code limits), the security
+/// questions to ask, or nothing to prepare for an authenticator. Names with no account, or no
+/// such method registered, get the same: a code that matches nothing, the same questions each
+/// time.
+pub async fn issue_challenge(
+    state: &AppState,
+    settings: &SelfServiceSettings,
+    subject: &ProofSubject,
+    method: VerificationMethod,
+    origin: &Option<String>,
+    now: UnixMillis,
+) -> Result<Challenge, Response> {
+    let registered = registered_methods(state, subject.account.as_ref())
+        .await
+        .map_err(internal)?;
     let mut challenge = Challenge {
         method,
         code: None,
@@ -446,35 +503,30 @@ pub async fn start_method(
     };
     match method {
         VerificationMethod::Email | VerificationMethod::Sms => {
-            match checks::recent_codes_sent(&state.store, &name, now).await {
-                Ok(count) if count >= checks::MAX_CODES_SENT => {
-                    return block(
-                        &state,
-                        &name,
-                        directory.as_deref(),
-                        &origin,
-                        &settings.helpdesk,
-                    )
-                    .await;
-                }
-                Ok(_) => {}
-                Err(error) => return internal(error),
-            }
+            // Held for good: every code sent counts, whether or not it is ever typed.
+            let _held = reserve(
+                state,
+                Guarded::Code,
+                &subject.name,
+                subject.directory.as_deref(),
+                origin,
+                None,
+                &settings.helpdesk,
+            )
+            .await
+            .map_err(IntoResponse::into_response)?;
             let destination = registered
                 .iter()
                 .find(|registered| registered.method == method.as_str())
                 .and_then(|registered| registered.value.clone());
-            let (code, sent) = match checks::new_code(&context.key, now) {
-                Ok(pair) => pair,
-                Err(error) => return internal(error),
-            };
+            let (code, sent) = checks::new_code(&subject.salt, now).map_err(internal)?;
             let text = format!(
-                "Your code to reset your password or unlock your account is {}. It is valid for 5 minutes. Not you? Tell your helpdesk.",
+                "Your Writeback verification code is {}. It is valid for 5 minutes. Not you? Tell your helpdesk.",
                 code.expose_secret()
             );
             let delivered = match destination {
                 Some(destination) => {
-                    send_code(&state, method, destination, "Your verification code", text)
+                    send_code(state, method, destination, "Your verification code", text)
                 }
                 None => false,
             };
@@ -489,19 +541,17 @@ pub async fn start_method(
                 });
                 RESULT_NO_ADDRESS
             };
-            if let Err(error) = audit(
-                &state,
-                &name,
-                directory.as_deref(),
+            audit(
+                state,
+                &subject.name,
+                subject.directory.as_deref(),
                 ACTION_SEND_CODE,
                 result,
                 Some(method.as_str().into()),
-                &origin,
+                origin,
             )
             .await
-            {
-                return internal(error);
-            }
+            .map_err(internal)?;
         }
         VerificationMethod::SecurityQuestions => {
             let stored = registered
@@ -512,7 +562,7 @@ pub async fn start_method(
             challenge.questions = match stored {
                 Some(stored) => stored.into_iter().map(|stored| stored.question).collect(),
                 None => checks::questions_for_unknown(
-                    &context.flow.identifier,
+                    &subject.identifier,
                     &settings.security_questions,
                     usize::from(settings.questions_asked),
                 ),
@@ -520,10 +570,7 @@ pub async fn start_method(
         }
         VerificationMethod::AuthenticatorApp => {}
     }
-    state
-        .portal
-        .update_flow(&context.key, |flow| flow.challenge = Some(challenge));
-    Redirect::to("/portal/verify/proof").into_response()
+    Ok(challenge)
 }
 
 /// Hands a one-time code to the mail server (with `subject`) or the SMS provider, on a task of
@@ -555,27 +602,17 @@ pub fn send_code(
     }
 }
 
-async fn registered_methods(
-    state: &AppState,
-    account: Option<&PortalAccount>,
-) -> Result<Vec<writeback_store::RegisteredMethod>, writeback_store::StoreError> {
-    match account {
-        Some(account) => {
-            let owned = owner(account);
-            state.store.self_service_methods(method_owner(&owned)).await
-        }
-        None => Ok(Vec::new()),
-    }
-}
-
-/// Records the 24-hour block and shows it.
-async fn block(
+/// Records the block (24 hours by default), audited, and shows it.
+pub async fn block(
     state: &AppState,
     name: &str,
     directory: Option<&str>,
     origin: &Option<String>,
     helpdesk: &str,
 ) -> Response {
+    if let Err(error) = limits(state).block(name, UnixMillis::now()).await {
+        return internal(error);
+    }
     if let Err(error) = audit(
         state,
         name,
@@ -592,7 +629,27 @@ async fn block(
     too_many_attempts(helpdesk)
 }
 
-fn proof_page(challenge: &Challenge, csrf: String, notice: Option<Notice>) -> ProofPage {
+/// Where a reset's or unlock's proof is posted.
+pub const FLOW_PROOF: ProofTarget = ProofTarget {
+    action: "/portal/verify/proof",
+    resend: "/portal/verify/start",
+    back: "/portal/verify",
+};
+
+/// Where a proof page posts its answer, asks for a new code, and goes back to.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofTarget {
+    pub action: &'static str,
+    pub resend: &'static str,
+    pub back: &'static str,
+}
+
+pub fn proof_page(
+    challenge: &Challenge,
+    csrf: String,
+    notice: Option<Notice>,
+    target: ProofTarget,
+) -> ProofPage {
     let (heading, instruction) = match challenge.method {
         VerificationMethod::Email => (
             "Enter the code we emailed",
@@ -622,137 +679,247 @@ fn proof_page(challenge: &Challenge, csrf: String, notice: Option<Notice>) -> Pr
         ),
         questions: challenge.questions.clone(),
         notice,
+        action: target.action,
+        resend: target.resend,
+        back: target.back,
     }
 }
 
 pub async fn show_proof(context: FlowContext) -> Response {
     match &context.flow.challenge {
-        Some(challenge) => render(StatusCode::OK, &proof_page(challenge, context.csrf, None)),
+        Some(challenge) => render(
+            StatusCode::OK,
+            &proof_page(challenge, context.csrf, None, FLOW_PROOF),
+        ),
         None => Redirect::to("/portal/verify").into_response(),
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProofForm {
-    csrf: String,
-    code: Option<String>,
-    answer_0: Option<SecretString>,
-    answer_1: Option<SecretString>,
-    answer_2: Option<SecretString>,
-    answer_3: Option<SecretString>,
-    answer_4: Option<SecretString>,
+/// What a proof page posts: a code, or the answers to up to five questions.
+pub trait ProofAnswers {
+    fn code(&self) -> Option<&str>;
+    fn answers(&self) -> [Option<&SecretString>; 5];
 }
 
-form_fields!(Portal, FLOW_COOKIE => ProofForm);
+/// Declares a proof form that goes with `cookie`.
+macro_rules! proof_form {
+    ($name:ident, $cookie:expr) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            csrf: String,
+            code: Option<String>,
+            answer_0: Option<SecretString>,
+            answer_1: Option<SecretString>,
+            answer_2: Option<SecretString>,
+            answer_3: Option<SecretString>,
+            answer_4: Option<SecretString>,
+        }
 
-impl ProofForm {
-    fn answers(&self) -> [Option<&SecretString>; 5] {
-        [
-            self.answer_0.as_ref(),
-            self.answer_1.as_ref(),
-            self.answer_2.as_ref(),
-            self.answer_3.as_ref(),
-            self.answer_4.as_ref(),
-        ]
-    }
+        form_fields!(Portal, $cookie => $name);
+
+        impl ProofAnswers for $name {
+            fn code(&self) -> Option<&str> {
+                self.code.as_deref()
+            }
+
+            fn answers(&self) -> [Option<&SecretString>; 5] {
+                [
+                    self.answer_0.as_ref(),
+                    self.answer_1.as_ref(),
+                    self.answer_2.as_ref(),
+                    self.answer_3.as_ref(),
+                    self.answer_4.as_ref(),
+                ]
+            }
+        }
+    };
 }
+pub(super) use proof_form;
+
+proof_form!(ProofForm, FLOW_COOKIE);
 
 pub async fn check_proof(
     State(state): State<AppState>,
     Origin(origin): Origin,
     form: BrowserForm<ProofForm>,
 ) -> Response {
-    let context = match FlowContext::from_form(&state, &form.cookie) {
-        Ok(context) => context,
-        Err(response) => return response,
-    };
-    let Some(challenge) = context.flow.challenge.clone() else {
-        return Redirect::to("/portal/verify").into_response();
-    };
-    let settings = match settings(&state).await {
-        Ok(settings) => settings,
-        Err(error) => return internal(error),
-    };
+    let key = token_hash(&form.cookie);
     let now = UnixMillis::now();
-    let name = context.flow.audit_name();
-    let directory = context
-        .flow
-        .account
-        .as_ref()
-        .map(|account| account.directory.to_string());
-    match checks::is_blocked(&state.store, &name, now).await {
-        Ok(true) => return too_many_attempts(&settings.helpdesk),
-        Ok(false) => {}
-        Err(error) => return internal(error),
+    // The challenge leaves the flow here, under the lock: a second request with the same proof
+    // finds none, and cannot count it again.
+    let Some((flow, challenge)) = state.portal.take_challenge(&key, now) else {
+        return match state.portal.flow(&key, now) {
+            Some(_) => Redirect::to("/portal/verify").into_response(),
+            None => session_ended(),
+        };
+    };
+    let subject = ProofSubject {
+        name: flow.audit_name(),
+        directory: flow
+            .account
+            .as_ref()
+            .map(|account| account.directory.to_string()),
+        account: flow.account.clone(),
+        identifier: flow.identifier.clone(),
+        salt: key.clone(),
+    };
+    let csrf = csrf_token(&form.cookie);
+    let retry = |notice| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &proof_page(&challenge, csrf.clone(), Some(notice), FLOW_PROOF),
+        )
+    };
+    let outcome = judge_proof(
+        &state,
+        &origin,
+        &subject,
+        &challenge,
+        &form.fields,
+        now,
+        retry,
+    )
+    .await;
+    match outcome {
+        ProofOutcome::Passed => {}
+        ProofOutcome::Failed(response) => {
+            state.portal.return_challenge(&key, now, challenge);
+            return response;
+        }
+        ProofOutcome::Ended(response) => {
+            state.portal.end_flow(&key);
+            return response;
+        }
     }
-    let passed = match prove(&state, &context, &challenge, &form.fields, now).await {
+    let Some(flow) = state.portal.record_proof(&key, now, challenge.method) else {
+        return session_ended();
+    };
+    // Only now, with one proof given, may the portal say why this person cannot go on.
+    if let Some(account) = &flow.account {
+        let settings = match settings(&state).await {
+            Ok(settings) => settings,
+            Err(error) => return internal(error),
+        };
+        if let Some(response) = standing(&state, &settings, account, &key).await {
+            return response;
+        }
+    }
+    Redirect::to("/portal/verify").into_response()
+}
+
+/// What checking one proof came to.
+pub enum ProofOutcome {
+    Passed,
+    /// Not passed, and the person may try again: the challenge goes back.
+    Failed(Response),
+    /// Not passed, and the flow is over (blocked).
+    Ended(Response),
+}
+
+/// Checks one proof within the limits: the attempt is reserved before the check (so a burst of
+/// parallel guesses gets exactly the allowance through), released when the proof holds, and
+/// kept, and audited, when it does not.
+pub async fn judge_proof(
+    state: &AppState,
+    origin: &Option<String>,
+    subject: &ProofSubject,
+    challenge: &Challenge,
+    form: &impl ProofAnswers,
+    now: UnixMillis,
+    retry: impl FnOnce(Notice) -> Response,
+) -> ProofOutcome {
+    let settings = match settings(state).await {
+        Ok(settings) => settings,
+        Err(error) => return ProofOutcome::Failed(internal(error)),
+    };
+    let name = &subject.name;
+    let directory = &subject.directory;
+    match limits(state).is_blocked(name, now).await {
+        Ok(true) => return ProofOutcome::Ended(too_many_attempts(&settings.helpdesk)),
+        Ok(false) => {}
+        Err(error) => return ProofOutcome::Failed(internal(error)),
+    }
+    let reservation = match reserve(
+        state,
+        Guarded::Proof,
+        name,
+        directory.as_deref(),
+        origin,
+        None,
+        &settings.helpdesk,
+    )
+    .await
+    {
+        Ok(reservation) => reservation,
+        Err(Refused::Blocked(response)) => return ProofOutcome::Ended(response),
+        Err(Refused::Later(response) | Refused::Broken(response)) => {
+            return ProofOutcome::Failed(response);
+        }
+    };
+    let passed = match prove(state, subject, challenge, form, now).await {
         Ok(passed) => passed,
-        Err(response) => return response,
+        Err(response) => {
+            if let Err(error) = limits(state).release(reservation).await {
+                return ProofOutcome::Failed(internal(error));
+            }
+            return ProofOutcome::Failed(response);
+        }
     };
     let method = challenge.method.as_str();
     let result = if passed { "success" } else { RESULT_INVALID };
     if let Err(error) = audit(
-        &state,
-        &name,
+        state,
+        name,
         directory.as_deref(),
         ACTION_VERIFY,
         result,
         Some(method.into()),
-        &origin,
+        origin,
     )
     .await
     {
-        return internal(error);
+        return ProofOutcome::Failed(internal(error));
     }
-    if !passed {
-        let failures = match checks::recent_failures(&state.store, &name, now).await {
-            Ok(failures) => failures,
-            Err(error) => return internal(error),
+    if passed {
+        return match limits(state).release(reservation).await {
+            Ok(()) => ProofOutcome::Passed,
+            Err(error) => ProofOutcome::Failed(internal(error)),
         };
-        if failures >= checks::MAX_FAILED_ATTEMPTS {
-            state.portal.end(&context.key);
-            return block(
-                &state,
-                &name,
-                directory.as_deref(),
-                &origin,
-                &settings.helpdesk,
-            )
-            .await;
+    }
+    match limits(state).used_up(Guarded::Proof, name, now).await {
+        Ok(true) => {
+            return ProofOutcome::Ended(
+                block(
+                    state,
+                    name,
+                    directory.as_deref(),
+                    origin,
+                    &settings.helpdesk,
+                )
+                .await,
+            );
         }
-        let notice = Notice::bad(match challenge.method {
-            VerificationMethod::SecurityQuestions => "At least one answer is not right. Try again.",
-            _ => "That code is not right, or it has expired. Try again.",
-        });
-        return render(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &proof_page(&challenge, context.csrf, Some(notice)),
-        );
+        Ok(false) => {}
+        Err(error) => return ProofOutcome::Failed(internal(error)),
     }
-    state.portal.update_flow(&context.key, |flow| {
-        flow.verified.push(challenge.method);
-        flow.challenge = None;
+    let notice = Notice::bad(match challenge.method {
+        VerificationMethod::SecurityQuestions => "At least one answer is not right. Try again.",
+        _ => "That code is not right, or it has expired. Try again.",
     });
-    // Only now, with one proof given, may the portal say why this person cannot go on.
-    if let Some(account) = &context.flow.account
-        && let Some(response) = standing(&state, &settings, account, &context.key).await
-    {
-        return response;
-    }
-    Redirect::to("/portal/verify").into_response()
+    ProofOutcome::Failed(retry(notice))
 }
 
 /// Whether the proof holds. Unknown names and unregistered methods go through the same work
 /// against stand-ins, so the time taken does not tell them apart.
 async fn prove(
     state: &AppState,
-    context: &FlowContext,
+    subject: &ProofSubject,
     challenge: &Challenge,
-    form: &ProofForm,
+    form: &impl ProofAnswers,
     now: UnixMillis,
 ) -> Result<bool, Response> {
-    let registered = registered_methods(state, context.flow.account.as_ref())
+    let registered = registered_methods(state, subject.account.as_ref())
         .await
         .map_err(internal)?;
     let stored = |method: VerificationMethod| {
@@ -760,24 +927,24 @@ async fn prove(
             .iter()
             .find(|registered| registered.method == method.as_str())
     };
-    let typed_code = form.code.as_deref().unwrap_or_default();
+    let typed_code = form.code().unwrap_or_default();
     Ok(match challenge.method {
         VerificationMethod::Email | VerificationMethod::Sms => challenge
             .code
             .as_ref()
-            .is_some_and(|sent| checks::code_matches(&context.key, sent, typed_code, now)),
+            .is_some_and(|sent| checks::code_matches(&subject.salt, sent, typed_code, now)),
         VerificationMethod::AuthenticatorApp => {
             let secret = stored(VerificationMethod::AuthenticatorApp)
                 .and_then(|method| method.secret.clone())
                 .map(Zeroizing::new);
-            let stand_in = Zeroizing::new(context.key.clone());
+            let stand_in = Zeroizing::new(subject.salt.clone());
             let matched = totp::matching_step(
                 secret.as_deref().map_or(stand_in.as_slice(), Vec::as_slice),
                 typed_code,
                 now,
                 None,
             );
-            match (matched, &context.flow.account, secret.is_some()) {
+            match (matched, &subject.account, secret.is_some()) {
                 (Some(step), Some(account), true) => {
                     let owned = owner(account);
                     state
@@ -811,17 +978,19 @@ async fn prove(
                         .map(|stored| stored.answer_hash.clone())
                 })
                 .collect();
-            tokio::task::spawn_blocking(move || {
-                let mut all = !answers.is_empty();
-                for (answer, hash) in answers.iter().zip(&hashes) {
-                    let empty = SecretString::from(String::new());
-                    let answer = answer.as_ref().unwrap_or(&empty);
-                    all &= crate::auth::verify_password(answer, hash.as_deref());
-                }
-                all && hashes.iter().all(Option::is_some)
-            })
-            .await
-            .map_err(internal)?
+            state
+                .hashing
+                .run(move || {
+                    let mut all = !answers.is_empty();
+                    for (answer, hash) in answers.iter().zip(&hashes) {
+                        let empty = SecretString::from(String::new());
+                        let answer = answer.as_ref().unwrap_or(&empty);
+                        all &= crate::auth::verify_password(answer, hash.as_deref());
+                    }
+                    all && hashes.iter().all(Option::is_some)
+                })
+                .await
+                .map_err(|_| busy())?
         }
     })
 }
@@ -860,7 +1029,7 @@ async fn standing(
             .then(|| not_enough_methods(&settings.helpdesk))
     };
     if page.is_some() {
-        state.portal.end(key);
+        state.portal.end_flow(key);
     }
     page
 }
@@ -1120,7 +1289,7 @@ pub async fn set_new_password(
     };
     match result {
         ResultCode::Success => {
-            state.portal.end(&context.key);
+            state.portal.end_flow(&context.key);
             super::account::notify_user(&state, &settings, &account, "reset through self-service")
                 .await;
             MessagePage::new(
@@ -1219,7 +1388,7 @@ pub async fn unlock(
     };
     match result {
         ResultCode::Success => {
-            state.portal.end(&context.key);
+            state.portal.end_flow(&context.key);
             MessagePage::new(
                 "Your account is unlocked",
                 "Your account is unlocked in your organisation's directory. Sign in with your usual password.",
