@@ -354,4 +354,60 @@ mod tests {
         assert!(matches!(expired.begin(id, "f"), Begin::Fresh(_)));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
+
+    /// Properties of reading the journal back after a crash: whatever the file holds, the agent
+    /// starts, and every whole line it wrote answers its request again.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn line(request_id: RequestId, fingerprint: &str) -> String {
+            serde_json::to_string(&Line {
+                request_id,
+                fingerprint: fingerprint.to_owned(),
+                result: ResultCode::Success,
+                at: NOW,
+            })
+            .unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn any_file_opens_and_keeps_every_whole_line(
+                noise in vec("\\PC{0,200}", 0..8),
+                kept in vec(any::<[u8; 16]>(), 0..6),
+                torn in 0usize..40,
+            ) {
+                let path = temporary(&format!("property-{}", RequestId::generate().unwrap()));
+                let ids: Vec<RequestId> = kept
+                    .iter()
+                    .map(|bytes| RequestId::from_bytes(*bytes))
+                    .collect();
+                let mut text = String::new();
+                for (index, id) in ids.iter().enumerate() {
+                    text.push_str(&line(*id, "reset|jdoe"));
+                    text.push('\n');
+                    if let Some(noise) = noise.get(index) {
+                        text.push_str(noise);
+                        text.push('\n');
+                    }
+                }
+                // A line cut short by a crash, last.
+                let last = line(RequestId::generate().unwrap(), "unlock|jdoe");
+                text.push_str(&last[..torn.min(last.len() - 1)]);
+                std::fs::write(&path, text).unwrap();
+                let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
+                for id in ids {
+                    prop_assert!(matches!(
+                        journal.begin(id, "reset|jdoe"),
+                        Begin::Finished(ResultCode::Success)
+                    ));
+                }
+                drop(journal);
+                std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+            }
+        }
+    }
 }

@@ -18,10 +18,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
-    AgentSummary, AuditPage, AuditSettings, ChangePasswordRequest, DirectoryGroup, DirectoryHealth,
-    DirectoryUser, DirectoryUserDetail, ErrorResponse, FullSyncResponse, IDEMPOTENCY_KEY_HEADER,
-    OperationResponse, RegistrationTokenResponse, ResetPasswordRequest, SelfServiceSettings,
-    SignInRequest, SignInResponse, SyncStatus,
+    AdministratorChange, AdministratorList, AgentSummary, AuditPage, AuditSettings,
+    ChallengeAnswerRequest, ChangePasswordRequest, DirectoryGroup, DirectoryHealth, DirectoryUser,
+    DirectoryUserDetail, EnrolmentChallenge, EnrolmentRequest, ErrorResponse, FullSyncResponse,
+    IDEMPOTENCY_KEY_HEADER, MethodsCleared, OperationResponse, RegistrationTokenResponse,
+    ResetPasswordRequest, SelfServiceSettings, SignInRequest, SignInResponse, SyncStatus,
 };
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_tls::Trust;
@@ -46,6 +47,15 @@ pub enum ClientError {
     },
     #[error("unexpected answer (HTTP {status}): {detail}")]
     Decode { status: u16, detail: String },
+}
+
+/// A change to an administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdministratorAction {
+    Disable,
+    Enable,
+    Delete,
+    EndSessions,
 }
 
 #[derive(Debug)]
@@ -241,6 +251,74 @@ impl ApiClient {
             .json(Method::POST, "/api/v1/sessions", Some(&body), &[])
             .await?
             .1)
+    }
+
+    /// Asks for an authenticator key for an administrator who has none yet.
+    pub async fn begin_enrolment(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> Result<EnrolmentChallenge, ClientError> {
+        let body = EnrolmentRequest {
+            email: email.to_owned(),
+            password,
+        };
+        Ok(self
+            .json(Method::POST, "/api/v1/sessions/enrolment", Some(&body), &[])
+            .await?
+            .1)
+    }
+
+    /// Answers an enrolment challenge with the first code from the new authenticator.
+    pub async fn answer_challenge(
+        &self,
+        challenge: &SecretString,
+        totp_code: &str,
+    ) -> Result<SignInResponse, ClientError> {
+        let body = ChallengeAnswerRequest {
+            challenge: challenge.clone(),
+            totp_code: totp_code.to_owned(),
+        };
+        Ok(self
+            .json(Method::POST, "/api/v1/sessions/challenge", Some(&body), &[])
+            .await?
+            .1)
+    }
+
+    /// Removes every self-service method of `user`, who then registers anew.
+    pub async fn clear_self_service_methods(
+        &self,
+        directory: &DirectoryName,
+        user: &str,
+    ) -> Result<MethodsCleared, ClientError> {
+        let path = user_path(directory, user, "self-service-methods");
+        Ok(self
+            .json::<(), _>(Method::DELETE, &path, None, &[])
+            .await?
+            .1)
+    }
+
+    pub async fn administrators(&self) -> Result<AdministratorList, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/administrators", None, &[])
+            .await?
+            .1)
+    }
+
+    /// Disables, enables or deletes an administrator, or ends their sessions.
+    pub async fn change_administrator(
+        &self,
+        email: &str,
+        change: AdministratorAction,
+    ) -> Result<AdministratorChange, ClientError> {
+        let base = format!("/api/v1/administrators/{}", percent_encode(email));
+        let (method, path) = match change {
+            AdministratorAction::Disable => (Method::POST, format!("{base}/disable")),
+            AdministratorAction::Enable => (Method::POST, format!("{base}/enable")),
+            AdministratorAction::Delete => (Method::DELETE, base),
+            AdministratorAction::EndSessions => (Method::DELETE, format!("{base}/sessions")),
+        };
+        Ok(self.json::<(), _>(method, &path, None, &[]).await?.1)
     }
 
     pub async fn sign_out(&self) -> Result<(), ClientError> {

@@ -3,8 +3,9 @@
 use anyhow::Result;
 use serde::Serialize;
 use writeback_proto::api::{
-    AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup, DirectoryHealth, DirectoryUser,
-    DirectoryUserDetail, SelfServiceScope, SelfServiceSettings, SyncStatus,
+    AdministratorSummary, AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup,
+    DirectoryHealth, DirectoryUser, DirectoryUserDetail, SelfServiceScope, SelfServiceSettings,
+    SyncStatus,
 };
 use writeback_proto::time::UnixMillis;
 
@@ -141,6 +142,31 @@ pub fn print_sync_status(status: &SyncStatus, as_json: bool) -> Result<()> {
             time(Some(error.at)),
             error.object,
             error.message
+        );
+    }
+    Ok(())
+}
+
+pub fn print_administrators(administrators: &[AdministratorSummary], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&administrators);
+    }
+    for administrator in administrators {
+        println!(
+            "{:<40} {:<9} {:<22} sessions {:<3} last active {}",
+            administrator.email,
+            if administrator.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            if administrator.second_factor {
+                "authenticator"
+            } else {
+                "no authenticator yet"
+            },
+            administrator.sessions,
+            time(administrator.last_active_at),
         );
     }
     Ok(())

@@ -12,11 +12,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use writeback_cli::{ApiClient, AuditQuery, ClientError, UserSearch};
+use writeback_cli::{AdministratorAction, ApiClient, AuditQuery, ClientError, UserSearch};
 use writeback_config::Sources;
 use writeback_proto::api::{
     AuditSettings, ChangePasswordRequest, OperationResponse, ResetPasswordRequest,
-    SelfServiceScope, SelfServiceSettings, VerificationMethod,
+    SelfServiceScope, SelfServiceSettings, SignInResponse, VerificationMethod,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::result::ResultCode;
@@ -61,6 +61,12 @@ enum Command {
         /// Trust cloud certificates issued by this CA.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+    },
+    /// Administrators: list them (the default), disable, enable or delete one, or end their
+    /// sessions.
+    Administrators {
+        #[command(subcommand)]
+        command: Option<AdministratorsCommand>,
     },
     /// End the session.
     Logout,
@@ -156,6 +162,13 @@ enum Command {
         /// sAMAccountName, user principal name, mail or anchor.
         user: String,
     },
+    /// Remove every self-service method of a user who lost theirs; they register anew after
+    /// signing in to the portal, and the addresses that were registered are told.
+    ClearMethods {
+        directory: String,
+        /// sAMAccountName, user principal name, mail or anchor.
+        user: String,
+    },
     /// List or search the synced groups of a directory.
     Groups {
         directory: String,
@@ -178,6 +191,27 @@ enum AgentsCommand {
     Register { directory: String },
     /// Disconnect an agent at once and refuse it from now on.
     Revoke { agent_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdministratorsCommand {
+    /// Every administrator: enabled or not, second factor, open sessions, last active.
+    List,
+    /// Refuse EMAIL everywhere and end their sessions (never the last enabled administrator).
+    Disable {
+        email: String,
+    },
+    Enable {
+        email: String,
+    },
+    /// Delete EMAIL for good, with their sessions (never the last enabled administrator).
+    Delete {
+        email: String,
+    },
+    /// End every session of EMAIL: they sign in again, with both factors.
+    EndSessions {
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,6 +513,11 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                     let code = read_line("Authenticator code: ")?;
                     client.sign_in(email, password, Some(code)).await?
                 }
+                Err(ClientError::Api { code, .. })
+                    if code == "second_factor_enrolment_required" =>
+                {
+                    enrol(&client, email, password).await?
+                }
                 other => other?,
             };
             save_session(
@@ -495,6 +534,36 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                 "signed in as {email}; the session lasts until {}",
                 humantime::format_rfc3339_seconds(signed_in.expires_at.to_system_time())
             );
+        }
+        Command::Administrators { command } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let (email, action) = match command.as_ref().unwrap_or(&AdministratorsCommand::List) {
+                AdministratorsCommand::List => {
+                    let list = client.administrators().await?;
+                    listing::print_administrators(&list.administrators, arguments.json)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                AdministratorsCommand::Disable { email } => (email, AdministratorAction::Disable),
+                AdministratorsCommand::Enable { email } => (email, AdministratorAction::Enable),
+                AdministratorsCommand::Delete { email } => (email, AdministratorAction::Delete),
+                AdministratorsCommand::EndSessions { email } => {
+                    (email, AdministratorAction::EndSessions)
+                }
+            };
+            let change = client.change_administrator(email, action).await?;
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&change)?);
+            } else {
+                let done = match (action, change.changed) {
+                    (AdministratorAction::Disable, true) => "disabled",
+                    (AdministratorAction::Disable, false) => "was disabled already",
+                    (AdministratorAction::Enable, true) => "enabled",
+                    (AdministratorAction::Enable, false) => "was enabled already",
+                    (AdministratorAction::Delete, _) => "deleted",
+                    (AdministratorAction::EndSessions, _) => "signed out everywhere",
+                };
+                println!("{email} {done}; {} sessions ended", change.sessions_ended);
+            }
         }
         Command::Logout => {
             let (client, _) = load_session(&config.session_file)?;
@@ -709,6 +778,23 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
             let detail = client.user(&directory(name)?, user).await?;
             listing::print_user(&detail, arguments.json)?;
         }
+        Command::ClearMethods {
+            directory: name,
+            user,
+        } => {
+            let (client, _) = load_session(&config.session_file)?;
+            let cleared = client
+                .clear_self_service_methods(&directory(name)?, user)
+                .await?;
+            if arguments.json {
+                println!("{}", serde_json::to_string_pretty(&cleared)?);
+            } else {
+                println!(
+                    "{} self-service methods of {user} removed; they register anew after signing in to the portal",
+                    cleared.removed
+                );
+            }
+        }
         Command::Groups {
             directory: name,
             search,
@@ -754,4 +840,36 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Enrols an authenticator for an administrator who has none: shows the key as a QR code in
+/// the terminal, with the address and the key for typing by hand, and asks for its first code.
+async fn enrol(client: &ApiClient, email: &str, password: SecretString) -> Result<SignInResponse> {
+    let enrolment = client.begin_enrolment(email, password).await?;
+    let uri = enrolment.otpauth_uri.expose_secret();
+    let code = qrcode::QrCode::new(uri.as_bytes()).context("drawing the QR code")?;
+    println!(
+        "This administrator has no authenticator yet. Scan this with your authenticator app:\n\n{}\n",
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build()
+    );
+    println!(
+        "or add it by hand: {uri}\nkey: {}\n",
+        enrolment.key.expose_secret()
+    );
+    for _ in 0..5 {
+        let code = read_line("The code the app shows now: ")?;
+        match client.answer_challenge(&enrolment.challenge, &code).await {
+            Ok(signed_in) => {
+                println!("authenticator enrolled: sign in with its code from now on");
+                return Ok(signed_in);
+            }
+            Err(ClientError::Api { code, message, .. }) if code == "invalid_second_factor" => {
+                eprintln!("{message}");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    bail!("too many wrong codes: run `writeback login` again")
 }

@@ -259,4 +259,32 @@ mod tests {
             assert!(text.contains(attribute), "{text}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn a_cookie_is_found_by_its_exact_name_or_not_at_all(
+                header in "[ -~]{0,200}",
+                value in "[A-Za-z0-9_-]{1,40}",
+            ) {
+                let mut headers = HeaderMap::new();
+                if let Ok(noise) = HeaderValue::from_str(&header) {
+                    headers.append(header::COOKIE, noise);
+                    let _ = cookie(&headers, "__Host-writeback-portal");
+                }
+                let mut clean = HeaderMap::new();
+                clean.insert(
+                    header::COOKIE,
+                    HeaderValue::from_str(&format!("a=1; __Host-writeback-portal={value}; b=2"))
+                        .unwrap(),
+                );
+                prop_assert_eq!(cookie(&clean, "__Host-writeback-portal"), Some(value));
+                prop_assert_eq!(cookie(&clean, "__Host-writeback"), None);
+            }
+        }
+    }
 }

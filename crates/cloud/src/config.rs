@@ -28,6 +28,8 @@ pub struct CloudConfig {
     pub request_timeout_seconds: u64,
     pub heartbeat_interval_seconds: u64,
     pub admin_session_hours: u64,
+    /// An administrator session unused for this long ends.
+    pub admin_idle_minutes: u64,
     pub registration_token_minutes: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
@@ -76,6 +78,10 @@ pub struct ResourcesConfig {
     /// answer is "try again shortly".
     pub hashing_threads: usize,
     pub hashing_queue: usize,
+    /// Resets in progress and signed-in portal users held at once, each apart: beyond these
+    /// the oldest give way, and a flood of new resets never signs anyone out.
+    pub portal_max_flows: usize,
+    pub portal_max_sessions: usize,
 }
 
 impl Default for ResourcesConfig {
@@ -87,6 +93,8 @@ impl Default for ResourcesConfig {
             write_timeout_seconds: 30,
             hashing_threads: 2,
             hashing_queue: 16,
+            portal_max_flows: 50_000,
+            portal_max_sessions: 50_000,
         }
     }
 }
@@ -250,6 +258,7 @@ impl Default for CloudConfig {
             request_timeout_seconds: 15,
             heartbeat_interval_seconds: 30,
             admin_session_hours: 12,
+            admin_idle_minutes: 30,
             registration_token_minutes: 60,
             max_body_bytes: 16 * 1024,
             minimum_agent_version: env!("CARGO_PKG_VERSION").into(),

@@ -4,6 +4,7 @@
 //! Entry points: [`start`] runs the server (used by `main.rs` and, in-process, by the testkit);
 //! [`create_administrator`] and [`create_registration_token`] are the set-up commands.
 
+pub mod administration;
 pub mod api;
 pub mod audit_retention;
 pub mod auth;
@@ -189,7 +190,11 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let (stopping, stopping_signal) = watch::channel(false);
     let mailer = notify::Mailer::from_config(&config.smtp)?;
     let sms = sms::SmsSender::from_config(&config.sms)?;
-    let portal = Arc::new(portal::PortalState::new(config.portal_session()));
+    let portal = Arc::new(portal::PortalState::with_capacity(
+        config.portal_session(),
+        config.resources.portal_max_flows,
+        config.resources.portal_max_sessions,
+    ));
     let metrics_token = match &config.metrics_token_file {
         Some(path) => Some(Arc::new(
             writeback_config::read_secret_file(path)

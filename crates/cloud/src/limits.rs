@@ -214,8 +214,6 @@ impl<'a> Limits<'a> {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
 
     const BASE: RateLimit = RateLimit::new(5, 3600);
@@ -242,47 +240,53 @@ mod tests {
         assert_eq!(sign_in_limit(BASE, None), RateLimit::new(1, 3600));
     }
 
-    /// The directory's count of wrong passwords after `attempts` (seconds, ascending): it goes
-    /// on from the last one when the new one is within the window, and starts again otherwise.
-    fn directory_count(attempts: &[u64], window: u64) -> u32 {
-        let mut count = 0;
-        let mut last: Option<u64> = None;
-        let mut highest = 0;
-        for at in attempts {
-            count = match last {
-                Some(last) if at - last < window => count + 1,
-                _ => 1,
-            };
-            highest = highest.max(count);
-            last = Some(*at);
-        }
-        highest
-    }
+    mod properties {
+        use proptest::prelude::*;
 
-    proptest! {
-        /// Whatever the timing of the attempts the portal lets through, the directory's count
-        /// never reaches its threshold.
-        #[test]
-        fn no_admitted_sequence_of_sign_ins_locks_an_account(
-            threshold in 1u32..8,
-            window in 1u64..5000,
-            gaps in proptest::collection::vec(0u64..20_000, 1..60),
-        ) {
-            let lockout = LockoutPolicy { threshold, observation_window_seconds: window };
-            let limit = sign_in_limit(BASE, Some(lockout));
-            let mut admitted: Vec<u64> = Vec::new();
-            let mut now = 0;
-            for gap in gaps {
-                now += gap;
-                let recent = admitted
-                    .iter()
-                    .filter(|at| now - **at < limit.window_seconds)
-                    .count() as u64;
-                if recent < limit.max {
-                    admitted.push(now);
-                }
+        use super::*;
+
+        /// The directory's count of wrong passwords after `attempts` (seconds, ascending): it goes
+        /// on from the last one when the new one is within the window, and starts again otherwise.
+        fn directory_count(attempts: &[u64], window: u64) -> u32 {
+            let mut count = 0;
+            let mut last: Option<u64> = None;
+            let mut highest = 0;
+            for at in attempts {
+                count = match last {
+                    Some(last) if at - last < window => count + 1,
+                    _ => 1,
+                };
+                highest = highest.max(count);
+                last = Some(*at);
             }
-            prop_assert!(directory_count(&admitted, window) < threshold);
+            highest
+        }
+
+        proptest! {
+            /// Whatever the timing of the attempts the portal lets through, the directory's count
+            /// never reaches its threshold.
+            #[test]
+            fn no_admitted_sequence_of_sign_ins_locks_an_account(
+                threshold in 1u32..8,
+                window in 1u64..5000,
+                gaps in proptest::collection::vec(0u64..20_000, 1..60),
+            ) {
+                let lockout = LockoutPolicy { threshold, observation_window_seconds: window };
+                let limit = sign_in_limit(BASE, Some(lockout));
+                let mut admitted: Vec<u64> = Vec::new();
+                let mut now = 0;
+                for gap in gaps {
+                    now += gap;
+                    let recent = admitted
+                        .iter()
+                        .filter(|at| now - **at < limit.window_seconds)
+                        .count() as u64;
+                    if recent < limit.max {
+                        admitted.push(now);
+                    }
+                }
+                prop_assert!(directory_count(&admitted, window) < threshold);
+            }
         }
     }
 }

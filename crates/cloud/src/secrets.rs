@@ -227,7 +227,7 @@ fn new_key() -> Result<Zeroizing<[u8; 32]>, CloudError> {
 /// Seals every stored secret that is not sealed under the current key: values from before
 /// sealing existed, and values under an older key. Returns how many changed.
 pub async fn reseal(store: &Store, keys: &SecretKeys) -> Result<usize, CloudError> {
-    let rewritten = store
+    store
         .rewrite_secrets(|owner, value| {
             if keys.sealed_with_current(value) {
                 return Ok(None);
@@ -239,8 +239,7 @@ pub async fn reseal(store: &Store, keys: &SecretKeys) -> Result<usize, CloudErro
             };
             keys.seal(owner, &clear).map(Some)
         })
-        .await?;
-    rewritten
+        .await?
 }
 
 /// Replaces the key in `path` with a new one and re-seals every stored secret under it.

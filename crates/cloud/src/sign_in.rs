@@ -1,24 +1,42 @@
-//! Administrator sign-in, shared by the API and the console: the password (Argon2id), then the
-//! TOTP second factor once enrolled, then a session. Every refusal is audited; the second factor is
-//! throttled per administrator, so a known password does not open a brute force of the codes.
+//! Administrator sign-in, shared by the API, the CLI and the console: the password (Argon2id, in
+//! the bounded hashing pool), then the authenticator code, then a session. An administrator
+//! without an authenticator enrols one first, through a short-lived challenge that holds the
+//! proposed key (sealed) and opens nothing; no session exists before the second factor.
+//!
+//! Wrong passwords and codes are limited per administrator and per client address, reserved
+//! before they are checked; every refusal is audited.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use writeback_proto::time::UnixMillis;
-use writeback_store::{Administrator, AuditEvent, AuditFilter};
+use writeback_store::{Administrator, AuditEvent, SecretOwner, SignInChallenge, StoreError};
+use zeroize::Zeroizing;
 
 use crate::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
+use crate::limits::{Guarded, Limits};
 use crate::{AppState, CloudError, totp};
 
-/// Wrong codes allowed per administrator in [`SECOND_FACTOR_WINDOW`] before codes are refused
-/// unread until the window has passed.
-pub const MAX_SECOND_FACTOR_FAILURES: usize = 5;
-pub const SECOND_FACTOR_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Wrong codes allowed on one challenge before it ends and the sign-in starts again.
+pub const MAX_CHALLENGE_FAILURES: u32 = 5;
+/// Time to type a code (or scan a QR code and type one) after the password.
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 pub const INVALID_SECOND_FACTOR: &str = "invalid_second_factor";
 pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
+
+/// What a password turned out to be.
+#[derive(Debug)]
+pub enum PasswordCheck {
+    Accepted(Administrator),
+    /// Wrong, an unknown email, or a disabled administrator: the same answer for all three.
+    Wrong,
+    /// Too many wrong attempts for this administrator or from this address: not even checked.
+    Throttled,
+    /// The hashing pool is full: try again shortly.
+    Busy,
+}
 
 /// What a second-factor code turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,75 +72,108 @@ async fn audit(
     Ok(())
 }
 
-/// The administrator, if `password` is theirs. Takes as long for an unknown email as for a wrong
-/// password, and audits a refusal.
+fn limits(state: &AppState) -> Limits<'_> {
+    Limits::new(&state.store, &state.config.limits)
+}
+
+/// The limits' name for an administrator: the email as typed, trimmed and lower-cased, so an
+/// unknown email is limited like a known one.
+fn limited_name(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks an administrator's password. The attempt is reserved against the limits first and
+/// released when the password is right; an unknown email costs the same hash as a known one.
 pub async fn check_password(
     state: &AppState,
     email: &str,
     password: SecretString,
     origin: &Option<String>,
     now: UnixMillis,
-) -> Result<Option<Administrator>, CloudError> {
+) -> Result<PasswordCheck, CloudError> {
+    let name = limited_name(email);
+    let reservation = match limits(state)
+        .reserve(Guarded::Administrator, &name, origin.as_deref(), None, now)
+        .await?
+    {
+        Ok(reservation) => reservation,
+        Err(_) => {
+            audit(state, email, TOO_MANY_ATTEMPTS, None, origin, now).await?;
+            tracing::warn!(%email, "administrator sign-in refused: too many attempts");
+            return Ok(PasswordCheck::Throttled);
+        }
+    };
     let administrator = state.store.administrator_by_email(email.trim()).await?;
     let stored_hash = administrator
         .as_ref()
         .map(|administrator| administrator.password_hash.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
-            .await
-            .map_err(|error| CloudError::Internal(error.to_string()))?;
-    let administrator = administrator.filter(|_| verified);
-    if administrator.is_none() {
-        audit(state, email, INVALID_CREDENTIALS, None, origin, now).await?;
-        tracing::warn!(%email, "administrator sign-in refused");
+    let Ok(verified) = state
+        .hashing
+        .run(move || verify_password(&password, stored_hash.as_deref()))
+        .await
+    else {
+        limits(state).release(reservation).await?;
+        return Ok(PasswordCheck::Busy);
+    };
+    match administrator.filter(|administrator| verified && administrator.enabled) {
+        Some(administrator) => {
+            limits(state).release(reservation).await?;
+            Ok(PasswordCheck::Accepted(administrator))
+        }
+        None => {
+            audit(state, email, INVALID_CREDENTIALS, None, origin, now).await?;
+            tracing::warn!(%email, "administrator sign-in refused");
+            Ok(PasswordCheck::Wrong)
+        }
     }
-    Ok(administrator)
 }
 
-/// Whether the administrator had too many wrong codes recently; a code sent now is then refused
-/// unread, and that too is audited.
-async fn throttled(
+/// The administrator's enrolled key, unsealed.
+async fn enrolled_key(
+    state: &AppState,
+    administrator: &Administrator,
+) -> Result<Option<(Zeroizing<Vec<u8>>, Option<u64>)>, CloudError> {
+    let Some(enrolled) = state.store.totp_state(administrator.id).await? else {
+        return Ok(None);
+    };
+    let owner = SecretOwner::Administrator {
+        id: administrator.id,
+    };
+    Ok(Some((
+        state.secrets.open(owner, &enrolled.secret)?,
+        enrolled.last_step,
+    )))
+}
+
+/// Reserves a code attempt: `Err(CodeCheck::Throttled)` (audited) when the limits are used up.
+async fn reserve_code(
     state: &AppState,
     administrator: &Administrator,
     origin: &Option<String>,
     now: UnixMillis,
-) -> Result<bool, CloudError> {
-    let since = UnixMillis(
-        now.0
-            .saturating_sub(SECOND_FACTOR_WINDOW.as_millis() as u64),
-    );
-    let failures = state
-        .store
-        .audit_entries(&AuditFilter {
-            since: Some(since),
-            actor: Some(administrator.email.clone()),
-            action: Some("sign_in".into()),
-            result_code: Some(INVALID_SECOND_FACTOR.into()),
-            limit: MAX_SECOND_FACTOR_FAILURES as u32 * 4,
-            ..AuditFilter::default()
-        })
-        .await?;
-    // The filter matches text anywhere in the actor; only this administrator's entries count.
-    let own = failures
-        .iter()
-        .filter(|entry| entry.event.actor.eq_ignore_ascii_case(&administrator.email))
-        .count();
-    if own < MAX_SECOND_FACTOR_FAILURES {
-        return Ok(false);
+) -> Result<Result<writeback_store::Reservation, CodeCheck>, CloudError> {
+    let name = limited_name(&administrator.email);
+    match limits(state)
+        .reserve(Guarded::Administrator, &name, origin.as_deref(), None, now)
+        .await?
+    {
+        Ok(reservation) => Ok(Ok(reservation)),
+        Err(_) => {
+            audit(
+                state,
+                &administrator.email,
+                TOO_MANY_ATTEMPTS,
+                None,
+                origin,
+                now,
+            )
+            .await?;
+            Ok(Err(CodeCheck::Throttled))
+        }
     }
-    audit(
-        state,
-        &administrator.email,
-        TOO_MANY_ATTEMPTS,
-        None,
-        origin,
-        now,
-    )
-    .await?;
-    Ok(true)
 }
 
-/// Checks a code against the administrator's enrolled TOTP secret and uses it up.
+/// Checks a code against the administrator's enrolled key and uses it up.
 pub async fn check_enrolled_code(
     state: &AppState,
     administrator: &Administrator,
@@ -130,21 +181,22 @@ pub async fn check_enrolled_code(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
-    if throttled(state, administrator, origin, now).await? {
-        return Ok(CodeCheck::Throttled);
-    }
-    let Some(enrolled) = state.store.totp_state(administrator.id).await? else {
+    let reservation = match reserve_code(state, administrator, origin, now).await? {
+        Ok(reservation) => reservation,
+        Err(throttled) => return Ok(throttled),
+    };
+    let Some((key, last_step)) = enrolled_key(state, administrator).await? else {
         return Err(CloudError::Internal(
             "the administrator has no second factor enrolled".into(),
         ));
     };
-    let secret = zeroize::Zeroizing::new(enrolled.secret);
-    let step = totp::matching_step(&secret, code, now, enrolled.last_step);
+    let step = totp::matching_step(&key, code, now, last_step);
     let accepted = match step {
         Some(step) => state.store.accept_totp_step(administrator.id, step).await?,
         None => false,
     };
     if accepted {
+        limits(state).release(reservation).await?;
         return Ok(CodeCheck::Accepted);
     }
     audit(
@@ -160,9 +212,176 @@ pub async fn check_enrolled_code(
     Ok(CodeCheck::Wrong)
 }
 
-/// Confirms an enrolment: `code` must be current for the `proposed` secret, which then becomes
-/// the administrator's second factor.
-pub async fn confirm_enrolment(
+/// Signs an enrolled administrator in with a code sent together with the password (the API's
+/// one-step sign-in): a session, or why not.
+pub async fn sign_in_with_code(
+    state: &AppState,
+    administrator: &Administrator,
+    code: &str,
+    origin: &Option<String>,
+    now: UnixMillis,
+) -> Result<Result<(SecretString, UnixMillis), CodeCheck>, CloudError> {
+    match check_enrolled_code(state, administrator, code, origin, now).await? {
+        CodeCheck::Accepted => Ok(Ok(open_session(state, administrator, origin, now).await?)),
+        refused => Ok(Err(refused)),
+    }
+}
+
+/// A pending sign-in: its token (for a cookie or the API client) and, for an enrolment, the key
+/// proposed.
+#[derive(Debug)]
+pub struct PendingSignIn {
+    pub token: SecretString,
+    pub proposed_key: Option<Zeroizing<Vec<u8>>>,
+    pub expires_at: UnixMillis,
+}
+
+/// Starts the second step for an administrator whose password was right: a challenge, with a
+/// new key proposed (sealed in the store) when they have none yet.
+pub async fn begin_second_step(
+    state: &AppState,
+    administrator: &Administrator,
+    now: UnixMillis,
+) -> Result<PendingSignIn, CloudError> {
+    let proposed_key = if administrator.totp_enrolled {
+        None
+    } else {
+        Some(totp::new_secret()?)
+    };
+    let sealed = match &proposed_key {
+        Some(key) => Some(state.secrets.seal(
+            SecretOwner::Administrator {
+                id: administrator.id,
+            },
+            key,
+        )?),
+        None => None,
+    };
+    let token = new_token("wbc_")?;
+    let expires_at = now.saturating_add(CHALLENGE_LIFETIME);
+    state
+        .store
+        .create_sign_in_challenge(
+            &token_hash(token.expose_secret()),
+            administrator.id,
+            sealed.as_deref(),
+            now,
+            expires_at,
+        )
+        .await?;
+    Ok(PendingSignIn {
+        token,
+        proposed_key,
+        expires_at,
+    })
+}
+
+/// A pending sign-in found by its token, with the proposed key unsealed.
+#[derive(Debug)]
+pub struct Challenge {
+    pub administrator: Administrator,
+    pub proposed_key: Option<Zeroizing<Vec<u8>>>,
+}
+
+pub async fn pending_challenge(
+    state: &AppState,
+    token: &str,
+    now: UnixMillis,
+) -> Result<Option<Challenge>, CloudError> {
+    let Some(SignInChallenge {
+        administrator,
+        proposed_totp_secret,
+        ..
+    }) = state
+        .store
+        .sign_in_challenge(&token_hash(token), now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if !administrator.enabled {
+        return Ok(None);
+    }
+    let proposed_key = match proposed_totp_secret {
+        Some(sealed) => Some(state.secrets.open(
+            SecretOwner::Administrator {
+                id: administrator.id,
+            },
+            &sealed,
+        )?),
+        None => None,
+    };
+    Ok(Some(Challenge {
+        administrator,
+        proposed_key,
+    }))
+}
+
+/// What answering a challenge came to.
+#[derive(Debug)]
+pub enum ChallengeAnswer {
+    /// The second factor is met: the challenge is over and a session open.
+    SignedIn {
+        administrator: Administrator,
+        token: SecretString,
+        expires_at: UnixMillis,
+    },
+    /// Wrong; the challenge stays for another try.
+    Wrong,
+    /// Too many wrong codes (here or recently): the challenge is over.
+    Ended,
+}
+
+/// Answers a pending sign-in with a code: from the enrolled authenticator, or, for an
+/// enrolment, from the proposed key, which then becomes the administrator's second factor.
+pub async fn answer_challenge(
+    state: &AppState,
+    token: &str,
+    challenge: &Challenge,
+    code: &str,
+    origin: &Option<String>,
+    now: UnixMillis,
+) -> Result<ChallengeAnswer, CloudError> {
+    let administrator = &challenge.administrator;
+    let check = match &challenge.proposed_key {
+        Some(proposed) => {
+            confirm_enrolment(state, administrator, proposed, code, origin, now).await?
+        }
+        None => check_enrolled_code(state, administrator, code, origin, now).await?,
+    };
+    let hash = token_hash(token);
+    match check {
+        CodeCheck::Accepted => {
+            state.store.delete_sign_in_challenge(&hash).await?;
+            let administrator = Administrator {
+                totp_enrolled: true,
+                ..administrator.clone()
+            };
+            let (token, expires_at) = open_session(state, &administrator, origin, now).await?;
+            Ok(ChallengeAnswer::SignedIn {
+                administrator,
+                token,
+                expires_at,
+            })
+        }
+        CodeCheck::Wrong => {
+            let failures = state.store.record_challenge_failure(&hash).await?;
+            if failures >= MAX_CHALLENGE_FAILURES {
+                state.store.delete_sign_in_challenge(&hash).await?;
+                return Ok(ChallengeAnswer::Ended);
+            }
+            Ok(ChallengeAnswer::Wrong)
+        }
+        CodeCheck::Throttled => {
+            state.store.delete_sign_in_challenge(&hash).await?;
+            Ok(ChallengeAnswer::Ended)
+        }
+    }
+}
+
+/// Confirms an enrolment: `code` must be current for the `proposed` key, which then becomes the
+/// administrator's second factor, sealed.
+async fn confirm_enrolment(
     state: &AppState,
     administrator: &Administrator,
     proposed: &[u8],
@@ -170,9 +389,10 @@ pub async fn confirm_enrolment(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<CodeCheck, CloudError> {
-    if throttled(state, administrator, origin, now).await? {
-        return Ok(CodeCheck::Throttled);
-    }
+    let reservation = match reserve_code(state, administrator, origin, now).await? {
+        Ok(reservation) => reservation,
+        Err(throttled) => return Ok(throttled),
+    };
     let Some(step) = totp::matching_step(proposed, code, now, None) else {
         audit(
             state,
@@ -185,10 +405,23 @@ pub async fn confirm_enrolment(
         .await?;
         return Ok(CodeCheck::Wrong);
     };
-    state
+    let sealed = state.secrets.seal(
+        SecretOwner::Administrator {
+            id: administrator.id,
+        },
+        proposed,
+    )?;
+    match state
         .store
-        .enrol_totp(administrator.id, proposed, step)
-        .await?;
+        .enrol_totp(administrator.id, &sealed, step)
+        .await
+    {
+        Ok(()) => {}
+        // Enrolled meanwhile through another challenge: this key is not theirs.
+        Err(StoreError::Conflict(_)) => return Ok(CodeCheck::Wrong),
+        Err(error) => return Err(error.into()),
+    }
+    limits(state).release(reservation).await?;
     state
         .store
         .append_audit(&AuditEvent {
@@ -208,7 +441,7 @@ pub async fn confirm_enrolment(
 }
 
 /// Opens a session for an administrator who passed every check, and audits the sign-in.
-pub async fn open_session(
+async fn open_session(
     state: &AppState,
     administrator: &Administrator,
     origin: &Option<String>,
@@ -226,20 +459,30 @@ pub async fn open_session(
             expires_at,
         )
         .await?;
-    let factor = if administrator.totp_enrolled {
-        "password and authenticator code"
-    } else {
-        "password"
-    };
     audit(
         state,
         &administrator.email,
         "success",
-        Some(factor.into()),
+        Some("password and authenticator code".into()),
         origin,
         now,
     )
     .await?;
     tracing::info!(email = %administrator.email, "administrator signed in");
     Ok((token, expires_at))
+}
+
+/// The administrator holding the session `token`: unexpired, not idle too long, enabled and with
+/// a second factor.
+pub async fn session(
+    state: &AppState,
+    token: &str,
+    now: UnixMillis,
+) -> Result<Option<Administrator>, CloudError> {
+    let idle = Duration::from_secs(state.config.admin_idle_minutes.max(1) * 60);
+    Ok(state
+        .store
+        .session_administrator(&token_hash(token), now, idle)
+        .await?
+        .filter(|administrator| administrator.totp_enrolled))
 }

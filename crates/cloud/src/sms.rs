@@ -297,4 +297,26 @@ mod tests {
             "{shown}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn a_phone_number_is_normalized_to_plus_and_digits_or_refused(typed in "\\PC{0,40}") {
+                if let Ok(number) = normalize_phone_number(&typed) {
+                    prop_assert!(number.starts_with('+'));
+                    prop_assert!(number[1..].chars().all(|c| c.is_ascii_digit()));
+                    prop_assert_eq!(normalize_phone_number(&number), Ok(number.clone()));
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_mail_address_or_not(typed in "\\PC{0,300}") {
+                let _ = crate::notify::is_mail_address(&typed);
+            }
+        }
+    }
 }

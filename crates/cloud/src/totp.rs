@@ -174,4 +174,29 @@ mod tests {
             "otpauth://totp/Writeback:a%20b@example.test?secret=MZXW6YTBOI&issuer=Writeback&algorithm=SHA1&digits=6&period=30"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn base32_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                prop_assert_eq!(decode_base32(&base32(&bytes)).unwrap(), bytes.clone());
+                prop_assert_eq!(decode_base32(&base32(&bytes).to_lowercase()).unwrap(), bytes);
+            }
+
+            #[test]
+            fn any_typed_text_is_a_code_or_nothing(typed in "\\PC{0,12}", at in 0u64..4_000_000_000_000) {
+                let secret = b"12345678901234567890";
+                let now = UnixMillis(at);
+                if let Some(step) = matching_step(secret, &typed, now, None) {
+                    prop_assert!(step.abs_diff(step_at(now)) <= 1);
+                    prop_assert_eq!(matching_step(secret, &typed, now, Some(step)), None);
+                }
+                let _ = decode_base32(&typed);
+            }
+        }
+    }
 }

@@ -555,4 +555,69 @@ mod tests {
         assert_eq!(bind_failure_reason("data 775, v1db1"), "account locked out");
         assert_eq!(bind_failure_reason("nonsense"), "bind refused");
     }
+
+    /// Properties of the escaping and scope checks that stand between a typed name and LDAP.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Undoes RFC 4515 escaping: `\\xx` is the byte xx.
+        fn unescape(text: &str) -> Option<String> {
+            let bytes = text.as_bytes();
+            let mut out = Vec::new();
+            let mut index = 0;
+            while index < bytes.len() {
+                if bytes[index] == b'\\' {
+                    let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    index += 3;
+                } else {
+                    out.push(bytes[index]);
+                    index += 1;
+                }
+            }
+            String::from_utf8(out).ok()
+        }
+
+        proptest! {
+            /// Whatever a person types, the filter holds it as one value: no metacharacter
+            /// survives unescaped, and unescaping gives the name back.
+            #[test]
+            fn a_typed_name_stays_one_escaped_value(name in "\\PC{0,64}") {
+                let filter = user_filter(&name);
+                let value = filter
+                    .split("(sAMAccountName=")
+                    .nth(1)
+                    .and_then(|rest| rest.split(")(userPrincipalName=").next())
+                    .unwrap();
+                prop_assert!(!value.contains(['(', ')', '*', '\0']));
+                prop_assert_eq!(unescape(value).unwrap(), name);
+                prop_assert_eq!(filter.matches('(').count(), filter.matches(')').count());
+            }
+
+            #[test]
+            fn the_scope_check_never_panics(dn in "\\PC{0,120}", container in "\\PC{0,120}") {
+                let _ = is_within(&dn, &container);
+            }
+
+            /// A user directly below an OU is within it, however the DN is cased or spaced, and
+            /// a look-alike OU whose name only ends the same is not.
+            #[test]
+            fn the_scope_check_follows_rdns_not_text(
+                user in "[A-Za-z][A-Za-z0-9 ]{0,20}",
+                ou in "[A-Za-z][A-Za-z0-9]{0,20}",
+                prefix in "[A-Za-z]{1,5}",
+            ) {
+                let container = format!("OU={ou},DC=corp,DC=example,DC=test");
+                let dn = format!("CN={user},{container}");
+                prop_assert!(is_within(&dn, &container));
+                prop_assert!(is_within(&dn.to_uppercase(), &container.to_lowercase()));
+                prop_assert!(is_within(&dn.replace(',', ", "), &container));
+                let look_alike = format!("CN={user},OU={prefix}{ou},DC=corp,DC=example,DC=test");
+                prop_assert!(!is_within(&look_alike, &container));
+                prop_assert!(!is_within(&container, &dn));
+            }
+        }
+    }
 }

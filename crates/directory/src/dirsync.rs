@@ -329,4 +329,56 @@ mod tests {
         entry.bin_attrs.clear();
         assert_eq!(Changed::from_entry(&entry), None);
     }
+
+    /// Properties of the DirSync response parser, which reads what the directory returns.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The BER a DC sends: SEQUENCE { INTEGER flags, INTEGER max, OCTET STRING cookie }.
+        fn response(flags: u8, cookie: &[u8]) -> Vec<u8> {
+            let mut body = vec![0x02, 0x01, flags, 0x02, 0x01, 0x00, 0x04];
+            body.extend(length(cookie.len()));
+            body.extend_from_slice(cookie);
+            let mut value = vec![0x30];
+            value.extend(length(body.len()));
+            value.extend(body);
+            value
+        }
+
+        fn length(length: usize) -> Vec<u8> {
+            match length {
+                0..=127 => vec![length as u8],
+                128..=255 => vec![0x81, length as u8],
+                _ => vec![0x82, (length >> 8) as u8, length as u8],
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_to_a_response_or_nothing(bytes in vec(any::<u8>(), 0..400)) {
+                let _ = parse_dirsync_value(&bytes);
+            }
+
+            #[test]
+            fn a_response_gives_back_its_cookie_and_flag(
+                flags in any::<u8>(),
+                cookie in vec(any::<u8>(), 0..1000),
+            ) {
+                let parsed = parse_dirsync_value(&response(flags, &cookie)).unwrap();
+                prop_assert_eq!(parsed.more, flags != 0);
+                prop_assert_eq!(parsed.cookie.as_bytes(), cookie.as_slice());
+            }
+
+            #[test]
+            fn the_request_control_carries_the_cookie_whole(cookie in vec(any::<u8>(), 0..1000)) {
+                let control = dirsync_control(&DirSyncCookie::from_bytes(cookie.clone()));
+                let value = control.val.unwrap();
+                prop_assert!(value.ends_with(&cookie));
+                prop_assert_eq!(value[0], 0x30);
+            }
+        }
+    }
 }

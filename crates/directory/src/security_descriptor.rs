@@ -587,4 +587,73 @@ mod tests {
             );
         }
     }
+
+    /// Properties of the descriptor parser, which reads what the directory returns.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn guid() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of(
+                any::<[u8; 16]>().prop_map(|bytes| ObjectAnchor::from_bytes(bytes).to_string()),
+            )
+        }
+
+        fn ace() -> impl Strategy<Value = Ace> {
+            (
+                any::<bool>(),
+                any::<u8>(),
+                any::<u32>(),
+                guid(),
+                guid(),
+                vec(any::<u32>(), 0..6),
+            )
+                .prop_map(|(allow, flags, mask, object_type, inherited, subs)| Ace {
+                    allow,
+                    // An inherited ACE is placed after the explicit ones; keep order checkable.
+                    flags: flags & !INHERITED,
+                    mask,
+                    object_type,
+                    inherited_object_type: inherited,
+                    sid: std::iter::once("S-1-5".to_owned())
+                        .chain(subs.iter().map(u32::to_string))
+                        .collect::<Vec<_>>()
+                        .join("-"),
+                })
+        }
+
+        /// A descriptor with no DACL: the header only.
+        const EMPTY: [u8; 20] = [
+            1, 0, 0x04, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+
+        proptest! {
+            #[test]
+            fn any_bytes_parse_to_a_descriptor_or_nothing(bytes in vec(any::<u8>(), 0..600)) {
+                let _ = SecurityDescriptor::parse(&bytes);
+                let _ = add_aces(&bytes, &[]);
+            }
+
+            #[test]
+            fn added_aces_parse_back_as_they_were(aces in vec(ace(), 0..8)) {
+                let mut distinct: Vec<Ace> = Vec::new();
+                for ace in aces {
+                    if !distinct.contains(&ace) {
+                        distinct.push(ace);
+                    }
+                }
+                let encoded = add_aces(&EMPTY, &distinct).unwrap();
+                let parsed = SecurityDescriptor::parse(&encoded).unwrap();
+                prop_assert_eq!(&parsed.dacl, &distinct);
+                let again = add_aces(&encoded, &distinct).unwrap();
+                prop_assert_eq!(
+                    SecurityDescriptor::parse(&again).unwrap().dacl,
+                    distinct,
+                    "an ACE already held is not added twice"
+                );
+            }
+        }
+    }
 }

@@ -34,6 +34,86 @@ pub struct SignInResponse {
     pub expires_at: UnixMillis,
 }
 
+/// An administrator without an authenticator asks to enrol one: the password again.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentRequest {
+    pub email: String,
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// The key proposed for an administrator's authenticator, and the challenge to answer with its
+/// first code. No session exists until that code is sent.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentChallenge {
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
+    pub challenge: SecretString,
+    /// The `otpauth://` address an authenticator app reads from a QR code.
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
+    pub otpauth_uri: SecretString,
+    /// The same key in base32, for typing into the app by hand.
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
+    pub key: SecretString,
+    pub expires_at: UnixMillis,
+}
+
+/// The first code from the new authenticator, for an enrolment challenge.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeAnswerRequest {
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    #[schema(value_type = String, format = Password)]
+    pub challenge: SecretString,
+    pub totp_code: String,
+}
+
+/// What clearing a user's self-service methods removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MethodsCleared {
+    pub removed: u64,
+}
+
+/// An administrator of this cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdministratorSummary {
+    pub email: String,
+    /// A disabled administrator is refused everywhere and has no sessions.
+    pub enabled: bool,
+    /// Whether an authenticator is enrolled.
+    pub second_factor: bool,
+    pub created_at: UnixMillis,
+    /// Sessions open now.
+    pub sessions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdministratorList {
+    pub administrators: Vec<AdministratorSummary>,
+}
+
+/// What a change to an administrator did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdministratorChange {
+    pub email: String,
+    /// Whether anything changed (disabling a disabled administrator does not).
+    pub changed: bool,
+    /// Sessions ended by the change.
+    #[serde(default)]
+    pub sessions_ended: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {

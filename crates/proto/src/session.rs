@@ -1057,74 +1057,138 @@ mod tests {
         assert!(matches!(actions[..], [AgentAction::Close { .. }]));
     }
 
-    /// A small deterministic generator, so a failure reproduces.
-    struct XorShift(u64);
+    /// Properties over untrusted input: whatever arrives, neither end panics, and what one end
+    /// encodes the other decodes to the same frame. Case counts come from `PROPTEST_CASES`
+    /// (`cargo xtask test` fixes it; `cargo xtask fuzz` raises it).
+    mod properties {
+        use proptest::collection::vec;
 
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
+        use crate::frame::{LockoutPolicy, decode, encode};
+        use proptest::prelude::*;
 
-        fn below(&mut self, bound: usize) -> usize {
-            (self.next() % bound.max(1) as u64) as usize
-        }
-    }
+        use super::*;
 
-    #[test]
-    fn random_and_mutated_frames_never_panic_either_side() {
-        let agent_id = AgentId::generate().unwrap();
-        let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
-        let valid: Vec<Vec<u8>> = vec![
-            bytes(&challenge),
-            bytes(&sent_by_agent(
-                pair.agent.on_frame(&bytes(&challenge), START),
-            )),
-            bytes(&AgentMessage::Heartbeat { sent_at: START }),
-            bytes(&CloudMessage::Welcome {
-                heartbeat_interval_ms: 1000,
-            }),
+        const KINDS: &[&str] = &[
+            "register",
+            "hello",
+            "heartbeat",
+            "response",
+            "sync_batch",
+            "status",
+            "challenge",
+            "registered",
+            "welcome",
+            "heartbeat_ack",
+            "request",
+            "sync_start",
+            "sync_ack",
+            "rejected",
+            "protocol_error",
         ];
-        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
-        for round in 0..5_000 {
-            let frame: Vec<u8> = if round % 2 == 0 {
-                let mut frame = valid[random.below(valid.len())].clone();
-                const ALPHABET: &[u8] = b"{}[]\\\":,0-e";
-                for _ in 0..=random.below(4) {
-                    if frame.is_empty() {
-                        frame.push(ALPHABET[random.below(ALPHABET.len())]);
-                        continue;
+
+        /// Raw bytes, JSON-shaped noise around every message type, and valid frames mutated.
+        fn frame() -> impl Strategy<Value = Vec<u8>> {
+            let valid = vec![
+                bytes(&AgentMessage::Heartbeat { sent_at: START }),
+                bytes(&CloudMessage::Welcome {
+                    heartbeat_interval_ms: 1000,
+                }),
+                bytes(&CloudMessage::SyncAck { sequence: 7 }),
+            ];
+            prop_oneof![
+                vec(any::<u8>(), 0..512),
+                (0u64..3, prop::sample::select(KINDS), "[ -~]{0,120}").prop_map(
+                    |(version, kind, rest)| {
+                        format!("{{\"v\":{version},\"msg\":{{\"type\":\"{kind}\"{rest}}}}}")
+                            .into_bytes()
                     }
-                    let position = random.below(frame.len());
-                    match random.below(3) {
-                        0 => frame[position] = random.next() as u8,
-                        1 => {
-                            frame.remove(position);
+                ),
+                (
+                    prop::sample::select(valid),
+                    vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)
+                )
+                    .prop_map(|(mut frame, changes)| {
+                        for (index, byte) in changes {
+                            let position = index.index(frame.len());
+                            frame[position] = byte;
                         }
-                        _ => frame.insert(position, ALPHABET[random.below(ALPHABET.len())]),
-                    }
+                        frame
+                    }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_to_a_message_or_an_error(bytes in frame()) {
+                let _ = decode::<AgentMessage>(&bytes);
+                let _ = decode::<CloudMessage>(&bytes);
+            }
+
+            #[test]
+            fn frames_round_trip(
+                at in any::<u64>(),
+                sequence in any::<u64>(),
+                reachable in any::<bool>(),
+                detail in proptest::option::of("\\PC{0,80}"),
+                threshold in any::<u32>(),
+                window in any::<u64>(),
+                message in "\\PC{0,80}",
+            ) {
+                let agent_frames = [
+                    AgentMessage::Heartbeat { sent_at: UnixMillis(at) },
+                    AgentMessage::Status(AgentStatus {
+                        directory_reachable: reachable,
+                        detail,
+                        password_policy: None,
+                        lockout: Some(LockoutPolicy {
+                            threshold,
+                            observation_window_seconds: window,
+                        }),
+                    }),
+                ];
+                for original in agent_frames {
+                    let encoded = encode(&original).unwrap();
+                    let decoded: AgentMessage = decode(encoded.as_bytes()).unwrap();
+                    prop_assert_eq!(encode(&decoded).unwrap(), encoded);
                 }
-                frame
-            } else {
-                (0..random.below(200))
-                    .map(|_| random.next() as u8)
-                    .collect()
-            };
-            let (mut cloud, _) = CloudSession::new([3u8; 32], START, settings());
-            let _ = cloud.on_frame(&frame, START);
-            let _ = cloud.on_identity(Some(RegisteredIdentity::active(pair.identity.public_key())));
-            let mut agent = AgentSession::new(
-                AgentPurpose::Work { agent_id },
-                pair.identity.clone(),
-                SealingKeyPair::generate().public_key().clone(),
-                "1".into(),
-                settings(),
-                START,
-            );
-            let _ = agent.on_frame(&frame, START);
-            let _ = agent.on_frame(&frame, START);
+                let cloud_frames = [
+                    CloudMessage::SyncAck { sequence },
+                    CloudMessage::ProtocolError { message },
+                ];
+                for original in cloud_frames {
+                    let encoded = encode(&original).unwrap();
+                    let decoded: CloudMessage = decode(encoded.as_bytes()).unwrap();
+                    prop_assert_eq!(encode(&decoded).unwrap(), encoded);
+                }
+            }
+
+            /// Any sequence of frames and clock ticks, at either end of a working connection:
+            /// no panic, and a closed cloud session stays closed.
+            #[test]
+            fn neither_session_panics_and_a_closed_one_stays_closed(
+                steps in vec((frame(), 0u64..120_000, any::<bool>()), 0..24),
+            ) {
+                let agent_id = AgentId::generate().unwrap();
+                let (mut pair, challenge) = pair(AgentPurpose::Work { agent_id });
+                let hello = sent_by_agent(pair.agent.on_frame(&bytes(&challenge), START));
+                let _ = pair.cloud.on_frame(&bytes(&hello), START);
+                let _ = pair
+                    .cloud
+                    .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key())));
+                let mut now = START;
+                let mut closed = false;
+                for (frame, advance, tick) in steps {
+                    now = now.saturating_add(Duration::from_millis(advance));
+                    let _ = pair.cloud.on_frame(&frame, now);
+                    let _ = pair.agent.on_frame(&frame, now);
+                    if tick {
+                        let _ = pair.cloud.on_tick(now);
+                        let _ = pair.agent.on_tick(now);
+                    }
+                    prop_assert!(!closed || pair.cloud.is_closed());
+                    closed = pair.cloud.is_closed();
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use writeback_proto::time::UnixMillis;
 
-use crate::{Store, StoreError, millis};
+use crate::{Store, StoreError, from_millis, millis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Administrator {
@@ -13,7 +13,26 @@ pub struct Administrator {
     pub password_hash: String,
     /// Whether a TOTP second factor is enrolled; the secret itself is read only to check a code.
     pub totp_enrolled: bool,
+    /// A disabled administrator is kept for the record and refused everywhere.
+    pub enabled: bool,
 }
+
+/// An administrator as the list of administrators shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdministratorSummary {
+    pub email: String,
+    pub enabled: bool,
+    pub second_factor: bool,
+    pub created_at: UnixMillis,
+    /// Sessions open now.
+    pub sessions: u64,
+    /// When any of their sessions was last used.
+    pub last_active_at: Option<UnixMillis>,
+}
+
+/// A session unused for this long is touched again at most once a minute: enough for an idle
+/// timeout counted in minutes, without a write on every request.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// An enrolled TOTP secret and the last time step a code was accepted for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +50,8 @@ pub struct SignInChallenge {
     pub failed_attempts: u32,
 }
 
-const ADMINISTRATOR_COLUMNS: &str =
-    "a.id, a.email, a.password_hash, a.totp_secret IS NOT NULL AS totp_enrolled";
+const ADMINISTRATOR_COLUMNS: &str = "a.id, a.email, a.password_hash, \
+     a.totp_secret IS NOT NULL AS totp_enrolled, a.disabled_at IS NULL AS enabled";
 
 fn administrator(row: &SqliteRow) -> Administrator {
     Administrator {
@@ -40,7 +59,59 @@ fn administrator(row: &SqliteRow) -> Administrator {
         email: row.get("email"),
         password_hash: row.get("password_hash"),
         totp_enrolled: row.get("totp_enrolled"),
+        enabled: row.get("enabled"),
     }
+}
+
+async fn administrator_id(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    email: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT id FROM administrators WHERE email = ?")
+        .bind(email.trim())
+        .fetch_optional(&mut **transaction)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("an administrator with the email {email}")))
+}
+
+/// Refuses when `id` is the only enabled administrator: nobody could administer Writeback after.
+async fn refuse_last_enabled(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: i64,
+) -> Result<(), StoreError> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM administrators WHERE disabled_at IS NULL AND id != ?",
+    )
+    .bind(id)
+    .fetch_one(&mut **transaction)
+    .await?;
+    let this_enabled: bool =
+        sqlx::query_scalar("SELECT disabled_at IS NULL FROM administrators WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut **transaction)
+            .await?;
+    if this_enabled && others == 0 {
+        return Err(StoreError::Refused(
+            "this is the last enabled administrator; enable or create another first".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn end_sessions(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: i64,
+) -> Result<u64, StoreError> {
+    let ended = sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = ?")
+        .bind(id)
+        .execute(&mut **transaction)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM admin_sign_in_challenges WHERE administrator_id = ?")
+        .bind(id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(ended)
 }
 
 fn step(value: Option<i64>) -> Option<u64> {
@@ -104,32 +175,131 @@ impl Store {
             .bind(millis(now))
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at, last_used_at) VALUES (?, ?, ?, ?, ?)")
             .bind(token_hash)
             .bind(administrator_id)
             .bind(millis(now))
             .bind(millis(expires_at))
+            .bind(millis(now))
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// The administrator holding an unexpired session with this token hash.
+    /// The enabled administrator holding a session with this token hash that has neither expired
+    /// nor been idle for `idle` or longer; the session counts as used now.
     pub async fn session_administrator(
         &self,
         token_hash: &[u8],
         now: UnixMillis,
+        idle: std::time::Duration,
     ) -> Result<Option<Administrator>, StoreError> {
+        let idle_since = millis(now.saturating_sub(idle));
         let row = sqlx::query(&format!(
-            "SELECT {ADMINISTRATOR_COLUMNS} FROM admin_sessions s \
+            "SELECT {ADMINISTRATOR_COLUMNS}, s.last_used_at FROM admin_sessions s \
              JOIN administrators a ON a.id = s.administrator_id \
-             WHERE s.token_hash = ? AND s.expires_at > ?"
+             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_used_at > ? \
+               AND a.disabled_at IS NULL"
         ))
         .bind(token_hash)
         .bind(millis(now))
+        .bind(idle_since)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(administrator))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let last_used: i64 = row.get("last_used_at");
+        if millis(now) - last_used >= TOUCH_INTERVAL_MS {
+            sqlx::query("UPDATE admin_sessions SET last_used_at = ? WHERE token_hash = ?")
+                .bind(millis(now))
+                .bind(token_hash)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(administrator(&row)))
+    }
+
+    /// Every administrator, by email, with their open sessions.
+    pub async fn administrators(
+        &self,
+        now: UnixMillis,
+    ) -> Result<Vec<AdministratorSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.email, a.disabled_at IS NULL AS enabled, \
+               a.totp_secret IS NOT NULL AS second_factor, a.created_at, \
+               COUNT(s.token_hash) AS sessions, MAX(s.last_used_at) AS last_active_at \
+             FROM administrators a \
+             LEFT JOIN admin_sessions s ON s.administrator_id = a.id AND s.expires_at > ? \
+             GROUP BY a.id ORDER BY a.email",
+        )
+        .bind(millis(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| AdministratorSummary {
+                email: row.get("email"),
+                enabled: row.get("enabled"),
+                second_factor: row.get("second_factor"),
+                created_at: from_millis(row.get("created_at")).unwrap_or(UnixMillis(0)),
+                sessions: u64::try_from(row.get::<i64, _>("sessions")).unwrap_or(0),
+                last_active_at: from_millis(row.get("last_active_at")),
+            })
+            .collect())
+    }
+
+    /// Enables or disables the administrator `email`. Disabling ends their sessions and pending
+    /// sign-ins, and is refused for the last enabled administrator. `false` when nothing changed.
+    pub async fn set_administrator_enabled(
+        &self,
+        email: &str,
+        enabled: bool,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let id = administrator_id(&mut transaction, email).await?;
+        if !enabled {
+            refuse_last_enabled(&mut transaction, id).await?;
+        }
+        let changed = sqlx::query(
+            "UPDATE administrators SET disabled_at = ? WHERE id = ? \
+             AND (disabled_at IS NULL) = ?",
+        )
+        .bind((!enabled).then_some(millis(now)))
+        .bind(id)
+        .bind(!enabled)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected()
+            == 1;
+        if !enabled {
+            end_sessions(&mut transaction, id).await?;
+        }
+        transaction.commit().await?;
+        Ok(changed)
+    }
+
+    /// Deletes the administrator `email` with their sessions; refused for the last enabled one.
+    pub async fn delete_administrator(&self, email: &str) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let id = administrator_id(&mut transaction, email).await?;
+        refuse_last_enabled(&mut transaction, id).await?;
+        sqlx::query("DELETE FROM administrators WHERE id = ?")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session and pending sign-in of the administrator `email`; how many sessions.
+    pub async fn end_administrator_sessions(&self, email: &str) -> Result<u64, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let id = administrator_id(&mut transaction, email).await?;
+        let ended = end_sessions(&mut transaction, id).await?;
+        transaction.commit().await?;
+        Ok(ended)
     }
 
     pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
@@ -307,6 +477,7 @@ mod tests {
     use super::*;
 
     const NOW: UnixMillis = UnixMillis(1_000_000);
+    const IDLE: Duration = Duration::from_secs(3600);
 
     fn later(seconds: u64) -> UnixMillis {
         NOW.saturating_add(Duration::from_secs(seconds))
@@ -325,21 +496,21 @@ mod tests {
             .unwrap();
         assert!(
             store
-                .session_administrator(b"token", later(59))
+                .session_administrator(b"token", later(59), IDLE)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
             store
-                .session_administrator(b"token", later(60))
+                .session_administrator(b"token", later(60), IDLE)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
-                .session_administrator(b"other", later(1))
+                .session_administrator(b"other", later(1), IDLE)
                 .await
                 .unwrap()
                 .is_none()
@@ -407,7 +578,7 @@ mod tests {
         assert!(store.totp_state(id).await.unwrap().is_none());
         assert!(
             store
-                .session_administrator(b"token", NOW)
+                .session_administrator(b"token", NOW, IDLE)
                 .await
                 .unwrap()
                 .is_none(),
@@ -461,5 +632,129 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_ends_and_a_used_one_lives_on() {
+        let store = Store::in_memory().await.unwrap();
+        let id = store
+            .create_administrator("admin@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_session(b"token", id, NOW, later(12 * 3600))
+            .await
+            .unwrap();
+        let idle = Duration::from_secs(30 * 60);
+        for minutes in [20, 40, 60] {
+            assert!(
+                store
+                    .session_administrator(b"token", later(minutes * 60), idle)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "used every 20 minutes, it lives ({minutes})"
+            );
+        }
+        assert!(
+            store
+                .session_administrator(b"token", later(91 * 60), idle)
+                .await
+                .unwrap()
+                .is_none(),
+            "31 minutes idle"
+        );
+    }
+
+    #[tokio::test]
+    async fn administrators_are_listed_disabled_enabled_deleted_and_never_the_last_one() {
+        let store = Store::in_memory().await.unwrap();
+        let first = store
+            .create_administrator("first@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_administrator("second@example.test", "hash", NOW)
+            .await
+            .unwrap();
+        store
+            .create_session(b"first", first, NOW, later(3600))
+            .await
+            .unwrap();
+        let listed = store.administrators(NOW).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].sessions, 1);
+        assert!(listed.iter().all(|administrator| administrator.enabled));
+
+        assert!(
+            store
+                .set_administrator_enabled("FIRST@example.test", false, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_administrator_enabled("first@example.test", false, NOW)
+                .await
+                .unwrap(),
+            "already disabled"
+        );
+        assert!(
+            store
+                .session_administrator(b"first", NOW, IDLE)
+                .await
+                .unwrap()
+                .is_none(),
+            "disabling ends the sessions"
+        );
+        let only = store
+            .administrator_by_email("first@example.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!only.enabled);
+        assert!(matches!(
+            store
+                .set_administrator_enabled("second@example.test", false, NOW)
+                .await,
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            store.delete_administrator("second@example.test").await,
+            Err(StoreError::Refused(_))
+        ));
+        store
+            .delete_administrator("first@example.test")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.delete_administrator("first@example.test").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.administrators(NOW).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn two_parallel_disables_never_leave_no_administrator() {
+        let store = Store::in_memory().await.unwrap();
+        for email in ["a@example.test", "b@example.test"] {
+            store
+                .create_administrator(email, "hash", NOW)
+                .await
+                .unwrap();
+        }
+        let (a, b) = tokio::join!(
+            store.set_administrator_enabled("a@example.test", false, NOW),
+            store.set_administrator_enabled("b@example.test", false, NOW)
+        );
+        assert!(a.is_ok() != b.is_ok(), "exactly one of them is refused");
+        let enabled = store
+            .administrators(NOW)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|administrator| administrator.enabled)
+            .count();
+        assert_eq!(enabled, 1);
     }
 }

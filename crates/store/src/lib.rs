@@ -22,7 +22,7 @@ mod rate_limits;
 mod sealed;
 mod self_service;
 mod sync;
-pub use administrators::{Administrator, SignInChallenge, TotpState};
+pub use administrators::{Administrator, AdministratorSummary, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
 pub use rate_limits::{LONGEST_WINDOW, Limit, Reservation, Reserved};
 pub use sealed::SecretOwner;
@@ -43,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot prepare the database file {0}")]
     Io(String),
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Migrations compiled into the binary, applied in order at start.
@@ -72,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "rate limits",
         include_str!("../migrations/0006_rate_limits.sql"),
+    ),
+    (
+        7,
+        "administrators",
+        include_str!("../migrations/0007_administrators.sql"),
     ),
 ];
 

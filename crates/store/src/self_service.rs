@@ -90,6 +90,21 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Removes every method of `owner`, as an administrator does for a person who lost them;
+    /// how many there were.
+    pub async fn remove_all_self_service_methods(
+        &self,
+        owner: MethodOwner<'_>,
+    ) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM self_service_methods WHERE directory = ? AND user_anchor = ?")
+                .bind(owner.directory)
+                .bind(owner.user_anchor)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn confirm_self_service_methods(
         &self,
         owner: MethodOwner<'_>,

@@ -259,6 +259,24 @@ impl DomainController {
         self.set_acl(BASE_DN, &replicating_directory_changes_right(&sid))
     }
 
+    /// Lets the service account read fine-grained password policies (Read on the Password
+    /// Settings Container, inherited), as the README suggests: the agent then reports their
+    /// lockout thresholds too.
+    pub async fn grant_read_password_settings(&self) -> Result<()> {
+        let sid = self.service_account_sid().await?;
+        self.set_acl(
+            PASSWORD_SETTINGS_CONTAINER,
+            &format!("(A;CI;RPLCLORC;;;{sid})"),
+        )
+    }
+
+    /// How many wrong passwords in a row the DC counts against the staff user `name` now.
+    pub async fn bad_password_count(&self, name: &str) -> Result<u32> {
+        let dn = format!("CN={name},{STAFF_OU}");
+        let count = self.admin().await?.read(&dn, "badPwdCount").await?;
+        Ok(count.and_then(|count| count.parse().ok()).unwrap_or(0))
+    }
+
     /// Delegates the three rights on users of `ou` to the service account, as on Staff (it holds
     /// Unexpire Password on the domain root already).
     pub async fn delegate_writeback_rights(&self, ou: &str) -> Result<()> {

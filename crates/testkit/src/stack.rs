@@ -36,6 +36,8 @@ pub struct Stack {
     pub fingerprint: Fingerprint,
     pub directory: DirectoryName,
     pub admin_password: String,
+    /// The administrator's authenticator, enrolled over the API at start.
+    pub admin_authenticator: Authenticator,
     pub agent_id: AgentId,
     /// Signed in as the administrator.
     pub client: ApiClient,
@@ -58,6 +60,8 @@ pub struct StackOptions {
     pub smtp_port: Option<u16>,
     /// The cloud's SMS provider; the default sends no texts.
     pub sms: writeback_cloud::config::SmsConfig,
+    /// Changes the cloud's configuration before it starts (limits, timeouts, capacities).
+    pub configure_cloud: Option<fn(&mut CloudConfig)>,
 }
 
 impl Default for StackOptions {
@@ -68,8 +72,80 @@ impl Default for StackOptions {
             service_account: SERVICE_ACCOUNT.to_owned(),
             smtp_port: None,
             sms: writeback_cloud::config::SmsConfig::default(),
+            configure_cloud: None,
         }
     }
+}
+
+/// An authenticator app for tests: the key, and the last step a code was made for, so that each
+/// code it gives is one the cloud has not accepted yet.
+#[derive(Debug)]
+pub struct Authenticator {
+    pub key: Vec<u8>,
+    last_step: std::sync::Mutex<u64>,
+}
+
+impl Authenticator {
+    pub fn new(key: Vec<u8>) -> Self {
+        Self {
+            key,
+            last_step: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// A code the cloud accepts now and has not seen: for the current step, or the next one
+    /// (within the allowed drift) when the current one was used.
+    pub fn code(&self) -> String {
+        let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+        let mut last = self
+            .last_step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let step = now.max(*last + 1);
+        *last = step;
+        writeback_cloud::totp::code_at_step(&self.key, step)
+    }
+
+    /// Waits until a fresh code is within the cloud's window, then gives it.
+    pub async fn fresh_code(&self) -> String {
+        loop {
+            let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+            let ready = {
+                let last = self
+                    .last_step
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *last < now + 1
+            };
+            if ready {
+                return self.code();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Signs in an administrator who has no authenticator yet, enrolling one over the API as
+/// `writeback login` does: the session, and the authenticator (its key remembered for the log
+/// scan).
+pub async fn enrol_administrator(
+    client: &ApiClient,
+    email: &str,
+    password: &str,
+) -> Result<(writeback_proto::api::SignInResponse, Authenticator)> {
+    let enrolment = client
+        .begin_enrolment(email, SecretString::from(password.to_owned()))
+        .await?;
+    let key_text = secrecy::ExposeSecret::expose_secret(&enrolment.key).to_owned();
+    logs::remember_secret(&key_text);
+    let authenticator = Authenticator::new(
+        writeback_cloud::totp::decode_base32(&key_text).context("the key is base32")?,
+    );
+    let session = client
+        .answer_challenge(&enrolment.challenge, &authenticator.code())
+        .await?;
+    logs::remember_secret(secrecy::ExposeSecret::expose_secret(&session.token));
+    Ok((session, authenticator))
 }
 
 impl Stack {
@@ -91,7 +167,7 @@ impl Stack {
         }
         std::fs::create_dir_all(&work)?;
 
-        let cloud_config = CloudConfig {
+        let mut cloud_config = CloudConfig {
             listen: "127.0.0.1:0".into(),
             data_dir: work.join("cloud"),
             heartbeat_interval_seconds: 2,
@@ -106,6 +182,9 @@ impl Stack {
             sms: options.sms.clone(),
             ..CloudConfig::default()
         };
+        if let Some(configure) = options.configure_cloud {
+            configure(&mut cloud_config);
+        }
         let cloud = writeback_cloud::start(cloud_config.clone()).await?;
         let address = cloud.address;
         let fingerprint = cloud.fingerprint;
@@ -161,13 +240,8 @@ impl Stack {
             .context("the registered agent is not in the store")?;
 
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
-        let session = client
-            .sign_in(
-                ADMIN_EMAIL,
-                SecretString::from(admin_password.clone()),
-                None,
-            )
-            .await?;
+        let (session, admin_authenticator) =
+            enrol_administrator(&client, ADMIN_EMAIL, &admin_password).await?;
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?.with_token(session.token);
 
         let mut stack = Stack {
@@ -177,6 +251,7 @@ impl Stack {
             fingerprint,
             directory,
             admin_password,
+            admin_authenticator,
             agent_id,
             client,
             work,
@@ -238,6 +313,26 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits until the agent reports a lockout threshold of `threshold`, the strictest it can
+    /// read (the domain's or a fine-grained policy's).
+    pub async fn wait_for_lockout_threshold(&self, threshold: u32) -> Result<()> {
+        let state = &self.cloud.as_ref().context("the cloud is running")?.state;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !state.relay.live_agents().iter().any(|agent| {
+            agent
+                .status
+                .as_ref()
+                .and_then(|status| status.lockout)
+                .is_some_and(|lockout| lockout.threshold == threshold)
+        }) {
+            if Instant::now() > deadline {
+                bail!("the agent did not report a lockout threshold of {threshold} within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// Waits until the agent has reported the domain's password policy, which the portal's
@@ -419,6 +514,7 @@ impl Stack {
         let url = self.url();
         let pin = self.fingerprint.to_string();
         let password_file = password_file.display().to_string();
+        let code = self.admin_authenticator.fresh_code().await;
         let login = self
             .cli(&[
                 "login",
@@ -430,6 +526,8 @@ impl Stack {
                 ADMIN_EMAIL,
                 "--password-file",
                 &password_file,
+                "--totp-code",
+                &code,
             ])
             .await?;
         ensure!(
@@ -544,6 +642,7 @@ bind_name = {bind_name}
 bind_password_file = {password_file}
 base_dn = {base_dn}
 allowed_ous = [{allowed_ous}]
+check_interval_seconds = 2
 
 [sync]
 poll_interval_ms = {poll_interval_ms}

@@ -94,3 +94,17 @@ impl WebClient {
         response.headers["location"].to_str().unwrap().to_owned()
     }
 }
+
+/// A bare TLS connection to the stack's cloud, for writing requests byte by byte as a slow or
+/// broken client would.
+pub async fn tls_stream(
+    stack: &Stack,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut config =
+        writeback_tls::client_config(&writeback_tls::Trust::Pinned(stack.fingerprint))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(stack.address).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+    Ok(connector.connect(name, tcp).await?)
+}

@@ -22,6 +22,9 @@ use writeback_testkit::browser::Browser;
 use writeback_testkit::domain_controller::STAFF_OU;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::stack::ADMIN_EMAIL;
+
+/// The administrator who walks through the console, enrolling an authenticator there.
+const CONSOLE_ADMIN: &str = "console-admin@example.test";
 use writeback_testkit::web::WebClient;
 
 /// A code for a step after `used` (the step of the last accepted code) that the server accepts
@@ -63,7 +66,7 @@ async fn assert_audited_by_request(stack: &Stack, request_id: &str, operation: &
         .unwrap();
     assert!(
         page.entries.iter().any(|entry| entry.action == operation
-            && entry.actor == ADMIN_EMAIL
+            && entry.actor == CONSOLE_ADMIN
             && entry.result_code == result
             && entry.origin.as_deref() == Some("127.0.0.1")),
         "no audit entry for request {request_id}: {:?}",
@@ -74,6 +77,16 @@ async fn assert_audited_by_request(stack: &Stack, request_id: &str, operation: &
 #[tokio::test]
 async fn an_administrator_runs_writeback_from_the_console() {
     let stack = Stack::start().await.unwrap();
+    // An administrator created on the cloud's host, who sets up an authenticator at first
+    // sign-in in the console.
+    let console_password = strong_password();
+    writeback_cloud::create_administrator(
+        &stack.cloud.as_ref().unwrap().state.store,
+        CONSOLE_ADMIN,
+        &SecretString::from(console_password.clone()),
+    )
+    .await
+    .unwrap();
     let url = stack.url();
     let (name, old_password) = stack.user_with_password("console").await.unwrap();
     let group = format!("{name}-team");
@@ -95,7 +108,7 @@ async fn an_administrator_runs_writeback_from_the_console() {
     assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
     browser.screenshot("sign-in").await.unwrap();
 
-    browser.fill("#email", ADMIN_EMAIL).await.unwrap();
+    browser.fill("#email", CONSOLE_ADMIN).await.unwrap();
     browser
         .fill("#password", &password_like("Not-The-Admin-{unique}!"))
         .await
@@ -114,16 +127,13 @@ async fn an_administrator_runs_writeback_from_the_console() {
             .await
             .unwrap()
             .as_deref(),
-        Some(ADMIN_EMAIL),
+        Some(CONSOLE_ADMIN),
         "the email is kept"
     );
     browser.screenshot("sign-in-refused").await.unwrap();
 
     // First sign-in: the password, then enrolment of an authenticator.
-    browser
-        .fill("#password", &stack.admin_password)
-        .await
-        .unwrap();
+    browser.fill("#password", &console_password).await.unwrap();
     browser.press("button[type=submit]").await.unwrap();
     assert!(
         browser
@@ -479,11 +489,8 @@ async fn an_administrator_runs_writeback_from_the_console() {
     assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
     browser.goto(&format!("{url}/console")).await.unwrap();
     assert!(browser.url().await.unwrap().ends_with("/console/sign-in"));
-    browser.fill("#email", ADMIN_EMAIL).await.unwrap();
-    browser
-        .fill("#password", &stack.admin_password)
-        .await
-        .unwrap();
+    browser.fill("#email", CONSOLE_ADMIN).await.unwrap();
+    browser.fill("#password", &console_password).await.unwrap();
     browser.press("button[type=submit]").await.unwrap();
     assert!(
         browser
@@ -575,17 +582,37 @@ impl ConsoleClient {
     }
 }
 
-/// A new administrator enrolled directly in the store, whose authenticator the test holds:
-/// `(password, TOTP secret)`.
-async fn enrolled_administrator(store: &writeback_store::Store, email: &str) -> (String, Vec<u8>) {
+/// A new administrator with an authenticator the test holds, sealed into the store as the
+/// cloud itself would: `(password, TOTP secret)`.
+async fn enrolled_administrator(stack: &Stack, email: &str) -> (String, Vec<u8>) {
+    let state = &stack.cloud.as_ref().unwrap().state;
     let password = strong_password();
-    writeback_cloud::create_administrator(store, email, &SecretString::from(password.clone()))
+    writeback_cloud::create_administrator(
+        &state.store,
+        email,
+        &SecretString::from(password.clone()),
+    )
+    .await
+    .unwrap();
+    let administrator = state
+        .store
+        .administrator_by_email(email)
         .await
+        .unwrap()
         .unwrap();
-    let administrator = store.administrator_by_email(email).await.unwrap().unwrap();
     let secret = totp::new_secret().unwrap();
-    store
-        .enrol_totp(administrator.id, &secret, 0)
+    let sealed = state
+        .secrets
+        .seal(
+            writeback_store::SecretOwner::Administrator {
+                id: administrator.id,
+            },
+            &secret,
+        )
+        .unwrap();
+    state
+        .store
+        .enrol_totp(administrator.id, &sealed, 0)
         .await
         .unwrap();
     (password, secret.to_vec())
@@ -597,7 +624,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
     let store = stack.cloud.as_ref().unwrap().state.store.clone();
     // A second administrator whose authenticator the test holds, enrolled directly.
     let email = "second@example.test";
-    let (password, secret) = enrolled_administrator(&store, email).await;
+    let (password, secret) = enrolled_administrator(&stack, email).await;
     let mut used_step = 0;
 
     let mut console = ConsoleClient::new(&stack);
@@ -874,7 +901,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         (right_now.parse::<u32>().unwrap() + 500_000) % 1_000_000
     );
     let mut last = None;
-    for _ in 0..writeback_cloud::sign_in::MAX_SECOND_FACTOR_FAILURES {
+    for _ in 0..writeback_cloud::sign_in::MAX_CHALLENGE_FAILURES {
         last = Some(
             guesser
                 .send(
@@ -902,29 +929,90 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         "{throttled}"
     );
 
-    // An API session of an administrator with no second factor does not open the console.
-    let password_only = api
+    // An administrator without an authenticator gets no session from the API: they enrol
+    // first, and the enrolment's challenge opens nothing by itself.
+    let newcomer = "newcomer@example.test";
+    let newcomer_password = strong_password();
+    writeback_cloud::create_administrator(
+        &stack.cloud.as_ref().unwrap().state.store,
+        newcomer,
+        &SecretString::from(newcomer_password.clone()),
+    )
+    .await
+    .unwrap();
+    let refused = api
         .sign_in(
-            ADMIN_EMAIL,
-            SecretString::from(stack.admin_password.clone()),
+            newcomer,
+            SecretString::from(newcomer_password.clone()),
             None,
         )
         .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("second_factor_enrolment_required"),
+        "{refused}"
+    );
+    let enrolment = api
+        .begin_enrolment(newcomer, SecretString::from(newcomer_password.clone()))
+        .await
         .unwrap();
-    let token = secrecy::ExposeSecret::expose_secret(&password_only.token).to_owned();
-    remember_secret(&token);
+    let challenge = secrecy::ExposeSecret::expose_secret(&enrolment.challenge).to_owned();
+    remember_secret(&challenge);
+    remember_secret(secrecy::ExposeSecret::expose_secret(&enrolment.key));
     let mut bearer = ConsoleClient::new(&stack);
     bearer
         .cookies
-        .push(("__Host-writeback-console".into(), token));
+        .push(("__Host-writeback-console".into(), challenge.clone()));
     let refused = bearer.send(Method::GET, "/console/agents", None, &[]).await;
     assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    let as_token = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap()
+    .with_token(SecretString::from(challenge));
+    assert!(
+        as_token
+            .agents()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("session_expired"),
+        "a challenge is no session"
+    );
+    let key = totp::decode_base32(secrecy::ExposeSecret::expose_secret(&enrolment.key)).unwrap();
+    let now_code = totp::code_at(&key, UnixMillis::now());
+    let wrong = format!(
+        "{:06}",
+        (now_code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let wrong_answer = api
+        .answer_challenge(&enrolment.challenge, &wrong)
+        .await
+        .unwrap_err();
+    assert!(
+        wrong_answer.to_string().contains("invalid_second_factor"),
+        "{wrong_answer}"
+    );
+    let session = api
+        .answer_challenge(&enrolment.challenge, &now_code)
+        .await
+        .unwrap();
+    remember_secret(secrecy::ExposeSecret::expose_secret(&session.token));
+    let enrolled = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap()
+    .with_token(session.token);
+    assert!(enrolled.agents().await.is_ok());
 }
 
 #[tokio::test]
 async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_console() {
     let stack = Stack::start().await.unwrap();
-    let store = stack.cloud.as_ref().unwrap().state.store.clone();
     let defaults = stack.client.self_service_settings().await.unwrap();
     assert_eq!(
         defaults.scope,
@@ -1008,7 +1096,7 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
 
     // Through the console, as an administrator with an authenticator.
     let email = "third@example.test";
-    let (password, secret) = enrolled_administrator(&store, email).await;
+    let (password, secret) = enrolled_administrator(&stack, email).await;
     let mut console = ConsoleClient::new(&stack);
     let mut used_step = 0;
     let code = fresh_code(&secret, &mut used_step);
@@ -1124,4 +1212,212 @@ async fn the_self_service_policy_is_edited_through_the_api_the_cli_and_the_conso
         "refused changes store nothing: {:?}",
         audit.entries
     );
+}
+
+/// Whether `email` is listed as enabled, through the API.
+async fn listed_enabled(stack: &Stack, email: &str) -> Option<bool> {
+    stack
+        .client
+        .administrators()
+        .await
+        .unwrap()
+        .administrators
+        .into_iter()
+        .find(|administrator| administrator.email == email)
+        .map(|administrator| administrator.enabled)
+}
+
+#[tokio::test]
+async fn administrators_are_managed_from_the_api_the_cli_and_the_console_but_never_the_last() {
+    let stack = Stack::start().await.unwrap();
+    let colleague = "colleague@example.test";
+    let (password, secret) = enrolled_administrator(&stack, colleague).await;
+    let mut used_step = 0;
+    let colleague_api = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap();
+    let session = colleague_api
+        .sign_in(
+            colleague,
+            SecretString::from(password.clone()),
+            Some(fresh_code(&secret, &mut used_step)),
+        )
+        .await
+        .unwrap();
+    remember_secret(secrecy::ExposeSecret::expose_secret(&session.token));
+    let colleague_api = colleague_api.with_token(session.token);
+    assert!(colleague_api.agents().await.is_ok());
+
+    // The API lists both, with the colleague's open session.
+    let listed = stack.client.administrators().await.unwrap().administrators;
+    let entry = listed
+        .iter()
+        .find(|administrator| administrator.email == colleague)
+        .unwrap();
+    assert!(entry.enabled && entry.second_factor);
+    assert_eq!(entry.sessions, 1);
+
+    // The API disables the colleague: their session ends at once and they cannot sign in.
+    let disabled = stack
+        .client
+        .change_administrator(colleague, writeback_cli::AdministratorAction::Disable)
+        .await
+        .unwrap();
+    assert!(disabled.changed);
+    assert_eq!(disabled.sessions_ended, 1);
+    assert!(colleague_api.agents().await.is_err(), "the session ended");
+    let refused = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap()
+    .sign_in(
+        colleague,
+        SecretString::from(password.clone()),
+        // Refused at the password already: the code is never looked at.
+        Some("000000".into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("invalid_credentials"),
+        "{refused}"
+    );
+    assert_eq!(listed_enabled(&stack, colleague).await, Some(false));
+
+    // The CLI enables them again, lists them and ends their sessions.
+    stack.cli_login().await.unwrap();
+    let enabled = stack
+        .cli(&["administrators", "enable", colleague])
+        .await
+        .unwrap();
+    assert!(enabled.status.success(), "{enabled:?}");
+    assert_eq!(listed_enabled(&stack, colleague).await, Some(true));
+    let list = stack.cli(&["administrators"]).await.unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains(colleague) && listing.contains(ADMIN_EMAIL),
+        "{listing}"
+    );
+    let signed_in_again = writeback_cli::ApiClient::new(
+        &stack.url(),
+        &writeback_tls::Trust::Pinned(stack.fingerprint),
+    )
+    .unwrap()
+    .sign_in(
+        colleague,
+        SecretString::from(password.clone()),
+        Some(fresh_code(&secret, &mut used_step)),
+    )
+    .await
+    .unwrap();
+    remember_secret(secrecy::ExposeSecret::expose_secret(&signed_in_again.token));
+    let ended = stack
+        .cli(&["administrators", "end-sessions", colleague])
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ended.stdout).contains("1 sessions ended"),
+        "{ended:?}"
+    );
+
+    // The console deletes them, after the box is ticked.
+    let mut console = ConsoleClient::new(&stack);
+    let signed_in = console
+        .sign_in(
+            ADMIN_EMAIL,
+            &stack.admin_password,
+            &stack.admin_authenticator.fresh_code().await,
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let page = console
+        .send(Method::GET, "/console/administrators", None, &[])
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(WebClient::body(&page).contains(colleague));
+    let csrf = WebClient::csrf(&page);
+    let unconfirmed = console
+        .send(
+            Method::POST,
+            "/console/administrators/change",
+            Some(&[("csrf", &csrf), ("email", colleague), ("action", "delete")]),
+            &[],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let deleted = console
+        .send(
+            Method::POST,
+            "/console/administrators/change",
+            Some(&[
+                ("csrf", &csrf),
+                ("email", colleague),
+                ("action", "delete"),
+                ("confirm", "on"),
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(listed_enabled(&stack, colleague).await, None);
+
+    // The last enabled administrator can be neither disabled nor deleted, anywhere.
+    let last = stack
+        .client
+        .change_administrator(ADMIN_EMAIL, writeback_cli::AdministratorAction::Disable)
+        .await
+        .unwrap_err();
+    assert!(last.to_string().contains("last_administrator"), "{last}");
+    let refused = stack
+        .cli(&["administrators", "delete", ADMIN_EMAIL])
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("last enabled administrator"),
+        "{refused:?}"
+    );
+    let refused = console
+        .send(
+            Method::POST,
+            "/console/administrators/change",
+            Some(&[
+                ("csrf", &csrf),
+                ("email", ADMIN_EMAIL),
+                ("action", "disable"),
+                ("confirm", "on"),
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(listed_enabled(&stack, ADMIN_EMAIL).await, Some(true));
+
+    // Every change is in the audit log, by whom and about whom.
+    let entries = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            target: Some(colleague.to_owned()),
+            limit: Some(100),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .entries;
+    for action in [
+        "disable_administrator",
+        "enable_administrator",
+        "end_administrator_sessions",
+        "delete_administrator",
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|entry| entry.action == action && entry.actor == ADMIN_EMAIL),
+            "{action} audited: {entries:?}"
+        );
+    }
 }

@@ -434,7 +434,7 @@ async fn scrape(address: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();
@@ -459,6 +459,34 @@ async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
     )
     .unwrap();
     stack.kill_agent().await.unwrap();
+
+    // Out of the box the public listener has no /metrics at all; the cloud serves them on a
+    // listener of its own, or on the public one to a scraper with the configured token.
+    let (url, fingerprint) = (stack.url(), stack.fingerprint);
+    let scraper =
+        || writeback_cli::ApiClient::new(&url, &writeback_tls::Trust::Pinned(fingerprint)).unwrap();
+    let unconfigured = scraper()
+        .send(Method::GET, "/metrics", None, Vec::new(), &[])
+        .await
+        .unwrap();
+    assert_eq!(unconfigured.status, StatusCode::NOT_FOUND);
+    let cloud_metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cloud_metrics = format!("127.0.0.1:{cloud_metrics_port}");
+    let token = strong_password();
+    let token_file = stack.work.join("metrics-token");
+    writeback_config::write_private_file(&token_file, token.as_bytes()).unwrap();
+    let listen = cloud_metrics.clone();
+    stack
+        .restart_cloud_with(move |config| {
+            config.metrics_listen = Some(listen);
+            config.metrics_token_file = Some(token_file);
+        })
+        .await
+        .unwrap();
     stack.start_agent().await.unwrap();
 
     let reset = stack
@@ -469,12 +497,33 @@ async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
     let refused = stack.reset(&name, "Xy7#", false, false).await.unwrap();
     assert!(matches!(refused.result, ResultCode::PolicyViolation { .. }));
 
-    let raw = stack
-        .client
-        .send(Method::GET, "/metrics", None, Vec::new(), &[])
+    for wrong in [None, Some("not-the-token".to_owned())] {
+        let headers: Vec<(&str, String)> = wrong
+            .map(|wrong| vec![("authorization", format!("Bearer {wrong}"))])
+            .unwrap_or_default();
+        let refused = scraper()
+            .send(Method::GET, "/metrics", None, Vec::new(), &headers)
+            .await
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
+    let raw = scraper()
+        .send(
+            Method::GET,
+            "/metrics",
+            None,
+            Vec::new(),
+            &[("authorization", format!("Bearer {token}"))],
+        )
         .await
         .unwrap();
     assert_eq!(raw.status, StatusCode::OK);
+    let own_listener = scrape(&cloud_metrics).await;
+    assert!(
+        own_listener.starts_with("HTTP/1.1 200 OK")
+            && own_listener.contains("writeback_agents_connected{directory=\"corp\"} 1\n"),
+        "{own_listener}"
+    );
     let cloud = String::from_utf8_lossy(&raw.body).into_owned();
     for line in [
         "writeback_operations_total{directory=\"corp\",operation=\"reset_password\",result=\"success\"} 1\n",

@@ -398,6 +398,70 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
             "{action} audited"
         );
     }
+
+    // At rest: the data directory and the database files are the service's alone, and none of
+    // them holds an authenticator key (the administrator's or the user's), a password, an
+    // answer or a one-time code.
+    let data = stack.work.join("cloud");
+    let mut stored = Vec::new();
+    assert_eq!(mode(&data), 0o700);
+    for file in ["writeback.db", "writeback.db-wal", "writeback.db-shm"] {
+        let path = data.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(stored.len() > 10_000, "the database was read");
+    let mut secrets: Vec<Vec<u8>> = vec![
+        secret.clone(),
+        key.replace(' ', "").into_bytes(),
+        stack.admin_authenticator.key.clone(),
+        totp::base32(&stack.admin_authenticator.key).into_bytes(),
+    ];
+    for text in [
+        &password,
+        &new_password,
+        &changed,
+        &temporary,
+        &chosen,
+        &stack.admin_password,
+        "Rex the dog",
+        "rex the dog",
+        "Springfield",
+        "springfield",
+    ] {
+        secrets.push(text.as_bytes().to_vec());
+    }
+    for (index, secret) in secrets.iter().enumerate() {
+        assert!(
+            !stored
+                .windows(secret.len())
+                .any(|window| window == secret.as_slice()),
+            "secret {index} is readable in the database files"
+        );
+    }
+    let mut codes = vec![code.clone()];
+    for index in 1..=2 {
+        let message = mail
+            .wait_for(&address, "verification code", index)
+            .await
+            .unwrap();
+        codes.push(code_in(&message.body).unwrap());
+    }
+    for code in &codes {
+        let found = stored.windows(code.len() + 2).any(|window| {
+            &window[1..=code.len()] == code.as_bytes()
+                && !window[0].is_ascii_alphanumeric()
+                && !window[code.len() + 1].is_ascii_alphanumeric()
+        });
+        assert!(!found, "a one-time code is readable in the database files");
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[tokio::test]
@@ -454,13 +518,22 @@ async fn a_phone_is_registered_and_a_password_reset_with_texted_codes_through_th
     );
     browser.screenshot("phone-registered").await.unwrap();
     browser.press("#sign-out").await.unwrap();
+    // The new phone is told of the change, with when and from where.
+    let notice = sms.wait_for(number, 2).await.unwrap();
+    assert!(
+        notice.text.contains("Mobile phone +447700900123 was added")
+            && notice.text.contains("from 127.0.0.1")
+            && notice.text.contains(" UTC"),
+        "{}",
+        notice.text
+    );
 
     // Forgot password with the texted code, through to a bind with the new password.
     identify(&browser, &url, "reset", &name).await;
     browser.press("#method-sms").await.unwrap();
     assert_eq!(title(&browser).await, "Enter the code we texted");
     browser.screenshot("proof-sms").await.unwrap();
-    let text = sms.wait_for(number, 2).await.unwrap();
+    let text = sms.wait_for(number, 3).await.unwrap();
     browser
         .fill("#code", &code_in(&text.text).unwrap())
         .await
@@ -490,7 +563,7 @@ async fn a_phone_is_registered_and_a_password_reset_with_texted_codes_through_th
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(sms.count_to(number), 2);
+    assert_eq!(sms.count_to(number), 3);
     assert!(
         sms.rejected()
             .iter()
@@ -565,10 +638,24 @@ async fn the_clear_pages_say_why_once_the_person_has_proven_who_they_are() {
         })
         .await
         .unwrap();
-    sign_in(&browser, &url, &name, &password).await;
+    // Out of scope, the portal never binds: a wrong password leaves the DC's count alone, and
+    // the right one reads exactly like a wrong one.
+    let bad_before = stack.dc.bad_password_count(&name).await.unwrap();
+    sign_in(&browser, &url, &name, &password_like("Wrong-{unique}-1!")).await;
     assert_eq!(
-        title(&browser).await,
-        "Self-service is not available for your account"
+        notice(&browser).await,
+        "The user name or password is not correct."
+    );
+    sign_in(&browser, &url, &name, &password).await;
+    assert_eq!(title(&browser).await, "Sign in");
+    assert_eq!(
+        notice(&browser).await,
+        "The user name or password is not correct."
+    );
+    assert_eq!(
+        stack.dc.bad_password_count(&name).await.unwrap(),
+        bad_before,
+        "no bind reached the directory"
     );
     browser.screenshot("out-of-scope").await.unwrap();
 
@@ -841,4 +928,484 @@ async fn the_sms_sender_hands_texts_over_https_and_reports_a_refusal_without_the
     .await;
     assert!(untrusted.contains("TLS"), "{untrusted}");
     assert_eq!(sms.texts().len(), 1);
+}
+
+/// A portal client over plain HTTP.
+async fn http_sign_in(
+    client: &mut WebClient,
+    name: &str,
+    password: &str,
+) -> writeback_cli::RawResponse {
+    let page = client.send(Method::GET, "/portal/sign-in", None, &[]).await;
+    let csrf = WebClient::csrf(&page);
+    client
+        .send(
+            Method::POST,
+            "/portal/sign-in",
+            Some(&[("csrf", &csrf), ("account", name), ("password", password)]),
+            &[],
+        )
+        .await
+}
+
+/// Registers `address` for the signed-in client, with the code mailed to it (the `index`th
+/// confirmation mail to that address).
+async fn http_register_email(
+    client: &mut WebClient,
+    mail: &MailServer,
+    address: &str,
+    index: usize,
+) -> writeback_cli::RawResponse {
+    let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/account", None, &[]).await);
+    let sent = client
+        .send(
+            Method::POST,
+            "/portal/account/email",
+            Some(&[("csrf", &csrf), ("email", address)]),
+            &[],
+        )
+        .await;
+    if sent.status != StatusCode::SEE_OTHER {
+        return sent;
+    }
+    let message = mail
+        .wait_for(address, "Confirm your email", index)
+        .await
+        .unwrap();
+    client
+        .send(
+            Method::POST,
+            "/portal/account/code",
+            Some(&[("csrf", &csrf), ("code", &code_in(&message.body).unwrap())]),
+            &[],
+        )
+        .await
+}
+
+/// Identifies `name` for `purpose` over HTTP.
+async fn http_identify(client: &mut WebClient, purpose: &str, name: &str) {
+    let page = client
+        .send(
+            Method::GET,
+            &format!("/portal/identify?purpose={purpose}"),
+            None,
+            &[],
+        )
+        .await;
+    let csrf = WebClient::csrf(&page);
+    let answer = client
+        .send(
+            Method::POST,
+            "/portal/identify",
+            Some(&[("csrf", &csrf), ("purpose", purpose), ("account", name)]),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+}
+
+/// Proves the flow with the code mailed to `address` (the `index`th code mail).
+async fn http_prove_by_email(
+    client: &mut WebClient,
+    mail: &MailServer,
+    address: &str,
+    index: usize,
+) {
+    let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/verify", None, &[]).await);
+    let started = client
+        .send(
+            Method::POST,
+            "/portal/verify/start",
+            Some(&[("csrf", &csrf), ("method", "email")]),
+            &[],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let message = mail
+        .wait_for(address, "verification code", index)
+        .await
+        .unwrap();
+    let proved = client
+        .send(
+            Method::POST,
+            "/portal/verify/proof",
+            Some(&[("csrf", &csrf), ("code", &code_in(&message.body).unwrap())]),
+            &[],
+        )
+        .await;
+    assert_eq!(proved.status, StatusCode::SEE_OTHER);
+}
+
+/// Posts to every step after identification, as a flow that has not earned them: each answer
+/// must send the person back (a redirect to an earlier step) or refuse, and never be the step.
+async fn every_later_step_refuses(client: &mut WebClient, csrf: &str, wanted_back: &str) {
+    let request_id = "00112233445566778899aabbccddeeff";
+    let password = password_like("Never-Set-{unique}-9!");
+    for (method, path, form) in [
+        (Method::GET, "/portal/new-password", None),
+        (
+            Method::POST,
+            "/portal/new-password",
+            Some(vec![
+                ("csrf", csrf),
+                ("request_id", request_id),
+                ("new_password", password.as_str()),
+                ("confirm_password", password.as_str()),
+            ]),
+        ),
+        (
+            Method::POST,
+            "/portal/unlock",
+            Some(vec![("csrf", csrf), ("request_id", request_id)]),
+        ),
+    ] {
+        let answer = client
+            .send(method.clone(), path, form.as_deref(), &[])
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{method} {path}");
+        assert_eq!(WebClient::location(&answer), wanted_back, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn no_step_opens_before_the_one_before_it_is_earned() {
+    let (stack, mail) = start().await;
+    let (name, password) = stack.user_with_password("steps-").await.unwrap();
+    let address = format!("{name}@mail.example.test");
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    let mut owner = WebClient::new(&stack);
+    assert_eq!(
+        http_sign_in(&mut owner, &name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        http_register_email(&mut owner, &mail, &address, 1)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let mut codes_mailed = 0;
+
+    for required in [1u8, 2] {
+        stack
+            .client
+            .update_self_service_settings(&settings(required))
+            .await
+            .unwrap();
+        for purpose in ["reset", "unlock"] {
+            // Identified only: no proof page without a challenge, nothing after it.
+            let mut client = WebClient::new(&stack);
+            http_identify(&mut client, purpose, &name).await;
+            let csrf =
+                WebClient::csrf(&client.send(Method::GET, "/portal/verify", None, &[]).await);
+            let proof = client
+                .send(
+                    Method::POST,
+                    "/portal/verify/proof",
+                    Some(&[("csrf", &csrf), ("code", "123456")]),
+                    &[],
+                )
+                .await;
+            assert_eq!(WebClient::location(&proof), "/portal/verify");
+            let shown = client
+                .send(Method::GET, "/portal/verify/proof", None, &[])
+                .await;
+            assert_eq!(WebClient::location(&shown), "/portal/verify");
+            every_later_step_refuses(&mut client, &csrf, "/portal/verify").await;
+
+            // One proof where two are required: still nothing after it.
+            if required == 2 {
+                codes_mailed += 1;
+                http_prove_by_email(&mut client, &mail, &address, codes_mailed).await;
+                every_later_step_refuses(&mut client, &csrf, "/portal/verify").await;
+            }
+        }
+    }
+
+    // A reset proven in full does not unlock, and an unlock does not set a password: each is
+    // sent back to its own final page.
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    for purpose in ["reset", "unlock"] {
+        let mut client = WebClient::new(&stack);
+        http_identify(&mut client, purpose, &name).await;
+        codes_mailed += 1;
+        http_prove_by_email(&mut client, &mail, &address, codes_mailed).await;
+        let csrf = WebClient::csrf(
+            &client
+                .send(Method::GET, "/portal/new-password", None, &[])
+                .await,
+        );
+        let request_id = "00112233445566778899aabbccddeeff";
+        let wrong_password = password_like("Wrong-Door-{unique}-7!");
+        let answer = if purpose == "reset" {
+            client
+                .send(
+                    Method::POST,
+                    "/portal/unlock",
+                    Some(&[("csrf", &csrf), ("request_id", request_id)]),
+                    &[],
+                )
+                .await
+        } else {
+            client
+                .send(
+                    Method::POST,
+                    "/portal/new-password",
+                    Some(&[
+                        ("csrf", &csrf),
+                        ("request_id", request_id),
+                        ("new_password", &wrong_password),
+                        ("confirm_password", &wrong_password),
+                    ]),
+                    &[],
+                )
+                .await
+        };
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{purpose}");
+        assert_eq!(
+            WebClient::location(&answer),
+            "/portal/new-password",
+            "{purpose}"
+        );
+    }
+
+    // Without a session, a flow cookie opens none of the signed-in steps.
+    let mut flow_only = WebClient::new(&stack);
+    http_identify(&mut flow_only, "reset", &name).await;
+    let csrf = WebClient::csrf(
+        &flow_only
+            .send(Method::GET, "/portal/verify", None, &[])
+            .await,
+    );
+    let change = flow_only
+        .send(Method::GET, "/portal/change", None, &[])
+        .await;
+    assert_eq!(WebClient::location(&change), "/portal/sign-in");
+    for path in [
+        "/portal/change",
+        "/portal/account/email",
+        "/portal/account/phone",
+        "/portal/account/code",
+        "/portal/account/authenticator",
+        "/portal/account/questions",
+        "/portal/account/remove",
+        "/portal/account/confirm-identity",
+        "/portal/account/confirm-identity/proof",
+    ] {
+        let answer = flow_only
+            .send(Method::POST, path, Some(&[("csrf", &csrf)]), &[])
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // Signed in again later, without a fresh proof: no method can be added, replaced or removed.
+    let mut later = WebClient::new(&stack);
+    assert_eq!(
+        http_sign_in(&mut later, &name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = later.send(Method::GET, "/portal/account", None, &[]).await;
+    assert!(WebClient::body(&page).contains("first confirm it is you"));
+    let csrf = WebClient::csrf(&page);
+    let other_address = format!("other-{address}");
+    for (path, fields) in [
+        (
+            "/portal/account/email",
+            vec![("csrf", csrf.as_str()), ("email", other_address.as_str())],
+        ),
+        (
+            "/portal/account/phone",
+            vec![("csrf", csrf.as_str()), ("phone", "+447700900999")],
+        ),
+        (
+            "/portal/account/remove",
+            vec![("csrf", csrf.as_str()), ("method", "email")],
+        ),
+        (
+            "/portal/account/code",
+            vec![("csrf", csrf.as_str()), ("code", "123456")],
+        ),
+    ] {
+        let answer = later.send(Method::POST, path, Some(&fields), &[]).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            WebClient::body(&answer).contains("first confirm it is you"),
+            "{path}"
+        );
+    }
+    for path in ["/portal/account/authenticator", "/portal/account/questions"] {
+        let answer = later.send(Method::GET, path, None, &[]).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let step_up = later
+        .send(
+            Method::POST,
+            "/portal/account/confirm-identity/proof",
+            Some(&[("csrf", &csrf), ("code", "123456")]),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        WebClient::location(&step_up),
+        "/portal/account",
+        "no challenge to answer"
+    );
+    assert_eq!(mail.count_to(&other_address).unwrap(), 0);
+
+    // Nothing changed anywhere: the password, and the one method.
+    assert_eq!(stack.dc.bind_as(&name, &password).await.unwrap(), Ok(()));
+    let account = later.send(Method::GET, "/portal/account", None, &[]).await;
+    assert!(WebClient::body(&account).contains(&address));
+}
+
+#[tokio::test]
+async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
+    let (stack, mail) = start().await;
+    stack
+        .client
+        .update_self_service_settings(&settings(1))
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password("change-").await.unwrap();
+    let first = format!("{name}@mail.example.test");
+    let second = format!("second-{name}@mail.example.test");
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+
+    // The first method needs only the directory password.
+    let mut client = WebClient::new(&stack);
+    assert_eq!(
+        http_sign_in(&mut client, &name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        http_register_email(&mut client, &mail, &first, 1)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let added = mail
+        .wait_for(&first, "Your self-service methods changed", 1)
+        .await
+        .unwrap();
+    assert!(
+        added.body.contains(&format!("Email {first} was added")),
+        "{}",
+        added.body
+    );
+
+    // A later session must prove the registered address before replacing it.
+    let mut later = WebClient::new(&stack);
+    assert_eq!(
+        http_sign_in(&mut later, &name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let refused = http_register_email(&mut later, &mail, &second, 1).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        mail.count_to(&second).unwrap(),
+        0,
+        "no code went to the new address"
+    );
+    let csrf = WebClient::csrf(&later.send(Method::GET, "/portal/account", None, &[]).await);
+    let started = later
+        .send(
+            Method::POST,
+            "/portal/account/confirm-identity",
+            Some(&[("csrf", &csrf), ("method", "email")]),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        WebClient::location(&started),
+        "/portal/account/confirm-identity"
+    );
+    let code = code_in(
+        &mail
+            .wait_for(&first, "verification code", 1)
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = later
+        .send(
+            Method::POST,
+            "/portal/account/confirm-identity/proof",
+            Some(&[("csrf", &csrf), ("code", wrong)]),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let proved = later
+        .send(
+            Method::POST,
+            "/portal/account/confirm-identity/proof",
+            Some(&[("csrf", &csrf), ("code", &code)]),
+            &[],
+        )
+        .await;
+    assert_eq!(proved.status, StatusCode::OK);
+    assert!(WebClient::body(&proved).contains("For the next 10 minutes"));
+    assert_eq!(
+        http_register_email(&mut later, &mail, &second, 1)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Both the old and the new address hear of it, with when and from where.
+    for address in [&first, &second] {
+        let index = if address == &first { 2 } else { 1 };
+        let told = mail
+            .wait_for(address, "Your self-service methods changed", index)
+            .await
+            .unwrap();
+        assert!(
+            told.body.contains(&format!(
+                "Email {second} replaced the one registered before"
+            )) && told.body.contains("from 127.0.0.1")
+                && told.body.contains(" UTC"),
+            "{address}: {}",
+            told.body
+        );
+    }
+
+    // An administrator clears the methods of someone who lost them: the address is told, and
+    // the person registers anew with the password alone.
+    let cleared = stack
+        .client
+        .clear_self_service_methods(&stack.directory, &name)
+        .await
+        .unwrap();
+    assert_eq!(cleared.removed, 1);
+    let told = mail
+        .wait_for(&second, "Your self-service methods changed", 2)
+        .await
+        .unwrap();
+    assert!(
+        told.body.contains("removed by an administrator"),
+        "{}",
+        told.body
+    );
+    let mut fresh = WebClient::new(&stack);
+    assert_eq!(
+        http_sign_in(&mut fresh, &name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        http_register_email(&mut fresh, &mail, &first, 2)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
 }

@@ -263,16 +263,14 @@ impl FromRequestParts<AppState> for SignedIn {
             .map(str::trim)
             .ok_or_else(unauthenticated)?;
         let hash = token_hash(token);
-        let administrator = state
-            .store
-            .session_administrator(&hash, UnixMillis::now())
+        let administrator = crate::sign_in::session(state, token, UnixMillis::now())
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "session_expired",
-                    "The session is unknown or has expired; sign in again.",
+                    "The session is unknown, has expired or was idle too long; sign in again.",
                 )
             })?;
         Ok(Self {
@@ -362,8 +360,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
 
     fn ip(text: &str) -> IpAddr {
@@ -400,28 +396,34 @@ mod tests {
         );
     }
 
-    proptest! {
-        /// The answer is always the peer or an address from the header; from an untrusted peer,
-        /// always the peer.
-        #[test]
-        fn the_client_address_is_never_invented(
-            peer in any::<[u8; 4]>(),
-            entries in proptest::collection::vec("[0-9a-f.:, ]{0,40}", 0..4),
-            trust_peer in any::<bool>(),
-        ) {
-            let peer = IpAddr::from(peer);
-            let trusted: Vec<IpAddr> = if trust_peer { vec![peer] } else { Vec::new() };
-            let headers: Vec<&str> = entries.iter().map(String::as_str).collect();
-            let client = client_address(peer, &headers, &trusted);
-            if !trust_peer {
-                prop_assert_eq!(client, peer);
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// The answer is always the peer or an address from the header; from an untrusted peer,
+            /// always the peer.
+            #[test]
+            fn the_client_address_is_never_invented(
+                peer in any::<[u8; 4]>(),
+                entries in proptest::collection::vec("[0-9a-f.:, ]{0,40}", 0..4),
+                trust_peer in any::<bool>(),
+            ) {
+                let peer = IpAddr::from(peer);
+                let trusted: Vec<IpAddr> = if trust_peer { vec![peer] } else { Vec::new() };
+                let headers: Vec<&str> = entries.iter().map(String::as_str).collect();
+                let client = client_address(peer, &headers, &trusted);
+                if !trust_peer {
+                    prop_assert_eq!(client, peer);
+                }
+                let named = headers
+                    .iter()
+                    .flat_map(|value| value.split(','))
+                    .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+                    .any(|address| address == client);
+                prop_assert!(client == peer || named);
             }
-            let named = headers
-                .iter()
-                .flat_map(|value| value.split(','))
-                .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-                .any(|address| address == client);
-            prop_assert!(client == peer || named);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The admin REST API. Every writeback answers synchronously with the directory's own result.
 
+mod administrators;
 pub(crate) mod agents;
 pub(crate) mod audit;
 pub(crate) mod directory;
@@ -13,29 +14,29 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
 use writeback_proto::ProtoError;
 use writeback_proto::api::{
-    ChangePasswordRequest, ErrorResponse, OperationResponse, ResetPasswordRequest, SignInRequest,
-    SignInResponse,
+    ChallengeAnswerRequest, ChangePasswordRequest, EnrolmentChallenge, EnrolmentRequest,
+    ErrorResponse, OperationResponse, ResetPasswordRequest, SignInRequest, SignInResponse,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::operation::{Operation, OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
 use writeback_proto::sealing::{SealContext, SealedSecret, SealingPublicKey, SecretField, seal};
 use writeback_proto::time::UnixMillis;
-use writeback_store::AuditEvent;
+use writeback_store::{Administrator, AuditEvent};
 
 pub use extract::{ApiError, Origin, PeerAddress, SignedIn, UserPath};
 pub(crate) use extract::{BodyFailure, origin_of, read_body};
 use extract::{IdempotencyKey, JsonBody};
 
-use crate::sign_in::{self, CodeCheck};
-use crate::{AppState, messages, relay};
+use crate::sign_in::{self, ChallengeAnswer, CodeCheck, PasswordCheck};
+use crate::{AppState, messages, relay, totp};
 
 /// Describes the API: everything under `/api/v1`, generated from the handlers' annotations.
 #[derive(Debug, OpenApi)]
@@ -47,7 +48,8 @@ use crate::{AppState, messages, relay};
     ),
     modifiers(&BearerSecurity),
     tags(
-        (name = "sessions", description = "Administrator sign-in."),
+        (name = "sessions", description = "Administrator sign-in, always with an authenticator code; enrolment of the authenticator."),
+        (name = "administrators", description = "Listing, disabling, enabling and deleting administrators, and ending their sessions."),
         (name = "writeback", description = "Password resets, changes and unlocks, answered with the directory's own result."),
         (name = "directory", description = "The synced copy of each directory's users and groups."),
         (name = "health", description = "Each directory's health."),
@@ -76,7 +78,14 @@ impl utoipa::Modify for BearerSecurity {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDocument::openapi())
         .routes(routes!(sign_in))
+        .routes(routes!(begin_enrolment))
+        .routes(routes!(answer_challenge))
         .routes(routes!(sign_out))
+        .routes(routes!(administrators::list_administrators))
+        .routes(routes!(administrators::delete_administrator))
+        .routes(routes!(administrators::disable_administrator))
+        .routes(routes!(administrators::enable_administrator))
+        .routes(routes!(administrators::end_administrator_sessions))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::revoke_agent))
         .routes(routes!(audit::list_audit))
@@ -85,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             self_service::self_service_settings,
             self_service::update_self_service_settings
         ))
+        .routes(routes!(self_service::clear_self_service_methods))
         .routes(routes!(directory::list_directories))
         .routes(routes!(directory::directory_health))
         .routes(routes!(agents::create_registration_token))
@@ -140,7 +150,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = SignInRequest, responses((status = 201, description = "Signed in.", body = SignInResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Wrong email or password, authenticator code missing (`second_factor_required`) or wrong.", body = ErrorResponse), (status = 429, description = "Too many wrong authenticator codes.", body = ErrorResponse)))]
+/// The API's answer to a refused password.
+fn password_refusal(check: PasswordCheck) -> Result<Administrator, ApiError> {
+    match check {
+        PasswordCheck::Accepted(administrator) => Ok(administrator),
+        PasswordCheck::Wrong => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            sign_in::INVALID_CREDENTIALS,
+            "The email or password is not correct.",
+        )),
+        PasswordCheck::Throttled => Err(too_many_attempts()),
+        PasswordCheck::Busy => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Writeback is checking many passwords at the moment: try again shortly.",
+        )),
+    }
+}
+
+fn too_many_attempts() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        sign_in::TOO_MANY_ATTEMPTS,
+        "Too many wrong passwords or codes for this administrator or from this address: wait 15 minutes and try again.",
+    )
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = SignInRequest, responses((status = 201, description = "Signed in.", body = SignInResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Wrong email or password, authenticator code missing (`second_factor_required`) or wrong.", body = ErrorResponse), (status = 403, description = "No authenticator enrolled yet (`second_factor_enrolment_required`): enrol with POST /api/v1/sessions/enrolment.", body = ErrorResponse), (status = 429, description = "Too many wrong passwords or codes for this administrator or from this address.", body = ErrorResponse), (status = 503, description = "Too many password checks at once: try again shortly.", body = ErrorResponse)))]
 async fn sign_in(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -148,49 +184,116 @@ async fn sign_in(
 ) -> Result<impl IntoResponse, ApiError> {
     let now = UnixMillis::now();
     let unauthorized = |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
-    let administrator = sign_in::check_password(&state, &body.email, body.password, &origin, now)
+    let administrator = password_refusal(
+        sign_in::check_password(&state, &body.email, body.password, &origin, now)
+            .await
+            .map_err(ApiError::internal)?,
+    )?;
+    if !administrator.totp_enrolled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "second_factor_enrolment_required",
+            "This administrator has no authenticator yet: enrol one with POST /api/v1/sessions/enrolment (`writeback login` does it for you).",
+        ));
+    }
+    let Some(code) = body.totp_code.as_deref() else {
+        return Err(unauthorized(
+            "second_factor_required",
+            "Send the code from your authenticator app as `totp_code` too.",
+        ));
+    };
+    match sign_in::sign_in_with_code(&state, &administrator, code, &origin, now)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            unauthorized(
-                sign_in::INVALID_CREDENTIALS,
-                "The email or password is not correct.",
-            )
-        })?;
-    if administrator.totp_enrolled {
-        let Some(code) = body.totp_code.as_deref() else {
-            return Err(unauthorized(
-                "second_factor_required",
-                "This administrator signs in with a code from their authenticator app too: send it as `totp_code`.",
-            ));
-        };
-        match sign_in::check_enrolled_code(&state, &administrator, code, &origin, now)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            CodeCheck::Accepted => {}
-            CodeCheck::Wrong => {
-                return Err(unauthorized(
-                    sign_in::INVALID_SECOND_FACTOR,
-                    "The authenticator code is not correct, or was already used.",
-                ));
-            }
-            CodeCheck::Throttled => {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    sign_in::TOO_MANY_ATTEMPTS,
-                    "Too many wrong authenticator codes: wait 15 minutes and try again.",
-                ));
-            }
-        }
+    {
+        Ok((token, expires_at)) => Ok((
+            StatusCode::CREATED,
+            Json(SignInResponse { token, expires_at }),
+        )),
+        Err(CodeCheck::Throttled) => Err(too_many_attempts()),
+        Err(_) => Err(unauthorized(
+            sign_in::INVALID_SECOND_FACTOR,
+            "The authenticator code is not correct, or was already used.",
+        )),
     }
-    let (token, expires_at) = sign_in::open_session(&state, &administrator, &origin, now)
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/enrolment", tag = "sessions", request_body = EnrolmentRequest, responses((status = 201, description = "A key proposed for the administrator's authenticator, and the challenge to answer with its first code at POST /api/v1/sessions/challenge.", body = EnrolmentChallenge), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Wrong email or password.", body = ErrorResponse), (status = 409, description = "An authenticator is enrolled already.", body = ErrorResponse), (status = 429, description = "Too many wrong passwords for this administrator or from this address.", body = ErrorResponse), (status = 503, description = "Too many password checks at once: try again shortly.", body = ErrorResponse)))]
+async fn begin_enrolment(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    JsonBody(body): JsonBody<EnrolmentRequest>,
+) -> Result<(StatusCode, Json<EnrolmentChallenge>), ApiError> {
+    let now = UnixMillis::now();
+    let administrator = password_refusal(
+        sign_in::check_password(&state, &body.email, body.password, &origin, now)
+            .await
+            .map_err(ApiError::internal)?,
+    )?;
+    if administrator.totp_enrolled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_enrolled",
+            "This administrator has an authenticator already: sign in with its code. A lost one is removed with `writeback-cloud admin reset-second-factor` on the cloud's host.",
+        ));
+    }
+    let pending = sign_in::begin_second_step(&state, &administrator, now)
         .await
         .map_err(ApiError::internal)?;
+    let key = pending
+        .proposed_key
+        .ok_or_else(|| ApiError::internal("no key was proposed"))?;
     Ok((
         StatusCode::CREATED,
-        Json(SignInResponse { token, expires_at }),
+        Json(EnrolmentChallenge {
+            challenge: pending.token,
+            otpauth_uri: SecretString::from(totp::provisioning_uri(
+                "Writeback",
+                &administrator.email,
+                &key,
+            )),
+            key: SecretString::from(totp::base32(&key)),
+            expires_at: pending.expires_at,
+        }),
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/challenge", tag = "sessions", request_body = ChallengeAnswerRequest, responses((status = 201, description = "The authenticator is enrolled and the administrator signed in.", body = SignInResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "The code is not correct; try the next one.", body = ErrorResponse), (status = 410, description = "The challenge is unknown, expired, or ended after too many wrong codes: start again.", body = ErrorResponse), (status = 429, description = "Too many wrong codes for this administrator or from this address.", body = ErrorResponse)))]
+async fn answer_challenge(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    JsonBody(body): JsonBody<ChallengeAnswerRequest>,
+) -> Result<(StatusCode, Json<SignInResponse>), ApiError> {
+    let now = UnixMillis::now();
+    let token = body.challenge.expose_secret();
+    let gone = || {
+        ApiError::new(
+            StatusCode::GONE,
+            "challenge_ended",
+            "The enrolment has expired or ended after too many wrong codes: start again with POST /api/v1/sessions/enrolment.",
+        )
+    };
+    let challenge = sign_in::pending_challenge(&state, token, now)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(gone)?;
+    match sign_in::answer_challenge(&state, token, &challenge, &body.totp_code, &origin, now)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        ChallengeAnswer::SignedIn {
+            token, expires_at, ..
+        } => Ok((
+            StatusCode::CREATED,
+            Json(SignInResponse { token, expires_at }),
+        )),
+        ChallengeAnswer::Wrong => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            sign_in::INVALID_SECOND_FACTOR,
+            "That code is not correct: wait for the next one and try again.",
+        )),
+        ChallengeAnswer::Ended => Err(gone()),
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])), responses((status = 204, description = "Signed out."), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -576,11 +679,13 @@ mod tests {
                     .security
                     .as_ref()
                     .is_some_and(|security| !security.is_empty());
-                let is_sign_in = path == "/api/v1/sessions" && method == "post";
+                let is_sign_in = path.starts_with("/api/v1/sessions")
+                    && path != "/api/v1/sessions/current"
+                    && method == "post";
                 assert_eq!(secured, !is_sign_in, "{method} {path}");
             }
         }
-        assert_eq!(operations, 20);
+        assert_eq!(operations, 28);
         let schemas = &document.components.as_ref().unwrap().schemas;
         for name in [
             "ResultCode",

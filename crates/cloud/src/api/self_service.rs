@@ -4,11 +4,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use writeback_proto::api::{ErrorResponse, SelfServiceSettings};
+use axum::http::StatusCode;
+use writeback_proto::api::{ErrorResponse, MethodsCleared, SelfServiceSettings};
+use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEvent, Store, StoreError};
 
-use super::extract::{ApiError, JsonBody, SignedIn};
+use super::extract::{ApiError, JsonBody, SignedIn, UserPath};
 use crate::AppState;
 
 /// The name the self-service settings are stored under.
@@ -41,6 +43,39 @@ pub async fn update_self_service_settings(
     JsonBody(settings): JsonBody<SelfServiceSettings>,
 ) -> Result<Json<SelfServiceSettings>, ApiError> {
     apply(&state, &signed_in, settings).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/directories/{directory}/users/{user}/self-service-methods", tag = "settings", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID.")), responses((status = 200, description = "Every self-service method of the user is removed; they register anew after signing in, and the addresses that were registered are told.", body = MethodsCleared), (status = 404, description = "No such directory or user.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
+pub async fn clear_self_service_methods(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    target: UserPath,
+) -> Result<Json<MethodsCleared>, ApiError> {
+    let detail = state
+        .store
+        .user_detail(&target.directory, &target.name)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                format!(
+                    "No single synced user of {} is named {}.",
+                    target.directory, target.name
+                ),
+            )
+        })?;
+    let removed = crate::portal::clear_methods(
+        &state,
+        &detail,
+        &target.directory,
+        &signed_in.administrator.email,
+        &signed_in.origin,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(MethodsCleared { removed }))
 }
 
 /// Stores `new` for `signed_in` if it is valid, and audits which fields changed.

@@ -2,6 +2,7 @@
 //! operations as the API through the same code. Every page is sent with a strict CSP and no
 //! caching; every form is CSRF-checked (see [`session`]).
 
+mod administrators;
 mod agents;
 mod audit;
 mod directory;
@@ -59,6 +60,14 @@ pub fn router() -> Router<AppState> {
         .route("/console/agents", get(agents::agents))
         .route("/console/agents/register", post(agents::register))
         .route("/console/agents/revoke", post(agents::revoke))
+        .route(
+            "/console/administrators",
+            get(administrators::administrators),
+        )
+        .route(
+            "/console/administrators/change",
+            post(administrators::change),
+        )
         .route("/console/audit", get(audit::audit_log))
         .route("/console/audit/export", get(audit::export))
         .route("/console/settings", get(audit::settings))

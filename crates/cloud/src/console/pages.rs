@@ -21,6 +21,11 @@ const SECTIONS: &[(&str, &str, &str)] = &[
     ("users", "/console/users", "Users"),
     ("groups", "/console/groups", "Groups"),
     ("agents", "/console/agents", "Agents"),
+    (
+        "administrators",
+        "/console/administrators",
+        "Administrators",
+    ),
     ("audit", "/console/audit", "Audit log"),
     ("settings", "/console/settings", "Settings"),
 ];
@@ -285,6 +290,26 @@ pub struct AgentsPage {
     pub directories: Vec<String>,
     pub default_directory: String,
     pub token_minutes: u64,
+    pub notice: Option<Notice>,
+}
+
+/// An administrator as the administrators page lists them.
+#[derive(Debug, Clone)]
+pub struct AdministratorRow {
+    pub email: String,
+    pub enabled: bool,
+    pub second_factor: bool,
+    pub sessions: u64,
+    pub last_active: String,
+    pub is_you: bool,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "console/administrators.html")]
+pub struct AdministratorsPage {
+    pub layout: Option<Layout>,
+    pub csrf: String,
+    pub administrators: Vec<AdministratorRow>,
     pub notice: Option<Notice>,
 }
 

@@ -38,17 +38,10 @@ impl FromRequestParts<AppState> for ConsoleSession {
         let to_sign_in = || Redirect::to("/console/sign-in").into_response();
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(to_sign_in)?;
         let hash = token_hash(&token);
-        let administrator = state
-            .store
-            .session_administrator(&hash, UnixMillis::now())
+        let administrator = crate::sign_in::session(state, &token, UnixMillis::now())
             .await
             .map_err(|error| ErrorPage::from(ApiError::internal(error)).into_response())?
             .ok_or_else(to_sign_in)?;
-        // A console session exists only after the second factor; this holds even for a session
-        // opened before `reset-second-factor`, because that command ends every session.
-        if !administrator.totp_enrolled {
-            return Err(to_sign_in());
-        }
         Ok(Self {
             csrf: csrf_token(&token),
             signed_in: SignedIn {

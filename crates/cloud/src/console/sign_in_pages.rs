@@ -2,8 +2,6 @@
 //! authenticator), then a session cookie. Between the two steps only a short-lived challenge
 //! exists, which opens nothing by itself.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,7 +10,6 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use writeback_proto::time::UnixMillis;
-use writeback_store::{Administrator, SignInChallenge};
 
 use super::pages::{EnrolPage, ErrorPage, SecondFactorPage, SignInPage, render};
 use super::session::{
@@ -22,11 +19,9 @@ use super::session::{
 use crate::api::{ApiError, Origin};
 use crate::auth::{new_token, token_hash};
 use crate::browser_form::form_fields;
-use crate::sign_in::{self, CodeCheck, MAX_SECOND_FACTOR_FAILURES};
+use crate::sign_in::{self, Challenge, ChallengeAnswer, PasswordCheck};
 use crate::{AppState, totp};
 
-/// Time to type a code (or scan a QR code and type one) after the password.
-const CHALLENGE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 const PRE_SIGN_IN_SECONDS: u64 = 3600;
 
 fn internal(error: impl std::fmt::Display) -> Response {
@@ -90,11 +85,7 @@ fn sign_in_page(
 
 pub async fn show_sign_in(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie(&headers, SESSION_COOKIE)
-        && let Ok(Some(administrator)) = state
-            .store
-            .session_administrator(&token_hash(&token), UnixMillis::now())
-            .await
-        && administrator.totp_enrolled
+        && let Ok(Some(_)) = sign_in::session(&state, &token, UnixMillis::now()).await
     {
         return Redirect::to("/console").into_response();
     }
@@ -111,45 +102,32 @@ pub async fn submit_password(
         email, password, ..
     } = form.fields;
     let now = UnixMillis::now();
+    let refused = |status, message| sign_in_page(&headers, status, &email, Some(message));
     let administrator = match sign_in::check_password(&state, &email, password, &origin, now).await
     {
-        Ok(Some(administrator)) => administrator,
-        Ok(None) => {
-            return sign_in_page(
-                &headers,
+        Ok(PasswordCheck::Accepted(administrator)) => administrator,
+        Ok(PasswordCheck::Wrong) => {
+            return refused(
                 StatusCode::UNAUTHORIZED,
-                &email,
-                Some("The email or password is not correct."),
+                "The email or password is not correct.",
+            );
+        }
+        Ok(PasswordCheck::Throttled) => {
+            return refused(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS);
+        }
+        Ok(PasswordCheck::Busy) => {
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Writeback is checking many passwords at the moment. Try again shortly.",
             );
         }
         Err(error) => return internal(error),
     };
-    let proposed = if administrator.totp_enrolled {
-        None
-    } else {
-        match totp::new_secret() {
-            Ok(secret) => Some(secret),
-            Err(error) => return internal(error),
-        }
-    };
-    let challenge = match new_token("wbc_") {
-        Ok(token) => token,
+    let pending = match sign_in::begin_second_step(&state, &administrator, now).await {
+        Ok(pending) => pending,
         Err(error) => return internal(error),
     };
-    let created = state
-        .store
-        .create_sign_in_challenge(
-            &token_hash(challenge.expose_secret()),
-            administrator.id,
-            proposed.as_deref().map(Vec::as_slice),
-            now,
-            now.saturating_add(CHALLENGE_LIFETIME),
-        )
-        .await;
-    if let Err(error) = created {
-        return internal(error);
-    }
-    let next = if proposed.is_some() {
+    let next = if pending.proposed_key.is_some() {
         "/console/sign-in/enrol"
     } else {
         "/console/sign-in/code"
@@ -160,8 +138,8 @@ pub async fn submit_password(
         header::SET_COOKIE,
         set_cookie(
             CHALLENGE_COOKIE,
-            challenge.expose_secret(),
-            CHALLENGE_LIFETIME.as_secs(),
+            pending.token.expose_secret(),
+            sign_in::CHALLENGE_LIFETIME.as_secs(),
         ),
     );
     headers.append(header::SET_COOKIE, set_cookie(PRE_SIGN_IN_COOKIE, "", 0));
@@ -173,12 +151,10 @@ pub async fn submit_password(
 async fn pending_challenge(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<(String, SignInChallenge), Response> {
+) -> Result<(String, Challenge), Response> {
     let restart = || Redirect::to("/console/sign-in").into_response();
     let token = cookie(headers, CHALLENGE_COOKIE).ok_or_else(restart)?;
-    let challenge = state
-        .store
-        .sign_in_challenge(&token_hash(&token), UnixMillis::now())
+    let challenge = sign_in::pending_challenge(state, &token, UnixMillis::now())
         .await
         .map_err(internal)?
         .ok_or_else(restart)?;
@@ -187,7 +163,7 @@ async fn pending_challenge(
 
 pub async fn show_code(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match pending_challenge(&state, &headers).await {
-        Ok((_, challenge)) if challenge.proposed_totp_secret.is_some() => {
+        Ok((_, challenge)) if challenge.proposed_key.is_some() => {
             Redirect::to("/console/sign-in/enrol").into_response()
         }
         Ok((token, challenge)) => code_page(&token, &challenge, StatusCode::OK, None),
@@ -197,7 +173,7 @@ pub async fn show_code(State(state): State<AppState>, headers: HeaderMap) -> Res
 
 fn code_page(
     token: &str,
-    challenge: &SignInChallenge,
+    challenge: &Challenge,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
@@ -214,8 +190,8 @@ fn code_page(
 
 pub async fn show_enrolment(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match pending_challenge(&state, &headers).await {
-        Ok((token, challenge)) => match &challenge.proposed_totp_secret {
-            Some(secret) => enrolment_page(&token, &challenge, secret, StatusCode::OK, None),
+        Ok((token, challenge)) => match &challenge.proposed_key {
+            Some(key) => enrolment_page(&token, &challenge, key, StatusCode::OK, None),
             None => Redirect::to("/console/sign-in/code").into_response(),
         },
         Err(response) => response,
@@ -224,7 +200,7 @@ pub async fn show_enrolment(State(state): State<AppState>, headers: HeaderMap) -
 
 fn enrolment_page(
     token: &str,
-    challenge: &SignInChallenge,
+    challenge: &Challenge,
     secret: &[u8],
     status: StatusCode,
     error: Option<&str>,
@@ -257,60 +233,57 @@ fn enrolment_page(
     )
 }
 
-/// Ends a challenge that had too many wrong codes: the next try starts from the password.
-async fn give_up(state: &AppState, headers: &HeaderMap, token: &str, message: &str) -> Response {
-    if let Err(error) = state
-        .store
-        .delete_sign_in_challenge(&token_hash(token))
-        .await
-    {
-        return internal(error);
-    }
-    let mut response = sign_in_page(headers, StatusCode::TOO_MANY_REQUESTS, "", Some(message));
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(CHALLENGE_COOKIE, "", 0));
-    response
-}
-
 const TOO_MANY_CODES: &str =
     "Too many wrong codes. Wait 15 minutes, then sign in again from the start.";
+const TOO_MANY_ATTEMPTS: &str = "Too many wrong passwords or codes for this administrator or from this address. Wait 15 minutes and try again.";
 
-pub async fn submit_code(
-    State(state): State<AppState>,
-    Origin(origin): Origin,
-    headers: HeaderMap,
-    form: ConsoleForm<CodeForm>,
+/// Answers the pending challenge with a code, from the code page or the enrolment page.
+async fn answer(
+    state: &AppState,
+    origin: &Option<String>,
+    headers: &HeaderMap,
+    code: &str,
+    enrolling: bool,
 ) -> Response {
-    let (token, challenge) = match pending_challenge(&state, &headers).await {
+    let (token, challenge) = match pending_challenge(state, headers).await {
         Ok(pending) => pending,
         Err(response) => return response,
     };
-    if challenge.proposed_totp_secret.is_some() {
-        return Redirect::to("/console/sign-in/enrol").into_response();
+    if challenge.proposed_key.is_some() != enrolling {
+        let page = if enrolling {
+            "/console/sign-in/code"
+        } else {
+            "/console/sign-in/enrol"
+        };
+        return Redirect::to(page).into_response();
     }
     let now = UnixMillis::now();
-    let check = sign_in::check_enrolled_code(
-        &state,
-        &challenge.administrator,
-        &form.fields.code,
-        &origin,
-        now,
-    )
-    .await;
-    match check {
-        Ok(CodeCheck::Accepted) => {
-            complete(&state, &token, &challenge.administrator, &origin, now).await
+    match sign_in::answer_challenge(state, &token, &challenge, code, origin, now).await {
+        Ok(ChallengeAnswer::SignedIn { token: session, .. }) => {
+            let mut response = Redirect::to("/console").into_response();
+            let headers = response.headers_mut();
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(
+                    SESSION_COOKIE,
+                    session.expose_secret(),
+                    state.config.admin_session_hours * 3600,
+                ),
+            );
+            headers.append(header::SET_COOKIE, set_cookie(CHALLENGE_COOKIE, "", 0));
+            response
         }
-        Ok(CodeCheck::Wrong) => match state
-            .store
-            .record_challenge_failure(&token_hash(&token))
-            .await
-        {
-            Ok(failures) if failures as usize >= MAX_SECOND_FACTOR_FAILURES => {
-                give_up(&state, &headers, &token, TOO_MANY_CODES).await
-            }
-            Ok(_) => code_page(
+        Ok(ChallengeAnswer::Wrong) => match &challenge.proposed_key {
+            Some(key) => enrolment_page(
+                &token,
+                &challenge,
+                key,
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "That code does not match. Check that the app shows Writeback's new entry, wait for its next code and try again.",
+                ),
+            ),
+            None => code_page(
                 &token,
                 &challenge,
                 StatusCode::UNAUTHORIZED,
@@ -318,11 +291,30 @@ pub async fn submit_code(
                     "That code is not correct, or was already used. Wait for the next code and try again.",
                 ),
             ),
-            Err(error) => internal(error),
         },
-        Ok(CodeCheck::Throttled) => give_up(&state, &headers, &token, TOO_MANY_CODES).await,
+        Ok(ChallengeAnswer::Ended) => {
+            let mut response = sign_in_page(
+                headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                "",
+                Some(TOO_MANY_CODES),
+            );
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, set_cookie(CHALLENGE_COOKIE, "", 0));
+            response
+        }
         Err(error) => internal(error),
     }
+}
+
+pub async fn submit_code(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    headers: HeaderMap,
+    form: ConsoleForm<CodeForm>,
+) -> Response {
+    answer(&state, &origin, &headers, &form.fields.code, false).await
 }
 
 pub async fn submit_enrolment(
@@ -331,87 +323,7 @@ pub async fn submit_enrolment(
     headers: HeaderMap,
     form: ConsoleForm<CodeForm>,
 ) -> Response {
-    let (token, challenge) = match pending_challenge(&state, &headers).await {
-        Ok(pending) => pending,
-        Err(response) => return response,
-    };
-    let Some(proposed) = challenge.proposed_totp_secret.clone() else {
-        return Redirect::to("/console/sign-in/code").into_response();
-    };
-    let proposed = zeroize::Zeroizing::new(proposed);
-    let now = UnixMillis::now();
-    let check = sign_in::confirm_enrolment(
-        &state,
-        &challenge.administrator,
-        &proposed,
-        &form.fields.code,
-        &origin,
-        now,
-    )
-    .await;
-    match check {
-        Ok(CodeCheck::Accepted) => {
-            let administrator = Administrator {
-                totp_enrolled: true,
-                ..challenge.administrator
-            };
-            complete(&state, &token, &administrator, &origin, now).await
-        }
-        Ok(CodeCheck::Wrong) => match state
-            .store
-            .record_challenge_failure(&token_hash(&token))
-            .await
-        {
-            Ok(failures) if failures as usize >= MAX_SECOND_FACTOR_FAILURES => {
-                give_up(&state, &headers, &token, TOO_MANY_CODES).await
-            }
-            Ok(_) => enrolment_page(
-                &token,
-                &challenge,
-                &proposed,
-                StatusCode::UNAUTHORIZED,
-                Some(
-                    "That code does not match. Check that the app shows Writeback's new entry, wait for its next code and try again.",
-                ),
-            ),
-            Err(error) => internal(error),
-        },
-        Ok(CodeCheck::Throttled) => give_up(&state, &headers, &token, TOO_MANY_CODES).await,
-        Err(error) => internal(error),
-    }
-}
-
-/// The challenge is met: it ends, and a session begins.
-async fn complete(
-    state: &AppState,
-    challenge_token: &str,
-    administrator: &Administrator,
-    origin: &Option<String>,
-    now: UnixMillis,
-) -> Response {
-    if let Err(error) = state
-        .store
-        .delete_sign_in_challenge(&token_hash(challenge_token))
-        .await
-    {
-        return internal(error);
-    }
-    let (session, _) = match sign_in::open_session(state, administrator, origin, now).await {
-        Ok(opened) => opened,
-        Err(error) => return internal(error),
-    };
-    let mut response = Redirect::to("/console").into_response();
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        set_cookie(
-            SESSION_COOKIE,
-            session.expose_secret(),
-            state.config.admin_session_hours * 3600,
-        ),
-    );
-    headers.append(header::SET_COOKIE, set_cookie(CHALLENGE_COOKIE, "", 0));
-    response
+    answer(&state, &origin, &headers, &form.fields.code, true).await
 }
 
 pub async fn sign_out(State(state): State<AppState>, form: ConsoleForm<SignOutForm>) -> Response {

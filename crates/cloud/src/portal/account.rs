@@ -888,7 +888,7 @@ async fn register(
 
 /// Tells every address and phone in `methods` that the methods changed, when and from where, so
 /// that a stolen password cannot quietly become a lasting way in.
-fn notify_method_change(
+pub(super) fn notify_method_change(
     state: &AppState,
     account: &PortalAccount,
     methods: &[RegisteredMethod],

@@ -269,4 +269,27 @@ mod tests {
         assert_eq!(strength("correct horse battery staple", &[]), 4);
         assert!(strength("abcdefgh", &[]) < strength("qmzvtrke", &[]));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn answers_normalize_once_and_for_all(answer in "\\PC{0,60}") {
+                let normalized = normalize_answer(&answer);
+                prop_assert_eq!(normalize_answer(&normalized), normalized.clone());
+                let _ = answer_problem(&answer);
+            }
+
+            #[test]
+            fn a_typed_code_matches_only_the_code_sent(typed in "\\PC{0,20}") {
+                let (code, sent) = new_code(b"flow", UnixMillis(0)).unwrap();
+                let matched = code_matches(b"flow", &sent, &typed, UnixMillis(1));
+                let without_spaces: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+                prop_assert_eq!(matched, without_spaces == code.expose_secret());
+            }
+        }
+    }
 }

@@ -408,6 +408,57 @@ async fn audit(
         .await
 }
 
+/// Removes every self-service method of a synced user, as an administrator does for a person
+/// who lost theirs: they register anew after signing in with their password. The addresses and
+/// phones that were registered are told. Returns how many methods were removed.
+pub(crate) async fn clear_methods(
+    state: &AppState,
+    detail: &writeback_proto::api::DirectoryUserDetail,
+    directory: &writeback_proto::ids::DirectoryName,
+    administrator: &str,
+    origin: &Option<String>,
+) -> Result<u64, CloudError> {
+    let account = PortalAccount {
+        directory: directory.clone(),
+        anchor: detail.user.anchor,
+        sam_account_name: detail.user.sam_account_name.clone(),
+        display_name: detail.user.display_name.clone(),
+    };
+    let owned = owner(&account);
+    let before = state
+        .store
+        .self_service_methods(method_owner(&owned))
+        .await?;
+    let removed = state
+        .store
+        .remove_all_self_service_methods(method_owner(&owned))
+        .await?;
+    state
+        .store
+        .append_audit(&AuditEvent {
+            at: UnixMillis::now(),
+            actor: administrator.into(),
+            action: "clear_self_service_methods".into(),
+            directory: Some(directory.to_string()),
+            target: Some(account.audit_name()),
+            request_id: None,
+            result_code: "success".into(),
+            detail: Some(format!("{removed} methods removed")),
+            origin: origin.clone(),
+        })
+        .await?;
+    if removed > 0 {
+        account::notify_method_change(
+            state,
+            &account,
+            &before,
+            "every method was removed by an administrator",
+            origin,
+        );
+    }
+    Ok(removed)
+}
+
 /// After an administrator reset `name`'s password: every administrator is told, and so is the
 /// user, as the self-service policy says. Mail goes out in the background; nothing here fails
 /// the reset, which is already done.

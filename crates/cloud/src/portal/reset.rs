@@ -1412,3 +1412,79 @@ pub async fn unlock(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Properties of what the portal reads from a browser: the forms, and the typed name.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use secrecy::ExposeSecret;
+
+        use super::super::*;
+
+        /// Form bodies: raw bytes, and pairs of names (real and made up) with any values.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let names = prop::sample::select(vec![
+                "csrf",
+                "purpose",
+                "account",
+                "method",
+                "code",
+                "answer_0",
+                "answer_4",
+                "answer_5",
+                "request_id",
+                "new_password",
+                "confirm_password",
+                "extra",
+            ]);
+            prop_oneof![
+                vec(any::<u8>(), 0..300),
+                vec((names, "\\PC{0,40}"), 0..8).prop_map(|pairs| {
+                    serde_urlencoded::to_string(&pairs).unwrap().into_bytes()
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_body_parses_to_a_form_or_a_refusal(bytes in body()) {
+                let _ = serde_urlencoded::from_bytes::<IdentifyForm>(&bytes);
+                let _ = serde_urlencoded::from_bytes::<MethodForm>(&bytes);
+                let _ = serde_urlencoded::from_bytes::<ProofForm>(&bytes);
+                let _ = serde_urlencoded::from_bytes::<NewPasswordForm>(&bytes);
+                let _ = serde_urlencoded::from_bytes::<UnlockForm>(&bytes);
+            }
+
+            #[test]
+            fn a_form_parses_back_to_what_was_typed(
+                csrf in "\\PC{0,40}",
+                new_password in "\\PC{0,80}",
+                request_id in "[0-9a-f]{32}",
+            ) {
+                let body = serde_urlencoded::to_string([
+                    ("csrf", csrf.as_str()),
+                    ("request_id", request_id.as_str()),
+                    ("new_password", new_password.as_str()),
+                    ("confirm_password", new_password.as_str()),
+                ])
+                .unwrap();
+                let form: NewPasswordForm = serde_urlencoded::from_bytes(body.as_bytes()).unwrap();
+                prop_assert_eq!(form.csrf, csrf);
+                prop_assert_eq!(form.request_id, request_id);
+                prop_assert_eq!(form.new_password.expose_secret(), new_password.as_str());
+                prop_assert!(serde_urlencoded::from_bytes::<IdentifyForm>(body.as_bytes()).is_err());
+            }
+
+            #[test]
+            fn a_typed_name_is_normalized_or_refused(name in "\\PC{0,300}") {
+                if let Ok(normalized) = normalize_identifier(&name) {
+                    prop_assert_eq!(normalized.clone(), normalized.trim().to_lowercase());
+                    prop_assert!(!normalized.is_empty());
+                    prop_assert!(UserRef::logon_name(&normalized).is_ok());
+                }
+            }
+        }
+    }
+}

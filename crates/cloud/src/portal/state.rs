@@ -237,11 +237,6 @@ pub struct PortalState {
     sessions: Mutex<BoundedTable<PortalSession>>,
 }
 
-/// More than this many flows (or sessions) at once, and the oldest are dropped: memory stays
-/// bounded whatever anyone sends.
-pub const MAX_FLOWS: usize = 50_000;
-pub const MAX_SESSIONS: usize = 50_000;
-
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -249,10 +244,8 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PortalState {
-    pub fn new(lifetime: Duration) -> Self {
-        Self::with_capacity(lifetime, MAX_FLOWS, MAX_SESSIONS)
-    }
-
+    /// More than `flows` (or `sessions`) at once, and the oldest are dropped: memory stays
+    /// bounded whatever anyone sends.
     pub fn with_capacity(lifetime: Duration, flows: usize, sessions: usize) -> Self {
         Self {
             lifetime,
@@ -434,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_flow_ends_after_the_session_time_and_is_not_a_session() {
-        let state = PortalState::new(LIFETIME);
+        let state = PortalState::with_capacity(LIFETIME, 100, 100);
         state.start_flow(b"key".to_vec(), flow(1_000));
         assert!(
             state
@@ -455,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_challenge_is_taken_by_one_of_many_parallel_checks_and_proves_one_method_once() {
-        let state = Arc::new(PortalState::new(LIFETIME));
+        let state = Arc::new(PortalState::with_capacity(LIFETIME, 100, 100));
         state.start_flow(
             b"key".to_vec(),
             Flow {
@@ -490,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_wrong_answer_puts_the_challenge_back_unless_a_new_one_began() {
-        let state = PortalState::new(LIFETIME);
+        let state = PortalState::with_capacity(LIFETIME, 100, 100);
         state.start_flow(
             b"key".to_vec(),
             Flow {

@@ -7,11 +7,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use secrecy::SecretString;
 use tokio::process::{Child, Command};
 use writeback_cli::ApiClient;
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, STAFF_OU};
-use writeback_testkit::stack::{StackOptions, write_agent_config, write_private};
+use writeback_testkit::stack::{
+    StackOptions, enrol_administrator, write_agent_config, write_private,
+};
 use writeback_testkit::{DomainController, NewUser, logs};
 use writeback_tls::{Fingerprint, Trust};
 
@@ -163,8 +164,10 @@ async fn main() -> Result<()> {
         .context("starting writeback-cloud")?;
     let url = format!("https://{listen}");
     let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
-    let session = wait_for(
-        || client.sign_in(ADMIN_EMAIL, SecretString::from(ADMIN_PASSWORD), None),
+    // The demo's administrator enrols an authenticator over the API, as `writeback login`
+    // does; its key is printed for the person trying the demo to add to their app.
+    let (session, authenticator) = wait_for(
+        || enrol_administrator(&client, ADMIN_EMAIL, ADMIN_PASSWORD),
         "the cloud to answer",
     )
     .await?;
@@ -227,9 +230,9 @@ async fn main() -> Result<()> {
     println!("  Certificate pin:     {fingerprint}");
     println!("  Administrator:       {ADMIN_EMAIL} / {ADMIN_PASSWORD}");
     println!(
-        "                       the console asks you to set up an authenticator app (TOTP) at first sign-in;"
+        "  Authenticator key:   {}   (add it to your authenticator app: every sign-in asks for its code)",
+        writeback_cloud::totp::base32(&authenticator.key)
     );
-    println!("                       after that, `writeback login` asks for its code too");
     println!(
         "  Directory:           {DIRECTORY} = corp.example.test at {} (agent connected)",
         dc.ldaps_url()
