@@ -7,6 +7,9 @@
 //! * `bench sync`: a full sync of N users against the same paged search done directly, and the
 //!   delay before a directory change reaches the cloud.
 //! * `bench portal`: every self-service portal page, timed beside a static file's floor.
+//! * `fuzz [--minutes N]`: the property tests of every parser of untrusted input (the
+//!   `properties` modules), over and over with many more cases and fresh seeds, for N minutes
+//!   (10 by default). `test` runs them too, with [`TEST_CASES`] cases each.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+/// Cases per property in `cargo xtask test`: enough to catch the obvious in seconds.
+const TEST_CASES: u32 = 256;
+/// Cases per property and run in `cargo xtask fuzz`.
+const FUZZ_CASES: u32 = 20_000;
 
 const BENCH_USAGE: &str =
     "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N]";
@@ -34,9 +42,12 @@ fn main() -> Result<()> {
                 _ => bail!("usage: cargo xtask bench {BENCH_USAGE}"),
             }
         }
+        Some("fuzz") => fuzz(&root, &arguments[1..]),
         Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
         _ => {
-            eprintln!("usage: cargo xtask <test | demo | bench {BENCH_USAGE} | scan-logs>");
+            eprintln!(
+                "usage: cargo xtask <test | demo | bench {BENCH_USAGE} | fuzz [--minutes N] | scan-logs>"
+            );
             std::process::exit(2);
         }
     }
@@ -105,10 +116,12 @@ fn test(root: &Path) -> Result<()> {
 fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
     let started = Instant::now();
     eprintln!("==> cargo test --workspace");
+    eprintln!("    property tests run {TEST_CASES} cases each");
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(root)
         .env("RUST_BACKTRACE", "1")
+        .env("PROPTEST_CASES", TEST_CASES.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -137,6 +150,43 @@ fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed ({status})");
     }
+    Ok(())
+}
+
+/// Runs every `properties` module of the workspace's libraries again and again, with
+/// [`FUZZ_CASES`] cases per property and a fresh random seed each run, until `--minutes` have
+/// passed or a property fails (proptest then prints the smallest failing input).
+fn fuzz(root: &Path, arguments: &[String]) -> Result<()> {
+    let minutes: u64 = match arguments {
+        [] => 10,
+        [flag, value] if flag == "--minutes" => value
+            .parse()
+            .context("--minutes takes a whole number of minutes")?,
+        _ => bail!("usage: cargo xtask fuzz [--minutes N]"),
+    };
+    cargo(root, &["test", "--workspace", "--lib", "--no-run"])?;
+    let started = Instant::now();
+    let deadline = std::time::Duration::from_secs(minutes * 60);
+    let mut runs = 0u64;
+    while started.elapsed() < deadline {
+        runs += 1;
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "--quiet", "--workspace", "--lib", "properties::"])
+            .current_dir(root)
+            .env("PROPTEST_CASES", FUZZ_CASES.to_string())
+            .status()
+            .context("running the property tests")?;
+        if !status.success() {
+            bail!("a property failed in run {runs}; its smallest failing input is printed above");
+        }
+        eprintln!(
+            "==> run {runs}: every property held for {FUZZ_CASES} cases ({:.0} s so far)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "==> {runs} runs of {FUZZ_CASES} cases per property, no failure, in {minutes} minutes"
+    );
     Ok(())
 }
 
