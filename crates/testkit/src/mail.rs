@@ -122,11 +122,42 @@ fn parse(text: &str) -> ReceivedMail {
             })
             .unwrap_or_default()
     };
+    let body = if header("Content-Transfer-Encoding").eq_ignore_ascii_case("quoted-printable") {
+        quoted_printable(&body)
+    } else {
+        body
+    };
     ReceivedMail {
         to: header("To"),
         subject: header("Subject"),
         body,
     }
+}
+
+/// Decodes a quoted-printable body (RFC 2045): soft line breaks go, `=XX` is the byte XX.
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'=')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// The first run of six digits in `text`: the one-time code of a message.

@@ -699,6 +699,18 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
         Ok(()),
         "not locked out"
     );
+
+    // A locked account with its right password reads exactly like a wrong password.
+    let (locked, locked_password) = stack.user_with_password("locked-").await.unwrap();
+    stack.wait_until_synced(&locked, |_| true).await.unwrap();
+    stack.lock_out(&locked, &locked_password).await.unwrap();
+    let mut client = client_from(&stack, "198.51.100.34");
+    let locked_page = client.sign_in(&locked, &locked_password).await;
+    assert_eq!(locked_page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        text(&locked_page).replace(&locked, "NAME"),
+        text(&unknown_page)
+    );
 }
 
 fn pool_under_load(config: &mut CloudConfig) {

@@ -1421,3 +1421,87 @@ async fn administrators_are_managed_from_the_api_the_cli_and_the_console_but_nev
         );
     }
 }
+
+#[tokio::test]
+async fn writeback_login_enrols_an_authenticator_in_the_terminal() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stack = Stack::start().await.unwrap();
+    let email = "terminal@example.test";
+    let password = strong_password();
+    writeback_cloud::create_administrator(
+        &stack.cloud.as_ref().unwrap().state.store,
+        email,
+        &SecretString::from(password.clone()),
+    )
+    .await
+    .unwrap();
+    let password_file = stack.work.join("terminal-password");
+    writeback_testkit::stack::write_private(&password_file, &password).unwrap();
+    let session_file = stack.work.join("terminal-session.json");
+    let mut login =
+        tokio::process::Command::new(writeback_testkit::logs::binary("writeback").unwrap())
+            .arg("--session-file")
+            .arg(&session_file)
+            .args([
+                "login",
+                "--url",
+                &stack.url(),
+                "--pin",
+                &stack.fingerprint.to_string(),
+            ])
+            .args(["--email", email, "--password-file"])
+            .arg(&password_file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdout = BufReader::new(login.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let key = loop {
+        let line = stdout.next_line().await.unwrap().expect("the key is shown");
+        shown.push(line.clone());
+        if let Some(key) = line.strip_prefix("key: ") {
+            break key.to_owned();
+        }
+    };
+    remember_secret(&key);
+    let screen = shown.join("\n");
+    assert!(
+        screen.contains('\u{2580}') || screen.contains('\u{2588}'),
+        "a QR code is drawn:\n{screen}"
+    );
+    assert!(screen.contains("otpauth://totp/"), "{screen}");
+    let code = totp::code_at(&totp::decode_base32(&key).unwrap(), UnixMillis::now());
+    let mut stdin = login.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{code}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let status = login.wait().await.unwrap();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("authenticator enrolled")),
+        "{rest:?}"
+    );
+    let listed =
+        tokio::process::Command::new(writeback_testkit::logs::binary("writeback").unwrap())
+            .arg("--session-file")
+            .arg(&session_file)
+            .arg("administrators")
+            .output()
+            .await
+            .unwrap();
+    assert!(listed.status.success());
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains(email) && listing.contains("authenticator"),
+        "{listing}"
+    );
+}

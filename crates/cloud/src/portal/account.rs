@@ -654,11 +654,6 @@ pub async fn start_step_up(
     };
     let now = UnixMillis::now();
     let subject = proof_subject(&context);
-    match limits(&state).is_blocked(&subject.name, now).await {
-        Ok(true) => return too_many_attempts(&settings.helpdesk),
-        Ok(false) => {}
-        Err(error) => return internal(error),
-    }
     let challenge = match issue_challenge(&state, &settings, &subject, method, &origin, now).await {
         Ok(challenge) => challenge,
         Err(response) => return response,
@@ -895,7 +890,10 @@ pub(super) fn notify_method_change(
     change: &str,
     origin: &Option<String>,
 ) {
-    let at = humantime::format_rfc3339_seconds(UnixMillis::now().to_system_time());
+    let at = humantime::format_rfc3339_seconds(UnixMillis::now().to_system_time())
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', "");
     let from = origin.as_deref().unwrap_or("an unknown address");
     let text = format!(
         "The self-service methods of your account {} changed: {change}, at {at} UTC, from {from}. If this was not you, contact your helpdesk at once.",

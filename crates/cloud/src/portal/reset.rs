@@ -442,14 +442,8 @@ pub async fn start_method(
         return Redirect::to("/portal/verify").into_response();
     };
     let now = UnixMillis::now();
-    let name = context.flow.audit_name();
-    match limits(&state).is_blocked(&name, now).await {
-        Ok(true) => return too_many_attempts(&settings.helpdesk),
-        Ok(false) => {}
-        Err(error) => return internal(error),
-    }
     let subject = ProofSubject {
-        name,
+        name: context.flow.audit_name(),
         directory: context
             .flow
             .account
@@ -481,10 +475,10 @@ pub struct ProofSubject {
     pub salt: Vec<u8>,
 }
 
-/// Starts proving `method`: a code mailed or texted (within the code limits), the security
-/// questions to ask, or nothing to prepare for an authenticator. Names with no account, or no
-/// such method registered, get the same: a code that matches nothing, the same questions each
-/// time.
+/// Starts proving `method`, unless the name is blocked: a code mailed or texted (within the code
+/// limits), the security questions to ask, or nothing to prepare for an authenticator. Names
+/// with no account, or no such method registered, get the same: a code that matches nothing,
+/// the same questions each time.
 pub async fn issue_challenge(
     state: &AppState,
     settings: &SelfServiceSettings,
@@ -493,6 +487,13 @@ pub async fn issue_challenge(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<Challenge, Response> {
+    if limits(state)
+        .is_blocked(&subject.name, now)
+        .await
+        .map_err(internal)?
+    {
+        return Err(too_many_attempts(&settings.helpdesk));
+    }
     let registered = registered_methods(state, subject.account.as_ref())
         .await
         .map_err(internal)?;
