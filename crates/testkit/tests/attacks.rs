@@ -21,35 +21,12 @@ use hyper::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use writeback_cloud::CloudConfig;
 use writeback_cloud::config::RateLimit;
-use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_testkit::Stack;
 use writeback_testkit::logs::password_like;
 use writeback_testkit::mail::{MailServer, code_in};
+use writeback_testkit::portal::{ANSWERS, PortalClient, settings};
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
 use writeback_testkit::web::WebClient;
-
-const QUESTIONS: [&str; 3] = [
-    "What was the name of your first pet?",
-    "In which town was your first school?",
-    "What was the make of your first car?",
-];
-const ANSWERS: [&str; 3] = ["Rex the dog", "Springfield", "Volvo"];
-
-fn settings(methods_required: u8) -> SelfServiceSettings {
-    SelfServiceSettings {
-        scope: SelfServiceScope::Everyone,
-        methods: vec![
-            VerificationMethod::Email,
-            VerificationMethod::AuthenticatorApp,
-            VerificationMethod::SecurityQuestions,
-        ],
-        methods_required,
-        security_questions: QUESTIONS.iter().map(|q| (*q).to_owned()).collect(),
-        questions_asked: 3,
-        unlock_without_reset: true,
-        ..SelfServiceSettings::default()
-    }
-}
 
 /// Trusts the test's own loopback address as a proxy, so each burst names its client address.
 fn behind_a_proxy(config: &mut CloudConfig) {
@@ -71,87 +48,6 @@ async fn start(configure: fn(&mut CloudConfig)) -> (Stack, MailServer) {
     .await
     .unwrap();
     (stack, mail)
-}
-
-/// A client whose requests come, through the trusted proxy, from `address`.
-fn client_from(stack: &Stack, address: &str) -> Client {
-    Client {
-        web: WebClient::new(stack),
-        address: address.to_owned(),
-    }
-}
-
-#[derive(Debug)]
-struct Client {
-    web: WebClient,
-    address: String,
-}
-
-impl Client {
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-    ) -> writeback_cli::RawResponse {
-        let forwarded = [("x-forwarded-for", self.address.clone())];
-        self.web.send(method, path, form, &forwarded).await
-    }
-
-    /// Another client with the same cookies and address: the same browser, a second tab.
-    fn twin(&self, stack: &Stack) -> Client {
-        let mut twin = client_from(stack, &self.address);
-        twin.web.cookies = self.web.cookies.clone();
-        twin
-    }
-
-    async fn csrf(&mut self, path: &str) -> String {
-        let page = self.send(Method::GET, path, None).await;
-        WebClient::csrf(&page)
-    }
-
-    /// Starts a reset or unlock for `name`.
-    async fn identify(&mut self, purpose: &str, name: &str) {
-        let csrf = self
-            .csrf(&format!("/portal/identify?purpose={purpose}"))
-            .await;
-        let answer = self
-            .send(
-                Method::POST,
-                "/portal/identify",
-                Some(&[("csrf", &csrf), ("purpose", purpose), ("account", name)]),
-            )
-            .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::SEE_OTHER,
-            "{}",
-            WebClient::body(&answer)
-        );
-    }
-
-    /// Chooses `method` on the method page; the status of the answer.
-    async fn start_method(&mut self, method: &str) -> StatusCode {
-        let csrf = self.csrf("/portal/verify").await;
-        self.send(
-            Method::POST,
-            "/portal/verify/start",
-            Some(&[("csrf", &csrf), ("method", method)]),
-        )
-        .await
-        .status
-    }
-
-    /// Signs in at the portal with the directory password.
-    async fn sign_in(&mut self, name: &str, password: &str) -> writeback_cli::RawResponse {
-        let csrf = self.csrf("/portal/sign-in").await;
-        self.send(
-            Method::POST,
-            "/portal/sign-in",
-            Some(&[("csrf", &csrf), ("account", name), ("password", password)]),
-        )
-        .await
-    }
 }
 
 /// The form fields of a proof: a code, or the three answers.
@@ -196,57 +92,15 @@ async fn audited(stack: &Stack, target: &str, action: &str, result: &str) -> usi
 
 /// Registers an email address (with the code mailed to it) and the three security questions
 /// for the signed-in `client`.
-async fn register_email_and_questions(client: &mut Client, mail: &MailServer, address: &str) {
-    let csrf = client.csrf("/portal/account").await;
-    let sent = client
-        .send(
-            Method::POST,
-            "/portal/account/email",
-            Some(&[("csrf", &csrf), ("email", address)]),
-        )
-        .await;
-    assert_eq!(
-        sent.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        WebClient::body(&sent)
-    );
-    let message = mail
-        .wait_for(address, "Confirm your email", 1)
-        .await
-        .unwrap();
-    let code = code_in(&message.body).unwrap();
-    let confirmed = client
-        .send(
-            Method::POST,
-            "/portal/account/code",
-            Some(&[("csrf", &csrf), ("code", &code)]),
-        )
-        .await;
-    assert_eq!(confirmed.status, StatusCode::SEE_OTHER);
-    let csrf = client.csrf("/portal/account/questions").await;
-    let mut fields = vec![("csrf", csrf.as_str())];
-    for (index, answer) in ANSWERS.iter().enumerate() {
-        fields.push((
-            ["question_0", "question_1", "question_2"][index],
-            ["0", "1", "2"][index],
-        ));
-        fields.push((["answer_0", "answer_1", "answer_2"][index], answer));
-    }
-    let saved = client
-        .send(Method::POST, "/portal/account/questions", Some(&fields))
-        .await;
-    assert_eq!(
-        saved.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        WebClient::body(&saved)
-    );
+async fn register_email_and_questions(client: &mut PortalClient, mail: &MailServer, address: &str) {
+    let registered = client.register_email(mail, address, 1).await;
+    assert_eq!(registered.status, StatusCode::SEE_OTHER);
+    client.register_questions().await;
 }
 
 /// Sends the same form from `clients` all at once; the statuses, in order.
 async fn all_at_once(
-    clients: Vec<Client>,
+    clients: Vec<PortalClient>,
     path: &'static str,
     fields: Vec<(String, String)>,
 ) -> Vec<StatusCode> {
@@ -292,7 +146,7 @@ async fn one_proof_sent_twenty_times_at_once_counts_once() {
     let (name, password) = stack.user_with_password("twice-").await.unwrap();
     let address = format!("{name}@mail.example.test");
     stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut owner = client_from(&stack, "198.51.100.10");
+    let mut owner = PortalClient::from_address(&stack, "198.51.100.10");
     assert_eq!(
         owner.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
@@ -300,7 +154,7 @@ async fn one_proof_sent_twenty_times_at_once_counts_once() {
     register_email_and_questions(&mut owner, &mail, &address).await;
 
     // The same mailed code, twenty times at once, with two methods required.
-    let mut attacker = client_from(&stack, "198.51.100.11");
+    let mut attacker = PortalClient::from_address(&stack, "198.51.100.11");
     attacker.identify("reset", &name).await;
     assert_eq!(attacker.start_method("email").await, StatusCode::SEE_OTHER);
     let message = mail
@@ -309,7 +163,7 @@ async fn one_proof_sent_twenty_times_at_once_counts_once() {
         .unwrap();
     let code = code_in(&message.body).unwrap();
     let csrf = attacker.csrf("/portal/verify/proof").await;
-    let twins: Vec<Client> = (0..20).map(|_| attacker.twin(&stack)).collect();
+    let twins: Vec<PortalClient> = (0..20).map(|_| attacker.twin(&stack)).collect();
     let statuses = all_at_once(
         twins,
         "/portal/verify/proof",
@@ -340,14 +194,14 @@ async fn one_proof_sent_twenty_times_at_once_counts_once() {
     );
 
     // The same right answers, twenty times at once, to unlock.
-    let mut unlocker = client_from(&stack, "198.51.100.12");
+    let mut unlocker = PortalClient::from_address(&stack, "198.51.100.12");
     unlocker.identify("unlock", &name).await;
     assert_eq!(
         unlocker.start_method("security_questions").await,
         StatusCode::SEE_OTHER
     );
     let csrf = unlocker.csrf("/portal/verify/proof").await;
-    let twins: Vec<Client> = (0..20).map(|_| unlocker.twin(&stack)).collect();
+    let twins: Vec<PortalClient> = (0..20).map(|_| unlocker.twin(&stack)).collect();
     let statuses = all_at_once(
         twins,
         "/portal/verify/proof",
@@ -403,10 +257,10 @@ async fn flows_at_proof(
     name: &str,
     method: &str,
     count: usize,
-) -> Vec<(Client, String)> {
+) -> Vec<(PortalClient, String)> {
     let mut flows = Vec::new();
     for _ in 0..count {
-        let mut client = client_from(stack, address);
+        let mut client = PortalClient::from_address(stack, address);
         client.identify("reset", name).await;
         assert_eq!(client.start_method(method).await, StatusCode::SEE_OTHER);
         let csrf = client.csrf("/portal/verify/proof").await;
@@ -417,7 +271,7 @@ async fn flows_at_proof(
 
 /// Posts one proof from each flow, all at once.
 async fn prove_all_at_once(
-    flows: Vec<(Client, String)>,
+    flows: Vec<(PortalClient, String)>,
     code: Option<&str>,
     answers: &[&str],
 ) -> Vec<StatusCode> {
@@ -452,7 +306,7 @@ async fn fifty_parallel_attempts_get_exactly_the_limit_through() {
     let (name, password) = stack.user_with_password("burst-").await.unwrap();
     let address = format!("{name}@mail.example.test");
     stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut owner = client_from(&stack, "198.51.100.20");
+    let mut owner = PortalClient::from_address(&stack, "198.51.100.20");
     assert_eq!(
         owner.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
@@ -464,7 +318,7 @@ async fn fifty_parallel_attempts_get_exactly_the_limit_through() {
     let flooded = format!("codes-{name}");
     let mut flows = Vec::new();
     for _ in 0..50 {
-        let mut client = client_from(&stack, "198.51.100.21");
+        let mut client = PortalClient::from_address(&stack, "198.51.100.21");
         client.identify("reset", &flooded).await;
         flows.push(client);
     }
@@ -637,7 +491,7 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
     stack.wait_for_lockout_threshold(3).await.unwrap();
 
     // Self-service off: a wrong password posted to the sign-in page never reaches the DC.
-    let mut client = client_from(&stack, "198.51.100.30");
+    let mut client = PortalClient::from_address(&stack, "198.51.100.30");
     let wrong = password_like("Wrong-{unique}-1!");
     let off = client.sign_in(&name, &wrong).await;
     assert_eq!(off.status, StatusCode::FORBIDDEN);
@@ -649,9 +503,9 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
         .update_self_service_settings(&settings(1))
         .await
         .unwrap();
-    let mut unknown = client_from(&stack, "198.51.100.31");
+    let mut unknown = PortalClient::from_address(&stack, "198.51.100.31");
     let unknown_page = unknown.sign_in("no-such-person-here", &wrong).await;
-    let mut known = client_from(&stack, "198.51.100.32");
+    let mut known = PortalClient::from_address(&stack, "198.51.100.32");
     let known_page = known.sign_in(&name, &wrong).await;
     assert_eq!(unknown_page.status, known_page.status);
     let text = |page: &writeback_cli::RawResponse| {
@@ -677,7 +531,7 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
     // (two in all); the DC counts two and the account is not locked.
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        let mut client = client_from(&stack, "198.51.100.33");
+        let mut client = PortalClient::from_address(&stack, "198.51.100.33");
         let name = name.clone();
         let wrong = wrong.clone();
         tasks.spawn(async move { client.sign_in(&name, &wrong).await.status });
@@ -704,7 +558,7 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
     let (locked, locked_password) = stack.user_with_password("locked-").await.unwrap();
     stack.wait_until_synced(&locked, |_| true).await.unwrap();
     stack.lock_out(&locked, &locked_password).await.unwrap();
-    let mut client = client_from(&stack, "198.51.100.34");
+    let mut client = PortalClient::from_address(&stack, "198.51.100.34");
     let locked_page = client.sign_in(&locked, &locked_password).await;
     assert_eq!(locked_page.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -743,7 +597,7 @@ async fn floods_stay_bounded_and_sign_nobody_out() {
         .unwrap();
     let (name, password) = stack.user_with_password("flood-").await.unwrap();
     stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut signed_in = client_from(&stack, "198.51.100.40");
+    let mut signed_in = PortalClient::from_address(&stack, "198.51.100.40");
     assert_eq!(
         signed_in.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER

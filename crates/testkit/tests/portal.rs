@@ -20,37 +20,10 @@ use writeback_testkit::Stack;
 use writeback_testkit::browser::Browser;
 use writeback_testkit::logs::{password_like, remember_secret, strong_password};
 use writeback_testkit::mail::{MailServer, code_in};
+use writeback_testkit::portal::{PortalClient, settings};
 use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{ADMIN_EMAIL, StackOptions};
 use writeback_testkit::web::WebClient;
-
-const QUESTIONS: [&str; 4] = [
-    "What was the name of your first pet?",
-    "In which town was your first school?",
-    "What was the make of your first car?",
-    "What is your favourite book?",
-];
-
-fn settings(methods_required: u8) -> SelfServiceSettings {
-    SelfServiceSettings {
-        scope: SelfServiceScope::Everyone,
-        methods: vec![
-            VerificationMethod::Email,
-            VerificationMethod::AuthenticatorApp,
-            VerificationMethod::SecurityQuestions,
-        ],
-        methods_required,
-        security_questions: QUESTIONS
-            .iter()
-            .map(|question| (*question).to_owned())
-            .collect(),
-        questions_asked: 3,
-        banned_words: vec!["Contoso".into()],
-        minimum_strength: 2,
-        helpdesk: "Call the helpdesk on 0100 555 0199.".into(),
-        ..SelfServiceSettings::default()
-    }
-}
 
 async fn start() -> (Stack, MailServer) {
     let work = std::env::temp_dir().join(format!("writeback-portal-mail-{}", std::process::id()));
@@ -930,146 +903,9 @@ async fn the_sms_sender_hands_texts_over_https_and_reports_a_refusal_without_the
     assert_eq!(sms.texts().len(), 1);
 }
 
-/// A portal client over plain HTTP.
-async fn http_sign_in(
-    client: &mut WebClient,
-    name: &str,
-    password: &str,
-) -> writeback_cli::RawResponse {
-    let page = client.send(Method::GET, "/portal/sign-in", None, &[]).await;
-    let csrf = WebClient::csrf(&page);
-    client
-        .send(
-            Method::POST,
-            "/portal/sign-in",
-            Some(&[("csrf", &csrf), ("account", name), ("password", password)]),
-            &[],
-        )
-        .await
-}
-
-/// Registers `address` for the signed-in client, with the code mailed to it (the `index`th
-/// confirmation mail to that address).
-async fn http_register_email(
-    client: &mut WebClient,
-    mail: &MailServer,
-    address: &str,
-    index: usize,
-) -> writeback_cli::RawResponse {
-    let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/account", None, &[]).await);
-    let sent = client
-        .send(
-            Method::POST,
-            "/portal/account/email",
-            Some(&[("csrf", &csrf), ("email", address)]),
-            &[],
-        )
-        .await;
-    if sent.status != StatusCode::SEE_OTHER {
-        return sent;
-    }
-    let message = mail
-        .wait_for(address, "Confirm your email", index)
-        .await
-        .unwrap();
-    client
-        .send(
-            Method::POST,
-            "/portal/account/code",
-            Some(&[("csrf", &csrf), ("code", &code_in(&message.body).unwrap())]),
-            &[],
-        )
-        .await
-}
-
-/// Registers the first three security questions with `answers` for the signed-in client.
-async fn http_register_questions(client: &mut WebClient, answers: [&str; 3]) {
-    let csrf = WebClient::csrf(
-        &client
-            .send(Method::GET, "/portal/account/questions", None, &[])
-            .await,
-    );
-    let mut fields = vec![("csrf", csrf.as_str())];
-    for (slot, answer) in answers.iter().enumerate() {
-        fields.push((
-            ["question_0", "question_1", "question_2"][slot],
-            ["0", "1", "2"][slot],
-        ));
-        fields.push((["answer_0", "answer_1", "answer_2"][slot], answer));
-    }
-    let saved = client
-        .send(
-            Method::POST,
-            "/portal/account/questions",
-            Some(&fields),
-            &[],
-        )
-        .await;
-    assert_eq!(
-        saved.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        WebClient::body(&saved)
-    );
-}
-
-/// Identifies `name` for `purpose` over HTTP.
-async fn http_identify(client: &mut WebClient, purpose: &str, name: &str) {
-    let page = client
-        .send(
-            Method::GET,
-            &format!("/portal/identify?purpose={purpose}"),
-            None,
-            &[],
-        )
-        .await;
-    let csrf = WebClient::csrf(&page);
-    let answer = client
-        .send(
-            Method::POST,
-            "/portal/identify",
-            Some(&[("csrf", &csrf), ("purpose", purpose), ("account", name)]),
-            &[],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER);
-}
-
-/// Proves the flow with the code mailed to `address` (the `index`th code mail).
-async fn http_prove_by_email(
-    client: &mut WebClient,
-    mail: &MailServer,
-    address: &str,
-    index: usize,
-) {
-    let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/verify", None, &[]).await);
-    let started = client
-        .send(
-            Method::POST,
-            "/portal/verify/start",
-            Some(&[("csrf", &csrf), ("method", "email")]),
-            &[],
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::SEE_OTHER);
-    let message = mail
-        .wait_for(address, "verification code", index)
-        .await
-        .unwrap();
-    let proved = client
-        .send(
-            Method::POST,
-            "/portal/verify/proof",
-            Some(&[("csrf", &csrf), ("code", &code_in(&message.body).unwrap())]),
-            &[],
-        )
-        .await;
-    assert_eq!(proved.status, StatusCode::SEE_OTHER);
-}
-
 /// Posts to every step after identification, as a flow that has not earned them: each answer
 /// must send the person back (a redirect to an earlier step) or refuse, and never be the step.
-async fn every_later_step_refuses(client: &mut WebClient, csrf: &str, wanted_back: &str) {
+async fn every_later_step_refuses(client: &mut PortalClient, csrf: &str, wanted_back: &str) {
     let request_id = "00112233445566778899aabbccddeeff";
     let password = password_like("Never-Set-{unique}-9!");
     for (method, path, form) in [
@@ -1090,9 +926,7 @@ async fn every_later_step_refuses(client: &mut WebClient, csrf: &str, wanted_bac
             Some(vec![("csrf", csrf), ("request_id", request_id)]),
         ),
     ] {
-        let answer = client
-            .send(method.clone(), path, form.as_deref(), &[])
-            .await;
+        let answer = client.send(method.clone(), path, form.as_deref()).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{method} {path}");
         assert_eq!(WebClient::location(&answer), wanted_back, "{method} {path}");
     }
@@ -1109,18 +943,16 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
         .update_self_service_settings(&settings(1))
         .await
         .unwrap();
-    let mut owner = WebClient::new(&stack);
+    let mut owner = PortalClient::new(&stack);
     assert_eq!(
-        http_sign_in(&mut owner, &name, &password).await.status,
+        owner.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
     );
     assert_eq!(
-        http_register_email(&mut owner, &mail, &address, 1)
-            .await
-            .status,
+        owner.register_email(&mail, &address, 1).await.status,
         StatusCode::SEE_OTHER
     );
-    http_register_questions(&mut owner, ["Rex the dog", "Springfield", "Volvo"]).await;
+    owner.register_questions().await;
     let mut codes_mailed = 0;
 
     for required in [1u8, 2] {
@@ -1131,29 +963,25 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
             .unwrap();
         for purpose in ["reset", "unlock"] {
             // Identified only: no proof page without a challenge, nothing after it.
-            let mut client = WebClient::new(&stack);
-            http_identify(&mut client, purpose, &name).await;
-            let csrf =
-                WebClient::csrf(&client.send(Method::GET, "/portal/verify", None, &[]).await);
+            let mut client = PortalClient::new(&stack);
+            client.identify(purpose, &name).await;
+            let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/verify", None).await);
             let proof = client
                 .send(
                     Method::POST,
                     "/portal/verify/proof",
                     Some(&[("csrf", &csrf), ("code", "123456")]),
-                    &[],
                 )
                 .await;
             assert_eq!(WebClient::location(&proof), "/portal/verify");
-            let shown = client
-                .send(Method::GET, "/portal/verify/proof", None, &[])
-                .await;
+            let shown = client.send(Method::GET, "/portal/verify/proof", None).await;
             assert_eq!(WebClient::location(&shown), "/portal/verify");
             every_later_step_refuses(&mut client, &csrf, "/portal/verify").await;
 
             // One proof where two are required: still nothing after it.
             if required == 2 {
                 codes_mailed += 1;
-                http_prove_by_email(&mut client, &mail, &address, codes_mailed).await;
+                client.prove_by_email(&mail, &address, codes_mailed).await;
                 every_later_step_refuses(&mut client, &csrf, "/portal/verify").await;
             }
         }
@@ -1167,15 +995,11 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
         .await
         .unwrap();
     for purpose in ["reset", "unlock"] {
-        let mut client = WebClient::new(&stack);
-        http_identify(&mut client, purpose, &name).await;
+        let mut client = PortalClient::new(&stack);
+        client.identify(purpose, &name).await;
         codes_mailed += 1;
-        http_prove_by_email(&mut client, &mail, &address, codes_mailed).await;
-        let csrf = WebClient::csrf(
-            &client
-                .send(Method::GET, "/portal/new-password", None, &[])
-                .await,
-        );
+        client.prove_by_email(&mail, &address, codes_mailed).await;
+        let csrf = WebClient::csrf(&client.send(Method::GET, "/portal/new-password", None).await);
         let request_id = "00112233445566778899aabbccddeeff";
         let wrong_password = password_like("Wrong-Door-{unique}-7!");
         let answer = if purpose == "reset" {
@@ -1184,7 +1008,6 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
                     Method::POST,
                     "/portal/unlock",
                     Some(&[("csrf", &csrf), ("request_id", request_id)]),
-                    &[],
                 )
                 .await
         } else {
@@ -1198,7 +1021,6 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
                         ("new_password", &wrong_password),
                         ("confirm_password", &wrong_password),
                     ]),
-                    &[],
                 )
                 .await
         };
@@ -1211,16 +1033,10 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
     }
 
     // Without a session, a flow cookie opens none of the signed-in steps.
-    let mut flow_only = WebClient::new(&stack);
-    http_identify(&mut flow_only, "reset", &name).await;
-    let csrf = WebClient::csrf(
-        &flow_only
-            .send(Method::GET, "/portal/verify", None, &[])
-            .await,
-    );
-    let change = flow_only
-        .send(Method::GET, "/portal/change", None, &[])
-        .await;
+    let mut flow_only = PortalClient::new(&stack);
+    flow_only.identify("reset", &name).await;
+    let csrf = WebClient::csrf(&flow_only.send(Method::GET, "/portal/verify", None).await);
+    let change = flow_only.send(Method::GET, "/portal/change", None).await;
     assert_eq!(WebClient::location(&change), "/portal/sign-in");
     for path in [
         "/portal/change",
@@ -1234,18 +1050,18 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
         "/portal/account/confirm-identity/proof",
     ] {
         let answer = flow_only
-            .send(Method::POST, path, Some(&[("csrf", &csrf)]), &[])
+            .send(Method::POST, path, Some(&[("csrf", &csrf)]))
             .await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
     }
 
     // Signed in again later, without a fresh proof: no method can be added, replaced or removed.
-    let mut later = WebClient::new(&stack);
+    let mut later = PortalClient::new(&stack);
     assert_eq!(
-        http_sign_in(&mut later, &name, &password).await.status,
+        later.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
     );
-    let page = later.send(Method::GET, "/portal/account", None, &[]).await;
+    let page = later.send(Method::GET, "/portal/account", None).await;
     assert!(WebClient::body(&page).contains("first confirm it is you"));
     let csrf = WebClient::csrf(&page);
     let other_address = format!("other-{address}");
@@ -1267,7 +1083,7 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
             vec![("csrf", csrf.as_str()), ("code", "123456")],
         ),
     ] {
-        let answer = later.send(Method::POST, path, Some(&fields), &[]).await;
+        let answer = later.send(Method::POST, path, Some(&fields)).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
         assert!(
             WebClient::body(&answer).contains("first confirm it is you"),
@@ -1275,7 +1091,7 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
         );
     }
     for path in ["/portal/account/authenticator", "/portal/account/questions"] {
-        let answer = later.send(Method::GET, path, None, &[]).await;
+        let answer = later.send(Method::GET, path, None).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
     }
     let step_up = later
@@ -1283,7 +1099,6 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
             Method::POST,
             "/portal/account/confirm-identity/proof",
             Some(&[("csrf", &csrf), ("code", "123456")]),
-            &[],
         )
         .await;
     assert_eq!(
@@ -1295,7 +1110,7 @@ async fn no_step_opens_before_the_one_before_it_is_earned() {
 
     // Nothing changed anywhere: the password, and the one method.
     assert_eq!(stack.dc.bind_as(&name, &password).await.unwrap(), Ok(()));
-    let account = later.send(Method::GET, "/portal/account", None, &[]).await;
+    let account = later.send(Method::GET, "/portal/account", None).await;
     assert!(WebClient::body(&account).contains(&address));
 }
 
@@ -1313,15 +1128,13 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
     stack.wait_until_synced(&name, |_| true).await.unwrap();
 
     // The first method needs only the directory password.
-    let mut client = WebClient::new(&stack);
+    let mut client = PortalClient::new(&stack);
     assert_eq!(
-        http_sign_in(&mut client, &name, &password).await.status,
+        client.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
     );
     assert_eq!(
-        http_register_email(&mut client, &mail, &first, 1)
-            .await
-            .status,
+        client.register_email(&mail, &first, 1).await.status,
         StatusCode::SEE_OTHER
     );
     let added = mail
@@ -1335,25 +1148,24 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
     );
 
     // A later session must prove the registered address before replacing it.
-    let mut later = WebClient::new(&stack);
+    let mut later = PortalClient::new(&stack);
     assert_eq!(
-        http_sign_in(&mut later, &name, &password).await.status,
+        later.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
     );
-    let refused = http_register_email(&mut later, &mail, &second, 1).await;
+    let refused = later.register_email(&mail, &second, 1).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(
         mail.count_to(&second).unwrap(),
         0,
         "no code went to the new address"
     );
-    let csrf = WebClient::csrf(&later.send(Method::GET, "/portal/account", None, &[]).await);
+    let csrf = WebClient::csrf(&later.send(Method::GET, "/portal/account", None).await);
     let started = later
         .send(
             Method::POST,
             "/portal/account/confirm-identity",
             Some(&[("csrf", &csrf), ("method", "email")]),
-            &[],
         )
         .await;
     assert_eq!(
@@ -1374,7 +1186,6 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
             Method::POST,
             "/portal/account/confirm-identity/proof",
             Some(&[("csrf", &csrf), ("code", wrong)]),
-            &[],
         )
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -1383,15 +1194,12 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
             Method::POST,
             "/portal/account/confirm-identity/proof",
             Some(&[("csrf", &csrf), ("code", &code)]),
-            &[],
         )
         .await;
     assert_eq!(proved.status, StatusCode::OK);
     assert!(WebClient::body(&proved).contains("For the next 10 minutes"));
     assert_eq!(
-        http_register_email(&mut later, &mail, &second, 1)
-            .await
-            .status,
+        later.register_email(&mail, &second, 1).await.status,
         StatusCode::SEE_OTHER
     );
 
@@ -1429,15 +1237,13 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
         "{}",
         told.body
     );
-    let mut fresh = WebClient::new(&stack);
+    let mut fresh = PortalClient::new(&stack);
     assert_eq!(
-        http_sign_in(&mut fresh, &name, &password).await.status,
+        fresh.sign_in(&name, &password).await.status,
         StatusCode::SEE_OTHER
     );
     assert_eq!(
-        http_register_email(&mut fresh, &mail, &first, 2)
-            .await
-            .status,
+        fresh.register_email(&mail, &first, 2).await.status,
         StatusCode::SEE_OTHER
     );
 }

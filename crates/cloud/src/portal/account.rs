@@ -34,9 +34,8 @@ use super::reset::{
 };
 use super::state::{PendingRegistration, PortalAccount, PortalSession};
 use super::{
-    Refused, account_detail, audit, directory_usable, find_account, in_scope, internal, limits,
-    method_owner, offered_methods, owner, reported_lockout, reported_policy, reserve, save_method,
-    settings,
+    Refused, account_detail, audit, find_account, in_scope, internal, limits, method_owner,
+    offered_methods, owner, reported_lockout, reported_policy, reserve, save_method, settings,
 };
 use crate::api::Origin;
 use crate::auth::{new_token, token_hash};
@@ -220,11 +219,6 @@ async fn attempt_sign_in(
     match account_detail(state, &account).await {
         Ok(Some(detail)) if in_scope(settings, &detail) && detail.user.enabled => {}
         Ok(_) => return SignInOutcome::Refused,
-        Err(error) => return shown(internal(error)),
-    }
-    match directory_usable(state, &account.directory).await {
-        Ok(true) => {}
-        Ok(false) => return shown(service_unavailable(&settings.helpdesk)),
         Err(error) => return shown(internal(error)),
     }
     let directory = account.directory.to_string();
