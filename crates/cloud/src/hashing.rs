@@ -1,31 +1,45 @@
 //! Password hashing (Argon2: administrator passwords, security answers) is deliberately slow and
 //! memory-hungry, and some of it runs for requests nobody has authenticated. It goes through one
-//! bounded pool: at most `threads` hashes run at once, at most `queue` more wait, and anything
-//! beyond is refused at once as [`Busy`], so a flood costs a bounded amount of CPU and memory
-//! instead of an unbounded number of blocking threads.
+//! bounded pool: `threads` worker threads of its own (so the memory Argon2 keeps is that of
+//! `threads` hashes, not of every blocking thread that ever ran one), at most `queue` more hashes
+//! waiting, and anything beyond refused at once as [`Busy`], so a flood costs a bounded amount of
+//! CPU and memory.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// The pool is full: try again shortly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("password checks are queued beyond their limit; try again shortly")]
 pub struct Busy;
 
-#[derive(Debug)]
+type Job = Box<dyn FnOnce() + Send>;
+
 pub struct HashingPool {
-    running: Semaphore,
+    jobs: SyncSender<Job>,
     /// Hashes running or waiting.
     admitted: AtomicUsize,
     capacity: usize,
-    /// The most that were ever admitted at once, for the metrics and the tests.
+    /// The most that were ever admitted at once, for the tests and the closing figures.
     peak: AtomicUsize,
 }
 
-/// Lets a slot go when the admitted work ends, however it ends.
+impl std::fmt::Debug for HashingPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HashingPool")
+            .field("capacity", &self.capacity)
+            .field("admitted", &self.admitted.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Lets a place go when the admitted work ends, however it ends.
 struct Admission<'a>(&'a AtomicUsize);
 
 impl Drop for Admission<'_> {
@@ -34,34 +48,59 @@ impl Drop for Admission<'_> {
     }
 }
 
+/// One worker: takes jobs until the pool is gone. A job that panics loses its answer (its caller
+/// hears [`Busy`]), not the worker.
+fn work(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let next = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 impl HashingPool {
-    pub fn new(threads: usize, queue: usize) -> Arc<Self> {
+    pub fn new(threads: usize, queue: usize) -> std::io::Result<Arc<Self>> {
         let threads = threads.max(1);
-        Arc::new(Self {
-            running: Semaphore::new(threads),
+        // Room for every admitted job, so admission alone decides: a job may wait in the channel
+        // before a worker takes it even while a worker is free.
+        let (sender, receiver) = sync_channel::<Job>(threads + queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("writeback-hash-{index}"))
+                .spawn(move || work(&receiver))?;
+        }
+        Ok(Arc::new(Self {
+            jobs: sender,
             admitted: AtomicUsize::new(0),
             capacity: threads + queue,
             peak: AtomicUsize::new(0),
-        })
+        }))
     }
 
-    /// Runs `work` on a blocking thread once one of the pool's places is free, or refuses at once
-    /// when the queue is full.
+    /// Runs `work` on one of the pool's threads once one is free, or refuses at once when the
+    /// queue is full.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
         let admitted = self.admitted.fetch_add(1, Ordering::AcqRel) + 1;
-        let admission = Admission(&self.admitted);
+        let _admission = Admission(&self.admitted);
         if admitted > self.capacity {
-            drop(admission);
             return Err(Busy);
         }
         self.peak.fetch_max(admitted, Ordering::AcqRel);
-        let _permit = self.running.acquire().await.map_err(|_| Busy)?;
-        let result = tokio::task::spawn_blocking(work).await.map_err(|_| Busy);
-        drop(admission);
-        result
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(work());
+        });
+        self.jobs.try_send(job).map_err(|_| Busy)?;
+        answered.await.map_err(|_| Busy)
     }
 
     /// The most hashes ever running or waiting at once.
@@ -82,7 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn beyond_its_threads_and_queue_the_pool_refuses_at_once() {
-        let pool = HashingPool::new(2, 3);
+        let pool = HashingPool::new(2, 3).unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let pool = pool.clone();

@@ -220,7 +220,8 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         hashing: hashing::HashingPool::new(
             config.resources.hashing_threads,
             config.resources.hashing_queue,
-        ),
+        )
+        .map_err(io_error("starting the password hashing threads"))?,
         metrics_token,
         config: Arc::new(config),
         metrics: Arc::default(),
