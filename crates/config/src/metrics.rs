@@ -259,4 +259,46 @@ writeback_agents_connected{directory=\"co\\\"rp\\n\"} 2
         assert_eq!(out, expected);
         assert_eq!(operations.get(&["reset_password", "success"]), 2);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Undoes the label escaping.
+        fn unescape(text: &str) -> String {
+            let mut out = String::new();
+            let mut characters = text.chars();
+            while let Some(character) = characters.next() {
+                match (character, character == '\\') {
+                    (_, true) => match characters.next() {
+                        Some('n') => out.push('\n'),
+                        Some(other) => out.push(other),
+                        None => {}
+                    },
+                    (other, false) => out.push(other),
+                }
+            }
+            out
+        }
+
+        proptest! {
+            /// Whatever a label holds, it stays one quoted value on one line and reads back.
+            #[test]
+            fn a_label_value_stays_one_value_on_one_line(value in "\\PC{0,60}|[\\\\\"\n]{0,10}") {
+                let mut out = String::new();
+                escape(&value, &mut out);
+                prop_assert!(!out.contains('\n'));
+                let unescaped_quotes = out
+                    .char_indices()
+                    .filter(|(index, character)| {
+                        *character == '"'
+                            && out[..*index].chars().rev().take_while(|c| *c == '\\').count() % 2 == 0
+                    })
+                    .count();
+                prop_assert_eq!(unescaped_quotes, 0);
+                prop_assert_eq!(unescape(&out), value);
+            }
+        }
+    }
 }
