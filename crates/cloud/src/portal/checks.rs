@@ -60,12 +60,17 @@ pub fn code_matches(salt: &[u8], sent: &SentCode, typed: &str, now: UnixMillis) 
     matches && sent.is_current(now)
 }
 
-/// Answers are compared the way people remember them: case, spacing and punctuation aside.
+/// Answers are compared the way people remember them: case, accents typed as separate marks,
+/// spacing and punctuation aside. Lower-casing comes first because it can itself produce a mark
+/// (Turkish "İ" becomes "i" and a combining dot), which must go like any other.
 pub fn normalize_answer(answer: &str) -> String {
     answer
+        .to_lowercase()
+        .chars()
+        .filter(|character| !('\u{300}'..='\u{36f}').contains(character))
+        .collect::<String>()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -228,6 +233,10 @@ mod tests {
             Some("Each answer must have at least 3 letters or digits.")
         );
         assert_eq!(answer_problem("Rex"), None);
+        // Found by `cargo xtask fuzz`: lower-casing "İ" gives "i" and a combining dot.
+        assert_eq!(normalize_answer("İstanbul"), "istanbul");
+        assert_eq!(normalize_answer("ISTANBUL"), "istanbul");
+        assert_eq!(normalize_answer("Cafe\u{301}"), normalize_answer("cafe"));
         assert!(answer_problem(&"x".repeat(41)).is_some());
     }
 
