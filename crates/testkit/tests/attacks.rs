@@ -90,12 +90,33 @@ async fn audited(stack: &Stack, target: &str, action: &str, result: &str) -> usi
         .count()
 }
 
-/// Registers an email address (with the code mailed to it) and the three security questions
-/// for the signed-in `client`.
-async fn register_email_and_questions(client: &mut PortalClient, mail: &MailServer, address: &str) {
-    let registered = client.register_email(mail, address, 1).await;
+/// A new user with `methods_required` set in the policy, signed in from `address` and with an
+/// email address and the security questions registered: `(name, password, mail address,
+/// their signed-in client)`.
+async fn registered_user(
+    stack: &Stack,
+    mail: &MailServer,
+    methods_required: u8,
+    prefix: &str,
+    address: &str,
+) -> (String, String, String, PortalClient) {
+    stack
+        .client
+        .update_self_service_settings(&settings(methods_required))
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password(prefix).await.unwrap();
+    let mail_address = format!("{name}@mail.example.test");
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    let mut owner = PortalClient::from_address(stack, address);
+    assert_eq!(
+        owner.sign_in(&name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let registered = owner.register_email(mail, &mail_address, 1).await;
     assert_eq!(registered.status, StatusCode::SEE_OTHER);
-    client.register_questions().await;
+    owner.register_questions().await;
+    (name, password, mail_address, owner)
 }
 
 /// Sends the same form from `clients` all at once; the statuses, in order.
@@ -138,20 +159,8 @@ fn count(statuses: &[StatusCode], wanted: StatusCode) -> usize {
 #[tokio::test]
 async fn one_proof_sent_twenty_times_at_once_counts_once() {
     let (stack, mail) = start(behind_a_proxy).await;
-    stack
-        .client
-        .update_self_service_settings(&settings(2))
-        .await
-        .unwrap();
-    let (name, password) = stack.user_with_password("twice-").await.unwrap();
-    let address = format!("{name}@mail.example.test");
-    stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut owner = PortalClient::from_address(&stack, "198.51.100.10");
-    assert_eq!(
-        owner.sign_in(&name, &password).await.status,
-        StatusCode::SEE_OTHER
-    );
-    register_email_and_questions(&mut owner, &mail, &address).await;
+    let (name, password, address, _owner) =
+        registered_user(&stack, &mail, 2, "twice-", "198.51.100.10").await;
 
     // The same mailed code, twenty times at once, with two methods required.
     let mut attacker = PortalClient::from_address(&stack, "198.51.100.11");
@@ -298,20 +307,7 @@ async fn prove_all_at_once(
 #[tokio::test]
 async fn fifty_parallel_attempts_get_exactly_the_limit_through() {
     let (stack, mail) = start(tight_limits).await;
-    stack
-        .client
-        .update_self_service_settings(&settings(1))
-        .await
-        .unwrap();
-    let (name, password) = stack.user_with_password("burst-").await.unwrap();
-    let address = format!("{name}@mail.example.test");
-    stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut owner = PortalClient::from_address(&stack, "198.51.100.20");
-    assert_eq!(
-        owner.sign_in(&name, &password).await.status,
-        StatusCode::SEE_OTHER
-    );
-    register_email_and_questions(&mut owner, &mail, &address).await;
+    let (name, _, _, _owner) = registered_user(&stack, &mail, 1, "burst-", "198.51.100.20").await;
 
     // Codes sent: fifty flows for one name ask for a mail at once; ten are sent (to a name with
     // no address the "sending" is recorded all the same, so the limit cannot tell them apart).
@@ -590,19 +586,8 @@ fn resident_kib() -> u64 {
 #[tokio::test]
 async fn floods_stay_bounded_and_sign_nobody_out() {
     let (stack, mail) = start(pool_under_load).await;
-    stack
-        .client
-        .update_self_service_settings(&settings(1))
-        .await
-        .unwrap();
-    let (name, password) = stack.user_with_password("flood-").await.unwrap();
-    stack.wait_until_synced(&name, |_| true).await.unwrap();
-    let mut signed_in = PortalClient::from_address(&stack, "198.51.100.40");
-    assert_eq!(
-        signed_in.sign_in(&name, &password).await.status,
-        StatusCode::SEE_OTHER
-    );
-    register_email_and_questions(&mut signed_in, &mail, &format!("{name}@mail.example.test")).await;
+    let (name, _, _, mut signed_in) =
+        registered_user(&stack, &mail, 1, "flood-", "198.51.100.40").await;
 
     // Two hundred answer checks at once, each for another name: the pool runs two and queues
     // sixteen, and refuses the rest at once with "try again shortly".

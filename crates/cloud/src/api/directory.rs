@@ -115,12 +115,20 @@ pub async fn show_user(
     _signed_in: SignedIn,
     target: UserPath,
 ) -> Result<Json<DirectoryUserDetail>, ApiError> {
+    synced_user(&state, &target).await.map(Json)
+}
+
+/// The one synced user `target` names, or the API's 404 for an unknown directory or user.
+pub(crate) async fn synced_user(
+    state: &AppState,
+    target: &UserPath,
+) -> Result<DirectoryUserDetail, ApiError> {
     let detail = state
         .store
         .user_detail(&target.directory, &target.name)
         .await
         .map_err(|error| store_error(&target.directory, error))?;
-    detail.map(Json).ok_or_else(|| {
+    detail.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "user_not_found",

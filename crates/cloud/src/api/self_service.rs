@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use writeback_proto::api::{ErrorResponse, MethodsCleared, SelfServiceSettings};
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
@@ -51,21 +50,7 @@ pub async fn clear_self_service_methods(
     signed_in: SignedIn,
     target: UserPath,
 ) -> Result<Json<MethodsCleared>, ApiError> {
-    let detail = state
-        .store
-        .user_detail(&target.directory, &target.name)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "user_not_found",
-                format!(
-                    "No single synced user of {} is named {}.",
-                    target.directory, target.name
-                ),
-            )
-        })?;
+    let detail = super::directory::synced_user(&state, &target).await?;
     let removed = crate::portal::clear_methods(
         &state,
         &detail,
