@@ -106,6 +106,18 @@ impl Authenticator {
         writeback_cloud::totp::code_at_step(&self.key, step)
     }
 
+    /// The code of the step before the current one, still within the cloud's allowed drift:
+    /// enrolling with it leaves the code shown now unused, for a person to sign in with at once.
+    pub fn previous_code(&self) -> String {
+        let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+        let step = now.saturating_sub(1);
+        *self
+            .last_step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = step;
+        writeback_cloud::totp::code_at_step(&self.key, step)
+    }
+
     /// Waits until a fresh code is within the cloud's window, then gives it.
     pub async fn fresh_code(&self) -> String {
         loop {
@@ -142,7 +154,7 @@ pub async fn enrol_administrator(
         writeback_cloud::totp::decode_base32(&key_text).context("the key is base32")?,
     );
     let session = client
-        .answer_challenge(&enrolment.challenge, &authenticator.code())
+        .answer_challenge(&enrolment.challenge, &authenticator.previous_code())
         .await?;
     logs::remember_secret(secrecy::ExposeSecret::expose_secret(&session.token));
     Ok((session, authenticator))
