@@ -36,6 +36,7 @@ use super::state::{PendingRegistration, PortalAccount, PortalSession};
 use super::{
     Refused, account_detail, audit, find_account, in_scope, internal, limits, method_owner,
     offered_methods, owner, reported_lockout, reported_policy, reserve, save_method, settings,
+    stored_methods, usable_methods,
 };
 use crate::api::Origin;
 use crate::auth::{new_token, token_hash};
@@ -381,16 +382,6 @@ fn method_from(name: &str) -> Option<VerificationMethod> {
         .find(|method| method.as_str() == name)
 }
 
-/// The methods of the signed-in account as stored, secrets still sealed: for what the pages
-/// show and whether any exist.
-async fn stored_methods(
-    state: &AppState,
-    account: &PortalAccount,
-) -> Result<Vec<RegisteredMethod>, writeback_store::StoreError> {
-    let owned = owner(account);
-    state.store.self_service_methods(method_owner(&owned)).await
-}
-
 async fn account_page(
     state: &AppState,
     context: &SessionContext,
@@ -435,14 +426,8 @@ async fn account_page(
     let proof_choices = if may_change {
         Vec::new()
     } else {
-        offered
-            .iter()
-            .copied()
-            .filter(|method| {
-                registered
-                    .iter()
-                    .any(|registered| registered.method == method.as_str())
-            })
+        usable_methods(&offered, &registered)
+            .into_iter()
             .map(|method| MethodChoice {
                 value: method.as_str(),
                 label: method_label(method),
@@ -635,13 +620,8 @@ pub async fn start_step_up(
         Ok(registered) => registered,
         Err(error) => return internal(error),
     };
-    let Some(method) = offered_methods(&state, &settings)
+    let Some(method) = usable_methods(&offered_methods(&state, &settings), &registered)
         .into_iter()
-        .filter(|method| {
-            registered
-                .iter()
-                .any(|registered| registered.method == method.as_str())
-        })
         .find(|method| method.as_str() == form.fields.method)
     else {
         return Redirect::to("/portal/account").into_response();
@@ -718,11 +698,7 @@ pub async fn check_step_up(
             .await
         }
         ProofOutcome::Failed(response) => {
-            state.portal.update_session(&context.key, now, |session| {
-                if session.step_up.is_none() {
-                    session.step_up = Some(challenge);
-                }
-            });
+            state.portal.return_step_up(&context.key, now, challenge);
             response
         }
         ProofOutcome::Ended(response) => {

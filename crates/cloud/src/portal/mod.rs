@@ -321,6 +321,32 @@ async fn registered_methods(
     Ok(methods)
 }
 
+/// The methods `account` registered as stored, what checks them still sealed: enough to know
+/// which exist.
+async fn stored_methods(
+    state: &AppState,
+    account: &PortalAccount,
+) -> Result<Vec<RegisteredMethod>, StoreError> {
+    let owned = owner(account);
+    state.store.self_service_methods(method_owner(&owned)).await
+}
+
+/// Of the methods this deployment offers, those the person has registered: what can prove them.
+fn usable_methods(
+    offered: &[VerificationMethod],
+    registered: &[RegisteredMethod],
+) -> Vec<VerificationMethod> {
+    offered
+        .iter()
+        .copied()
+        .filter(|method| {
+            registered
+                .iter()
+                .any(|registered| registered.method == method.as_str())
+        })
+        .collect()
+}
+
 /// Stores `method` for `account`, with what checks it sealed.
 async fn save_method(
     state: &AppState,

@@ -1014,18 +1014,11 @@ async fn standing(
     } else if !detail.user.enabled {
         Some(account_disabled(&settings.helpdesk))
     } else {
-        let registered = match registered_methods(state, Some(account)).await {
+        let registered = match super::stored_methods(state, account).await {
             Ok(registered) => registered,
             Err(error) => return Some(internal(error)),
         };
-        let usable = offered_methods(state, settings)
-            .into_iter()
-            .filter(|method| {
-                registered
-                    .iter()
-                    .any(|registered| registered.method == method.as_str())
-            })
-            .count();
+        let usable = super::usable_methods(&offered_methods(state, settings), &registered).len();
         (usable < usize::from(settings.methods_required))
             .then(|| not_enough_methods(&settings.helpdesk))
     };

@@ -348,6 +348,15 @@ impl PortalState {
             .take()
     }
 
+    /// Puts a step-up challenge back after a wrong answer, unless another was started.
+    pub fn return_step_up(&self, key: &[u8], now: UnixMillis, challenge: Challenge) {
+        self.update_session(key, now, |session| {
+            if session.step_up.is_none() {
+                session.step_up = Some(challenge);
+            }
+        });
+    }
+
     /// Takes the session's pending registration out, so that only one request can confirm it.
     pub fn take_pending(&self, key: &[u8], now: UnixMillis) -> Option<PendingRegistration> {
         locked(&self.sessions)
