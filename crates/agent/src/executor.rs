@@ -15,9 +15,10 @@ use writeback_directory::{
     Directory, DirectoryError, EffectivePolicy, ResetOptions, SignInVerdict, UserAccount,
 };
 use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
+use writeback_proto::intent::sealed_field_context;
 use writeback_proto::operation::{Operation, OperationKind, Request, UserRef};
 use writeback_proto::result::{PolicyRequirements, ResultCode};
-use writeback_proto::sealing::{SealContext, SealedSecret, SecretField};
+use writeback_proto::sealing::{SealedSecret, SecretField};
 use writeback_proto::time::UnixMillis;
 
 use crate::journal::{Begin, Journal};
@@ -165,11 +166,11 @@ impl<D: Directory> Executor<D> {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
                 };
-                let new_password =
-                    match self.open(request, user, SecretField::NewPassword, new_password) {
-                        Ok(secret) => secret,
-                        Err(failure) => return failure,
-                    };
+                let new_password = match self.open(request, SecretField::NewPassword, new_password)
+                {
+                    Ok(secret) => secret,
+                    Err(failure) => return failure,
+                };
                 let enforce_history = match self.directory.reset_enforces_history().await {
                     Ok(enforced) => enforced,
                     Err(error) => return lookup_failure(error),
@@ -217,20 +218,16 @@ impl<D: Directory> Executor<D> {
                 if account.locked_out {
                     return Outcome::kept(ResultCode::AccountLocked);
                 }
-                let current = match self.open(
-                    request,
-                    user,
-                    SecretField::CurrentPassword,
-                    current_password,
-                ) {
-                    Ok(secret) => secret,
-                    Err(failure) => return failure,
-                };
-                let new_password =
-                    match self.open(request, user, SecretField::NewPassword, new_password) {
+                let current =
+                    match self.open(request, SecretField::CurrentPassword, current_password) {
                         Ok(secret) => secret,
                         Err(failure) => return failure,
                     };
+                let new_password = match self.open(request, SecretField::NewPassword, new_password)
+                {
+                    Ok(secret) => secret,
+                    Err(failure) => return failure,
+                };
                 let policy = match self
                     .checked_policy(&account, domain_policy, &new_password, WriteKind::Change)
                     .await
@@ -269,7 +266,7 @@ impl<D: Directory> Executor<D> {
             Ok(()) | Err(ResultCode::AccountDisabled) => {}
             Err(refusal) => return Outcome::kept(refusal),
         }
-        let password = match self.open(request, user, SecretField::CurrentPassword, password) {
+        let password = match self.open(request, SecretField::CurrentPassword, password) {
             Ok(secret) => secret,
             Err(failure) => return failure,
         };
@@ -332,16 +329,10 @@ impl<D: Directory> Executor<D> {
     fn open(
         &self,
         request: &Request,
-        user: &UserRef,
         field: SecretField,
         sealed: &SealedSecret,
     ) -> Result<SecretString, Outcome> {
-        let context = SealContext {
-            request_id: request.request_id,
-            operation: request.operation.kind(),
-            user,
-            field,
-        };
+        let context = sealed_field_context(request.request_id, &request.operation, field);
         let opened = self.keys.with(|keys| {
             keys.iter()
                 .find(|(key, _)| key.public_key().key_id == sealed.key_id)
@@ -487,7 +478,7 @@ mod tests {
     use writeback_directory::fake::FakeDirectory;
     use writeback_policy::PolicySource;
     use writeback_proto::ids::RequestId;
-    use writeback_proto::sealing::{SealingKeyPair, seal};
+    use writeback_proto::sealing::{SealContext, SealingKeyPair, seal};
 
     use super::*;
 

@@ -1,93 +1,42 @@
-//! `writeback-cloud`: the admin API, the relay agents dial into, and the store behind them. The
-//! only crate that speaks HTTP.
+//! `writeback-cloud`: the admin API, the console, the self-service portal, the socket agents dial
+//! into, and the use cases behind them. The only crate that speaks HTTP.
+//!
+//! Layers, each importing only from those below it: [`service`] (the use cases, no HTTP), [`web`]
+//! (what the HTTP surfaces share), the surfaces [`api`], [`console`], [`portal`] and
+//! [`agent_socket`], and [`router`], which assembles them. This file wires them together.
 //!
 //! Entry points: [`start`] runs the server (used by `main.rs` and, in-process, by the testkit);
 //! [`create_administrator`] and [`create_registration_token`] are the set-up commands.
 
-pub mod administration;
+pub mod agent_socket;
 pub mod api;
-pub mod audit_retention;
-pub mod auth;
-pub mod browser_form;
 pub mod config;
 pub mod console;
-pub mod hashing;
-pub mod health;
-pub mod limits;
-pub mod messages;
-pub mod metrics;
-pub mod notify;
+#[cfg(test)]
+mod layering;
 pub mod portal;
-pub mod relay;
-pub mod secrets;
-pub mod server;
-pub mod sign_in;
-pub mod sms;
-pub mod totp;
+pub mod router;
+pub mod service;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use secrecy::SecretString;
-use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use writeback_proto::ids::DirectoryName;
-use writeback_proto::time::UnixMillis;
-use writeback_store::{AuditEvent, Store, StoreError};
-use writeback_tls::{Fingerprint, TlsError};
+use writeback_store::Store;
+use writeback_tls::Fingerprint;
 
 pub use config::CloudConfig;
-use relay::Relay;
-
-/// The audit log's "from where" for set-up commands run on the cloud's own host.
-const LOCAL_ORIGIN: &str = "local command";
-
-#[derive(Debug, Error)]
-pub enum CloudError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// What every request handler and agent connection shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub relay: Arc<Relay>,
-    pub config: Arc<CloudConfig>,
-    pub metrics: Arc<metrics::CloudMetrics>,
-    /// Of the certificate this server presents, for the agent set-up command the console shows.
-    pub fingerprint: Fingerprint,
-    /// Mail for the portal and notifications; `None` when no SMTP server is configured.
-    pub mailer: Option<notify::Mailer>,
-    /// Text messages for the portal; `None` when no SMS provider is configured.
-    pub sms: Option<sms::SmsSender>,
-    /// The portal's resets in progress and signed-in users.
-    pub portal: Arc<portal::PortalState>,
-    /// Seals the secrets the store keeps.
-    pub secrets: Arc<secrets::SecretKeys>,
-    /// Where every password hash is computed, bounded.
-    pub hashing: Arc<hashing::HashingPool>,
-    /// The token a scraper sends for `/metrics` on the public listener; none serves no metrics
-    /// there.
-    pub metrics_token: Option<Arc<SecretString>>,
-    /// Becomes `true` when the server stops. Agent WebSockets run outside the HTTP connection
-    /// tasks once upgraded, so they watch this to close with the server.
-    pub stopping: watch::Receiver<bool>,
-}
+pub use service::administration::{create_administrator, reset_second_factor};
+pub use service::agents::create_registration_token;
+pub use service::error::CloudError;
+use service::error::io_error;
+use service::relay::Relay;
+pub use service::state::AppState;
+use service::state::stopped;
+use service::{audit_retention, hashing, notify, secrets, self_service, sms};
 
 /// A running server; [`RunningCloud::stop`] shuts it down.
 #[derive(Debug)]
@@ -110,16 +59,6 @@ impl RunningCloud {
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
     }
-}
-
-/// Resolves once `stopping` turns true (or its sender is gone).
-pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopping| *stopping).await;
-}
-
-fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloudError {
-    let context = context.into();
-    move |source| CloudError::Io { context, source }
 }
 
 /// Opens the store in the data directory, which is made readable by its owner only.
@@ -190,7 +129,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let (stopping, stopping_signal) = watch::channel(false);
     let mailer = notify::Mailer::from_config(&config.smtp)?;
     let sms = sms::SmsSender::from_config(&config.sms)?;
-    let portal = Arc::new(portal::PortalState::with_capacity(
+    let portal = Arc::new(self_service::state::PortalState::with_capacity(
         config.portal_session(),
         config.resources.portal_max_flows,
         config.resources.portal_max_sessions,
@@ -228,12 +167,12 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         fingerprint,
         stopping: stopping_signal.clone(),
     };
-    let app = api::router(state.clone());
+    let app = router::router(state.clone());
     if let Some(listener) = metrics_listener {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "metrics listening");
         }
-        tokio::spawn(metrics::serve_own_listener(
+        tokio::spawn(web::metrics_endpoint::serve_own_listener(
             listener,
             state.clone(),
             stopping_signal.clone(),
@@ -245,9 +184,15 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     ));
     let mut server_stopping = stopping_signal;
     let resources = state.config.resources.clone();
-    let task = tokio::spawn(server::run(listener, tls, app, resources, async move {
-        stopped(&mut server_stopping).await;
-    }));
+    let task = tokio::spawn(web::server::run(
+        listener,
+        tls,
+        app,
+        resources,
+        async move {
+            stopped(&mut server_stopping).await;
+        },
+    ));
     tracing::info!(%address, %fingerprint, "writeback-cloud listening");
     Ok(RunningCloud {
         address,
@@ -256,135 +201,4 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         stopping,
         task,
     })
-}
-
-/// Audits a set-up command run on the cloud's own host, which has no signed-in actor or address.
-async fn audit_local_command(
-    store: &Store,
-    command: &str,
-    action: &str,
-    target: &str,
-    now: UnixMillis,
-) -> Result<(), CloudError> {
-    store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: command.into(),
-            action: action.into(),
-            directory: None,
-            target: Some(target.into()),
-            request_id: None,
-            result_code: "success".into(),
-            detail: None,
-            origin: Some(LOCAL_ORIGIN.into()),
-        })
-        .await?;
-    Ok(())
-}
-
-pub async fn create_administrator(
-    store: &Store,
-    email: &str,
-    password: &SecretString,
-) -> Result<(), CloudError> {
-    let email = email.trim();
-    if !email.contains('@') || email.len() > 254 {
-        return Err(CloudError::InvalidInput(format!(
-            "{email:?} is not an email address"
-        )));
-    }
-    if secrecy::ExposeSecret::expose_secret(password)
-        .chars()
-        .count()
-        < 12
-    {
-        return Err(CloudError::InvalidInput(
-            "an administrator password must be at least 12 characters long".into(),
-        ));
-    }
-    let password = password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|error| CloudError::Internal(error.to_string()))??;
-    let now = UnixMillis::now();
-    store.create_administrator(email, &hash, now).await?;
-    audit_local_command(
-        store,
-        "writeback-cloud admin create",
-        "create_administrator",
-        email,
-        now,
-    )
-    .await
-}
-
-/// Removes an administrator's second factor, as the set-up command on the cloud's host (the one
-/// way back in after losing an authenticator).
-pub async fn reset_second_factor(store: &Store, email: &str) -> Result<(), CloudError> {
-    if !store.remove_totp(email.trim()).await? {
-        return Err(CloudError::InvalidInput(format!(
-            "no administrator has the email {email}"
-        )));
-    }
-    audit_local_command(
-        store,
-        "writeback-cloud admin reset-second-factor",
-        "reset_second_factor",
-        email.trim(),
-        UnixMillis::now(),
-    )
-    .await
-}
-
-/// Issues a single-use registration token for `directory` (created if new), valid for `lifetime`,
-/// as the set-up command on the cloud's host.
-pub async fn create_registration_token(
-    store: &Store,
-    directory: &DirectoryName,
-    lifetime: Duration,
-) -> Result<(SecretString, UnixMillis), CloudError> {
-    issue_registration_token(
-        store,
-        directory,
-        lifetime,
-        "writeback-cloud token create",
-        Some(LOCAL_ORIGIN.into()),
-    )
-    .await
-}
-
-/// Issues a registration token and audits who asked for it and from where.
-pub async fn issue_registration_token(
-    store: &Store,
-    directory: &DirectoryName,
-    lifetime: Duration,
-    actor: &str,
-    origin: Option<String>,
-) -> Result<(SecretString, UnixMillis), CloudError> {
-    let now = UnixMillis::now();
-    let record = store.ensure_directory(directory, now).await?;
-    let token = auth::new_token(auth::REGISTRATION_TOKEN_PREFIX)?;
-    let expires_at = now.saturating_add(lifetime);
-    store
-        .create_registration_token(
-            &auth::token_hash(secrecy::ExposeSecret::expose_secret(&token)),
-            record.id,
-            now,
-            expires_at,
-        )
-        .await?;
-    store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: actor.into(),
-            action: "create_registration_token".into(),
-            directory: Some(directory.to_string()),
-            target: None,
-            request_id: None,
-            result_code: "success".into(),
-            detail: Some(format!("expires in {} minutes", lifetime.as_secs() / 60)),
-            origin,
-        })
-        .await?;
-    Ok((token, expires_at))
 }

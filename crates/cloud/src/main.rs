@@ -201,7 +201,7 @@ async fn main() -> Result<()> {
         } => {
             let store = writeback_cloud::open_store(&config).await?;
             let path = config.secrets_key_path();
-            let resealed = writeback_cloud::secrets::rotate(&store, &path).await?;
+            let resealed = writeback_cloud::service::secrets::rotate(&store, &path).await?;
             println!(
                 "{} holds a new key; {resealed} stored secrets are sealed under it",
                 path.display()

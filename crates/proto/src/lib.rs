@@ -3,6 +3,7 @@
 //! * [`frame`]: versioned frames and their size and shape limits.
 //! * [`session`]: the two ends of a connection as state machines fed with bytes and time.
 //! * [`sealing`]: passwords sealed to the agent with HPKE, bound to request, operation and user.
+//! * [`intent`]: an operation before it is sealed, which seals itself to the chosen agent.
 //! * [`sync`]: users and groups streamed from the directory, with a cursor the cloud keeps.
 //! * [`result`]: the one stable set of result codes every layer speaks.
 //! * [`api`]: request and response bodies of the admin REST API.
@@ -14,6 +15,7 @@ pub mod events;
 pub mod frame;
 pub mod identity;
 pub mod ids;
+pub mod intent;
 pub mod operation;
 pub mod result;
 mod schema;

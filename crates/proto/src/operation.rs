@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::ProtoError;
 use crate::ids::RequestId;
 use crate::result::ResultCode;
-use crate::sealing::SealedSecret;
 use crate::sync::ObjectAnchor;
 use crate::time::UnixMillis;
 
@@ -153,6 +152,28 @@ impl Operation {
             Self::Unlock { user } => format!("unlock|{}", user.anchor()),
             Self::VerifyPassword { user, .. } => format!("verify_password|{}", user.anchor()),
         }
+    }
+}
+
+/// A password as it travels from cloud to agent: readable only with the agent's private key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecret {
+    pub key_id: String,
+    #[serde(with = "crate::encoding::array")]
+    pub encapsulated_key: [u8; 32],
+    #[serde(with = "crate::encoding::bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "SealedSecret(key {}, {} bytes)",
+            self.key_id,
+            self.ciphertext.len()
+        )
     }
 }
 

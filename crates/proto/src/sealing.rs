@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::ProtoError;
 use crate::encoding::transcript;
 use crate::ids::RequestId;
+pub use crate::operation::SealedSecret;
 use crate::operation::{OperationKind, UserRef};
 
 type Kem = X25519HkdfSha256;
@@ -170,28 +171,6 @@ impl SealContext<'_> {
                 self.user.anchor().as_bytes(),
                 self.field.as_str().as_bytes(),
             ],
-        )
-    }
-}
-
-/// A password as it travels from cloud to agent: readable only with the agent's private key.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealedSecret {
-    pub key_id: String,
-    #[serde(with = "crate::encoding::array")]
-    pub encapsulated_key: [u8; 32],
-    #[serde(with = "crate::encoding::bytes")]
-    pub ciphertext: Vec<u8>,
-}
-
-impl fmt::Debug for SealedSecret {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "SealedSecret(key {}, {} bytes)",
-            self.key_id,
-            self.ciphertext.len()
         )
     }
 }

@@ -96,32 +96,33 @@ impl Authenticator {
     /// A code the cloud accepts now and has not seen: for the current step, or the next one
     /// (within the allowed drift) when the current one was used.
     pub fn code(&self) -> String {
-        let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+        let now = writeback_cloud::service::totp::step_at(writeback_proto::time::UnixMillis::now());
         let mut last = self
             .last_step
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let step = now.max(*last + 1);
         *last = step;
-        writeback_cloud::totp::code_at_step(&self.key, step)
+        writeback_cloud::service::totp::code_at_step(&self.key, step)
     }
 
     /// The code of the step before the current one, still within the cloud's allowed drift:
     /// enrolling with it leaves the code shown now unused, for a person to sign in with at once.
     pub fn previous_code(&self) -> String {
-        let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+        let now = writeback_cloud::service::totp::step_at(writeback_proto::time::UnixMillis::now());
         let step = now.saturating_sub(1);
         *self
             .last_step
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = step;
-        writeback_cloud::totp::code_at_step(&self.key, step)
+        writeback_cloud::service::totp::code_at_step(&self.key, step)
     }
 
     /// Waits until a fresh code is within the cloud's window, then gives it.
     pub async fn fresh_code(&self) -> String {
         loop {
-            let now = writeback_cloud::totp::step_at(writeback_proto::time::UnixMillis::now());
+            let now =
+                writeback_cloud::service::totp::step_at(writeback_proto::time::UnixMillis::now());
             let ready = {
                 let last = self
                     .last_step
@@ -151,7 +152,7 @@ pub async fn enrol_administrator(
     let key_text = secrecy::ExposeSecret::expose_secret(&enrolment.key).to_owned();
     logs::remember_secret(&key_text);
     let authenticator = Authenticator::new(
-        writeback_cloud::totp::decode_base32(&key_text).context("the key is base32")?,
+        writeback_cloud::service::totp::decode_base32(&key_text).context("the key is base32")?,
     );
     let session = client
         .answer_challenge(&enrolment.challenge, &authenticator.previous_code())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use secrecy::SecretString;
-use writeback_cloud::totp;
+use writeback_cloud::service::totp;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::time::UnixMillis;
 use writeback_testkit::Stack;
@@ -901,7 +901,7 @@ async fn the_console_refuses_forged_replayed_and_malformed_requests() {
         (right_now.parse::<u32>().unwrap() + 500_000) % 1_000_000
     );
     let mut last = None;
-    for _ in 0..writeback_cloud::sign_in::MAX_CHALLENGE_FAILURES {
+    for _ in 0..writeback_cloud::service::administrator_sign_in::MAX_CHALLENGE_FAILURES {
         last = Some(
             guesser
                 .send(

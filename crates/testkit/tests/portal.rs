@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use writeback_cloud::totp;
+use writeback_cloud::service::totp;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::time::UnixMillis;
 use writeback_testkit::Stack;
@@ -848,7 +848,7 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
 
 #[tokio::test]
 async fn the_sms_sender_hands_texts_over_https_and_reports_a_refusal_without_the_text() {
-    use writeback_cloud::sms::{SmsSender, TextMessage};
+    use writeback_cloud::service::sms::{SmsSender, TextMessage};
     let work = std::env::temp_dir().join(format!("writeback-sms-sender-{}", std::process::id()));
     let sms = SmsProvider::start(&work).await.unwrap();
     let text = TextMessage {

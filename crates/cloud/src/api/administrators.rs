@@ -1,13 +1,14 @@
-//! `/api/v1/administrators`: the API's words for [`crate::administration`].
+//! `/api/v1/administrators`: the API's words for [`crate::service::administration`].
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use writeback_proto::api::{AdministratorChange, AdministratorList, ErrorResponse};
 
-use super::{ApiError, SignedIn};
-use crate::AppState;
-use crate::administration::{self, AdministrationError, ChangedBy};
+use super::extract::ApiError;
+use crate::service::administration::{self, AdministrationError};
+use crate::service::administrator_sign_in::SignedIn;
+use crate::service::state::AppState;
 
 fn api_error(error: AdministrationError) -> ApiError {
     match error {
@@ -22,13 +23,6 @@ fn api_error(error: AdministrationError) -> ApiError {
             "This is the last enabled administrator: enable or create another one first.",
         ),
         AdministrationError::Internal(error) => ApiError::internal(error),
-    }
-}
-
-fn changed_by(signed_in: &SignedIn) -> ChangedBy<'_> {
-    ChangedBy {
-        email: &signed_in.administrator.email,
-        origin: &signed_in.origin,
     }
 }
 
@@ -49,7 +43,7 @@ pub(super) async fn disable_administrator(
     signed_in: SignedIn,
     Path(email): Path<String>,
 ) -> Result<Json<AdministratorChange>, ApiError> {
-    administration::set_enabled(&state, changed_by(&signed_in), &email, false)
+    administration::set_enabled(&state, &signed_in.actor(), &email, false)
         .await
         .map(Json)
         .map_err(api_error)
@@ -61,7 +55,7 @@ pub(super) async fn enable_administrator(
     signed_in: SignedIn,
     Path(email): Path<String>,
 ) -> Result<Json<AdministratorChange>, ApiError> {
-    administration::set_enabled(&state, changed_by(&signed_in), &email, true)
+    administration::set_enabled(&state, &signed_in.actor(), &email, true)
         .await
         .map(Json)
         .map_err(api_error)
@@ -73,7 +67,7 @@ pub(super) async fn delete_administrator(
     signed_in: SignedIn,
     Path(email): Path<String>,
 ) -> Result<Json<AdministratorChange>, ApiError> {
-    administration::delete(&state, changed_by(&signed_in), &email)
+    administration::delete(&state, &signed_in.actor(), &email)
         .await
         .map(Json)
         .map_err(api_error)
@@ -85,7 +79,7 @@ pub(super) async fn end_administrator_sessions(
     signed_in: SignedIn,
     Path(email): Path<String>,
 ) -> Result<Json<AdministratorChange>, ApiError> {
-    administration::end_sessions(&state, changed_by(&signed_in), &email)
+    administration::end_sessions(&state, &signed_in.actor(), &email)
         .await
         .map(Json)
         .map_err(api_error)

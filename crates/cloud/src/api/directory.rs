@@ -10,20 +10,17 @@ use writeback_proto::api::{
     FullSyncResponse, SyncStatus,
 };
 use writeback_proto::ids::DirectoryName;
-use writeback_proto::operation::UserRef;
-use writeback_proto::sync::ObjectAnchor;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{StoreError, UserQuery};
 
-use super::extract::{ApiError, DirectoryPath, SignedIn, UserPath};
-use crate::relay::sync;
-use crate::{AppState, health};
+use super::extract::{ApiError, DirectoryPath};
+use crate::service::administrator_sign_in::SignedIn;
+use crate::service::directory::{self, InputError, UserTarget, limit, search_text};
+use crate::service::health;
+use crate::service::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-/// Longer search text cannot match any attribute AD allows, and is refused rather than scanned for.
-const MAX_SEARCH_CHARS: usize = 256;
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -44,7 +41,7 @@ pub struct GroupSearch {
     limit: Option<u32>,
 }
 
-pub(crate) fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
+pub fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
     match error {
         StoreError::NotFound(_) => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -55,29 +52,12 @@ pub(crate) fn store_error(directory: &DirectoryName, error: StoreError) -> ApiEr
     }
 }
 
-pub(crate) fn search_text(text: Option<String>, what: &str) -> Result<Option<String>, ApiError> {
-    match text {
-        Some(text) if text.chars().count() > MAX_SEARCH_CHARS => Err(ApiError::invalid(format!(
-            "`{what}` is longer than {MAX_SEARCH_CHARS} characters."
-        ))),
-        Some(text) if text.chars().any(char::is_control) => Err(ApiError::invalid(format!(
-            "`{what}` must not contain control characters."
-        ))),
-        Some(text) if text.is_empty() => Ok(None),
-        other => Ok(other),
-    }
+/// The API's answer to input no directory could hold.
+pub fn input_error(error: InputError) -> ApiError {
+    ApiError::invalid(error.to_string())
 }
 
-/// `limit` from a query string: `default` when absent, refused outside 1..=`max`.
-pub(super) fn limit(requested: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match requested.unwrap_or(default) {
-        0 => Err(ApiError::invalid("`limit` must be at least 1.")),
-        limit if limit > max => Err(ApiError::invalid(format!("`limit` must be at most {max}."))),
-        limit => Ok(limit),
-    }
-}
-
-pub(super) fn query<T>(
+pub fn query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     query.map(|Query(query)| query).map_err(|rejection| {
@@ -97,9 +77,9 @@ pub async fn list_users(
 ) -> Result<Json<Vec<DirectoryUser>>, ApiError> {
     let search = query(search)?;
     let user_query = UserQuery {
-        text: search_text(search.q, "q")?,
-        group: search_text(search.group, "group")?,
-        limit: limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
+        text: search_text(search.q, "q").map_err(input_error)?,
+        group: search_text(search.group, "group").map_err(input_error)?,
+        limit: limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(input_error)?,
     };
     state
         .store
@@ -113,19 +93,17 @@ pub async fn list_users(
 pub async fn show_user(
     State(state): State<AppState>,
     _signed_in: SignedIn,
-    target: UserPath,
+    target: UserTarget,
 ) -> Result<Json<DirectoryUserDetail>, ApiError> {
     synced_user(&state, &target).await.map(Json)
 }
 
 /// The one synced user `target` names, or the API's 404 for an unknown directory or user.
-pub(crate) async fn synced_user(
+pub async fn synced_user(
     state: &AppState,
-    target: &UserPath,
+    target: &UserTarget,
 ) -> Result<DirectoryUserDetail, ApiError> {
-    let detail = state
-        .store
-        .user_detail(&target.directory, &target.name)
+    let detail = directory::synced_user(state, target)
         .await
         .map_err(|error| store_error(&target.directory, error))?;
     detail.ok_or_else(|| {
@@ -148,13 +126,13 @@ pub async fn list_groups(
     search: Result<Query<GroupSearch>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<DirectoryGroup>>, ApiError> {
     let search = query(search)?;
-    let text = search_text(search.q, "q")?;
+    let text = search_text(search.q, "q").map_err(input_error)?;
     state
         .store
         .search_groups(
             &directory,
             text.as_deref(),
-            limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
+            limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(input_error)?,
         )
         .await
         .map(Json)
@@ -181,55 +159,10 @@ pub async fn request_full_sync(
     signed_in: SignedIn,
     DirectoryPath(directory): DirectoryPath,
 ) -> Result<(StatusCode, Json<FullSyncResponse>), ApiError> {
-    let started = sync::request_full_sync(&state, &directory)
+    let started = directory::request_full_sync(&state, &signed_in.actor(), &directory)
         .await
         .map_err(|error| store_error(&directory, error))?;
-    let audit = writeback_store::AuditEvent {
-        at: UnixMillis::now(),
-        actor: signed_in.administrator.email.clone(),
-        action: "request_full_sync".into(),
-        directory: Some(directory.to_string()),
-        target: None,
-        request_id: None,
-        result_code: "success".into(),
-        detail: Some(if started { "started" } else { "queued" }.into()),
-        origin: signed_in.origin.clone(),
-    };
-    state
-        .store
-        .append_audit(&audit)
-        .await
-        .map_err(ApiError::internal)?;
-    tracing::info!(%directory, started, actor = %signed_in.administrator.email, "full directory sync requested");
     Ok((StatusCode::ACCEPTED, Json(FullSyncResponse { started })))
-}
-
-/// Addresses a synced user by anchor, so the agent writes to whatever DN the user has now. A name
-/// the synced copy does not know (not synced yet) is passed on as a logon name for the agent to
-/// resolve, under the same guards.
-pub async fn resolve_target(state: &AppState, mut target: UserPath) -> Result<UserPath, ApiError> {
-    if let Ok(anchor) = target.name.parse::<ObjectAnchor>() {
-        target.user = UserRef::Anchor(anchor);
-        return Ok(target);
-    }
-    match state
-        .store
-        .resolve_user(&target.directory, &target.name)
-        .await
-    {
-        Ok(Some(anchor)) => target.user = UserRef::Anchor(anchor),
-        Ok(None) | Err(StoreError::NotFound(_)) => {}
-        Err(error) => return Err(ApiError::internal(error)),
-    }
-    Ok(target)
-}
-
-/// How logs and the audit log name the target: as the caller did, with the anchor when known.
-pub fn describe_target(name: &str, user: &UserRef) -> String {
-    match user {
-        UserRef::Anchor(anchor) if *name != anchor.to_string() => format!("{name} ({anchor})"),
-        other => other.to_string(),
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/directories", tag = "health", security(("bearer" = [])), responses((status = 200, description = "Every directory with its health.", body = Vec<DirectoryHealth>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]

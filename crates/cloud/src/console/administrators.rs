@@ -1,4 +1,4 @@
-//! The console's administrators page: the console's words for [`crate::administration`].
+//! The console's administrators page: the console's words for [`crate::service::administration`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::pages::{AdministratorRow, AdministratorsPage, ErrorPage, Notice, format_time, render};
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::AppState;
-use crate::administration::{self, AdministrationError, ChangedBy};
-use crate::api::ApiError;
-use crate::browser_form::form_fields;
+use crate::service::administration::{self, AdministrationError};
+use crate::service::state::AppState;
+use crate::web::browser_form::form_fields;
+use crate::web::failure::HttpFailure as ApiError;
 
 async fn administrators_page(
     state: &AppState,
@@ -55,7 +55,7 @@ pub struct ChangeForm {
     confirm: Option<String>,
 }
 
-form_fields!(Console, SESSION_COOKIE => ChangeForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => ChangeForm);
 
 pub async fn change(
     State(state): State<AppState>,
@@ -73,26 +73,23 @@ pub async fn change(
         )
         .await;
     }
-    let by = ChangedBy {
-        email: &session.signed_in.administrator.email,
-        origin: &session.signed_in.origin,
-    };
+    let by = session.signed_in.actor();
     let email = fields.email.as_str();
     let (result, done) = match fields.action.as_str() {
         "disable" => (
-            administration::set_enabled(&state, by, email, false).await,
+            administration::set_enabled(&state, &by, email, false).await,
             "is disabled and signed out everywhere",
         ),
         "enable" => (
-            administration::set_enabled(&state, by, email, true).await,
+            administration::set_enabled(&state, &by, email, true).await,
             "is enabled",
         ),
         "delete" => (
-            administration::delete(&state, by, email).await,
+            administration::delete(&state, &by, email).await,
             "is deleted",
         ),
         "end_sessions" => (
-            administration::end_sessions(&state, by, email).await,
+            administration::end_sessions(&state, &by, email).await,
             "is signed out everywhere",
         ),
         _ => {
@@ -101,7 +98,7 @@ pub async fn change(
                 .await;
         }
     };
-    let signed_out_yourself = email.eq_ignore_ascii_case(by.email)
+    let signed_out_yourself = email.eq_ignore_ascii_case(&by.name)
         && matches!(
             fields.action.as_str(),
             "disable" | "delete" | "end_sessions"

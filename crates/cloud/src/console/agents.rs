@@ -1,7 +1,5 @@
 //! Console pages for agents: their live state, registering a new one, revoking one.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,10 +13,10 @@ use super::pages::{
     AgentRow, AgentsPage, ErrorPage, Notice, RegistrationTokenPage, format_time, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::AppState;
-use crate::api::ApiError;
-use crate::api::agents::{revoke as revoke_agent, summaries};
-use crate::browser_form::form_fields;
+use crate::service::agents::{self, AgentError};
+use crate::service::state::AppState;
+use crate::web::browser_form::form_fields;
+use crate::web::failure::HttpFailure as ApiError;
 
 fn agent_row(agent: AgentSummary) -> AgentRow {
     let (state, state_label, tone) =
@@ -50,8 +48,12 @@ async fn agents_page(
     status: StatusCode,
     notice: Option<Notice>,
 ) -> Response {
-    let loaded =
-        async { Ok::<_, ApiError>((summaries(state).await?, directory_names(state).await?)) };
+    let loaded = async {
+        Ok::<_, ApiError>((
+            agents::summaries(state).await.map_err(ApiError::internal)?,
+            directory_names(state).await?,
+        ))
+    };
     let (agents, directories) = match loaded.await {
         Ok(loaded) => loaded,
         Err(error) => return ErrorPage::from(error).into_response(),
@@ -79,7 +81,7 @@ pub struct RegisterForm {
     directory: String,
 }
 
-form_fields!(Console, SESSION_COOKIE => RegisterForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => RegisterForm);
 
 pub async fn register(
     State(state): State<AppState>,
@@ -100,21 +102,12 @@ pub async fn register(
             .await;
         }
     };
-    let lifetime = Duration::from_secs(state.config.registration_token_minutes.max(1) * 60);
-    let signed_in = &session.signed_in;
-    let issued = crate::issue_registration_token(
-        &state.store,
-        &directory,
-        lifetime,
-        &signed_in.administrator.email,
-        signed_in.origin.clone(),
-    )
-    .await;
+    let issued =
+        agents::issue_registration_token_for(&state, &session.signed_in.actor(), &directory).await;
     let (token, expires_at) = match issued {
         Ok(issued) => issued,
         Err(error) => return ErrorPage::from(ApiError::internal(error)).into_response(),
     };
-    tracing::info!(%directory, actor = %signed_in.administrator.email, "agent registration token issued");
     // The address the administrator reached the console at is the one agents should dial.
     let host = headers
         .get(header::HOST)
@@ -141,7 +134,7 @@ pub struct RevokeForm {
     confirm: Option<String>,
 }
 
-form_fields!(Console, SESSION_COOKIE => RevokeForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => RevokeForm);
 
 pub async fn revoke(
     State(state): State<AppState>,
@@ -159,7 +152,7 @@ pub async fn revoke(
         )
         .await;
     }
-    match revoke_agent(&state, &session.signed_in, &fields.agent_id).await {
+    match agents::revoke(&state, &session.signed_in.actor(), &fields.agent_id).await {
         Ok(()) => {
             let notice = Notice::good(format!(
                 "Agent {} is revoked: it was disconnected and will be refused if it connects again.",
@@ -167,9 +160,14 @@ pub async fn revoke(
             ));
             agents_page(&state, &session, StatusCode::OK, Some(notice)).await
         }
-        Err(error) => {
-            let status = error.status;
-            agents_page(&state, &session, status, Some(Notice::bad(error.message))).await
+        Err(AgentError::Store(error)) => ErrorPage::from(ApiError::internal(error)).into_response(),
+        Err(AgentError::InvalidId) => {
+            let notice = Notice::bad("The agent id must be 32 hexadecimal digits.");
+            agents_page(&state, &session, StatusCode::BAD_REQUEST, Some(notice)).await
+        }
+        Err(AgentError::Unknown(agent_id)) => {
+            let notice = Notice::bad(format!("No agent has the id {agent_id}."));
+            agents_page(&state, &session, StatusCode::NOT_FOUND, Some(notice)).await
         }
     }
 }

@@ -15,14 +15,14 @@ use super::pages::{
     format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::AppState;
-use crate::api::ApiError;
-use crate::api::audit::{
-    AuditQuery, apply_audit_settings, entries, export as export_entries, next_before,
-};
-use crate::api::self_service;
-use crate::audit_retention;
-use crate::browser_form::form_fields;
+use crate::service::audit_log::{AuditQuery, entries, next_before};
+use crate::service::audit_retention;
+use crate::service::error::SettingsError;
+use crate::service::self_service::settings as self_service;
+use crate::service::state::AppState;
+use crate::web::audit_export::export as export_entries;
+use crate::web::browser_form::form_fields;
+use crate::web::failure::HttpFailure as ApiError;
 
 const STRENGTHS: &[(u8, &str)] = &[
     (0, "Any password the directory accepts"),
@@ -157,8 +157,11 @@ pub async fn audit_log(
         error: None,
     };
     let selected = async {
-        let (filter, _) = query.api_query(PAGE_SIZE).filter()?;
-        entries(&state, &filter).await
+        let (filter, _) = query
+            .api_query(PAGE_SIZE)
+            .filter()
+            .map_err(|error| ApiError::invalid(error.to_string()))?;
+        entries(&state, &filter).await.map_err(ApiError::internal)
     }
     .await;
     match selected {
@@ -186,8 +189,11 @@ pub async fn export(
             .into_response();
     };
     let exported = async {
-        let (filter, format) = query.api_query(EXPORT_LIMIT).filter()?;
-        let selected = entries(&state, &filter).await?;
+        let (filter, format) = query
+            .api_query(EXPORT_LIMIT)
+            .filter()
+            .map_err(|error| ApiError::invalid(error.to_string()))?;
+        let selected = entries(&state, &filter).await.map_err(ApiError::internal)?;
         Ok::<_, ApiError>(export_entries(selected, format, filter.limit))
     }
     .await;
@@ -222,7 +228,7 @@ async fn settings_page(
     let loaded = async {
         Ok::<_, writeback_store::StoreError>((
             audit_retention::settings(&state.store).await?,
-            self_service::settings(&state.store).await?,
+            self_service::stored_settings(&state.store).await?,
         ))
     };
     let (settings, self_service) = match loaded.await {
@@ -297,7 +303,7 @@ pub struct SelfServiceForm {
     notify_admins_on_admin_reset: Option<String>,
 }
 
-form_fields!(Console, SESSION_COOKIE => SelfServiceForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => SelfServiceForm);
 
 fn lines(text: &str) -> Vec<String> {
     text.lines()
@@ -379,7 +385,10 @@ pub async fn update_self_service(
             .await;
         }
     };
-    match self_service::apply(&state, &session.signed_in, settings.clone()).await {
+    match self_service::apply(&state, &session.signed_in.actor(), settings.clone())
+        .await
+        .map_err(settings_failure)
+    {
         Ok(_) => {
             let notice = Notice::good("Saved: the self-service settings apply from now on.");
             settings_page(&state, &session, StatusCode::OK, Some(notice), None).await
@@ -414,7 +423,7 @@ pub struct RetentionForm {
     retention_days: Option<String>,
 }
 
-form_fields!(Console, SESSION_COOKIE => RetentionForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => RetentionForm);
 
 pub async fn update_retention(
     State(state): State<AppState>,
@@ -456,7 +465,14 @@ pub async fn update_retention(
             .await;
         }
     };
-    match apply_audit_settings(&state, &session.signed_in, AuditSettings { retention_days }).await {
+    match audit_retention::apply(
+        &state,
+        &session.signed_in.actor(),
+        AuditSettings { retention_days },
+    )
+    .await
+    .map_err(settings_failure)
+    {
         Ok(applied) => {
             let text = match applied.retention_days {
                 Some(days) => format!("Saved: audit entries are kept for {days} days."),
@@ -511,5 +527,13 @@ mod tests {
             query.link_query(),
             "&actor=a%26b%40example.test&outcome=failure"
         );
+    }
+}
+
+/// A refused settings change in the console's words: the problems as the form's notice.
+fn settings_failure(error: SettingsError) -> ApiError {
+    match error {
+        SettingsError::Invalid(problems) => ApiError::invalid(problems),
+        SettingsError::Store(error) => ApiError::internal(error),
     }
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use writeback_proto::api::{DirectoryHealth, HealthState, ResetPasswordRequest};
+use writeback_proto::api::{DirectoryHealth, HealthState};
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::sync::SyncedUser;
 use writeback_proto::time::UnixMillis;
@@ -17,10 +17,13 @@ use super::pages::{
     UsersPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::api::directory::{search_text, store_error};
-use crate::api::{ApiError, UserPath, reset_password_as, unlock_as};
-use crate::browser_form::form_fields;
-use crate::{AppState, health};
+use crate::service::directory::{InputError, UserTarget, search_text};
+use crate::service::health;
+use crate::service::messages;
+use crate::service::state::AppState;
+use crate::service::writeback::{self, Requester, Writeback, WritebackError, WritebackOutcome};
+use crate::web::browser_form::form_fields;
+use crate::web::failure::{HttpFailure as ApiError, operation_status};
 
 const PAGE_SIZE: u32 = 100;
 
@@ -157,8 +160,8 @@ pub async fn users(
             .parse()
             .map_err(|error| ApiError::invalid(format!("{error}.")))?;
         let query = UserQuery {
-            text: search_text(search.q, "search text")?,
-            group: search_text(search.group, "group")?,
+            text: search_text(search.q, "search text").map_err(input_error)?,
+            group: search_text(search.group, "group").map_err(input_error)?,
             limit: PAGE_SIZE,
         };
         state
@@ -195,7 +198,7 @@ pub async fn users(
 async fn user_page(
     state: &AppState,
     session: &ConsoleSession,
-    target: &UserPath,
+    target: &UserTarget,
     status: StatusCode,
     outcome: Option<OperationOutcome>,
 ) -> Response {
@@ -273,7 +276,7 @@ pub async fn user(
     session: ConsoleSession,
     Path((directory, name)): Path<(String, String)>,
 ) -> Response {
-    match UserPath::parse(&directory, name) {
+    match UserTarget::parse(&directory, name).map_err(input_error) {
         Ok(target) => user_page(&state, &session, &target, StatusCode::OK, None).await,
         Err(error) => error_page(error),
     }
@@ -290,7 +293,7 @@ pub struct ResetForm {
     unlock: Option<String>,
 }
 
-form_fields!(Console, SESSION_COOKIE => ResetForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => ResetForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,7 +302,7 @@ pub struct UnlockForm {
     request_id: String,
 }
 
-form_fields!(Console, SESSION_COOKIE => UnlockForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => UnlockForm);
 
 fn request_id(text: &str) -> Result<RequestId, ApiError> {
     text.parse()
@@ -307,22 +310,39 @@ fn request_id(text: &str) -> Result<RequestId, ApiError> {
 }
 
 fn outcome_of(
-    result: Result<(StatusCode, writeback_proto::api::OperationResponse), ApiError>,
+    result: Result<WritebackOutcome, WritebackError>,
 ) -> Result<(StatusCode, OperationOutcome), ApiError> {
-    let (status, response) = result?;
+    let outcome = result.map_err(ApiError::from_writeback)?;
     Ok((
-        status,
+        operation_status(&outcome.result),
         OperationOutcome {
-            tone: if response.result.is_success() {
+            tone: if outcome.result.is_success() {
                 "good"
             } else {
                 "bad"
             },
-            result_code: response.result.code(),
-            message: response.message,
-            request_id: response.request_id.to_string(),
+            result_code: outcome.result.code(),
+            message: messages::describe(outcome.kind, &outcome.result),
+            request_id: outcome.request_id.to_string(),
         },
     ))
+}
+
+/// Input no directory could hold, in the console's words.
+fn input_error(error: InputError) -> ApiError {
+    ApiError::invalid(error.to_string())
+}
+
+/// An unknown directory is the store's `NotFound`.
+fn store_error(directory: &impl std::fmt::Display, error: writeback_store::StoreError) -> ApiError {
+    match error {
+        writeback_store::StoreError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_directory",
+            format!("No directory is named {directory}."),
+        ),
+        other => ApiError::internal(other),
+    }
 }
 
 pub async fn reset(
@@ -332,7 +352,7 @@ pub async fn reset(
     form: ConsoleForm<ResetForm>,
 ) -> Response {
     let fields = form.fields;
-    let target = match UserPath::parse(&directory, name) {
+    let target = match UserTarget::parse(&directory, name).map_err(input_error) {
         Ok(target) => target,
         Err(error) => return error_page(error),
     };
@@ -359,12 +379,21 @@ pub async fn reset(
         Err(error) => return error_page(error),
     };
     let page_target = target.clone();
-    let body = ResetPasswordRequest {
+    let reset = Writeback::ResetPassword {
         new_password: fields.new_password,
         must_change: fields.must_change.is_some(),
         unlock: fields.unlock.is_some(),
     };
-    let result = reset_password_as(&state, &session.signed_in, target, request_id, body).await;
+    let actor = session.signed_in.actor();
+    let result = writeback::perform(
+        &state,
+        &actor,
+        Requester::Administrator,
+        target,
+        request_id,
+        reset,
+    )
+    .await;
     finish(&state, &session, &page_target, outcome_of(result)).await
 }
 
@@ -375,14 +404,23 @@ pub async fn unlock(
     form: ConsoleForm<UnlockForm>,
 ) -> Response {
     let (target, request_id) = match (
-        UserPath::parse(&directory, name),
+        UserTarget::parse(&directory, name).map_err(input_error),
         request_id(&form.fields.request_id),
     ) {
         (Ok(target), Ok(request_id)) => (target, request_id),
         (Err(error), _) | (_, Err(error)) => return error_page(error),
     };
     let page_target = target.clone();
-    let result = unlock_as(&state, &session.signed_in, target, request_id).await;
+    let actor = session.signed_in.actor();
+    let result = writeback::perform(
+        &state,
+        &actor,
+        Requester::Administrator,
+        target,
+        request_id,
+        Writeback::Unlock,
+    )
+    .await;
     finish(&state, &session, &page_target, outcome_of(result)).await
 }
 
@@ -391,7 +429,7 @@ pub async fn unlock(
 async fn finish(
     state: &AppState,
     session: &ConsoleSession,
-    target: &UserPath,
+    target: &UserTarget,
     outcome: Result<(StatusCode, OperationOutcome), ApiError>,
 ) -> Response {
     match outcome {
@@ -434,7 +472,7 @@ pub async fn groups(
         let name: DirectoryName = directory
             .parse()
             .map_err(|error| ApiError::invalid(format!("{error}.")))?;
-        let text = search_text(search.q, "search text")?;
+        let text = search_text(search.q, "search text").map_err(input_error)?;
         state
             .store
             .search_groups(&name, text.as_deref(), PAGE_SIZE)

@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::AppState;
-use crate::browser_form::{set_security_headers, static_asset};
+use crate::service::state::AppState;
+use crate::web::browser_form::{set_security_headers, static_asset};
 pub use pages::ErrorPage;
 
 /// No script of any kind, styles and images only from here (the QR code is a data URI), forms

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use writeback_proto::time::UnixMillis;
 
-use crate::api::ApiError;
+use crate::web::failure::HttpFailure as ApiError;
 
 /// What signed-in pages share: the navigation, who is signed in, the sign-out form's token.
 #[derive(Debug, Clone)]
@@ -430,4 +430,9 @@ mod tests {
         );
         assert_eq!(format_time(None), "never");
     }
+}
+
+/// A refused form, in the console's own page.
+pub fn refused(status: StatusCode, title: &str, message: &str) -> Response {
+    ErrorPage::new(status, title, message).into_response()
 }

@@ -1,4 +1,4 @@
-//! The console's cookies and its signed-in session. Three cookies (see [`crate::browser_form`]):
+//! The console's cookies and its signed-in session. Three cookies (see [`crate::web::browser_form`]):
 //! one before sign-in (it only anchors the sign-in form's CSRF token), one while the second factor
 //! is pending, and the session.
 
@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use writeback_proto::time::UnixMillis;
 
 use super::pages::{ErrorPage, Layout};
-use crate::AppState;
-use crate::api::{ApiError, SignedIn};
-use crate::auth::token_hash;
-pub use crate::browser_form::{
+use crate::service::administrator_sign_in::SignedIn;
+use crate::service::auth::token_hash;
+use crate::service::state::AppState;
+pub use crate::web::browser_form::{
     BrowserForm as ConsoleForm, FormFields, cookie, csrf_token, set_cookie,
 };
+use crate::web::failure::HttpFailure as ApiError;
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-console";
 pub const CHALLENGE_COOKIE: &str = "__Host-writeback-sign-in-challenge";
@@ -38,16 +39,17 @@ impl FromRequestParts<AppState> for ConsoleSession {
         let to_sign_in = || Redirect::to("/console/sign-in").into_response();
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(to_sign_in)?;
         let hash = token_hash(&token);
-        let administrator = crate::sign_in::session(state, &token, UnixMillis::now())
-            .await
-            .map_err(|error| ErrorPage::from(ApiError::internal(error)).into_response())?
-            .ok_or_else(to_sign_in)?;
+        let administrator =
+            crate::service::administrator_sign_in::session(state, &token, UnixMillis::now())
+                .await
+                .map_err(|error| ErrorPage::from(ApiError::internal(error)).into_response())?
+                .ok_or_else(to_sign_in)?;
         Ok(Self {
             csrf: csrf_token(&token),
             signed_in: SignedIn {
                 administrator,
                 token_hash: hash,
-                origin: crate::api::origin_of(parts),
+                origin: crate::web::client::origin_of(parts),
             },
         })
     }

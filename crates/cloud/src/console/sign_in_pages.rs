@@ -16,11 +16,15 @@ use super::session::{
     CHALLENGE_COOKIE, ConsoleForm, PRE_SIGN_IN_COOKIE, SESSION_COOKIE, cookie, csrf_token,
     set_cookie,
 };
-use crate::api::{ApiError, Origin};
-use crate::auth::{new_token, token_hash};
-use crate::browser_form::form_fields;
-use crate::sign_in::{self, Challenge, ChallengeAnswer, PasswordCheck};
-use crate::{AppState, totp};
+use crate::service::administrator_sign_in::{
+    self as sign_in, Challenge, ChallengeAnswer, PasswordCheck,
+};
+use crate::service::auth::{new_token, token_hash};
+use crate::service::state::AppState;
+use crate::service::totp;
+use crate::web::browser_form::form_fields;
+use crate::web::client::Origin;
+use crate::web::failure::HttpFailure as ApiError;
 
 const PRE_SIGN_IN_SECONDS: u64 = 3600;
 
@@ -36,7 +40,7 @@ pub struct PasswordForm {
     password: SecretString,
 }
 
-form_fields!(Console, PRE_SIGN_IN_COOKIE => PasswordForm);
+form_fields!(crate::console::pages::refused, PRE_SIGN_IN_COOKIE => PasswordForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +49,7 @@ pub struct CodeForm {
     code: String,
 }
 
-form_fields!(Console, CHALLENGE_COOKIE => CodeForm);
+form_fields!(crate::console::pages::refused, CHALLENGE_COOKIE => CodeForm);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +57,7 @@ pub struct SignOutForm {
     csrf: String,
 }
 
-form_fields!(Console, SESSION_COOKIE => SignOutForm);
+form_fields!(crate::console::pages::refused, SESSION_COOKIE => SignOutForm);
 
 /// The sign-in page with a fresh anchor cookie for its CSRF token (or the one the browser has).
 fn sign_in_page(

@@ -9,18 +9,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use writeback_proto::ProtoError;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
-use writeback_proto::operation::{Operation, OperationKind, UserRef};
+use writeback_proto::operation::OperationKind;
 use writeback_proto::result::ResultCode;
-use writeback_proto::sealing::{SealingPublicKey, SecretField};
 use writeback_proto::time::UnixMillis;
 use writeback_store::RegisteredMethod;
 
-use super::checks::{
-    self, ACTION_CONFIRM, ACTION_REGISTER, ACTION_REMOVE, ACTION_SEND_CODE, ACTION_VERIFY,
-    RESULT_INVALID, RESULT_SENT,
+use super::guard::{
+    Refused, block, busy, internal, limits, reserve, self_service_off, service_unavailable,
+    too_many_attempts,
 };
 use super::pages::{
     AccountPage, AuthenticatorPage, MessagePage, MethodChoice, NewPasswordPage, Notice,
@@ -29,22 +27,28 @@ use super::pages::{
 use super::reset::{
     ProofAnswers, ProofOutcome, ProofSubject, ProofTarget, START_COOKIE, StoredQuestion,
     fresh_request_id, issue_challenge, judge_proof, method_label, normalize_identifier, proof_form,
-    proof_page, refuse_before_sending, run, send_code, service_unavailable, start_cookie,
-    too_many_attempts, unless_usable, user_words, with_start_cookie,
+    proof_page, refuse_before_sending, run, start_cookie, unless_usable, user_words,
+    with_start_cookie,
 };
-use super::state::{PendingRegistration, PortalAccount, PortalSession};
-use super::{
-    Refused, account_detail, audit, find_account, in_scope, internal, limits, method_owner,
-    offered_methods, owner, reported_lockout, reported_policy, reserve, save_method, settings,
+use crate::service::audit::AuditAction;
+use crate::service::auth::{new_token, token_hash};
+use crate::service::limits::Guarded;
+use crate::service::messages;
+use crate::service::notify::is_mail_address;
+use crate::service::self_service::accounts::{
+    account_detail, any_directory_usable, audit, find_account, in_scope, method_owner,
+    offered_methods, owner, reported_lockout, reported_policy, save_method, settings,
     stored_methods, usable_methods,
 };
-use crate::api::Origin;
-use crate::auth::{new_token, token_hash};
-use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
-use crate::limits::Guarded;
-use crate::notify::{Mail, is_mail_address};
-use crate::sms::normalize_phone_number;
-use crate::{AppState, messages, totp};
+use crate::service::self_service::checks::{self, RESULT_INVALID, RESULT_SENT};
+use crate::service::self_service::notices::{notify_method_change, notify_user, send_code};
+use crate::service::self_service::state::{PendingRegistration, PortalAccount, PortalSession};
+use crate::service::sms::normalize_phone_number;
+use crate::service::state::AppState;
+use crate::service::totp;
+use crate::service::writeback::Writeback;
+use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
+use crate::web::client::Origin;
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-portal";
 
@@ -112,7 +116,7 @@ pub struct SignInForm {
     password: SecretString,
 }
 
-form_fields!(Portal, START_COOKIE => SignInForm);
+form_fields!(crate::portal::pages::refused, START_COOKIE => SignInForm);
 
 /// What every failed sign-in says, whatever the reason: a wrong password, an unknown name, an
 /// account out of scope, locked or disabled. Only a right password that lets the person in ever
@@ -134,7 +138,7 @@ pub async fn sign_in(
         Err(error) => return internal(error),
     };
     if settings.scope == SelfServiceScope::Nobody {
-        return super::reset::self_service_off(&settings.helpdesk);
+        return self_service_off(&settings.helpdesk);
     }
     let refused = |status: StatusCode| {
         render(
@@ -195,7 +199,7 @@ async fn attempt_sign_in(
 ) -> SignInOutcome {
     let shown = SignInOutcome::Shown;
     // Unusable for everyone is said to everyone, before the name is looked up.
-    match super::any_directory_usable(state).await {
+    match any_directory_usable(state).await {
         Ok(true) => {}
         Ok(false) => return shown(service_unavailable(&settings.helpdesk)),
         Err(error) => return shown(internal(error)),
@@ -240,30 +244,8 @@ async fn attempt_sign_in(
     let Ok(request_id) = RequestId::generate() else {
         return shown(internal("no randomness for a request id"));
     };
-    let user = UserRef::Anchor(account.anchor);
-    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
-        Ok(Operation::VerifyPassword {
-            password: crate::api::seal_for(
-                key,
-                request_id,
-                OperationKind::VerifyPassword,
-                &user,
-                SecretField::CurrentPassword,
-                &password,
-            )?,
-            user: user.clone(),
-        })
-    };
-    let result = match run(
-        state,
-        &account,
-        origin,
-        request_id,
-        OperationKind::VerifyPassword,
-        &build,
-    )
-    .await
-    {
+    let verify = Writeback::VerifyPassword { password };
+    let result = match run(state, &account, origin, request_id, verify).await {
         Ok(result) => result,
         Err(response) => return shown(response),
     };
@@ -285,7 +267,7 @@ async fn attempt_sign_in(
                 state,
                 &name,
                 Some(&directory),
-                ACTION_VERIFY,
+                AuditAction::SelfServiceVerify,
                 RESULT_INVALID,
                 Some("password".into()),
                 origin,
@@ -295,10 +277,9 @@ async fn attempt_sign_in(
                 return shown(internal(error));
             }
             return match limits(state).used_up(Guarded::Proof, &name, now).await {
-                Ok(true) => shown(
-                    super::reset::block(state, &name, Some(&directory), origin, &settings.helpdesk)
-                        .await,
-                ),
+                Ok(true) => {
+                    shown(block(state, &name, Some(&directory), origin, &settings.helpdesk).await)
+                }
                 Ok(false) => SignInOutcome::Refused,
                 Err(error) => shown(internal(error)),
             };
@@ -344,7 +325,7 @@ async fn attempt_sign_in(
 pub struct PlainForm {
     csrf: String,
 }
-form_fields!(Portal, SESSION_COOKIE => PlainForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => PlainForm);
 
 pub async fn sign_out(State(state): State<AppState>, form: BrowserForm<PlainForm>) -> Response {
     state.portal.end_session(&token_hash(&form.cookie));
@@ -539,8 +520,15 @@ pub async fn confirm_methods(
     {
         return internal(error);
     }
-    if let Err(error) =
-        audit_account(&state, account, ACTION_CONFIRM, "success", None, &origin).await
+    if let Err(error) = audit_account(
+        &state,
+        account,
+        AuditAction::SelfServiceConfirm,
+        "success",
+        None,
+        &origin,
+    )
+    .await
     {
         return internal(error);
     }
@@ -556,7 +544,7 @@ pub async fn confirm_methods(
 async fn audit_account(
     state: &AppState,
     account: &PortalAccount,
-    action: &str,
+    action: AuditAction,
     result: &str,
     detail: Option<String>,
     origin: &Option<String>,
@@ -580,7 +568,7 @@ pub struct StepUpMethodForm {
     csrf: String,
     method: String,
 }
-form_fields!(Portal, SESSION_COOKIE => StepUpMethodForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => StepUpMethodForm);
 
 proof_form!(StepUpProofForm, SESSION_COOKIE);
 
@@ -714,7 +702,7 @@ pub struct RemoveForm {
     csrf: String,
     method: String,
 }
-form_fields!(Portal, SESSION_COOKIE => RemoveForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => RemoveForm);
 
 pub async fn remove_method(
     State(state): State<AppState>,
@@ -752,7 +740,7 @@ pub async fn remove_method(
         if let Err(error) = audit_account(
             &state,
             account,
-            ACTION_REMOVE,
+            AuditAction::SelfServiceRemove,
             "success",
             Some(method.as_str().into()),
             &origin,
@@ -810,7 +798,7 @@ async fn register(
     if let Err(error) = audit_account(
         state,
         account,
-        ACTION_REGISTER,
+        AuditAction::SelfServiceRegister,
         "success",
         Some(method.as_str().into()),
         origin,
@@ -851,53 +839,13 @@ async fn register(
     response
 }
 
-/// Tells every address and phone in `methods` that the methods changed, when and from where, so
-/// that a stolen password cannot quietly become a lasting way in.
-pub(super) fn notify_method_change(
-    state: &AppState,
-    account: &PortalAccount,
-    methods: &[RegisteredMethod],
-    change: &str,
-    origin: &Option<String>,
-) {
-    let at = humantime::format_rfc3339_seconds(UnixMillis::now().to_system_time())
-        .to_string()
-        .replace('T', " ")
-        .replace('Z', "");
-    let from = origin.as_deref().unwrap_or("an unknown address");
-    let text = format!(
-        "The self-service methods of your account {} changed: {change}, at {at} UTC, from {from}. If this was not you, contact your helpdesk at once.",
-        account.sam_account_name
-    );
-    let mut told = std::collections::BTreeSet::new();
-    for method in methods {
-        let Some(kind) = method_from(&method.method) else {
-            continue;
-        };
-        let Some(destination) = method.value.clone() else {
-            continue;
-        };
-        if matches!(kind, VerificationMethod::Email | VerificationMethod::Sms)
-            && told.insert((kind, destination.clone()))
-        {
-            send_code(
-                state,
-                kind,
-                destination,
-                "Your self-service methods changed",
-                text.clone(),
-            );
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailForm {
     csrf: String,
     email: String,
 }
-form_fields!(Portal, SESSION_COOKIE => EmailForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => EmailForm);
 
 pub async fn register_email(
     State(state): State<AppState>,
@@ -934,7 +882,7 @@ pub struct PhoneForm {
     csrf: String,
     phone: String,
 }
-form_fields!(Portal, SESSION_COOKIE => PhoneForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => PhoneForm);
 
 pub async fn register_phone(
     State(state): State<AppState>,
@@ -1029,7 +977,7 @@ async fn send_registration_code(
     if let Err(error) = audit_account(
         state,
         account,
-        ACTION_SEND_CODE,
+        AuditAction::SelfServiceSendCode,
         RESULT_SENT,
         Some(format!("{} registration", method.as_str())),
         origin,
@@ -1055,7 +1003,7 @@ pub struct CodeForm {
     csrf: String,
     code: String,
 }
-form_fields!(Portal, SESSION_COOKIE => CodeForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => CodeForm);
 
 /// The code sent to an email address or phone being registered. The pending registration is
 /// taken out of the session first, so one code registers once.
@@ -1126,7 +1074,7 @@ async fn registration_attempt(
     if let Err(error) = audit_account(
         state,
         account,
-        ACTION_VERIFY,
+        AuditAction::SelfServiceVerify,
         RESULT_INVALID,
         Some("registration code".into()),
         origin,
@@ -1352,7 +1300,7 @@ pub struct QuestionsForm {
     answer_3: Option<SecretString>,
     answer_4: Option<SecretString>,
 }
-form_fields!(Portal, SESSION_COOKIE => QuestionsForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => QuestionsForm);
 
 pub async fn register_questions(
     State(state): State<AppState>,
@@ -1412,9 +1360,11 @@ pub async fn register_questions(
                 .map(|(question, answer)| {
                     let normalized =
                         SecretString::from(checks::normalize_answer(answer.expose_secret()));
-                    crate::auth::hash_password(&normalized).map(|answer_hash| StoredQuestion {
-                        question,
-                        answer_hash,
+                    crate::service::auth::hash_password(&normalized).map(|answer_hash| {
+                        StoredQuestion {
+                            question,
+                            answer_hash,
+                        }
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -1423,7 +1373,7 @@ pub async fn register_questions(
     let stored = match hashed {
         Ok(Ok(stored)) => stored,
         Ok(Err(error)) => return internal(error),
-        Err(_) => return super::reset::busy(),
+        Err(_) => return busy(),
     };
     let secret = match serde_json::to_vec(&stored) {
         Ok(secret) => secret,
@@ -1488,7 +1438,7 @@ pub struct ChangeForm {
     new_password: SecretString,
     confirm_password: SecretString,
 }
-form_fields!(Portal, SESSION_COOKIE => ChangeForm);
+form_fields!(crate::portal::pages::refused, SESSION_COOKIE => ChangeForm);
 
 pub async fn change_password(
     State(state): State<AppState>,
@@ -1511,10 +1461,9 @@ pub async fn change_password(
         )
     };
     let fields = form.fields;
-    if let Err(error) =
-        crate::api::check_password_shape(&fields.current_password, "current_password")
-    {
-        return retry(error.message);
+    let current_length = writeback_policy::utf16_length(fields.current_password.expose_secret());
+    if current_length == 0 || current_length > writeback_policy::MAX_PASSWORD_UTF16_UNITS {
+        return retry("Type your current password as you use it to sign in.".into());
     }
     if let Some(problem) = refuse_before_sending(
         &state,
@@ -1532,40 +1481,11 @@ pub async fn change_password(
     if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
         return response;
     }
-    let (current_password, new_password) = (fields.current_password, fields.new_password);
-    let user = UserRef::Anchor(account.anchor);
-    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
-        let kind = OperationKind::ChangePassword;
-        Ok(Operation::ChangePassword {
-            current_password: crate::api::seal_for(
-                key,
-                request_id,
-                kind,
-                &user,
-                SecretField::CurrentPassword,
-                &current_password,
-            )?,
-            new_password: crate::api::seal_for(
-                key,
-                request_id,
-                kind,
-                &user,
-                SecretField::NewPassword,
-                &new_password,
-            )?,
-            user: user.clone(),
-        })
+    let change = Writeback::ChangePassword {
+        current_password: fields.current_password,
+        new_password: fields.new_password,
     };
-    let result = match run(
-        &state,
-        &account,
-        &origin,
-        request_id,
-        OperationKind::ChangePassword,
-        &build,
-    )
-    .await
-    {
+    let result = match run(&state, &account, &origin, request_id, change).await {
         Ok(result) => result,
         Err(response) => return response,
     };
@@ -1595,46 +1515,4 @@ pub async fn change_password(
         }
         other => retry(messages::describe(OperationKind::ChangePassword, &other)),
     }
-}
-
-/// Mails the user that their password changed, when the policy says so and an address is known:
-/// their registered one, or else the directory's `mail`.
-pub async fn notify_user(
-    state: &AppState,
-    settings: &SelfServiceSettings,
-    account: &PortalAccount,
-    how: &str,
-) {
-    let Some(mailer) = &state.mailer else { return };
-    if !settings.notify_user_on_reset {
-        return;
-    }
-    let owned = owner(account);
-    let registered = state
-        .store
-        .self_service_methods(method_owner(&owned))
-        .await
-        .ok()
-        .unwrap_or_default();
-    let address = registered
-        .into_iter()
-        .find(|method| method.method == VerificationMethod::Email.as_str())
-        .and_then(|method| method.value);
-    let address = match address {
-        Some(address) => Some(address),
-        None => account_detail(state, account)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|detail| detail.user.mail),
-    };
-    let Some(address) = address else { return };
-    mailer.send_later(Mail {
-        to: address,
-        subject: "Your password was changed".into(),
-        body: format!(
-            "The password of your account {} was {how}.\n\nIf this was not you, contact your helpdesk at once.\n",
-            account.sam_account_name
-        ),
-    });
 }

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use writeback_proto::api::SelfServiceSettings;
 use writeback_proto::result::PolicyRequirements;
 
-use super::checks::common_passwords;
+use crate::service::self_service::checks::common_passwords;
 
 /// Renders `page`; a template that fails to render is a bug, answered with a plain 500.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -331,4 +331,11 @@ pub struct QuestionsPage {
     pub pool: Vec<String>,
     pub slots: Vec<usize>,
     pub notice: Option<Notice>,
+}
+
+/// A refused form, in the portal's own page.
+pub fn refused(status: StatusCode, title: &str, message: &str) -> Response {
+    MessagePage::new(title, message)
+        .with_link("/portal", "Start again")
+        .render(status)
 }

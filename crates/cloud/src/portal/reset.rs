@@ -9,35 +9,39 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use writeback_proto::ProtoError;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
-use writeback_proto::operation::{Operation, OperationKind, UserRef};
+use writeback_proto::operation::{OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
-use writeback_proto::sealing::{SealingPublicKey, SecretField};
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
-use super::checks::{
-    self, ACTION_BLOCKED, ACTION_IDENTIFY, ACTION_SEND_CODE, ACTION_VERIFY, RESULT_INVALID,
-    RESULT_NO_ADDRESS, RESULT_SENT, RESULT_TOO_MANY,
+use super::guard::{
+    Refused, account_disabled, block, busy, internal, limits, out_of_scope, reserve,
+    self_service_off, service_unavailable, too_many_attempts,
 };
 use super::pages::{
     IdentifyPage, MessagePage, MethodChoice, MethodsPage, NewPasswordPage, Notice, ProofPage,
     UnlockPage, checklist, render,
 };
-use super::state::{Challenge, Flow, PortalAccount, Purpose, SentCode};
-use super::{
-    Refused, audit, directory_usable, find_account, in_scope, internal, limits, method_owner,
-    offered_methods, owner, registered_methods, reported_policy, reserve, settings,
+use crate::service::audit::{Actor, AuditAction};
+use crate::service::auth::{new_token, token_hash};
+use crate::service::directory::UserTarget;
+use crate::service::limits::Guarded;
+use crate::service::messages;
+use crate::service::self_service::accounts::{
+    account_detail, any_directory_usable, audit, directory_usable, find_account, in_scope,
+    method_owner, offered_methods, owner, registered_methods, reported_policy, settings,
+    stored_methods, usable_methods,
 };
-use crate::api::{Actor, Origin, UserPath};
-use crate::auth::{new_token, token_hash};
-use crate::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
-use crate::limits::Guarded;
-use crate::notify::Mail;
-use crate::sms::TextMessage;
-use crate::{AppState, messages, totp};
+use crate::service::self_service::checks::{self, RESULT_INVALID, RESULT_NO_ADDRESS, RESULT_SENT};
+use crate::service::self_service::notices::{notify_user, send_code};
+use crate::service::self_service::state::{Challenge, Flow, PortalAccount, Purpose, SentCode};
+use crate::service::state::AppState;
+use crate::service::totp;
+use crate::service::writeback::{self, Requester, Writeback};
+use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
+use crate::web::client::Origin;
 
 /// Anchors the CSRF token of the forms shown before a flow or session exists.
 pub const START_COOKIE: &str = "__Host-writeback-portal-start";
@@ -82,57 +86,6 @@ fn session_ended() -> Response {
     )
     .with_link("/portal", "Start again")
     .render(StatusCode::GONE)
-}
-
-pub fn too_many_attempts(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "Too many attempts",
-        "There were too many attempts for this account, so self-service is blocked for it for 24 hours. Nothing was changed.",
-    )
-    .with_paragraph("If you did not make these attempts, tell your helpdesk: someone may be trying to get into your account.")
-    .with_helpdesk(helpdesk)
-    .render(StatusCode::TOO_MANY_REQUESTS)
-}
-
-/// Too many attempts from this address, or from everywhere: nothing is blocked, but this one
-/// waits.
-pub fn try_later(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "Please wait a while",
-        "There have been too many attempts in the last few minutes, so this one was not tried. Nothing was changed. Wait a few minutes and try again.",
-    )
-    .with_helpdesk(helpdesk)
-    .with_link("/portal", "Start again")
-    .render(StatusCode::TOO_MANY_REQUESTS)
-}
-
-/// The password checks are queued beyond their limit.
-pub fn busy() -> Response {
-    MessagePage::new(
-        "Writeback is busy",
-        "Writeback is checking many answers at the moment, so yours was not checked. Nothing was changed. Try again shortly.",
-    )
-    .with_link("/portal", "Start again")
-    .render(StatusCode::SERVICE_UNAVAILABLE)
-}
-
-pub fn service_unavailable(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "The on-premises service is unavailable",
-        "Your organisation's directory cannot be reached right now, so passwords cannot be changed. Nothing was changed. Try again in a few minutes.",
-    )
-    .with_helpdesk(helpdesk)
-    .with_link("/portal", "Start again")
-    .render(StatusCode::SERVICE_UNAVAILABLE)
-}
-
-pub fn self_service_off(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "Self-service is not available",
-        "Your organisation has not turned on password self-service.",
-    )
-    .with_helpdesk(helpdesk)
-    .render(StatusCode::FORBIDDEN)
 }
 
 /// The reset or unlock in progress, from its cookie.
@@ -187,7 +140,7 @@ pub async fn home(State(state): State<AppState>) -> Response {
     if settings.scope == SelfServiceScope::Nobody {
         return self_service_off(&settings.helpdesk);
     }
-    let any_usable = match super::any_directory_usable(&state).await {
+    let any_usable = match any_directory_usable(&state).await {
         Ok(usable) => usable,
         Err(error) => return internal(error),
     };
@@ -255,7 +208,7 @@ pub struct IdentifyForm {
     account: String,
 }
 
-form_fields!(Portal, START_COOKIE => IdentifyForm);
+form_fields!(crate::portal::pages::refused, START_COOKIE => IdentifyForm);
 
 /// The name as the portal compares it, or why it cannot be one.
 pub fn normalize_identifier(text: &str) -> Result<String, &'static str> {
@@ -335,7 +288,7 @@ pub async fn identify(
         &state,
         &name,
         directory.as_deref(),
-        ACTION_IDENTIFY,
+        AuditAction::SelfServiceIdentify,
         "started",
         Some(format!("{}; {known}", purpose.as_str())),
         &origin,
@@ -412,7 +365,7 @@ pub struct MethodForm {
     method: String,
 }
 
-form_fields!(Portal, FLOW_COOKIE => MethodForm);
+form_fields!(crate::portal::pages::refused, FLOW_COOKIE => MethodForm);
 
 /// The stored security questions of a registration: questions with their answers' hashes.
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -546,7 +499,7 @@ pub async fn issue_challenge(
                 state,
                 &subject.name,
                 subject.directory.as_deref(),
-                ACTION_SEND_CODE,
+                AuditAction::SelfServiceSendCode,
                 result,
                 Some(method.as_str().into()),
                 origin,
@@ -572,62 +525,6 @@ pub async fn issue_challenge(
         VerificationMethod::AuthenticatorApp => {}
     }
     Ok(challenge)
-}
-
-/// Hands a one-time code to the mail server (with `subject`) or the SMS provider, on a task of
-/// its own. `false` when this deployment has no way to send it.
-pub fn send_code(
-    state: &AppState,
-    method: VerificationMethod,
-    destination: String,
-    subject: &str,
-    text: String,
-) -> bool {
-    match (method, &state.mailer, &state.sms) {
-        (VerificationMethod::Email, Some(mailer), _) => {
-            mailer.send_later(Mail {
-                to: destination,
-                subject: subject.into(),
-                body: format!("{text}\n"),
-            });
-            true
-        }
-        (VerificationMethod::Sms, _, Some(sms)) => {
-            sms.send_later(TextMessage {
-                to: destination,
-                body: text,
-            });
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Records the block (24 hours by default), audited, and shows it.
-pub async fn block(
-    state: &AppState,
-    name: &str,
-    directory: Option<&str>,
-    origin: &Option<String>,
-    helpdesk: &str,
-) -> Response {
-    if let Err(error) = limits(state).block(name, UnixMillis::now()).await {
-        return internal(error);
-    }
-    if let Err(error) = audit(
-        state,
-        name,
-        directory,
-        ACTION_BLOCKED,
-        RESULT_TOO_MANY,
-        None,
-        origin,
-    )
-    .await
-    {
-        return internal(error);
-    }
-    too_many_attempts(helpdesk)
 }
 
 /// Where a reset's or unlock's proof is posted.
@@ -717,7 +614,7 @@ macro_rules! proof_form {
             answer_4: Option<SecretString>,
         }
 
-        form_fields!(Portal, $cookie => $name);
+        form_fields!(crate::portal::pages::refused, $cookie => $name);
 
         impl ProofAnswers for $name {
             fn code(&self) -> Option<&str> {
@@ -873,7 +770,7 @@ pub async fn judge_proof(
         state,
         name,
         directory.as_deref(),
-        ACTION_VERIFY,
+        AuditAction::SelfServiceVerify,
         result,
         Some(method.into()),
         origin,
@@ -986,7 +883,7 @@ async fn prove(
                     for (answer, hash) in answers.iter().zip(&hashes) {
                         let empty = SecretString::from(String::new());
                         let answer = answer.as_ref().unwrap_or(&empty);
-                        all &= crate::auth::verify_password(answer, hash.as_deref());
+                        all &= crate::service::auth::verify_password(answer, hash.as_deref());
                     }
                     all && hashes.iter().all(Option::is_some)
                 })
@@ -1004,7 +901,7 @@ async fn standing(
     account: &PortalAccount,
     key: &[u8],
 ) -> Option<Response> {
-    let detail = match super::account_detail(state, account).await {
+    let detail = match account_detail(state, account).await {
         Ok(Some(detail)) => detail,
         Ok(None) => return Some(internal("the account is no longer in the synced copy")),
         Err(error) => return Some(internal(error)),
@@ -1014,11 +911,11 @@ async fn standing(
     } else if !detail.user.enabled {
         Some(account_disabled(&settings.helpdesk))
     } else {
-        let registered = match super::stored_methods(state, account).await {
+        let registered = match stored_methods(state, account).await {
             Ok(registered) => registered,
             Err(error) => return Some(internal(error)),
         };
-        let usable = super::usable_methods(&offered_methods(state, settings), &registered).len();
+        let usable = usable_methods(&offered_methods(state, settings), &registered).len();
         (usable < usize::from(settings.methods_required))
             .then(|| not_enough_methods(&settings.helpdesk))
     };
@@ -1026,25 +923,6 @@ async fn standing(
         state.portal.end_flow(key);
     }
     page
-}
-
-pub fn out_of_scope(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "Self-service is not available for your account",
-        "Your organisation has not turned on password self-service for your account. Nothing was changed.",
-    )
-    .with_helpdesk(helpdesk)
-    .render(StatusCode::FORBIDDEN)
-}
-
-pub fn account_disabled(helpdesk: &str) -> Response {
-    MessagePage::new(
-        "Your account is disabled",
-        "Your account is disabled in your organisation's directory, so its password cannot be reset or changed here. Nothing was changed.",
-    )
-    .with_paragraph("Only an administrator can enable it again.")
-    .with_helpdesk(helpdesk)
-    .render(StatusCode::FORBIDDEN)
 }
 
 /// The words a new password must not contain: the user name and the parts of the full name.
@@ -1166,7 +1044,7 @@ pub struct NewPasswordForm {
     confirm_password: SecretString,
 }
 
-form_fields!(Portal, FLOW_COOKIE => NewPasswordForm);
+form_fields!(crate::portal::pages::refused, FLOW_COOKIE => NewPasswordForm);
 
 /// Why a new password is refused before anything is sent, in plain words: too short for the
 /// directory's reported policy first (what to fix first), then the cloud's own rules. The agent
@@ -1182,8 +1060,15 @@ pub fn refuse_before_sending(
     if new_password.expose_secret() != confirm_password.expose_secret() {
         return Some("The two new passwords are not the same. Type them again.".into());
     }
-    if let Err(error) = crate::api::check_password_shape(new_password, "new_password") {
-        return Some(error.message);
+    let length = writeback_policy::utf16_length(new_password.expose_secret());
+    if length == 0 {
+        return Some("Type a new password.".into());
+    }
+    if length > writeback_policy::MAX_PASSWORD_UTF16_UNITS {
+        return Some(format!(
+            "The new password is longer than the directory accepts ({} characters).",
+            writeback_policy::MAX_PASSWORD_UTF16_UNITS
+        ));
     }
     let policy = reported_policy(state, &account.directory);
     if let Some(policy) = &policy
@@ -1251,41 +1136,19 @@ pub async fn set_new_password(
     if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
         return response;
     }
-    let new_password = fields.new_password;
-    let user = UserRef::Anchor(account.anchor);
-    let build = move |key: &SealingPublicKey| -> Result<Operation, ProtoError> {
-        Ok(Operation::ResetPassword {
-            new_password: crate::api::seal_for(
-                key,
-                request_id,
-                OperationKind::ResetPassword,
-                &user,
-                SecretField::NewPassword,
-                &new_password,
-            )?,
-            user: user.clone(),
-            must_change: false,
-            unlock: true,
-        })
+    let reset = Writeback::ResetPassword {
+        new_password: fields.new_password,
+        must_change: false,
+        unlock: true,
     };
-    let result = match run(
-        &state,
-        &account,
-        &origin,
-        request_id,
-        OperationKind::ResetPassword,
-        &build,
-    )
-    .await
-    {
+    let result = match run(&state, &account, &origin, request_id, reset).await {
         Ok(result) => result,
         Err(response) => return response,
     };
     match result {
         ResultCode::Success => {
             state.portal.end_flow(&context.key);
-            super::account::notify_user(&state, &settings, &account, "reset through self-service")
-                .await;
+            notify_user(&state, &settings, &account, "reset through self-service").await;
             MessagePage::new(
                 "Your password was changed",
                 "Your new password is set in your organisation's directory, and your account is unlocked. You can sign in with it now.",
@@ -1314,27 +1177,33 @@ pub async fn unless_usable(
     }
 }
 
-/// Runs one operation for the portal user, audited as theirs.
+/// Runs one operation for the portal user, audited as theirs. The account is synced, so it is
+/// addressed by its anchor and not looked up again.
 pub async fn run(
     state: &AppState,
     account: &PortalAccount,
     origin: &Option<String>,
     request_id: RequestId,
-    kind: OperationKind,
-    build: &crate::relay::BuildOperation<'_>,
+    operation: Writeback,
 ) -> Result<ResultCode, Response> {
-    let actor = Actor {
-        name: format!("self-service: {}", account.audit_name()),
-        origin: origin.clone(),
-    };
-    let target = UserPath {
+    let actor = Actor::self_service(&account.audit_name(), origin.clone());
+    let target = UserTarget {
         directory: account.directory.clone(),
         name: account.sam_account_name.clone(),
         user: UserRef::Anchor(account.anchor),
     };
-    match crate::api::perform_as(state, &actor, target, request_id, kind, build).await {
-        Ok((_, response)) => Ok(response.result),
-        Err(error) => Err(internal(error.message)),
+    match writeback::perform(
+        state,
+        &actor,
+        Requester::SelfService,
+        target,
+        request_id,
+        operation,
+    )
+    .await
+    {
+        Ok(outcome) => Ok(outcome.result),
+        Err(error) => Err(internal(error)),
     }
 }
 
@@ -1345,7 +1214,7 @@ pub struct UnlockForm {
     request_id: String,
 }
 
-form_fields!(Portal, FLOW_COOKIE => UnlockForm);
+form_fields!(crate::portal::pages::refused, FLOW_COOKIE => UnlockForm);
 
 pub async fn unlock(
     State(state): State<AppState>,
@@ -1363,20 +1232,7 @@ pub async fn unlock(
     if let Some(response) = unless_usable(&state, &account, &settings.helpdesk).await {
         return response;
     }
-    let user = UserRef::Anchor(account.anchor);
-    let build = move |_: &SealingPublicKey| -> Result<Operation, ProtoError> {
-        Ok(Operation::Unlock { user: user.clone() })
-    };
-    let result = match run(
-        &state,
-        &account,
-        &origin,
-        request_id,
-        OperationKind::Unlock,
-        &build,
-    )
-    .await
-    {
+    let result = match run(&state, &account, &origin, request_id, Writeback::Unlock).await {
         Ok(result) => result,
         Err(response) => return response,
     };

@@ -231,7 +231,7 @@ async fn main() -> Result<()> {
     println!("  Administrator:       {ADMIN_EMAIL} / {ADMIN_PASSWORD}");
     println!(
         "  Authenticator key:   {}   (add it to your authenticator app: every sign-in asks for its code)",
-        writeback_cloud::totp::base32(&authenticator.key)
+        writeback_cloud::service::totp::base32(&authenticator.key)
     );
     println!(
         "  Directory:           {DIRECTORY} = corp.example.test at {} (agent connected)",

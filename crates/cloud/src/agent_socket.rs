@@ -7,17 +7,17 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use tokio::sync::mpsc;
-use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, Registration, RejectReason};
-use writeback_proto::ids::{AgentId, DirectoryName, random_bytes};
+use writeback_proto::frame::{self, CloudMessage, MAX_FRAME_BYTES, RejectReason};
+use writeback_proto::ids::{DirectoryName, random_bytes};
 use writeback_proto::session::{CloudAction, CloudSession, RegisteredIdentity, SessionSettings};
 use writeback_proto::sync::SyncBatch;
 use writeback_proto::time::UnixMillis;
-use writeback_store::{AuditEvent, NewAgent};
 
-use super::{AgentConnection, sync};
-use crate::api::Origin;
-use crate::auth::token_hash;
-use crate::{AppState, stopped};
+use crate::service::agents::redeem;
+use crate::service::directory_sync;
+use crate::service::relay::{AgentConnection, sync};
+use crate::service::state::{AppState, stopped};
+use crate::web::client::Origin;
 
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -104,7 +104,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                     let connection = state.relay.connect(&agent, directory, outbound.clone());
                     let (batches, queue) = mpsc::channel(sync::QUEUED_BATCHES);
                     sync_batches = Some(batches);
-                    sync_applier = Some(tokio::spawn(sync::apply_batches(
+                    sync_applier = Some(tokio::spawn(directory_sync::apply_batches(
                         state.clone(),
                         connection.clone(),
                         queue,
@@ -237,57 +237,4 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
             reason: Utf8Bytes::from(reason),
         })))
         .await;
-}
-
-async fn redeem(
-    state: &AppState,
-    registration: &Registration,
-    origin: Option<String>,
-) -> Result<(AgentId, DirectoryName), RejectReason> {
-    use secrecy::ExposeSecret;
-    let agent_id = AgentId::generate().map_err(|_| RejectReason::Internal)?;
-    let agent = NewAgent {
-        agent_id,
-        name: registration.name.clone(),
-        version: registration.version.clone(),
-        identity_key: registration.identity_key,
-    };
-    let now = UnixMillis::now();
-    let hash = token_hash(registration.token.expose_secret());
-    let outcome = state
-        .store
-        .redeem_registration_token(&hash, &agent, now)
-        .await;
-    let (result_code, result) = match outcome {
-        Ok(Some(directory)) => {
-            tracing::info!(%agent_id, %directory, name = %registration.name, "agent registered");
-            ("success", Ok((agent_id, directory)))
-        }
-        Ok(None) => {
-            tracing::warn!(name = %registration.name, "agent registration refused: token invalid, used or expired");
-            ("invalid_token", Err(RejectReason::InvalidToken))
-        }
-        Err(error) => {
-            tracing::error!(%error, "agent registration failed");
-            ("internal", Err(RejectReason::Internal))
-        }
-    };
-    let audit = AuditEvent {
-        at: now,
-        actor: format!("agent:{}", registration.name),
-        action: "register_agent".into(),
-        directory: result
-            .as_ref()
-            .ok()
-            .map(|(_, directory)| directory.to_string()),
-        target: Some(agent_id.to_string()),
-        request_id: None,
-        result_code: result_code.into(),
-        detail: None,
-        origin,
-    };
-    if let Err(error) = state.store.append_audit(&audit).await {
-        tracing::error!(%error, "cannot write the audit log");
-    }
-    result
 }

@@ -14,25 +14,13 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
-use crate::api::{BodyFailure, read_body};
-use crate::auth::constant_time_equal;
+use crate::service::auth::constant_time_equal;
+use crate::web::body::{BodyFailure, read_body};
 
-/// Which surface a form belongs to, so a refusal is answered in that surface's own pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Surface {
-    Console,
-    Portal,
-}
+/// How a surface shows a refused form, in its own pages.
+pub type RefusalPage = fn(StatusCode, &str, &str) -> Response;
 
-impl Surface {
-    fn refused(self, status: StatusCode, message: &str) -> Response {
-        let title = "This form could not be accepted";
-        match self {
-            Self::Console => crate::console::ErrorPage::new(status, title, message).into_response(),
-            Self::Portal => crate::portal::refused(status, title, message),
-        }
-    }
-}
+const REFUSED_TITLE: &str = "This form could not be accepted";
 
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -67,19 +55,19 @@ pub fn csrf_token(cookie_value: &str) -> String {
 pub trait FormFields: DeserializeOwned {
     /// The cookie whose CSRF token the form carries.
     const COOKIE: &'static str;
-    const SURFACE: Surface;
+    /// The surface's page for a refused form.
+    const REFUSED: RefusalPage;
     fn csrf(&self) -> &str;
 }
 
 /// Implements [`FormFields`] for forms that keep their CSRF token in a `csrf` field:
-/// `form_fields!(Portal, SESSION_COOKIE => EmailForm, CodeForm);`.
+/// `form_fields!(crate::portal::pages::refused, SESSION_COOKIE => EmailForm, CodeForm);`.
 macro_rules! form_fields {
-    ($surface:ident, $cookie:expr => $($form:ty),+ $(,)?) => {
+    ($refused:path, $cookie:expr => $($form:ty),+ $(,)?) => {
         $(
-            impl $crate::browser_form::FormFields for $form {
+            impl $crate::web::browser_form::FormFields for $form {
                 const COOKIE: &'static str = $cookie;
-                const SURFACE: $crate::browser_form::Surface =
-                    $crate::browser_form::Surface::$surface;
+                const REFUSED: $crate::web::browser_form::RefusalPage = $refused;
                 fn csrf(&self) -> &str {
                     &self.csrf
                 }
@@ -111,8 +99,9 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
             .and_then(|value| value.to_str().ok())
             .is_some_and(|site| site == "cross-site" || site == "same-site");
         if cross_site {
-            return Err(T::SURFACE.refused(
+            return Err((T::REFUSED)(
                 StatusCode::FORBIDDEN,
+                REFUSED_TITLE,
                 "The form was sent from another site. Open the page directly and try again.",
             ));
         }
@@ -126,14 +115,16 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
                     .eq_ignore_ascii_case("application/x-www-form-urlencoded")
             });
         if !is_form {
-            return Err(T::SURFACE.refused(
+            return Err((T::REFUSED)(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                REFUSED_TITLE,
                 "Only this site's own forms are accepted.",
             ));
         }
         let Some(cookie_value) = cookie(headers, T::COOKIE) else {
-            return Err(T::SURFACE.refused(
+            return Err((T::REFUSED)(
                 StatusCode::FORBIDDEN,
+                REFUSED_TITLE,
                 "Your session has ended, or this browser refuses this site's cookies. Reload the page and try again.",
             ));
         };
@@ -141,8 +132,9 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
             .await
             .map_err(|failure| match failure {
                 BodyFailure::TooSlow => {
-                    let mut response = T::SURFACE.refused(
+                    let mut response = (T::REFUSED)(
                         StatusCode::REQUEST_TIMEOUT,
+                        REFUSED_TITLE,
                         "The form took too long to arrive. Try again.",
                     );
                     // The rest of a slow body is not waited for.
@@ -151,27 +143,31 @@ impl<T: FormFields, S: Send + Sync> FromRequest<S> for BrowserForm<T> {
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     response
                 }
-                BodyFailure::TooLarge => {
-                    T::SURFACE.refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
-                }
-                BodyFailure::Unreadable => {
-                    T::SURFACE.refused(StatusCode::BAD_REQUEST, "The form could not be read.")
-                }
+                BodyFailure::TooLarge => (T::REFUSED)(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    REFUSED_TITLE,
+                    "The form is too large.",
+                ),
+                BodyFailure::Unreadable => (T::REFUSED)(
+                    StatusCode::BAD_REQUEST,
+                    REFUSED_TITLE,
+                    "The form could not be read.",
+                ),
             })?;
         let parsed = serde_urlencoded::from_bytes::<T>(&bytes);
         if let Ok(mut owned) = bytes.try_into_mut() {
             owned.as_mut().zeroize();
         }
         let fields = parsed.map_err(|_| {
-            T::SURFACE.refused(
-                StatusCode::BAD_REQUEST,
+            (T::REFUSED)(StatusCode::BAD_REQUEST, REFUSED_TITLE,
                 "The form is missing a field or has one it should not. Reload the page and try again.",
             )
         })?;
         let expected = csrf_token(&cookie_value);
         if !constant_time_equal(expected.as_bytes(), fields.csrf().as_bytes()) {
-            return Err(T::SURFACE.refused(
+            return Err((T::REFUSED)(
                 StatusCode::FORBIDDEN,
+                REFUSED_TITLE,
                 "The form has expired or did not come from this site. Reload the page and try again.",
             ));
         }

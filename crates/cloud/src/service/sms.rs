@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use writeback_tls::Trust;
 
-use crate::CloudError;
 use crate::config::SmsConfig;
+use crate::service::error::CloudError;
 
 /// One text. The body holds a one-time code and is never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -315,7 +315,7 @@ mod tests {
 
             #[test]
             fn any_text_is_a_mail_address_or_not(typed in "\\PC{0,300}") {
-                let _ = crate::notify::is_mail_address(&typed);
+                let _ = crate::service::notify::is_mail_address(&typed);
             }
         }
     }

@@ -3,12 +3,16 @@
 //! words. The last enabled administrator can be neither disabled nor deleted; every change is
 //! audited with who made it and from where.
 
+use secrecy::SecretString;
 use thiserror::Error;
 use writeback_proto::api::{AdministratorChange, AdministratorSummary};
 use writeback_proto::time::UnixMillis;
-use writeback_store::{AuditEvent, StoreError};
+use writeback_store::{Store, StoreError};
 
-use crate::{AppState, CloudError};
+use crate::service::audit::{Actor, AuditAction};
+use crate::service::auth;
+use crate::service::error::CloudError;
+use crate::service::state::AppState;
 
 #[derive(Debug, Error)]
 pub enum AdministrationError {
@@ -30,13 +34,6 @@ impl From<StoreError> for AdministrationError {
     }
 }
 
-/// Who asks for a change, as the audit log records them.
-#[derive(Debug, Clone, Copy)]
-pub struct ChangedBy<'a> {
-    pub email: &'a str,
-    pub origin: &'a Option<String>,
-}
-
 pub async fn list(state: &AppState) -> Result<Vec<AdministratorSummary>, CloudError> {
     Ok(state
         .store
@@ -56,25 +53,17 @@ pub async fn list(state: &AppState) -> Result<Vec<AdministratorSummary>, CloudEr
 
 async fn audit(
     state: &AppState,
-    by: ChangedBy<'_>,
-    action: &str,
+    by: &Actor,
+    action: AuditAction,
     email: &str,
     detail: Option<String>,
     at: UnixMillis,
 ) -> Result<(), AdministrationError> {
-    state
-        .store
-        .append_audit(&AuditEvent {
-            at,
-            actor: by.email.into(),
-            action: action.into(),
-            directory: None,
-            target: Some(email.into()),
-            request_id: None,
-            result_code: "success".into(),
-            detail,
-            origin: by.origin.clone(),
-        })
+    action
+        .by(by, at)
+        .target(email)
+        .maybe_detail(detail)
+        .record(&state.store)
         .await?;
     Ok(())
 }
@@ -82,7 +71,7 @@ async fn audit(
 /// Enables or disables `email`. Disabling ends their sessions.
 pub async fn set_enabled(
     state: &AppState,
-    by: ChangedBy<'_>,
+    by: &Actor,
     email: &str,
     enabled: bool,
 ) -> Result<AdministratorChange, AdministrationError> {
@@ -97,13 +86,13 @@ pub async fn set_enabled(
         .set_administrator_enabled(email, enabled, now)
         .await?;
     let action = if enabled {
-        "enable_administrator"
+        AuditAction::EnableAdministrator
     } else {
-        "disable_administrator"
+        AuditAction::DisableAdministrator
     };
     if changed {
         audit(state, by, action, email, None, now).await?;
-        tracing::info!(by = by.email, %email, action, "administrator changed");
+        tracing::info!(by = %by.name, %email, action = action.as_str(), "administrator changed");
     }
     Ok(AdministratorChange {
         email: email.into(),
@@ -114,14 +103,22 @@ pub async fn set_enabled(
 
 pub async fn delete(
     state: &AppState,
-    by: ChangedBy<'_>,
+    by: &Actor,
     email: &str,
 ) -> Result<AdministratorChange, AdministrationError> {
     let now = UnixMillis::now();
     let sessions = open_sessions(state, email, now).await?;
     state.store.delete_administrator(email).await?;
-    audit(state, by, "delete_administrator", email, None, now).await?;
-    tracing::info!(by = by.email, %email, "administrator deleted");
+    audit(
+        state,
+        by,
+        AuditAction::DeleteAdministrator,
+        email,
+        None,
+        now,
+    )
+    .await?;
+    tracing::info!(by = %by.name, %email, "administrator deleted");
     Ok(AdministratorChange {
         email: email.into(),
         changed: true,
@@ -132,7 +129,7 @@ pub async fn delete(
 /// Ends every session of `email` (theirs to sign in again, with both factors).
 pub async fn end_sessions(
     state: &AppState,
-    by: ChangedBy<'_>,
+    by: &Actor,
     email: &str,
 ) -> Result<AdministratorChange, AdministrationError> {
     let now = UnixMillis::now();
@@ -140,7 +137,7 @@ pub async fn end_sessions(
     audit(
         state,
         by,
-        "end_administrator_sessions",
+        AuditAction::EndAdministratorSessions,
         email,
         Some(format!("{ended} sessions ended")),
         now,
@@ -165,4 +162,57 @@ async fn open_sessions(
         .into_iter()
         .find(|administrator| administrator.email.eq_ignore_ascii_case(email.trim()))
         .map_or(0, |administrator| administrator.sessions))
+}
+
+pub async fn create_administrator(
+    store: &Store,
+    email: &str,
+    password: &SecretString,
+) -> Result<(), CloudError> {
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(CloudError::InvalidInput(format!(
+            "{email:?} is not an email address"
+        )));
+    }
+    if secrecy::ExposeSecret::expose_secret(password)
+        .chars()
+        .count()
+        < 12
+    {
+        return Err(CloudError::InvalidInput(
+            "an administrator password must be at least 12 characters long".into(),
+        ));
+    }
+    let password = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|error| CloudError::Internal(error.to_string()))??;
+    let now = UnixMillis::now();
+    store.create_administrator(email, &hash, now).await?;
+    AuditAction::CreateAdministrator
+        .by(&Actor::local_command("writeback-cloud admin create"), now)
+        .target(email)
+        .record(store)
+        .await?;
+    Ok(())
+}
+
+/// Removes an administrator's second factor, as the set-up command on the cloud's host (the one
+/// way back in after losing an authenticator).
+pub async fn reset_second_factor(store: &Store, email: &str) -> Result<(), CloudError> {
+    if !store.remove_totp(email.trim()).await? {
+        return Err(CloudError::InvalidInput(format!(
+            "no administrator has the email {email}"
+        )));
+    }
+    AuditAction::ResetSecondFactor
+        .by(
+            &Actor::local_command("writeback-cloud admin reset-second-factor"),
+            UnixMillis::now(),
+        )
+        .target(email.trim())
+        .record(store)
+        .await?;
+    Ok(())
 }

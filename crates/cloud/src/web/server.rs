@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::PeerAddress;
 use crate::config::ResourcesConfig;
+use crate::web::client::PeerAddress;
 
 /// How long a request's body may take to arrive, put on every request for the extractors that
 /// read bodies.

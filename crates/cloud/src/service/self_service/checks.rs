@@ -1,6 +1,6 @@
 //! The portal's checks: one-time codes, security answers and the cloud's own password rules
 //! (banned words, common passwords, strength). The limits on how often they may be tried are in
-//! [`crate::limits`].
+//! [`crate::service::limits`].
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -11,16 +11,7 @@ use writeback_proto::ids::random_bytes;
 use writeback_proto::time::UnixMillis;
 
 use super::state::SentCode;
-use crate::auth::constant_time_equal;
-
-/// Audit actions the portal writes.
-pub const ACTION_IDENTIFY: &str = "self_service_identify";
-pub const ACTION_SEND_CODE: &str = "self_service_send_code";
-pub const ACTION_VERIFY: &str = "self_service_verify";
-pub const ACTION_BLOCKED: &str = "self_service_blocked";
-pub const ACTION_REGISTER: &str = "self_service_register";
-pub const ACTION_REMOVE: &str = "self_service_remove";
-pub const ACTION_CONFIRM: &str = "self_service_confirm";
+use crate::service::auth::constant_time_equal;
 
 /// Audit result codes the portal writes besides the operations' own.
 pub const RESULT_SENT: &str = "sent";

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use writeback_proto::time::UnixMillis;
-use writeback_store::{Administrator, AuditEvent, SecretOwner, SignInChallenge, StoreError};
+use writeback_store::{Administrator, SecretOwner, SignInChallenge, StoreError};
 use zeroize::Zeroizing;
 
-use crate::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
-use crate::limits::{Guarded, Limits};
-use crate::{AppState, CloudError, totp};
+use crate::service::audit::{Actor, AuditAction};
+use crate::service::auth::{SESSION_TOKEN_PREFIX, new_token, token_hash, verify_password};
+use crate::service::error::CloudError;
+use crate::service::limits::{Guarded, Limits};
+use crate::service::state::AppState;
+use crate::service::totp;
 
 /// Wrong codes allowed on one challenge before it ends and the sign-in starts again.
 pub const MAX_CHALLENGE_FAILURES: u32 = 5;
@@ -55,21 +58,28 @@ async fn audit(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<(), CloudError> {
-    state
-        .store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: email.into(),
-            action: "sign_in".into(),
-            directory: None,
-            target: None,
-            request_id: None,
-            result_code: result_code.into(),
-            detail,
-            origin: origin.clone(),
-        })
+    AuditAction::SignIn
+        .by(&Actor::new(email, origin.clone()), now)
+        .result(result_code)
+        .maybe_detail(detail)
+        .record(&state.store)
         .await?;
     Ok(())
+}
+
+/// A signed-in administrator: by bearer token at the API, by cookie at the console.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub administrator: Administrator,
+    pub token_hash: Vec<u8>,
+    pub origin: Option<String>,
+}
+
+impl SignedIn {
+    /// The administrator as the audit log names them.
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.administrator.email.as_str(), self.origin.clone())
+    }
 }
 
 fn limits(state: &AppState) -> Limits<'_> {
@@ -422,19 +432,14 @@ async fn confirm_enrolment(
         Err(error) => return Err(error.into()),
     }
     limits(state).release(reservation).await?;
-    state
-        .store
-        .append_audit(&AuditEvent {
-            at: now,
-            actor: administrator.email.clone(),
-            action: "enrol_second_factor".into(),
-            directory: None,
-            target: Some(administrator.email.clone()),
-            request_id: None,
-            result_code: "success".into(),
-            detail: Some("authenticator app (TOTP)".into()),
-            origin: origin.clone(),
-        })
+    AuditAction::EnrolSecondFactor
+        .by(
+            &Actor::new(administrator.email.as_str(), origin.clone()),
+            now,
+        )
+        .target(administrator.email.as_str())
+        .detail("authenticator app (TOTP)")
+        .record(&state.store)
         .await?;
     tracing::info!(email = %administrator.email, "administrator enrolled a second factor");
     Ok(CodeCheck::Accepted)

@@ -10,48 +10,22 @@
 pub mod connection;
 pub mod sync;
 
+pub use connection::{AgentConnection, LiveAgent};
+use connection::{Waiters, lock};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use writeback_proto::ProtoError;
-use writeback_proto::frame::{AgentStatus, CloudMessage};
+use writeback_proto::frame::CloudMessage;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
-use writeback_proto::operation::{Operation, Request, Response};
+use writeback_proto::intent::OperationIntent;
+use writeback_proto::operation::{Request, Response};
 use writeback_proto::result::ResultCode;
-use writeback_proto::sealing::SealingPublicKey;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
-
-type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<ResultCode>>>>>;
-
-/// One authenticated agent connection, as the relay sees it.
-#[derive(Debug, Clone)]
-pub struct AgentConnection {
-    pub connection_id: u64,
-    pub agent_id: AgentId,
-    pub directory: DirectoryName,
-    pub version: String,
-    pub sealing_key: SealingPublicKey,
-    outbound: mpsc::Sender<CloudMessage>,
-    waiters: Waiters,
-    /// What the agent last said about its directory; `None` until it says anything.
-    status: Arc<Mutex<Option<AgentStatus>>>,
-    /// Notified when an administrator revokes the agent, so its connection closes at once.
-    revoked: Arc<Notify>,
-}
-
-/// What the relay knows of one connected agent right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveAgent {
-    pub agent_id: AgentId,
-    pub directory: DirectoryName,
-    pub version: String,
-    pub status: Option<AgentStatus>,
-    pub requests_in_flight: usize,
-}
 
 #[derive(Debug, Default)]
 pub struct Relay {
@@ -61,41 +35,6 @@ pub struct Relay {
     next_connection_id: AtomicU64,
     pub sync: sync::SyncOwners,
 }
-
-impl AgentConnection {
-    /// Queues a frame for this connection; `false` when the connection has ended.
-    pub async fn send(&self, message: CloudMessage) -> bool {
-        self.outbound.send(message).await.is_ok()
-    }
-
-    pub fn report_status(&self, status: AgentStatus) {
-        *lock(&self.status) = Some(status);
-    }
-
-    /// Resolves when the agent is revoked.
-    pub async fn revoked(&self) {
-        self.revoked.notified().await;
-    }
-
-    fn live(&self) -> LiveAgent {
-        LiveAgent {
-            agent_id: self.agent_id,
-            directory: self.directory.clone(),
-            version: self.version.clone(),
-            status: lock(&self.status).clone(),
-            requests_in_flight: lock(&self.waiters).len(),
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Builds the operation for one attempt, sealing its secrets to the key of the agent that will
-/// receive it.
-pub type BuildOperation<'a> =
-    dyn Fn(&SealingPublicKey) -> Result<Operation, ProtoError> + Send + Sync + 'a;
 
 impl Relay {
     /// Registers an authenticated connection; it replaces an older connection of the same agent.
@@ -190,12 +129,13 @@ impl Relay {
     }
 
     /// Sends one operation to an agent of `directory` and waits for its result until `deadline`.
+    /// Each attempt seals `intent` afresh to the key of the agent that receives it.
     pub async fn dispatch(
         &self,
         directory: &DirectoryName,
         request_id: RequestId,
         deadline: UnixMillis,
-        build: &BuildOperation<'_>,
+        intent: &OperationIntent,
     ) -> ResultCode {
         // Once a request has left, only the agent that may have applied it may see it again.
         let mut holder: Option<AgentId> = None;
@@ -224,7 +164,7 @@ impl Relay {
                 }
                 continue;
             };
-            let operation = match build(&connection.sealing_key) {
+            let operation = match intent.seal(&connection.sealing_key, request_id) {
                 Ok(operation) => operation,
                 Err(error) => {
                     return ResultCode::Internal {
@@ -266,14 +206,14 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use writeback_proto::operation::UserRef;
-    use writeback_proto::sealing::SealingKeyPair;
+    use writeback_proto::sealing::{SealingKeyPair, SealingPublicKey};
 
     use super::*;
 
-    fn unlock(_: &SealingPublicKey) -> Result<Operation, ProtoError> {
-        Ok(Operation::Unlock {
+    fn unlock() -> OperationIntent {
+        OperationIntent::Unlock {
             user: UserRef::logon_name("jdoe").unwrap(),
-        })
+        }
     }
 
     fn deadline(seconds: u64) -> UnixMillis {
@@ -301,7 +241,7 @@ mod tests {
                 &corp(),
                 RequestId::generate().unwrap(),
                 deadline(30),
-                &unlock,
+                &unlock(),
             )
             .await;
         assert_eq!(result, ResultCode::AgentUnavailable);
@@ -321,7 +261,7 @@ mod tests {
             let relay = relay.clone();
             tokio::spawn(async move {
                 relay
-                    .dispatch(&corp(), request_id, deadline(30), &unlock)
+                    .dispatch(&corp(), request_id, deadline(30), &unlock())
                     .await
             })
         };
@@ -370,7 +310,7 @@ mod tests {
         );
         let soon = UnixMillis::now().saturating_add(Duration::from_millis(200));
         let result = relay
-            .dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock)
+            .dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock())
             .await;
         assert_eq!(result, ResultCode::Timeout);
     }
@@ -392,7 +332,7 @@ mod tests {
                 &corp(),
                 RequestId::generate().unwrap(),
                 deadline(5),
-                &unlock,
+                &unlock(),
             )
             .await;
         assert_eq!(result, ResultCode::AgentUnavailable);
@@ -417,7 +357,7 @@ mod tests {
                 &corp(),
                 RequestId::generate().unwrap(),
                 deadline(5),
-                &unlock,
+                &unlock(),
             )
             .await;
         assert_eq!(result, ResultCode::AgentUnavailable);

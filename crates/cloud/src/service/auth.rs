@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use writeback_proto::ids::random_bytes;
 
-use crate::CloudError;
+use crate::service::error::CloudError;
 
 /// Prefixes make a leaked token recognisable (and greppable) for what it is.
 pub const SESSION_TOKEN_PREFIX: &str = "wbs_";

@@ -19,7 +19,7 @@ use writeback_proto::ids::random_bytes;
 use writeback_store::{SecretOwner, Store};
 use zeroize::Zeroizing;
 
-use crate::CloudError;
+use crate::service::error::CloudError;
 
 const MAGIC: &[u8; 4] = b"wbk1";
 const KEY_ID_BYTES: usize = 4;

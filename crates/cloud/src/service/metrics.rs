@@ -2,17 +2,12 @@
 //! computed at each scrape, connected agents, requests in flight (the queue depth), sync lag and
 //! health per directory.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
-use writeback_config::metrics::{
-    CONTENT_TYPE, CounterFamily, HistogramFamily, LATENCY_BUCKETS, render_gauge,
-};
+use writeback_config::metrics::{CounterFamily, HistogramFamily, LATENCY_BUCKETS, render_gauge};
 use writeback_proto::api::HealthState;
 use writeback_proto::time::UnixMillis;
 
-use crate::{AppState, health};
+use crate::service::health;
+use crate::service::state::AppState;
 
 #[derive(Debug)]
 pub struct CloudMetrics {
@@ -38,59 +33,8 @@ impl Default for CloudMetrics {
     }
 }
 
-/// `/metrics` on the public listener: only for a scraper with the configured token. Without a
-/// token configured the route answers like any unknown one.
-pub async fn scrape_public(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(expected) = &state.metrics_token else {
-        return crate::api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
-            .into_response();
-    };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or_default();
-    if !crate::auth::constant_time_equal(offered.as_bytes(), expected.expose_secret().as_bytes()) {
-        return crate::api::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Send the metrics token as Authorization: Bearer.",
-        )
-        .into_response();
-    }
-    scrape(State(state)).await
-}
-
-/// Serves `/metrics` alone, over plain HTTP, on a listener of its own (`metrics_listen`), until
-/// the server stops.
-pub async fn serve_own_listener(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    let router = axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape))
-        .with_state(state);
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { crate::stopped(&mut stopping).await })
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "the metrics listener failed");
-    }
-}
-
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    match render(&state).await {
-        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot compute metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot compute metrics").into_response()
-        }
-    }
-}
-
-async fn render(state: &AppState) -> Result<String, writeback_store::StoreError> {
+/// The metrics as Prometheus text, gauges computed now.
+pub async fn render(state: &AppState) -> Result<String, writeback_store::StoreError> {
     let now = UnixMillis::now();
     let mut out = String::new();
     state.metrics.operations.render(&mut out);

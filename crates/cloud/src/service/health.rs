@@ -8,8 +8,8 @@ use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AgentRecord, StoreError};
 
-use crate::AppState;
-use crate::relay::LiveAgent;
+use crate::service::relay::LiveAgent;
+use crate::service::state::AppState;
 
 /// Result codes that say the path to the directory failed, not the request.
 pub const INFRASTRUCTURE_FAILURES: &[&str] = &[

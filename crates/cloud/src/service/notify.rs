@@ -6,8 +6,8 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::CloudError;
 use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::service::error::CloudError;
 
 /// One message. The body is plain text and never holds a password.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use writeback_proto::ids::random_bytes;
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
-use crate::CloudError;
+use crate::service::error::CloudError;
 
 pub const STEP_SECONDS: u64 = 30;
 pub const DIGITS: usize = 6;

@@ -1,0 +1,73 @@
+//! One authenticated agent connection, as the relay sees it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use writeback_proto::frame::{AgentStatus, CloudMessage};
+use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
+use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SealingPublicKey;
+
+pub(super) type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<ResultCode>>>>>;
+
+/// One authenticated agent connection, as the relay sees it.
+#[derive(Debug, Clone)]
+pub struct AgentConnection {
+    pub connection_id: u64,
+    pub agent_id: AgentId,
+    pub directory: DirectoryName,
+    pub version: String,
+    pub sealing_key: SealingPublicKey,
+    pub(super) outbound: mpsc::Sender<CloudMessage>,
+    pub(super) waiters: Waiters,
+    /// What the agent last said about its directory; `None` until it says anything.
+    pub(super) status: Arc<Mutex<Option<AgentStatus>>>,
+    /// Notified when an administrator revokes the agent, so its connection closes at once.
+    pub(super) revoked: Arc<Notify>,
+}
+
+/// What the relay knows of one connected agent right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAgent {
+    pub agent_id: AgentId,
+    pub directory: DirectoryName,
+    pub version: String,
+    pub status: Option<AgentStatus>,
+    pub requests_in_flight: usize,
+}
+
+impl AgentConnection {
+    /// Queues a frame for this connection; `false` when the connection has ended.
+    pub async fn send(&self, message: CloudMessage) -> bool {
+        self.outbound.send(message).await.is_ok()
+    }
+
+    pub fn report_status(&self, status: AgentStatus) {
+        *lock(&self.status) = Some(status);
+    }
+
+    /// Resolves when the agent is revoked.
+    pub async fn revoked(&self) {
+        self.revoked.notified().await;
+    }
+
+    /// Resolves when the connection's writer is gone.
+    pub async fn closed(&self) {
+        self.outbound.closed().await;
+    }
+
+    pub(super) fn live(&self) -> LiveAgent {
+        LiveAgent {
+            agent_id: self.agent_id,
+            directory: self.directory.clone(),
+            version: self.version.clone(),
+            status: lock(&self.status).clone(),
+            requests_in_flight: lock(&self.waiters).len(),
+        }
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,230 @@
+//! One entry for every password operation: reset, change, unlock and verify, asked for by an
+//! administrator (API, console, CLI) or by a person at the portal. A typed request goes in; the
+//! directory's own verdict comes out, audited and counted once.
+
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use thiserror::Error;
+use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
+use writeback_proto::ids::{DirectoryName, RequestId};
+use writeback_proto::intent::OperationIntent;
+use writeback_proto::operation::{OperationKind, UserRef};
+use writeback_proto::result::ResultCode;
+use writeback_proto::time::UnixMillis;
+use writeback_store::StoreError;
+
+use crate::service::audit::{Actor, AuditAction};
+use crate::service::directory::{UserTarget, resolve_target};
+use crate::service::self_service::notices;
+use crate::service::state::AppState;
+
+/// What to do to the user, with its secrets; the user comes from the [`UserTarget`].
+#[derive(Debug)]
+pub enum Writeback {
+    ResetPassword {
+        new_password: SecretString,
+        must_change: bool,
+        unlock: bool,
+    },
+    ChangePassword {
+        current_password: SecretString,
+        new_password: SecretString,
+    },
+    Unlock,
+    VerifyPassword {
+        password: SecretString,
+    },
+}
+
+/// Which password a refusal before sending is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordField {
+    New,
+    Current,
+}
+
+impl PasswordField {
+    /// The field's name in the API's bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new_password",
+            Self::Current => "current_password",
+        }
+    }
+}
+
+/// Why nothing was sent to the directory.
+#[derive(Debug, Error)]
+pub enum WritebackError {
+    #[error("`{}` must not be empty", .0.as_str())]
+    EmptyPassword(PasswordField),
+    #[error("`{}` is longer than {MAX_PASSWORD_UTF16_UNITS} characters", .0.as_str())]
+    PasswordTooLong(PasswordField),
+    #[error("no directory is named {0}")]
+    UnknownDirectory(DirectoryName),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The directory's verdict on one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritebackOutcome {
+    pub request_id: RequestId,
+    pub kind: OperationKind,
+    pub result: ResultCode,
+}
+
+impl Writeback {
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Self::ResetPassword { .. } => OperationKind::ResetPassword,
+            Self::ChangePassword { .. } => OperationKind::ChangePassword,
+            Self::Unlock => OperationKind::Unlock,
+            Self::VerifyPassword { .. } => OperationKind::VerifyPassword,
+        }
+    }
+
+    /// Passwords longer than AD accepts, or empty, are refused before anything is sealed or
+    /// sent.
+    pub fn check_passwords(&self) -> Result<(), WritebackError> {
+        let passwords: &[(PasswordField, &SecretString)] = match self {
+            Self::ResetPassword { new_password, .. } => &[(PasswordField::New, new_password)],
+            Self::ChangePassword {
+                current_password,
+                new_password,
+            } => &[
+                (PasswordField::Current, current_password),
+                (PasswordField::New, new_password),
+            ],
+            Self::Unlock => &[],
+            Self::VerifyPassword { password } => &[(PasswordField::Current, password)],
+        };
+        for (field, password) in passwords {
+            let length = utf16_length(password.expose_secret());
+            if length == 0 {
+                return Err(WritebackError::EmptyPassword(*field));
+            }
+            if length > MAX_PASSWORD_UTF16_UNITS {
+                return Err(WritebackError::PasswordTooLong(*field));
+            }
+        }
+        Ok(())
+    }
+
+    fn for_user(self, user: UserRef) -> OperationIntent {
+        match self {
+            Self::ResetPassword {
+                new_password,
+                must_change,
+                unlock,
+            } => OperationIntent::ResetPassword {
+                user,
+                new_password,
+                must_change,
+                unlock,
+            },
+            Self::ChangePassword {
+                current_password,
+                new_password,
+            } => OperationIntent::ChangePassword {
+                user,
+                current_password,
+                new_password,
+            },
+            Self::Unlock => OperationIntent::Unlock { user },
+            Self::VerifyPassword { password } => OperationIntent::VerifyPassword { user, password },
+        }
+    }
+}
+
+/// Who asked, which decides what is told afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// An administrator: a successful reset is announced to every administrator and the user,
+    /// as the self-service policy says.
+    Administrator,
+    /// The person themselves at the portal, who is told on the page.
+    SelfService,
+}
+
+/// Checks, resolves `target` (unless the caller already holds its anchor), dispatches to an
+/// agent of its directory, waits for the directory's answer, counts, logs and audits it.
+pub async fn perform(
+    state: &AppState,
+    actor: &Actor,
+    requester: Requester,
+    target: UserTarget,
+    request_id: RequestId,
+    writeback: Writeback,
+) -> Result<WritebackOutcome, WritebackError> {
+    writeback.check_passwords()?;
+    let directory = target.directory.clone();
+    // An agent of the directory can only be connected if the directory exists.
+    let known =
+        state.relay.serves(&directory) || state.store.directory(&directory).await?.is_some();
+    if !known {
+        return Err(WritebackError::UnknownDirectory(directory));
+    }
+    let target = match target.user {
+        UserRef::Anchor(_) => target,
+        UserRef::LogonName(_) => resolve_target(state, target).await?,
+    };
+    let kind = writeback.kind();
+    let is_reset = kind == OperationKind::ResetPassword;
+    let described = target.describe();
+    let intent = writeback.for_user(target.user.clone());
+    let started = UnixMillis::now();
+    let deadline = started.saturating_add(state.config.request_timeout());
+    tracing::info!(%request_id, operation = %kind, %directory, user = %described, actor = %actor.name, "operation started");
+    let dispatched = Instant::now();
+    let result = state
+        .relay
+        .dispatch(&directory, request_id, deadline, &intent)
+        .await;
+    drop(intent);
+    let elapsed = dispatched.elapsed();
+    state
+        .metrics
+        .operations
+        .increment(&[directory.as_str(), kind.as_str(), result.code()]);
+    state
+        .metrics
+        .operation_seconds
+        .observe(&[kind.as_str()], elapsed.as_secs_f64());
+    let finished = UnixMillis::now();
+    tracing::info!(
+        %request_id,
+        operation = %kind,
+        %directory,
+        user = %described,
+        result = result.code(),
+        elapsed_ms = finished.duration_since(started).as_millis() as u64,
+        dispatch_us = elapsed.as_micros() as u64,
+        "operation finished"
+    );
+    let detail = match &result {
+        ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => {
+            Some(detail.clone())
+        }
+        ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),
+        _ => None,
+    };
+    AuditAction::Operation(kind)
+        .by(actor, finished)
+        .directory(&directory)
+        .target(described)
+        .request(request_id)
+        .result(result.code())
+        .maybe_detail(detail)
+        .record(&state.store)
+        .await?;
+    if is_reset && result.is_success() && requester == Requester::Administrator {
+        notices::notify_admin_reset(state, &actor.name, &target).await;
+    }
+    Ok(WritebackOutcome {
+        request_id,
+        kind,
+        result,
+    })
+}

@@ -1,0 +1,100 @@
+//! A failed request as HTTP sees it.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use writeback_proto::api::{ErrorBody, ErrorResponse};
+use writeback_proto::result::ResultCode;
+
+use crate::service::writeback::WritebackError;
+
+/// A request that failed before any use case answered, or a use case's refusal, with an HTTP
+/// status, a stable code and a message. The API answers it as its JSON error body; the console
+/// shows it as a page.
+#[derive(Debug)]
+pub struct HttpFailure {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl HttpFailure {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// Why an operation was not sent to the directory, as the API and the console say it.
+    pub fn from_writeback(error: WritebackError) -> Self {
+        match error {
+            WritebackError::EmptyPassword(_) | WritebackError::PasswordTooLong(_) => {
+                Self::invalid(format!("{error}."))
+            }
+            WritebackError::UnknownDirectory(directory) => Self::new(
+                StatusCode::NOT_FOUND,
+                "unknown_directory",
+                format!("No directory is named {directory}."),
+            ),
+            WritebackError::Store(error) => Self::internal(error),
+        }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error in the API");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong inside Writeback.",
+        )
+    }
+}
+
+impl IntoResponse for HttpFailure {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a slow body is not waited for: the connection ends with the answer.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    }
+}
+
+/// The HTTP status that fits a directory's verdict, for the API and the console alike.
+pub fn operation_status(result: &ResultCode) -> StatusCode {
+    match result {
+        ResultCode::Success => StatusCode::OK,
+        ResultCode::PolicyViolation { .. }
+        | ResultCode::WrongCurrentPassword
+        | ResultCode::PasswordExpired
+        | ResultCode::MustChangePassword
+        | ResultCode::AccountDisabled
+        | ResultCode::AccountLocked => StatusCode::UNPROCESSABLE_ENTITY,
+        ResultCode::UserNotFound => StatusCode::NOT_FOUND,
+        ResultCode::AmbiguousUser => StatusCode::CONFLICT,
+        ResultCode::PermissionDenied | ResultCode::ProtectedAccount | ResultCode::OutOfScope => {
+            StatusCode::FORBIDDEN
+        }
+        ResultCode::DirectoryUnavailable { .. } => StatusCode::BAD_GATEWAY,
+        ResultCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ResultCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ResultCode::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
