@@ -378,3 +378,83 @@ fn test_modules_and_comments_are_left_out() {
     assert!(kept.contains("crate::a") && kept.contains("crate::d"));
     assert!(!kept.contains("crate::b") && !kept.contains("crate::c"));
 }
+
+const SURFACES: &[&str] = &["api", "console", "portal", "agent_socket"];
+
+fn layer_of(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+#[test]
+fn no_file_imports_a_file_that_imports_it() {
+    let cycles = cycles(&import_graph());
+    assert!(cycles.is_empty(), "import cycles: {cycles:?}");
+}
+
+#[test]
+fn the_service_layer_knows_no_web_surface_or_router() {
+    let root = source_directory();
+    let mut files = Vec::new();
+    collect(&root, &root, &mut files);
+    // The SMS provider client is an outbound HTTPS adapter inside `service` until it moves to a
+    // layer of its own (issue 15 note); it serves nothing.
+    let outbound_clients = ["service::sms"];
+    for file in files
+        .iter()
+        .filter(|file| layer_of(&file.module) == "service")
+        .filter(|file| !outbound_clients.contains(&file.module.as_str()))
+    {
+        for web_type in ["axum", "askama", "hyper::", "http::"] {
+            assert!(
+                !file.text.contains(web_type),
+                "{} names {web_type}",
+                file.module
+            );
+        }
+    }
+    for (module, imports) in import_graph() {
+        let importer = layer_of(&module).to_owned();
+        for imported in imports {
+            let imported = layer_of(&imported);
+            if importer == "service" {
+                assert!(
+                    imported == "service" || imported == "config",
+                    "{module} imports {imported}"
+                );
+            }
+            if importer == "web" {
+                assert!(
+                    !SURFACES.contains(&imported) && imported != "router",
+                    "{module} imports {imported}"
+                );
+            }
+            if SURFACES.contains(&importer.as_str()) {
+                assert!(
+                    imported == importer || !SURFACES.contains(&imported) && imported != "router",
+                    "{module} imports {imported}"
+                );
+            }
+            if module == "crate" {
+                assert!(!SURFACES.contains(&imported), "lib.rs imports {imported}");
+            }
+        }
+    }
+}
+
+#[test]
+fn audit_rows_are_built_only_in_the_service_audit_module() {
+    let root = source_directory();
+    let mut files = Vec::new();
+    collect(&root, &root, &mut files);
+    for file in files
+        .iter()
+        .filter(|file| file.module != "service::audit" && file.module != "layering")
+    {
+        assert!(
+            !file.text.contains("append_audit(")
+                && !file.text.contains("AuditEvent {\n            at"),
+            "{} writes an audit row itself",
+            file.module
+        );
+    }
+}

@@ -504,6 +504,14 @@ pub async fn update_retention(
     }
 }
 
+/// A refused settings change in the console's words: the problems as the form's notice.
+fn settings_failure(error: SettingsError) -> ApiError {
+    match error {
+        SettingsError::Invalid(problems) => ApiError::invalid(problems),
+        SettingsError::Store(error) => ApiError::internal(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,13 +535,5 @@ mod tests {
             query.link_query(),
             "&actor=a%26b%40example.test&outcome=failure"
         );
-    }
-}
-
-/// A refused settings change in the console's words: the problems as the form's notice.
-fn settings_failure(error: SettingsError) -> ApiError {
-    match error {
-        SettingsError::Invalid(problems) => ApiError::invalid(problems),
-        SettingsError::Store(error) => ApiError::internal(error),
     }
 }

@@ -398,6 +398,11 @@ pub struct SettingsPage {
     pub notice: Option<Notice>,
 }
 
+/// A refused form, in the console's own page.
+pub fn refused(status: StatusCode, title: &str, message: &str) -> Response {
+    ErrorPage::new(status, title, message).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,9 +435,4 @@ mod tests {
         );
         assert_eq!(format_time(None), "never");
     }
-}
-
-/// A refused form, in the console's own page.
-pub fn refused(status: StatusCode, title: &str, message: &str) -> Response {
-    ErrorPage::new(status, title, message).into_response()
 }
