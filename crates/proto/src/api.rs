@@ -400,6 +400,11 @@ impl VerificationMethod {
             Self::Sms => "sms",
         }
     }
+
+    /// The method `name` (as [`Self::as_str`] writes it) names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|method| method.as_str() == name)
+    }
 }
 
 /// The self-service policy, one per cloud, edited by administrators.

@@ -144,7 +144,8 @@ pub enum SecretField {
 }
 
 impl SecretField {
-    fn as_str(self) -> &'static str {
+    /// The field's name, as bound into the associated data and as the API's bodies name it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::NewPassword => "new_password",
             Self::CurrentPassword => "current_password",

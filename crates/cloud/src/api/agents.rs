@@ -9,7 +9,7 @@ use writeback_proto::ids::{AgentId, DirectoryName};
 
 use super::extract::{ApiError, DirectoryPath};
 use crate::service::administrator_sign_in::SignedIn;
-use crate::service::agents::{self, AgentError};
+use crate::service::agents;
 use crate::service::state::AppState;
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])), responses((status = 200, description = "Every registered agent, revoked ones included.", body = Vec<AgentSummary>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -52,20 +52,6 @@ pub async fn revoke_agent(
     signed_in: SignedIn,
     Path(agent_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    agents::revoke(&state, &signed_in.actor(), &agent_id)
-        .await
-        .map_err(agent_error)?;
+    agents::revoke(&state, &signed_in.actor(), &agent_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn agent_error(error: AgentError) -> ApiError {
-    match error {
-        AgentError::InvalidId => ApiError::invalid("The agent id must be 32 hexadecimal digits."),
-        AgentError::Unknown(agent_id) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_agent",
-            format!("No agent has the id {agent_id}."),
-        ),
-        AgentError::Store(error) => ApiError::internal(error),
-    }
 }

@@ -6,12 +6,11 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use writeback_proto::api::{AuditPage, AuditSettings, ErrorResponse};
 
-use super::directory::{input_error, query};
+use super::directory::query;
 use super::extract::{ApiError, JsonBody};
 use crate::service::administrator_sign_in::SignedIn;
 use crate::service::audit_log::{AuditQuery, entries};
 use crate::service::audit_retention;
-use crate::service::error::SettingsError;
 use crate::service::state::AppState;
 use crate::web::audit_export::export;
 
@@ -21,7 +20,7 @@ pub async fn list_audit(
     _signed_in: SignedIn,
     request: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (filter, format) = query(request)?.filter().map_err(input_error)?;
+    let (filter, format) = query(request)?.filter()?;
     let entries = entries(&state, &filter).await.map_err(ApiError::internal)?;
     Ok(export(entries, format, filter.limit))
 }
@@ -43,9 +42,7 @@ pub async fn update_audit_settings(
     signed_in: SignedIn,
     JsonBody(settings): JsonBody<AuditSettings>,
 ) -> Result<Json<AuditSettings>, ApiError> {
-    match audit_retention::apply(&state, &signed_in.actor(), settings).await {
-        Ok(stored) => Ok(Json(stored)),
-        Err(SettingsError::Invalid(problem)) => Err(ApiError::invalid(problem)),
-        Err(SettingsError::Store(error)) => Err(ApiError::internal(error)),
-    }
+    Ok(Json(
+        audit_retention::apply(&state, &signed_in.actor(), settings).await?,
+    ))
 }

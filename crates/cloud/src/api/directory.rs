@@ -11,11 +11,11 @@ use writeback_proto::api::{
 };
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::time::UnixMillis;
-use writeback_store::{StoreError, UserQuery};
+use writeback_store::UserQuery;
 
 use super::extract::{ApiError, DirectoryPath};
 use crate::service::administrator_sign_in::SignedIn;
-use crate::service::directory::{self, InputError, UserTarget, limit, search_text};
+use crate::service::directory::{self, UserTarget, limit, search_text};
 use crate::service::health;
 use crate::service::state::AppState;
 
@@ -41,22 +41,6 @@ pub struct GroupSearch {
     limit: Option<u32>,
 }
 
-pub fn store_error(directory: &DirectoryName, error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_directory",
-            format!("No directory is named {directory}."),
-        ),
-        other => ApiError::internal(other),
-    }
-}
-
-/// The API's answer to input no directory could hold.
-pub fn input_error(error: InputError) -> ApiError {
-    ApiError::invalid(error.to_string())
-}
-
 pub fn query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
@@ -77,16 +61,16 @@ pub async fn list_users(
 ) -> Result<Json<Vec<DirectoryUser>>, ApiError> {
     let search = query(search)?;
     let user_query = UserQuery {
-        text: search_text(search.q, "q").map_err(input_error)?,
-        group: search_text(search.group, "group").map_err(input_error)?,
-        limit: limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(input_error)?,
+        text: search_text(search.q, "q")?,
+        group: search_text(search.group, "group")?,
+        limit: limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
     };
     state
         .store
         .search_users(&directory, &user_query)
         .await
         .map(Json)
-        .map_err(|error| store_error(&directory, error))
+        .map_err(|error| ApiError::from_directory_store(&directory, error))
 }
 
 #[utoipa::path(get, path = "/api/v1/directories/{directory}/users/{user}", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID.")), responses((status = 200, description = "The synced user and their groups.", body = DirectoryUserDetail), (status = 404, description = "No such directory or user.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -105,7 +89,7 @@ pub async fn synced_user(
 ) -> Result<DirectoryUserDetail, ApiError> {
     let detail = directory::synced_user(state, target)
         .await
-        .map_err(|error| store_error(&target.directory, error))?;
+        .map_err(|error| ApiError::from_directory_store(&target.directory, error))?;
     detail.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -126,17 +110,17 @@ pub async fn list_groups(
     search: Result<Query<GroupSearch>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<DirectoryGroup>>, ApiError> {
     let search = query(search)?;
-    let text = search_text(search.q, "q").map_err(input_error)?;
+    let text = search_text(search.q, "q")?;
     state
         .store
         .search_groups(
             &directory,
             text.as_deref(),
-            limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(input_error)?,
+            limit(search.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
         )
         .await
         .map(Json)
-        .map_err(|error| store_error(&directory, error))
+        .map_err(|error| ApiError::from_directory_store(&directory, error))
 }
 
 #[utoipa::path(get, path = "/api/v1/directories/{directory}/sync", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 200, description = "Where sync stands.", body = SyncStatus), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -150,7 +134,7 @@ pub async fn sync_status(
         .sync_status(&directory, UnixMillis::now())
         .await
         .map(Json)
-        .map_err(|error| store_error(&directory, error))
+        .map_err(|error| ApiError::from_directory_store(&directory, error))
 }
 
 #[utoipa::path(post, path = "/api/v1/directories/{directory}/sync/full", tag = "directory", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 202, description = "Started, or queued for the next agent to connect.", body = FullSyncResponse), (status = 404, description = "No such directory.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -161,7 +145,7 @@ pub async fn request_full_sync(
 ) -> Result<(StatusCode, Json<FullSyncResponse>), ApiError> {
     let started = directory::request_full_sync(&state, &signed_in.actor(), &directory)
         .await
-        .map_err(|error| store_error(&directory, error))?;
+        .map_err(|error| ApiError::from_directory_store(&directory, error))?;
     Ok((StatusCode::ACCEPTED, Json(FullSyncResponse { started })))
 }
 
@@ -190,10 +174,7 @@ pub async fn directory_health(
         .map_err(ApiError::internal)?
         .is_some();
     if !known {
-        return Err(store_error(
-            &directory,
-            StoreError::NotFound(directory.to_string()),
-        ));
+        return Err(ApiError::unknown_directory(&directory));
     }
     health::of_directory(&state, &directory, UnixMillis::now())
         .await

@@ -10,7 +10,6 @@ use super::directory::synced_user;
 use super::extract::{ApiError, JsonBody};
 use crate::service::administrator_sign_in::SignedIn;
 use crate::service::directory::UserTarget;
-use crate::service::error::SettingsError;
 use crate::service::self_service::notices::clear_methods;
 use crate::service::self_service::settings::{apply, stored_settings};
 use crate::service::state::AppState;
@@ -32,11 +31,7 @@ pub async fn update_self_service_settings(
     signed_in: SignedIn,
     JsonBody(settings): JsonBody<SelfServiceSettings>,
 ) -> Result<Json<SelfServiceSettings>, ApiError> {
-    match apply(&state, &signed_in.actor(), settings).await {
-        Ok(stored) => Ok(Json(stored)),
-        Err(SettingsError::Invalid(problems)) => Err(ApiError::invalid(problems)),
-        Err(SettingsError::Store(error)) => Err(ApiError::internal(error)),
-    }
+    Ok(Json(apply(&state, &signed_in.actor(), settings).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/directories/{directory}/users/{user}/self-service-methods", tag = "settings", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID.")), responses((status = 200, description = "Every self-service method of the user is removed; they register anew after signing in, and the addresses that were registered are told.", body = MethodsCleared), (status = 404, description = "No such directory or user.", body = ErrorResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use writeback_proto::api::{
     ChangePasswordRequest, ErrorResponse, OperationResponse, ResetPasswordRequest,
 };
-use writeback_proto::ids::DirectoryName;
+use writeback_proto::ids::{DirectoryName, RequestId};
 
 use super::extract::{ApiError, IdempotencyKey, JsonBody};
 use crate::service::administrator_sign_in::SignedIn;
@@ -15,7 +15,7 @@ use crate::service::directory::UserTarget;
 use crate::service::messages;
 use crate::service::state::AppState;
 use crate::service::writeback::{self, Requester, Writeback, WritebackError, WritebackOutcome};
-use crate::web::failure::{HttpFailure, operation_status};
+use crate::web::failure::operation_status;
 
 type Answer = Result<(StatusCode, Json<OperationResponse>), ApiError>;
 
@@ -32,17 +32,7 @@ pub async fn reset_password(
         must_change: body.must_change,
         unlock: body.unlock,
     };
-    answer(
-        writeback::perform(
-            &state,
-            &signed_in.actor(),
-            Requester::Administrator,
-            target,
-            request_id,
-            reset,
-        )
-        .await,
-    )
+    perform(&state, &signed_in, target, request_id, reset).await
 }
 
 #[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/change-password", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), request_body = ChangePasswordRequest, responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -57,17 +47,7 @@ pub async fn change_password(
         current_password: body.current_password,
         new_password: body.new_password,
     };
-    answer(
-        writeback::perform(
-            &state,
-            &signed_in.actor(),
-            Requester::Administrator,
-            target,
-            request_id,
-            change,
-        )
-        .await,
-    )
+    perform(&state, &signed_in, target, request_id, change).await
 }
 
 #[utoipa::path(post, path = "/api/v1/directories/{directory}/users/{user}/unlock", tag = "writeback", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain)."), ("user" = String, Path, description = "The user: logon name, UPN, mail or objectGUID."), ("Idempotency-Key" = Option<String>, Header, description = "32 hexadecimal digits; a retry with the same key is applied at most once.")), responses((status = 200, description = "Done in the directory.", body = OperationResponse), (status = 403, description = "The directory or Writeback refused: out of scope, protected account, no permission.", body = OperationResponse), (status = 404, description = "No such user, or no such directory.", body = OperationResponse), (status = 409, description = "More than one user matches.", body = OperationResponse), (status = 422, description = "Refused by the password policy, or the account state.", body = OperationResponse), (status = 502, description = "The directory did not answer.", body = OperationResponse), (status = 503, description = "No agent is connected.", body = OperationResponse), (status = 504, description = "The agent did not answer in time; the outcome is unknown.", body = OperationResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
@@ -77,26 +57,26 @@ pub async fn unlock(
     target: UserTarget,
     IdempotencyKey(request_id): IdempotencyKey,
 ) -> Answer {
-    answer(
-        writeback::perform(
-            &state,
-            &signed_in.actor(),
-            Requester::Administrator,
-            target,
-            request_id,
-            Writeback::Unlock,
-        )
-        .await,
-    )
+    perform(&state, &signed_in, target, request_id, Writeback::Unlock).await
 }
 
-fn answer(outcome: Result<WritebackOutcome, WritebackError>) -> Answer {
+/// Performs `writeback` for the signed-in administrator and answers with its outcome.
+async fn perform(
+    state: &AppState,
+    signed_in: &SignedIn,
+    target: UserTarget,
+    request_id: RequestId,
+    writeback: Writeback,
+) -> Answer {
+    let actor = signed_in.actor();
+    let requester = Requester::Administrator;
+    let outcome = writeback::perform(state, &actor, requester, target, request_id, writeback).await;
     let (status, response) = operation_response(outcome)?;
     Ok((status, Json(response)))
 }
 
 /// The API's answer to an operation's outcome.
-pub fn operation_response(
+fn operation_response(
     outcome: Result<WritebackOutcome, WritebackError>,
 ) -> Result<(StatusCode, OperationResponse), ApiError> {
     match outcome {
@@ -108,6 +88,6 @@ pub fn operation_response(
                 result: outcome.result,
             },
         )),
-        Err(error) => Err(HttpFailure::from_writeback(error)),
+        Err(error) => Err(error.into()),
     }
 }

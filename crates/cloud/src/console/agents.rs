@@ -13,7 +13,7 @@ use super::pages::{
     AgentRow, AgentsPage, ErrorPage, Notice, RegistrationTokenPage, format_time, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::service::agents::{self, AgentError};
+use crate::service::agents;
 use crate::service::state::AppState;
 use crate::web::browser_form::form_fields;
 use crate::web::failure::HttpFailure as ApiError;
@@ -160,14 +160,10 @@ pub async fn revoke(
             ));
             agents_page(&state, &session, StatusCode::OK, Some(notice)).await
         }
-        Err(AgentError::Store(error)) => ErrorPage::from(ApiError::internal(error)).into_response(),
-        Err(AgentError::InvalidId) => {
-            let notice = Notice::bad("The agent id must be 32 hexadecimal digits.");
-            agents_page(&state, &session, StatusCode::BAD_REQUEST, Some(notice)).await
-        }
-        Err(AgentError::Unknown(agent_id)) => {
-            let notice = Notice::bad(format!("No agent has the id {agent_id}."));
-            agents_page(&state, &session, StatusCode::NOT_FOUND, Some(notice)).await
+        Err(error) => {
+            let failure = ApiError::from(error);
+            let notice = Notice::bad(failure.message);
+            agents_page(&state, &session, failure.status, Some(notice)).await
         }
     }
 }

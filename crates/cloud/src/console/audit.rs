@@ -17,7 +17,6 @@ use super::pages::{
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::service::audit_log::{AuditQuery, entries, next_before};
 use crate::service::audit_retention;
-use crate::service::error::SettingsError;
 use crate::service::self_service::settings as self_service;
 use crate::service::state::AppState;
 use crate::web::audit_export::export as export_entries;
@@ -157,10 +156,7 @@ pub async fn audit_log(
         error: None,
     };
     let selected = async {
-        let (filter, _) = query
-            .api_query(PAGE_SIZE)
-            .filter()
-            .map_err(|error| ApiError::invalid(error.to_string()))?;
+        let (filter, _) = query.api_query(PAGE_SIZE).filter()?;
         entries(&state, &filter).await.map_err(ApiError::internal)
     }
     .await;
@@ -189,10 +185,7 @@ pub async fn export(
             .into_response();
     };
     let exported = async {
-        let (filter, format) = query
-            .api_query(EXPORT_LIMIT)
-            .filter()
-            .map_err(|error| ApiError::invalid(error.to_string()))?;
+        let (filter, format) = query.api_query(EXPORT_LIMIT).filter()?;
         let selected = entries(&state, &filter).await.map_err(ApiError::internal)?;
         Ok::<_, ApiError>(export_entries(selected, format, filter.limit))
     }
@@ -387,7 +380,7 @@ pub async fn update_self_service(
     };
     match self_service::apply(&state, &session.signed_in.actor(), settings.clone())
         .await
-        .map_err(settings_failure)
+        .map_err(ApiError::from)
     {
         Ok(_) => {
             let notice = Notice::good("Saved: the self-service settings apply from now on.");
@@ -471,7 +464,7 @@ pub async fn update_retention(
         AuditSettings { retention_days },
     )
     .await
-    .map_err(settings_failure)
+    .map_err(ApiError::from)
     {
         Ok(applied) => {
             let text = match applied.retention_days {
@@ -501,14 +494,6 @@ pub async fn update_retention(
             )
             .await
         }
-    }
-}
-
-/// A refused settings change in the console's words: the problems as the form's notice.
-fn settings_failure(error: SettingsError) -> ApiError {
-    match error {
-        SettingsError::Invalid(problems) => ApiError::invalid(problems),
-        SettingsError::Store(error) => ApiError::internal(error),
     }
 }
 

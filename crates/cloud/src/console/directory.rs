@@ -17,7 +17,7 @@ use super::pages::{
     UsersPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::service::directory::{InputError, UserTarget, search_text};
+use crate::service::directory::{UserTarget, search_text};
 use crate::service::health;
 use crate::service::messages;
 use crate::service::state::AppState;
@@ -160,15 +160,15 @@ pub async fn users(
             .parse()
             .map_err(|error| ApiError::invalid(format!("{error}.")))?;
         let query = UserQuery {
-            text: search_text(search.q, "search text").map_err(input_error)?,
-            group: search_text(search.group, "group").map_err(input_error)?,
+            text: search_text(search.q, "search text")?,
+            group: search_text(search.group, "group")?,
             limit: PAGE_SIZE,
         };
         state
             .store
             .search_users(&name, &query)
             .await
-            .map_err(|error| store_error(&name, error))
+            .map_err(|error| ApiError::from_directory_store(&name, error))
     }
     .await;
     match found {
@@ -218,7 +218,7 @@ async fn user_page(
                 ),
             ));
         }
-        Err(error) => return error_page(store_error(&target.directory, error)),
+        Err(error) => return error_page(ApiError::from_directory_store(&target.directory, error)),
     };
     // Each form its own id: a form sent twice is applied once, and a stale form of one
     // operation can never be answered with the other's outcome.
@@ -276,7 +276,7 @@ pub async fn user(
     session: ConsoleSession,
     Path((directory, name)): Path<(String, String)>,
 ) -> Response {
-    match UserTarget::parse(&directory, name).map_err(input_error) {
+    match UserTarget::parse(&directory, name).map_err(ApiError::from) {
         Ok(target) => user_page(&state, &session, &target, StatusCode::OK, None).await,
         Err(error) => error_page(error),
     }
@@ -312,7 +312,7 @@ fn request_id(text: &str) -> Result<RequestId, ApiError> {
 fn outcome_of(
     result: Result<WritebackOutcome, WritebackError>,
 ) -> Result<(StatusCode, OperationOutcome), ApiError> {
-    let outcome = result.map_err(ApiError::from_writeback)?;
+    let outcome = result?;
     Ok((
         operation_status(&outcome.result),
         OperationOutcome {
@@ -328,23 +328,6 @@ fn outcome_of(
     ))
 }
 
-/// Input no directory could hold, in the console's words.
-fn input_error(error: InputError) -> ApiError {
-    ApiError::invalid(error.to_string())
-}
-
-/// An unknown directory is the store's `NotFound`.
-fn store_error(directory: &impl std::fmt::Display, error: writeback_store::StoreError) -> ApiError {
-    match error {
-        writeback_store::StoreError::NotFound(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_directory",
-            format!("No directory is named {directory}."),
-        ),
-        other => ApiError::internal(other),
-    }
-}
-
 pub async fn reset(
     State(state): State<AppState>,
     session: ConsoleSession,
@@ -352,7 +335,7 @@ pub async fn reset(
     form: ConsoleForm<ResetForm>,
 ) -> Response {
     let fields = form.fields;
-    let target = match UserTarget::parse(&directory, name).map_err(input_error) {
+    let target = match UserTarget::parse(&directory, name).map_err(ApiError::from) {
         Ok(target) => target,
         Err(error) => return error_page(error),
     };
@@ -404,7 +387,7 @@ pub async fn unlock(
     form: ConsoleForm<UnlockForm>,
 ) -> Response {
     let (target, request_id) = match (
-        UserTarget::parse(&directory, name).map_err(input_error),
+        UserTarget::parse(&directory, name).map_err(ApiError::from),
         request_id(&form.fields.request_id),
     ) {
         (Ok(target), Ok(request_id)) => (target, request_id),
@@ -472,12 +455,12 @@ pub async fn groups(
         let name: DirectoryName = directory
             .parse()
             .map_err(|error| ApiError::invalid(format!("{error}.")))?;
-        let text = search_text(search.q, "search text").map_err(input_error)?;
+        let text = search_text(search.q, "search text")?;
         state
             .store
             .search_groups(&name, text.as_deref(), PAGE_SIZE)
             .await
-            .map_err(|error| store_error(&name, error))
+            .map_err(|error| ApiError::from_directory_store(&name, error))
     }
     .await;
     match found {

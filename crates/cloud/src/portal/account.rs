@@ -13,6 +13,7 @@ use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMe
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::OperationKind;
 use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
 use writeback_store::RegisteredMethod;
 
@@ -46,7 +47,7 @@ use crate::service::self_service::state::{PendingRegistration, PortalAccount, Po
 use crate::service::sms::normalize_phone_number;
 use crate::service::state::AppState;
 use crate::service::totp;
-use crate::service::writeback::Writeback;
+use crate::service::writeback::{Writeback, check_password};
 use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
 use crate::web::client::Origin;
 
@@ -356,13 +357,6 @@ fn method_detail(method: &RegisteredMethod) -> String {
     }
 }
 
-fn method_from(name: &str) -> Option<VerificationMethod> {
-    VerificationMethod::ALL
-        .iter()
-        .copied()
-        .find(|method| method.as_str() == name)
-}
-
 async fn account_page(
     state: &AppState,
     context: &SessionContext,
@@ -387,7 +381,7 @@ async fn account_page(
     let rows = registered
         .iter()
         .filter_map(|method| {
-            method_from(&method.method).map(|kind| RegisteredRow {
+            VerificationMethod::from_name(&method.method).map(|kind| RegisteredRow {
                 method: kind.as_str(),
                 label: label(kind),
                 detail: method_detail(method),
@@ -713,7 +707,7 @@ pub async fn remove_method(
         Ok(context) => context,
         Err(response) => return response,
     };
-    let Some(method) = method_from(&form.fields.method) else {
+    let Some(method) = VerificationMethod::from_name(&form.fields.method) else {
         return account_with(
             &state,
             &context,
@@ -1461,8 +1455,7 @@ pub async fn change_password(
         )
     };
     let fields = form.fields;
-    let current_length = writeback_policy::utf16_length(fields.current_password.expose_secret());
-    if current_length == 0 || current_length > writeback_policy::MAX_PASSWORD_UTF16_UNITS {
+    if check_password(SecretField::CurrentPassword, &fields.current_password).is_err() {
         return retry("Type your current password as you use it to sign in.".into());
     }
     if let Some(problem) = refuse_before_sending(

@@ -13,6 +13,7 @@ use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMe
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
@@ -39,7 +40,7 @@ use crate::service::self_service::notices::{notify_user, send_code};
 use crate::service::self_service::state::{Challenge, Flow, PortalAccount, Purpose, SentCode};
 use crate::service::state::AppState;
 use crate::service::totp;
-use crate::service::writeback::{self, Requester, Writeback};
+use crate::service::writeback::{self, Requester, Writeback, WritebackError, check_password};
 use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
 use crate::web::client::Origin;
 
@@ -1060,15 +1061,15 @@ pub fn refuse_before_sending(
     if new_password.expose_secret() != confirm_password.expose_secret() {
         return Some("The two new passwords are not the same. Type them again.".into());
     }
-    let length = writeback_policy::utf16_length(new_password.expose_secret());
-    if length == 0 {
-        return Some("Type a new password.".into());
-    }
-    if length > writeback_policy::MAX_PASSWORD_UTF16_UNITS {
-        return Some(format!(
-            "The new password is longer than the directory accepts ({} characters).",
-            writeback_policy::MAX_PASSWORD_UTF16_UNITS
-        ));
+    match check_password(SecretField::NewPassword, new_password) {
+        Err(WritebackError::EmptyPassword(_)) => return Some("Type a new password.".into()),
+        Err(_) => {
+            return Some(format!(
+                "The new password is longer than the directory accepts ({} characters).",
+                writeback_policy::MAX_PASSWORD_UTF16_UNITS
+            ));
+        }
+        Ok(()) => {}
     }
     let policy = reported_policy(state, &account.directory);
     if let Some(policy) = &policy

@@ -11,6 +11,7 @@ use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
 use writeback_proto::operation::{OperationKind, UserRef};
 use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
 use writeback_store::StoreError;
 
@@ -37,30 +38,13 @@ pub enum Writeback {
     },
 }
 
-/// Which password a refusal before sending is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordField {
-    New,
-    Current,
-}
-
-impl PasswordField {
-    /// The field's name in the API's bodies.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new_password",
-            Self::Current => "current_password",
-        }
-    }
-}
-
 /// Why nothing was sent to the directory.
 #[derive(Debug, Error)]
 pub enum WritebackError {
     #[error("`{}` must not be empty", .0.as_str())]
-    EmptyPassword(PasswordField),
+    EmptyPassword(SecretField),
     #[error("`{}` is longer than {MAX_PASSWORD_UTF16_UNITS} characters", .0.as_str())]
-    PasswordTooLong(PasswordField),
+    PasswordTooLong(SecretField),
     #[error("no directory is named {0}")]
     UnknownDirectory(DirectoryName),
     #[error(transparent)]
@@ -76,38 +60,23 @@ pub struct WritebackOutcome {
 }
 
 impl Writeback {
-    pub fn kind(&self) -> OperationKind {
-        match self {
-            Self::ResetPassword { .. } => OperationKind::ResetPassword,
-            Self::ChangePassword { .. } => OperationKind::ChangePassword,
-            Self::Unlock => OperationKind::Unlock,
-            Self::VerifyPassword { .. } => OperationKind::VerifyPassword,
-        }
-    }
-
     /// Passwords longer than AD accepts, or empty, are refused before anything is sealed or
     /// sent.
     pub fn check_passwords(&self) -> Result<(), WritebackError> {
-        let passwords: &[(PasswordField, &SecretString)] = match self {
-            Self::ResetPassword { new_password, .. } => &[(PasswordField::New, new_password)],
+        let passwords: &[(SecretField, &SecretString)] = match self {
+            Self::ResetPassword { new_password, .. } => &[(SecretField::NewPassword, new_password)],
             Self::ChangePassword {
                 current_password,
                 new_password,
             } => &[
-                (PasswordField::Current, current_password),
-                (PasswordField::New, new_password),
+                (SecretField::CurrentPassword, current_password),
+                (SecretField::NewPassword, new_password),
             ],
             Self::Unlock => &[],
-            Self::VerifyPassword { password } => &[(PasswordField::Current, password)],
+            Self::VerifyPassword { password } => &[(SecretField::CurrentPassword, password)],
         };
         for (field, password) in passwords {
-            let length = utf16_length(password.expose_secret());
-            if length == 0 {
-                return Err(WritebackError::EmptyPassword(*field));
-            }
-            if length > MAX_PASSWORD_UTF16_UNITS {
-                return Err(WritebackError::PasswordTooLong(*field));
-            }
+            check_password(*field, password)?;
         }
         Ok(())
     }
@@ -136,6 +105,18 @@ impl Writeback {
             Self::VerifyPassword { password } => OperationIntent::VerifyPassword { user, password },
         }
     }
+}
+
+/// One password as AD would take it: not empty, and no longer than AD accepts.
+pub fn check_password(field: SecretField, password: &SecretString) -> Result<(), WritebackError> {
+    let length = utf16_length(password.expose_secret());
+    if length == 0 {
+        return Err(WritebackError::EmptyPassword(field));
+    }
+    if length > MAX_PASSWORD_UTF16_UNITS {
+        return Err(WritebackError::PasswordTooLong(field));
+    }
+    Ok(())
 }
 
 /// Who asked, which decides what is told afterwards.
@@ -170,10 +151,10 @@ pub async fn perform(
         UserRef::Anchor(_) => target,
         UserRef::LogonName(_) => resolve_target(state, target).await?,
     };
-    let kind = writeback.kind();
+    let intent = writeback.for_user(target.user.clone());
+    let kind = intent.kind();
     let is_reset = kind == OperationKind::ResetPassword;
     let described = target.describe();
-    let intent = writeback.for_user(target.user.clone());
     let started = UnixMillis::now();
     let deadline = started.saturating_add(state.config.request_timeout());
     tracing::info!(%request_id, operation = %kind, %directory, user = %described, actor = %actor.name, "operation started");

@@ -6,6 +6,11 @@ use axum::response::{IntoResponse, Response};
 use writeback_proto::api::{ErrorBody, ErrorResponse};
 use writeback_proto::result::ResultCode;
 
+use writeback_store::StoreError;
+
+use crate::service::agents::AgentError;
+use crate::service::directory::InputError;
+use crate::service::error::SettingsError;
 use crate::service::writeback::WritebackError;
 
 /// A request that failed before any use case answered, or a use case's refusal, with an HTTP
@@ -31,18 +36,19 @@ impl HttpFailure {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    /// Why an operation was not sent to the directory, as the API and the console say it.
-    pub fn from_writeback(error: WritebackError) -> Self {
+    pub fn unknown_directory(directory: &impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_directory",
+            format!("No directory is named {directory}."),
+        )
+    }
+
+    /// A store failure while reading `directory`: its `NotFound` is an unknown directory.
+    pub fn from_directory_store(directory: &impl std::fmt::Display, error: StoreError) -> Self {
         match error {
-            WritebackError::EmptyPassword(_) | WritebackError::PasswordTooLong(_) => {
-                Self::invalid(format!("{error}."))
-            }
-            WritebackError::UnknownDirectory(directory) => Self::new(
-                StatusCode::NOT_FOUND,
-                "unknown_directory",
-                format!("No directory is named {directory}."),
-            ),
-            WritebackError::Store(error) => Self::internal(error),
+            StoreError::NotFound(_) => Self::unknown_directory(directory),
+            other => Self::internal(other),
         }
     }
 
@@ -53,6 +59,49 @@ impl HttpFailure {
             "internal",
             "Something went wrong inside Writeback.",
         )
+    }
+}
+
+/// Why an operation was not sent to the directory, as the API and the console say it.
+impl From<WritebackError> for HttpFailure {
+    fn from(error: WritebackError) -> Self {
+        match error {
+            WritebackError::EmptyPassword(_) | WritebackError::PasswordTooLong(_) => {
+                Self::invalid(format!("{error}."))
+            }
+            WritebackError::UnknownDirectory(directory) => Self::unknown_directory(&directory),
+            WritebackError::Store(error) => Self::internal(error),
+        }
+    }
+}
+
+/// Input no directory could hold: its message is already plain.
+impl From<InputError> for HttpFailure {
+    fn from(error: InputError) -> Self {
+        Self::invalid(error.to_string())
+    }
+}
+
+impl From<SettingsError> for HttpFailure {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Invalid(problems) => Self::invalid(problems),
+            SettingsError::Store(error) => Self::internal(error),
+        }
+    }
+}
+
+impl From<AgentError> for HttpFailure {
+    fn from(error: AgentError) -> Self {
+        match error {
+            AgentError::InvalidId => Self::invalid("The agent id must be 32 hexadecimal digits."),
+            AgentError::Unknown(agent_id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "unknown_agent",
+                format!("No agent has the id {agent_id}."),
+            ),
+            AgentError::Store(error) => Self::internal(error),
+        }
     }
 }
 

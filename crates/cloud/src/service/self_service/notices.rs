@@ -122,11 +122,7 @@ pub fn notify_method_change(
     );
     let mut told = std::collections::BTreeSet::new();
     for method in methods {
-        let Some(kind) = VerificationMethod::ALL
-            .iter()
-            .copied()
-            .find(|kind| kind.as_str() == method.method)
-        else {
+        let Some(kind) = VerificationMethod::from_name(&method.method) else {
             continue;
         };
         let Some(destination) = method.value.clone() else {
