@@ -68,6 +68,11 @@ fn process_label() -> String {
     format!("{name}-{}", std::process::id())
 }
 
+/// This process's own log file, as [`init`] names it.
+pub fn own_log() -> Result<PathBuf> {
+    Ok(logs_directory()?.join(format!("{}.log", process_label())))
+}
+
 /// Sends this process's `tracing` output (debug level for our crates) to its log file. Idempotent.
 pub fn init() {
     static INSTALLED: OnceLock<()> = OnceLock::new();

@@ -19,8 +19,34 @@ pub struct Mail {
 
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Outbox(Outbox),
+}
+
+/// Mail kept in memory instead of sent: what a [`Mailer::outbox`] mailer was given, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox(std::sync::Arc<std::sync::Mutex<Vec<Mail>>>);
+
+impl Outbox {
+    fn keep(&self, mail: Mail) {
+        if let Ok(mut messages) = self.0.lock() {
+            messages.push(mail);
+        }
+    }
+
+    /// Every message so far, oldest first.
+    pub fn messages(&self) -> Vec<Mail> {
+        self.0
+            .lock()
+            .map(|messages| messages.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for Mailer {
@@ -69,13 +95,30 @@ impl Mailer {
             .parse::<Mailbox>()
             .map_err(|error| invalid("from", &error))?;
         Ok(Some(Self {
-            transport: builder.build(),
+            transport: Transport::Smtp(builder.build()),
             from,
         }))
     }
 
+    /// A mailer that keeps every message in the returned [`Outbox`] instead of sending it.
+    pub fn outbox() -> Result<(Self, Outbox), CloudError> {
+        let outbox = Outbox::default();
+        let from = "writeback@localhost"
+            .parse::<Mailbox>()
+            .map_err(|error| CloudError::Internal(error.to_string()))?;
+        let mailer = Self {
+            transport: Transport::Outbox(outbox.clone()),
+            from,
+        };
+        Ok((mailer, outbox))
+    }
+
     /// Sends `mail` on a task of its own; a failure is logged, never shown.
     pub fn send_later(&self, mail: Mail) {
+        if let Transport::Outbox(outbox) = &self.transport {
+            outbox.keep(mail);
+            return;
+        }
         let mailer = self.clone();
         tokio::spawn(async move {
             if let Err(error) = mailer.send(&mail).await {
@@ -95,10 +138,15 @@ impl Mailer {
             .subject(&mail.subject)
             .body(mail.body.clone())
             .map_err(|error| CloudError::Internal(format!("building mail: {error}")))?;
-        self.transport
-            .send(message)
-            .await
-            .map_err(|error| CloudError::Internal(format!("sending mail: {error}")))?;
+        match &self.transport {
+            Transport::Smtp(transport) => {
+                transport
+                    .send(message)
+                    .await
+                    .map_err(|error| CloudError::Internal(format!("sending mail: {error}")))?;
+            }
+            Transport::Outbox(outbox) => outbox.keep(mail.clone()),
+        }
         tracing::info!(subject = %mail.subject, "mail sent");
         Ok(())
     }

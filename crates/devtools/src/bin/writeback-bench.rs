@@ -6,15 +6,23 @@
 //! * end to end: the admin API over HTTPS (kept alive) -> cloud relay -> agent process over WSS
 //!   -> the agent's lookups, policy check and the same modify.
 //!
+//! Only the API call is timed; that it was audited is checked after the clock stops. Before its
+//! last line it says where the end-to-end time goes, per request from the cloud's and the
+//! agent's logs: the agent's work (its lookups, policy check and the modify), the relay (sealing,
+//! the WebSocket both ways), and the cloud's API around the dispatch (HTTPS, session, target,
+//! audit row).
+//!
 //! It ends with one line: `writeback direct_p50_ms=… e2e_p50_ms=… ratio_p50=… direct_p99_ms=…
 //! e2e_p99_ms=… ratio_p99=…`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use secrecy::SecretString;
 use writeback_devtools::{argument, nearest_rank};
 use writeback_directory::{ActiveDirectory, Directory, DirectorySettings, ResetOptions};
+use writeback_proto::api::ResetPasswordRequest;
 use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
 use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
@@ -74,6 +82,7 @@ async fn main() -> Result<()> {
 
     let mut direct = Vec::with_capacity(iterations);
     let mut end_to_end = Vec::with_capacity(iterations);
+    let mut measured = Vec::with_capacity(iterations);
     for round in 0..warmup + iterations {
         let password = SecretString::from(strong_password());
         let started = Instant::now();
@@ -82,19 +91,30 @@ async fn main() -> Result<()> {
             .await?;
         let direct_time = started.elapsed();
 
-        let password = strong_password();
+        let request = ResetPasswordRequest {
+            new_password: SecretString::from(strong_password()),
+            must_change: false,
+            unlock: false,
+        };
         let started = Instant::now();
-        let response = stack.reset(&e2e_user, &password, false, false).await?;
+        let response = stack
+            .client
+            .reset_password(&stack.directory, &e2e_user, &request, None)
+            .await?;
         let e2e_time = started.elapsed();
         ensure!(
             response.result == ResultCode::Success,
             "end-to-end reset failed: {}",
             response.message
         );
+        stack
+            .assert_audited(&response, "reset_password", &e2e_user)
+            .await?;
 
         if round >= warmup {
             direct.push(direct_time);
             end_to_end.push(e2e_time);
+            measured.push((response.request_id.to_string(), e2e_time));
         }
     }
     ensure!(
@@ -106,6 +126,7 @@ async fn main() -> Result<()> {
 
     let (direct_p50, direct_p99) = summary("direct LDAP reset", &mut direct);
     let (e2e_p50, e2e_p99) = summary("end-to-end admin API reset", &mut end_to_end);
+    where_the_time_goes(&stack, &measured)?;
 
     stack.kill_agent().await?;
     let mut unavailable = Vec::new();
@@ -128,6 +149,54 @@ async fn main() -> Result<()> {
         e2e_p50 / direct_p50,
         e2e_p99 / direct_p99
     );
+    Ok(())
+}
+
+/// `field`'s number in each JSON log line of `text` with `message`, by request id.
+fn logged_microseconds(text: &str, message: &str, field: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == message)
+        .filter_map(|line| {
+            let fields = &line["fields"];
+            Some((
+                fields["request_id"].as_str()?.to_owned(),
+                fields[field].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// The p50 of each hop of the measured requests: the agent's own time, the relay's time around
+/// it, and the cloud's API around the relay.
+fn where_the_time_goes(stack: &Stack, measured: &[(String, Duration)]) -> Result<()> {
+    let cloud_log = std::fs::read_to_string(writeback_testkit::logs::own_log()?)?;
+    let dispatch = logged_microseconds(&cloud_log, "operation finished", "dispatch_us");
+    let agent = logged_microseconds(&stack.agent_log(), "operation done", "elapsed_us");
+    let mut agent_times = Vec::new();
+    let mut relay_times = Vec::new();
+    let mut api_times = Vec::new();
+    for (request_id, total) in measured {
+        let (Some(dispatch), Some(agent)) = (dispatch.get(request_id), agent.get(request_id))
+        else {
+            continue;
+        };
+        let dispatch = Duration::from_micros(*dispatch);
+        let agent = Duration::from_micros(*agent);
+        agent_times.push(agent);
+        relay_times.push(dispatch.saturating_sub(agent));
+        api_times.push(total.saturating_sub(dispatch));
+    }
+    ensure!(
+        agent_times.len() == measured.len(),
+        "only {} of {} requests were found in the logs",
+        agent_times.len(),
+        measured.len()
+    );
+    println!("where the end-to-end time goes, per request:");
+    summary("  agent (lookups + modify)", &mut agent_times);
+    summary("  relay (seal, WSS, open)", &mut relay_times);
+    summary("  cloud API around relay", &mut api_times);
     Ok(())
 }
 

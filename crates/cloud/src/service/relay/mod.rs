@@ -94,6 +94,21 @@ impl Relay {
         self.any_for(directory).is_some()
     }
 
+    /// Whether agents of `directory` are connected and every one of them last reported that it
+    /// cannot use the directory: a request now would only come back "directory unavailable".
+    pub fn reported_unreachable(&self, directory: &DirectoryName) -> bool {
+        let statuses: Vec<Option<bool>> = lock(&self.connections)
+            .values()
+            .filter(|connection| connection.directory == *directory)
+            .map(|connection| {
+                lock(&connection.status)
+                    .as_ref()
+                    .map(|status| status.directory_reachable)
+            })
+            .collect();
+        !statuses.is_empty() && statuses.iter().all(|reachable| *reachable == Some(false))
+    }
+
     pub fn is_connected(&self, agent_id: &AgentId) -> bool {
         lock(&self.connections).contains_key(agent_id)
     }

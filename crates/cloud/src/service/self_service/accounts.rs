@@ -64,12 +64,7 @@ pub async fn find_account(
     let Some((directory, user)) = found.pop() else {
         return Ok(None);
     };
-    Ok(Some(PortalAccount {
-        directory,
-        anchor: user.user.anchor,
-        sam_account_name: user.user.sam_account_name,
-        display_name: user.user.display_name,
-    }))
+    Ok(Some(PortalAccount::of_user(&directory, &user.user)))
 }
 
 /// The account as the directory copy has it now.

@@ -26,12 +26,7 @@ pub async fn clear_methods(
     directory: &DirectoryName,
     administrator: &Actor,
 ) -> Result<u64, CloudError> {
-    let account = PortalAccount {
-        directory: directory.clone(),
-        anchor: detail.user.anchor,
-        sam_account_name: detail.user.sam_account_name.clone(),
-        display_name: detail.user.display_name.clone(),
-    };
+    let account = PortalAccount::of_user(directory, &detail.user);
     let owned = owner(&account);
     let before = state
         .store
@@ -92,12 +87,7 @@ pub async fn notify_admin_reset(state: &AppState, administrator: &str, target: &
         }
     }
     if let Some(detail) = detail {
-        let account = PortalAccount {
-            directory: directory.clone(),
-            anchor: detail.user.anchor,
-            sam_account_name: detail.user.sam_account_name.clone(),
-            display_name: detail.user.display_name.clone(),
-        };
+        let account = PortalAccount::of_user(directory, &detail.user);
         notify_user(state, &settings, &account, "reset by an administrator").await;
     }
 }

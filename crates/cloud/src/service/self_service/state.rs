@@ -32,6 +32,16 @@ pub struct PortalAccount {
 }
 
 impl PortalAccount {
+    /// The synced user `user` of `directory`.
+    pub fn of_user(directory: &DirectoryName, user: &writeback_proto::sync::SyncedUser) -> Self {
+        Self {
+            directory: directory.clone(),
+            anchor: user.anchor,
+            sam_account_name: user.sam_account_name.clone(),
+            display_name: user.display_name.clone(),
+        }
+    }
+
     /// How the audit log and the rate limits name this user.
     pub fn audit_name(&self) -> String {
         format!("{}\\{}", self.directory, self.sam_account_name)
