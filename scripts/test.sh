@@ -1,9 +1,9 @@
 #!/bin/sh
 # Everything CI runs: format check, clippy, unit and integration tests against real Samba AD
 # domain controllers, the console in headless Chromium, and the scan of every test log for every
-# test password.
+# test password. schemathesis comes from PyPI, into target/tools (see xtask).
 set -eu
 cd "$(dirname "$0")/.."
-extra_packages="chromium python3-aiosmtpd"
+extra_packages="chromium python3-aiosmtpd python3-venv"
 . scripts/prerequisites.sh
 exec cargo xtask test

@@ -93,6 +93,7 @@ fn test(root: &Path) -> Result<()> {
     // The end-to-end tests start the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"])?;
     let target = root.join("target");
+    install_schemathesis(&target)?;
     for directory in ["test-logs", "test-secrets"] {
         let path = target.join(directory);
         if path.exists() {
@@ -110,6 +111,47 @@ fn test(root: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The schemathesis version the API conformance test runs, pinned so that a new release cannot
+/// change what the test checks.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Installs schemathesis from PyPI into its own virtual environment under `target/tools`, once.
+fn install_schemathesis(target: &Path) -> Result<()> {
+    let environment = target.join("tools/schemathesis");
+    if environment.join("bin/schemathesis").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> installing {SCHEMATHESIS} into {}",
+        environment.display()
+    );
+    let run = |program: &Path, arguments: &[&str]| -> Result<()> {
+        let status = Command::new(program)
+            .args(arguments)
+            .status()
+            .with_context(|| format!("running {}", program.display()))?;
+        if !status.success() {
+            bail!(
+                "{} {} failed ({status})",
+                program.display(),
+                arguments.join(" ")
+            );
+        }
+        Ok(())
+    };
+    let environment_text = environment.display().to_string();
+    run(Path::new("python3"), &["-m", "venv", &environment_text])?;
+    run(
+        &environment.join("bin/pip"),
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ],
+    )
 }
 
 /// Runs `cargo test --workspace`, echoing its output and keeping a copy among the logs.

@@ -102,9 +102,7 @@ impl<D: Directory> Executor<D> {
                 }
                 Begin::Conflict => {
                     tracing::warn!(request_id = %request.request_id, "request id reused for a different operation; refused");
-                    return ResultCode::Internal {
-                        detail: "this request id was already used for a different operation".into(),
-                    };
+                    return ResultCode::RequestIdReused;
                 }
                 Begin::Running(mut finished) => {
                     if let Ok(result) = finished.wait_for(Option::is_some).await

@@ -117,8 +117,9 @@ pub struct AdministratorChange {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
+    /// 1 to 256 UTF-16 code units, as AD accepts.
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 256)]
     pub new_password: SecretString,
     /// Require a change at next sign-in (`pwdLastSet = 0`).
     #[serde(default)]
@@ -131,11 +132,13 @@ pub struct ResetPasswordRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
+    /// 1 to 256 UTF-16 code units.
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 256)]
     pub current_password: SecretString,
+    /// 1 to 256 UTF-16 code units, as AD accepts.
     #[serde(serialize_with = "crate::secret::serialize_exposed")]
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 256)]
     pub new_password: SecretString,
 }
 
@@ -266,6 +269,12 @@ pub struct AuditPage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
+    /// 1 to 3650 days.
+    #[serde(
+        default,
+        deserialize_with = "crate::encoding::whole_number::optional::deserialize"
+    )]
+    #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
 }
 
@@ -412,26 +421,39 @@ impl VerificationMethod {
 #[serde(deny_unknown_fields)]
 pub struct SelfServiceSettings {
     pub scope: SelfServiceScope,
-    /// The methods users may register and verify with.
+    /// The methods users may register and verify with, each once.
+    #[schema(min_items = 1)]
     pub methods: Vec<VerificationMethod>,
     /// How many different methods a user must pass: 1 or 2.
+    #[serde(deserialize_with = "crate::encoding::whole_number::deserialize")]
+    #[schema(minimum = 1, maximum = 2)]
     pub methods_required: u8,
-    /// The questions users answer when registering security questions.
+    /// The questions users answer when registering security questions: at most 20, none
+    /// empty, each at most 200 characters.
+    #[schema(max_items = 20)]
     pub security_questions: Vec<String>,
     /// How many of them are asked at a reset: 3 to 5.
+    #[serde(deserialize_with = "crate::encoding::whole_number::deserialize")]
+    #[schema(minimum = 3, maximum = 5)]
     pub questions_asked: u8,
     /// Whether users may unlock their account without resetting the password.
     pub unlock_without_reset: bool,
     /// Whether self-service resets are written back to the directory; off, users are told to
     /// contact the helpdesk.
     pub writeback_enabled: bool,
-    /// Words no new password may contain, besides the built-in list of common passwords.
+    /// Words no new password may contain, besides the built-in list of common passwords: at
+    /// most 1000, none empty, each at most 64 characters.
+    #[schema(max_items = 1000)]
     pub banned_words: Vec<String>,
     /// The least strength a new password must have, 0 (any) to 4 (very strong).
+    #[serde(deserialize_with = "crate::encoding::whole_number::deserialize")]
+    #[schema(minimum = 0, maximum = 4)]
     pub minimum_strength: u8,
     /// What users read when they cannot help themselves: a sentence, or an https link.
+    #[schema(max_length = 500)]
     pub helpdesk: String,
     /// Users confirm their registered methods again after this many days; 0 never asks.
+    #[serde(deserialize_with = "crate::encoding::whole_number::deserialize")]
     pub reconfirm_days: u32,
     /// Email users when their password is reset or changed.
     pub notify_user_on_reset: bool,

@@ -46,6 +46,89 @@ pub mod array {
     }
 }
 
+/// A whole number, also when JSON writes it with a zero fraction (`30.0`): JSON Schema counts
+/// that an integer, so clients generated from the API description may send it.
+pub mod whole_number {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a whole number in range")
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<T, E> {
+            T::try_from(value).map_err(|_| E::custom(format!("{value} is out of range")))
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<T, E> {
+            let value = u64::try_from(value).map_err(|_| E::custom("must not be negative"))?;
+            self.visit_u64(value)
+        }
+
+        fn visit_f64<E: Error>(self, value: f64) -> Result<T, E> {
+            // Below 2^53 every whole f64 is exact, and far above any count this API takes.
+            if value.fract() != 0.0 || !(0.0..9_007_199_254_740_992.0).contains(&value) {
+                return Err(E::custom(format!("{value} is not a whole number in range")));
+            }
+            self.visit_u64(value as u64)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        deserializer.deserialize_any(Whole(PhantomData))
+    }
+
+    /// The same, or `null`.
+    pub mod optional {
+        use std::fmt;
+        use std::marker::PhantomData;
+
+        use serde::Deserializer;
+        use serde::de::Visitor;
+
+        struct MaybeWhole<T>(PhantomData<T>);
+
+        impl<'de, T: TryFrom<u64>> Visitor<'de> for MaybeWhole<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a whole number in range, or null")
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Option<T>, D::Error> {
+                super::deserialize(deserializer).map(Some)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+            deserializer: D,
+        ) -> Result<Option<T>, D::Error> {
+            deserializer.deserialize_option(MaybeWhole(PhantomData))
+        }
+    }
+}
+
 /// Joins `parts` under a domain-separation `label`, each part prefixed by its length, so that no
 /// two different lists of parts produce the same bytes. Used for signed transcripts and for the
 /// associated data of sealed secrets.

@@ -100,6 +100,11 @@ pub const CATALOGUE: &[EventDefinition] = &[
         Warning,
         "Sign-in refused: the password is right but has expired or must be changed first.",
     ),
+    event(
+        33011,
+        Warning,
+        "Refused: the request id was already used for a different operation; nothing was done.",
+    ),
     event(36001, Information, "A full directory sync started."),
     event(36002, Information, "A full directory sync completed."),
     event(
@@ -153,6 +158,7 @@ pub fn every_result_code() -> Vec<ResultCode> {
         },
         ResultCode::AgentUnavailable,
         ResultCode::Timeout,
+        ResultCode::RequestIdReused,
         ResultCode::Internal {
             detail: String::new(),
         },
@@ -174,6 +180,7 @@ pub fn every_result_code() -> Vec<ResultCode> {
             | ResultCode::DirectoryUnavailable { .. }
             | ResultCode::AgentUnavailable
             | ResultCode::Timeout
+            | ResultCode::RequestIdReused
             | ResultCode::Internal { .. } => {}
         }
     }

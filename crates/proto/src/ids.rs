@@ -86,7 +86,8 @@ hex_id!(
 
 /// 16 bytes from 32 hexadecimal digits, in order.
 pub fn parse_hex_16(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 || !text.is_ascii() {
+    // Only hexadecimal digits: `from_str_radix` alone would also take a sign.
+    if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
     let mut bytes = [0u8; 16];

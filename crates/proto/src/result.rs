@@ -56,6 +56,9 @@ pub enum ResultCode {
     },
     AgentUnavailable,
     Timeout,
+    /// The request id (an API client's Idempotency-Key) was already used for a different
+    /// operation; nothing was done.
+    RequestIdReused,
     Internal {
         detail: String,
     },
@@ -80,6 +83,7 @@ impl ResultCode {
             Self::DirectoryUnavailable { .. } => "directory_unavailable",
             Self::AgentUnavailable => "agent_unavailable",
             Self::Timeout => "timeout",
+            Self::RequestIdReused => "request_id_reused",
             Self::Internal { .. } => "internal",
         }
     }
@@ -104,6 +108,7 @@ impl ResultCode {
             Self::DirectoryUnavailable { .. } => 33001,
             Self::AgentUnavailable => 32001,
             Self::Timeout => 32000,
+            Self::RequestIdReused => 33011,
             Self::Internal { .. } => 32000,
         }
     }

@@ -550,3 +550,105 @@ async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
     }
     assert!(agent.contains("writeback_agent_sync_changes_total "));
 }
+
+/// The published API description tells the truth: schemathesis (from PyPI, installed by
+/// `cargo xtask test` into `target/tools/schemathesis`) sends generated valid and invalid requests
+/// to every operation of a live stack, signed in, and checks every answer's status, content type,
+/// headers and body against `/api/v1/openapi.json`. The run is bounded (a fixed seed, a few
+/// examples per operation) and must find nothing.
+///
+/// What the run is told: the stack's directory and one real user, so that requests reach the
+/// agent and the DC; which documented refusals a well-formed request may get, where the rule
+/// is more than a schema can say (a writeback refused by the directory's policy or the account's
+/// state, 422; self-service settings whose fields contradict each other, 400; a sign-in
+/// challenge it made up, 410); that a body larger than the API takes is refused with 413, as
+/// documented; and not to sign out the session it runs on. Its coverage phase is left out: in
+/// schemathesis 4.32.5 it stops with an internal error (a `KeyError` in its own schema walk) on
+/// this document.
+#[tokio::test]
+async fn every_api_answer_matches_the_published_openapi_document() {
+    let tool = logs::target_directory()
+        .unwrap()
+        .join("tools/schemathesis/bin/schemathesis");
+    assert!(
+        tool.exists(),
+        "{} is missing: `cargo xtask test` installs it",
+        tool.display()
+    );
+    let stack = Stack::start().await.unwrap();
+    let (user, _) = user_with_password(&stack, "conform").await;
+    let code = stack.admin_authenticator.fresh_code().await;
+    let session = stack
+        .client
+        .sign_in(
+            writeback_testkit::stack::ADMIN_EMAIL,
+            secrecy::SecretString::from(stack.admin_password.clone()),
+            Some(code),
+        )
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&session.token).to_owned();
+    logs::remember_secret(&token);
+    let config = stack.work.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[parameters]
+"path.directory" = "{directory}"
+"path.user" = "{user}"
+
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+
+[[operations]]
+include-tag = "writeback"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path = "/api/v1/settings/self-service"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401"]
+
+[[operations]]
+include-path = "/api/v1/sessions/challenge"
+checks.positive_data_acceptance.expected-statuses = ["201", "400", "401", "410", "429"]
+
+[[operations]]
+include-name = "DELETE /api/v1/sessions/current"
+enabled = false
+"#,
+            directory = stack.directory,
+        ),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(&tool)
+        .arg("--config-file")
+        .arg(&config)
+        .arg("run")
+        .arg(format!("{}/api/v1/openapi.json", stack.url()))
+        .args(["--checks", "all"])
+        .args(["--max-examples", "50", "--seed", "1", "--workers", "2"])
+        .args(["--phases", "examples,fuzzing"])
+        .args(["--tls-verify", "false", "--no-color"])
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["--report", "junit", "--report-junit-path"])
+        .arg(
+            logs::logs_directory()
+                .unwrap()
+                .join("schemathesis-junit.xml"),
+        )
+        .output()
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{printed}");
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{printed}"
+    );
+}

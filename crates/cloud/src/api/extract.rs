@@ -19,8 +19,8 @@ use crate::web::body::{BodyFailure, read_body};
 use crate::web::client::origin_of;
 pub use crate::web::failure::HttpFailure as ApiError;
 
-/// A JSON body: `Content-Type: application/json` required, size bounded by the router's body
-/// limit, parse errors described without quoting the input. The raw body is wiped after parsing
+/// A JSON object body: `Content-Type: application/json` required, size bounded by the router's
+/// body limit, parse errors described without quoting the input. The raw body is wiped after parsing
 /// when nothing else holds it.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -57,12 +57,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ),
                 BodyFailure::Unreadable => ApiError::invalid("The request body could not be read."),
             })?;
-        let parsed = serde_json::from_slice::<T>(&bytes).map_err(|error| {
-            ApiError::invalid(format!(
-                "The request body is not valid: {}.",
-                describe_json_error(&error)
-            ))
-        });
+        // Every body is a JSON object; serde would also fill a struct from an array.
+        let is_object = bytes
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|first| *first == b'{');
+        let parsed = if is_object {
+            serde_json::from_slice::<T>(&bytes).map_err(|error| {
+                ApiError::invalid(format!(
+                    "The request body is not valid: {}.",
+                    describe_json_error(&error)
+                ))
+            })
+        } else {
+            Err(ApiError::invalid("The request body must be a JSON object."))
+        };
         if let Ok(mut owned) = bytes.try_into_mut() {
             owned.as_mut().zeroize();
         }
@@ -160,5 +169,59 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                     ApiError::invalid("The Idempotency-Key header must be 32 hexadecimal digits.")
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use writeback_proto::api::AuditSettings;
+
+    use super::*;
+
+    async fn parse(content_type: &str, body: &'static str) -> Result<AuditSettings, StatusCode> {
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        JsonBody::<AuditSettings>::from_request(request, &())
+            .await
+            .map(|JsonBody(settings)| settings)
+            .map_err(|error| error.status)
+    }
+
+    #[tokio::test]
+    async fn only_a_json_object_with_the_json_content_type_is_a_body() {
+        let json = "application/json";
+        assert_eq!(
+            parse(json, r#"{"retention_days": 30.0}"#).await,
+            Ok(AuditSettings {
+                retention_days: Some(30)
+            })
+        );
+        assert_eq!(
+            parse("application/json; charset=utf-8", " {}").await,
+            Ok(AuditSettings {
+                retention_days: None
+            })
+        );
+        for refused in [
+            "[]",
+            "[30]",
+            "null",
+            "30",
+            r#"{"retention_days": 30.5}"#,
+            "",
+        ] {
+            assert_eq!(
+                parse(json, refused).await,
+                Err(StatusCode::BAD_REQUEST),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            parse("text/plain", "{}").await,
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
     }
 }

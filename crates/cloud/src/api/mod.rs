@@ -4,6 +4,7 @@ mod administrators;
 mod agents;
 mod audit;
 mod directory;
+mod document;
 mod extract;
 mod self_service;
 mod sessions;
@@ -92,12 +93,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the admin API, as served at `/api/v1/openapi.json` and committed as
 /// `docs/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    routes().1
 }
 
 /// The API's routes and its OpenAPI document, for the router to serve.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    api_routes().split_for_parts()
+    let (router, mut document) = api_routes().split_for_parts();
+    document::describe_shared_answers(&mut document);
+    (router, document)
 }
 
 /// Every `/api` route no handler claims.

@@ -22,22 +22,31 @@ pub struct AuditQuery {
     /// Unix milliseconds or an RFC 3339 time, exclusive.
     pub until: Option<String>,
     /// Who acted: part of an administrator's email, or of an agent's name.
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub actor: Option<String>,
     /// Whom it was done to: part of a user name.
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub target: Option<String>,
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub directory: Option<String>,
     /// The action, e.g. `reset_password`.
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
     pub operation: Option<String>,
     /// `success` or `failure`.
+    #[param(pattern = "^(success|failure)?$")]
     pub outcome: Option<String>,
     /// A result code, e.g. `policy_violation`.
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
     pub result_code: Option<String>,
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
     pub request_id: Option<String>,
     /// Only entries older than this id: `next_before` of the previous page.
     pub before: Option<i64>,
     /// At most this many entries (default 100).
+    #[param(minimum = 1, maximum = 50000)]
     pub limit: Option<u32>,
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)?$")]
     pub format: Option<String>,
 }
 
@@ -108,18 +117,103 @@ fn parse_time(text: Option<String>, what: &str) -> Result<Option<UnixMillis>, In
     let Some(text) = text.filter(|text| !text.is_empty()) else {
         return Ok(None);
     };
-    if let Ok(millis) = text.parse::<u64>() {
-        return Ok(Some(UnixMillis(millis)));
-    }
-    let time = humantime::parse_rfc3339_weak(&text).map_err(|_| {
+    let millis = if text.len() <= 15 && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        text.parse::<u64>().ok()
+    } else {
+        rfc3339_millis(&text)
+    };
+    millis.map(|millis| Some(UnixMillis(millis))).ok_or_else(|| {
         InputError::Invalid(format!(
-            "`{what}` must be Unix milliseconds or an RFC 3339 time such as 2026-11-22T08:00:00Z."
+            "`{what}` must be Unix milliseconds (up to 15 digits) or an RFC 3339 time such as 2026-11-22T08:00:00Z."
         ))
-    })?;
-    let since_epoch = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| InputError::Invalid(format!("`{what}` is before 1970.")))?;
-    Ok(Some(UnixMillis(since_epoch.as_millis() as u64)))
+    })
+}
+
+/// An RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.fraction]` then `Z` or `±HH:MM`, `T` and `Z` in
+/// either case) as Unix milliseconds; a time before 1970 is 1970, before every entry.
+fn rfc3339_millis(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = bytes.get(range)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators
+        .iter()
+        .any(|(index, separator)| bytes.get(*index) != Some(separator))
+        || !matches!(bytes.get(10), Some(b'T' | b't'))
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &bytes[19..];
+    let mut fraction_millis = 0;
+    if let Some((b'.', after)) = rest.split_first() {
+        let digits = after
+            .iter()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        for (place, digit) in after[..digits.min(3)].iter().enumerate() {
+            fraction_millis += i64::from(digit - b'0') * [100, 10, 1][place];
+        }
+        rest = &after[digits..];
+    }
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |tens: &u8, ones: &u8| -> Option<i64> {
+                (tens.is_ascii_digit() && ones.is_ascii_digit())
+                    .then(|| i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+            };
+            let (hours, minutes) = (two(h1, h2)?, two(m1, m2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 60 + minutes;
+            if *sign == b'-' { -offset } else { offset }
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_minutes * 60;
+    Some(u64::try_from(seconds * 1000 + fraction_millis).unwrap_or(0))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 fn word(text: Option<String>, what: &str) -> Result<Option<String>, InputError> {
@@ -269,5 +363,45 @@ mod tests {
         assert_eq!(parse_time(Some(String::new()), "since").unwrap(), None);
         let error = parse_time(Some("yesterday".into()), "since").unwrap_err();
         assert!(error.to_string().contains("RFC 3339"));
+        let at = |text: &str| parse_time(Some(text.into()), "until").ok().flatten();
+        assert_eq!(
+            at("2026-11-22T08:00:00Z"),
+            Some(UnixMillis(1_795_334_400_000))
+        );
+        assert_eq!(
+            at("2026-11-22t09:30:00.250+01:30"),
+            Some(UnixMillis(1_795_334_400_250))
+        );
+        assert_eq!(
+            at("2024-02-29T00:00:00Z"),
+            Some(UnixMillis(1_709_164_800_000))
+        );
+        assert_eq!(at("1960-01-01T00:00:00Z"), Some(UnixMillis(0)));
+        for refused in [
+            "2023-02-29T00:00:00Z",
+            "2026-11-22 08:00:00Z",
+            "2026-11-22T08:00:00",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T08:00:00.Z",
+            "2026-11-22T08:00:00+1:00",
+            "1234567890123456",
+            "+1500",
+        ] {
+            assert_eq!(at(refused), None, "{refused}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_rfc3339_time_reads_back_as_its_milliseconds(millis in 0u64..253_402_300_799_000) {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+            let text = humantime::format_rfc3339_millis(time).to_string();
+            proptest::prop_assert_eq!(rfc3339_millis(&text), Some(millis));
+        }
+
+        #[test]
+        fn any_text_is_a_time_or_a_refusal(text in "\\PC{0,40}") {
+            let _ = parse_time(Some(text), "since");
+        }
     }
 }

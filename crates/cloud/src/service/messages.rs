@@ -52,6 +52,9 @@ pub fn describe(kind: OperationKind, result: &ResultCode) -> String {
         ResultCode::Timeout => "The on-premises service did not answer in time. The change may or may not \
              have been applied: try signing in with the new password before trying again."
             .into(),
+        ResultCode::RequestIdReused => "This Idempotency-Key was already used for a different request, so nothing was done. \
+             Send this request with a new key."
+            .into(),
         ResultCode::Internal { .. } => {
             "Something went wrong inside Writeback and the outcome is unknown. Contact your administrator.".into()
         }

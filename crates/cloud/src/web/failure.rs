@@ -135,7 +135,8 @@ pub fn operation_status(result: &ResultCode) -> StatusCode {
         | ResultCode::PasswordExpired
         | ResultCode::MustChangePassword
         | ResultCode::AccountDisabled
-        | ResultCode::AccountLocked => StatusCode::UNPROCESSABLE_ENTITY,
+        | ResultCode::AccountLocked
+        | ResultCode::RequestIdReused => StatusCode::UNPROCESSABLE_ENTITY,
         ResultCode::UserNotFound => StatusCode::NOT_FOUND,
         ResultCode::AmbiguousUser => StatusCode::CONFLICT,
         ResultCode::PermissionDenied | ResultCode::ProtectedAccount | ResultCode::OutOfScope => {
