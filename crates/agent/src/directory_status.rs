@@ -34,7 +34,7 @@ pub async fn watch<D: Directory>(
     loop {
         ticker.tick().await;
         let directory = executor.directory();
-        let now = match directory.domain_policy().await {
+        let now = match executor.read_domain_policy().await {
             Ok(policy) => AgentStatus {
                 directory_reachable: true,
                 detail: None,

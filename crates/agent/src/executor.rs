@@ -7,8 +7,14 @@
 //! 4. the sealed passwords are opened (only now, and only here);
 //! 5. the new password is checked against the effective policy, for a specific reason;
 //! 6. exactly one directory modify is made, and the DC's answer is translated.
+//!
+//! The domain policy for step 5 is the one read at most [`Executor::with_policy_lifetime`] ago
+//! (the directory status check reads it at that interval anyway), so a reset costs the directory
+//! one search before its modify. A policy changed in the meantime is the DC's to enforce: it
+//! checks every password it is given.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use writeback_directory::{
@@ -40,6 +46,9 @@ pub struct Executor<D> {
     keys: KeyRing,
     guards: Guards,
     clock: Clock,
+    /// The domain policy last read, and when.
+    domain_policy: Mutex<Option<(PasswordPolicy, UnixMillis)>>,
+    policy_lifetime: Duration,
 }
 
 impl<D> std::fmt::Debug for Executor<D> {
@@ -85,11 +94,46 @@ impl<D: Directory> Executor<D> {
             keys,
             guards,
             clock,
+            domain_policy: Mutex::new(None),
+            policy_lifetime: Duration::ZERO,
         }
+    }
+
+    /// Lets a domain policy read up to `lifetime` ago stand for the current one; without it,
+    /// every password operation reads the policy again.
+    pub fn with_policy_lifetime(mut self, lifetime: Duration) -> Self {
+        self.policy_lifetime = lifetime;
+        self
     }
 
     pub fn directory(&self) -> &D {
         &self.directory
+    }
+
+    /// Reads the domain policy from the directory now, and remembers it.
+    pub async fn read_domain_policy(&self) -> Result<PasswordPolicy, DirectoryError> {
+        let policy = self.directory.domain_policy().await?;
+        *self
+            .domain_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((policy.clone(), (self.clock)()));
+        Ok(policy)
+    }
+
+    /// The domain policy read within the policy lifetime, or a fresh read.
+    async fn domain_policy(&self) -> Result<PasswordPolicy, DirectoryError> {
+        let now = (self.clock)();
+        let remembered = self
+            .domain_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match remembered {
+            Some((policy, read_at)) if now.duration_since(read_at) < self.policy_lifetime => {
+                Ok(policy)
+            }
+            _ => self.read_domain_policy().await,
+        }
     }
 
     pub async fn execute(&self, request: &Request) -> ResultCode {
@@ -156,10 +200,8 @@ impl<D: Directory> Executor<D> {
                 unlock,
             } => {
                 // The domain policy does not depend on the user: read it while the user is looked up.
-                let (found, domain_policy) = tokio::join!(
-                    self.directory.find_user(user),
-                    self.directory.domain_policy()
-                );
+                let (found, domain_policy) =
+                    tokio::join!(self.directory.find_user(user), self.domain_policy());
                 let account = match self.admit(request, found) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
@@ -205,10 +247,8 @@ impl<D: Directory> Executor<D> {
                 current_password,
                 new_password,
             } => {
-                let (found, domain_policy) = tokio::join!(
-                    self.directory.find_user(user),
-                    self.directory.domain_policy()
-                );
+                let (found, domain_policy) =
+                    tokio::join!(self.directory.find_user(user), self.domain_policy());
                 let account = match self.admit(request, found) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
@@ -722,6 +762,46 @@ mod tests {
             assert_eq!(requirements.min_length, 7);
         }
         assert_eq!(harness.executor.directory().writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_domain_policy_read_within_its_lifetime_stands_and_a_later_change_applies_after_it() {
+        let mut harness = harness();
+        harness.executor = harness
+            .executor
+            .with_policy_lifetime(Duration::from_secs(15));
+        let directory = harness.executor.directory();
+        directory.add_user("jdoe", "Old-Passw0rd!");
+        let twelve = "Twelve-Chars1";
+        let reset = |password| harness.reset("jdoe", password, RequestId::generate().unwrap());
+        assert_eq!(
+            harness.executor.execute(&reset(twelve)).await,
+            ResultCode::Success
+        );
+        let stricter = PasswordPolicy {
+            min_length: 16,
+            ..directory.domain_policy().await.unwrap()
+        };
+        directory.set_domain_policy(stricter);
+        // Within the lifetime the policy read before stands; the DC is the one to refuse.
+        harness.now.fetch_add(14_000, Ordering::Relaxed);
+        assert_eq!(
+            harness.executor.execute(&reset("Another-Twelve2")).await,
+            ResultCode::Success
+        );
+        harness.now.fetch_add(1_000, Ordering::Relaxed);
+        let result = harness.executor.execute(&reset("Third-Twelve-3")).await;
+        assert!(
+            matches!(
+                &result,
+                ResultCode::PolicyViolation {
+                    reason: PolicyReason::TooShort,
+                    requirements: Some(requirements),
+                } if requirements.min_length == 16
+            ),
+            "{result:?}"
+        );
+        assert_eq!(directory.writes(), 2);
     }
 
     #[tokio::test]

@@ -128,13 +128,17 @@ pub async fn run(
         allow_protected_accounts: config.directory.allow_protected_accounts,
         banned_passwords: config.banned_passwords.clone(),
     };
-    let executor = Arc::new(Executor::new(
-        directory,
-        journal,
-        state.keys.clone(),
-        guards,
-        Arc::new(UnixMillis::now),
-    ));
+    let check_interval = Duration::from_secs(config.directory.check_interval_seconds.max(1));
+    let executor = Arc::new(
+        Executor::new(
+            directory,
+            journal,
+            state.keys.clone(),
+            guards,
+            Arc::new(UnixMillis::now),
+        )
+        .with_policy_lifetime(check_interval),
+    );
     let policy = connection::ReconnectPolicy {
         initial_delay: Duration::from_millis(config.reconnect_initial_delay_ms.max(1)),
         max_delay: Duration::from_secs(config.reconnect_max_delay_seconds.max(1)),
@@ -148,7 +152,7 @@ pub async fn run(
     let (status_sender, directory_status) = directory_status::channel();
     tokio::spawn(directory_status::watch(
         executor.clone(),
-        Duration::from_secs(config.directory.check_interval_seconds.max(1)),
+        check_interval,
         status_sender,
     ));
     let metrics = Arc::new(metrics::AgentMetrics::default());

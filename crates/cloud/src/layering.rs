@@ -392,17 +392,13 @@ fn no_file_imports_a_file_that_imports_it() {
 }
 
 #[test]
-fn the_service_layer_knows_no_web_surface_or_router() {
+fn the_service_layer_knows_no_web_outbound_surface_or_router() {
     let root = source_directory();
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
-    // The SMS provider client is an outbound HTTPS adapter inside `service` until it moves to a
-    // layer of its own (issue 15 note); it serves nothing.
-    let outbound_clients = ["service::sms"];
     for file in files
         .iter()
         .filter(|file| layer_of(&file.module) == "service")
-        .filter(|file| !outbound_clients.contains(&file.module.as_str()))
     {
         for web_type in ["axum", "askama", "hyper::", "http::"] {
             assert!(
@@ -422,7 +418,7 @@ fn the_service_layer_knows_no_web_surface_or_router() {
                     "{module} imports {imported}"
                 );
             }
-            if importer == "web" {
+            if importer == "web" || importer == "outbound" {
                 assert!(
                     !SURFACES.contains(&imported) && imported != "router",
                     "{module} imports {imported}"

@@ -1,8 +1,8 @@
 //! `writeback-cloud`: the admin API, the console, the self-service portal, the socket agents dial
 //! into, and the use cases behind them. The only crate that speaks HTTP.
 //!
-//! Layers, each importing only from those below it: [`service`] (the use cases, no HTTP), [`web`]
-//! (what the HTTP surfaces share), the surfaces [`api`], [`console`], [`portal`] and
+//! Layers, each importing only from those below it: [`service`] (the use cases, no HTTP),
+//! [`outbound`] (clients of outside services over HTTP), [`web`] (what the HTTP surfaces share), the surfaces [`api`], [`console`], [`portal`] and
 //! [`agent_socket`], and [`router`], which assembles them. This file wires them together.
 //!
 //! Entry points: [`start`] runs the server (used by `main.rs` and, in-process, by the testkit);
@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 #[cfg(test)]
 mod layering;
+pub mod outbound;
 pub mod portal;
 pub mod router;
 pub mod service;
@@ -36,7 +37,7 @@ use service::error::io_error;
 use service::relay::Relay;
 pub use service::state::AppState;
 use service::state::stopped;
-use service::{audit_retention, hashing, notify, secrets, self_service, sms};
+use service::{audit_retention, hashing, notify, secrets, self_service};
 
 /// A running server; [`RunningCloud::stop`] shuts it down.
 #[derive(Debug)]
@@ -128,7 +129,8 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         .map_err(io_error("reading the bound address"))?;
     let (stopping, stopping_signal) = watch::channel(false);
     let mailer = notify::Mailer::from_config(&config.smtp)?;
-    let sms = sms::SmsSender::from_config(&config.sms)?;
+    let sms = outbound::sms::SmsSender::from_config(&config.sms)?
+        .map(|sender| Arc::new(sender) as Arc<dyn notify::TextMessages>);
     let portal = Arc::new(self_service::state::PortalState::with_capacity(
         config.portal_session(),
         config.resources.portal_max_flows,

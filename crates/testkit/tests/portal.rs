@@ -848,7 +848,8 @@ async fn the_portal_resists_enumeration_forgery_floods_and_stale_sessions() {
 
 #[tokio::test]
 async fn the_sms_sender_hands_texts_over_https_and_reports_a_refusal_without_the_text() {
-    use writeback_cloud::service::sms::{SmsSender, TextMessage};
+    use writeback_cloud::outbound::sms::SmsSender;
+    use writeback_cloud::service::notify::TextMessage;
     let work = std::env::temp_dir().join(format!("writeback-sms-sender-{}", std::process::id()));
     let sms = SmsProvider::start(&work).await.unwrap();
     let text = TextMessage {

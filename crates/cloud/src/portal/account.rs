@@ -26,7 +26,7 @@ use super::reset::{
     ProofTarget, START_COOKIE, fresh_request_id, method_label, password_checklist, proof_form,
     proof_page, refusal_text, start_cookie, with_start_cookie, wrong_proof,
 };
-use crate::service::notify::is_mail_address;
+use crate::service::notify::{is_mail_address, normalize_phone_number};
 use crate::service::self_service::accounts::{
     method_owner, offered_methods, owner, settings, stored_methods, usable_methods,
 };
@@ -35,7 +35,6 @@ use crate::service::self_service::recovery::{FinalOutcome, Identifier};
 use crate::service::self_service::registration::{self, Confirmation, MethodRefusal, method_name};
 use crate::service::self_service::sessions::{self, SessionHandle, SignIn, StepUp};
 use crate::service::self_service::stop::Stop;
-use crate::service::sms::normalize_phone_number;
 use crate::service::state::AppState;
 use crate::service::totp;
 use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};

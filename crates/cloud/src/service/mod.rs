@@ -8,7 +8,7 @@
 //! * [`administrator_sign_in`], [`administration`]: administrators and their sessions.
 //! * [`agents`], [`directory`], [`directory_sync`], [`health`]: agents, the synced copy of each
 //!   directory, and their health.
-//! * [`notify`], [`sms`]: mail and text messages.
+//! * [`notify`]: mail, and the port text messages go through.
 //! * [`relay`]: the connected agents and the requests in flight to them.
 
 pub mod administration;
@@ -30,7 +30,6 @@ pub mod notify;
 pub mod relay;
 pub mod secrets;
 pub mod self_service;
-pub mod sms;
 pub mod state;
 pub mod totp;
 pub mod writeback;

@@ -157,6 +157,52 @@ pub fn is_mail_address(text: &str) -> bool {
     text.len() <= 254 && !text.contains(['<', '>', ',', ' ']) && text.parse::<Mailbox>().is_ok()
 }
 
+/// One text. The body holds a one-time code and is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TextMessage {
+    /// In international format, `+` and digits only.
+    pub to: String,
+    pub body: String,
+}
+
+impl std::fmt::Debug for TextMessage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TextMessage(..)")
+    }
+}
+
+/// Where text messages go: the SMS provider's client (`outbound::sms`), kept behind this port so
+/// that the use cases know no HTTP.
+pub trait TextMessages: Send + Sync + std::fmt::Debug {
+    /// Sends `text` on a task of its own; a failure is logged, never shown.
+    fn send_later(&self, text: TextMessage);
+}
+
+/// A mobile number as typed, in international format: `+`, the country code and the number, with
+/// spaces, dashes, dots and brackets allowed between digits. Returns `+` and the digits.
+pub fn normalize_phone_number(text: &str) -> Result<String, &'static str> {
+    const PROBLEM: &str =
+        "Type the number in international format: + and the country code, e.g. +44 7700 900123.";
+    let text = text.trim();
+    let Some(rest) = text.strip_prefix('+') else {
+        return Err(PROBLEM);
+    };
+    let mut digits = String::from("+");
+    for character in rest.chars() {
+        match character {
+            '0'..='9' => digits.push(character),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(PROBLEM),
+        }
+    }
+    // E.164: at most 15 digits; no country's mobile numbers are shorter than 8 in all.
+    let count = digits.len() - 1;
+    if !(8..=15).contains(&count) || digits.starts_with("+0") {
+        return Err(PROBLEM);
+    }
+    Ok(digits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +229,63 @@ mod tests {
             ..SmtpConfig::default()
         };
         assert!(Mailer::from_config(&wrong).is_err());
+    }
+
+    #[test]
+    fn numbers_are_kept_in_international_format_only() {
+        assert_eq!(
+            normalize_phone_number(" +44 (7700) 900-123 ").unwrap(),
+            "+447700900123"
+        );
+        assert_eq!(
+            normalize_phone_number("+1.555.010.9999").unwrap(),
+            "+15550109999"
+        );
+        for wrong in [
+            "07700 900123",
+            "+44 7700 9001x3",
+            "+0 7700 900123",
+            "+1234",
+            "+1234567890123456",
+            "+44 7700 900123; rm",
+            "",
+        ] {
+            assert!(normalize_phone_number(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn a_text_message_never_shows_its_body_in_debug_output() {
+        let text = TextMessage {
+            to: "+447700900123".into(),
+            body: "Your code is 123456".into(),
+        };
+        let shown = format!("{text:?}");
+        assert!(
+            !shown.contains("123456") && !shown.contains("7700"),
+            "{shown}"
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn a_phone_number_is_normalized_to_plus_and_digits_or_refused(typed in "\\PC{0,40}") {
+                if let Ok(number) = normalize_phone_number(&typed) {
+                    prop_assert!(number.starts_with('+'));
+                    prop_assert!(number[1..].chars().all(|c| c.is_ascii_digit()));
+                    prop_assert_eq!(normalize_phone_number(&number), Ok(number.clone()));
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_mail_address_or_not(typed in "\\PC{0,300}") {
+                let _ = is_mail_address(&typed);
+            }
+        }
     }
 }

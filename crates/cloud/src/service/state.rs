@@ -10,11 +10,10 @@ use writeback_tls::Fingerprint;
 use crate::config::CloudConfig;
 use crate::service::hashing::HashingPool;
 use crate::service::metrics::CloudMetrics;
-use crate::service::notify::Mailer;
+use crate::service::notify::{Mailer, TextMessages};
 use crate::service::relay::Relay;
 use crate::service::secrets::SecretKeys;
 use crate::service::self_service::state::PortalState;
-use crate::service::sms::SmsSender;
 
 /// What every request handler and agent connection shares.
 #[derive(Debug, Clone)]
@@ -28,7 +27,7 @@ pub struct AppState {
     /// Mail for the portal and notifications; `None` when no SMTP server is configured.
     pub mailer: Option<Mailer>,
     /// Text messages for the portal; `None` when no SMS provider is configured.
-    pub sms: Option<SmsSender>,
+    pub sms: Option<Arc<dyn TextMessages>>,
     /// The portal's resets in progress and signed-in users.
     pub portal: Arc<PortalState>,
     /// Seals the secrets the store keeps.

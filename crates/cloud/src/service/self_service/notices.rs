@@ -11,10 +11,9 @@ use writeback_store::RegisteredMethod;
 use crate::service::audit::{Actor, AuditAction};
 use crate::service::directory::UserTarget;
 use crate::service::error::CloudError;
-use crate::service::notify::Mail;
+use crate::service::notify::{Mail, TextMessage};
 use crate::service::self_service::accounts::{account_detail, method_owner, owner, settings};
 use crate::service::self_service::state::PortalAccount;
-use crate::service::sms::TextMessage;
 use crate::service::state::AppState;
 
 /// Removes every self-service method of a synced user, as an administrator does for a person
