@@ -452,49 +452,34 @@ impl ApiClient {
     }
 }
 
-/// Filters of the audit log, as `writeback audit` and the API name them.
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub actor: Option<String>,
-    pub target: Option<String>,
-    pub directory: Option<String>,
-    pub operation: Option<String>,
-    pub outcome: Option<String>,
-    pub result_code: Option<String>,
-    pub request_id: Option<String>,
-    pub before: Option<i64>,
-    pub limit: Option<u32>,
-}
+pub use writeback_proto::api::AuditQuery;
 
-impl AuditQuery {
-    fn to_query_string(&self, format: &str) -> String {
-        let mut parameters = vec![format!("format={format}")];
-        let texts = [
-            ("since", &self.since),
-            ("until", &self.until),
-            ("actor", &self.actor),
-            ("target", &self.target),
-            ("directory", &self.directory),
-            ("operation", &self.operation),
-            ("outcome", &self.outcome),
-            ("result_code", &self.result_code),
-            ("request_id", &self.request_id),
-        ];
-        for (name, value) in texts {
-            if let Some(value) = value {
-                parameters.push(format!("{name}={}", percent_encode(value)));
-            }
+/// `query` as the API's query string, asking for `format` (whatever `query.format` says).
+fn audit_query_string(query: &AuditQuery, format: &str) -> String {
+    let mut parameters = vec![format!("format={format}")];
+    let texts = [
+        ("since", &query.since),
+        ("until", &query.until),
+        ("actor", &query.actor),
+        ("target", &query.target),
+        ("directory", &query.directory),
+        ("operation", &query.operation),
+        ("outcome", &query.outcome),
+        ("result_code", &query.result_code),
+        ("request_id", &query.request_id),
+    ];
+    for (name, value) in texts {
+        if let Some(value) = value {
+            parameters.push(format!("{name}={}", percent_encode(value)));
         }
-        if let Some(before) = self.before {
-            parameters.push(format!("before={before}"));
-        }
-        if let Some(limit) = self.limit {
-            parameters.push(format!("limit={limit}"));
-        }
-        parameters.join("&")
     }
+    if let Some(before) = query.before {
+        parameters.push(format!("before={before}"));
+    }
+    if let Some(limit) = query.limit {
+        parameters.push(format!("limit={limit}"));
+    }
+    parameters.join("&")
 }
 
 impl ApiClient {
@@ -551,13 +536,13 @@ impl ApiClient {
     }
 
     pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, ClientError> {
-        let path = format!("/api/v1/audit?{}", query.to_query_string("json"));
+        let path = format!("/api/v1/audit?{}", audit_query_string(query, "json"));
         Ok(self.json::<(), _>(Method::GET, &path, None, &[]).await?.1)
     }
 
     /// The matching entries as CSV, header row first.
     pub async fn audit_csv(&self, query: &AuditQuery) -> Result<String, ClientError> {
-        let path = format!("/api/v1/audit?{}", query.to_query_string("csv"));
+        let path = format!("/api/v1/audit?{}", audit_query_string(query, "csv"));
         let body = self.expect_success(Method::GET, &path).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }

@@ -652,6 +652,7 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                 request_id: request_id.clone(),
                 before: None,
                 limit: *limit,
+                format: None,
             };
             match (format.as_str(), arguments.json) {
                 ("csv", _) => print!("{}", client.audit_csv(&query).await?),

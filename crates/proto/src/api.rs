@@ -265,6 +265,44 @@ pub struct AuditPage {
     pub next_before: Option<i64>,
 }
 
+/// Filters of the audit log, as the API takes them and `writeback audit` sends them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Unix milliseconds or an RFC 3339 time, inclusive.
+    pub since: Option<String>,
+    /// Unix milliseconds or an RFC 3339 time, exclusive.
+    pub until: Option<String>,
+    /// Who acted: part of an administrator's email, or of an agent's name.
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub actor: Option<String>,
+    /// Whom it was done to: part of a user name.
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub target: Option<String>,
+    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub directory: Option<String>,
+    /// The action, e.g. `reset_password`.
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
+    pub operation: Option<String>,
+    /// `success` or `failure`.
+    #[param(pattern = "^(success|failure)?$")]
+    pub outcome: Option<String>,
+    /// A result code, e.g. `policy_violation`.
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
+    pub result_code: Option<String>,
+    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
+    pub request_id: Option<String>,
+    /// Only entries older than this id: `next_before` of the previous page.
+    pub before: Option<i64>,
+    /// At most this many entries (default 100).
+    #[param(minimum = 1, maximum = 50000)]
+    pub limit: Option<u32>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)?$")]
+    pub format: Option<String>,
+}
+
 /// How long the audit log keeps entries. `None` keeps them for ever.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

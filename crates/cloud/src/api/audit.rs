@@ -9,7 +9,9 @@ use writeback_proto::api::{AuditPage, AuditSettings, ErrorResponse};
 use super::directory::query;
 use super::extract::{ApiError, JsonBody};
 use crate::service::administrator_sign_in::SignedIn;
-use crate::service::audit_log::{AuditQuery, entries};
+use writeback_proto::api::AuditQuery;
+
+use crate::service::audit_log::{entries, filter};
 use crate::service::audit_retention;
 use crate::service::state::AppState;
 use crate::web::audit_export::export;
@@ -20,7 +22,7 @@ pub async fn list_audit(
     _signed_in: SignedIn,
     request: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (filter, format) = query(request)?.filter()?;
+    let (filter, format) = filter(query(request)?)?;
     let entries = entries(&state, &filter).await.map_err(ApiError::internal)?;
     Ok(export(entries, format, filter.limit))
 }

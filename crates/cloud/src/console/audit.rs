@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use writeback_proto::api::{
-    AuditEntryView, AuditOutcomeView, AuditSettings, SelfServiceScope, SelfServiceSettings,
-    VerificationMethod,
+    AuditEntryView, AuditOutcomeView, AuditQuery, AuditSettings, SelfServiceScope,
+    SelfServiceSettings, VerificationMethod,
 };
 
 use super::pages::{
@@ -15,7 +15,7 @@ use super::pages::{
     format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
-use crate::service::audit_log::{AuditQuery, entries, next_before};
+use crate::service::audit_log::{entries, filter, next_before};
 use crate::service::audit_retention;
 use crate::service::self_service::settings as self_service;
 use crate::service::state::AppState;
@@ -156,7 +156,7 @@ pub async fn audit_log(
         error: None,
     };
     let selected = async {
-        let (filter, _) = query.api_query(PAGE_SIZE).filter()?;
+        let (filter, _) = filter(query.api_query(PAGE_SIZE))?;
         entries(&state, &filter).await.map_err(ApiError::internal)
     }
     .await;
@@ -185,7 +185,7 @@ pub async fn export(
             .into_response();
     };
     let exported = async {
-        let (filter, format) = query.api_query(EXPORT_LIMIT).filter()?;
+        let (filter, format) = filter(query.api_query(EXPORT_LIMIT))?;
         let selected = entries(&state, &filter).await.map_err(ApiError::internal)?;
         Ok::<_, ApiError>(export_entries(selected, format, filter.limit))
     }

@@ -3,10 +3,11 @@
 
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use writeback_proto::time::UnixMillis;
 
 use crate::web::failure::HttpFailure as ApiError;
+pub use crate::web::pages::{Notice, render};
 
 /// What signed-in pages share: the navigation, who is signed in, the sign-out form's token.
 #[derive(Debug, Clone)]
@@ -37,45 +38,6 @@ impl Layout {
 
     pub fn is_current(&self, section: &str) -> bool {
         self.section == section
-    }
-}
-
-/// A banner: `tone` is the CSS class (`good` or `bad`).
-#[derive(Debug, Clone)]
-pub struct Notice {
-    pub tone: &'static str,
-    pub text: String,
-}
-
-impl Notice {
-    pub fn good(text: impl Into<String>) -> Self {
-        Self {
-            tone: "good",
-            text: text.into(),
-        }
-    }
-
-    pub fn bad(text: impl Into<String>) -> Self {
-        Self {
-            tone: "bad",
-            text: text.into(),
-        }
-    }
-}
-
-/// Renders `page` with `status`. A template that fails to render is a bug; the answer is then a
-/// plain 500 rather than half a page.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rendering a console page failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong inside Writeback.",
-            )
-                .into_response()
-        }
     }
 }
 

@@ -5,8 +5,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use writeback_proto::time::UnixMillis;
@@ -21,10 +19,10 @@ use crate::service::administrator_sign_in::{
 };
 use crate::service::auth::{new_token, token_hash};
 use crate::service::state::AppState;
-use crate::service::totp;
 use crate::web::browser_form::form_fields;
 use crate::web::client::Origin;
 use crate::web::failure::HttpFailure as ApiError;
+use crate::web::pages::AuthenticatorPicture;
 
 const PRE_SIGN_IN_SECONDS: u64 = 3600;
 
@@ -210,28 +208,18 @@ fn enrolment_page(
     error: Option<&str>,
 ) -> Response {
     let email = &challenge.administrator.email;
-    let uri = totp::provisioning_uri("Writeback", email, secret);
-    let svg = match qrcode::QrCode::new(uri.as_bytes()) {
-        Ok(code) => code
-            .render::<qrcode::render::svg::Color>()
-            .min_dimensions(200, 200)
-            .build(),
+    let picture = match AuthenticatorPicture::new("Writeback", email, secret) {
+        Ok(picture) => picture,
         Err(error) => return internal(error),
     };
-    let manual_key = totp::base32(secret)
-        .as_bytes()
-        .chunks(4)
-        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
     render(
         status,
         &EnrolPage {
             layout: None,
             csrf: csrf_token(token),
             email: email.clone(),
-            manual_key,
-            qr_data_uri: format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg)),
+            manual_key: picture.manual_key,
+            qr_data_uri: format!("data:image/svg+xml;base64,{}", picture.qr_svg_base64),
             error: error.map(str::to_owned),
         },
     )

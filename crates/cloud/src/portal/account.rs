@@ -7,8 +7,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use writeback_proto::api::{SelfServiceSettings, VerificationMethod};
@@ -36,9 +34,9 @@ use crate::service::self_service::registration::{self, Confirmation, MethodRefus
 use crate::service::self_service::sessions::{self, SessionHandle, SignIn, StepUp};
 use crate::service::self_service::stop::Stop;
 use crate::service::state::AppState;
-use crate::service::totp;
 use crate::web::browser_form::{BrowserForm, cookie, csrf_token, form_fields, set_cookie};
 use crate::web::client::Origin;
+use crate::web::pages::AuthenticatorPicture;
 
 pub const SESSION_COOKIE: &str = "__Host-writeback-portal";
 
@@ -694,26 +692,17 @@ fn authenticator_page(
     status: StatusCode,
 ) -> Response {
     let account = context.handle.account();
-    let uri = totp::provisioning_uri("Writeback self-service", &account.audit_name(), secret);
-    let svg = match qrcode::QrCode::new(uri.as_bytes()) {
-        Ok(code) => code
-            .render::<qrcode::render::svg::Color>()
-            .min_dimensions(200, 200)
-            .build(),
-        Err(error) => return internal(error),
-    };
-    let manual_key = totp::base32(secret)
-        .as_bytes()
-        .chunks(4)
-        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let picture =
+        match AuthenticatorPicture::new("Writeback self-service", &account.audit_name(), secret) {
+            Ok(picture) => picture,
+            Err(error) => return internal(error),
+        };
     render(
         status,
         &AuthenticatorPage {
             csrf: context.csrf.clone(),
-            qr_svg_base64: STANDARD.encode(svg),
-            manual_key,
+            qr_svg_base64: picture.qr_svg_base64,
+            manual_key: picture.manual_key,
             notice,
         },
     )

@@ -3,49 +3,12 @@
 
 use askama::Template;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use writeback_proto::api::SelfServiceSettings;
 use writeback_proto::result::PolicyRequirements;
 
 use crate::service::self_service::checks::common_passwords;
-
-/// Renders `page`; a template that fails to render is a bug, answered with a plain 500.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rendering a portal page failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong inside Writeback.",
-            )
-                .into_response()
-        }
-    }
-}
-
-/// A banner: `tone` is the CSS class (`good` or `bad`).
-#[derive(Debug, Clone)]
-pub struct Notice {
-    pub tone: &'static str,
-    pub text: String,
-}
-
-impl Notice {
-    pub fn good(text: impl Into<String>) -> Self {
-        Self {
-            tone: "good",
-            text: text.into(),
-        }
-    }
-
-    pub fn bad(text: impl Into<String>) -> Self {
-        Self {
-            tone: "bad",
-            text: text.into(),
-        }
-    }
-}
+pub use crate::web::pages::{Notice, render};
 
 /// A page that only tells something: a result, or why the person cannot go on, and where to go.
 #[derive(Debug, Template)]

@@ -1,8 +1,7 @@
 //! Reading the audit log: the filters a caller may ask for, validated, and the entries as views
 //! and as CSV. There is deliberately no way to change or delete an entry.
 
-use serde::Deserialize;
-use writeback_proto::api::{AuditEntryView, AuditOutcomeView};
+use writeback_proto::api::{AuditEntryView, AuditOutcomeView, AuditQuery};
 use writeback_proto::time::UnixMillis;
 use writeback_store::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome, StoreError};
 
@@ -13,43 +12,6 @@ const DEFAULT_PAGE: u32 = 100;
 /// An export may be large, but one answer stays bounded; page with `before` past this.
 const MAX_PAGE: u32 = 50_000;
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Unix milliseconds or an RFC 3339 time, inclusive.
-    pub since: Option<String>,
-    /// Unix milliseconds or an RFC 3339 time, exclusive.
-    pub until: Option<String>,
-    /// Who acted: part of an administrator's email, or of an agent's name.
-    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
-    pub actor: Option<String>,
-    /// Whom it was done to: part of a user name.
-    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
-    pub target: Option<String>,
-    #[param(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
-    pub directory: Option<String>,
-    /// The action, e.g. `reset_password`.
-    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
-    pub operation: Option<String>,
-    /// `success` or `failure`.
-    #[param(pattern = "^(success|failure)?$")]
-    pub outcome: Option<String>,
-    /// A result code, e.g. `policy_violation`.
-    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
-    pub result_code: Option<String>,
-    #[param(max_length = 256, pattern = "^[A-Za-z0-9_]*$")]
-    pub request_id: Option<String>,
-    /// Only entries older than this id: `next_before` of the previous page.
-    pub before: Option<i64>,
-    /// At most this many entries (default 100).
-    #[param(minimum = 1, maximum = 50000)]
-    pub limit: Option<u32>,
-    /// `json` (default) or `csv`.
-    #[param(pattern = "^(json|csv)?$")]
-    pub format: Option<String>,
-}
-
 /// The format an audit query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditFormat {
@@ -57,39 +19,37 @@ pub enum AuditFormat {
     Csv,
 }
 
-impl AuditQuery {
-    /// The store filter and format this query asks for, or why it is not valid.
-    pub fn filter(self) -> Result<(AuditFilter, AuditFormat), InputError> {
-        let outcome = match self.outcome.as_deref() {
-            None | Some("") => None,
-            Some("success") => Some(AuditOutcome::Success),
-            Some("failure") => Some(AuditOutcome::Failure),
-            Some(_) => {
-                return Err(InputError::Invalid(
-                    "`outcome` must be success or failure.".into(),
-                ));
-            }
-        };
-        let format = match self.format.as_deref() {
-            None | Some("" | "json") => AuditFormat::Json,
-            Some("csv") => AuditFormat::Csv,
-            Some(_) => return Err(InputError::Invalid("`format` must be json or csv.".into())),
-        };
-        let filter = AuditFilter {
-            since: parse_time(self.since, "since")?,
-            until: parse_time(self.until, "until")?,
-            actor: search_text(self.actor, "actor")?,
-            target: search_text(self.target, "target")?,
-            directory: search_text(self.directory, "directory")?,
-            action: word(self.operation, "operation")?,
-            outcome,
-            result_code: word(self.result_code, "result_code")?,
-            request_id: word(self.request_id, "request_id")?,
-            before_id: self.before,
-            limit: limit(self.limit, DEFAULT_PAGE, MAX_PAGE)?,
-        };
-        Ok((filter, format))
-    }
+/// The store filter and format `query` asks for, or why it is not valid.
+pub fn filter(query: AuditQuery) -> Result<(AuditFilter, AuditFormat), InputError> {
+    let outcome = match query.outcome.as_deref() {
+        None | Some("") => None,
+        Some("success") => Some(AuditOutcome::Success),
+        Some("failure") => Some(AuditOutcome::Failure),
+        Some(_) => {
+            return Err(InputError::Invalid(
+                "`outcome` must be success or failure.".into(),
+            ));
+        }
+    };
+    let format = match query.format.as_deref() {
+        None | Some("" | "json") => AuditFormat::Json,
+        Some("csv") => AuditFormat::Csv,
+        Some(_) => return Err(InputError::Invalid("`format` must be json or csv.".into())),
+    };
+    let filter = AuditFilter {
+        since: parse_time(query.since, "since")?,
+        until: parse_time(query.until, "until")?,
+        actor: search_text(query.actor, "actor")?,
+        target: search_text(query.target, "target")?,
+        directory: search_text(query.directory, "directory")?,
+        action: word(query.operation, "operation")?,
+        outcome,
+        result_code: word(query.result_code, "result_code")?,
+        request_id: word(query.request_id, "request_id")?,
+        before_id: query.before,
+        limit: limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?,
+    };
+    Ok((filter, format))
 }
 
 /// The entries `filter` selects, newest first.
