@@ -215,18 +215,19 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                         let operation = request.operation.kind();
                         let started = std::time::Instant::now();
                         metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-                        let result = executor.execute(&request).await;
+                        let verdict = executor.execute(&request).await;
                         metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
                         metrics
                             .operations
-                            .increment(&[operation.as_str(), result.code()]);
+                            .increment(&[operation.as_str(), verdict.result.code()]);
                         metrics
                             .operation_seconds
                             .observe(&[operation.as_str()], started.elapsed().as_secs_f64());
                         let _ = results
                             .send(Response {
                                 request_id: request.request_id,
-                                result,
+                                result: verdict.result,
+                                warnings: verdict.warnings,
                             })
                             .await;
                     });

@@ -22,8 +22,8 @@ use writeback_directory::{
 };
 use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
 use writeback_proto::intent::sealed_field_context;
-use writeback_proto::operation::{Operation, OperationKind, Request, UserRef};
-use writeback_proto::result::{PolicyRequirements, ResultCode};
+use writeback_proto::operation::{Operation, OperationKind, Request, UserRef, Verdict};
+use writeback_proto::result::{OutcomeWarning, PolicyRequirements, ResultCode};
 use writeback_proto::sealing::{SealedSecret, SecretField};
 use writeback_proto::time::UnixMillis;
 
@@ -63,20 +63,31 @@ impl<D> std::fmt::Debug for Executor<D> {
 /// An outcome, and whether the journal should keep it for repeats. Outcomes reached without
 /// touching the directory for a passing reason are not kept: a retry deserves a real attempt.
 struct Outcome {
-    result: ResultCode,
+    verdict: Verdict,
     keep: bool,
 }
 
 impl Outcome {
     fn kept(result: ResultCode) -> Self {
-        Self { result, keep: true }
+        Self {
+            verdict: result.into(),
+            keep: true,
+        }
     }
 
     fn passing(result: ResultCode) -> Self {
         Self {
-            result,
+            verdict: result.into(),
             keep: false,
         }
+    }
+
+    /// A success that had less effect than asked: see [`OutcomeWarning`].
+    fn warning_of(mut self, warning: Option<OutcomeWarning>) -> Self {
+        if self.verdict.result.is_success() {
+            self.verdict.warnings.extend(warning);
+        }
+        self
     }
 }
 
@@ -136,23 +147,23 @@ impl<D: Directory> Executor<D> {
         }
     }
 
-    pub async fn execute(&self, request: &Request) -> ResultCode {
+    pub async fn execute(&self, request: &Request) -> Verdict {
         let fingerprint = request.operation.fingerprint();
         loop {
             match self.journal.begin(request.request_id, &fingerprint) {
-                Begin::Finished(result) => {
-                    tracing::info!(request_id = %request.request_id, result = result.code(), "repeated request id: answering the recorded outcome without touching the directory");
-                    return result;
+                Begin::Finished(verdict) => {
+                    tracing::info!(request_id = %request.request_id, result = verdict.result.code(), "repeated request id: answering the recorded outcome without touching the directory");
+                    return verdict;
                 }
                 Begin::Conflict => {
                     tracing::warn!(request_id = %request.request_id, "request id reused for a different operation; refused");
-                    return ResultCode::RequestIdReused;
+                    return ResultCode::RequestIdReused.into();
                 }
                 Begin::Running(mut finished) => {
-                    if let Ok(result) = finished.wait_for(Option::is_some).await
-                        && let Some(result) = result.clone()
+                    if let Ok(verdict) = finished.wait_for(Option::is_some).await
+                        && let Some(verdict) = verdict.clone()
                     {
-                        return result;
+                        return verdict;
                     }
                 }
                 Begin::Fresh(guard) => {
@@ -164,13 +175,14 @@ impl<D: Directory> Executor<D> {
                         request_id = %request.request_id,
                         %operation,
                         user = %request.operation.user(),
-                        result = outcome.result.code(),
-                        event_id = outcome.result.event_id(),
+                        result = outcome.verdict.result.code(),
+                        warnings = ?outcome.verdict.warnings,
+                        event_id = outcome.verdict.result.event_id(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "operation done"
                     );
-                    guard.finish(&outcome.result, outcome.keep, (self.clock)());
-                    return outcome.result;
+                    guard.finish(&outcome.verdict, outcome.keep, (self.clock)());
+                    return outcome.verdict;
                 }
             }
         }
@@ -192,6 +204,7 @@ impl<D: Directory> Executor<D> {
                 }
                 let written = self.directory.unlock(&account).await;
                 write_outcome(written, OperationKind::Unlock, None)
+                    .warning_of((!account.locked_out).then_some(OutcomeWarning::WasNotLocked))
             }
             Operation::ResetPassword {
                 user,
@@ -236,11 +249,14 @@ impl<D: Directory> Executor<D> {
                     .directory
                     .reset_password(&account, &new_password, options)
                     .await;
+                // With DONT_EXPIRE_PASSWORD the DC takes pwdLastSet = 0 and never asks the user.
+                let ignored = *must_change && account.password_never_expires;
                 write_outcome(
                     written,
                     OperationKind::ResetPassword,
                     policy.as_ref().map(|policy| (policy, enforce_history)),
                 )
+                .warning_of(ignored.then_some(OutcomeWarning::MustChangeIgnored))
             }
             Operation::ChangePassword {
                 user,
@@ -645,7 +661,7 @@ mod tests {
         let verdict = |name: &'static str, password: &'static str| {
             let request = harness.verify(name, password);
             let executor = &harness.executor;
-            async move { executor.execute(&request).await }
+            async move { executor.execute(&request).await.result }
         };
         assert_eq!(
             verdict("jdoe", "Right-Passw0rd!").await,
@@ -681,7 +697,7 @@ mod tests {
             .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         assert_eq!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::Success
         );
         assert_eq!(
@@ -689,7 +705,7 @@ mod tests {
             "New-Passw0rd!"
         );
         assert_eq!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::Success
         );
         assert_eq!(harness.executor.directory().writes(), 1);
@@ -707,7 +723,10 @@ mod tests {
             harness.executor.execute(&request),
             harness.executor.execute(&request)
         );
-        assert_eq!((first, second), (ResultCode::Success, ResultCode::Success));
+        assert_eq!(
+            (first.result, second.result),
+            (ResultCode::Success, ResultCode::Success)
+        );
         assert_eq!(harness.executor.directory().writes(), 1);
     }
 
@@ -731,7 +750,11 @@ mod tests {
             ("nobody", ResultCode::UserNotFound),
         ] {
             let request = harness.reset(name, "Fine-Passw0rd!", RequestId::generate().unwrap());
-            assert_eq!(harness.executor.execute(&request).await, expected, "{name}");
+            assert_eq!(
+                harness.executor.execute(&request).await.result,
+                expected,
+                "{name}"
+            );
         }
         assert_eq!(directory.writes(), 0);
     }
@@ -750,7 +773,7 @@ mod tests {
             ("I-love-Contoso-1", PolicyReason::Banned),
         ] {
             let request = harness.reset("jdoe", password, RequestId::generate().unwrap());
-            let result = harness.executor.execute(&request).await;
+            let result = harness.executor.execute(&request).await.result;
             let ResultCode::PolicyViolation {
                 reason: got,
                 requirements: Some(requirements),
@@ -775,7 +798,7 @@ mod tests {
         let twelve = "Twelve-Chars1";
         let reset = |password| harness.reset("jdoe", password, RequestId::generate().unwrap());
         assert_eq!(
-            harness.executor.execute(&reset(twelve)).await,
+            harness.executor.execute(&reset(twelve)).await.result,
             ResultCode::Success
         );
         let stricter = PasswordPolicy {
@@ -786,11 +809,19 @@ mod tests {
         // Within the lifetime the policy read before stands; the DC is the one to refuse.
         harness.now.fetch_add(14_000, Ordering::Relaxed);
         assert_eq!(
-            harness.executor.execute(&reset("Another-Twelve2")).await,
+            harness
+                .executor
+                .execute(&reset("Another-Twelve2"))
+                .await
+                .result,
             ResultCode::Success
         );
         harness.now.fetch_add(1_000, Ordering::Relaxed);
-        let result = harness.executor.execute(&reset("Third-Twelve-3")).await;
+        let result = harness
+            .executor
+            .execute(&reset("Third-Twelve-3"))
+            .await
+            .result;
         assert!(
             matches!(
                 &result,
@@ -802,6 +833,48 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(directory.writes(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_success_says_what_part_of_it_had_no_effect() {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        let mut never_expires = directory.add_user("kiosk", "Old-Passw0rd!");
+        never_expires.password_never_expires = true;
+        directory.put(never_expires, "Old-Passw0rd!");
+        directory.add_user("jdoe", "Old-Passw0rd!");
+        let must_change = |name| {
+            let mut request = harness.reset(name, "New-Passw0rd!", RequestId::generate().unwrap());
+            if let Operation::ResetPassword { must_change, .. } = &mut request.operation {
+                *must_change = true;
+            }
+            request
+        };
+        let ignored = harness.executor.execute(&must_change("kiosk")).await;
+        assert_eq!(ignored.result, ResultCode::Success);
+        assert_eq!(ignored.warnings, [OutcomeWarning::MustChangeIgnored]);
+        let honoured = harness.executor.execute(&must_change("jdoe")).await;
+        assert_eq!(honoured, Verdict::from(ResultCode::Success));
+
+        let unlock = |name| Request {
+            request_id: RequestId::generate().unwrap(),
+            deadline: harness.deadline(),
+            operation: Operation::Unlock {
+                user: UserRef::logon_name(name).unwrap(),
+            },
+        };
+        let not_locked = harness.executor.execute(&unlock("jdoe")).await;
+        assert_eq!(not_locked.result, ResultCode::Success);
+        assert_eq!(not_locked.warnings, [OutcomeWarning::WasNotLocked]);
+        let mut locked = directory.add_user("locked", "Old-Passw0rd!");
+        locked.locked_out = true;
+        directory.put(locked, "Old-Passw0rd!");
+        let unlocked = harness.executor.execute(&unlock("locked")).await;
+        assert_eq!(unlocked, Verdict::from(ResultCode::Success));
+        // A refusal carries no warning: nothing had an effect.
+        let mut refused = must_change("kiosk");
+        refused.deadline = UnixMillis(0);
+        assert_eq!(harness.executor.execute(&refused).await.warnings, []);
     }
 
     #[tokio::test]
@@ -823,7 +896,7 @@ mod tests {
             });
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert!(matches!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::PolicyViolation {
                 reason: PolicyReason::TooYoung,
                 ..
@@ -840,12 +913,12 @@ mod tests {
             .add_user("jdoe", "Old-Passw0rd!");
         let wrong = harness.change("jdoe", "Wrong-Passw0rd!", "New-Passw0rd!");
         assert_eq!(
-            harness.executor.execute(&wrong).await,
+            harness.executor.execute(&wrong).await.result,
             ResultCode::WrongCurrentPassword
         );
         let same = harness.change("jdoe", "Old-Passw0rd!", "Old-Passw0rd!");
         assert!(matches!(
-            harness.executor.execute(&same).await,
+            harness.executor.execute(&same).await.result,
             ResultCode::PolicyViolation {
                 reason: PolicyReason::InHistory,
                 ..
@@ -856,7 +929,7 @@ mod tests {
         harness.executor.directory().put(locked, "Old-Passw0rd!");
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert_eq!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::AccountLocked
         );
     }
@@ -871,7 +944,7 @@ mod tests {
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         harness.now.fetch_add(60_000, Ordering::Relaxed);
         assert_eq!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::Timeout
         );
         assert_eq!(harness.executor.directory().writes(), 0);
@@ -880,7 +953,7 @@ mod tests {
             ..request
         };
         assert_eq!(
-            harness.executor.execute(&retried).await,
+            harness.executor.execute(&retried).await.result,
             ResultCode::Success
         );
     }
@@ -898,7 +971,7 @@ mod tests {
             ..original
         };
         assert!(matches!(
-            harness.executor.execute(&replayed).await,
+            harness.executor.execute(&replayed).await.result,
             ResultCode::Internal { .. }
         ));
         assert_eq!(harness.executor.directory().writes(), 0);
@@ -919,12 +992,12 @@ mod tests {
             )));
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         assert!(matches!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::DirectoryUnavailable { .. }
         ));
         harness.executor.directory().fail_with(None);
         assert_eq!(
-            harness.executor.execute(&request).await,
+            harness.executor.execute(&request).await.result,
             ResultCode::Success
         );
     }

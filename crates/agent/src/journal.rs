@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use writeback_proto::ids::RequestId;
-use writeback_proto::result::ResultCode;
+use writeback_proto::operation::Verdict;
 use writeback_proto::time::UnixMillis;
 
 use crate::AgentError;
@@ -27,7 +27,8 @@ use crate::AgentError;
 struct Line {
     request_id: RequestId,
     fingerprint: String,
-    result: ResultCode,
+    #[serde(flatten)]
+    verdict: Verdict,
     at: UnixMillis,
 }
 
@@ -35,11 +36,11 @@ struct Line {
 enum Entry {
     Running {
         fingerprint: String,
-        finished: watch::Receiver<Option<ResultCode>>,
+        finished: watch::Receiver<Option<Verdict>>,
     },
     Done {
         fingerprint: String,
-        result: ResultCode,
+        verdict: Verdict,
         at: UnixMillis,
     },
 }
@@ -50,9 +51,9 @@ pub enum Begin<'a> {
     /// First sight: apply it, then [`RunningGuard::finish`].
     Fresh(RunningGuard<'a>),
     /// Already applied: this is the outcome.
-    Finished(ResultCode),
+    Finished(Verdict),
     /// Being applied right now: wait for it.
-    Running(watch::Receiver<Option<ResultCode>>),
+    Running(watch::Receiver<Option<Verdict>>),
     /// The id was used for a different operation.
     Conflict,
 }
@@ -64,7 +65,7 @@ pub struct RunningGuard<'a> {
     journal: &'a Journal,
     request_id: RequestId,
     fingerprint: String,
-    finished: Option<watch::Sender<Option<ResultCode>>>,
+    finished: Option<watch::Sender<Option<Verdict>>>,
 }
 
 #[derive(Debug)]
@@ -109,7 +110,7 @@ impl Journal {
                         parsed.request_id,
                         Entry::Done {
                             fingerprint: parsed.fingerprint.clone(),
-                            result: parsed.result.clone(),
+                            verdict: parsed.verdict.clone(),
                             at: parsed.at,
                         },
                     );
@@ -151,7 +152,7 @@ impl Journal {
                     fingerprint: seen, ..
                 },
             ) if seen != fingerprint => Begin::Conflict,
-            Some(Entry::Done { result, .. }) => Begin::Finished(result.clone()),
+            Some(Entry::Done { verdict, .. }) => Begin::Finished(verdict.clone()),
             Some(Entry::Running { finished, .. }) => Begin::Running(finished.clone()),
             None => {
                 let (sender, receiver) = watch::channel(None);
@@ -209,7 +210,7 @@ fn flush_later(file: File, request_id: RequestId) {
 
 impl RunningGuard<'_> {
     /// Records the outcome (when `keep`) and hands it to anyone waiting.
-    pub fn finish(mut self, result: &ResultCode, keep: bool, now: UnixMillis) {
+    pub fn finish(mut self, verdict: &Verdict, keep: bool, now: UnixMillis) {
         let journal = self.journal;
         let mut entries = lock(&journal.entries);
         entries.retain(|_, entry| !matches!(entry, Entry::Done { at, .. } if now.duration_since(*at) >= journal.retention));
@@ -218,7 +219,7 @@ impl RunningGuard<'_> {
                 self.request_id,
                 Entry::Done {
                     fingerprint: self.fingerprint.clone(),
-                    result: result.clone(),
+                    verdict: verdict.clone(),
                     at: now,
                 },
             );
@@ -226,7 +227,7 @@ impl RunningGuard<'_> {
             journal.append(&Line {
                 request_id: self.request_id,
                 fingerprint: self.fingerprint.clone(),
-                result: result.clone(),
+                verdict: verdict.clone(),
                 at: now,
             });
         } else {
@@ -234,7 +235,7 @@ impl RunningGuard<'_> {
             drop(entries);
         }
         if let Some(finished) = self.finished.take() {
-            let _ = finished.send(Some(result.clone()));
+            let _ = finished.send(Some(verdict.clone()));
         }
     }
 }
@@ -249,6 +250,8 @@ impl Drop for RunningGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    use writeback_proto::result::{OutcomeWarning, ResultCode};
+
     use super::*;
 
     const NOW: UnixMillis = UnixMillis(10_000_000);
@@ -268,10 +271,13 @@ mod tests {
             panic!("first sight is fresh");
         };
         assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Running(_)));
-        guard.finish(&ResultCode::Success, true, NOW);
+        guard.finish(&Verdict::from(ResultCode::Success), true, NOW);
         assert!(matches!(
             journal.begin(id, "reset|jdoe"),
-            Begin::Finished(ResultCode::Success)
+            Begin::Finished(Verdict {
+                result: ResultCode::Success,
+                ..
+            })
         ));
         assert!(matches!(journal.begin(id, "unlock|jdoe"), Begin::Conflict));
     }
@@ -283,7 +289,7 @@ mod tests {
         let Begin::Fresh(guard) = journal.begin(id, "f") else {
             panic!()
         };
-        guard.finish(&ResultCode::Timeout, false, NOW);
+        guard.finish(&Verdict::from(ResultCode::Timeout), false, NOW);
         assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
     }
 
@@ -312,9 +318,9 @@ mod tests {
         let Begin::Running(mut waiter) = journal.begin(id, "f") else {
             panic!()
         };
-        guard.finish(&ResultCode::AccountDisabled, true, NOW);
+        guard.finish(&Verdict::from(ResultCode::AccountDisabled), true, NOW);
         let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
-        assert_eq!(outcome, Some(ResultCode::AccountDisabled));
+        assert_eq!(outcome, Some(Verdict::from(ResultCode::AccountDisabled)));
     }
 
     #[test]
@@ -326,7 +332,11 @@ mod tests {
             let Begin::Fresh(guard) = journal.begin(id, "f") else {
                 panic!()
             };
-            guard.finish(&ResultCode::Success, true, NOW);
+            let verdict = Verdict {
+                result: ResultCode::Success,
+                warnings: vec![OutcomeWarning::WasNotLocked],
+            };
+            guard.finish(&verdict, true, NOW);
         }
         std::fs::OpenOptions::new()
             .append(true)
@@ -342,7 +352,8 @@ mod tests {
         .unwrap();
         assert!(matches!(
             reopened.begin(id, "f"),
-            Begin::Finished(ResultCode::Success)
+            Begin::Finished(Verdict { result: ResultCode::Success, warnings })
+                if warnings == [OutcomeWarning::WasNotLocked]
         ));
         drop(reopened);
         let expired = Journal::open(
@@ -367,7 +378,7 @@ mod tests {
             serde_json::to_string(&Line {
                 request_id,
                 fingerprint: fingerprint.to_owned(),
-                result: ResultCode::Success,
+                verdict: Verdict::from(ResultCode::Success),
                 at: NOW,
             })
             .unwrap()
@@ -400,10 +411,11 @@ mod tests {
                 std::fs::write(&path, text).unwrap();
                 let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
                 for id in ids {
-                    prop_assert!(matches!(
+                    let answered = matches!(
                         journal.begin(id, "reset|jdoe"),
-                        Begin::Finished(ResultCode::Success)
-                    ));
+                        Begin::Finished(Verdict { result: ResultCode::Success, .. })
+                    );
+                    prop_assert!(answered);
                 }
                 drop(journal);
                 std::fs::remove_dir_all(path.parent().unwrap()).unwrap();

@@ -460,6 +460,13 @@ fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode>
         };
         println!("  result:     {}{detail}", response.result.code());
         println!("  request id: {}", response.request_id);
+        for warning in &response.warnings {
+            println!(
+                "  warning:    {} ({})",
+                warning.message,
+                warning.code.code()
+            );
+        }
     }
     Ok(if response.result.is_success() {
         ExitCode::SUCCESS

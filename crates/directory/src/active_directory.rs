@@ -25,6 +25,7 @@ use crate::{Directory, DirectoryError, ResetOptions, SignInVerdict, UserAccount}
 
 pub(crate) const UF_ACCOUNTDISABLE: u64 = 0x2;
 pub(crate) const UF_LOCKOUT: u64 = 0x10;
+pub(crate) const UF_DONT_EXPIRE_PASSWD: u64 = 0x1_0000;
 const PASSWORD_COMPLEX: u64 = 0x1;
 
 /// Everything needed to reach and use the domain controller.
@@ -451,6 +452,7 @@ impl Directory for ActiveDirectory {
             protected: number(&entry.attrs, "adminCount").unwrap_or(0) == 1,
             disabled: user_account_control & UF_ACCOUNTDISABLE != 0,
             locked_out: computed_control & UF_LOCKOUT != 0,
+            password_never_expires: user_account_control & UF_DONT_EXPIRE_PASSWD != 0,
             password_last_set: decode::password_last_set(first(&entry.attrs, "pwdLastSet")),
             resultant_pso: first(&constructed, "msDS-ResultantPSO").map(str::to_owned),
             distinguished_name: entry.dn,

@@ -74,6 +74,7 @@ impl FakeDirectory {
             protected: false,
             disabled: false,
             locked_out: false,
+            password_never_expires: false,
             password_last_set: PasswordLastSet::At { unix_ms: 0 },
             resultant_pso: None,
         };

@@ -44,6 +44,9 @@ pub struct UserAccount {
     pub protected: bool,
     pub disabled: bool,
     pub locked_out: bool,
+    /// `DONT_EXPIRE_PASSWORD`: the DC never asks for a new password, even after
+    /// `pwdLastSet = 0`.
+    pub password_never_expires: bool,
     pub password_last_set: PasswordLastSet,
     /// The fine-grained password settings object that applies, from `msDS-ResultantPSO`.
     pub resultant_pso: Option<String>,

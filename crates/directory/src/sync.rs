@@ -19,7 +19,9 @@ use writeback_proto::sync::{
 };
 use writeback_proto::time::UnixMillis;
 
-use crate::active_directory::{ActiveDirectory, UF_ACCOUNTDISABLE, UF_LOCKOUT, first, number};
+use crate::active_directory::{
+    ActiveDirectory, UF_ACCOUNTDISABLE, UF_DONT_EXPIRE_PASSWD, UF_LOCKOUT, first, number,
+};
 use crate::decode::{self, is_within};
 use crate::{DirectoryError, PasswordLastSet};
 
@@ -27,8 +29,6 @@ const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
 const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
 /// Entries per page of a sync search.
 pub const SYNC_PAGE_SIZE: i32 = 500;
-
-const UF_DONT_EXPIRE_PASSWD: u64 = 0x1_0000;
 
 /// What sync reads of each user and group.
 pub const SYNC_ATTRIBUTES: &[&str] = &[

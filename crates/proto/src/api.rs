@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{AgentId, DirectoryName, RequestId};
-use crate::result::ResultCode;
+use crate::result::{OutcomeWarning, ResultCode};
 use crate::sync::{ObjectAnchor, SyncCursor, SyncedGroup, SyncedUser};
 use crate::time::UnixMillis;
 
@@ -149,6 +149,17 @@ pub struct OperationResponse {
     pub request_id: RequestId,
     pub result: ResultCode,
     /// Plain-language explanation of `result` for the person who asked.
+    pub message: String,
+    /// What part of a success had no effect in the directory, each said in plain language.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<WarningView>,
+}
+
+/// One [`OutcomeWarning`], with its plain-language explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarningView {
+    pub code: OutcomeWarning,
     pub message: String,
 }
 

@@ -187,12 +187,33 @@ pub struct Request {
     pub operation: Operation,
 }
 
+/// What became of one operation: the directory's result, and what part of a success had no
+/// effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub result: ResultCode,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::result::OutcomeWarning>,
+}
+
+impl From<ResultCode> for Verdict {
+    fn from(result: ResultCode) -> Self {
+        Self {
+            result,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// The agent's answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Response {
     pub request_id: RequestId,
     pub result: ResultCode,
+    /// What part of a success had no effect, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::result::OutcomeWarning>,
 }
 
 #[cfg(test)]

@@ -114,6 +114,28 @@ impl ResultCode {
     }
 }
 
+/// A part of a successful operation that had no effect in the directory, or that the user will
+/// not notice, told beside the success so that nobody believes more was done than was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeWarning {
+    /// "Must change at next sign-in" was asked, but the account's password never expires
+    /// (`DONT_EXPIRE_PASSWORD`), so the DC never asks the user to change it.
+    MustChangeIgnored,
+    /// An unlock, of an account that was not locked out.
+    WasNotLocked,
+}
+
+impl OutcomeWarning {
+    /// The stable name, as on the wire and in the audit log.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MustChangeIgnored => "must_change_ignored",
+            Self::WasNotLocked => "was_not_locked",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -690,10 +690,11 @@ mod tests {
         let response = AgentMessage::Response(Response {
             request_id: request.request_id,
             result: ResultCode::Success,
+            warnings: vec![crate::result::OutcomeWarning::WasNotLocked],
         });
         let actions = pair.cloud.on_frame(&bytes(&response), START);
         assert!(
-            matches!(&actions[..], [CloudAction::Deliver(delivered)] if delivered.request_id == request.request_id)
+            matches!(&actions[..], [CloudAction::Deliver(delivered)] if delivered.request_id == request.request_id && delivered.warnings.len() == 1)
         );
     }
 

@@ -297,6 +297,16 @@ async fn an_administrator_runs_writeback_from_the_console() {
         Ok(())
     );
     browser.screenshot("unlocked").await.unwrap();
+    // Unlocking again is done, and the page says there was nothing to unlock.
+    browser.press("#unlock").await.unwrap();
+    let (text, result, _) = outcome(&browser).await;
+    assert_eq!(result, "success", "{text}");
+    let warning = browser
+        .text("[data-warning=\"was_not_locked\"]")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(warning.contains("was not locked out"), "{warning}");
 
     // Groups, and a group's members.
     browser

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use writeback_proto::PolicyReason;
 use writeback_proto::api::{ChangePasswordRequest, OperationResponse, ResetPasswordRequest};
 use writeback_proto::ids::RequestId;
-use writeback_proto::result::ResultCode;
+use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, RESTRICTED_OU, SERVICE_ACCOUNT};
 use writeback_testkit::logs::{password_like, strong_password, unique_user};
 use writeback_testkit::{NewPasswordSettings, NewUser, Stack};
@@ -97,6 +97,7 @@ async fn must_change_sets_pwd_last_set_to_zero_and_the_bind_says_773() {
     let response = stack.reset(&name, &new, true, false).await.unwrap();
 
     assert_eq!(response.result, ResultCode::Success);
+    assert!(response.warnings.is_empty(), "{:?}", response.warnings);
     assert_eq!(bind(&stack, &name, &new).await, Err("773".into()));
     let dn = format!(
         "CN={name},{}",
@@ -111,6 +112,78 @@ async fn must_change_sets_pwd_last_set_to_zero_and_the_bind_says_773() {
         .await
         .unwrap();
     assert_eq!(pwd_last_set.as_deref(), Some("0"));
+}
+
+/// What had no effect is said beside the success, in the API, the CLI and the audit log: a
+/// must-change on an account whose password never expires (the user is then never asked, as the
+/// bind shows), and an unlock of an account that was not locked.
+#[tokio::test]
+async fn a_success_says_what_part_of_it_had_no_effect_in_the_directory() {
+    let stack = Stack::start().await.unwrap();
+    let (name, _) = user_with_password(&stack, "neverexp").await;
+    let dn = format!(
+        "CN={name},{}",
+        writeback_testkit::domain_controller::STAFF_OU
+    );
+    // NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD.
+    stack
+        .dc
+        .admin()
+        .await
+        .unwrap()
+        .replace(&dn, "userAccountControl", "66048")
+        .await
+        .unwrap();
+    let new = strong_password();
+
+    let response = stack.reset(&name, &new, true, false).await.unwrap();
+
+    assert_eq!(response.result, ResultCode::Success, "{}", response.message);
+    assert_eq!(
+        response
+            .warnings
+            .iter()
+            .map(|warning| warning.code)
+            .collect::<Vec<_>>(),
+        [OutcomeWarning::MustChangeIgnored]
+    );
+    assert!(response.warnings[0].message.contains("never expires"));
+    // The DC does not ask: the new password signs in at once.
+    assert_eq!(bind(&stack, &name, &new).await, Ok(()));
+    let audited = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            request_id: Some(response.request_id.to_string()),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        audited.entries[0].detail.as_deref(),
+        Some("warning: must_change_ignored")
+    );
+
+    let unlocked = stack.client.unlock(&stack.directory, &name).await.unwrap();
+    assert_eq!(unlocked.result, ResultCode::Success);
+    assert_eq!(
+        unlocked
+            .warnings
+            .iter()
+            .map(|warning| warning.code)
+            .collect::<Vec<_>>(),
+        [OutcomeWarning::WasNotLocked]
+    );
+
+    stack.cli_login().await.unwrap();
+    let directory = stack.directory.to_string();
+    let output = stack.cli(&["unlock", &directory, &name]).await.unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("warning:    The account was not locked out")
+            && printed.contains("(was_not_locked)"),
+        "{printed}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use writeback_proto::api::{
-    ChangePasswordRequest, ErrorResponse, OperationResponse, ResetPasswordRequest,
+    ChangePasswordRequest, ErrorResponse, OperationResponse, ResetPasswordRequest, WarningView,
 };
 use writeback_proto::ids::{DirectoryName, RequestId};
 
@@ -86,6 +86,14 @@ fn operation_response(
                 request_id: outcome.request_id,
                 message: messages::describe(outcome.kind, &outcome.result),
                 result: outcome.result,
+                warnings: outcome
+                    .warnings
+                    .into_iter()
+                    .map(|code| WarningView {
+                        code,
+                        message: messages::describe_warning(code),
+                    })
+                    .collect(),
             },
         )),
         Err(error) => Err(error.into()),

@@ -324,6 +324,11 @@ fn outcome_of(
             result_code: outcome.result.code(),
             message: messages::describe(outcome.kind, &outcome.result),
             request_id: outcome.request_id.to_string(),
+            warnings: outcome
+                .warnings
+                .iter()
+                .map(|warning| (warning.code(), messages::describe_warning(*warning)))
+                .collect(),
         },
     ))
 }
@@ -347,6 +352,7 @@ pub async fn reset(
                 "The two passwords differ, so nothing was changed. Type the new password twice."
                     .into(),
             request_id: fields.request_id,
+            warnings: Vec::new(),
         };
         return user_page(
             &state,

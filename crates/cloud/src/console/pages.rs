@@ -180,6 +180,8 @@ pub struct OperationOutcome {
     pub result_code: &'static str,
     pub message: String,
     pub request_id: String,
+    /// What part of a success had no effect: code and words.
+    pub warnings: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, Template)]

@@ -939,7 +939,7 @@ pub async fn change_password(
     )
     .await;
     match changed {
-        Ok(FinalOutcome::Done) => MessagePage::new(
+        Ok(FinalOutcome::Done(_)) => MessagePage::new(
             "Your password was changed",
             "Your new password is set in your organisation's directory. Use it from now on.",
         )

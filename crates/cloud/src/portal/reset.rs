@@ -10,6 +10,7 @@ use serde::Deserialize;
 use writeback_proto::api::VerificationMethod;
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::OperationKind;
+use writeback_proto::result::OutcomeWarning;
 use writeback_proto::time::UnixMillis;
 
 use super::guard::{internal, stopped};
@@ -532,7 +533,7 @@ pub async fn set_new_password(
     )
     .await;
     match outcome {
-        Ok(FinalOutcome::Done) => MessagePage::new(
+        Ok(FinalOutcome::Done(_)) => MessagePage::new(
             "Your password was changed",
             "Your new password is set in your organisation's directory, and your account is unlocked. You can sign in with it now.",
         )
@@ -567,7 +568,15 @@ pub async fn unlock(
         return Redirect::to("/portal/new-password").into_response();
     };
     match recovery::unlock(&state, &context.handle, request_id, &origin).await {
-        Ok(FinalOutcome::Done) => MessagePage::new(
+        Ok(FinalOutcome::Done(warnings)) if warnings.contains(&OutcomeWarning::WasNotLocked) => {
+            MessagePage::new(
+                "Your account was not locked",
+                "Your account was not locked out, so there was nothing to unlock. Sign in with your usual password; if it is refused, reset your password instead.",
+            )
+            .with_link("/portal/identify?purpose=reset", "Reset my password")
+            .render(StatusCode::OK)
+        }
+        Ok(FinalOutcome::Done(_)) => MessagePage::new(
             "Your account is unlocked",
             "Your account is unlocked in your organisation's directory. Sign in with your usual password.",
         )

@@ -5,7 +5,18 @@ use std::time::Duration;
 
 use writeback_proto::PolicyReason;
 use writeback_proto::operation::OperationKind;
-use writeback_proto::result::{PolicyRequirements, ResultCode};
+use writeback_proto::result::{OutcomeWarning, PolicyRequirements, ResultCode};
+
+/// What part of a success had no effect, in the words of the person who asked for it.
+pub fn describe_warning(warning: OutcomeWarning) -> String {
+    match warning {
+        OutcomeWarning::MustChangeIgnored => "The password was set, but the user will not be asked to change it: \
+             the account's password never expires, and the directory ignores \"must change at next sign-in\" for such accounts. \
+             Clear \"Password never expires\" on the account to make it apply."
+            .into(),
+        OutcomeWarning::WasNotLocked => "The account was not locked out, so there was nothing to unlock.".into(),
+    }
+}
 
 pub fn describe(kind: OperationKind, result: &ResultCode) -> String {
     match result {

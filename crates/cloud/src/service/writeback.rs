@@ -9,8 +9,8 @@ use thiserror::Error;
 use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
-use writeback_proto::operation::{OperationKind, UserRef};
-use writeback_proto::result::ResultCode;
+use writeback_proto::operation::{OperationKind, UserRef, Verdict};
+use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
 use writeback_store::StoreError;
@@ -57,6 +57,8 @@ pub struct WritebackOutcome {
     pub request_id: RequestId,
     pub kind: OperationKind,
     pub result: ResultCode,
+    /// What part of a success had no effect in the directory.
+    pub warnings: Vec<OutcomeWarning>,
 }
 
 impl Writeback {
@@ -159,7 +161,7 @@ pub async fn perform(
     let deadline = started.saturating_add(state.config.request_timeout());
     tracing::info!(%request_id, operation = %kind, %directory, user = %described, actor = %actor.name, "operation started");
     let dispatched = Instant::now();
-    let result = state
+    let Verdict { result, warnings } = state
         .relay
         .dispatch(&directory, request_id, deadline, &intent)
         .await;
@@ -180,6 +182,7 @@ pub async fn perform(
         %directory,
         user = %described,
         result = result.code(),
+        warnings = ?warnings,
         elapsed_ms = finished.duration_since(started).as_millis() as u64,
         dispatch_us = elapsed.as_micros() as u64,
         "operation finished"
@@ -189,6 +192,14 @@ pub async fn perform(
             Some(detail.clone())
         }
         ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),
+        _ if !warnings.is_empty() => Some(format!(
+            "warning: {}",
+            warnings
+                .iter()
+                .map(|warning| warning.code())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         _ => None,
     };
     AuditAction::Operation(kind)
@@ -207,5 +218,6 @@ pub async fn perform(
         request_id,
         kind,
         result,
+        warnings,
     })
 }

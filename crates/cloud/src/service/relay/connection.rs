@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::frame::{AgentStatus, CloudMessage};
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
-use writeback_proto::result::ResultCode;
+use writeback_proto::operation::Verdict;
 use writeback_proto::sealing::SealingPublicKey;
 
-pub(super) type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<ResultCode>>>>>;
+pub(super) type Waiters = Arc<Mutex<HashMap<RequestId, Vec<oneshot::Sender<Verdict>>>>>;
 
 /// One authenticated agent connection, as the relay sees it.
 #[derive(Debug, Clone)]

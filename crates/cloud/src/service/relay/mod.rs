@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::frame::CloudMessage;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
-use writeback_proto::operation::{Request, Response};
+use writeback_proto::operation::{Request, Response, Verdict};
 use writeback_proto::result::ResultCode;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
@@ -79,8 +79,12 @@ impl Relay {
         let waiters = lock(&connection.waiters).remove(&response.request_id);
         match waiters {
             Some(waiters) => {
+                let verdict = Verdict {
+                    result: response.result,
+                    warnings: response.warnings,
+                };
                 for waiter in waiters {
-                    let _ = waiter.send(response.result.clone());
+                    let _ = waiter.send(verdict.clone());
                 }
             }
             None => {
@@ -151,16 +155,16 @@ impl Relay {
         request_id: RequestId,
         deadline: UnixMillis,
         intent: &OperationIntent,
-    ) -> ResultCode {
+    ) -> Verdict {
         // Once a request has left, only the agent that may have applied it may see it again.
         let mut holder: Option<AgentId> = None;
         loop {
             let remaining = deadline.duration_since(UnixMillis::now());
             if remaining.is_zero() {
                 return if holder.is_some() {
-                    ResultCode::Timeout
+                    ResultCode::Timeout.into()
                 } else {
-                    ResultCode::AgentUnavailable
+                    ResultCode::AgentUnavailable.into()
                 };
             }
             let reconnected = self.connected.notified();
@@ -172,10 +176,10 @@ impl Relay {
             };
             let Some(connection) = connection else {
                 if holder.is_none() {
-                    return ResultCode::AgentUnavailable;
+                    return ResultCode::AgentUnavailable.into();
                 }
                 if tokio::time::timeout(remaining, reconnected).await.is_err() {
-                    return ResultCode::Timeout;
+                    return ResultCode::Timeout.into();
                 }
                 continue;
             };
@@ -184,7 +188,8 @@ impl Relay {
                 Err(error) => {
                     return ResultCode::Internal {
                         detail: format!("could not seal the request to the agent: {error}"),
-                    };
+                    }
+                    .into();
                 }
             };
             let (sender, receiver) = oneshot::channel();
@@ -205,13 +210,13 @@ impl Relay {
             }
             holder = Some(connection.agent_id);
             match tokio::time::timeout(remaining, receiver).await {
-                Ok(Ok(result)) => return result,
+                Ok(Ok(verdict)) => return verdict,
                 Ok(Err(_)) => {
                     tracing::warn!(%request_id, agent_id = %connection.agent_id, "agent connection lost while a request was in flight; waiting for the agent to return");
                 }
                 Err(_) => {
                     lock(&connection.waiters).remove(&request_id);
-                    return ResultCode::Timeout;
+                    return ResultCode::Timeout.into();
                 }
             }
         }
@@ -259,7 +264,7 @@ mod tests {
                 &unlock(),
             )
             .await;
-        assert_eq!(result, ResultCode::AgentUnavailable);
+        assert_eq!(result.result, ResultCode::AgentUnavailable);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
@@ -306,9 +311,10 @@ mod tests {
             Response {
                 request_id,
                 result: ResultCode::Success,
+                warnings: Vec::new(),
             },
         );
-        assert_eq!(dispatching.await.unwrap(), ResultCode::Success);
+        assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
     }
 
     #[tokio::test]
@@ -327,7 +333,7 @@ mod tests {
         let result = relay
             .dispatch(&corp(), RequestId::generate().unwrap(), soon, &unlock())
             .await;
-        assert_eq!(result, ResultCode::Timeout);
+        assert_eq!(result.result, ResultCode::Timeout);
     }
 
     #[tokio::test]
@@ -350,7 +356,7 @@ mod tests {
                 &unlock(),
             )
             .await;
-        assert_eq!(result, ResultCode::AgentUnavailable);
+        assert_eq!(result.result, ResultCode::AgentUnavailable);
     }
 
     #[tokio::test]
@@ -375,6 +381,6 @@ mod tests {
                 &unlock(),
             )
             .await;
-        assert_eq!(result, ResultCode::AgentUnavailable);
+        assert_eq!(result.result, ResultCode::AgentUnavailable);
     }
 }

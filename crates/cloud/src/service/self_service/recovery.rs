@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::{OperationKind, UserRef};
-use writeback_proto::result::ResultCode;
+use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
 
@@ -429,7 +429,8 @@ pub fn refuse_before_sending(
 /// What a final step (new password, unlock, change) came to.
 #[derive(Debug)]
 pub enum FinalOutcome {
-    Done,
+    /// Done in the directory; the warnings say what part of it had no effect.
+    Done(Vec<OutcomeWarning>),
     NotYet(NotYet),
     Refused(PasswordRefusal),
 }
@@ -464,7 +465,7 @@ pub async fn set_new_password(
         unlock: true,
     };
     let outcome = write_back(state, account, origin, request_id, reset).await?;
-    if matches!(outcome, FinalOutcome::Done) {
+    if matches!(outcome, FinalOutcome::Done(_)) {
         state.portal.end_flow(&handle.key);
         notify_user(
             state,
@@ -496,7 +497,7 @@ pub async fn unlock(
         Writeback::Unlock,
     )
     .await?;
-    if matches!(outcome, FinalOutcome::Done) {
+    if matches!(outcome, FinalOutcome::Done(_)) {
         state.portal.end_flow(&handle.key);
     }
     Ok(outcome)
@@ -513,9 +514,9 @@ pub async fn write_back(
     request_id: RequestId,
     operation: Writeback,
 ) -> Result<FinalOutcome, Stop> {
-    let result = run(state, account, origin, request_id, operation).await?;
+    let (result, warnings) = run(state, account, origin, request_id, operation).await?;
     match result {
-        ResultCode::Success => Ok(FinalOutcome::Done),
+        ResultCode::Success => Ok(FinalOutcome::Done(warnings)),
         ResultCode::AgentUnavailable | ResultCode::DirectoryUnavailable { .. } => {
             Err(Stop::Unavailable)
         }
@@ -533,7 +534,7 @@ pub async fn run(
     origin: &Option<String>,
     request_id: RequestId,
     operation: Writeback,
-) -> Result<ResultCode, Stop> {
+) -> Result<(ResultCode, Vec<OutcomeWarning>), Stop> {
     if state.relay.reported_unreachable(&account.directory) {
         return Err(Stop::Unavailable);
     }
@@ -558,7 +559,7 @@ pub async fn run(
             other.to_string(),
         )),
     })?;
-    Ok(outcome.result)
+    Ok((outcome.result, outcome.warnings))
 }
 
 /// The operation kind a final step of `purpose` runs, for wording its refusals.

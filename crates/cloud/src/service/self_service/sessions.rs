@@ -113,7 +113,7 @@ async fn attempt_sign_in(
         RequestId::generate().map_err(|error| CloudError::Internal(error.to_string()))?;
     let verify = Writeback::VerifyPassword { password };
     let result = match run(state, &account, origin, request_id, verify).await {
-        Ok(result) => result,
+        Ok((result, _)) => result,
         Err(stop) => {
             limits(state).release(reservation).await?;
             return Err(stop);
@@ -299,7 +299,7 @@ pub async fn change_password(
         }
         other => other?,
     };
-    if matches!(outcome, FinalOutcome::Done) {
+    if matches!(outcome, FinalOutcome::Done(_)) {
         state
             .portal
             .update_session(&handle.key, UnixMillis::now(), |session| {

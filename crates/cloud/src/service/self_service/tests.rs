@@ -14,8 +14,8 @@ use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMe
 use writeback_proto::frame::{AgentStatus, CloudMessage, LockoutPolicy};
 use writeback_proto::identity::IdentityPublicKey;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
-use writeback_proto::operation::{OperationKind, Response, UserRef};
-use writeback_proto::result::ResultCode;
+use writeback_proto::operation::{OperationKind, Response, UserRef, Verdict};
+use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_proto::sealing::SealingKeyPair;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::sync::{
@@ -60,7 +60,7 @@ struct Core {
     outbox: Outbox,
     received: Received,
     /// The answers the agent gives, in order; success once they run out.
-    answers: Arc<Mutex<VecDeque<ResultCode>>>,
+    answers: Arc<Mutex<VecDeque<Verdict>>>,
     connection: AgentConnection,
     _stopping: watch::Sender<bool>,
 }
@@ -341,7 +341,7 @@ impl Core {
 fn stand_in_agent(
     state: &AppState,
     agent_id: AgentId,
-) -> (Received, Arc<Mutex<VecDeque<ResultCode>>>, AgentConnection) {
+) -> (Received, Arc<Mutex<VecDeque<Verdict>>>, AgentConnection) {
     let (sender, mut outbound) = mpsc::channel(64);
     let agent = AuthenticatedAgent {
         agent_id,
@@ -351,7 +351,7 @@ fn stand_in_agent(
     let connection = state.relay.connect(&agent, corp(), sender);
     connection.report_status(reachable(true));
     let received: Received = Arc::default();
-    let answers: Arc<Mutex<VecDeque<ResultCode>>> = Arc::default();
+    let answers: Arc<Mutex<VecDeque<Verdict>>> = Arc::default();
     let relay = state.relay.clone();
     let answering = connection.clone();
     let (kept, queued) = (received.clone(), answers.clone());
@@ -363,16 +363,17 @@ fn stand_in_agent(
             kept.lock()
                 .unwrap()
                 .push((request.operation.kind(), request.operation.user().clone()));
-            let result = queued
+            let verdict = queued
                 .lock()
                 .unwrap()
                 .pop_front()
-                .unwrap_or(ResultCode::Success);
+                .unwrap_or_else(|| ResultCode::Success.into());
             relay.deliver(
                 &answering,
                 Response {
                     request_id: request.request_id,
-                    result,
+                    result: verdict.result,
+                    warnings: verdict.warnings,
                 },
             );
         }
@@ -564,7 +565,7 @@ async fn a_reset_reaches_the_agent_once_by_anchor_and_ends_the_flow() {
     )
     .await
     .unwrap();
-    assert!(matches!(done, FinalOutcome::Done));
+    assert!(matches!(done, FinalOutcome::Done(warnings) if warnings.is_empty()));
     assert_eq!(
         core.received(),
         [(OperationKind::ResetPassword, UserRef::Anchor(anchor(1)))]
@@ -610,7 +611,7 @@ async fn a_refused_password_is_said_before_anything_is_sent_and_the_directory_ve
     core.answers
         .lock()
         .unwrap()
-        .push_back(ResultCode::WrongCurrentPassword);
+        .push_back(ResultCode::WrongCurrentPassword.into());
     assert_eq!(
         attempt("Correct-Horse-7", "Correct-Horse-7").await,
         PasswordRefusal::Verdict(ResultCode::WrongCurrentPassword)
@@ -787,10 +788,22 @@ async fn a_directory_every_agent_reports_unreachable_stops_before_any_request() 
     assert!(matches!(unlocked, Err(Stop::Unavailable)));
     assert!(core.received().is_empty());
     core.connection.report_status(reachable(true));
+    core.answers.lock().unwrap().push_back(Verdict {
+        result: ResultCode::Success,
+        warnings: vec![OutcomeWarning::WasNotLocked],
+    });
     let unlocked = recovery::unlock(&core.state, &flow, request_id(), &None)
         .await
         .unwrap();
-    assert!(matches!(unlocked, FinalOutcome::Done));
+    assert!(
+        matches!(&unlocked, FinalOutcome::Done(warnings) if warnings == &[OutcomeWarning::WasNotLocked]),
+        "{unlocked:?}"
+    );
+    assert_eq!(
+        core.audit_results("unlock").await,
+        ["success"],
+        "the unlock is audited as done"
+    );
     assert_eq!(
         core.received(),
         [(OperationKind::Unlock, UserRef::Anchor(anchor(1)))]
@@ -841,7 +854,7 @@ async fn every_refused_sign_in_reads_the_same_and_takes_the_floor() {
     core.answers
         .lock()
         .unwrap()
-        .push_back(ResultCode::WrongCurrentPassword);
+        .push_back(ResultCode::WrongCurrentPassword.into());
     let (wrong, wrong_took) = sign_in("alice").await;
     for (outcome, took) in [
         (unknown, unknown_took),
@@ -869,7 +882,10 @@ async fn every_refused_sign_in_reads_the_same_and_takes_the_floor() {
 #[tokio::test]
 async fn a_registration_code_registers_once_and_wrong_ones_are_counted() {
     let core = Core::start().await;
-    core.answers.lock().unwrap().push_back(ResultCode::Success);
+    core.answers
+        .lock()
+        .unwrap()
+        .push_back(ResultCode::Success.into());
     let SignIn::Opened { token, .. } = sessions::sign_in(
         &core.state,
         &Identifier::parse("alice").unwrap(),
