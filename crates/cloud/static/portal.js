@@ -6,25 +6,37 @@ function categories(password) {
   return [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((pattern) => pattern.test(password)).length;
 }
 
-// A rough estimate on the same scale as the server's (0 to 4); the server's verdict decides.
-function strength(password, words) {
-  let rest = password.toLowerCase();
-  for (const word of words) {
-    if (word.length >= 3) rest = rest.split(word.toLowerCase()).join("\u0001");
+// The strength comes from the server (`/portal/strength`), which judges it with zxcvbn exactly
+// as it will judge the form: the page shows the server's score and zxcvbn's own advice.
+let asked = 0;
+
+function showStrength(item, password, words) {
+  const feedback = item.querySelector(".feedback") || item.appendChild(document.createElement("span"));
+  feedback.className = "feedback";
+  if (!password) {
+    delete item.dataset.score;
+    item.classList.remove("met", "unmet");
+    feedback.textContent = "";
+    return;
   }
-  let effective = 0;
-  for (let index = 0; index < rest.length; index += 1) {
-    const previous = index > 0 ? rest.charCodeAt(index - 1) : null;
-    const current = rest.charCodeAt(index);
-    effective += previous !== null && Math.abs(current - previous) <= 1 ? 0.3 : 1;
-  }
-  let pool = 0;
-  if (/[a-z]/.test(password)) pool += 26;
-  if (/[A-Z]/.test(password)) pool += 26;
-  if (/[0-9]/.test(password)) pool += 10;
-  if (/[^A-Za-z0-9]/.test(password)) pool += 33;
-  const bits = effective * Math.log2(Math.max(pool, 10));
-  return bits < 28 ? 0 : bits < 40 ? 1 : bits < 55 ? 2 : bits < 70 ? 3 : 4;
+  const question = ++asked;
+  fetch("/portal/strength", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ password, words }),
+  })
+    .then((answer) => (answer.ok ? answer.json() : null))
+    .then((judged) => {
+      if (!judged || question !== asked) return;
+      const met = judged.score >= Number(item.dataset.argument);
+      item.dataset.score = String(judged.score);
+      item.classList.toggle("met", met);
+      item.classList.toggle("unmet", !met);
+      const advice = [judged.warning, ...judged.suggestions].filter(Boolean).join(" ");
+      feedback.textContent = ` Strength ${judged.score} of 4.${advice ? " " + advice : ""}`;
+    })
+    .catch(() => {});
 }
 
 // As the server: the password itself, or its letters with digits and symbols trimmed off both
@@ -47,7 +59,8 @@ function judge(item, password) {
     case "not-banned": return password.length > 0 && lines.every((word) => !password.toLowerCase().includes(word));
     case "strength": {
       const names = document.querySelector('[data-rule="no-name"]');
-      return strength(password, names && names.dataset.argument ? names.dataset.argument.split(",") : []) >= Number(argument);
+      showStrength(item, password, names && names.dataset.argument ? names.dataset.argument.split(",") : []);
+      return "asked";
     }
     default: return null;
   }
@@ -60,6 +73,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const update = () => {
       for (const item of list.querySelectorAll("li")) {
         const met = judge(item, input.value);
+        if (met === "asked") continue;
         item.classList.toggle("met", met === true);
         item.classList.toggle("unmet", met === false && input.value.length > 0);
       }

@@ -235,6 +235,49 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
     assert_eq!(ticked("not-common").await, "met");
     assert_eq!(ticked("not-banned").await, "unmet");
     browser.screenshot("new-password-typing").await.unwrap();
+    // The page shows the server's own strength judgement (zxcvbn, with the person's words) for
+    // each password typed, and ticks the rule by it.
+    let words = browser
+        .attribute("[data-rule=\"no-name\"]", "data-argument")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    let words: Vec<&str> = words.split(',').filter(|word| !word.is_empty()).collect();
+    for typed in [
+        "abc",
+        "Aaaa1111!",
+        "Tr0ub4dor&3",
+        "jdoe2026!",
+        "correct horse battery staple",
+        "Harbour-Violet-73",
+    ] {
+        browser.fill("#new_password", typed).await.unwrap();
+        let server = writeback_cloud::service::self_service::checks::strength(typed, &words).score;
+        let mut shown = None;
+        for _ in 0..100 {
+            shown = browser
+                .attribute("[data-rule=\"strength\"]", "data-score")
+                .await
+                .unwrap();
+            if shown.as_deref() == Some(server.to_string().as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(shown, Some(server.to_string()), "{typed}");
+        let expected = if server >= 2 { "met" } else { "unmet" };
+        assert_eq!(ticked("strength").await, expected, "{typed}");
+    }
+    let advice = browser
+        .text("[data-rule=\"strength\"] .feedback")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(advice.contains("Strength 4 of 4"), "{advice}");
+    browser
+        .fill("#new_password", "Contoso-Harbour-71")
+        .await
+        .unwrap();
     let banned = remember_secret("Contoso-Harbour-71");
     browser.fill("#confirm_password", &banned).await.unwrap();
     browser.press("#submit").await.unwrap();
@@ -1247,4 +1290,98 @@ async fn changing_methods_needs_a_fresh_proof_and_every_address_is_told() {
         fresh.register_email(&mail, &first, 2).await.status,
         StatusCode::SEE_OTHER
     );
+}
+
+/// The strength endpoint the page asks while the user types: JSON only, bounded input, and a
+/// burst of the costliest passwords gets answers (a score, or "busy" from the bounded pool), never
+/// an error or a hang.
+#[tokio::test]
+async fn the_strength_endpoint_takes_only_bounded_json_and_stays_bounded_under_a_burst() {
+    let stack = Stack::start().await.unwrap();
+    // Each request on a connection of its own, so that a burst really runs at once.
+    let (url, fingerprint) = (stack.url(), stack.fingerprint);
+    let ask = move |content_type: Option<&'static str>, body: String| {
+        let url = url.clone();
+        async move {
+            writeback_cli::ApiClient::new(&url, &writeback_tls::Trust::Pinned(fingerprint))
+                .unwrap()
+                .send(
+                    Method::POST,
+                    "/portal/strength",
+                    content_type,
+                    body.into_bytes(),
+                    &[],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let json = Some("application/json");
+    let answer = ask(
+        json,
+        r#"{"password": "Harbour-Violet-73", "words": ["jdoe"]}"#.into(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let judged: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(judged["score"], 4);
+    assert_eq!(
+        answer
+            .headers
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "no-store"
+    );
+    let refused = [
+        (
+            Some("text/plain"),
+            r#"{"password": "x"}"#.to_owned(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (json, "not json".to_owned(), StatusCode::BAD_REQUEST),
+        (
+            json,
+            r#"{"password": "x", "extra": 1}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json,
+            serde_json::json!({ "password": "x", "words": vec!["w"; 21] }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json,
+            serde_json::json!({ "password": "x", "words": ["w".repeat(65)] }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (content_type, body, status) in refused {
+        assert_eq!(
+            ask(content_type, body.clone()).await.status,
+            status,
+            "{body}"
+        );
+    }
+    // The costliest input zxcvbn is given: 64 characters with no pattern, the rest ignored.
+    let crafted: String = (0..2000)
+        .map(|index| char::from(b'!' + (index * 7 % 90) as u8))
+        .collect();
+    let burst = (0..64)
+        .map(|_| {
+            let body = serde_json::json!({ "password": crafted.clone() }).to_string();
+            tokio::spawn(ask.clone()(json, body))
+        })
+        .collect::<Vec<_>>();
+    let mut scored = 0;
+    for answer in burst {
+        let answer = answer.await.unwrap();
+        match answer.status {
+            StatusCode::OK => scored += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {}
+            other => panic!("{other}: {}", String::from_utf8_lossy(&answer.body)),
+        }
+    }
+    assert!(scored > 0, "at least the pool's share is answered");
 }

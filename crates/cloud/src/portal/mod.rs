@@ -6,6 +6,9 @@
 //! Nothing a page says, nor how long it takes, tells whether an account exists: every name gets
 //! the same pages, and the reasons a person cannot go on are shown only once they have proven who
 //! they are (after a verification, or a sign-in with their password).
+//!
+//! `portal.js` ticks the new-password checklist while the user types, asking `/portal/strength`
+//! for the same strength judgement the server applies.
 
 // Helpers return the page to show as their error, which is what the handler sends anyway.
 #![allow(clippy::result_large_err)]
@@ -14,6 +17,7 @@ mod account;
 mod guard;
 mod pages;
 mod reset;
+mod strength;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -26,7 +30,7 @@ use pages::MessagePage;
 
 /// Scripts, styles and images only from here, forms only to here, never framed.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'none'; form-action 'self'; frame-ancestors 'none'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("../../static/portal.css");
@@ -52,6 +56,7 @@ pub fn router() -> Router<AppState> {
             get(reset::show_new_password).post(reset::set_new_password),
         )
         .route("/portal/unlock", post(reset::unlock))
+        .route("/portal/strength", post(strength::judge))
         .route(
             "/portal/sign-in",
             get(account::show_sign_in).post(account::sign_in),

@@ -603,7 +603,7 @@ async fn a_refused_password_is_said_before_anything_is_sent_and_the_directory_ve
     );
     assert_eq!(attempt("", "").await, PasswordRefusal::Empty);
     assert!(matches!(
-        attempt("alice-Example-77", "alice-Example-77").await,
+        attempt("Password1!", "Password1!").await,
         PasswordRefusal::Verdict(ResultCode::PolicyViolation { .. })
     ));
     assert!(core.received().is_empty(), "nothing reached the agent");
