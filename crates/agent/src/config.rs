@@ -55,6 +55,10 @@ pub struct DirectoryConfig {
     pub url: String,
     /// CA certificate(s) that issued the DC's certificate; the system roots when absent.
     pub ca_file: Option<PathBuf>,
+    /// Instead of `ca_file`: the SHA-256 fingerprint of the DC's certificate itself (64
+    /// hexadecimal digits, colons allowed), trusted whatever its issuer and names, as for a
+    /// Samba DC serving the certificate it generated for itself.
+    pub tls_pin: Option<String>,
     /// The service account, as a UPN (`svc-writeback@corp.example.com`) or DN.
     pub bind_name: String,
     /// File holding the service account's password.
@@ -93,6 +97,7 @@ impl Default for DirectoryConfig {
         Self {
             url: String::new(),
             ca_file: None,
+            tls_pin: None,
             bind_name: String::new(),
             bind_password_file: PathBuf::from("/etc/writeback-agent/bind-password"),
             base_dn: String::new(),
@@ -124,6 +129,20 @@ impl AgentConfig {
         if self.directory.url.is_empty() {
             problems
                 .push("directory.url is not set (e.g. ldaps://dc1.corp.example.com)".to_owned());
+        }
+        if self.directory.ca_file.is_some() && self.directory.tls_pin.is_some() {
+            problems.push(
+                "directory.ca_file and directory.tls_pin are both set: trust the DC by its CA or by its certificate's fingerprint, not both"
+                    .to_owned(),
+            );
+        }
+        if let Some(pin) = &self.directory.tls_pin
+            && pin.parse::<writeback_tls::Fingerprint>().is_err()
+        {
+            problems.push(
+                "directory.tls_pin is not a SHA-256 fingerprint (64 hexadecimal digits, colons allowed)"
+                    .to_owned(),
+            );
         }
         if self.directory.bind_name.is_empty() {
             problems.push("directory.bind_name is not set (the service account)".to_owned());

@@ -23,9 +23,12 @@ pub fn channel() -> (watch::Sender<AgentStatus>, watch::Receiver<AgentStatus>) {
 }
 
 /// Reads the domain policy every `interval` (the read the executor needs anyway, so a success
-/// means writeback can work) and publishes each change of reachability.
+/// means writeback can work) and publishes each change of reachability. When the DC at `url`
+/// cannot be used because its certificate is not trusted, the detail says what it presented and
+/// the setting that would trust it.
 pub async fn watch<D: Directory>(
     executor: Arc<Executor<D>>,
+    url: String,
     interval: Duration,
     status: watch::Sender<AgentStatus>,
 ) {
@@ -41,12 +44,20 @@ pub async fn watch<D: Directory>(
                 password_policy: Some(PolicyRequirements::from(&policy)),
                 lockout: directory.lockout_policy().await.ok(),
             },
-            Err(error) => AgentStatus {
-                directory_reachable: false,
-                detail: Some(error.to_string()),
-                password_policy: None,
-                lockout: None,
-            },
+            Err(error) => {
+                let mut detail = error.to_string();
+                if let Some(advice) =
+                    crate::certificate::certificate_advice(&url, &detail, interval).await
+                {
+                    detail = format!("{detail}. {advice}");
+                }
+                AgentStatus {
+                    directory_reachable: false,
+                    detail: Some(detail),
+                    password_policy: None,
+                    lockout: None,
+                }
+            }
         };
         let mut reachability_changed = false;
         status.send_if_modified(|current| {
@@ -102,7 +113,12 @@ mod tests {
             Arc::new(writeback_proto::time::UnixMillis::now),
         ));
         let (sender, mut receiver) = channel();
-        tokio::spawn(watch(executor.clone(), Duration::from_millis(20), sender));
+        tokio::spawn(watch(
+            executor.clone(),
+            "ldaps://dc.example.test".into(),
+            Duration::from_millis(20),
+            sender,
+        ));
         let directory = executor.directory();
         tokio::time::timeout(Duration::from_secs(5), receiver.changed())
             .await

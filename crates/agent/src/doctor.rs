@@ -7,6 +7,7 @@
 //! root, evaluated in order for the account's SID, its groups' and the well-known SIDs.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use writeback_directory::security_descriptor::{
     Access, Ace, CONTAINER_INHERIT, INHERIT_ONLY, SecurityDescriptor, Target, USER_CLASS, Verdict,
@@ -212,13 +213,21 @@ pub async fn diagnose(directory: &ActiveDirectory, url: &str, allowed_ous: &[Str
             return report;
         }
         Err(error) => {
-            report.checks.push(Check::problem(
-                Status::Fail,
-                "LDAPS",
-                error.to_string(),
+            let text = error.to_string();
+            let advice = crate::certificate::certificate_advice(
+                url,
+                &text,
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|| {
                 "check directory.url (ldaps://, port 636 reachable from this host) and that \
-                 directory.ca_file holds the CA that issued the DC's certificate",
-            ));
+                     directory.ca_file holds the CA that issued the DC's certificate"
+                    .to_owned()
+            });
+            report
+                .checks
+                .push(Check::problem(Status::Fail, "LDAPS", text, advice));
             return report;
         }
     }

@@ -5,6 +5,7 @@
 //! Entry points: [`register`] (once, with a token) and [`run`] (the service).
 
 pub mod backoff;
+pub mod certificate;
 pub mod config;
 pub mod connection;
 pub mod directory_status;
@@ -152,6 +153,7 @@ pub async fn run(
     let (status_sender, directory_status) = directory_status::channel();
     tokio::spawn(directory_status::watch(
         executor.clone(),
+        config.directory.url.clone(),
         check_interval,
         status_sender,
     ));
@@ -192,6 +194,20 @@ pub fn directory_from_config(config: &AgentConfig) -> Result<ActiveDirectory, Ag
     directory_as(config, config.directory.bind_name.clone(), password)
 }
 
+/// How the DC's certificate is trusted: by its pinned fingerprint, by the CA in `ca_file`, or by
+/// the system roots.
+fn directory_trust(directory: &config::DirectoryConfig) -> Result<Trust, AgentError> {
+    Ok(match (&directory.tls_pin, &directory.ca_file) {
+        (Some(pin), _) => Trust::Pinned(pin.parse().map_err(|_| {
+            AgentError::Config(
+                "directory.tls_pin is not a SHA-256 fingerprint (64 hexadecimal digits)".into(),
+            )
+        })?),
+        (None, Some(ca_file)) => Trust::CaFile(ca_file.clone()),
+        (None, None) => Trust::SystemRoots,
+    })
+}
+
 /// The configured directory, signed in as someone else (a domain administrator, for `grant`).
 pub fn directory_as(
     config: &AgentConfig,
@@ -200,11 +216,7 @@ pub fn directory_as(
 ) -> Result<ActiveDirectory, AgentError> {
     Ok(ActiveDirectory::new(DirectorySettings {
         url: config.directory.url.clone(),
-        trust: config
-            .directory
-            .ca_file
-            .clone()
-            .map_or(Trust::SystemRoots, Trust::CaFile),
+        trust: directory_trust(&config.directory)?,
         bind_name,
         bind_password,
         search_base: config.directory.base_dn.clone(),

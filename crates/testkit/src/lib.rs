@@ -12,6 +12,7 @@ pub mod mail;
 pub mod portal;
 pub mod sms;
 pub mod stack;
+pub mod tls_proxy;
 pub mod web;
 
 pub use domain_controller::{DomainController, NewPasswordSettings, NewUser};

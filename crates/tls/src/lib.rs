@@ -19,6 +19,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+mod inspect;
+pub use inspect::{PresentedCertificate, describe, presented_certificate};
+
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -36,6 +39,8 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("no trusted root certificates: {0}")]
     NoRoots(String),
+    #[error("cannot read the certificate the server presents: {0}")]
+    Inspect(String),
 }
 
 /// A certificate and its private key, PEM encoded.
@@ -100,6 +105,21 @@ impl LocalCertificateAuthority {
 
     pub fn certificate_pem(&self) -> &str {
         &self.certificate_pem
+    }
+
+    /// A certificate with a common name and no subject alternative name, as Samba generates for
+    /// itself when none is configured: what a name check refuses and a pin accepts.
+    pub fn issue_common_name_only(&self, common_name: &str) -> Result<PemPair, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(PemPair {
+            certificate_pem: certificate.pem(),
+            private_key_pem: key.serialize_pem(),
+        })
     }
 
     pub fn issue(&self, subject_names: &[String]) -> Result<PemPair, TlsError> {
