@@ -621,7 +621,9 @@ enabled = false
         ),
     )
     .unwrap();
+    // Run in the stack's own directory, where schemathesis keeps its cache, not in the sources.
     let output = tokio::process::Command::new(&tool)
+        .current_dir(&stack.work)
         .arg("--config-file")
         .arg(&config)
         .arg("run")
