@@ -15,7 +15,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_proto::ids::RequestId;
-use writeback_proto::operation::{OperationKind, UserRef};
+use writeback_proto::operation::UserRef;
 use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
@@ -560,12 +560,4 @@ pub async fn run(
         )),
     })?;
     Ok((outcome.result, outcome.warnings))
-}
-
-/// The operation kind a final step of `purpose` runs, for wording its refusals.
-pub fn kind_of(purpose: Purpose) -> OperationKind {
-    match purpose {
-        Purpose::Reset => OperationKind::ResetPassword,
-        Purpose::Unlock => OperationKind::Unlock,
-    }
 }
