@@ -6,6 +6,9 @@
 //! back and sends the same request id again; the agent's outcome journal answers a repeat without
 //! touching the directory. It never moves a sent request to a different agent, which has no record
 //! of it and might apply it a second time.
+//!
+//! Several agents of one directory are all used: a new request goes to an agent that can use the
+//! directory, with the fewest requests in flight.
 
 pub mod connection;
 pub mod sync;
@@ -135,11 +138,20 @@ impl Relay {
         }
     }
 
+    /// The agent of `directory` a new request goes to: one that has not said it cannot use the
+    /// directory, if there is one, and of those the one with the fewest requests in flight (the
+    /// longest connected among equals).
     fn any_for(&self, directory: &DirectoryName) -> Option<AgentConnection> {
         lock(&self.connections)
             .values()
             .filter(|connection| connection.directory == *directory)
-            .min_by_key(|connection| connection.connection_id)
+            .min_by_key(|connection| {
+                let unreachable = lock(&connection.status)
+                    .as_ref()
+                    .is_some_and(|status| !status.directory_reachable);
+                let in_flight = lock(&connection.waiters).len();
+                (unreachable, in_flight, connection.connection_id)
+            })
             .cloned()
     }
 
@@ -225,6 +237,7 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
+    use writeback_proto::frame::AgentStatus;
     use writeback_proto::operation::UserRef;
     use writeback_proto::sealing::{SealingKeyPair, SealingPublicKey};
 
@@ -382,5 +395,62 @@ mod tests {
             )
             .await;
         assert_eq!(result.result, ResultCode::AgentUnavailable);
+    }
+
+    #[tokio::test]
+    async fn a_new_request_goes_to_a_healthy_agent_with_the_fewest_in_flight() {
+        let relay = Arc::new(Relay::default());
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (first_sender, mut first) = mpsc::channel(8);
+        let first_connection = relay.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            first_sender,
+        );
+        let (second_sender, mut second) = mpsc::channel(8);
+        relay.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            second_sender,
+        );
+        let send = || {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                relay
+                    .dispatch(
+                        &corp(),
+                        RequestId::generate().unwrap(),
+                        deadline(30),
+                        &unlock(),
+                    )
+                    .await
+            })
+        };
+        // Neither answers: each request stays in flight on the agent it went to.
+        let _held = [send()];
+        assert!(matches!(first.recv().await, Some(CloudMessage::Request(_))));
+        let _held_too = [send()];
+        assert!(matches!(
+            second.recv().await,
+            Some(CloudMessage::Request(_))
+        ));
+        // One each in flight: the longest connected takes the next.
+        let _third = [send()];
+        assert!(matches!(first.recv().await, Some(CloudMessage::Request(_))));
+        // An agent that cannot use the directory gets nothing while another can.
+        first_connection.report_status(AgentStatus {
+            directory_reachable: false,
+            detail: None,
+            password_policy: None,
+            lockout: None,
+        });
+        let _fourth = [send(), send()];
+        for _ in 0..2 {
+            assert!(matches!(
+                second.recv().await,
+                Some(CloudMessage::Request(_))
+            ));
+        }
+        assert!(first.try_recv().is_err());
     }
 }
