@@ -339,6 +339,21 @@ async fn every_portal_flow_runs_to_its_end_in_a_real_browser_and_lands_in_the_di
         Ok(())
     );
 
+    // Unlocking again: done, and the page says there was nothing to unlock.
+    identify(&browser, &url, "unlock", &name).await;
+    browser.press("#method-security_questions").await.unwrap();
+    for (slot, answer) in ["REX, the dog!", "springfield", "volvo"].iter().enumerate() {
+        browser
+            .fill(&format!("#answer-{slot}"), answer)
+            .await
+            .unwrap();
+    }
+    browser.press("#verify").await.unwrap();
+    prove_by_email(&browser, &mail, &address, 3).await;
+    browser.press("#submit").await.unwrap();
+    assert_eq!(title(&browser).await, "Your account was not locked");
+    browser.screenshot("unlock-not-locked").await.unwrap();
+
     // Signed-in change: a wrong current password is refused, then a real change.
     sign_in(&browser, &url, &name, &new_password).await;
     browser.press("#change").await.unwrap();
