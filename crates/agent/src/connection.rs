@@ -168,7 +168,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
         UnixMillis::now(),
     );
     let (results, mut finished) = mpsc::channel::<Response>(64);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(writeback_proto::session::TICK);
     let mut running_sync: Option<RunningSync> = None;
     let sync_window = Arc::new(Semaphore::new(SYNC_WINDOW));
     let mut batch_sequence = 0u64;
@@ -312,7 +312,7 @@ pub async fn register(
         SessionSettings::default(),
         UnixMillis::now(),
     );
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(writeback_proto::session::TICK);
     loop {
         let actions = tokio::select! {
             incoming = socket.next() => feed(&mut session, incoming)

@@ -1,7 +1,6 @@
 //! One agent's WebSocket connection: the IO around [`CloudSession`], which makes every decision.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
@@ -52,7 +51,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
     let mut sync_batches: Option<mpsc::Sender<SyncBatch>> = None;
     let mut sync_applier: Option<tokio::task::JoinHandle<()>> = None;
     let mut agent_directory: Option<DirectoryName> = None;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(writeback_proto::session::TICK);
     let mut stopping = state.stopping.clone();
     let mut actions = VecDeque::from([CloudAction::Send(challenge)]);
 

@@ -26,7 +26,9 @@ pub struct CloudConfig {
     pub secrets_key_file: Option<PathBuf>,
     /// How long a writeback may take end to end before the caller is told "timeout".
     pub request_timeout_seconds: u64,
-    pub heartbeat_interval_seconds: u64,
+    /// How often agents send a heartbeat; three missed end the connection, and the agent's
+    /// requests go elsewhere.
+    pub heartbeat_interval_ms: u64,
     pub admin_session_hours: u64,
     /// An administrator session unused for this long ends.
     pub admin_idle_minutes: u64,
@@ -256,7 +258,7 @@ impl Default for CloudConfig {
             self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
             secrets_key_file: None,
             request_timeout_seconds: 15,
-            heartbeat_interval_seconds: 30,
+            heartbeat_interval_ms: 500,
             admin_session_hours: 12,
             admin_idle_minutes: 30,
             registration_token_minutes: 60,
@@ -281,7 +283,7 @@ impl CloudConfig {
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_interval_seconds.max(1))
+        Duration::from_millis(self.heartbeat_interval_ms.max(100))
     }
 
     pub fn health_window(&self) -> Duration {

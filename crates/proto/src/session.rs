@@ -40,10 +40,16 @@ pub struct SessionSettings {
     pub missed_heartbeats_allowed: u32,
 }
 
+/// How often each side calls `on_tick`: the granularity of heartbeats and of silence checks.
+pub const TICK: Duration = Duration::from_millis(100);
+
 impl Default for SessionSettings {
+    /// A heartbeat every 500 ms and three missed end the connection, so a silent peer is judged
+    /// gone within 1.5 s plus one [`TICK`]: under the 2 s after which requests should go to
+    /// another agent.
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             missed_heartbeats_allowed: 3,
         }
@@ -287,7 +293,10 @@ impl CloudSession {
                     .settings
                     .silence_limit(self.settings.heartbeat_interval);
                 if now.duration_since(self.last_heard) > limit {
-                    self.close(format!("no frame from the agent for {} s", limit.as_secs()))
+                    self.close(format!(
+                        "no frame from the agent for {} ms",
+                        limit.as_millis()
+                    ))
                 } else {
                     Vec::new()
                 }
@@ -507,8 +516,10 @@ impl AgentSession {
             } => {
                 let limit = self.settings.silence_limit(heartbeat_interval);
                 if now.duration_since(self.last_heard) > limit {
-                    return self
-                        .close(format!("no frame from the cloud for {} s", limit.as_secs()));
+                    return self.close(format!(
+                        "no frame from the cloud for {} ms",
+                        limit.as_millis()
+                    ));
                 }
                 if now.duration_since(last_heartbeat_sent) >= heartbeat_interval {
                     self.state = AgentState::Ready {
@@ -993,6 +1004,63 @@ mod tests {
             .agent
             .on_tick(START.saturating_add(Duration::from_secs(6)));
         assert!(matches!(actions[..], [AgentAction::Close { .. }]));
+    }
+
+    #[test]
+    fn with_the_default_settings_a_silent_agent_is_judged_gone_within_two_seconds() {
+        let settings = SessionSettings::default();
+        let agent_id = AgentId::generate().unwrap();
+        let identity = Arc::new(IdentityKeyPair::generate().unwrap());
+        let (mut cloud, challenge) = CloudSession::new([9u8; 32], START, settings);
+        let mut agent = AgentSession::new(
+            AgentPurpose::Work { agent_id },
+            identity.clone(),
+            SealingKeyPair::generate().public_key().clone(),
+            "1.0.0".into(),
+            settings,
+            START,
+        );
+        let mut pair = Pair {
+            cloud,
+            agent,
+            identity,
+        };
+        hello(&mut pair, &challenge);
+        let welcome = sent_by_cloud(
+            &pair
+                .cloud
+                .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key()))),
+        );
+        (cloud, agent) = (pair.cloud, pair.agent);
+        agent.on_frame(&bytes(&welcome[0]), START);
+        // A live agent, ticking, heartbeats often enough never to be dropped.
+        let mut now = START;
+        for _ in 0..50 {
+            now = now.saturating_add(TICK);
+            for action in agent.on_tick(now) {
+                if let AgentAction::Send(message) = action {
+                    for answer in sent_by_cloud(&cloud.on_frame(&bytes(&message), now)) {
+                        agent.on_frame(&bytes(&answer), now);
+                    }
+                }
+            }
+            assert!(
+                !closes(&cloud.on_tick(now)),
+                "dropped a live agent at {now:?}"
+            );
+        }
+        // Then it falls silent: the cloud, ticking, drops it within 2 s.
+        let silent_from = now;
+        let mut dropped_after = None;
+        for _ in 0..20 {
+            now = now.saturating_add(TICK);
+            if closes(&cloud.on_tick(now)) {
+                dropped_after = Some(now.duration_since(silent_from));
+                break;
+            }
+        }
+        let dropped_after = dropped_after.expect("the silent agent was never dropped");
+        assert!(dropped_after <= Duration::from_secs(2), "{dropped_after:?}");
     }
 
     #[test]

@@ -183,7 +183,6 @@ impl Stack {
         let mut cloud_config = CloudConfig {
             listen: "127.0.0.1:0".into(),
             data_dir: work.join("cloud"),
-            heartbeat_interval_seconds: 2,
             request_timeout_seconds: 10,
             smtp: writeback_cloud::config::SmtpConfig {
                 host: options.smtp_port.map(|_| "127.0.0.1".to_owned()),
@@ -405,6 +404,11 @@ impl Stack {
             child.kill().await?;
         }
         self.wait_for_agent(false).await
+    }
+
+    /// The agent process's id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().and_then(tokio::process::Child::id)
     }
 
     pub fn agent_connected(&self) -> bool {

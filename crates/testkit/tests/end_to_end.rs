@@ -996,3 +996,36 @@ async fn resets_work_through_a_dc_trusted_by_its_pinned_certificate() {
     let (name, password) = user_with_password(&stack, "pinned").await;
     stack.reset_and_prove(&name, &password).await.unwrap();
 }
+
+/// An agent that falls silent without closing its connection (stopped, as a hung host or a cut
+/// network would leave it) is judged gone from its missed heartbeats, so requests are answered
+/// "agent unavailable" at once instead of waiting for it; once it runs again it reconnects by
+/// itself and resets work.
+#[tokio::test]
+async fn a_silent_agent_is_judged_gone_by_its_heartbeats_and_comes_back_by_itself() {
+    let stack = Stack::start().await.unwrap();
+    let pid = stack.agent_pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let stopped = std::time::Instant::now();
+    stack.wait_for_agent(false).await.unwrap();
+    eprintln!(
+        "a silent agent was judged gone after {:?}",
+        stopped.elapsed()
+    );
+    let (name, password) = user_with_password(&stack, "silent").await;
+    let response = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(response.result, ResultCode::AgentUnavailable);
+    signal("-CONT");
+    stack.wait_for_agent(true).await.unwrap();
+    stack.reset_and_prove(&name, &password).await.unwrap();
+}
