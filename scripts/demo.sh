@@ -1,8 +1,10 @@
 #!/bin/sh
 # A working demo: a throwaway Samba AD domain with sample users, the cloud on its embedded SQLite
-# database and a registered agent. Prints the cloud URL, the administrator's credentials and how to
-# reset a password with the CLI; Ctrl-C removes it all.
+# database, a registered agent and self-service on, with a local SMTP server whose mail is printed.
+# Prints the portal and console URLs, the administrator's credentials and what to try; Ctrl-C
+# removes it all.
 set -eu
 cd "$(dirname "$0")/.."
+extra_packages="python3-aiosmtpd"
 . scripts/prerequisites.sh
 exec cargo xtask demo "$@"

@@ -64,6 +64,14 @@ impl PortalClient {
         }
     }
 
+    /// A client of the cloud at `url`, whose certificate has `fingerprint`.
+    pub fn for_url(url: &str, fingerprint: writeback_tls::Fingerprint) -> Self {
+        Self {
+            web: WebClient::for_url(url, fingerprint),
+            address: None,
+        }
+    }
+
     /// A client whose requests come, through the trusted proxy, from `address`.
     pub fn from_address(stack: &Stack, address: &str) -> Self {
         Self {

@@ -20,12 +20,14 @@ pub struct WebClient {
 
 impl WebClient {
     pub fn new(stack: &Stack) -> Self {
+        Self::for_url(&stack.url(), stack.fingerprint)
+    }
+
+    /// A client of the cloud at `url`, whose certificate has `fingerprint`.
+    pub fn for_url(url: &str, fingerprint: writeback_tls::Fingerprint) -> Self {
         Self {
-            client: writeback_cli::ApiClient::new(
-                &stack.url(),
-                &writeback_tls::Trust::Pinned(stack.fingerprint),
-            )
-            .unwrap(),
+            client: writeback_cli::ApiClient::new(url, &writeback_tls::Trust::Pinned(fingerprint))
+                .unwrap(),
             cookies: Vec::new(),
         }
     }

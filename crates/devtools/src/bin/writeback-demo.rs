@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: a throwaway Samba AD domain with sample users, `writeback-cloud` on its
-//! embedded SQLite database, and a registered, connected `writeback-agent`, all left running until
-//! Ctrl-C. Everything lives under one temporary directory and disappears with the demo.
+//! embedded SQLite database, a registered, connected `writeback-agent`, and self-service on for
+//! the sample users, with a local SMTP server (aiosmtpd) whose mail the demo prints as it
+//! arrives; all left running until Ctrl-C. Everything lives under one temporary directory and
+//! disappears with the demo.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,11 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tokio::process::{Child, Command};
 use writeback_cli::ApiClient;
+use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, STAFF_OU};
+use writeback_testkit::mail::MailServer;
+use writeback_testkit::portal::PortalClient;
 use writeback_testkit::stack::{
     StackOptions, enrol_administrator, write_agent_config, write_private,
 };
-use writeback_testkit::{DomainController, NewUser, logs};
+use writeback_testkit::{DomainController, NewPasswordSettings, NewUser, logs};
 use writeback_tls::{Fingerprint, Trust};
 
 const ADMIN_EMAIL: &str = "admin@demo.test";
@@ -90,14 +95,57 @@ async fn run(command: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-fn cloud(data_dir: &Path) -> Result<Command> {
+fn cloud(data_dir: &Path, smtp_port: u16) -> Result<Command> {
     let mut command = Command::new(binary("writeback-cloud")?);
     command
         .arg("--data-dir")
         .arg(data_dir)
         .env("WRITEBACK_CLOUD_LOG__FORMAT", "text")
-        .env("WRITEBACK_CLOUD_LOG__FILE", data_dir.join("cloud.log"));
+        .env("WRITEBACK_CLOUD_LOG__FILE", data_dir.join("cloud.log"))
+        .env("WRITEBACK_CLOUD_SMTP__HOST", "127.0.0.1")
+        .env("WRITEBACK_CLOUD_SMTP__PORT", smtp_port.to_string())
+        .env("WRITEBACK_CLOUD_SMTP__SECURITY", "none")
+        .env(
+            "WRITEBACK_CLOUD_SMTP__FROM",
+            "Writeback demo <writeback@demo.test>",
+        );
     Ok(command)
+}
+
+/// Self-service for everyone, by a code mailed to a registered address or an authenticator
+/// app, one of them enough; unlock without a reset allowed.
+fn demo_self_service() -> SelfServiceSettings {
+    SelfServiceSettings {
+        scope: SelfServiceScope::Everyone,
+        methods: vec![
+            VerificationMethod::Email,
+            VerificationMethod::AuthenticatorApp,
+        ],
+        methods_required: 1,
+        unlock_without_reset: true,
+        writeback_enabled: true,
+        notify_user_on_reset: true,
+        helpdesk: "The demo's helpdesk is you: see the terminal.".into(),
+        ..SelfServiceSettings::default()
+    }
+}
+
+/// Prints every mail the demo's SMTP server receives from now on, as it arrives.
+async fn print_mail_as_it_arrives(mail: MailServer) {
+    let mut shown = mail.messages().map_or(0, |messages| messages.len());
+    loop {
+        if let Ok(messages) = mail.messages() {
+            for message in messages.iter().skip(shown) {
+                println!();
+                println!("  ── mail to {}: {}", message.to, message.subject);
+                for line in message.body.lines().filter(|line| !line.trim().is_empty()) {
+                    println!("     {line}");
+                }
+            }
+            shown = messages.len().max(shown);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::main]
@@ -134,29 +182,31 @@ async fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let mail = MailServer::start(&work.join("mail")).await?;
+    let smtp_port = mail.port;
     let cloud_dir = work.join("cloud");
     std::fs::create_dir_all(&cloud_dir)?;
     let admin_password_file = work.join("admin-password");
     write_private(&admin_password_file, ADMIN_PASSWORD)?;
     run(
-        cloud(&cloud_dir)?
+        cloud(&cloud_dir, smtp_port)?
             .args(["admin", "create", "--email", ADMIN_EMAIL, "--password-file"])
             .arg(&admin_password_file),
         "writeback-cloud admin create",
     )
     .await?;
     let token = run(
-        cloud(&cloud_dir)?.args(["token", "create", "--directory", DIRECTORY]),
+        cloud(&cloud_dir, smtp_port)?.args(["token", "create", "--directory", DIRECTORY]),
         "writeback-cloud token create",
     )
     .await?;
     let fingerprint: Fingerprint = run(
-        cloud(&cloud_dir)?.arg("fingerprint"),
+        cloud(&cloud_dir, smtp_port)?.arg("fingerprint"),
         "writeback-cloud fingerprint",
     )
     .await?
     .parse()?;
-    let cloud_process: Child = cloud(&cloud_dir)?
+    let cloud_process: Child = cloud(&cloud_dir, smtp_port)?
         .args(["serve", "--listen", &listen])
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -221,10 +271,36 @@ async fn main() -> Result<()> {
     )
     .await?;
 
+    client
+        .update_self_service_settings(&demo_self_service())
+        .await
+        .context("turning self-service on")?;
+    // Alice and Bob have registered an email address, as they would on the portal's account
+    // page; then Bob locks himself out.
+    for (name, password) in [("alice", "Alice-Start-2026!"), ("bob", "Bob-Start-2026!")] {
+        let address = format!("{name}@corp.example.test");
+        wait_for(
+            || async {
+                let mut portal = PortalClient::for_url(&url, fingerprint);
+                let answer = portal.sign_in(name, password).await;
+                if answer.status.as_u16() != 303 {
+                    bail!("{name} could not sign in yet ({})", answer.status);
+                }
+                portal.register_email(&mail, &address, 1).await;
+                Ok::<(), anyhow::Error>(())
+            },
+            "the sample users to register their email addresses",
+        )
+        .await?;
+    }
+    lock_out(&dc, "bob").await?;
+    let portal_url = format!("{url}/portal");
+
     let writeback = binary("writeback")?;
     println!();
     println!("Writeback demo is running.");
     println!();
+    println!("  Self-service portal: {portal_url}");
     println!("  Admin console:       {url}/console   (self-signed certificate: accept it once)");
     println!("  Cloud (admin API):   {url}");
     println!("  Certificate pin:     {fingerprint}");
@@ -263,12 +339,45 @@ async fn main() -> Result<()> {
         cloud_dir.join("cloud.log").display(),
         agent_dir.join("agent.log").display()
     );
+    println!("  Try self-service (mail the portal sends is printed below as it arrives):");
+    println!("    {portal_url}  > Forgot your password > alice > Email me a code > a new password");
+    println!(
+        "    {portal_url}  > Unlock your account > bob (locked out by the demo) > Email me a code"
+    );
+    println!(
+        "    {} reset {DIRECTORY} carol --must-change   # an administrator reset; carol changes it at sign-in",
+        writeback.display()
+    );
+    println!();
     println!("  Press Ctrl-C to stop; the domain and all data are removed.");
+    tokio::spawn(print_mail_as_it_arrives(mail));
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     drop((agent_process, cloud_process, dc));
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// Locks `name` out as three wrong passwords would under a lockout threshold of 3 (a
+/// fine-grained policy for that user alone).
+async fn lock_out(dc: &DomainController, name: &str) -> Result<()> {
+    let settings = NewPasswordSettings {
+        name: "demo-lockout".into(),
+        min_length: 7,
+        complexity: true,
+        history_length: 0,
+        min_age_days: 0,
+        lockout_threshold: 3,
+    };
+    let dn = format!("CN={name},{STAFF_OU}");
+    dc.admin()
+        .await?
+        .create_password_settings(&settings, &dn)
+        .await?;
+    for attempt in 0..3 {
+        let _ = dc.bind_as(name, &format!("Wrong-Demo-{attempt}!")).await?;
+    }
     Ok(())
 }
 
