@@ -7,13 +7,11 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection};
+use rustls_pki_types::{CertificateDer, ServerName};
 use x509_parser::extensions::GeneralName;
 
-use crate::{Fingerprint, TlsError, provider};
+use crate::{EndEntityRule, EndEntityVerifier, Fingerprint, TlsError, provider};
 
 /// The certificate a server presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,49 +40,6 @@ impl std::fmt::Display for PresentedCertificate {
     }
 }
 
-/// Records the server's certificate and accepts it; handshake signatures are still checked.
-#[derive(Debug)]
-struct Recorder {
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(end_entity.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, certificate, signature, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, certificate, signature, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// Connects to `host:port` (blocking, within `timeout`), completes a TLS handshake without
 /// trusting anything, and describes the certificate the server presented.
 pub fn presented_certificate(
@@ -97,10 +52,9 @@ pub fn presented_certificate(
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder {
-            seen: seen.clone(),
-            algorithms: provider().signature_verification_algorithms,
-        }))
+        .with_custom_certificate_verifier(Arc::new(EndEntityVerifier::new(EndEntityRule::Record(
+            seen.clone(),
+        ))))
         .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned())
         .map_err(|error| TlsError::Inspect(format!("{host}: {error}")))?;

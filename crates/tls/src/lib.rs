@@ -283,24 +283,41 @@ pub fn client_config(trust: &Trust) -> Result<ClientConfig, TlsError> {
         }
         Trust::Pinned(fingerprint) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                fingerprint: *fingerprint,
-                algorithms: provider().signature_verification_algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(EndEntityVerifier::new(
+                EndEntityRule::Pinned(*fingerprint),
+            )))
             .with_no_client_auth(),
     };
     Ok(config)
 }
 
-/// Accepts exactly one certificate, identified by its SHA-256 fingerprint. Handshake signatures
-/// are still verified, so the peer must hold the certificate's private key.
+/// What the end-entity certificate of a server must be, the chain and names aside.
 #[derive(Debug)]
-struct PinnedCertificate {
-    fingerprint: Fingerprint,
+enum EndEntityRule {
+    /// Exactly this certificate.
+    Pinned(Fingerprint),
+    /// Any certificate, kept here: for describing what a server presents, never for trusting it.
+    Record(Arc<std::sync::Mutex<Option<Vec<u8>>>>),
+}
+
+/// Checks the end-entity certificate by its rule alone. Handshake signatures are still
+/// verified, so the peer must hold the certificate's private key.
+#[derive(Debug)]
+struct EndEntityVerifier {
+    rule: EndEntityRule,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedCertificate {
+impl EndEntityVerifier {
+    fn new(rule: EndEntityRule) -> Self {
+        Self {
+            rule,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for EndEntityVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -309,15 +326,22 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented = Fingerprint::of(end_entity);
-        if presented == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server certificate fingerprint {presented} does not match the pinned {}",
-                self.fingerprint
-            )))
+        match &self.rule {
+            EndEntityRule::Pinned(fingerprint) => {
+                let presented = Fingerprint::of(end_entity);
+                if presented != *fingerprint {
+                    return Err(rustls::Error::General(format!(
+                        "server certificate fingerprint {presented} does not match the pinned {fingerprint}"
+                    )));
+                }
+            }
+            EndEntityRule::Record(seen) => {
+                *seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end_entity.to_vec());
+            }
         }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
