@@ -141,6 +141,8 @@ pub async fn perform(
     request_id: RequestId,
     writeback: Writeback,
 ) -> Result<WritebackOutcome, WritebackError> {
+    // Durations for the log only, to say where an operation's time goes.
+    let entered = Instant::now();
     writeback.check_passwords()?;
     let directory = target.directory.clone();
     // An agent of the directory can only be connected if the directory exists.
@@ -161,6 +163,7 @@ pub async fn perform(
     let deadline = started.saturating_add(state.config.request_timeout());
     tracing::info!(%request_id, operation = %kind, %directory, user = %described, actor = %actor.name, "operation started");
     let dispatched = Instant::now();
+    let before_dispatch = dispatched.duration_since(entered);
     let Verdict { result, warnings } = state
         .relay
         .dispatch(&directory, request_id, deadline, &intent)
@@ -176,17 +179,6 @@ pub async fn perform(
         .operation_seconds
         .observe(&[kind.as_str()], elapsed.as_secs_f64());
     let finished = UnixMillis::now();
-    tracing::info!(
-        %request_id,
-        operation = %kind,
-        %directory,
-        user = %described,
-        result = result.code(),
-        warnings = ?warnings,
-        elapsed_ms = finished.duration_since(started).as_millis() as u64,
-        dispatch_us = elapsed.as_micros() as u64,
-        "operation finished"
-    );
     let detail = match &result {
         ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => {
             Some(detail.clone())
@@ -202,15 +194,29 @@ pub async fn perform(
         )),
         _ => None,
     };
-    AuditAction::Operation(kind)
+    let audited = AuditAction::Operation(kind)
         .by(actor, finished)
         .directory(&directory)
-        .target(described)
+        .target(described.clone())
         .request(request_id)
         .result(result.code())
         .maybe_detail(detail)
         .record(&state.store)
-        .await?;
+        .await;
+    tracing::info!(
+        %request_id,
+        operation = %kind,
+        %directory,
+        user = %described,
+        result = result.code(),
+        warnings = ?warnings,
+        elapsed_ms = finished.duration_since(started).as_millis() as u64,
+        before_dispatch_us = before_dispatch.as_micros() as u64,
+        dispatch_us = elapsed.as_micros() as u64,
+        audit_us = dispatched.elapsed().saturating_sub(elapsed).as_micros() as u64,
+        "operation finished"
+    );
+    audited?;
     if is_reset && result.is_success() && requester == Requester::Administrator {
         notices::notify_admin_reset(state, &actor.name, &target).await;
     }

@@ -9,8 +9,8 @@
 //! Only the API call is timed; that it was audited is checked after the clock stops. Before its
 //! last line it says where the end-to-end time goes, per request from the cloud's and the
 //! agent's logs: the agent's work (its lookups, policy check and the modify), the relay (sealing,
-//! the WebSocket both ways), and the cloud's API around the dispatch (HTTPS, session, target,
-//! audit row).
+//! the WebSocket both ways), and the cloud's API around the dispatch: its checks and the synced
+//! user's lookup before, the audit row after, and the rest (HTTPS, the session, JSON).
 //!
 //! It ends with one line: `writeback direct_p50_ms=… e2e_p50_ms=… ratio_p50=… direct_p99_ms=…
 //! e2e_p99_ms=… ratio_p99=…`.
@@ -191,20 +191,38 @@ fn logged_microseconds(text: &str, message: &str, field: &str) -> HashMap<String
 fn where_the_time_goes(stack: &Stack, measured: &[(String, Duration)]) -> Result<()> {
     let cloud_log = std::fs::read_to_string(writeback_testkit::logs::own_log()?)?;
     let dispatch = logged_microseconds(&cloud_log, "operation finished", "dispatch_us");
+    let before_dispatch =
+        logged_microseconds(&cloud_log, "operation finished", "before_dispatch_us");
+    let audit = logged_microseconds(&cloud_log, "operation finished", "audit_us");
     let agent = logged_microseconds(&stack.agent_log(), "operation done", "elapsed_us");
     let mut agent_times = Vec::new();
     let mut relay_times = Vec::new();
     let mut api_times = Vec::new();
+    let mut before_dispatch_times = Vec::new();
+    let mut audit_times = Vec::new();
+    let mut http_times = Vec::new();
     for (request_id, total) in measured {
-        let (Some(dispatch), Some(agent)) = (dispatch.get(request_id), agent.get(request_id))
-        else {
+        let (Some(dispatch), Some(agent), Some(before_dispatch), Some(audit)) = (
+            dispatch.get(request_id),
+            agent.get(request_id),
+            before_dispatch.get(request_id),
+            audit.get(request_id),
+        ) else {
             continue;
         };
-        let dispatch = Duration::from_micros(*dispatch);
-        let agent = Duration::from_micros(*agent);
+        let [dispatch, agent, before_dispatch, audit] =
+            [dispatch, agent, before_dispatch, audit].map(|us| Duration::from_micros(*us));
         agent_times.push(agent);
         relay_times.push(dispatch.saturating_sub(agent));
         api_times.push(total.saturating_sub(dispatch));
+        before_dispatch_times.push(before_dispatch);
+        audit_times.push(audit);
+        http_times.push(
+            total
+                .saturating_sub(dispatch)
+                .saturating_sub(before_dispatch)
+                .saturating_sub(audit),
+        );
     }
     ensure!(
         agent_times.len() == measured.len(),
@@ -216,6 +234,9 @@ fn where_the_time_goes(stack: &Stack, measured: &[(String, Duration)]) -> Result
     summary("  agent (lookups + modify)", &mut agent_times);
     summary("  relay (seal, WSS, open)", &mut relay_times);
     summary("  cloud API around relay", &mut api_times);
+    summary("    checks, user (store)", &mut before_dispatch_times);
+    summary("    audit row (store)", &mut audit_times);
+    summary("    HTTPS, session, JSON", &mut http_times);
     Ok(())
 }
 
