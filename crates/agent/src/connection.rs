@@ -20,7 +20,7 @@ use writeback_proto::sync::{SyncBatch, SyncStart};
 use writeback_proto::time::UnixMillis;
 
 use crate::backoff::{Backoff, random_jitter};
-use crate::executor::Executor;
+use crate::executor::{Announcement, Announcer, Executor};
 use crate::metrics::AgentMetrics;
 use crate::state::AgentState;
 use crate::sync::{self, OutgoingBatch, SYNC_WINDOW, SyncLink, SyncSettings};
@@ -168,6 +168,8 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
         UnixMillis::now(),
     );
     let (results, mut finished) = mpsc::channel::<Response>(64);
+    let (announcements, mut announced) = mpsc::channel::<Announcement>(64);
+    let announcer = Announcer::on(announcements);
     let mut ticker = tokio::time::interval(writeback_proto::session::TICK);
     let mut running_sync: Option<RunningSync> = None;
     let sync_window = Arc::new(Semaphore::new(SYNC_WINDOW));
@@ -179,6 +181,16 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                 Err(reason) => return Ok(reason),
             },
             Some(response) = finished.recv() => vec![AgentAction::Send(AgentMessage::Response(response))],
+            Some(announcement) = announced.recv() => {
+                let message = AgentMessage::AboutToWrite {
+                    request_id: announcement.request_id,
+                    before: announcement.before,
+                };
+                let sent = send(&mut socket, &message).await;
+                let _ = announcement.written.send(sent.is_ok());
+                sent?;
+                Vec::new()
+            }
             Some((batch, permit)) = next_batch(&mut running_sync) => {
                 // Returned when the cloud acknowledges a batch.
                 permit.forget();
@@ -206,7 +218,12 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                     send(&mut socket, &AgentMessage::Status(status)).await?;
                 }
                 AgentAction::Execute(request) => {
+                    fail::fail_point!("after-receipt", |_| {
+                        eprintln!("kill point after-receipt: exiting");
+                        std::process::exit(86)
+                    });
                     let executor = executor.clone();
+                    let announcer = announcer.clone();
                     let results = results.clone();
                     let metrics = metrics.clone();
                     // Requests run concurrently; a result for a connection that has since closed
@@ -215,7 +232,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                         let operation = request.operation.kind();
                         let started = std::time::Instant::now();
                         metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-                        let verdict = executor.execute(&request).await;
+                        let verdict = executor.execute(&request, &announcer).await;
                         metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
                         metrics
                             .operations

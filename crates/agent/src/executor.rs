@@ -6,7 +6,15 @@
 //!    are refused;
 //! 4. the sealed passwords are opened (only now, and only here);
 //! 5. the new password is checked against the effective policy, for a specific reason;
-//! 6. exactly one directory modify is made, and the DC's answer is translated.
+//! 6. before a password is written, the agent tells the cloud, on the connection that delivered
+//!    the request, the password's stamp as it read it ([`Announcer`]); it writes only if that
+//!    message was written to the connection;
+//! 7. exactly one directory modify is made, and the DC's answer is translated.
+//!
+//! A request the cloud delivered before on a connection that was lost ([`EarlierDelivery`])
+//! first looks at the directory: if the password's stamp moved past the one the earlier agent was
+//! about to overwrite, that write landed (or a later one did), nothing is written again, and the
+//! answer is success only if this request's password is the one in place.
 //!
 //! The domain policy for step 5 is the one read at most [`Executor::with_policy_lifetime`] ago
 //! (the directory status check reads it at that interval anyway), so a reset costs the directory
@@ -16,13 +24,18 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fail::fail_point;
 use secrecy::SecretString;
+use tokio::sync::{mpsc, oneshot};
 use writeback_directory::{
     Directory, DirectoryError, EffectivePolicy, ResetOptions, SignInVerdict, UserAccount,
 };
 use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
 use writeback_proto::intent::sealed_field_context;
-use writeback_proto::operation::{Operation, OperationKind, Request, UserRef, Verdict};
+use writeback_proto::ids::RequestId;
+use writeback_proto::operation::{
+    Operation, OperationKind, PasswordStamp, Request, UserRef, Verdict,
+};
 use writeback_proto::result::{OutcomeWarning, PolicyRequirements, ResultCode};
 use writeback_proto::sealing::{SealedSecret, SecretField};
 use writeback_proto::time::UnixMillis;
@@ -32,6 +45,52 @@ use crate::state::KeyRing;
 
 /// The time source; a parameter so that deadlines are tested without waiting.
 pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// "About to write this request's password over this stamp", on its way to the connection;
+/// `written` says whether it reached the socket.
+#[derive(Debug)]
+pub struct Announcement {
+    pub request_id: RequestId,
+    pub before: PasswordStamp,
+    pub written: oneshot::Sender<bool>,
+}
+
+/// Where a request's announcements go: the connection that delivered it. The default goes
+/// nowhere and always lets the write go ahead, for an executor with no cloud (unit tests).
+#[derive(Debug, Clone, Default)]
+pub struct Announcer {
+    connection: Option<mpsc::Sender<Announcement>>,
+}
+
+impl Announcer {
+    pub fn on(connection: mpsc::Sender<Announcement>) -> Self {
+        Self {
+            connection: Some(connection),
+        }
+    }
+
+    /// Whether the announcement was written to the connection; when it was not (the connection
+    /// is gone), the write must not happen: the cloud may already be handing the request to
+    /// another agent, which could not know of it.
+    async fn announce(&self, request_id: RequestId, before: PasswordStamp) -> bool {
+        let Some(connection) = &self.connection else {
+            return true;
+        };
+        let (written, answer) = oneshot::channel();
+        let announcement = Announcement {
+            request_id,
+            before,
+            written,
+        };
+        connection.send(announcement).await.is_ok() && answer.await.unwrap_or(false)
+    }
+}
+
+/// A user whose password was never written has no stamp; the first write makes version 1.
+const NEVER_WRITTEN: PasswordStamp = PasswordStamp {
+    version: 0,
+    changed_at: UnixMillis(0),
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct Guards {
@@ -147,7 +206,7 @@ impl<D: Directory> Executor<D> {
         }
     }
 
-    pub async fn execute(&self, request: &Request) -> Verdict {
+    pub async fn execute(&self, request: &Request, announcer: &Announcer) -> Verdict {
         let fingerprint = request.operation.fingerprint();
         loop {
             match self.journal.begin(request.request_id, &fingerprint) {
@@ -169,7 +228,8 @@ impl<D: Directory> Executor<D> {
                 Begin::Fresh(guard) => {
                     // Durations for the log only; decisions use the clock parameter.
                     let started = std::time::Instant::now();
-                    let outcome = self.apply(request).await;
+                    let outcome = self.apply(request, announcer).await;
+                    fail_point!("after-write", |_| crash("after-write"));
                     let operation = request.operation.kind();
                     tracing::info!(
                         request_id = %request.request_id,
@@ -182,13 +242,14 @@ impl<D: Directory> Executor<D> {
                         "operation done"
                     );
                     guard.finish(&outcome.verdict, outcome.keep, (self.clock)());
+                    fail_point!("after-journal", |_| crash("after-journal"));
                     return outcome.verdict;
                 }
             }
         }
     }
 
-    async fn apply(&self, request: &Request) -> Outcome {
+    async fn apply(&self, request: &Request, announcer: &Announcer) -> Outcome {
         if (self.clock)() >= request.deadline {
             return Outcome::passing(ResultCode::Timeout);
         }
@@ -224,6 +285,12 @@ impl<D: Directory> Executor<D> {
                     Ok(secret) => secret,
                     Err(failure) => return failure,
                 };
+                // With DONT_EXPIRE_PASSWORD the DC takes pwdLastSet = 0 and never asks the user.
+                let ignored = (*must_change && account.password_never_expires)
+                    .then_some(OutcomeWarning::MustChangeIgnored);
+                if let Some(landed) = self.earlier_write(request, &account, &new_password).await {
+                    return landed.warning_of(ignored);
+                }
                 let enforce_history = match self.directory.reset_enforces_history().await {
                     Ok(enforced) => enforced,
                     Err(error) => return lookup_failure(error),
@@ -238,8 +305,8 @@ impl<D: Directory> Executor<D> {
                     Ok(policy) => policy,
                     Err(refusal) => return refusal,
                 };
-                if let Some(late) = self.too_late(request) {
-                    return late;
+                if let Some(refusal) = self.ready_to_write(request, &account, announcer).await {
+                    return refusal;
                 }
                 let options = ResetOptions {
                     must_change: *must_change,
@@ -249,14 +316,12 @@ impl<D: Directory> Executor<D> {
                     .directory
                     .reset_password(&account, &new_password, options)
                     .await;
-                // With DONT_EXPIRE_PASSWORD the DC takes pwdLastSet = 0 and never asks the user.
-                let ignored = *must_change && account.password_never_expires;
                 write_outcome(
                     written,
                     OperationKind::ResetPassword,
                     policy.as_ref().map(|policy| (policy, enforce_history)),
                 )
-                .warning_of(ignored.then_some(OutcomeWarning::MustChangeIgnored))
+                .warning_of(ignored)
             }
             Operation::ChangePassword {
                 user,
@@ -282,6 +347,9 @@ impl<D: Directory> Executor<D> {
                     Ok(secret) => secret,
                     Err(failure) => return failure,
                 };
+                if let Some(landed) = self.earlier_write(request, &account, &new_password).await {
+                    return landed;
+                }
                 let policy = match self
                     .checked_policy(&account, domain_policy, &new_password, WriteKind::Change)
                     .await
@@ -289,8 +357,8 @@ impl<D: Directory> Executor<D> {
                     Ok(policy) => policy,
                     Err(refusal) => return refusal,
                 };
-                if let Some(late) = self.too_late(request) {
-                    return late;
+                if let Some(refusal) = self.ready_to_write(request, &account, announcer).await {
+                    return refusal;
                 }
                 let written = self
                     .directory
@@ -354,6 +422,62 @@ impl<D: Directory> Executor<D> {
             return Err(Outcome::kept(refusal));
         }
         Ok(account)
+    }
+
+    /// The last steps before a password is written: still within the deadline, and the cloud
+    /// told on the delivering connection what is about to be overwritten. `Some` is why not.
+    async fn ready_to_write(
+        &self,
+        request: &Request,
+        account: &UserAccount,
+        announcer: &Announcer,
+    ) -> Option<Outcome> {
+        if let Some(late) = self.too_late(request) {
+            return Some(late);
+        }
+        let before = account.password_stamp.unwrap_or(NEVER_WRITTEN);
+        if !announcer.announce(request.request_id, before).await {
+            tracing::warn!(request_id = %request.request_id, "the connection that delivered the request is gone; not writing, the cloud hands it on");
+            return Some(Outcome::passing(ResultCode::AgentUnavailable));
+        }
+        fail_point!("before-write", |_| crash("before-write"));
+        None
+    }
+
+    /// For a request delivered before on a lost connection: `Some` when the password moved since
+    /// the earlier agent was about to write it, so that nothing must be written again. The answer
+    /// is success only if the directory takes `new_password` now; a bind that fails counts as a
+    /// bad password for the user, which is the price of never writing twice.
+    async fn earlier_write(
+        &self,
+        request: &Request,
+        account: &UserAccount,
+        new_password: &SecretString,
+    ) -> Option<Outcome> {
+        let before = request.earlier_delivery?.about_to_write?;
+        let Some(now) = account.password_stamp else {
+            return Some(Outcome::kept(ResultCode::OutcomeUnknown {
+                detail: "the agent that had this request was lost after it set out to write the password, and the directory does not show the password's replication metadata".into(),
+            }));
+        };
+        if now.version <= before.version {
+            tracing::info!(request_id = %request.request_id, version = now.version, "taken over: the password has not moved since the lost agent read it; writing");
+            return None;
+        }
+        let writes = now.version - before.version;
+        let changed_at = humantime::format_rfc3339_seconds(now.changed_at.to_system_time());
+        tracing::info!(request_id = %request.request_id, writes, %changed_at, "taken over: the password moved since the lost agent read it; not writing again");
+        Some(match self.directory.verify_password(account, new_password).await {
+            Ok(SignInVerdict::Accepted | SignInVerdict::MustChange | SignInVerdict::Expired) => {
+                Outcome::kept(ResultCode::Success)
+            }
+            Ok(_) => Outcome::kept(ResultCode::OutcomeUnknown {
+                detail: format!(
+                    "the agent that had this request was lost; the password was written {writes} time(s) since it set out to write, last at {changed_at}, and the directory does not take this request's password"
+                ),
+            }),
+            Err(error) => Outcome::passing(directory_failure(error)),
+        })
     }
 
     /// The last check before writing: lookups take time, and the cloud stops waiting at the
@@ -450,6 +574,14 @@ impl<D: Directory> Executor<D> {
             })),
         }
     }
+}
+
+/// A kill point's action: the process ends at once, as in a crash, with nothing flushed or
+/// answered. Reached only in builds with the `kill-points` feature and a `FAILPOINTS` setting.
+#[cfg(feature = "kill-points")]
+fn crash(point: &str) -> ! {
+    eprintln!("kill point {point}: exiting");
+    std::process::exit(86)
 }
 
 /// A failure before anything was written.

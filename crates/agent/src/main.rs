@@ -95,6 +95,9 @@ fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The crash tests' kill points, set by FAILPOINTS; absent from every other build.
+    #[cfg(feature = "kill-points")]
+    let _kill_points = fail::FailScenario::setup();
     let arguments = Arguments::parse();
     let config = load_config(&arguments)?;
     writeback_config::init_logging(&config.log)?;

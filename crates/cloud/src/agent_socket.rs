@@ -128,6 +128,11 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                         connection.report_status(status);
                     }
                 }
+                CloudAction::AboutToWrite { request_id, before } => {
+                    if let Some(connection) = &registered {
+                        state.relay.about_to_write(connection, request_id, before);
+                    }
+                }
                 CloudAction::Deliver(response) => {
                     if let Some(connection) = &registered {
                         state.relay.deliver(connection, response);

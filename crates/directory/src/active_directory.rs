@@ -91,6 +91,7 @@ const USER_ATTRIBUTES: &[&str] = &[
     "pwdLastSet",
     "msDS-User-Account-Control-Computed",
     "msDS-ResultantPSO",
+    "replPropertyMetaData",
 ];
 
 /// Constructed attributes, read again with a base-scope read if a DC leaves them out of a subtree
@@ -455,6 +456,8 @@ impl Directory for ActiveDirectory {
             password_never_expires: user_account_control & UF_DONT_EXPIRE_PASSWD != 0,
             password_last_set: decode::password_last_set(first(&entry.attrs, "pwdLastSet")),
             resultant_pso: first(&constructed, "msDS-ResultantPSO").map(str::to_owned),
+            password_stamp: binary_value(&entry, "replPropertyMetaData")
+                .and_then(decode::password_stamp),
             distinguished_name: entry.dn,
         })
     }
@@ -640,6 +643,17 @@ pub(crate) fn first<'a>(
         .get(name)
         .and_then(|values| values.first())
         .map(String::as_str)
+}
+
+/// The first value of `name` as bytes: ldap3 files a value under `attrs` when it happens to be
+/// valid UTF-8, and under `bin_attrs` otherwise.
+fn binary_value<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a [u8]> {
+    entry
+        .bin_attrs
+        .get(name)
+        .and_then(|values| values.first())
+        .map(Vec::as_slice)
+        .or_else(|| first(&entry.attrs, name).map(str::as_bytes))
 }
 
 pub(crate) fn number(attributes: &HashMap<String, Vec<String>>, name: &str) -> Option<u64> {

@@ -9,7 +9,9 @@ use ldap3::Mod;
 use ldap3::controls::RawControl;
 use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::PolicyReason;
+use writeback_proto::operation::PasswordStamp;
 use writeback_proto::sync::ObjectAnchor;
+use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
 use crate::{DirectoryError, PasswordLastSet, ResetOptions, SignInVerdict};
@@ -174,6 +176,47 @@ pub fn password_last_set(value: Option<&str>) -> PasswordLastSet {
             .unwrap_or(PasswordLastSet::MustChange),
         _ => PasswordLastSet::MustChange,
     }
+}
+
+/// The attribute id of `unicodePwd` in replication metadata (MS-ADA3).
+const UNICODE_PWD_ATTID: u32 = 0x0009_005A;
+/// `replPropertyMetaDataBlob`: a version and a reserved word, then the count of entries and
+/// another reserved word, then the entries.
+const METADATA_HEADER_BYTES: usize = 16;
+/// One `replPropertyMetaData1`: attid, version, change time (seconds since 1601), the
+/// originating DC's invocation id, and two USNs.
+const METADATA_ENTRY_BYTES: usize = 48;
+
+/// The password's stamp in a user's `replPropertyMetaData` (MS-DRSR 5.166): `None` when the
+/// value is not a version-1 blob, is cut short, or has no entry for `unicodePwd` (a user whose
+/// password was never set).
+pub fn password_stamp(metadata: &[u8]) -> Option<PasswordStamp> {
+    let word = |offset: usize| -> Option<u32> {
+        let bytes = metadata.get(offset..offset.checked_add(4)?)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    };
+    if word(0)? != 1 {
+        return None;
+    }
+    let count = usize::try_from(word(8)?).ok()?;
+    let needed = count
+        .checked_mul(METADATA_ENTRY_BYTES)?
+        .checked_add(METADATA_HEADER_BYTES)?;
+    if metadata.len() < needed {
+        return None;
+    }
+    (0..count)
+        .map(|index| METADATA_HEADER_BYTES + index * METADATA_ENTRY_BYTES)
+        .find(|&entry| word(entry) == Some(UNICODE_PWD_ATTID))
+        .and_then(|entry| {
+            let version = word(entry + 4)?;
+            let seconds = u64::from(word(entry + 8)?) | (u64::from(word(entry + 12)?) << 32);
+            let unix_seconds = seconds.checked_sub(FILETIME_UNIX_OFFSET_SECONDS as u64)?;
+            Some(PasswordStamp {
+                version,
+                changed_at: UnixMillis(unix_seconds.checked_mul(1000)?),
+            })
+        })
 }
 
 /// AD stores policy ages as negative counts of 100 ns; "never" is the most negative value.
@@ -556,6 +599,42 @@ mod tests {
         assert_eq!(bind_failure_reason("nonsense"), "bind refused");
     }
 
+    /// A `replPropertyMetaDataBlob` with `entries` of (attid, version, seconds since 1601).
+    fn metadata_blob(entries: &[(u32, u32, u64)]) -> Vec<u8> {
+        let mut blob = Vec::new();
+        blob.extend(1u32.to_le_bytes());
+        blob.extend(0u32.to_le_bytes());
+        blob.extend((entries.len() as u32).to_le_bytes());
+        blob.extend(0u32.to_le_bytes());
+        for (attid, version, seconds) in entries {
+            blob.extend(attid.to_le_bytes());
+            blob.extend(version.to_le_bytes());
+            blob.extend(seconds.to_le_bytes());
+            blob.extend([7u8; 16]);
+            blob.extend(12345u64.to_le_bytes());
+            blob.extend(12346u64.to_le_bytes());
+        }
+        blob
+    }
+
+    #[test]
+    fn the_password_stamp_is_the_unicode_pwd_entry_of_the_metadata() {
+        let at_2026 = 11_644_473_600 + 1_780_000_000;
+        let blob = metadata_blob(&[(0x0009_0001, 9, 5), (0x0009_005A, 4, at_2026), (3, 1, 2)]);
+        assert_eq!(
+            password_stamp(&blob),
+            Some(PasswordStamp {
+                version: 4,
+                changed_at: UnixMillis(1_780_000_000_000)
+            })
+        );
+        assert_eq!(password_stamp(&metadata_blob(&[(0x0009_0001, 9, 5)])), None);
+        assert_eq!(password_stamp(&blob[..blob.len() - 1]), None);
+        let mut other_version = blob.clone();
+        other_version[0] = 2;
+        assert_eq!(password_stamp(&other_version), None);
+    }
+
     /// Properties of the escaping and scope checks that stand between a typed name and LDAP.
     mod properties {
         use proptest::prelude::*;
@@ -594,6 +673,27 @@ mod tests {
                 prop_assert!(!value.contains(['(', ')', '*', '\0']));
                 prop_assert_eq!(unescape(value).unwrap(), name);
                 prop_assert_eq!(filter.matches('(').count(), filter.matches(')').count());
+            }
+
+            /// Whatever bytes a DC sends as replication metadata, reading the stamp ends
+            /// without a panic, and a well-formed blob gives back its entry's version.
+            #[test]
+            fn any_metadata_is_read_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = password_stamp(&bytes);
+            }
+
+            #[test]
+            fn a_well_formed_blob_gives_its_password_version(
+                version in any::<u32>(),
+                others in proptest::collection::vec((any::<u32>().prop_filter("not unicodePwd", |attid| *attid != 0x0009_005A), any::<u32>(), any::<u64>()), 0..8),
+                position in 0usize..8,
+            ) {
+                let mut entries = others.clone();
+                let seconds = 11_644_473_600 + 1_000_000;
+                entries.insert(position.min(entries.len()), (0x0009_005A, version, seconds));
+                let stamp = password_stamp(&metadata_blob(&entries)).unwrap();
+                prop_assert_eq!(stamp.version, version);
+                prop_assert_eq!(stamp.changed_at, UnixMillis(1_000_000_000));
             }
 
             #[test]

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::{PasswordPolicy, PolicySource};
 use writeback_proto::frame::LockoutPolicy;
-use writeback_proto::operation::UserRef;
+use writeback_proto::operation::{PasswordStamp, UserRef};
+use writeback_proto::time::UnixMillis;
 
 use crate::{Directory, DirectoryError, PasswordLastSet, ResetOptions, SignInVerdict, UserAccount};
 
@@ -16,6 +17,20 @@ pub struct FakeUser {
     pub account: UserAccount,
     pub password: String,
     pub must_change: bool,
+}
+
+impl FakeUser {
+    /// What a DC does to the password's replication metadata on every password write.
+    fn next_password_version(&mut self) {
+        let version = self
+            .account
+            .password_stamp
+            .map_or(1, |stamp| stamp.version.saturating_add(1));
+        self.account.password_stamp = Some(PasswordStamp {
+            version,
+            changed_at: UnixMillis::now(),
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -77,6 +92,10 @@ impl FakeDirectory {
             password_never_expires: false,
             password_last_set: PasswordLastSet::At { unix_ms: 0 },
             resultant_pso: None,
+            password_stamp: Some(PasswordStamp {
+                version: 1,
+                changed_at: UnixMillis(0),
+            }),
         };
         self.put(account.clone(), password);
         account
@@ -193,6 +212,7 @@ impl Directory for FakeDirectory {
     ) -> Result<(), DirectoryError> {
         self.write(account, |user| {
             user.password = new_password.expose_secret().to_owned();
+            user.next_password_version();
             user.must_change = options.must_change;
             if options.unlock {
                 user.account.locked_out = false;
@@ -218,6 +238,7 @@ impl Directory for FakeDirectory {
                 });
             }
             user.password = new_password.expose_secret().to_owned();
+            user.next_password_version();
             Ok(())
         })
     }

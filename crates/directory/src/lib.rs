@@ -22,7 +22,7 @@ use secrecy::SecretString;
 use thiserror::Error;
 use writeback_policy::{PasswordPolicy, PolicyReason};
 use writeback_proto::frame::LockoutPolicy;
-use writeback_proto::operation::UserRef;
+use writeback_proto::operation::{PasswordStamp, UserRef};
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
 pub use decode::is_within;
@@ -50,6 +50,8 @@ pub struct UserAccount {
     pub password_last_set: PasswordLastSet,
     /// The fine-grained password settings object that applies, from `msDS-ResultantPSO`.
     pub resultant_pso: Option<String>,
+    /// Where the password stands, from `replPropertyMetaData`; `None` if it was never set.
+    pub password_stamp: Option<PasswordStamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -55,7 +55,7 @@ pub const CATALOGUE: &[EventDefinition] = &[
     event(
         32000,
         Error,
-        "An operation ended with an internal error or timed out.",
+        "An operation ended with an internal error, timed out, or its outcome is unknown.",
     ),
     event(32001, Warning, "The agent cannot reach the cloud."),
     event(32002, Warning, "The connection to the cloud ended."),
@@ -158,6 +158,9 @@ pub fn every_result_code() -> Vec<ResultCode> {
         },
         ResultCode::AgentUnavailable,
         ResultCode::Timeout,
+        ResultCode::OutcomeUnknown {
+            detail: String::new(),
+        },
         ResultCode::RequestIdReused,
         ResultCode::Internal {
             detail: String::new(),
@@ -180,6 +183,7 @@ pub fn every_result_code() -> Vec<ResultCode> {
             | ResultCode::DirectoryUnavailable { .. }
             | ResultCode::AgentUnavailable
             | ResultCode::Timeout
+            | ResultCode::OutcomeUnknown { .. }
             | ResultCode::RequestIdReused
             | ResultCode::Internal { .. } => {}
         }

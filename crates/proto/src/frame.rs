@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProtoError;
 use crate::identity::{IdentityPublicKey, Signature};
-use crate::ids::{AgentId, DirectoryName};
-use crate::operation::{Request, Response};
+use crate::ids::{AgentId, DirectoryName, RequestId};
+use crate::operation::{PasswordStamp, Request, Response};
 use crate::result::PolicyRequirements;
 use crate::sealing::SealingPublicKey;
 use crate::sync::{SyncBatch, SyncStart};
@@ -34,6 +34,12 @@ pub enum AgentMessage {
         sent_at: UnixMillis,
     },
     Response(Response),
+    /// Sent, and written to the connection, just before the agent writes a password: whoever
+    /// takes the request over if this agent is lost compares the directory against `before`.
+    AboutToWrite {
+        request_id: RequestId,
+        before: PasswordStamp,
+    },
     SyncBatch(SyncBatch),
     /// Whether the agent can use its directory; sent once connected and whenever it changes.
     Status(AgentStatus),
@@ -46,6 +52,7 @@ impl AgentMessage {
             Self::Hello(_) => "hello",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Response(_) => "response",
+            Self::AboutToWrite { .. } => "about_to_write",
             Self::SyncBatch(_) => "sync_batch",
             Self::Status(_) => "status",
         }
@@ -286,6 +293,7 @@ mod tests {
         let request = CloudMessage::Request(Request {
             request_id: RequestId::generate().unwrap(),
             deadline: UnixMillis(5),
+            earlier_delivery: None,
             operation: Operation::Unlock {
                 user: UserRef::logon_name("jdoe").unwrap(),
             },

@@ -50,6 +50,19 @@ impl OperationIntent {
         }
     }
 
+    /// The same fingerprint as the [`Operation`] this intent seals into.
+    pub fn fingerprint(&self) -> String {
+        let reset_options = match self {
+            Self::ResetPassword {
+                must_change,
+                unlock,
+                ..
+            } => Some((*must_change, *unlock)),
+            _ => None,
+        };
+        crate::operation::fingerprint(self.kind(), self.user(), reset_options)
+    }
+
     /// The operation for one attempt: every secret sealed to `key`, bound to `request_id`, this
     /// operation's kind, its user and the secret's field.
     pub fn seal(

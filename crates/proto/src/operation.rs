@@ -138,20 +138,31 @@ impl Operation {
     /// id can be checked to carry the same operation. Secrets are excluded on purpose: a resend
     /// is sealed afresh and its ciphertext differs.
     pub fn fingerprint(&self) -> String {
-        match self {
+        let reset_options = match self {
             Self::ResetPassword {
-                user,
                 must_change,
                 unlock,
                 ..
-            } => format!(
-                "reset_password|{}|must_change={must_change}|unlock={unlock}",
-                user.anchor()
-            ),
-            Self::ChangePassword { user, .. } => format!("change_password|{}", user.anchor()),
-            Self::Unlock { user } => format!("unlock|{}", user.anchor()),
-            Self::VerifyPassword { user, .. } => format!("verify_password|{}", user.anchor()),
-        }
+            } => Some((*must_change, *unlock)),
+            _ => None,
+        };
+        fingerprint(self.kind(), self.user(), reset_options)
+    }
+}
+
+/// An operation's fingerprint from its parts, the same for an [`Operation`] and for the intent it
+/// was sealed from.
+pub(crate) fn fingerprint(
+    kind: OperationKind,
+    user: &UserRef,
+    reset_options: Option<(bool, bool)>,
+) -> String {
+    match reset_options {
+        Some((must_change, unlock)) => format!(
+            "{kind}|{}|must_change={must_change}|unlock={unlock}",
+            user.anchor()
+        ),
+        None => format!("{kind}|{}", user.anchor()),
     }
 }
 
@@ -177,6 +188,27 @@ impl fmt::Debug for SealedSecret {
     }
 }
 
+/// Where a user's password stands in the directory: how many times it has been written (the
+/// version in the user's replication metadata for `unicodePwd`) and when it last was. Every reset
+/// or change adds one to the version on the DC that takes it, so the stamp read before a write
+/// tells whoever looks later whether that write landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordStamp {
+    pub version: u32,
+    pub changed_at: UnixMillis,
+}
+
+/// What the cloud knows of an earlier delivery of the same request: it went to an agent whose
+/// connection was lost before it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierDelivery {
+    /// The password's stamp that the earlier agent read just before it wrote, if it said it was
+    /// about to write. `None`: it never got that far, so it wrote nothing.
+    pub about_to_write: Option<PasswordStamp>,
+}
+
 /// One operation sent from the cloud to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +217,10 @@ pub struct Request {
     /// After this instant the cloud has already answered "timeout"; the agent must not start.
     pub deadline: UnixMillis,
     pub operation: Operation,
+    /// Set when this request was delivered before, on a connection that was lost before the
+    /// answer came: the agent must find out from the directory whether it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_delivery: Option<EarlierDelivery>,
 }
 
 /// What became of one operation: the directory's result, and what part of a success had no

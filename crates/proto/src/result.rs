@@ -56,6 +56,11 @@ pub enum ResultCode {
     },
     AgentUnavailable,
     Timeout,
+    /// The agent that had the request was lost before it answered, and the directory does not
+    /// show that this request's password is the one in place. `detail` says what it does show.
+    OutcomeUnknown {
+        detail: String,
+    },
     /// The request id (an API client's Idempotency-Key) was already used for a different
     /// operation; nothing was done.
     RequestIdReused,
@@ -83,6 +88,7 @@ impl ResultCode {
             Self::DirectoryUnavailable { .. } => "directory_unavailable",
             Self::AgentUnavailable => "agent_unavailable",
             Self::Timeout => "timeout",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::RequestIdReused => "request_id_reused",
             Self::Internal { .. } => "internal",
         }
@@ -107,7 +113,7 @@ impl ResultCode {
             Self::PermissionDenied | Self::ProtectedAccount | Self::OutOfScope => 33004,
             Self::DirectoryUnavailable { .. } => 33001,
             Self::AgentUnavailable => 32001,
-            Self::Timeout => 32000,
+            Self::Timeout | Self::OutcomeUnknown { .. } => 32000,
             Self::RequestIdReused => 33011,
             Self::Internal { .. } => 32000,
         }

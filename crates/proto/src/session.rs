@@ -25,8 +25,8 @@ use crate::frame::{
 use crate::identity::{
     IdentityKeyPair, IdentityPublicKey, hello_transcript, registration_transcript,
 };
-use crate::ids::{AgentId, DirectoryName};
-use crate::operation::{Request, Response};
+use crate::ids::{AgentId, DirectoryName, RequestId};
+use crate::operation::{PasswordStamp, Request, Response};
 use crate::sealing::SealingPublicKey;
 use crate::sync::{SyncBatch, SyncStart};
 use crate::time::UnixMillis;
@@ -85,6 +85,11 @@ pub enum CloudAction {
         sent_at: UnixMillis,
     },
     Deliver(Response),
+    /// Remember that the agent is about to write this request's password, and the stamp before.
+    AboutToWrite {
+        request_id: RequestId,
+        before: PasswordStamp,
+    },
     /// Apply the batch and its cursor in one transaction, then send `sync_ack`.
     ApplySync(SyncBatch),
     /// Remember whether the agent can use its directory.
@@ -195,6 +200,9 @@ impl CloudSession {
             ],
             (CloudState::Ready(_), AgentMessage::Response(response)) => {
                 vec![CloudAction::Deliver(response)]
+            }
+            (CloudState::Ready(_), AgentMessage::AboutToWrite { request_id, before }) => {
+                vec![CloudAction::AboutToWrite { request_id, before }]
             }
             (CloudState::Ready(_), AgentMessage::SyncBatch(batch)) => {
                 vec![CloudAction::ApplySync(batch)]
@@ -689,6 +697,7 @@ mod tests {
         let request = Request {
             request_id: RequestId::generate().unwrap(),
             deadline: START.saturating_add(Duration::from_secs(5)),
+            earlier_delivery: None,
             operation: Operation::Unlock {
                 user: UserRef::logon_name("jdoe").unwrap(),
             },
@@ -1117,6 +1126,7 @@ mod tests {
         });
         let request = CloudMessage::Request(Request {
             request_id: RequestId::generate().unwrap(),
+            earlier_delivery: None,
             deadline: START,
             operation: Operation::Unlock {
                 user: UserRef::logon_name("x").unwrap(),

@@ -63,6 +63,10 @@ pub fn describe(kind: OperationKind, result: &ResultCode) -> String {
         ResultCode::Timeout => "The on-premises service did not answer in time. The change may or may not \
              have been applied: try signing in with the new password before trying again."
             .into(),
+        ResultCode::OutcomeUnknown { .. } => "The on-premises service was lost while it worked on this change, \
+             and the directory does not show that the new password is in place. \
+             Try signing in with the new password before trying again."
+            .into(),
         ResultCode::RequestIdReused => "This Idempotency-Key was already used for a different request, so nothing was done. \
              Send this request with a new key."
             .into(),

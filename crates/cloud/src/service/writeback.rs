@@ -180,7 +180,9 @@ pub async fn perform(
         .observe(&[kind.as_str()], elapsed.as_secs_f64());
     let finished = UnixMillis::now();
     let detail = match &result {
-        ResultCode::DirectoryUnavailable { detail } | ResultCode::Internal { detail } => {
+        ResultCode::DirectoryUnavailable { detail }
+        | ResultCode::Internal { detail }
+        | ResultCode::OutcomeUnknown { detail } => {
             Some(detail.clone())
         }
         ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),

@@ -144,7 +144,7 @@ pub fn operation_status(result: &ResultCode) -> StatusCode {
         }
         ResultCode::DirectoryUnavailable { .. } => StatusCode::BAD_GATEWAY,
         ResultCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ResultCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ResultCode::Timeout | ResultCode::OutcomeUnknown { .. } => StatusCode::GATEWAY_TIMEOUT,
         ResultCode::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

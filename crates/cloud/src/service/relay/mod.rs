@@ -1,16 +1,21 @@
 //! The relay: agents dial in over WebSocket ([`connection`]) and the API dispatches operations to
 //! them, waiting synchronously for the directory's answer.
 //!
-//! Exactly once: an operation keeps its request id for its whole life. If the connection drops
-//! after the request was sent, the relay waits (until the deadline) for *the same agent* to come
-//! back and sends the same request id again; the agent's outcome journal answers a repeat without
-//! touching the directory. It never moves a sent request to a different agent, which has no record
-//! of it and might apply it a second time.
+//! At most once: an operation keeps its request id for its whole life, and the [`ledger`]
+//! remembers every id sent: on which connection, what its agent said it was about to overwrite,
+//! and the verdict. A repeat of an id whose connection is still up goes to the same agent, whose
+//! outcome journal joins or answers it. When the connection that carried a request is lost before
+//! the answer, the request waits [`TAKEOVER_SETTLE`] (so that a write the lost agent had already
+//! sent has landed) and then goes to any agent of the directory, the lost one included if it came
+//! back, marked as an earlier delivery with the password stamp the lost agent read before it
+//! wrote: that agent reads the directory and writes only if the password has not moved since.
+//! A retry of an answered id gets the same answer without reaching any agent.
 //!
 //! Several agents of one directory are all used: a new request goes to an agent that can use the
 //! directory, with the fewest requests in flight.
 
 pub mod connection;
+pub mod ledger;
 pub mod sync;
 
 pub use connection::{AgentConnection, LiveAgent};
@@ -25,7 +30,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::frame::CloudMessage;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
-use writeback_proto::operation::{Request, Response, Verdict};
+use writeback_proto::operation::{EarlierDelivery, PasswordStamp, Request, Response, Verdict};
 use writeback_proto::result::ResultCode;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
@@ -36,8 +41,14 @@ pub struct Relay {
     /// Woken whenever an agent connects, so a dispatch waiting for its agent can resume.
     connected: Notify,
     next_connection_id: AtomicU64,
+    ledger: ledger::Ledger,
     pub sync: sync::SyncOwners,
 }
+
+/// How long a request whose connection was lost waits before another connection takes it over:
+/// long enough for a directory write that the lost agent had already sent to land, so that the
+/// next agent sees it when it reads the password's stamp.
+pub const TAKEOVER_SETTLE: Duration = Duration::from_secs(1);
 
 impl Relay {
     /// Registers an authenticated connection; it replaces an older connection of the same agent.
@@ -75,17 +86,31 @@ impl Relay {
             connections.remove(&connection.agent_id);
         }
         drop(connections);
+        self.ledger
+            .connection_lost(connection.connection_id, UnixMillis::now());
         lock(&connection.waiters).clear();
     }
 
+    /// The agent on `connection` is about to write `request_id`'s password over `before`.
+    pub fn about_to_write(
+        &self,
+        connection: &AgentConnection,
+        request_id: RequestId,
+        before: PasswordStamp,
+    ) {
+        self.ledger
+            .about_to_write(request_id, connection.connection_id, before);
+    }
+
     pub fn deliver(&self, connection: &AgentConnection, response: Response) {
+        let verdict = Verdict {
+            result: response.result,
+            warnings: response.warnings,
+        };
+        self.ledger.answered(response.request_id, &verdict);
         let waiters = lock(&connection.waiters).remove(&response.request_id);
         match waiters {
             Some(waiters) => {
-                let verdict = Verdict {
-                    result: response.result,
-                    warnings: response.warnings,
-                };
                 for waiter in waiters {
                     let _ = waiter.send(verdict.clone());
                 }
@@ -168,12 +193,21 @@ impl Relay {
         deadline: UnixMillis,
         intent: &OperationIntent,
     ) -> Verdict {
-        // Once a request has left, only the agent that may have applied it may see it again.
-        let mut holder: Option<AgentId> = None;
+        let fingerprint = intent.fingerprint();
         loop {
-            let remaining = deadline.duration_since(UnixMillis::now());
+            let now = UnixMillis::now();
+            let remaining = deadline.duration_since(now);
+            let known = self.ledger.get(&request_id);
+            if let Some(known) = &known {
+                if known.fingerprint != fingerprint {
+                    return ResultCode::RequestIdReused.into();
+                }
+                if let Some(verdict) = &known.verdict {
+                    return verdict.clone();
+                }
+            }
             if remaining.is_zero() {
-                return if holder.is_some() {
+                return if known.is_some() {
                     ResultCode::Timeout.into()
                 } else {
                     ResultCode::AgentUnavailable.into()
@@ -182,12 +216,30 @@ impl Relay {
             let reconnected = self.connected.notified();
             tokio::pin!(reconnected);
             reconnected.as_mut().enable();
-            let connection = match holder {
-                None => self.any_for(directory),
-                Some(agent_id) => self.current(&agent_id),
+            let (connection, earlier_delivery) = match &known {
+                None => (self.any_for(directory), None),
+                Some(known) => match self.current(&known.agent_id) {
+                    // Still in flight there: the agent's journal joins the repeat to it.
+                    Some(holder) if holder.connection_id == known.connection_id => {
+                        (Some(holder), None)
+                    }
+                    holder => {
+                        let lost_at = known.lost_at.unwrap_or(now);
+                        let settled = lost_at.saturating_add(TAKEOVER_SETTLE);
+                        if now < settled {
+                            let wait = settled.duration_since(now).min(remaining);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        let earlier = EarlierDelivery {
+                            about_to_write: known.about_to_write,
+                        };
+                        (holder.or_else(|| self.any_for(directory)), Some(earlier))
+                    }
+                },
             };
             let Some(connection) = connection else {
-                if holder.is_none() {
+                if known.is_none() {
                     return ResultCode::AgentUnavailable.into();
                 }
                 if tokio::time::timeout(remaining, reconnected).await.is_err() {
@@ -209,22 +261,33 @@ impl Relay {
                 .entry(request_id)
                 .or_default()
                 .push(sender);
+            if earlier_delivery.is_some() {
+                tracing::warn!(%request_id, agent_id = %connection.agent_id, "taking over a request whose agent connection was lost before it answered");
+            }
+            self.ledger.sent(
+                request_id,
+                &fingerprint,
+                connection.agent_id,
+                connection.connection_id,
+                UnixMillis::now(),
+            );
             let request = CloudMessage::Request(Request {
                 request_id,
                 deadline,
                 operation,
+                earlier_delivery,
             });
             if connection.outbound.send(request).await.is_err() {
-                // The connection's writer is gone, so nothing was sent: any agent may take it.
+                // The connection's writer is gone, so nothing was sent on it.
+                self.ledger.restore(request_id, known);
                 self.disconnect(&connection);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            holder = Some(connection.agent_id);
             match tokio::time::timeout(remaining, receiver).await {
                 Ok(Ok(verdict)) => return verdict,
                 Ok(Err(_)) => {
-                    tracing::warn!(%request_id, agent_id = %connection.agent_id, "agent connection lost while a request was in flight; waiting for the agent to return");
+                    tracing::warn!(%request_id, agent_id = %connection.agent_id, "agent connection lost while a request was in flight");
                 }
                 Err(_) => {
                     lock(&connection.waiters).remove(&request_id);

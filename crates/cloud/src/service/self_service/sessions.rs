@@ -124,7 +124,8 @@ async fn attempt_sign_in(
         ResultCode::PasswordExpired | ResultCode::MustChangePassword => true,
         ResultCode::AgentUnavailable
         | ResultCode::DirectoryUnavailable { .. }
-        | ResultCode::Timeout => {
+        | ResultCode::Timeout
+        | ResultCode::OutcomeUnknown { .. } => {
             limits(state).release(reservation).await?;
             return Err(Stop::Unavailable);
         }
