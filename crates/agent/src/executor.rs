@@ -31,8 +31,8 @@ use writeback_directory::{
     Directory, DirectoryError, EffectivePolicy, ResetOptions, SignInVerdict, UserAccount,
 };
 use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, check_password};
-use writeback_proto::intent::sealed_field_context;
 use writeback_proto::ids::RequestId;
+use writeback_proto::intent::sealed_field_context;
 use writeback_proto::operation::{
     Operation, OperationKind, PasswordStamp, Request, UserRef, Verdict,
 };
@@ -467,17 +467,19 @@ impl<D: Directory> Executor<D> {
         let writes = now.version - before.version;
         let changed_at = humantime::format_rfc3339_seconds(now.changed_at.to_system_time());
         tracing::info!(request_id = %request.request_id, writes, %changed_at, "taken over: the password moved since the lost agent read it; not writing again");
-        Some(match self.directory.verify_password(account, new_password).await {
-            Ok(SignInVerdict::Accepted | SignInVerdict::MustChange | SignInVerdict::Expired) => {
-                Outcome::kept(ResultCode::Success)
-            }
-            Ok(_) => Outcome::kept(ResultCode::OutcomeUnknown {
-                detail: format!(
-                    "the agent that had this request was lost; the password was written {writes} time(s) since it set out to write, last at {changed_at}, and the directory does not take this request's password"
-                ),
-            }),
-            Err(error) => Outcome::passing(directory_failure(error)),
-        })
+        Some(
+            match self.directory.verify_password(account, new_password).await {
+                Ok(
+                    SignInVerdict::Accepted | SignInVerdict::MustChange | SignInVerdict::Expired,
+                ) => Outcome::kept(ResultCode::Success),
+                Ok(_) => Outcome::kept(ResultCode::OutcomeUnknown {
+                    detail: format!(
+                        "the agent that had this request was lost; the password was written {writes} time(s) since it set out to write, last at {changed_at}, and the directory does not take this request's password"
+                    ),
+                }),
+                Err(error) => Outcome::passing(directory_failure(error)),
+            },
+        )
     }
 
     /// The last check before writing: lookups take time, and the cloud stops waiting at the
@@ -706,6 +708,10 @@ mod tests {
     }
 
     impl Harness {
+        async fn execute(&self, request: &Request) -> Verdict {
+            self.executor.execute(request, &Announcer::default()).await
+        }
+
         fn deadline(&self) -> UnixMillis {
             UnixMillis(self.now.load(Ordering::Relaxed)).saturating_add(Duration::from_secs(10))
         }
@@ -721,6 +727,7 @@ mod tests {
             Request {
                 request_id,
                 deadline: self.deadline(),
+                earlier_delivery: None,
                 operation: Operation::ResetPassword {
                     new_password: seal(
                         &self.key,
@@ -750,6 +757,7 @@ mod tests {
             Request {
                 request_id,
                 deadline: self.deadline(),
+                earlier_delivery: None,
                 operation: Operation::ChangePassword {
                     current_password: sealed(SecretField::CurrentPassword, current),
                     new_password: sealed(SecretField::NewPassword, new),
@@ -777,6 +785,7 @@ mod tests {
             Request {
                 request_id,
                 deadline: self.deadline(),
+                earlier_delivery: None,
                 operation: Operation::VerifyPassword {
                     password: password.unwrap(),
                     user,
@@ -792,8 +801,8 @@ mod tests {
         directory.add_user("jdoe", "Right-Passw0rd!");
         let verdict = |name: &'static str, password: &'static str| {
             let request = harness.verify(name, password);
-            let executor = &harness.executor;
-            async move { executor.execute(&request).await.result }
+            let harness = &harness;
+            async move { harness.execute(&request).await.result }
         };
         assert_eq!(
             verdict("jdoe", "Right-Passw0rd!").await,
@@ -828,18 +837,12 @@ mod tests {
             .directory()
             .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
-        assert_eq!(
-            harness.executor.execute(&request).await.result,
-            ResultCode::Success
-        );
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
         assert_eq!(
             harness.executor.directory().user("jdoe").unwrap().password,
             "New-Passw0rd!"
         );
-        assert_eq!(
-            harness.executor.execute(&request).await.result,
-            ResultCode::Success
-        );
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
         assert_eq!(harness.executor.directory().writes(), 1);
     }
 
@@ -851,10 +854,7 @@ mod tests {
             .directory()
             .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
-        let (first, second) = tokio::join!(
-            harness.executor.execute(&request),
-            harness.executor.execute(&request)
-        );
+        let (first, second) = tokio::join!(harness.execute(&request), harness.execute(&request));
         assert_eq!(
             (first.result, second.result),
             (ResultCode::Success, ResultCode::Success)
@@ -882,11 +882,7 @@ mod tests {
             ("nobody", ResultCode::UserNotFound),
         ] {
             let request = harness.reset(name, "Fine-Passw0rd!", RequestId::generate().unwrap());
-            assert_eq!(
-                harness.executor.execute(&request).await.result,
-                expected,
-                "{name}"
-            );
+            assert_eq!(harness.execute(&request).await.result, expected, "{name}");
         }
         assert_eq!(directory.writes(), 0);
     }
@@ -905,7 +901,7 @@ mod tests {
             ("I-love-Contoso-1", PolicyReason::Banned),
         ] {
             let request = harness.reset("jdoe", password, RequestId::generate().unwrap());
-            let result = harness.executor.execute(&request).await.result;
+            let result = harness.execute(&request).await.result;
             let ResultCode::PolicyViolation {
                 reason: got,
                 requirements: Some(requirements),
@@ -930,7 +926,7 @@ mod tests {
         let twelve = "Twelve-Chars1";
         let reset = |password| harness.reset("jdoe", password, RequestId::generate().unwrap());
         assert_eq!(
-            harness.executor.execute(&reset(twelve)).await.result,
+            harness.execute(&reset(twelve)).await.result,
             ResultCode::Success
         );
         let stricter = PasswordPolicy {
@@ -941,19 +937,11 @@ mod tests {
         // Within the lifetime the policy read before stands; the DC is the one to refuse.
         harness.now.fetch_add(14_000, Ordering::Relaxed);
         assert_eq!(
-            harness
-                .executor
-                .execute(&reset("Another-Twelve2"))
-                .await
-                .result,
+            harness.execute(&reset("Another-Twelve2")).await.result,
             ResultCode::Success
         );
         harness.now.fetch_add(1_000, Ordering::Relaxed);
-        let result = harness
-            .executor
-            .execute(&reset("Third-Twelve-3"))
-            .await
-            .result;
+        let result = harness.execute(&reset("Third-Twelve-3")).await.result;
         assert!(
             matches!(
                 &result,
@@ -982,31 +970,32 @@ mod tests {
             }
             request
         };
-        let ignored = harness.executor.execute(&must_change("kiosk")).await;
+        let ignored = harness.execute(&must_change("kiosk")).await;
         assert_eq!(ignored.result, ResultCode::Success);
         assert_eq!(ignored.warnings, [OutcomeWarning::MustChangeIgnored]);
-        let honoured = harness.executor.execute(&must_change("jdoe")).await;
+        let honoured = harness.execute(&must_change("jdoe")).await;
         assert_eq!(honoured, Verdict::from(ResultCode::Success));
 
         let unlock = |name| Request {
             request_id: RequestId::generate().unwrap(),
             deadline: harness.deadline(),
+            earlier_delivery: None,
             operation: Operation::Unlock {
                 user: UserRef::logon_name(name).unwrap(),
             },
         };
-        let not_locked = harness.executor.execute(&unlock("jdoe")).await;
+        let not_locked = harness.execute(&unlock("jdoe")).await;
         assert_eq!(not_locked.result, ResultCode::Success);
         assert_eq!(not_locked.warnings, [OutcomeWarning::WasNotLocked]);
         let mut locked = directory.add_user("locked", "Old-Passw0rd!");
         locked.locked_out = true;
         directory.put(locked, "Old-Passw0rd!");
-        let unlocked = harness.executor.execute(&unlock("locked")).await;
+        let unlocked = harness.execute(&unlock("locked")).await;
         assert_eq!(unlocked, Verdict::from(ResultCode::Success));
         // A refusal carries no warning: nothing had an effect.
         let mut refused = must_change("kiosk");
         refused.deadline = UnixMillis(0);
-        assert_eq!(harness.executor.execute(&refused).await.warnings, []);
+        assert_eq!(harness.execute(&refused).await.warnings, []);
     }
 
     #[tokio::test]
@@ -1028,7 +1017,7 @@ mod tests {
             });
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert!(matches!(
-            harness.executor.execute(&request).await.result,
+            harness.execute(&request).await.result,
             ResultCode::PolicyViolation {
                 reason: PolicyReason::TooYoung,
                 ..
@@ -1045,12 +1034,12 @@ mod tests {
             .add_user("jdoe", "Old-Passw0rd!");
         let wrong = harness.change("jdoe", "Wrong-Passw0rd!", "New-Passw0rd!");
         assert_eq!(
-            harness.executor.execute(&wrong).await.result,
+            harness.execute(&wrong).await.result,
             ResultCode::WrongCurrentPassword
         );
         let same = harness.change("jdoe", "Old-Passw0rd!", "Old-Passw0rd!");
         assert!(matches!(
-            harness.executor.execute(&same).await.result,
+            harness.execute(&same).await.result,
             ResultCode::PolicyViolation {
                 reason: PolicyReason::InHistory,
                 ..
@@ -1061,7 +1050,7 @@ mod tests {
         harness.executor.directory().put(locked, "Old-Passw0rd!");
         let request = harness.change("jdoe", "Old-Passw0rd!", "New-Passw0rd!");
         assert_eq!(
-            harness.executor.execute(&request).await.result,
+            harness.execute(&request).await.result,
             ResultCode::AccountLocked
         );
     }
@@ -1075,19 +1064,94 @@ mod tests {
             .add_user("jdoe", "Old-Passw0rd!");
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         harness.now.fetch_add(60_000, Ordering::Relaxed);
-        assert_eq!(
-            harness.executor.execute(&request).await.result,
-            ResultCode::Timeout
-        );
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Timeout);
         assert_eq!(harness.executor.directory().writes(), 0);
         let retried = Request {
             deadline: harness.deadline(),
+            earlier_delivery: None,
             ..request
         };
+        assert_eq!(harness.execute(&retried).await.result, ResultCode::Success);
+    }
+
+    fn taken_over(request: Request, about_to_write: Option<PasswordStamp>) -> Request {
+        Request {
+            earlier_delivery: Some(writeback_proto::operation::EarlierDelivery { about_to_write }),
+            ..request
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_over_request_writes_only_if_the_password_has_not_moved_since_the_lost_agent_read_it()
+     {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        let account = directory.add_user("jdoe", "Old-Passw0rd!");
+        let read_by_the_lost_agent = account.password_stamp;
+
+        // It had not written: this agent writes, once.
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        let request = taken_over(request, read_by_the_lost_agent);
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
+        assert_eq!(directory.writes(), 1);
+        assert_eq!(directory.user("jdoe").unwrap().password, "New-Passw0rd!");
+
+        // It had written (the stamp moved) and its password is in place: success, no write.
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+        let request = taken_over(request, read_by_the_lost_agent);
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
+        assert_eq!(directory.writes(), 1);
+
+        // The stamp moved, but to another password: nobody is told "success", nothing written.
+        let request = harness.reset("jdoe", "Third-Passw0rd!", RequestId::generate().unwrap());
+        let request = taken_over(request, read_by_the_lost_agent);
+        let ResultCode::OutcomeUnknown { detail } = harness.execute(&request).await.result else {
+            panic!("expected outcome_unknown");
+        };
+        assert!(detail.contains("written 1 time(s)"), "{detail}");
+        assert_eq!(directory.writes(), 1);
+        assert_eq!(directory.user("jdoe").unwrap().password, "New-Passw0rd!");
+
+        // The lost agent never said it was about to write: it wrote nothing, so this one does.
+        let request = harness.reset("jdoe", "Fourth-Passw0rd!", RequestId::generate().unwrap());
         assert_eq!(
-            harness.executor.execute(&retried).await.result,
+            harness.execute(&taken_over(request, None)).await.result,
             ResultCode::Success
         );
+        assert_eq!(directory.writes(), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_when_the_announcement_cannot_reach_the_delivering_connection() {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        let account = directory.add_user("jdoe", "Old-Passw0rd!");
+        let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
+
+        let (connection, closed) = mpsc::channel(1);
+        drop(closed);
+        let verdict = harness
+            .executor
+            .execute(&request, &Announcer::on(connection))
+            .await;
+        assert_eq!(verdict.result, ResultCode::AgentUnavailable);
+        assert_eq!(directory.writes(), 0);
+
+        // On a live connection the stamp read before the write is announced first.
+        let (connection, mut announced) = mpsc::channel(1);
+        let listener = tokio::spawn(async move {
+            let announcement: Announcement = announced.recv().await.unwrap();
+            let before = announcement.before;
+            announcement.written.send(true).unwrap();
+            before
+        });
+        let verdict = harness
+            .executor
+            .execute(&request, &Announcer::on(connection))
+            .await;
+        assert_eq!(verdict.result, ResultCode::Success);
+        assert_eq!(Some(listener.await.unwrap()), account.password_stamp);
+        assert_eq!(directory.writes(), 1);
     }
 
     #[tokio::test]
@@ -1103,7 +1167,7 @@ mod tests {
             ..original
         };
         assert!(matches!(
-            harness.executor.execute(&replayed).await.result,
+            harness.execute(&replayed).await.result,
             ResultCode::Internal { .. }
         ));
         assert_eq!(harness.executor.directory().writes(), 0);
@@ -1124,14 +1188,11 @@ mod tests {
             )));
         let request = harness.reset("jdoe", "New-Passw0rd!", RequestId::generate().unwrap());
         assert!(matches!(
-            harness.executor.execute(&request).await.result,
+            harness.execute(&request).await.result,
             ResultCode::DirectoryUnavailable { .. }
         ));
         harness.executor.directory().fail_with(None);
-        assert_eq!(
-            harness.executor.execute(&request).await.result,
-            ResultCode::Success
-        );
+        assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
     }
 
     #[test]

@@ -182,9 +182,7 @@ pub async fn perform(
     let detail = match &result {
         ResultCode::DirectoryUnavailable { detail }
         | ResultCode::Internal { detail }
-        | ResultCode::OutcomeUnknown { detail } => {
-            Some(detail.clone())
-        }
+        | ResultCode::OutcomeUnknown { detail } => Some(detail.clone()),
         ResultCode::PolicyViolation { reason, .. } => Some(reason.as_str().into()),
         _ if !warnings.is_empty() => Some(format!(
             "warning: {}",

@@ -164,10 +164,17 @@ mod tests {
         let (first, second) = (AgentId::generate().unwrap(), AgentId::generate().unwrap());
         ledger.sent(request_id, "reset|x", first, 1, UnixMillis(10));
         ledger.about_to_write(request_id, 2, stamp(9));
-        assert_eq!(ledger.get(&request_id).unwrap().about_to_write, None, "another connection is ignored");
+        assert_eq!(
+            ledger.get(&request_id).unwrap().about_to_write,
+            None,
+            "another connection is ignored"
+        );
         ledger.about_to_write(request_id, 1, stamp(3));
         ledger.connection_lost(1, UnixMillis(20));
-        assert_eq!(ledger.get(&request_id).unwrap().lost_at, Some(UnixMillis(20)));
+        assert_eq!(
+            ledger.get(&request_id).unwrap().lost_at,
+            Some(UnixMillis(20))
+        );
         ledger.sent(request_id, "reset|x", second, 5, UnixMillis(30));
         let delivery = ledger.get(&request_id).unwrap();
         assert_eq!((delivery.agent_id, delivery.connection_id), (second, 5));
@@ -179,7 +186,13 @@ mod tests {
     fn final_verdicts_are_kept_and_passing_ones_are_not() {
         let ledger = Ledger::default();
         let request_id = RequestId::generate().unwrap();
-        ledger.sent(request_id, "f", AgentId::generate().unwrap(), 1, UnixMillis(0));
+        ledger.sent(
+            request_id,
+            "f",
+            AgentId::generate().unwrap(),
+            1,
+            UnixMillis(0),
+        );
         ledger.answered(request_id, &ResultCode::Timeout.into());
         assert_eq!(ledger.get(&request_id).unwrap().verdict, None);
         ledger.answered(request_id, &ResultCode::Success.into());

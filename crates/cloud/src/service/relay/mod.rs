@@ -224,7 +224,10 @@ impl Relay {
                         (Some(holder), None)
                     }
                     holder => {
-                        let lost_at = known.lost_at.unwrap_or(now);
+                        let lost_at = known.lost_at.unwrap_or_else(|| {
+                            self.ledger.connection_lost(known.connection_id, now);
+                            now
+                        });
                         let settled = lost_at.saturating_add(TAKEOVER_SETTLE);
                         if now < settled {
                             let wait = settled.duration_since(now).min(remaining);
@@ -345,7 +348,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_lost_with_its_connection_is_resent_to_the_same_agent_with_the_same_id() {
+    async fn a_request_lost_with_its_connection_goes_back_to_its_agent_if_it_returned_marked_as_delivered_before()
+     {
         let relay = Arc::new(Relay::default());
         let agent_id = AgentId::generate().unwrap();
         let key = SealingKeyPair::generate().public_key().clone();
@@ -366,7 +370,8 @@ mod tests {
         };
         assert_eq!(sent.request_id, request_id);
 
-        // Another agent of the same directory is connected, but it must not receive the request.
+        // Another agent of the same directory is connected, but the one that had the request is
+        // back, and its journal may know the answer.
         let (other_sender, mut other_outbound) = mpsc::channel(4);
         relay.connect(
             &agent(AgentId::generate().unwrap(), &key),
@@ -380,6 +385,12 @@ mod tests {
             panic!("expected the request again");
         };
         assert_eq!(resent.request_id, request_id);
+        assert_eq!(
+            resent.earlier_delivery,
+            Some(EarlierDelivery {
+                about_to_write: None
+            })
+        );
         assert!(other_outbound.try_recv().is_err());
 
         relay.deliver(
@@ -391,6 +402,125 @@ mod tests {
             },
         );
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
+    }
+
+    fn reset() -> OperationIntent {
+        OperationIntent::ResetPassword {
+            user: UserRef::logon_name("jdoe").unwrap(),
+            new_password: secrecy::SecretString::from("New-Passw0rd!"),
+            must_change: false,
+            unlock: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_agent_is_lost_goes_to_another_after_the_settle_with_what_the_lost_one_was_about_to_overwrite()
+     {
+        let relay = Arc::new(Relay::default());
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (first_sender, mut first_outbound) = mpsc::channel(4);
+        let first = relay.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            first_sender,
+        );
+        let request_id = RequestId::generate().unwrap();
+        let dispatching = {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                relay
+                    .dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        let Some(CloudMessage::Request(sent)) = first_outbound.recv().await else {
+            panic!("expected a request");
+        };
+        assert_eq!(sent.earlier_delivery, None);
+        let before = PasswordStamp {
+            version: 7,
+            changed_at: UnixMillis(1_000),
+        };
+        relay.about_to_write(&first, request_id, before);
+
+        let (second_sender, mut second_outbound) = mpsc::channel(4);
+        let second = relay.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            second_sender,
+        );
+        let lost = std::time::Instant::now();
+        relay.disconnect(&first);
+        let Some(CloudMessage::Request(taken_over)) = second_outbound.recv().await else {
+            panic!("expected the request on the other agent");
+        };
+        assert!(lost.elapsed() >= TAKEOVER_SETTLE);
+        assert_eq!(taken_over.request_id, request_id);
+        assert_eq!(
+            taken_over.earlier_delivery,
+            Some(EarlierDelivery {
+                about_to_write: Some(before)
+            })
+        );
+        relay.deliver(
+            &second,
+            Response {
+                request_id,
+                result: ResultCode::Success,
+                warnings: Vec::new(),
+            },
+        );
+        assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
+
+        // A retry of the answered id gets the same answer without reaching any agent, and the
+        // same id for another operation is refused.
+        let retried = relay
+            .dispatch(&corp(), request_id, deadline(5), &reset())
+            .await;
+        assert_eq!(retried.result, ResultCode::Success);
+        assert!(second_outbound.try_recv().is_err());
+        let reused = relay
+            .dispatch(&corp(), request_id, deadline(5), &unlock())
+            .await;
+        assert_eq!(reused.result, ResultCode::RequestIdReused);
+    }
+
+    #[tokio::test]
+    async fn parallel_retries_of_one_id_all_wait_for_the_one_delivery() {
+        let relay = Arc::new(Relay::default());
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (sender, mut outbound) = mpsc::channel(64);
+        let connection = relay.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender);
+        let request_id = RequestId::generate().unwrap();
+        let retries: Vec<_> = (0..16)
+            .map(|_| {
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    relay
+                        .dispatch(&corp(), request_id, deadline(30), &reset())
+                        .await
+                })
+            })
+            .collect();
+        let mut deliveries = 0;
+        while deliveries < 16 {
+            let Some(CloudMessage::Request(sent)) = outbound.recv().await else {
+                panic!("expected requests");
+            };
+            assert_eq!((sent.request_id, sent.earlier_delivery), (request_id, None));
+            deliveries += 1;
+        }
+        relay.deliver(
+            &connection,
+            Response {
+                request_id,
+                result: ResultCode::Success,
+                warnings: Vec::new(),
+            },
+        );
+        for retry in retries {
+            assert_eq!(retry.await.unwrap().result, ResultCode::Success);
+        }
     }
 
     #[tokio::test]
