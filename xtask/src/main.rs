@@ -19,6 +19,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+/// Features that only tests build: the agent's kill points (the `fail` crate), which the crash
+/// tests stop it at. Building and testing with the same features keeps one agent binary.
+const TEST_FEATURES: &str = "writeback-agent/kill-points";
+
 /// Cases per property in `cargo xtask test`: enough to catch the obvious in seconds.
 const TEST_CASES: u32 = 256;
 /// Cases per property and run in `cargo xtask fuzz`.
@@ -90,8 +94,18 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
-    // The end-to-end tests start the real binaries, so they must exist first.
-    cargo(root, &["build", "--workspace", "--bins"])?;
+    // The end-to-end tests start the real binaries, so they must exist first; the agent with its
+    // kill points, for the crash tests.
+    cargo(
+        root,
+        &[
+            "build",
+            "--workspace",
+            "--bins",
+            "--features",
+            TEST_FEATURES,
+        ],
+    )?;
     let target = root.join("target");
     install_schemathesis(&target)?;
     for directory in ["test-logs", "test-secrets"] {
@@ -160,7 +174,13 @@ fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
     eprintln!("==> cargo test --workspace");
     eprintln!("    property tests run {TEST_CASES} cases each");
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--features",
+            TEST_FEATURES,
+        ])
         .current_dir(root)
         .env("RUST_BACKTRACE", "1")
         .env("PROPTEST_CASES", TEST_CASES.to_string())

@@ -76,6 +76,18 @@ pub struct RawResponse {
 }
 
 impl ApiClient {
+    /// The same server, trust and session on a connection of its own, for requests that run
+    /// beside this client's.
+    pub fn on_another_connection(&self) -> Self {
+        Self {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.clone(),
+            token: self.token.clone(),
+            connection: Mutex::new(None),
+        }
+    }
+
     pub fn new(url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let rest = url
             .strip_prefix("https://")

@@ -58,6 +58,39 @@ fn secret(text: &str) -> SecretString {
     SecretString::from(text.to_owned())
 }
 
+/// The stamp a taken-over request is judged by: every password write adds one to its version,
+/// and the service account can read it.
+#[tokio::test]
+async fn every_password_write_moves_the_stamp_by_one() {
+    let dc = dc();
+    let old_password = strong_password();
+    let name = unique("dstamp");
+    create(&dc, NewUser::new(&name, &old_password)).await;
+    let directory = service_directory(&dc);
+
+    let before = directory.find_user(&by_name(&name)).await.unwrap();
+    let before_stamp = before.password_stamp.expect("a set password has a stamp");
+    directory
+        .reset_password(
+            &before,
+            &secret(&strong_password()),
+            ResetOptions::default(),
+        )
+        .await
+        .unwrap();
+    let after = directory.find_user(&by_name(&name)).await.unwrap();
+    let after_stamp = after.password_stamp.unwrap();
+    assert_eq!(after_stamp.version, before_stamp.version + 1);
+    assert!(after_stamp.changed_at >= before_stamp.changed_at);
+    directory.unlock(&after).await.unwrap();
+    let unlocked = directory.find_user(&by_name(&name)).await.unwrap();
+    assert_eq!(
+        unlocked.password_stamp,
+        Some(after_stamp),
+        "an unlock is not a password write"
+    );
+}
+
 #[tokio::test]
 async fn a_reset_lands_the_new_password_and_retires_the_old_one() {
     let dc = dc();

@@ -124,6 +124,22 @@ impl DomainController {
         format!("ldaps://{}:636", self.address)
     }
 
+    /// The directory crate's view of this DC, bound as the four-rights service account, as the
+    /// agent sees it: for tests and benchmarks that read what the directory itself holds.
+    pub fn service_directory(&self) -> Result<writeback_directory::ActiveDirectory> {
+        Ok(writeback_directory::ActiveDirectory::new(
+            writeback_directory::DirectorySettings {
+                url: self.ldaps_url(),
+                trust: writeback_tls::Trust::CaFile(self.ca_file.clone()),
+                bind_name: self.user_principal_name(SERVICE_ACCOUNT),
+                bind_password: secrecy::SecretString::from(self.service_account_password.clone()),
+                search_base: BASE_DN.into(),
+                connect_timeout: Duration::from_secs(10),
+                operation_timeout: Duration::from_secs(10),
+            },
+        )?)
+    }
+
     pub fn user_principal_name(&self, sam_account_name: &str) -> String {
         format!("{sam_account_name}@{DNS_DOMAIN}")
     }

@@ -45,7 +45,17 @@ pub struct Stack {
     agent_config: PathBuf,
     agent_log: PathBuf,
     agent: Option<Child>,
+    second_agent: Option<SecondAgent>,
     cloud_config: CloudConfig,
+    options: StackOptions,
+}
+
+/// Another agent of the same directory, with its own keys, journal and log.
+#[derive(Debug)]
+pub struct SecondAgent {
+    pub agent_id: AgentId,
+    pub log: PathBuf,
+    process: Child,
 }
 
 /// What differs between stacks: where the agent may work, how often it polls for changes, and
@@ -209,47 +219,19 @@ impl Stack {
         )
         .await?;
         let directory: DirectoryName = DIRECTORY.parse()?;
-        let (token, _) = writeback_cloud::create_registration_token(
-            &store,
-            &directory,
-            Duration::from_secs(600),
-        )
-        .await?;
-
+        let url = format!("https://{address}");
         let log_file =
             logs::logs_directory()?.join(format!("agent-{}-{number}.log", std::process::id()));
         let agent_config = write_agent_config(&dc, &work, &log_file, &options)?;
-        let token_file = work.join("registration-token");
-        write_private(&token_file, secrecy::ExposeSecret::expose_secret(&token))?;
-        let url = format!("https://{address}");
-        let registered = Command::new(logs::binary("writeback-agent")?)
-            .arg("--config")
-            .arg(&agent_config)
-            .args([
-                "register",
-                "--cloud",
-                &url,
-                "--pin",
-                &fingerprint.to_string(),
-                "--name",
-            ])
-            .arg(format!("test-agent-{number}"))
-            .arg("--token-file")
-            .arg(&token_file)
-            .output()
-            .await?;
-        ensure!(
-            registered.status.success(),
-            "writeback-agent register failed: {}{}",
-            String::from_utf8_lossy(&registered.stdout),
-            String::from_utf8_lossy(&registered.stderr)
-        );
-        let agent_id = store
-            .agents()
-            .await?
-            .first()
-            .map(|agent| agent.agent_id)
-            .context("the registered agent is not in the store")?;
+        let agent_id = register_agent(
+            &store,
+            &directory,
+            &url,
+            &fingerprint,
+            &agent_config,
+            &format!("test-agent-{number}"),
+        )
+        .await?;
 
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
         let (session, admin_authenticator) =
@@ -270,7 +252,9 @@ impl Stack {
             agent_config,
             agent_log: log_file,
             agent: None,
+            second_agent: None,
             cloud_config,
+            options,
         };
         stack.start_agent().await?;
         Ok(stack)
@@ -291,8 +275,80 @@ impl Stack {
 
     /// Starts the agent process and waits until the cloud sees it connected.
     pub async fn start_agent(&mut self) -> Result<()> {
-        self.agent = Some(spawn_agent(&self.agent_config)?);
+        self.agent = Some(spawn_agent(&self.agent_config, None)?);
         self.wait_for_agent(true).await
+    }
+
+    /// Starts the agent process with the kill points `FAILPOINTS` names (for example
+    /// `before-write=return`): the agent exits there, as in a crash. Only an agent built with the
+    /// `kill-points` feature has them, as `cargo xtask test` builds it.
+    pub async fn start_agent_with_kill_points(&mut self, kill_points: &str) -> Result<()> {
+        self.agent = Some(spawn_agent(&self.agent_config, Some(kill_points))?);
+        self.wait_for_agent(true).await
+    }
+
+    /// Waits for the agent process to end by itself and says how it ended.
+    pub async fn agent_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let mut child = self.agent.take().context("the agent is not running")?;
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.agent = Some(child);
+                bail!("the agent was still running after {within:?}")
+            }
+        }
+    }
+
+    /// Registers a second agent for the directory and starts it; it serves the same OUs.
+    pub async fn start_second_agent(&mut self) -> Result<()> {
+        let work = self.work.join("second-agent");
+        std::fs::create_dir_all(&work)?;
+        let log = logs::logs_directory()?.join(format!(
+            "agent-{}-{}-second.log",
+            std::process::id(),
+            self.work
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default()
+        ));
+        let config = write_agent_config(&self.dc, &work, &log, &self.options)?;
+        let store = &self
+            .cloud
+            .as_ref()
+            .context("the cloud is stopped")?
+            .state
+            .store;
+        let agent_id = register_agent(
+            store,
+            &self.directory,
+            &self.url(),
+            &self.fingerprint,
+            &config,
+            "second-agent",
+        )
+        .await?;
+        let process = spawn_agent(&config, None)?;
+        self.second_agent = Some(SecondAgent {
+            agent_id,
+            log,
+            process,
+        });
+        self.wait_for(&agent_id, true).await
+    }
+
+    /// Everything the second agent has logged so far.
+    pub fn second_agent_log(&self) -> String {
+        self.second_agent
+            .as_ref()
+            .and_then(|agent| std::fs::read_to_string(&agent.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// The second agent's process, while it runs.
+    pub fn second_agent_pid(&self) -> Option<u32> {
+        self.second_agent
+            .as_ref()
+            .and_then(|agent| agent.process.id())
     }
 
     /// A new user in the staff OU with a strong password: `(name, password)`.
@@ -418,8 +474,18 @@ impl Stack {
     }
 
     pub async fn wait_for_agent(&self, connected: bool) -> Result<()> {
+        self.wait_for(&self.agent_id, connected).await
+    }
+
+    /// Waits until the cloud sees `agent_id` connected (or not).
+    pub async fn wait_for(&self, agent_id: &AgentId, connected: bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.agent_connected() != connected {
+        let is_connected = || {
+            self.cloud
+                .as_ref()
+                .is_some_and(|cloud| cloud.state.relay.is_connected(agent_id))
+        };
+        while is_connected() != connected {
             if Instant::now() > deadline {
                 bail!(
                     "the agent did not {} within 30 s",
@@ -609,11 +675,68 @@ fn remove_stacks_of_dead_processes() {
     }
 }
 
-/// Runs `writeback-agent --config <config> run`, killed when the handle drops. If the test process
-/// is killed outright, `kill_on_drop` never runs; the kernel's parent-death signal stops the agent
-/// instead of leaving it dialling a dead cloud.
-pub fn spawn_agent(config: &Path) -> Result<Child> {
-    Command::new("setpriv")
+/// Registers the agent configured in `config` with the cloud at `url`, with a fresh token, and
+/// returns its id.
+async fn register_agent(
+    store: &writeback_store::Store,
+    directory: &DirectoryName,
+    url: &str,
+    fingerprint: &Fingerprint,
+    config: &Path,
+    name: &str,
+) -> Result<AgentId> {
+    let (token, _) =
+        writeback_cloud::create_registration_token(store, directory, Duration::from_secs(600))
+            .await?;
+    let token_file = config.with_file_name("registration-token");
+    write_private(&token_file, secrecy::ExposeSecret::expose_secret(&token))?;
+    let known: Vec<AgentId> = store
+        .agents()
+        .await?
+        .iter()
+        .map(|agent| agent.agent_id)
+        .collect();
+    let registered = Command::new(logs::binary("writeback-agent")?)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "register",
+            "--cloud",
+            url,
+            "--pin",
+            &fingerprint.to_string(),
+            "--name",
+            name,
+        ])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .await?;
+    ensure!(
+        registered.status.success(),
+        "writeback-agent register failed: {}{}",
+        String::from_utf8_lossy(&registered.stdout),
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    store
+        .agents()
+        .await?
+        .iter()
+        .map(|agent| agent.agent_id)
+        .find(|agent_id| !known.contains(agent_id))
+        .context("the registered agent is not in the store")
+}
+
+/// Runs `writeback-agent --config <config> run`, killed when the handle drops, with `FAILPOINTS`
+/// set to `kill_points` if given. If the test process is killed outright, `kill_on_drop` never
+/// runs; the kernel's parent-death signal stops the agent instead of leaving it dialling a dead
+/// cloud.
+pub fn spawn_agent(config: &Path, kill_points: Option<&str>) -> Result<Child> {
+    let mut command = Command::new("setpriv");
+    if let Some(kill_points) = kill_points {
+        command.env("FAILPOINTS", kill_points);
+    }
+    command
         .args(["--pdeathsig", "KILL", "--"])
         .arg(logs::binary("writeback-agent")?)
         .arg("--config")

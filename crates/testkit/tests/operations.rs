@@ -173,7 +173,7 @@ async fn run_agent_without_its_directory(
         .await
         .unwrap();
     succeeded(&register);
-    (spawn_agent(&config).unwrap(), journal)
+    (spawn_agent(&config, None).unwrap(), journal)
 }
 
 /// Journal entries received until one carries `EVENT_ID=<event_id>`.

@@ -151,10 +151,16 @@ pub async fn perform(
     if !known {
         return Err(WritebackError::UnknownDirectory(directory));
     }
-    let target = match target.user {
+    let mut target = match target.user {
         UserRef::Anchor(_) => target,
         UserRef::LogonName(_) => resolve_target(state, target).await?,
     };
+    // A retry names the user as its first attempt did, even if the user was synced in between.
+    if let Some(UserRef::LogonName(typed)) = state.relay.earlier_user(&request_id)
+        && typed == target.name
+    {
+        target.user = UserRef::LogonName(typed);
+    }
     let intent = writeback.for_user(target.user.clone());
     let kind = intent.kind();
     let is_reset = kind == OperationKind::ResetPassword;

@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use secrecy::SecretString;
 use writeback_devtools::{argument, nearest_rank};
-use writeback_directory::{ActiveDirectory, Directory, DirectorySettings, ResetOptions};
+use writeback_directory::{Directory, ResetOptions};
 use writeback_proto::api::ResetPasswordRequest;
 use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
 use writeback_proto::sync::ObjectAnchor;
-use writeback_testkit::domain_controller::{BASE_DN, SERVICE_ACCOUNT};
 use writeback_testkit::logs::{strong_password, unique_user};
 use writeback_testkit::{NewUser, Stack};
 
@@ -68,15 +67,7 @@ async fn main() -> Result<()> {
             .await?;
     }
 
-    let directory = ActiveDirectory::new(DirectorySettings {
-        url: dc.ldaps_url(),
-        trust: writeback_tls::Trust::CaFile(dc.ca_file.clone()),
-        bind_name: dc.user_principal_name(SERVICE_ACCOUNT),
-        bind_password: SecretString::from(dc.service_account_password.clone()),
-        search_base: BASE_DN.into(),
-        connect_timeout: Duration::from_secs(10),
-        operation_timeout: Duration::from_secs(10),
-    })?;
+    let directory = dc.service_directory()?;
     let account = directory
         .find_user(&UserRef::logon_name(&direct_user)?)
         .await?;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use writeback_proto::ids::{AgentId, RequestId};
-use writeback_proto::operation::{PasswordStamp, Verdict};
+use writeback_proto::operation::{PasswordStamp, UserRef, Verdict};
 use writeback_proto::result::ResultCode;
 use writeback_proto::time::UnixMillis;
 
@@ -22,6 +22,8 @@ pub const LEDGER_RETENTION: Duration = Duration::from_secs(3600);
 pub struct Delivery {
     /// The operation apart from its secrets: the same id must always carry the same operation.
     pub fingerprint: String,
+    /// The user as the first attempt named them; every attempt names them the same way.
+    pub user: UserRef,
     pub agent_id: AgentId,
     pub connection_id: u64,
     /// What the agent on that connection said it was about to overwrite.
@@ -56,6 +58,7 @@ impl Ledger {
         &self,
         request_id: RequestId,
         fingerprint: &str,
+        user: &UserRef,
         agent_id: AgentId,
         connection_id: u64,
         now: UnixMillis,
@@ -79,6 +82,7 @@ impl Ledger {
                     request_id,
                     Delivery {
                         fingerprint: fingerprint.to_owned(),
+                        user: user.clone(),
                         agent_id,
                         connection_id,
                         about_to_write: None,
@@ -150,6 +154,10 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    fn jdoe() -> UserRef {
+        UserRef::logon_name("jdoe").unwrap()
+    }
+
     fn stamp(version: u32) -> PasswordStamp {
         PasswordStamp {
             version,
@@ -162,7 +170,7 @@ mod tests {
         let ledger = Ledger::default();
         let request_id = RequestId::generate().unwrap();
         let (first, second) = (AgentId::generate().unwrap(), AgentId::generate().unwrap());
-        ledger.sent(request_id, "reset|x", first, 1, UnixMillis(10));
+        ledger.sent(request_id, "reset|x", &jdoe(), first, 1, UnixMillis(10));
         ledger.about_to_write(request_id, 2, stamp(9));
         assert_eq!(
             ledger.get(&request_id).unwrap().about_to_write,
@@ -175,7 +183,7 @@ mod tests {
             ledger.get(&request_id).unwrap().lost_at,
             Some(UnixMillis(20))
         );
-        ledger.sent(request_id, "reset|x", second, 5, UnixMillis(30));
+        ledger.sent(request_id, "reset|x", &jdoe(), second, 5, UnixMillis(30));
         let delivery = ledger.get(&request_id).unwrap();
         assert_eq!((delivery.agent_id, delivery.connection_id), (second, 5));
         assert_eq!(delivery.about_to_write, Some(stamp(3)));
@@ -189,6 +197,7 @@ mod tests {
         ledger.sent(
             request_id,
             "f",
+            &jdoe(),
             AgentId::generate().unwrap(),
             1,
             UnixMillis(0),
@@ -207,9 +216,16 @@ mod tests {
         let ledger = Ledger::default();
         let agent = AgentId::generate().unwrap();
         let old = RequestId::generate().unwrap();
-        ledger.sent(old, "f", agent, 1, UnixMillis(0));
+        ledger.sent(old, "f", &jdoe(), agent, 1, UnixMillis(0));
         let later = UnixMillis(0).saturating_add(LEDGER_RETENTION);
-        ledger.sent(RequestId::generate().unwrap(), "f", agent, 1, later);
+        ledger.sent(
+            RequestId::generate().unwrap(),
+            "f",
+            &jdoe(),
+            agent,
+            1,
+            later,
+        );
         assert_eq!(ledger.get(&old), None);
     }
 }

@@ -30,7 +30,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::frame::CloudMessage;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
-use writeback_proto::operation::{EarlierDelivery, PasswordStamp, Request, Response, Verdict};
+use writeback_proto::operation::{
+    EarlierDelivery, PasswordStamp, Request, Response, UserRef, Verdict,
+};
 use writeback_proto::result::ResultCode;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
@@ -89,6 +91,12 @@ impl Relay {
         self.ledger
             .connection_lost(connection.connection_id, UnixMillis::now());
         lock(&connection.waiters).clear();
+    }
+
+    /// The user as an earlier attempt of `request_id` named them, if there was one: a retry must
+    /// name them the same way (by the name typed, or by anchor) to be the same request.
+    pub fn earlier_user(&self, request_id: &RequestId) -> Option<UserRef> {
+        self.ledger.get(request_id).map(|delivery| delivery.user)
     }
 
     /// The agent on `connection` is about to write `request_id`'s password over `before`.
@@ -154,8 +162,7 @@ impl Relay {
     }
 
     /// Takes a revoked agent off the relay: no new request reaches it, and its connection is told
-    /// to close. Requests already sent to it end in "timeout" at their deadline, because nobody
-    /// can tell whether it applied them.
+    /// to close. Requests already sent to it are taken over like those of a lost connection.
     pub fn revoke(&self, agent_id: &AgentId) {
         let removed = lock(&self.connections).remove(agent_id);
         if let Some(connection) = removed {
@@ -270,6 +277,7 @@ impl Relay {
             self.ledger.sent(
                 request_id,
                 &fingerprint,
+                intent.user(),
                 connection.agent_id,
                 connection.connection_id,
                 UnixMillis::now(),
