@@ -53,6 +53,9 @@ impl Default for SyncConfig {
 pub struct DirectoryConfig {
     /// `ldaps://dc1.corp.example.com:636`
     pub url: String,
+    /// More DCs of the domain, tried in this order after `url` when it does not answer (or
+    /// instead of `url`).
+    pub urls: Vec<String>,
     /// CA certificate(s) that issued the DC's certificate; the system roots when absent.
     pub ca_file: Option<PathBuf>,
     /// Instead of `ca_file`: the SHA-256 fingerprint of the DC's certificate itself (64
@@ -92,10 +95,24 @@ impl Default for AgentConfig {
     }
 }
 
+impl DirectoryConfig {
+    /// Every configured DC, `url` first, each once.
+    pub fn dc_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for url in std::iter::once(&self.url).chain(&self.urls) {
+            if !url.is_empty() && !urls.contains(url) {
+                urls.push(url.clone());
+            }
+        }
+        urls
+    }
+}
+
 impl Default for DirectoryConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            urls: Vec::new(),
             ca_file: None,
             tls_pin: None,
             bind_name: String::new(),
@@ -126,9 +143,11 @@ impl AgentConfig {
     /// What must be set before `run` can work; each problem names its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.directory.url.is_empty() {
-            problems
-                .push("directory.url is not set (e.g. ldaps://dc1.corp.example.com)".to_owned());
+        if self.directory.dc_urls().is_empty() {
+            problems.push(
+                "directory.url is not set (e.g. ldaps://dc1.corp.example.com), nor directory.urls"
+                    .to_owned(),
+            );
         }
         if self.directory.ca_file.is_some() && self.directory.tls_pin.is_some() {
             problems.push(

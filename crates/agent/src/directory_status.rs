@@ -23,12 +23,12 @@ pub fn channel() -> (watch::Sender<AgentStatus>, watch::Receiver<AgentStatus>) {
 }
 
 /// Reads the domain policy every `interval` (the read the executor needs anyway, so a success
-/// means writeback can work) and publishes each change of reachability. When the DC at `url`
+/// means writeback can work) and publishes each change of reachability. When a DC of `urls`
 /// cannot be used because its certificate is not trusted, the detail says what it presented and
 /// the setting that would trust it.
 pub async fn watch<D: Directory>(
     executor: Arc<Executor<D>>,
-    url: String,
+    urls: Vec<String>,
     interval: Duration,
     status: watch::Sender<AgentStatus>,
 ) {
@@ -46,10 +46,13 @@ pub async fn watch<D: Directory>(
             },
             Err(error) => {
                 let mut detail = error.to_string();
-                if let Some(advice) =
-                    crate::certificate::certificate_advice(&url, &detail, interval).await
-                {
-                    detail = format!("{detail}. {advice}");
+                for url in &urls {
+                    if let Some(advice) =
+                        crate::certificate::certificate_advice(url, &detail, interval).await
+                    {
+                        detail = format!("{detail}. {advice}");
+                        break;
+                    }
                 }
                 AgentStatus {
                     directory_reachable: false,
@@ -115,7 +118,7 @@ mod tests {
         let (sender, mut receiver) = channel();
         tokio::spawn(watch(
             executor.clone(),
-            "ldaps://dc.example.test".into(),
+            vec!["ldaps://dc.example.test".into()],
             Duration::from_millis(20),
             sender,
         ));

@@ -221,7 +221,7 @@ pub async fn diagnose(directory: &ActiveDirectory, url: &str, allowed_ous: &[Str
             )
             .await
             .unwrap_or_else(|| {
-                "check directory.url (ldaps://, port 636 reachable from this host) and that \
+                "check directory.url or directory.urls (ldaps://, port 636 reachable from this host) and that \
                      directory.ca_file holds the CA that issued the DC's certificate"
                     .to_owned()
             });

@@ -153,7 +153,7 @@ pub async fn run(
     let (status_sender, directory_status) = directory_status::channel();
     tokio::spawn(directory_status::watch(
         executor.clone(),
-        config.directory.url.clone(),
+        config.directory.dc_urls(),
         check_interval,
         status_sender,
     ));
@@ -208,14 +208,34 @@ fn directory_trust(directory: &config::DirectoryConfig) -> Result<Trust, AgentEr
     })
 }
 
+/// One configured DC alone, as the service account: what the doctor checks, DC by DC.
+pub fn one_dc_from_config(config: &AgentConfig, url: &str) -> Result<ActiveDirectory, AgentError> {
+    let password = writeback_config::read_secret_file(&config.directory.bind_password_file)?;
+    directory_at(
+        config,
+        vec![url.to_owned()],
+        config.directory.bind_name.clone(),
+        password,
+    )
+}
+
 /// The configured directory, signed in as someone else (a domain administrator, for `grant`).
 pub fn directory_as(
     config: &AgentConfig,
     bind_name: String,
     bind_password: SecretString,
 ) -> Result<ActiveDirectory, AgentError> {
+    directory_at(config, config.directory.dc_urls(), bind_name, bind_password)
+}
+
+fn directory_at(
+    config: &AgentConfig,
+    urls: Vec<String>,
+    bind_name: String,
+    bind_password: SecretString,
+) -> Result<ActiveDirectory, AgentError> {
     Ok(ActiveDirectory::new(DirectorySettings {
-        url: config.directory.url.clone(),
+        urls,
         trust: directory_trust(&config.directory)?,
         bind_name,
         bind_password,

@@ -136,15 +136,24 @@ async fn main() -> Result<()> {
             );
         }
         Command::Doctor => {
-            let directory = writeback_agent::directory_from_config(&config)?;
-            let report = writeback_agent::doctor::diagnose(
-                &directory,
-                &config.directory.url,
-                &config.directory.allowed_ous,
-            )
-            .await;
-            print!("{}", report.render());
-            if report.failed() {
+            // Every DC, one by one: the one that fails is the one writeback falls back from.
+            let urls = config.directory.dc_urls();
+            let mut failed = false;
+            for url in &urls {
+                if urls.len() > 1 {
+                    println!("Domain controller {url}");
+                }
+                let directory = writeback_agent::one_dc_from_config(&config, url)?;
+                let report = writeback_agent::doctor::diagnose(
+                    &directory,
+                    url,
+                    &config.directory.allowed_ous,
+                )
+                .await;
+                print!("{}", report.render());
+                failed |= report.failed();
+            }
+            if failed {
                 std::process::exit(1);
             }
         }

@@ -1,7 +1,9 @@
 //! [`Directory`] over LDAPS to an Active Directory (or Samba AD) domain controller.
 //!
 //! One warm connection, bound as the service account, is shared by all operations (ldap3
-//! multiplexes requests on it). It is re-established when it breaks. Reads are retried once on a
+//! multiplexes requests on it). It is re-established when it breaks, to the DC it was on or, when
+//! that one does not answer, to the next of the configured DCs: a write and the reads after it go
+//! to one DC, which replication between DCs could otherwise make disagree. Reads are retried once on a
 //! fresh connection; a write is retried only when it provably never left (`OpSend`), because
 //! applying a password twice would fail the history check and report a failure for a reset that
 //! worked.
@@ -9,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
@@ -31,8 +34,9 @@ const PASSWORD_COMPLEX: u64 = 0x1;
 /// Everything needed to reach and use the domain controller.
 #[derive(Clone)]
 pub struct DirectorySettings {
-    /// `ldaps://host[:port]`. Plain `ldap://` is refused: AD will not accept a password over it.
-    pub url: String,
+    /// The domain's DCs, `ldaps://host[:port]` each, in order of preference. Plain `ldap://` is
+    /// refused: AD will not accept a password over it.
+    pub urls: Vec<String>,
     pub trust: Trust,
     /// The service account, as a DN or a UPN.
     pub bind_name: String,
@@ -47,7 +51,7 @@ impl fmt::Debug for DirectorySettings {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("DirectorySettings")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("trust", &self.trust)
             .field("bind_name", &self.bind_name)
             .field("search_base", &self.search_base)
@@ -65,6 +69,9 @@ pub(crate) struct Connection {
 
 pub struct ActiveDirectory {
     settings: DirectorySettings,
+    /// The index in `settings.urls` of the DC last connected to, where a new connection tries
+    /// first.
+    current: AtomicUsize,
     tls: Arc<rustls::ClientConfig>,
     connection: Mutex<Option<Connection>>,
     /// Directory sync reads on its own connection, so a long paged search never queues a
@@ -118,20 +125,39 @@ const PSO_ATTRIBUTES: &[&str] = &[
 
 impl ActiveDirectory {
     pub fn new(settings: DirectorySettings) -> Result<Self, DirectoryError> {
-        if !settings.url.to_ascii_lowercase().starts_with("ldaps://") {
+        if settings.urls.is_empty() {
+            return Err(DirectoryError::Configuration(
+                "no domain controller URL is configured".into(),
+            ));
+        }
+        if let Some(url) = settings
+            .urls
+            .iter()
+            .find(|url| !url.to_ascii_lowercase().starts_with("ldaps://"))
+        {
             return Err(DirectoryError::Configuration(format!(
-                "the directory URL must start with ldaps:// (got {}); Active Directory accepts passwords only over an encrypted connection",
-                settings.url
+                "the directory URL must start with ldaps:// (got {url}); Active Directory accepts passwords only over an encrypted connection"
             )));
         }
         let tls = writeback_tls::client_config(&settings.trust)
             .map_err(|error| DirectoryError::Configuration(error.to_string()))?;
         Ok(Self {
             settings,
+            current: AtomicUsize::new(0),
             tls: Arc::new(tls),
             connection: Mutex::new(None),
             sync_connection: Mutex::new(None),
         })
+    }
+
+    /// The DC in use: the one the last connection was made to.
+    pub fn current_url(&self) -> &str {
+        let index = self.current.load(Ordering::Relaxed);
+        self.settings
+            .urls
+            .get(index)
+            .or_else(|| self.settings.urls.first())
+            .map_or("", String::as_str)
     }
 
     /// Connects and binds now, so a misconfiguration shows at start-up rather than at the first
@@ -169,7 +195,7 @@ impl ActiveDirectory {
         {
             *slot = None;
         }
-        transport_error(&self.settings, error)
+        self.transport_error(error)
     }
 
     async fn cached_connection(
@@ -191,18 +217,50 @@ impl ActiveDirectory {
         *self.connection.lock().await = None;
     }
 
+    /// Connects to the DC in use or, if it does not answer, to each of the others in turn; the one
+    /// that answers is in use from then on. A refusal to sign in is not a DC failing, and ends the
+    /// attempt.
     async fn connect(&self) -> Result<Connection, DirectoryError> {
+        let count = self.settings.urls.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(url) = self.settings.urls.get(index) else {
+                continue;
+            };
+            match self.connect_to(url).await {
+                Ok(connection) => {
+                    if index != first {
+                        tracing::warn!(%url, unavailable = ?failures, "moved to another domain controller");
+                    }
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Err(DirectoryError::Unavailable(detail)) => failures.push(detail),
+                Err(DirectoryError::TimedOut(after)) => {
+                    failures.push(format!("{url} did not answer within {} s", after.as_secs()))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(DirectoryError::Unavailable(failures.join("; ")))
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<Connection, DirectoryError> {
+        let transport = |error: LdapError| match error {
+            LdapError::Timeout { .. } => DirectoryError::TimedOut(self.settings.operation_timeout),
+            other => DirectoryError::Unavailable(format!("{url}: {other}")),
+        };
         let settings = LdapConnSettings::new()
             .set_config(self.tls.clone())
             .set_conn_timeout(self.settings.connect_timeout);
-        let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
-            .await
-            .map_err(|error| {
-                DirectoryError::Unavailable(format!(
-                    "cannot connect to {}: {error}",
-                    self.settings.url
-                ))
-            })?;
+        let (driver, mut ldap) =
+            LdapConnAsync::with_settings(settings, url)
+                .await
+                .map_err(|error| {
+                    DirectoryError::Unavailable(format!("cannot connect to {url}: {error}"))
+                })?;
         tokio::spawn(async move {
             if let Err(error) = driver.drive().await {
                 tracing::debug!(%error, "directory connection ended");
@@ -215,7 +273,7 @@ impl ActiveDirectory {
                 self.settings.bind_password.expose_secret(),
             )
             .await
-            .map_err(|error| transport_error(&self.settings, error))?;
+            .map_err(transport)?;
         if bind.rc != 0 {
             return Err(DirectoryError::Configuration(format!(
                 "the service account {} cannot sign in to the directory: {}",
@@ -232,7 +290,7 @@ impl ActiveDirectory {
                 vec!["supportedControl", "defaultNamingContext"],
             )
             .await
-            .map_err(|error| transport_error(&self.settings, error))?;
+            .map_err(transport)?;
         let root = root
             .0
             .into_iter()
@@ -253,7 +311,7 @@ impl ActiveDirectory {
             })?;
         let policy_hints = decode::choose_policy_hints(&supported_controls);
         tracing::info!(
-            url = %self.settings.url,
+            %url,
             policy_hints = policy_hints.unwrap_or("not supported"),
             "connected to the directory"
         );
@@ -314,7 +372,7 @@ impl ActiveDirectory {
                     if is_transport_failure(&error) {
                         self.discard_connection().await;
                     }
-                    return Err(transport_error(&self.settings, error));
+                    return Err(self.transport_error(error));
                 }
             }
         }
@@ -339,7 +397,7 @@ impl ActiveDirectory {
             .with_timeout(self.settings.operation_timeout)
             .modify(distinguished_name, vec![modification])
             .await
-            .map_err(|error| transport_error(&self.settings, error))?;
+            .map_err(|error| self.transport_error(error))?;
         match result.rc {
             0 => Ok(()),
             50 => Err(DirectoryError::InsufficientAccess(format!(
@@ -381,7 +439,7 @@ impl ActiveDirectory {
                     if is_transport_failure(&error) {
                         self.discard_connection().await;
                     }
-                    return Err(transport_error(&self.settings, error));
+                    return Err(self.transport_error(error));
                 }
             }
         }
@@ -612,14 +670,14 @@ impl Directory for ActiveDirectory {
         let settings = LdapConnSettings::new()
             .set_config(self.tls.clone())
             .set_conn_timeout(self.settings.connect_timeout);
-        let (driver, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
-            .await
-            .map_err(|error| {
-                DirectoryError::Unavailable(format!(
-                    "cannot connect to {}: {error}",
-                    self.settings.url
-                ))
-            })?;
+        // The DC in use took any write this sign-in follows; another may not have it yet.
+        let url = self.current_url();
+        let (driver, mut ldap) =
+            LdapConnAsync::with_settings(settings, url)
+                .await
+                .map_err(|error| {
+                    DirectoryError::Unavailable(format!("cannot connect to {url}: {error}"))
+                })?;
         tokio::spawn(async move {
             if let Err(error) = driver.drive().await {
                 tracing::debug!(%error, "sign-in connection ended");
@@ -629,7 +687,7 @@ impl Directory for ActiveDirectory {
             .with_timeout(self.settings.operation_timeout)
             .simple_bind(&account.distinguished_name, password.expose_secret())
             .await
-            .map_err(|error| transport_error(&self.settings, error))?;
+            .map_err(|error| self.transport_error(error))?;
         let _ = ldap.unbind().await;
         Ok(decode::sign_in_verdict(bind.rc, &bind.text))
     }
@@ -676,9 +734,12 @@ fn is_transport_failure(error: &LdapError) -> bool {
     )
 }
 
-fn transport_error(settings: &DirectorySettings, error: LdapError) -> DirectoryError {
-    match error {
-        LdapError::Timeout { .. } => DirectoryError::TimedOut(settings.operation_timeout),
-        other => DirectoryError::Unavailable(format!("{}: {other}", settings.url)),
+impl ActiveDirectory {
+    /// A broken or timed-out exchange with the DC in use, named.
+    fn transport_error(&self, error: LdapError) -> DirectoryError {
+        match error {
+            LdapError::Timeout { .. } => DirectoryError::TimedOut(self.settings.operation_timeout),
+            other => DirectoryError::Unavailable(format!("{}: {other}", self.current_url())),
+        }
     }
 }

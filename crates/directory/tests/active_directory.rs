@@ -32,7 +32,7 @@ fn dc() -> Arc<DomainController> {
 
 fn settings(dc: &DomainController, bind_name: &str, password: &str) -> DirectorySettings {
     DirectorySettings {
-        url: dc.ldaps_url(),
+        urls: vec![dc.ldaps_url()],
         trust: writeback_tls::Trust::CaFile(dc.ca_file.clone()),
         bind_name: dc.user_principal_name(bind_name),
         bind_password: SecretString::from(password.to_owned()),
@@ -381,7 +381,7 @@ async fn a_wrong_service_password_is_a_configuration_error() {
         "{error:?}"
     );
     let plain = DirectorySettings {
-        url: format!("ldap://{}", dc.address),
+        urls: vec![dc.ldaps_url(), format!("ldap://{}", dc.address)],
         ..settings(&dc, SERVICE_ACCOUNT, &dc.service_account_password)
     };
     assert!(matches!(

@@ -69,10 +69,20 @@ static SHARED: OnceLock<Result<Arc<DomainController>, String>> = OnceLock::new()
 impl DomainController {
     /// The DC of this test binary, provisioned on first use.
     pub fn shared() -> Result<Arc<DomainController>> {
+        Self::shared_started_by(DomainController::start)
+    }
+
+    /// The test binary's DC, started joinable ([`Self::start_joinable`]) if this is the first
+    /// call: a binary that joins a second DC calls it before anything else.
+    pub fn shared_joinable() -> Result<Arc<DomainController>> {
+        Self::shared_started_by(DomainController::start_joinable)
+    }
+
+    fn shared_started_by(start: fn() -> Result<DomainController>) -> Result<Arc<DomainController>> {
         crate::logs::init();
         SHARED
             .get_or_init(|| {
-                std::thread::spawn(DomainController::start)
+                std::thread::spawn(start)
                     .join()
                     .map_err(|_| "provisioning thread panicked".to_owned())
                     .and_then(|result| result.map(Arc::new).map_err(|error| format!("{error:#}")))
@@ -83,6 +93,16 @@ impl DomainController {
 
     /// Provisions and starts a new DC, blocking until it answers LDAPS.
     pub fn start() -> Result<DomainController> {
+        Self::start_serving(ONE_DC_SERVICES)
+    }
+
+    /// A DC that a second one can join ([`Self::join_second`]): it also answers CLDAP and RPC,
+    /// which `samba-tool domain join` uses to find it and to replicate the directory.
+    pub fn start_joinable() -> Result<DomainController> {
+        Self::start_serving(JOINABLE_DC_SERVICES)
+    }
+
+    fn start_serving(services: &str) -> Result<DomainController> {
         let started = Instant::now();
         let address = free_loopback_address()?;
         let directory = std::env::temp_dir().join(format!(
@@ -101,7 +121,13 @@ impl DomainController {
 
         let admin_password = "Adm1n!Passw0rd-Test".to_owned();
         let service_account_password = "Svc!Passw0rd-Test-1".to_owned();
-        provision(&directory, &tls_directory, address, &admin_password)?;
+        provision(
+            &directory,
+            &tls_directory,
+            address,
+            &admin_password,
+            services,
+        )?;
         let watchdog = start_watchdog(&directory)?;
         let controller = DomainController {
             address,
@@ -129,7 +155,7 @@ impl DomainController {
     pub fn service_directory(&self) -> Result<writeback_directory::ActiveDirectory> {
         Ok(writeback_directory::ActiveDirectory::new(
             writeback_directory::DirectorySettings {
-                url: self.ldaps_url(),
+                urls: vec![self.ldaps_url()],
                 trust: writeback_tls::Trust::CaFile(self.ca_file.clone()),
                 bind_name: self.user_principal_name(SERVICE_ACCOUNT),
                 bind_password: secrecy::SecretString::from(self.service_account_password.clone()),
@@ -320,9 +346,64 @@ impl DomainController {
             .await
     }
 
-    /// Kills Samba outright, every process of it at once, the way a crash or a power cut stops a
-    /// DC, then starts it again on the same database and blocks until it answers LDAPS.
-    pub fn crash_and_restart(&self) -> Result<()> {
+    /// A second DC of this domain on its own loopback address, joined with `samba-tool domain
+    /// join … DC`: it holds the directory as it is now (what changes later is not replicated, as
+    /// the test DCs have no DNS to find each other by). Its certificate comes from a CA of its own.
+    /// Needs a DC started with [`Self::start_joinable`].
+    pub fn join_second(&self) -> Result<DomainController> {
+        let started = Instant::now();
+        let address = free_loopback_address()?;
+        let directory = std::env::temp_dir().join(format!(
+            "writeback-dc-{}-{}",
+            std::process::id(),
+            address.octets()[3]
+        ));
+        if directory.exists() {
+            std::fs::remove_dir_all(&directory)
+                .with_context(|| format!("removing stale {}", directory.display()))?;
+        }
+        std::fs::create_dir_all(directory.join("run"))?;
+        let tls_directory = directory.join("tls");
+        std::fs::create_dir_all(&tls_directory)?;
+        let ca_file = write_certificates(&tls_directory, address)?;
+        let mut command = Command::new("samba-tool");
+        command
+            .args(["domain", "join", DNS_DOMAIN, "DC", "--dns-backend=NONE"])
+            .arg(format!("--server={}", self.address))
+            .arg(format!(
+                "--username=CORP\\Administrator%{}",
+                self.admin_password
+            ))
+            .arg("--use-kerberos=off")
+            .arg(format!("--targetdir={}", directory.display()));
+        let options = dc_options(&directory, &tls_directory, address, ONE_DC_SERVICES)
+            .into_iter()
+            .chain([format!("realm={REALM}"), "workgroup=CORP".to_owned()]);
+        for option in options {
+            command.arg(format!("--option={option}"));
+        }
+        run(&mut command).context("samba-tool domain join")?;
+        refuse_old_passwords(&directory)?;
+        let watchdog = start_watchdog(&directory)?;
+        let controller = DomainController {
+            address,
+            directory,
+            ca_file,
+            admin_password: self.admin_password.clone(),
+            service_account_password: self.service_account_password.clone(),
+            watchdog: Mutex::new(watchdog),
+        };
+        controller.wait_until_ready()?;
+        tracing::info!(address = %controller.address, elapsed_ms = started.elapsed().as_millis() as u64, "second domain controller joined");
+        Ok(controller)
+    }
+
+    /// Stops Samba for good, every process of it at once, as a DC that failed.
+    pub fn stop(&self) -> Result<()> {
+        self.kill_samba()
+    }
+
+    fn kill_samba(&self) -> Result<()> {
         let samba_group = std::fs::read_to_string(self.directory.join("run/samba.pid"))
             .context("reading samba's pid file")?
             .trim()
@@ -341,6 +422,13 @@ impl DomainController {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// Kills Samba outright, every process of it at once, the way a crash or a power cut stops a
+    /// DC, then starts it again on the same database and blocks until it answers LDAPS.
+    pub fn crash_and_restart(&self) -> Result<()> {
+        self.kill_samba()?;
         // Started detached, in its own process group as at first, so the watchdog stops it the same way.
         run(Command::new("sh")
             .arg("-c")
@@ -425,24 +513,39 @@ fn write_certificates(directory: &Path, address: Ipv4Addr) -> Result<PathBuf> {
     Ok(ca_file)
 }
 
-fn provision(
+/// Samba's services for a DC that stands alone: LDAP is all the tests use.
+const ONE_DC_SERVICES: &str = "ldap";
+/// ...and for one that a second DC joins: CLDAP to be found, RPC to replicate from.
+const JOINABLE_DC_SERVICES: &str = "ldap cldap rpc";
+
+/// The smb.conf options of a test DC on `address`.
+fn dc_options(
     directory: &Path,
     tls_directory: &Path,
     address: Ipv4Addr,
-    admin_password: &str,
-) -> Result<()> {
-    let options = [
+    services: &str,
+) -> Vec<String> {
+    vec![
         format!("interfaces={address}/8"),
         "bind interfaces only=yes".to_owned(),
         format!("pid directory={}", directory.join("run").display()),
         format!("log file={}", directory.join("log.%m").display()),
         format!("netbios name=DC{}", address.octets()[3]),
-        "server services=ldap".to_owned(),
+        format!("server services={services}"),
         "tls enabled=yes".to_owned(),
         format!("tls keyfile={}", tls_directory.join("key.pem").display()),
         format!("tls certfile={}", tls_directory.join("cert.pem").display()),
         format!("tls cafile={}", tls_directory.join("ca.pem").display()),
-    ];
+    ]
+}
+
+fn provision(
+    directory: &Path,
+    tls_directory: &Path,
+    address: Ipv4Addr,
+    admin_password: &str,
+    services: &str,
+) -> Result<()> {
     let mut command = Command::new("samba-tool");
     command
         .args([
@@ -457,14 +560,18 @@ fn provision(
         .arg(format!("--adminpass={admin_password}"))
         .arg(format!("--targetdir={}", directory.display()))
         .arg(format!("--host-ip={address}"));
-    for option in options {
+    for option in dc_options(directory, tls_directory, address, services) {
         command.arg(format!("--option={option}"));
     }
     run(&mut command).context("samba-tool domain provision")?;
-    // Samba accepts the previous password for 60 minutes after a change or reset, for NTLM clients
-    // that cached it, and its LDAP simple bind takes the same path; Windows does not do this for
-    // LDAP binds. Turned off so that a bind with the old password shows whether a reset landed.
-    // (`samba-tool domain provision --option` does not carry this parameter into smb.conf.)
+    refuse_old_passwords(directory)
+}
+
+/// Samba accepts the previous password for 60 minutes after a change or reset, for NTLM clients
+/// that cached it, and its LDAP simple bind takes the same path; Windows does not do this for
+/// LDAP binds. Turned off so that a bind with the old password shows whether a reset landed.
+/// (`samba-tool … --option` does not carry this parameter into smb.conf.)
+fn refuse_old_passwords(directory: &Path) -> Result<()> {
     let configuration_path = directory.join("etc/smb.conf");
     let configuration = std::fs::read_to_string(&configuration_path)?;
     let configuration = configuration.replacen(

@@ -72,6 +72,9 @@ pub struct StackOptions {
     pub sms: writeback_cloud::config::SmsConfig,
     /// Changes the cloud's configuration before it starts (limits, timeouts, capacities).
     pub configure_cloud: Option<fn(&mut CloudConfig)>,
+    /// Other DCs of the domain, which the agent falls back to, in this order, after the shared
+    /// one ([`DomainController::join_second`]).
+    pub more_domain_controllers: Vec<Arc<DomainController>>,
 }
 
 impl Default for StackOptions {
@@ -83,6 +86,7 @@ impl Default for StackOptions {
             smtp_port: None,
             sms: writeback_cloud::config::SmsConfig::default(),
             configure_cloud: None,
+            more_domain_controllers: Vec::new(),
         }
     }
 }
@@ -769,6 +773,24 @@ pub fn write_agent_config(
 ) -> Result<PathBuf> {
     let password_file = work.join("bind-password");
     write_private(&password_file, &dc.service_account_password)?;
+    // Every DC's CA in one file, as an administrator whose DCs have certificates from several
+    // issuers would configure it.
+    let ca_file = if options.more_domain_controllers.is_empty() {
+        dc.ca_file.clone()
+    } else {
+        let mut bundle = std::fs::read_to_string(&dc.ca_file)?;
+        for other in &options.more_domain_controllers {
+            bundle.push_str(&std::fs::read_to_string(&other.ca_file)?);
+        }
+        let path = work.join("dc-authorities.pem");
+        std::fs::write(&path, bundle)?;
+        path
+    };
+    let more_urls: Vec<String> = options
+        .more_domain_controllers
+        .iter()
+        .map(|other| toml_string(&other.ldaps_url()))
+        .collect();
     let config = format!(
         r#"data_dir = {data_dir}
 banned_passwords = ["contoso"]
@@ -777,6 +799,7 @@ reconnect_max_delay_seconds = 1
 
 [directory]
 url = {url}
+urls = [{more_urls}]
 ca_file = {ca_file}
 bind_name = {bind_name}
 bind_password_file = {password_file}
@@ -794,7 +817,8 @@ file = {log_file}
 "#,
         data_dir = toml_string(&work.join("agent").display().to_string()),
         url = toml_string(&dc.ldaps_url()),
-        ca_file = toml_string(&dc.ca_file.display().to_string()),
+        more_urls = more_urls.join(", "),
+        ca_file = toml_string(&ca_file.display().to_string()),
         bind_name = toml_string(&dc.user_principal_name(&options.service_account)),
         password_file = toml_string(&password_file.display().to_string()),
         base_dn = toml_string(BASE_DN),
