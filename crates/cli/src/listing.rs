@@ -189,13 +189,14 @@ pub fn print_agents(agents: &[AgentSummary], as_json: bool) -> Result<()> {
             (None, true, _) => "connected",
         };
         println!(
-            "{}  {:<12} {:<20} {:<21} v{:<8} from {:<15} heartbeat {}  in flight {}{}",
+            "{}  {:<12} {:<20} {:<21} v{:<8} from {:<15} node {:<12} heartbeat {}  in flight {}{}",
             agent.agent_id,
             agent.directory,
             agent.name,
             state,
             agent.version,
             agent.address.as_deref().unwrap_or("-"),
+            agent.node.as_deref().unwrap_or("-"),
             time(agent.last_heartbeat_at),
             agent.requests_in_flight,
             agent
@@ -219,11 +220,13 @@ pub fn print_health(healths: &[DirectoryHealth], as_json: bool) -> Result<()> {
     }
     for health in healths {
         println!(
-            "{:<16} {:<22} agents {}/{} connected  {}",
+            "{:<16} {:<22} agents {}/{} connected, {} healthy (minimum {})  {}",
             health.directory,
             health.state.as_str(),
             health.agents_connected,
             health.agents_registered,
+            health.agents_healthy,
+            health.agents_minimum,
             health.summary
         );
     }

@@ -40,6 +40,12 @@ pub struct CloudConfig {
     /// A directory is "degraded" when writebacks failed for want of an agent or the directory
     /// within this many minutes.
     pub health_window_minutes: u64,
+    /// A directory with fewer connected agents that can use it than this is "degraded": one
+    /// more loss and writeback stops. Set it to the number of agents run for redundancy.
+    pub minimum_healthy_agents: u64,
+    /// This cloud node's name, shown beside each agent connected to it; the host's name when
+    /// empty.
+    pub node_name: String,
     /// Serve Prometheus metrics (numbers only, no names of users) on a listener of their own, plain
     /// HTTP, e.g. `127.0.0.1:9464`. Off by default.
     pub metrics_listen: Option<String>,
@@ -265,6 +271,8 @@ impl Default for CloudConfig {
             max_body_bytes: 16 * 1024,
             minimum_agent_version: env!("CARGO_PKG_VERSION").into(),
             health_window_minutes: 15,
+            minimum_healthy_agents: 1,
+            node_name: String::new(),
             metrics_listen: None,
             metrics_token_file: None,
             resources: ResourcesConfig::default(),
@@ -284,6 +292,18 @@ impl CloudConfig {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(100))
+    }
+
+    /// `node_name`, or the host's name.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "writeback-cloud".to_owned())
     }
 
     pub fn health_window(&self) -> Duration {

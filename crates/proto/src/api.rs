@@ -171,6 +171,8 @@ pub struct AgentSummary {
     pub name: String,
     pub version: String,
     pub connected: bool,
+    /// The cloud node the agent is connected to.
+    pub node: Option<String>,
     pub registered_at: UnixMillis,
     pub last_connected_at: Option<UnixMillis>,
     pub last_heartbeat_at: Option<UnixMillis>,
@@ -240,6 +242,10 @@ pub struct DirectoryHealth {
     pub summary: String,
     pub agents_registered: u64,
     pub agents_connected: u64,
+    /// Connected agents that have not said they cannot use the directory.
+    pub agents_healthy: u64,
+    /// How many healthy agents the directory should have; fewer is "degraded".
+    pub agents_minimum: u64,
     /// Writebacks that failed for want of an agent or the directory in the recent window.
     pub recent_failures: u64,
 }

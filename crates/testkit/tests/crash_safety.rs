@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use writeback_directory::Directory;
-use writeback_proto::api::{OperationResponse, ResetPasswordRequest};
+use writeback_proto::api::{HealthState, OperationResponse, ResetPasswordRequest};
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
@@ -261,4 +261,47 @@ async fn two_agents_retry_after_a_timeout_before_the_write() {
 #[tokio::test]
 async fn two_agents_retry_after_a_timeout_after_the_write() {
     retry_after_timeout("after-write", Agents::Two).await;
+}
+
+/// Two agents where two are wanted is healthy; one of them gone is "degraded", told in the API
+/// and shown per agent with the node it is connected to and its load.
+#[tokio::test]
+async fn a_directory_with_fewer_healthy_agents_than_its_minimum_is_degraded() {
+    let options = StackOptions {
+        configure_cloud: Some(|config| {
+            config.minimum_healthy_agents = 2;
+            config.node_name = "node-a".into();
+        }),
+        ..StackOptions::default()
+    };
+    let mut stack = Stack::start_with(options).await.unwrap();
+    stack.start_second_agent().await.unwrap();
+    let health = |stack: &Stack| {
+        let client = stack.client.on_another_connection();
+        let directory = stack.directory.clone();
+        async move { client.directory_health(&directory).await.unwrap() }
+    };
+    // Until both have said they can use the directory, an agent that has not said yet counts.
+    let both = health(&stack).await;
+    assert_eq!(both.state, HealthState::Healthy, "{}", both.summary);
+    assert_eq!((both.agents_healthy, both.agents_minimum), (2, 2));
+    let agents = stack.client.agents().await.unwrap();
+    assert_eq!(agents.len(), 2);
+    assert!(
+        agents
+            .iter()
+            .all(|agent| agent.connected && agent.node.as_deref() == Some("node-a"))
+    );
+
+    stack.kill_agent().await.unwrap();
+    let one = health(&stack).await;
+    assert_eq!(one.state, HealthState::Degraded, "{}", one.summary);
+    assert_eq!((one.agents_connected, one.agents_healthy), (1, 1));
+    assert!(one.summary.contains("fewer than the 2"), "{}", one.summary);
+    let agents = stack.client.agents().await.unwrap();
+    let gone = agents
+        .iter()
+        .find(|agent| agent.agent_id == stack.agent_id)
+        .unwrap();
+    assert!(!gone.connected && gone.node.is_none());
 }

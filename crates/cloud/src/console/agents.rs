@@ -35,6 +35,7 @@ fn agent_row(agent: AgentSummary) -> AgentRow {
         tone,
         version: agent.version,
         address: agent.address.unwrap_or_default(),
+        node: agent.node.unwrap_or_default(),
         last_heartbeat: format_time(agent.last_heartbeat_at),
         requests_in_flight: agent.requests_in_flight,
         last_error: agent.last_error.unwrap_or_default(),

@@ -52,6 +52,8 @@ fn health_row(health: DirectoryHealth) -> HealthRow {
         summary: health.summary,
         agents_connected: health.agents_connected,
         agents_registered: health.agents_registered,
+        agents_healthy: health.agents_healthy,
+        agents_minimum: health.agents_minimum,
         recent_failures: health.recent_failures,
     }
 }

@@ -141,6 +141,8 @@ pub struct HealthRow {
     pub summary: String,
     pub agents_connected: u64,
     pub agents_registered: u64,
+    pub agents_healthy: u64,
+    pub agents_minimum: u64,
     pub recent_failures: u64,
 }
 
@@ -239,6 +241,7 @@ pub struct AgentRow {
     pub tone: &'static str,
     pub version: String,
     pub address: String,
+    pub node: String,
     pub last_heartbeat: String,
     pub requests_in_flight: u64,
     pub last_error: String,

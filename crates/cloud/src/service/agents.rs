@@ -29,12 +29,14 @@ pub enum AgentError {
 pub async fn summaries(state: &AppState) -> Result<Vec<AgentSummary>, StoreError> {
     let agents = state.store.agents().await?;
     let live = state.relay.live_agents();
+    let node = state.config.node();
     Ok(agents
         .into_iter()
         .map(|agent| {
             let connection = live.iter().find(|live| live.agent_id == agent.agent_id);
             AgentSummary {
                 connected: connection.is_some(),
+                node: connection.map(|_| node.clone()),
                 requests_in_flight: connection
                     .map_or(0, |connection| connection.requests_in_flight as u64),
                 directory_reachable: connection

@@ -26,6 +26,8 @@ pub struct HealthFacts {
     pub agents_registered: u64,
     pub connected: Vec<LiveAgent>,
     pub minimum_agent_version: String,
+    /// Fewer connected agents that can use the directory than this is "degraded".
+    pub minimum_healthy_agents: u64,
     pub recent_failures: u64,
     pub window: Duration,
 }
@@ -62,6 +64,7 @@ pub fn judge(directory: DirectoryName, facts: &HealthFacts) -> DirectoryHealth {
         .iter()
         .filter(|agent| is_outdated(&agent.version, &facts.minimum_agent_version))
         .collect();
+    let healthy = connected - unreachable.len() as u64;
     let minutes = facts.window.as_secs() / 60;
     let (state, summary) = if facts.agents_registered == 0 {
         (
@@ -101,6 +104,14 @@ pub fn judge(directory: DirectoryName, facts: &HealthFacts) -> DirectoryHealth {
                 agent.agent_id, agent.version, facts.minimum_agent_version
             ),
         )
+    } else if healthy < facts.minimum_healthy_agents {
+        (
+            HealthState::Degraded,
+            format!(
+                "{healthy} agent(s) can use the directory, fewer than the {} it should have: one more failure and writeback stops. Start another writeback-agent.",
+                facts.minimum_healthy_agents
+            ),
+        )
     } else if !unreachable.is_empty() {
         (
             HealthState::Degraded,
@@ -130,6 +141,8 @@ pub fn judge(directory: DirectoryName, facts: &HealthFacts) -> DirectoryHealth {
         summary,
         agents_registered: facts.agents_registered,
         agents_connected: connected,
+        agents_healthy: healthy,
+        agents_minimum: facts.minimum_healthy_agents,
         recent_failures: facts.recent_failures,
     }
 }
@@ -185,6 +198,7 @@ async fn gather_and_judge(
         agents_registered,
         connected,
         minimum_agent_version: state.config.minimum_agent_version.clone(),
+        minimum_healthy_agents: state.config.minimum_healthy_agents,
         recent_failures,
         window,
     };
@@ -218,6 +232,7 @@ mod tests {
             agents_registered: registered,
             connected,
             minimum_agent_version: "0.2.0".into(),
+            minimum_healthy_agents: 1,
             recent_failures: failures,
             window: Duration::from_secs(15 * 60),
         }
@@ -261,6 +276,40 @@ mod tests {
         // An agent that has not reported yet is not taken for a broken one.
         assert_eq!(
             state_of(&facts(1, vec![live("0.2.0", None)], 0)),
+            HealthState::Healthy
+        );
+    }
+
+    #[test]
+    fn fewer_agents_that_can_use_the_directory_than_the_minimum_is_degraded() {
+        let two = |connected| HealthFacts {
+            minimum_healthy_agents: 2,
+            ..facts(2, connected, 0)
+        };
+        let one_of_two = judge(
+            "corp".parse().unwrap(),
+            &two(vec![live("0.2.0", Some(true))]),
+        );
+        assert_eq!(one_of_two.state, HealthState::Degraded);
+        assert_eq!(
+            (one_of_two.agents_healthy, one_of_two.agents_minimum),
+            (1, 2)
+        );
+        assert!(
+            one_of_two.summary.contains("fewer than the 2"),
+            "{}",
+            one_of_two.summary
+        );
+        // Connected but unable to use the directory does not count.
+        assert_eq!(
+            state_of(&two(vec![
+                live("0.2.0", Some(true)),
+                live("0.2.0", Some(false))
+            ])),
+            HealthState::Degraded
+        );
+        assert_eq!(
+            state_of(&two(vec![live("0.2.0", Some(true)), live("0.2.0", None)])),
             HealthState::Healthy
         );
     }
