@@ -5,6 +5,7 @@
 //! Entry points: [`register`] (once, with a token) and [`run`] (the service).
 
 pub mod backoff;
+pub mod backup;
 pub mod certificate;
 pub mod config;
 pub mod connection;

@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         admin_password_file: Option<PathBuf>,
     },
+    /// Write this agent's state (its keys, its cloud, its outcome journal) to FILE, readable by
+    /// its owner only. It holds private keys: keep it as you keep the host's own secrets.
+    Backup { file: PathBuf },
+    /// Put a backup made by `backup` in place, in a data directory that holds no agent yet.
+    Restore { file: PathBuf },
 }
 
 fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
@@ -133,6 +138,20 @@ async fn main() -> Result<()> {
                 state.agent_id,
                 state.directory,
                 config.state_path().display()
+            );
+        }
+        Command::Backup { file } => {
+            writeback_agent::backup::back_up(&config, file)?;
+            println!(
+                "agent state written to {}; it holds the agent's private keys",
+                file.display()
+            );
+        }
+        Command::Restore { file } => {
+            writeback_agent::backup::restore(&config, file)?;
+            println!(
+                "agent state restored into {}; start the agent with `run`",
+                config.data_dir.display()
             );
         }
         Command::Doctor => {

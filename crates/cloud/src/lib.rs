@@ -21,7 +21,7 @@ pub mod service;
 pub mod web;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -70,6 +70,39 @@ pub async fn open_store(config: &CloudConfig) -> Result<Store, CloudError> {
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_error(context()))?;
     Ok(Store::open(&config.database_path()).await?)
+}
+
+/// `writeback-cloud backup FILE`: a consistent copy of the database, taken while the cloud runs.
+/// What it does not hold is listed in the answer: the secrets key and, when the cloud made its
+/// own certificate, the TLS files, which a restore needs beside it.
+pub async fn back_up(config: &CloudConfig, file: &Path) -> Result<Vec<PathBuf>, CloudError> {
+    Store::back_up(&config.database_path(), file).await?;
+    Ok(kept_apart(config))
+}
+
+/// `writeback-cloud restore FILE`: a backup made by [`back_up`] becomes the database of a data
+/// directory that has none; the files [`back_up`] named must be put back beside it.
+pub async fn restore(config: &CloudConfig, file: &Path) -> Result<Vec<PathBuf>, CloudError> {
+    use std::os::unix::fs::PermissionsExt;
+    let context = || format!("preparing the data directory {}", config.data_dir.display());
+    std::fs::create_dir_all(&config.data_dir).map_err(io_error(context()))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_error(context()))?;
+    Store::restore(file, &config.database_path()).await?;
+    Ok(kept_apart(config)
+        .into_iter()
+        .filter(|path| !path.exists())
+        .collect())
+}
+
+/// Files the cloud needs that a database backup does not hold.
+fn kept_apart(config: &CloudConfig) -> Vec<PathBuf> {
+    let mut files = vec![config.secrets_key_path()];
+    if config.tls_certificate.is_none() {
+        let directory = config.data_dir.join("tls");
+        files.extend([directory.join("cert.pem"), directory.join("key.pem")]);
+    }
+    files
 }
 
 /// The key that seals stored secrets (created at first start), with every stored secret sealed

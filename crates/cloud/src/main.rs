@@ -48,6 +48,12 @@ enum Command {
     Fingerprint,
     /// Print the admin API's OpenAPI document (the same as GET /api/v1/openapi.json).
     Openapi,
+    /// Write a consistent copy of the database to FILE (a new file, owner-only), while the cloud
+    /// runs. The secrets key and the cloud's own TLS files are not in it: it names them, to be
+    /// kept apart. (With PostgreSQL, once it lands, use pg_dump instead.)
+    Backup { file: PathBuf },
+    /// Make FILE, written by `backup`, the database of a data directory that has none yet.
+    Restore { file: PathBuf },
     /// Manage the key that seals the secrets kept in the database.
     Secrets {
         #[command(subcommand)]
@@ -206,6 +212,28 @@ async fn main() -> Result<()> {
                 "{} holds a new key; {resealed} stored secrets are sealed under it",
                 path.display()
             );
+        }
+        Command::Backup { file } => {
+            let apart = writeback_cloud::back_up(&config, file).await?;
+            println!("database copied to {}", file.display());
+            println!("not in it, and needed to restore it (keep them apart from the backup):");
+            for path in apart {
+                println!("  {}", path.display());
+            }
+        }
+        Command::Restore { file } => {
+            let missing = writeback_cloud::restore(&config, file).await?;
+            println!(
+                "{} restored as {}",
+                file.display(),
+                config.database_path().display()
+            );
+            for path in missing {
+                println!(
+                    "put back before starting: {} (from where you keep it apart)",
+                    path.display()
+                );
+            }
         }
         Command::Fingerprint => {
             let (certificate, _) = writeback_cloud::certificate_paths(&config)?;

@@ -158,6 +158,93 @@ fn owner_only(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A connection that can only read `path`, which must exist.
+async fn open_read_only(path: &Path) -> Result<SqlitePool, StoreError> {
+    if !path.is_file() {
+        return Err(StoreError::NotFound(format!(
+            "the database {}",
+            path.display()
+        )));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false);
+    Ok(SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
+/// Whether `pool` holds a whole Writeback database this version knows.
+async fn check_backup(pool: &SqlitePool, source: &Path) -> Result<(), StoreError> {
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(pool)
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("{}: {error}", source.display())))?;
+    if verdict != "ok" {
+        return Err(StoreError::Corrupt(format!(
+            "{} fails SQLite's integrity check: {verdict}",
+            source.display()
+        )));
+    }
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .map_err(|error| {
+                StoreError::Corrupt(format!(
+                    "{} is not a Writeback database: {error}",
+                    source.display()
+                ))
+            })?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    let newest = newest.unwrap_or(0);
+    if newest > known {
+        return Err(StoreError::Refused(format!(
+            "{} comes from a newer Writeback (schema {newest}, this one knows up to {known}); restore it with that version",
+            source.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the database of `pool` into the new file `destination`, or leaves nothing there.
+async fn copy_into(pool: &SqlitePool, destination: &Path) -> Result<(), StoreError> {
+    create_new_owner_only(destination)?;
+    let target = destination
+        .to_str()
+        .ok_or_else(|| StoreError::Io(format!("{}: not UTF-8", destination.display())))?;
+    let copied = sqlx::query("VACUUM INTO ?")
+        .bind(target)
+        .execute(pool)
+        .await;
+    if let Err(error) = copied {
+        // Nothing half-written stays behind under a name that looks like a database.
+        let _ = std::fs::remove_file(destination);
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// Creates `path` empty and readable by its owner only; an existing file is refused.
+fn create_new_owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::AlreadyExists => StoreError::Refused(format!(
+                "{} already exists; move it away or choose another file",
+                path.display()
+            )),
+            _ => StoreError::Io(format!("{}: {error}", path.display())),
+        })
+}
+
 pub(crate) fn millis(value: UnixMillis) -> i64 {
     i64::try_from(value.0).unwrap_or(i64::MAX)
 }
@@ -181,6 +268,32 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         Self::connect(options).await
+    }
+
+    /// A consistent copy of the database at `database` in `destination`, taken while the cloud
+    /// runs: SQLite's `VACUUM INTO` reads one snapshot, on a read-only connection that changes
+    /// nothing. The file is new and readable by its owner only; an existing one is refused,
+    /// never overwritten.
+    pub async fn back_up(database: &Path, destination: &Path) -> Result<(), StoreError> {
+        let pool = open_read_only(database).await?;
+        let copied = copy_into(&pool, destination).await;
+        pool.close().await;
+        copied
+    }
+
+    /// Puts the backup at `source` in place as a new database at `database`, which must not
+    /// exist yet. The backup is checked whole first (`PRAGMA integrity_check`) and must not come
+    /// from a newer Writeback, whose schema this one does not know; pending migrations apply at
+    /// the next start.
+    pub async fn restore(source: &Path, database: &Path) -> Result<(), StoreError> {
+        let pool = open_read_only(source).await?;
+        let checked = check_backup(&pool, source).await;
+        let copied = match checked {
+            Ok(()) => copy_into(&pool, database).await,
+            Err(error) => Err(error),
+        };
+        pool.close().await;
+        copied
     }
 
     /// A private in-memory database, for tests.
@@ -477,6 +590,85 @@ mod tests {
             version: "0.1.0".into(),
             identity_key: IdentityKeyPair::generate().unwrap().public_key(),
         }
+    }
+
+    fn scratch_directory(name: &str) -> std::path::PathBuf {
+        let directory =
+            std::env::temp_dir().join(format!("writeback-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        directory
+    }
+
+    #[tokio::test]
+    async fn a_backup_restores_into_a_new_database_with_everything_and_is_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = scratch_directory("backup");
+        let live = directory.join("live.db");
+        let store = Store::open(&live).await.unwrap();
+        store.put_setting("kept", "yes", NOW).await.unwrap();
+        let backup = directory.join("backup.db");
+        Store::back_up(&live, &backup).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // A backup is never written over, and nothing is touched when refused.
+        let before = std::fs::read(&backup).unwrap();
+        assert!(matches!(
+            Store::back_up(&live, &backup).await,
+            Err(StoreError::Refused(_))
+        ));
+        assert_eq!(std::fs::read(&backup).unwrap(), before);
+
+        // With the cloud stopped as well as running.
+        store.pool.close().await;
+        Store::back_up(&live, &directory.join("stopped.db"))
+            .await
+            .unwrap();
+
+        let restored_path = directory.join("restored.db");
+        Store::restore(&backup, &restored_path).await.unwrap();
+        assert!(matches!(
+            Store::restore(&backup, &restored_path).await,
+            Err(StoreError::Refused(_))
+        ));
+        let restored = Store::open(&restored_path).await.unwrap();
+        assert_eq!(
+            restored.setting("kept").await.unwrap().as_deref(),
+            Some("yes")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_foreign_file_is_refused_and_leaves_no_database_behind() {
+        let directory = scratch_directory("refused");
+        let target = directory.join("restored.db");
+        let garbage = directory.join("garbage.db");
+        std::fs::write(&garbage, b"this is not a database at all").unwrap();
+        assert!(Store::restore(&garbage, &target).await.is_err());
+        assert!(!target.exists());
+        assert!(matches!(
+            Store::restore(&directory.join("missing.db"), &target).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // A database of a newer Writeback, whose schema this one cannot know.
+        let newer = directory.join("newer.db");
+        let store = Store::open(&newer).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'future', TRUE, x'00', 0)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.pool.close().await;
+        assert!(matches!(
+            Store::restore(&newer, &target).await,
+            Err(StoreError::Refused(message)) if message.contains("newer Writeback")
+        ));
+        assert!(!target.exists());
     }
 
     #[tokio::test]

@@ -654,3 +654,159 @@ enabled = false
         "schemathesis found failures:\n{printed}"
     );
 }
+
+/// `writeback-cloud backup` while the cloud runs and `restore` into a fresh data directory, with
+/// the files the backup names kept apart and put back: the restored cloud still knows its agent,
+/// a user's registered methods, its settings and its audit log, and a reset works through it.
+/// The agent's own state goes the same way through `writeback-agent backup` and `restore`.
+#[tokio::test]
+async fn a_backup_restored_into_a_fresh_data_directory_serves_as_before() {
+    let mut stack = Stack::start().await.unwrap();
+    let settings = writeback_testkit::portal::settings(1);
+    stack
+        .client
+        .update_self_service_settings(&settings)
+        .await
+        .unwrap();
+    let (name, password) = user_with_password(&stack, "backup").await;
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    let mut portal = writeback_testkit::portal::PortalClient::new(&stack);
+    assert_eq!(
+        portal.sign_in(&name, &password).await.status,
+        StatusCode::SEE_OTHER
+    );
+    portal.register_questions().await;
+    let password = {
+        let reset = strong_password();
+        let response = stack.reset(&name, &reset, false, false).await.unwrap();
+        assert_eq!(response.result, ResultCode::Success, "{}", response.message);
+        reset
+    };
+    let anchor = stack
+        .client
+        .user(&stack.directory, &name)
+        .await
+        .unwrap()
+        .user
+        .anchor
+        .to_string();
+    let methods_of = |stack: &Stack| {
+        let store = stack.cloud.as_ref().unwrap().state.store.clone();
+        let anchor = anchor.clone();
+        async move {
+            store
+                .self_service_methods(writeback_store::MethodOwner {
+                    directory: "corp",
+                    user_anchor: &anchor,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let methods_before = methods_of(&stack).await;
+    assert!(!methods_before.is_empty());
+
+    let cloud_binary = logs::binary("writeback-cloud").unwrap();
+    let data_dir = stack.work.join("cloud");
+    let backup = stack.work.join("cloud-backup.db");
+    let output = tokio::process::Command::new(&cloud_binary)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("backup")
+        .arg(&backup)
+        .output()
+        .await
+        .unwrap();
+    let told = succeeded(&output);
+    for apart in ["secrets.key", "tls/cert.pem", "tls/key.pem"] {
+        assert!(told.contains(apart), "the backup names {apart}: {told}");
+    }
+    // Taken again, it is refused rather than written over.
+    let again = tokio::process::Command::new(&cloud_binary)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("backup")
+        .arg(&backup)
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+
+    let agent_backup = stack.work.join("agent-backup.json");
+    let agent_binary = logs::binary("writeback-agent").unwrap();
+    succeeded(
+        &tokio::process::Command::new(&agent_binary)
+            .arg("--config")
+            .arg(stack.agent_config_path())
+            .arg("backup")
+            .arg(&agent_backup)
+            .output()
+            .await
+            .unwrap(),
+    );
+
+    // The old host is gone: a fresh data directory for each, from the backups and the files
+    // kept apart.
+    stack.stop_cloud().await;
+    stack.kill_agent().await.unwrap();
+    let fresh = stack.work.join("restored-cloud");
+    std::fs::create_dir_all(fresh.join("tls")).unwrap();
+    for kept in ["secrets.key", "tls/cert.pem", "tls/key.pem"] {
+        std::fs::copy(data_dir.join(kept), fresh.join(kept)).unwrap();
+    }
+    succeeded(
+        &tokio::process::Command::new(&cloud_binary)
+            .arg("--data-dir")
+            .arg(&fresh)
+            .arg("restore")
+            .arg(&backup)
+            .output()
+            .await
+            .unwrap(),
+    );
+    let agent_data = stack.work.join("agent");
+    std::fs::remove_dir_all(&agent_data).unwrap();
+    succeeded(
+        &tokio::process::Command::new(&agent_binary)
+            .arg("--config")
+            .arg(stack.agent_config_path())
+            .arg("restore")
+            .arg(&agent_backup)
+            .output()
+            .await
+            .unwrap(),
+    );
+    stack
+        .restart_cloud_with(|config| config.data_dir = fresh)
+        .await
+        .unwrap();
+    stack.start_agent().await.unwrap();
+
+    let agents = stack.client.agents().await.unwrap();
+    assert!(
+        agents
+            .iter()
+            .any(|agent| agent.agent_id == stack.agent_id && agent.connected)
+    );
+    assert_eq!(
+        stack.client.self_service_settings().await.unwrap().methods,
+        settings.methods
+    );
+    assert_eq!(methods_of(&stack).await, methods_before);
+    let audit = stack
+        .client
+        .audit(&writeback_proto::api::AuditQuery {
+            target: Some(name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|entry| entry.action == "reset_password" && entry.result_code == "success"),
+        "{audit:?}"
+    );
+    stack.reset_and_prove(&name, &password).await.unwrap();
+}
