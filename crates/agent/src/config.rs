@@ -36,6 +36,10 @@ pub struct SyncConfig {
     /// When nothing changed for this long, the agent still confirms its cursor, so the cloud can
     /// tell a quiet directory from a stalled sync.
     pub confirm_interval_seconds: u64,
+    /// How often the anchors in scope are listed (objectGUID only) and the cloud's copy is
+    /// reconciled with them: a deletion the service account cannot see reaches the cloud within
+    /// about this long.
+    pub reconcile_interval_seconds: u64,
 }
 
 impl Default for SyncConfig {
@@ -44,6 +48,7 @@ impl Default for SyncConfig {
             enabled: true,
             poll_interval_ms: 1000,
             confirm_interval_seconds: 60,
+            reconcile_interval_seconds: 30,
         }
     }
 }

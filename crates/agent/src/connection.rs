@@ -200,7 +200,8 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                     sequence: batch_sequence,
                     changes: batch.changes,
                     cursor: batch.cursor,
-                    completes_full_sync: batch.completes_full_sync,
+                    completes_full_sync: batch.completes == sync::Completes::FullSync,
+                    completes_reconciliation: batch.completes == sync::Completes::Reconciliation,
                 }))]
             }
             _ = ticker.tick() => session.on_tick(UnixMillis::now()),

@@ -280,8 +280,9 @@ pub fn judge(facts: &PermissionFacts) -> Vec<Check> {
             Verdict::Denied(_) | Verdict::Missing => Check::problem(
                 Status::Warn,
                 DIRSYNC_RIGHT.name,
-                "not held: deltas are polled by update sequence number, which needs List \
-                 Contents on CN=Deleted Objects to see deletions",
+                "not held: deltas are polled by update sequence number, which sees deletions \
+                 within seconds only with List Contents on CN=Deleted Objects (otherwise at the \
+                 next reconciliation of the anchors in scope)",
                 format!(
                     "optional: add {} on {}",
                     DIRSYNC_RIGHT.sddl(&facts.account_sid),

@@ -150,6 +150,7 @@ pub async fn run(
         bases: config.directory.allowed_ous.clone(),
         poll_interval: Duration::from_millis(config.sync.poll_interval_ms.max(50)),
         confirm_interval: Duration::from_secs(config.sync.confirm_interval_seconds.max(1)),
+        reconcile_interval: Duration::from_secs(config.sync.reconcile_interval_seconds.max(1)),
     });
     let (status_sender, directory_status) = directory_status::channel();
     tokio::spawn(directory_status::watch(

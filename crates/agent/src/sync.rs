@@ -9,6 +9,11 @@
 //! cursor from *before* that pass; only the pass's last batch moves it on, so an interruption
 //! re-reads the pass instead of skipping its tail. Re-reading is harmless: every change is an
 //! upsert or a removal by anchor.
+//!
+//! Every `reconcile_interval` the agent also lists the anchors in scope (objectGUID only) and
+//! sends them as a reconciliation in a new generation: objects the cloud holds that the listing
+//! did not name are removed. That is how a deletion reaches the cloud when the service account
+//! cannot read `CN=Deleted Objects` and has no DirSync right, with only its four delegated rights.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +39,15 @@ pub struct SyncSettings {
     pub bases: Vec<String>,
     pub poll_interval: Duration,
     pub confirm_interval: Duration,
+    pub reconcile_interval: Duration,
+}
+
+/// What the last batch of a pass completes, for the cloud to remove what the pass did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completes {
+    Nothing,
+    FullSync,
+    Reconciliation,
 }
 
 /// A batch ready for the wire, before the connection numbers it.
@@ -41,7 +55,7 @@ pub struct SyncSettings {
 pub struct OutgoingBatch {
     pub changes: Vec<SyncChange>,
     pub cursor: SyncCursor,
-    pub completes_full_sync: bool,
+    pub completes: Completes,
 }
 
 /// How the sync task reaches the connection: each batch goes out through `batches` holding a
@@ -180,7 +194,7 @@ async fn full_sync<D: DirectorySync>(
     let Some(counts) = sent else {
         return Ok(None);
     };
-    if !send_batch(link, counts.leftover, &after, true).await {
+    if !send_batch(link, counts.leftover, &after, Completes::FullSync).await {
         return Ok(None);
     }
     tracing::info!(
@@ -204,8 +218,18 @@ async fn delta_loop<D: DirectorySync>(
     link: &SyncLink,
 ) -> Result<Disconnected, DirectoryError> {
     let mut last_sent = Instant::now();
+    let mut last_reconciled = Instant::now();
     let mut dirsync_allowed = true;
     loop {
+        if last_reconciled.elapsed() >= settings.reconcile_interval {
+            let Some(reconciled) = reconcile(directory, &current, settings, link).await? else {
+                return Ok(Disconnected);
+            };
+            current = reconciled;
+            *sent_cursor = Some(current.clone());
+            last_reconciled = Instant::now();
+            last_sent = Instant::now();
+        }
         let SyncPhase::Delta {
             usn,
             dirsync_cookie,
@@ -278,7 +302,7 @@ async fn delta_loop<D: DirectorySync>(
                 },
                 ..current.clone()
             };
-            if !send_batch(link, counts.leftover, &next, false).await {
+            if !send_batch(link, counts.leftover, &next, Completes::Nothing).await {
                 return Ok(Disconnected);
             }
             if counts.objects > 0 || counts.errors > 0 {
@@ -295,13 +319,59 @@ async fn delta_loop<D: DirectorySync>(
             *sent_cursor = Some(current.clone());
             last_sent = Instant::now();
         } else if last_sent.elapsed() >= settings.confirm_interval {
-            if !send_batch(link, Vec::new(), &current, false).await {
+            if !send_batch(link, Vec::new(), &current, Completes::Nothing).await {
                 return Ok(Disconnected);
             }
             last_sent = Instant::now();
         }
         tokio::time::sleep(settings.poll_interval).await;
     }
+}
+
+/// Lists the anchors in scope and sends them as a reconciliation in the next generation, which
+/// the cursor keeps from then on (so deltas after it count as seen). `None` when the connection
+/// went away.
+async fn reconcile<D: DirectorySync>(
+    directory: &D,
+    current: &SyncCursor,
+    settings: &SyncSettings,
+    link: &SyncLink,
+) -> Result<Option<SyncCursor>, DirectoryError> {
+    let started = Instant::now();
+    let reconciled = SyncCursor {
+        generation: current.generation.saturating_add(1),
+        ..current.clone()
+    };
+    let (changes, mut incoming) = mpsc::channel(64);
+    let read = async {
+        let result = directory.read_anchors(&settings.bases, &changes).await;
+        drop(changes);
+        result
+    };
+    let send = forward(&mut incoming, &reconciled, link);
+    let (read, sent) = tokio::join!(read, send);
+    read?;
+    let Some(counts) = sent else {
+        return Ok(None);
+    };
+    if !send_batch(
+        link,
+        counts.leftover,
+        &reconciled,
+        Completes::Reconciliation,
+    )
+    .await
+    {
+        return Ok(None);
+    }
+    tracing::debug!(
+        generation = reconciled.generation,
+        objects = counts.objects,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        event_id = 36008,
+        "anchors in scope reconciled"
+    );
+    Ok(Some(reconciled))
 }
 
 /// The DC will not do DirSync for this account (a missing right, or a cookie it no longer takes):
@@ -336,10 +406,11 @@ async fn forward(
                 tracing::warn!(%object, %message, event_id = 36004, "a directory object was not synced");
             }
             SyncChange::User(_) | SyncChange::Group(_) | SyncChange::Remove { .. } => objects += 1,
+            SyncChange::Present { anchors } => objects += anchors.len(),
             SyncChange::Members { .. } => {}
         }
         if let Some(full) = batcher.push(change)
-            && !send_batch(link, full, cursor, false).await
+            && !send_batch(link, full, cursor, Completes::Nothing).await
         {
             return None;
         }
@@ -355,7 +426,7 @@ async fn send_batch(
     link: &SyncLink,
     changes: Vec<SyncChange>,
     cursor: &SyncCursor,
-    completes_full_sync: bool,
+    completes: Completes,
 ) -> bool {
     let Ok(permit) = link.window.clone().acquire_owned().await else {
         return false;
@@ -363,7 +434,7 @@ async fn send_batch(
     let batch = OutgoingBatch {
         changes,
         cursor: cursor.clone(),
-        completes_full_sync,
+        completes,
     };
     link.batches.send((batch, permit)).await.is_ok()
 }
@@ -408,6 +479,7 @@ fn oversized(change: SyncChange) -> SyncChange {
         SyncChange::Group(group) => group.distinguished_name.clone(),
         SyncChange::Members { group, .. } => format!("members of {group}"),
         SyncChange::Remove { anchor } => anchor.to_string(),
+        SyncChange::Present { anchors } => format!("{} anchors in scope", anchors.len()),
         SyncChange::Error { object, .. } => object.chars().take(256).collect(),
     };
     SyncChange::Error {
@@ -554,6 +626,19 @@ mod tests {
             Ok(())
         }
 
+        async fn read_anchors(
+            &self,
+            _: &[String],
+            changes: &mpsc::Sender<SyncChange>,
+        ) -> Result<(), DirectoryError> {
+            self.reads.lock().unwrap().push("anchors".into());
+            let anchors = (1..=3)
+                .map(|byte| ObjectAnchor::from_bytes([byte; 16]))
+                .collect();
+            let _ = changes.send(SyncChange::Present { anchors }).await;
+            Ok(())
+        }
+
         async fn start_dirsync(&self) -> Result<DirSyncCookie, DirectoryError> {
             self.refusal()?;
             Ok(DirSyncCookie::from_bytes(vec![1]))
@@ -592,6 +677,7 @@ mod tests {
             bases: vec!["OU=Staff,DC=x".into()],
             poll_interval: Duration::from_millis(1),
             confirm_interval: Duration::from_secs(3600),
+            reconcile_interval: Duration::from_secs(3600),
         };
         let start = SyncStart {
             cursor: Some(cursor("dc1", 1, phase)),
@@ -619,6 +705,49 @@ mod tests {
         SyncPhase::Delta {
             usn,
             dirsync_cookie: Some(DirSyncCookie::from_bytes(vec![cookie])),
+        }
+    }
+
+    /// Each reconciliation lists the anchors in scope in a new generation, ends with a batch that
+    /// completes it, and the deltas after it keep that generation.
+    #[tokio::test]
+    async fn reconciliations_name_the_anchors_in_scope_in_a_new_generation_each() {
+        let directory = ScriptedDirectory::new(10, false);
+        let (batches, mut outgoing) = mpsc::channel(16);
+        let link = SyncLink {
+            batches,
+            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
+        };
+        let settings = SyncSettings {
+            bases: vec!["OU=Staff,DC=x".into()],
+            poll_interval: Duration::from_millis(1),
+            confirm_interval: Duration::from_secs(3600),
+            reconcile_interval: Duration::ZERO,
+        };
+        let start = SyncStart {
+            cursor: Some(cursor("dc1", 4, SyncPhase::polled_from(10))),
+            full: false,
+        };
+        let sync = run(&directory, start, &settings, &link);
+        let collect = async {
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                let (batch, _permit) = outgoing.recv().await.unwrap();
+                seen.push(batch);
+            }
+            seen
+        };
+        let batches = tokio::select! {
+            () = sync => panic!("sync ended"),
+            batches = collect => batches,
+        };
+        for (batch, generation) in batches.iter().zip([5, 6]) {
+            assert_eq!(batch.completes, Completes::Reconciliation);
+            assert_eq!(batch.cursor.generation, generation);
+            assert_eq!(batch.cursor.phase, SyncPhase::polled_from(10));
+            assert!(
+                matches!(&batch.changes[..], [SyncChange::Present { anchors }] if anchors.len() == 3)
+            );
         }
     }
 
@@ -674,6 +803,7 @@ mod tests {
                         changes,
                         cursor: cursor("CN=NTDS Settings,CN=DC1", 1, SyncPhase::polled_from(1)),
                         completes_full_sync: false,
+                        completes_reconciliation: false,
                     },
                 ))
                 .unwrap();

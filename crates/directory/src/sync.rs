@@ -51,6 +51,12 @@ pub const SYNC_ATTRIBUTES: &[&str] = &[
 ];
 
 /// The full sync's search filter: people and groups.
+/// All a reconciliation reads of each object.
+const ANCHOR_ATTRIBUTES: &[&str] = &["objectGUID"];
+
+/// Anchors per [`SyncChange::Present`]: about 20 KiB of JSON, well inside a frame.
+const ANCHORS_PER_CHANGE: usize = 500;
+
 pub const FULL_SYNC_FILTER: &str =
     "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))";
 
@@ -78,6 +84,14 @@ pub trait DirectorySync: Send + Sync {
     fn read_changes(
         &self,
         after_usn: u64,
+        bases: &[String],
+        changes: &mpsc::Sender<SyncChange>,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// The anchors of every user and group under `bases`, as [`SyncChange::Present`] chunks: what
+    /// a reconciliation compares the cloud's copy with.
+    fn read_anchors(
+        &self,
         bases: &[String],
         changes: &mpsc::Sender<SyncChange>,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
@@ -145,6 +159,38 @@ impl DirectorySync for ActiveDirectory {
                 )
                 .await?;
             if !sent {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_anchors(
+        &self,
+        bases: &[String],
+        changes: &mpsc::Sender<SyncChange>,
+    ) -> Result<(), DirectoryError> {
+        for base in bases {
+            let mut stream = self
+                .paged_search(base, FULL_SYNC_FILTER, ANCHOR_ATTRIBUTES, Vec::new())
+                .await?;
+            let mut anchors = Vec::with_capacity(ANCHORS_PER_CHANGE);
+            while let Some(entry) = self.next_entry(&mut stream).await? {
+                anchors.extend(entry_anchor(&entry));
+                if anchors.len() == ANCHORS_PER_CHANGE {
+                    let full = std::mem::take(&mut anchors);
+                    if changes
+                        .send(SyncChange::Present { anchors: full })
+                        .await
+                        .is_err()
+                    {
+                        let _ = stream.finish().await;
+                        return Ok(());
+                    }
+                }
+            }
+            self.finish_paged(stream).await?;
+            if !anchors.is_empty() && changes.send(SyncChange::Present { anchors }).await.is_err() {
                 return Ok(());
             }
         }

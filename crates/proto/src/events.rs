@@ -128,6 +128,11 @@ pub const CATALOGUE: &[EventDefinition] = &[
         Information,
         "Directory changes are polled by update sequence number (no DirSync).",
     ),
+    event(
+        36008,
+        Information,
+        "The anchors in scope were listed, and what the cloud holds beyond them removed.",
+    ),
 ];
 
 pub fn definition(id: u32) -> Option<&'static EventDefinition> {

@@ -731,6 +731,7 @@ mod tests {
                 phase: SyncPhase::polled_from(7),
             },
             completes_full_sync: false,
+            completes_reconciliation: false,
         });
 
         let (mut early, _) = pair(AgentPurpose::Work { agent_id });

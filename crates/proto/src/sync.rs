@@ -228,6 +228,12 @@ pub enum SyncChange {
     Remove {
         anchor: ObjectAnchor,
     },
+    /// Still in the synced OUs: the listing of a reconciliation, which finds what the service
+    /// account cannot see being deleted. Objects a completed reconciliation did not name are
+    /// removed.
+    Present {
+        anchors: Vec<ObjectAnchor>,
+    },
     /// The agent could not sync this object; the rest of the sync goes on.
     Error {
         object: String,
@@ -245,6 +251,10 @@ pub struct SyncBatch {
     pub cursor: SyncCursor,
     /// The last batch of a full sync: objects the generation did not see are removed.
     pub completes_full_sync: bool,
+    /// The last batch of a reconciliation: objects the generation did not see (upserted or named
+    /// present) are removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completes_reconciliation: bool,
 }
 
 impl SyncBatch {
@@ -254,11 +264,18 @@ impl SyncBatch {
             self.changes.iter().filter(|change| wanted(change)).count()
         };
         format!(
-            "batch {} users={} groups={} removals={} errors={}",
+            "batch {} users={} groups={} removals={} present={} errors={}",
             self.sequence,
             count(|change| matches!(change, SyncChange::User(_))),
             count(|change| matches!(change, SyncChange::Group(_))),
             count(|change| matches!(change, SyncChange::Remove { .. })),
+            self.changes
+                .iter()
+                .map(|change| match change {
+                    SyncChange::Present { anchors } => anchors.len(),
+                    _ => 0,
+                })
+                .sum::<usize>(),
             count(|change| matches!(change, SyncChange::Error { .. })),
         )
     }
@@ -333,6 +350,7 @@ mod tests {
                 },
             },
             completes_full_sync: false,
+            completes_reconciliation: false,
         };
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""dirsync_cookie":"AAEC+g==""#), "{text}");

@@ -171,6 +171,20 @@ impl Store {
                 SyncChange::Remove { anchor } => {
                     remove_object(&mut transaction, directory_id, anchor).await?;
                 }
+                SyncChange::Present { anchors } => {
+                    for anchor in anchors {
+                        for table in ["synced_users", "synced_groups"] {
+                            sqlx::query(&format!(
+                                "UPDATE {table} SET generation = ? WHERE directory_id = ? AND anchor = ?"
+                            ))
+                            .bind(generation)
+                            .bind(directory_id)
+                            .bind(anchor.to_string())
+                            .execute(&mut *transaction)
+                            .await?;
+                        }
+                    }
+                }
                 SyncChange::Error { object, message } => {
                     record_error(
                         &mut transaction,
@@ -189,7 +203,7 @@ impl Store {
         for user in upserted_users {
             report_duplicate_names(&mut transaction, directory_id, user, generation, now).await?;
         }
-        if batch.completes_full_sync {
+        if batch.completes_full_sync || batch.completes_reconciliation {
             for table in ["synced_users", "synced_groups"] {
                 sqlx::query(&format!(
                     "DELETE FROM {table} WHERE directory_id = ? AND generation <> ?"
@@ -716,6 +730,7 @@ mod tests {
                 phase,
             },
             completes_full_sync: completes,
+            completes_reconciliation: false,
         }
     }
 
@@ -740,6 +755,62 @@ mod tests {
             .into_iter()
             .map(|user| user.user.sam_account_name)
             .collect()
+    }
+
+    /// A reconciliation keeps what it names and what deltas upserted in its generation, removes
+    /// the rest (users and groups, with the deleted groups' member lists), and is not a full sync.
+    #[tokio::test]
+    async fn a_reconciliation_removes_what_it_did_not_name_and_nothing_else() {
+        let (store, corp) = store().await;
+        let delta = SyncPhase::polled_from(10);
+        let mut first = vec![user(1, "alice"), user(2, "bob"), user(3, "carol")];
+        first.extend(group(7, "staff", &[1, 2]));
+        first.extend(group(8, "gone", &[3]));
+        store
+            .apply_sync_batch(&corp, &batch(1, delta.clone(), first, true), NOW)
+            .await
+            .unwrap();
+        let full_completed = store
+            .sync_status(&corp, NOW)
+            .await
+            .unwrap()
+            .last_full_sync_completed_at;
+        // Generation 2: bob and the group "gone" were deleted where the agent could not see it;
+        // dave arrived by a delta while the listing was sent.
+        let present = SyncChange::Present {
+            anchors: vec![anchor(1), anchor(3), anchor(7)],
+        };
+        let mut reconciliation = batch(2, delta.clone(), vec![present, user(4, "dave")], false);
+        reconciliation.completes_reconciliation = true;
+        store
+            .apply_sync_batch(
+                &corp,
+                &reconciliation,
+                NOW.saturating_add(std::time::Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&store, &corp, UserQuery::default()).await,
+            ["alice", "carol", "dave"]
+        );
+        let groups: Vec<String> = store
+            .search_groups(&corp, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|group| group.group.name)
+            .collect();
+        assert_eq!(groups, ["staff"]);
+        assert_eq!(
+            store
+                .sync_status(&corp, NOW)
+                .await
+                .unwrap()
+                .last_full_sync_completed_at,
+            full_completed,
+            "a reconciliation is not a full sync"
+        );
     }
 
     #[tokio::test]

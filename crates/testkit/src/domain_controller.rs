@@ -326,6 +326,15 @@ impl DomainController {
         self.set_acl(ou, &delegated_rights_on_users(&sid))
     }
 
+    /// A new account in CN=Users with the service account's password and exactly the four
+    /// delegated rights of REFERENCE.md on Staff (and Unexpire Password): unlike the shared
+    /// service account it may not read `CN=Deleted Objects`, so deletions are invisible to it.
+    pub async fn create_four_rights_service_account(&self, name: &str) -> Result<()> {
+        let sid = self.create_service_account(name).await?;
+        self.set_acl(STAFF_OU, &delegated_rights_on_users(&sid))?;
+        self.set_acl(BASE_DN, &unexpire_password_right(&sid))
+    }
+
     /// A new account in CN=Users with the service account's password and no rights at all;
     /// returns its SID.
     pub async fn create_service_account(&self, name: &str) -> Result<String> {

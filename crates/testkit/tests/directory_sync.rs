@@ -186,3 +186,58 @@ async fn cli(stack: &Stack, arguments: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// With only the four delegated rights, the service account sees neither tombstones nor DirSync:
+/// a deleted user, and one moved out of the allowed OUs, still leave the cloud within 60 s, by
+/// the agent's reconciliation of the anchors in scope (every 30 s by default, as here).
+#[tokio::test]
+async fn with_only_the_four_rights_deleted_and_moved_users_leave_the_cloud_within_a_minute() {
+    let dc = writeback_testkit::DomainController::shared().unwrap();
+    let account = unique_user("svc-four");
+    dc.create_four_rights_service_account(&account)
+        .await
+        .unwrap();
+    let stack = Stack::start_with(StackOptions {
+        service_account: account,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut admin = dc.admin().await.unwrap();
+    let deleted = unique_user("fourdel");
+    let moved = unique_user("fourmove");
+    let kept = unique_user("fourkept");
+    let mut dns = Vec::new();
+    for name in [&deleted, &moved, &kept] {
+        dns.push(
+            admin
+                .create_user(&NewUser::new(name, &strong_password()))
+                .await
+                .unwrap(),
+        );
+        stack.wait_until_synced(name, |_| true).await.unwrap();
+    }
+    admin.delete(&dns[0]).await.unwrap();
+    admin
+        .move_to(&dns[1], writeback_testkit::domain_controller::ELSEWHERE_OU)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while the_user(&stack, &deleted).await.is_some() || the_user(&stack, &moved).await.is_some() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "still in the cloud after 60 s: deleted {:?}, moved {:?}",
+            the_user(&stack, &deleted).await.is_some(),
+            the_user(&stack, &moved).await.is_some()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "deleted and moved users left the cloud after {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        the_user(&stack, &kept).await.is_some(),
+        "a user still in scope stays"
+    );
+}

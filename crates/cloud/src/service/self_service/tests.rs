@@ -169,6 +169,7 @@ impl Core {
                 phase: SyncPhase::polled_from(1),
             },
             completes_full_sync: true,
+            completes_reconciliation: false,
         };
         store.apply_sync_batch(&corp(), &batch, now).await.unwrap();
         let (mailer, outbox) = Mailer::outbox().unwrap();
