@@ -246,6 +246,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                                 request_id: request.request_id,
                                 result: verdict.result,
                                 warnings: verdict.warnings,
+                                trace: verdict.trace,
                             })
                             .await;
                     });

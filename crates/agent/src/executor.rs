@@ -34,7 +34,7 @@ use writeback_policy::{AccountFacts, PasswordPolicy, PolicyReason, WriteKind, ch
 use writeback_proto::ids::RequestId;
 use writeback_proto::intent::sealed_field_context;
 use writeback_proto::operation::{
-    Operation, OperationKind, PasswordStamp, Request, UserRef, Verdict,
+    AgentTrace, Operation, OperationKind, PasswordStamp, Request, UserRef, Verdict,
 };
 use writeback_proto::result::{OutcomeWarning, PolicyRequirements, ResultCode};
 use writeback_proto::sealing::{SealedSecret, SecretField};
@@ -124,6 +124,9 @@ impl<D> std::fmt::Debug for Executor<D> {
 struct Outcome {
     verdict: Verdict,
     keep: bool,
+    /// Time spent finding the user and the policy, and in the one write, for the trace.
+    lookup: Duration,
+    write: Duration,
 }
 
 impl Outcome {
@@ -131,6 +134,8 @@ impl Outcome {
         Self {
             verdict: result.into(),
             keep: true,
+            lookup: Duration::ZERO,
+            write: Duration::ZERO,
         }
     }
 
@@ -138,7 +143,15 @@ impl Outcome {
         Self {
             verdict: result.into(),
             keep: false,
+            lookup: Duration::ZERO,
+            write: Duration::ZERO,
         }
+    }
+
+    fn timed(mut self, lookup: Duration, write: Duration) -> Self {
+        self.lookup = lookup;
+        self.write = write;
+        self
     }
 
     /// A success that had less effect than asked: see [`OutcomeWarning`].
@@ -243,7 +256,15 @@ impl<D: Directory> Executor<D> {
                     );
                     guard.finish(&outcome.verdict, outcome.keep, (self.clock)());
                     fail_point!("after-journal", |_| crash("after-journal"));
-                    return outcome.verdict;
+                    // Kept out of the journal: a repeat answered from it did no such work.
+                    let mut verdict = outcome.verdict;
+                    verdict.trace = Some(Box::new(AgentTrace {
+                        domain_controller: self.directory.server(),
+                        lookup_us: micros(outcome.lookup),
+                        write_us: micros(outcome.write),
+                        total_us: micros(started.elapsed()),
+                    }));
+                    return verdict;
                 }
             }
         }
@@ -255,7 +276,9 @@ impl<D: Directory> Executor<D> {
         }
         match &request.operation {
             Operation::Unlock { user } => {
+                let looking_up = std::time::Instant::now();
                 let found = self.directory.find_user(user).await;
+                let lookup = looking_up.elapsed();
                 let account = match self.admit(request, found) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
@@ -263,9 +286,12 @@ impl<D: Directory> Executor<D> {
                 if let Some(late) = self.too_late(request) {
                     return late;
                 }
+                let writing = std::time::Instant::now();
                 let written = self.directory.unlock(&account).await;
+                let write = writing.elapsed();
                 write_outcome(written, OperationKind::Unlock, None)
                     .warning_of((!account.locked_out).then_some(OutcomeWarning::WasNotLocked))
+                    .timed(lookup, write)
             }
             Operation::ResetPassword {
                 user,
@@ -274,8 +300,10 @@ impl<D: Directory> Executor<D> {
                 unlock,
             } => {
                 // The domain policy does not depend on the user: read it while the user is looked up.
+                let looking_up = std::time::Instant::now();
                 let (found, domain_policy) =
                     tokio::join!(self.directory.find_user(user), self.domain_policy());
+                let lookup = looking_up.elapsed();
                 let account = match self.admit(request, found) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
@@ -312,24 +340,29 @@ impl<D: Directory> Executor<D> {
                     must_change: *must_change,
                     unlock: *unlock,
                 };
+                let writing = std::time::Instant::now();
                 let written = self
                     .directory
                     .reset_password(&account, &new_password, options)
                     .await;
+                let write = writing.elapsed();
                 write_outcome(
                     written,
                     OperationKind::ResetPassword,
                     policy.as_ref().map(|policy| (policy, enforce_history)),
                 )
                 .warning_of(ignored)
+                .timed(lookup, write)
             }
             Operation::ChangePassword {
                 user,
                 current_password,
                 new_password,
             } => {
+                let looking_up = std::time::Instant::now();
                 let (found, domain_policy) =
                     tokio::join!(self.directory.find_user(user), self.domain_policy());
+                let lookup = looking_up.elapsed();
                 let account = match self.admit(request, found) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
@@ -360,15 +393,18 @@ impl<D: Directory> Executor<D> {
                 if let Some(refusal) = self.ready_to_write(request, &account, announcer).await {
                     return refusal;
                 }
+                let writing = std::time::Instant::now();
                 let written = self
                     .directory
                     .change_password(&account, &current, &new_password)
                     .await;
+                let write = writing.elapsed();
                 write_outcome(
                     written,
                     OperationKind::ChangePassword,
                     policy.as_ref().map(|policy| (policy, true)),
                 )
+                .timed(lookup, write)
             }
             Operation::VerifyPassword { user, password } => {
                 self.verify(request, user, password).await
@@ -584,6 +620,10 @@ impl<D: Directory> Executor<D> {
 fn crash(point: &str) -> ! {
     eprintln!("kill point {point}: exiting");
     std::process::exit(86)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A failure before anything was written.

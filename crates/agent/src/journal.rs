@@ -335,6 +335,7 @@ mod tests {
             let verdict = Verdict {
                 result: ResultCode::Success,
                 warnings: vec![OutcomeWarning::WasNotLocked],
+                trace: None,
             };
             guard.finish(&verdict, true, NOW);
         }
@@ -352,7 +353,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             reopened.begin(id, "f"),
-            Begin::Finished(Verdict { result: ResultCode::Success, warnings })
+            Begin::Finished(Verdict { result: ResultCode::Success, warnings, .. })
                 if warnings == [OutcomeWarning::WasNotLocked]
         ));
         drop(reopened);

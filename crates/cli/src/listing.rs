@@ -243,7 +243,7 @@ pub fn print_audit(page: &AuditPage) {
             AuditOutcomeView::Failure => "FAILED",
         };
         println!(
-            "{}  {:<24} {:<26} {:<20} {:<6} {:<24} from {}{}",
+            "{}  {:<24} {:<26} {:<20} {:<6} {:<24} from {}{}{}",
             time(Some(entry.at)),
             entry.actor,
             entry.action,
@@ -255,6 +255,11 @@ pub fn print_audit(page: &AuditPage) {
                 .detail
                 .as_ref()
                 .map(|detail| format!("  ({detail})"))
+                .unwrap_or_default(),
+            entry
+                .trace
+                .as_ref()
+                .map(|trace| format!("  [{}]", trace.describe()))
                 .unwrap_or_default()
         );
     }

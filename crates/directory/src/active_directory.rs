@@ -464,6 +464,14 @@ impl ActiveDirectory {
 }
 
 impl Directory for ActiveDirectory {
+    fn server(&self) -> String {
+        let url = self.current_url();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        rest.rsplit_once(':')
+            .map_or(rest, |(host, _)| host)
+            .to_owned()
+    }
+
     async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
         let filter = match user {
             UserRef::Anchor(anchor) => decode::anchor_filter(anchor),

@@ -158,6 +158,10 @@ impl FakeDirectory {
 }
 
 impl Directory for FakeDirectory {
+    fn server(&self) -> String {
+        "fake-dc".to_owned()
+    }
+
     async fn find_user(&self, user: &UserRef) -> Result<UserAccount, DirectoryError> {
         self.check_failure()?;
         let state = self.state();

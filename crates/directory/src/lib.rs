@@ -157,6 +157,9 @@ pub trait Directory: Send + Sync {
         user: &UserRef,
     ) -> impl Future<Output = Result<UserAccount, DirectoryError>> + Send;
 
+    /// The DC in use, by host: where an operation's trace says it went.
+    fn server(&self) -> String;
+
     /// The domain's password policy, from the domain root.
     fn domain_policy(&self) -> impl Future<Output = Result<PasswordPolicy, DirectoryError>> + Send;
 

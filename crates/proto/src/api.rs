@@ -265,6 +265,47 @@ pub struct AuditEntryView {
     pub result_code: String,
     pub detail: Option<String>,
     pub origin: Option<String>,
+    /// Where an operation's time went, hop by hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<OperationTrace>,
+}
+
+/// Where one operation's time went, from the moment the cloud took it to the directory's answer:
+/// the hops in order, which add up to `total_us`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationTrace {
+    pub hops: Vec<TraceHop>,
+    pub total_us: u64,
+    /// The DC that answered, by host; none when no agent did the work.
+    pub domain_controller: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceHop {
+    /// `cloud` (checks and the user's lookup), `relay` (sealing, the WebSocket both ways),
+    /// `agent_lookup`, `agent_checks`, `agent_write`.
+    pub hop: String,
+    pub micros: u64,
+}
+
+impl OperationTrace {
+    /// One line for people: each hop in milliseconds, the DC, and the total.
+    pub fn describe(&self) -> String {
+        let milliseconds = |micros: u64| format!("{:.1} ms", micros as f64 / 1000.0);
+        let hops: Vec<String> = self
+            .hops
+            .iter()
+            .map(|hop| format!("{} {}", hop.hop, milliseconds(hop.micros)))
+            .collect();
+        let at = self
+            .domain_controller
+            .as_ref()
+            .map(|host| format!(" at {host}"))
+            .unwrap_or_default();
+        format!("{}{at} = {}", hops.join(" + "), milliseconds(self.total_us))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -230,6 +230,10 @@ pub struct Verdict {
     pub result: ResultCode,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<crate::result::OutcomeWarning>,
+    /// Where the agent spent the time, when it did the work now (a repeat answered from the
+    /// journal has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<AgentTrace>>,
 }
 
 impl From<ResultCode> for Verdict {
@@ -237,8 +241,23 @@ impl From<ResultCode> for Verdict {
         Self {
             result,
             warnings: Vec::new(),
+            trace: None,
         }
     }
+}
+
+/// Where the agent spent an operation's time, and the DC it used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTrace {
+    /// The DC that answered, by host.
+    pub domain_controller: String,
+    /// Finding the user and the domain policy.
+    pub lookup_us: u64,
+    /// The one directory write.
+    pub write_us: u64,
+    /// All of it, the checks between included.
+    pub total_us: u64,
 }
 
 /// The agent's answer to one [`Request`].
@@ -250,6 +269,8 @@ pub struct Response {
     /// What part of a success had no effect, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<crate::result::OutcomeWarning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<AgentTrace>>,
 }
 
 #[cfg(test)]

@@ -711,6 +711,7 @@ mod tests {
             request_id: request.request_id,
             result: ResultCode::Success,
             warnings: vec![crate::result::OutcomeWarning::WasNotLocked],
+            trace: None,
         });
         let actions = pair.cloud.on_frame(&bytes(&response), START);
         assert!(

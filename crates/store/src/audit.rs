@@ -24,6 +24,8 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     /// The client address the action came from.
     pub origin: Option<String>,
+    /// Where an operation's time went, as the cloud encoded it.
+    pub trace: Option<String>,
 }
 
 /// A stored event with its position in the log.
@@ -60,8 +62,8 @@ pub struct AuditFilter {
 impl Store {
     pub async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, directory, target, request_id, result_code, detail, origin) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (at, actor, action, directory, target, request_id, result_code, detail, origin, trace) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(millis(event.at))
         .bind(&event.actor)
@@ -72,6 +74,7 @@ impl Store {
         .bind(&event.result_code)
         .bind(&event.detail)
         .bind(&event.origin)
+        .bind(&event.trace)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -80,7 +83,7 @@ impl Store {
     /// Entries matching `filter`, newest first.
     pub async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "SELECT id, at, actor, action, directory, target, request_id, result_code, detail, origin \
+            "SELECT id, at, actor, action, directory, target, request_id, result_code, detail, origin, trace \
              FROM audit_events WHERE 1 = 1",
         );
         if let Some(since) = filter.since {
@@ -144,6 +147,7 @@ impl Store {
                     result_code: row.get("result_code"),
                     detail: row.get("detail"),
                     origin: row.get("origin"),
+                    trace: row.get("trace"),
                 },
             })
             .collect())
@@ -208,6 +212,7 @@ mod tests {
             result_code: result_code.into(),
             detail: None,
             origin: Some("192.0.2.7".into()),
+            trace: None,
         }
     }
 

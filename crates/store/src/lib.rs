@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "administrators",
         include_str!("../migrations/0007_administrators.sql"),
     ),
+    (
+        8,
+        "operation traces",
+        include_str!("../migrations/0008_operation_traces.sql"),
+    ),
 ];
 
 #[derive(Debug)]

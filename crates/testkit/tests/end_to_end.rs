@@ -1029,3 +1029,62 @@ async fn a_silent_agent_is_judged_gone_by_its_heartbeats_and_comes_back_by_itsel
     stack.wait_for_agent(true).await.unwrap();
     stack.reset_and_prove(&name, &password).await.unwrap();
 }
+
+/// Every reset is audited with its trace: the cloud's part, the relay, and the agent's lookup,
+/// checks and write at the DC it used, adding up to the total; the agent's log and the cloud's
+/// carry the same request id, and the CLI prints the trace.
+#[tokio::test]
+async fn a_resets_trace_names_every_hop_and_adds_up_to_its_total() {
+    let stack = Stack::start().await.unwrap();
+    let (name, _) = user_with_password(&stack, "trace").await;
+    let response = stack
+        .reset(&name, &strong_password(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(response.result, ResultCode::Success, "{}", response.message);
+    let request_id = response.request_id.to_string();
+    let page = stack
+        .client
+        .audit(&writeback_proto::api::AuditQuery {
+            target: Some(name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let entry = page
+        .entries
+        .iter()
+        .find(|entry| entry.request_id.as_deref() == Some(request_id.as_str()))
+        .expect("the reset is audited");
+    let trace = entry.trace.as_ref().expect("the reset has a trace");
+    let hops: Vec<&str> = trace.hops.iter().map(|hop| hop.hop.as_str()).collect();
+    assert_eq!(
+        hops,
+        [
+            "cloud",
+            "relay",
+            "agent_lookup",
+            "agent_checks",
+            "agent_write"
+        ]
+    );
+    let sum: u64 = trace.hops.iter().map(|hop| hop.micros).sum();
+    assert!(
+        sum.abs_diff(trace.total_us) <= 1000,
+        "hops {sum} µs against a total of {} µs",
+        trace.total_us
+    );
+    assert!(trace.hops.iter().all(|hop| hop.micros > 0), "{trace:?}");
+    assert_eq!(
+        trace.domain_controller.as_deref(),
+        Some(stack.dc.address.to_string().as_str())
+    );
+    assert!(stack.agent_log().contains(&request_id));
+    stack.cli_login().await.unwrap();
+    let cli = stack.cli(&["audit", "--target", &name]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).contains("agent_write"),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+}

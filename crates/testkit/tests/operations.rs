@@ -390,6 +390,7 @@ async fn the_audit_log_filters_exports_and_keeps_only_what_retention_allows() {
             result_code: "success".into(),
             detail: None,
             origin: None,
+            trace: None,
         })
         .await
         .unwrap();

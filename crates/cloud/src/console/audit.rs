@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use writeback_proto::api::{
-    AuditEntryView, AuditOutcomeView, AuditQuery, AuditSettings, SelfServiceScope,
+    AuditEntryView, AuditOutcomeView, AuditQuery, AuditSettings, OperationTrace, SelfServiceScope,
     SelfServiceSettings, VerificationMethod,
 };
 
@@ -134,6 +134,11 @@ fn audit_row(entry: AuditEntryView) -> AuditRow {
         origin: entry.origin.unwrap_or_default(),
         detail: entry.detail.unwrap_or_default(),
         request_id: entry.request_id.unwrap_or_default(),
+        trace: entry
+            .trace
+            .as_ref()
+            .map(OperationTrace::describe)
+            .unwrap_or_default(),
     }
 }
 

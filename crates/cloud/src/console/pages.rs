@@ -314,6 +314,8 @@ pub struct AuditRow {
     pub origin: String,
     pub detail: String,
     pub request_id: String,
+    /// Where the operation's time went, in one line; empty for other entries.
+    pub trace: String,
 }
 
 #[derive(Debug, Template)]

@@ -1,6 +1,7 @@
 //! The audit log's rows: every action is one [`AuditAction`], and [`AuditEntry::record`] is the
 //! only place a row is written.
 
+use writeback_proto::api::OperationTrace;
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::operation::OperationKind;
 use writeback_proto::time::UnixMillis;
@@ -79,6 +80,7 @@ impl AuditAction {
                 result_code: "success".into(),
                 detail: None,
                 origin: actor.origin.clone(),
+                trace: None,
             },
         }
     }
@@ -153,6 +155,12 @@ impl AuditEntry {
 
     pub fn maybe_detail(mut self, detail: Option<String>) -> Self {
         self.event.detail = detail;
+        self
+    }
+
+    /// Where an operation's time went.
+    pub fn trace(mut self, trace: &OperationTrace) -> Self {
+        self.event.trace = serde_json::to_string(trace).ok();
         self
     }
 

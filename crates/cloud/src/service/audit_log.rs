@@ -202,6 +202,7 @@ fn view(entry: AuditEntry) -> AuditEntryView {
         result_code,
         detail,
         origin,
+        trace,
     } = entry.event;
     AuditEntryView {
         id: entry.id,
@@ -219,6 +220,8 @@ fn view(entry: AuditEntry) -> AuditEntryView {
         result_code,
         detail,
         origin,
+        // Written by this cloud; an entry it cannot read shows no trace rather than failing.
+        trace: trace.and_then(|text| serde_json::from_str(&text).ok()),
     }
 }
 
@@ -298,6 +301,7 @@ mod tests {
             result_code: "policy_violation".into(),
             detail: Some("too short, \"really\"\nsecond line".into()),
             origin: Some("127.0.0.1".into()),
+            trace: None,
         };
         let csv = to_csv(&[entry]);
         let row = csv.lines().nth(1).unwrap();

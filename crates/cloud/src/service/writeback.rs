@@ -2,14 +2,15 @@
 //! administrator (API, console, CLI) or by a person at the portal. A typed request goes in; the
 //! directory's own verdict comes out, audited and counted once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 use writeback_policy::{MAX_PASSWORD_UTF16_UNITS, utf16_length};
+use writeback_proto::api::{OperationTrace, TraceHop};
 use writeback_proto::ids::{DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
-use writeback_proto::operation::{OperationKind, UserRef, Verdict};
+use writeback_proto::operation::{AgentTrace, OperationKind, UserRef, Verdict};
 use writeback_proto::result::{OutcomeWarning, ResultCode};
 use writeback_proto::sealing::SecretField;
 use writeback_proto::time::UnixMillis;
@@ -121,6 +122,42 @@ pub fn check_password(field: SecretField, password: &SecretString) -> Result<(),
     Ok(())
 }
 
+/// Where the time went, hop by hop, adding up to the time from `perform` to the verdict: the
+/// cloud's checks and lookup, the relay (sealing, the WebSocket both ways, waiting for an agent),
+/// and the agent's own parts when an agent did the work.
+fn operation_trace(
+    before_dispatch: Duration,
+    dispatch: Duration,
+    agent: Option<&AgentTrace>,
+) -> OperationTrace {
+    let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    let hop = |name: &str, micros: u64| TraceHop {
+        hop: name.to_owned(),
+        micros,
+    };
+    let (cloud, dispatch) = (micros(before_dispatch), micros(dispatch));
+    let mut hops = vec![hop("cloud", cloud)];
+    match agent {
+        Some(agent) => {
+            let agent_total = agent.total_us.min(dispatch);
+            let write = agent.write_us.min(agent_total);
+            let lookup = agent.lookup_us.min(agent_total - write);
+            hops.extend([
+                hop("relay", dispatch - agent_total),
+                hop("agent_lookup", lookup),
+                hop("agent_checks", agent_total - write - lookup),
+                hop("agent_write", write),
+            ]);
+        }
+        None => hops.push(hop("relay", dispatch)),
+    }
+    OperationTrace {
+        hops,
+        total_us: cloud.saturating_add(dispatch),
+        domain_controller: agent.map(|agent| agent.domain_controller.clone()),
+    }
+}
+
 /// Who asked, which decides what is told afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requester {
@@ -170,7 +207,11 @@ pub async fn perform(
     tracing::info!(%request_id, operation = %kind, %directory, user = %described, actor = %actor.name, "operation started");
     let dispatched = Instant::now();
     let before_dispatch = dispatched.duration_since(entered);
-    let Verdict { result, warnings } = state
+    let Verdict {
+        result,
+        warnings,
+        trace: agent_trace,
+    } = state
         .relay
         .dispatch(&directory, request_id, deadline, &intent)
         .await;
@@ -200,6 +241,7 @@ pub async fn perform(
         )),
         _ => None,
     };
+    let trace = operation_trace(before_dispatch, elapsed, agent_trace.as_deref());
     let audited = AuditAction::Operation(kind)
         .by(actor, finished)
         .directory(&directory)
@@ -207,6 +249,7 @@ pub async fn perform(
         .request(request_id)
         .result(result.code())
         .maybe_detail(detail)
+        .trace(&trace)
         .record(&state.store)
         .await;
     tracing::info!(
@@ -220,6 +263,7 @@ pub async fn perform(
         before_dispatch_us = before_dispatch.as_micros() as u64,
         dispatch_us = elapsed.as_micros() as u64,
         audit_us = dispatched.elapsed().saturating_sub(elapsed).as_micros() as u64,
+        trace = %trace.describe(),
         "operation finished"
     );
     audited?;

@@ -114,6 +114,7 @@ impl Relay {
         let verdict = Verdict {
             result: response.result,
             warnings: response.warnings,
+            trace: response.trace,
         };
         self.ledger.answered(response.request_id, &verdict);
         let waiters = lock(&connection.waiters).remove(&response.request_id);
@@ -407,6 +408,7 @@ mod tests {
                 request_id,
                 result: ResultCode::Success,
                 warnings: Vec::new(),
+                trace: None,
             },
         );
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
@@ -476,6 +478,7 @@ mod tests {
                 request_id,
                 result: ResultCode::Success,
                 warnings: Vec::new(),
+                trace: None,
             },
         );
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
@@ -524,6 +527,7 @@ mod tests {
                 request_id,
                 result: ResultCode::Success,
                 warnings: Vec::new(),
+                trace: None,
             },
         );
         for retry in retries {

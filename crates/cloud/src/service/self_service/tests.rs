@@ -375,6 +375,7 @@ fn stand_in_agent(
                     request_id: request.request_id,
                     result: verdict.result,
                     warnings: verdict.warnings,
+                    trace: None,
                 },
             );
         }
@@ -792,6 +793,7 @@ async fn a_directory_every_agent_reports_unreachable_stops_before_any_request() 
     core.answers.lock().unwrap().push_back(Verdict {
         result: ResultCode::Success,
         warnings: vec![OutcomeWarning::WasNotLocked],
+        trace: None,
     });
     let unlocked = recovery::unlock(&core.state, &flow, request_id(), &None)
         .await
