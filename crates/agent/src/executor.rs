@@ -1014,7 +1014,14 @@ mod tests {
         assert_eq!(ignored.result, ResultCode::Success);
         assert_eq!(ignored.warnings, [OutcomeWarning::MustChangeIgnored]);
         let honoured = harness.execute(&must_change("jdoe")).await;
-        assert_eq!(honoured, Verdict::from(ResultCode::Success));
+        assert_eq!(
+            (honoured.result, honoured.warnings),
+            (ResultCode::Success, vec![])
+        );
+        // Work done now says where its time went, and at which DC.
+        let trace = honoured.trace.expect("a trace");
+        assert_eq!(trace.domain_controller, "fake-dc");
+        assert!(trace.total_us >= trace.lookup_us + trace.write_us);
 
         let unlock = |name| Request {
             request_id: RequestId::generate().unwrap(),
@@ -1031,7 +1038,10 @@ mod tests {
         locked.locked_out = true;
         directory.put(locked, "Old-Passw0rd!");
         let unlocked = harness.execute(&unlock("locked")).await;
-        assert_eq!(unlocked, Verdict::from(ResultCode::Success));
+        assert_eq!(
+            (unlocked.result, unlocked.warnings),
+            (ResultCode::Success, vec![])
+        );
         // A refusal carries no warning: nothing had an effect.
         let mut refused = must_change("kiosk");
         refused.deadline = UnixMillis(0);
