@@ -268,7 +268,11 @@ pub async fn perform(
     );
     audited?;
     if is_reset && result.is_success() && requester == Requester::Administrator {
-        notices::notify_admin_reset(state, &actor.name, &target).await;
+        // Notices are best effort and read the store: they follow the answer, not delay it.
+        let (state, administrator) = (state.clone(), actor.name.clone());
+        tokio::spawn(async move {
+            notices::notify_admin_reset(&state, &administrator, &target).await;
+        });
     }
     Ok(WritebackOutcome {
         request_id,
