@@ -21,8 +21,9 @@ use writeback_proto::api::{
     AdministratorChange, AdministratorList, AgentSummary, AuditPage, AuditSettings,
     ChallengeAnswerRequest, ChangePasswordRequest, DirectoryGroup, DirectoryHealth, DirectoryUser,
     DirectoryUserDetail, EnrolmentChallenge, EnrolmentRequest, ErrorResponse, FullSyncResponse,
-    IDEMPOTENCY_KEY_HEADER, MethodsCleared, OperationResponse, RegistrationTokenResponse,
-    ResetPasswordRequest, SelfServiceSettings, SignInRequest, SignInResponse, SyncStatus,
+    IDEMPOTENCY_KEY_HEADER, MethodsCleared, OperationInFlight, OperationResponse,
+    RegistrationTokenResponse, ResetPasswordRequest, SelfServiceSettings, SignInRequest,
+    SignInResponse, SyncStatus,
 };
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_tls::Trust;
@@ -351,6 +352,14 @@ impl ApiClient {
                 detail: "sign-out refused".into(),
             })
         }
+    }
+
+    /// Every operation the cloud is waiting on now, oldest first.
+    pub async fn operations_in_flight(&self) -> Result<Vec<OperationInFlight>, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/operations", None, &[])
+            .await?
+            .1)
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentSummary>, ClientError> {

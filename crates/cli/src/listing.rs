@@ -4,8 +4,8 @@ use anyhow::Result;
 use serde::Serialize;
 use writeback_proto::api::{
     AdministratorSummary, AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup,
-    DirectoryHealth, DirectoryUser, DirectoryUserDetail, SelfServiceScope, SelfServiceSettings,
-    SyncStatus,
+    DirectoryHealth, DirectoryUser, DirectoryUserDetail, OperationInFlight, SelfServiceScope,
+    SelfServiceSettings, SyncStatus,
 };
 use writeback_proto::time::UnixMillis;
 
@@ -204,6 +204,27 @@ pub fn print_agents(agents: &[AgentSummary], as_json: bool) -> Result<()> {
                 .as_ref()
                 .map(|error| format!("  last error: {error}"))
                 .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn print_operations(operations: &[OperationInFlight], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&operations);
+    }
+    if operations.is_empty() {
+        println!("no operation is running");
+    }
+    for operation in operations {
+        println!(
+            "{}  {:<16} {:<24} agent {}  {:<10} request {}",
+            time(Some(operation.sent_at)),
+            operation.operation,
+            operation.user,
+            operation.agent_id,
+            operation.stage.as_str(),
+            operation.request_id
         );
     }
     Ok(())

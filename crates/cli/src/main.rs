@@ -77,6 +77,8 @@ enum Command {
     },
     /// The health of every directory, or of one.
     Health { directory: Option<String> },
+    /// The operations the cloud is waiting on now: which agent has each, and how far it got.
+    Operations,
     /// Read or export the audit log, newest first.
     Audit {
         /// From this time (RFC 3339, e.g. 2026-11-22T08:00:00Z, or Unix milliseconds).
@@ -616,6 +618,11 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        Command::Operations => {
+            let (client, _) = load_session(&config.session_file)?;
+            let operations = client.operations_in_flight().await?;
+            listing::print_operations(&operations, arguments.json)?;
         }
         Command::Health { directory: name } => {
             let (client, _) = load_session(&config.session_file)?;

@@ -270,6 +270,41 @@ pub struct AuditEntryView {
     pub trace: Option<OperationTrace>,
 }
 
+/// An operation the cloud is waiting on now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationInFlight {
+    pub request_id: RequestId,
+    /// `reset_password`, `change_password`, `unlock` or `verify_password`.
+    pub operation: String,
+    pub user: String,
+    /// The agent that has it (or had it, when lost).
+    pub agent_id: AgentId,
+    pub sent_at: UnixMillis,
+    pub stage: InFlightStage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InFlightStage {
+    /// Sent to the agent, which is looking the user up and checking the password.
+    WithAgent,
+    /// The agent said it is writing the password now.
+    Writing,
+    /// The agent's connection was lost before it answered; another takes it over.
+    AgentLost,
+}
+
+impl InFlightStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WithAgent => "with_agent",
+            Self::Writing => "writing",
+            Self::AgentLost => "agent_lost",
+        }
+    }
+}
+
 /// Where one operation's time went, from the moment the cloud took it to the directory's answer:
 /// the hops in order, which add up to `total_us`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

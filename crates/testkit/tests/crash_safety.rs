@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use writeback_directory::Directory;
-use writeback_proto::api::{HealthState, OperationResponse, ResetPasswordRequest};
+use writeback_proto::api::{HealthState, InFlightStage, OperationResponse, ResetPasswordRequest};
 use writeback_proto::ids::RequestId;
 use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
@@ -304,4 +304,65 @@ async fn a_directory_with_fewer_healthy_agents_than_its_minimum_is_degraded() {
         .find(|agent| agent.agent_id == stack.agent_id)
         .unwrap();
     assert!(!gone.connected && gone.node.is_none());
+}
+
+/// While an operation runs, the API and the CLI show it with the agent that has it and how far
+/// it got (the agent stalls for a second at its write); once answered, it is gone from the list.
+#[tokio::test]
+async fn a_running_operation_is_shown_live_with_its_agent_and_stage() {
+    let stack = stack_with(
+        Agents::One,
+        "before-write=sleep(1000)",
+        StackOptions::default(),
+    )
+    .await;
+    let (name, _) = stack.user_with_password("live").await.unwrap();
+    let key = RequestId::generate().unwrap();
+    let client = stack.client.on_another_connection();
+    let directory = stack.directory.clone();
+    let request = reset_request(&strong_password());
+    let reset = tokio::spawn({
+        let name = name.clone();
+        async move {
+            client
+                .reset_password(&directory, &name, &request, Some(key))
+                .await
+        }
+    });
+    let started = std::time::Instant::now();
+    let seen = loop {
+        let running = stack.client.operations_in_flight().await.unwrap();
+        if let Some(operation) = running.iter().find(|operation| {
+            operation.request_id == key && operation.stage == InFlightStage::Writing
+        }) {
+            break operation.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never seen writing: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.operation, "reset_password");
+    assert_eq!(seen.agent_id, stack.agent_id);
+    // By the name typed, or by anchor once the user was synced.
+    assert!(
+        seen.user == name
+            || seen
+                .user
+                .parse::<writeback_proto::sync::ObjectAnchor>()
+                .is_ok(),
+        "{}",
+        seen.user
+    );
+    let answered = reset.await.unwrap().unwrap();
+    assert_eq!(answered.result, ResultCode::Success, "{}", answered.message);
+    assert!(
+        stack
+            .client
+            .operations_in_flight()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

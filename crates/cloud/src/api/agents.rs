@@ -1,11 +1,14 @@
-//! Agents through the API: list them with their live state, register a new one (a one-time
-//! token), revoke one.
+//! Agents through the API: list them with their live state and the operations they have now,
+//! register a new one (a one-time token), revoke one.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use writeback_proto::api::{AgentSummary, ErrorResponse, RegistrationTokenResponse};
+use writeback_proto::api::{
+    AgentSummary, ErrorResponse, OperationInFlight, RegistrationTokenResponse,
+};
 use writeback_proto::ids::{AgentId, DirectoryName};
+use writeback_proto::time::UnixMillis;
 
 use super::extract::{ApiError, DirectoryPath};
 use crate::service::administrator_sign_in::SignedIn;
@@ -21,6 +24,14 @@ pub async fn list_agents(
         .await
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+#[utoipa::path(get, path = "/api/v1/operations", tag = "writeback", security(("bearer" = [])), responses((status = 200, description = "Every operation the cloud is waiting on now, oldest first, with the agent that has it and how far it got.", body = Vec<OperationInFlight>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
+pub async fn operations_in_flight(
+    State(state): State<AppState>,
+    _signed_in: SignedIn,
+) -> Json<Vec<OperationInFlight>> {
+    Json(state.relay.operations_in_flight(UnixMillis::now()))
 }
 
 #[utoipa::path(post, path = "/api/v1/directories/{directory}/registration-tokens", tag = "agents", security(("bearer" = [])), params(("directory" = DirectoryName, Path, description = "The directory (AD domain).")), responses((status = 201, description = "The token, shown once.", body = RegistrationTokenResponse), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]

@@ -10,9 +10,11 @@ use writeback_proto::api::{
     SelfServiceSettings, VerificationMethod,
 };
 
+use writeback_proto::time::UnixMillis;
+
 use super::pages::{
-    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Notice, SelfServiceFields, SettingsPage,
-    format_time, path_segment, render,
+    AuditFilterFields, AuditLogPage, AuditRow, ErrorPage, Notice, RunningRow, SelfServiceFields,
+    SettingsPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::service::audit_log::{entries, filter, next_before};
@@ -151,8 +153,22 @@ pub async fn audit_log(
         return ErrorPage::from(ApiError::invalid("The audit filter is not valid."))
             .into_response();
     };
+    let now = UnixMillis::now();
     let mut page = AuditLogPage {
         layout: session.layout("audit"),
+        running: state
+            .relay
+            .operations_in_flight(now)
+            .into_iter()
+            .map(|operation| RunningRow {
+                request_id: operation.request_id.to_string(),
+                operation: operation.operation,
+                user: operation.user,
+                agent_id: operation.agent_id.to_string(),
+                sent_at: format_time(Some(operation.sent_at)),
+                stage: operation.stage.as_str(),
+            })
+            .collect(),
         filters: query.fields(),
         operations: OPERATIONS,
         entries: Vec::new(),

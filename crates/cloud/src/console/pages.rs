@@ -322,6 +322,8 @@ pub struct AuditRow {
 #[template(path = "console/audit.html")]
 pub struct AuditLogPage {
     pub layout: Option<Layout>,
+    /// Operations running now, before they have an entry.
+    pub running: Vec<RunningRow>,
     pub filters: AuditFilterFields,
     pub operations: &'static [&'static str],
     pub entries: Vec<AuditRow>,
@@ -329,6 +331,17 @@ pub struct AuditLogPage {
     /// The filters as `&name=value` pairs, for the export and paging links.
     pub export_query: String,
     pub error: Option<String>,
+}
+
+/// One operation running now, as the audit page shows it above the log.
+#[derive(Debug)]
+pub struct RunningRow {
+    pub request_id: String,
+    pub operation: String,
+    pub user: String,
+    pub agent_id: String,
+    pub sent_at: String,
+    pub stage: &'static str,
 }
 
 /// The self-service settings as the form shows them.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use writeback_proto::ids::{AgentId, RequestId};
-use writeback_proto::operation::{PasswordStamp, UserRef, Verdict};
+use writeback_proto::operation::{OperationKind, PasswordStamp, UserRef, Verdict};
 use writeback_proto::result::ResultCode;
 use writeback_proto::time::UnixMillis;
 
@@ -24,6 +24,9 @@ pub struct Delivery {
     pub fingerprint: String,
     /// The user as the first attempt named them; every attempt names them the same way.
     pub user: UserRef,
+    pub kind: OperationKind,
+    /// When the cloud stops waiting for the latest attempt.
+    pub deadline: UnixMillis,
     pub agent_id: AgentId,
     pub connection_id: u64,
     /// What the agent on that connection said it was about to overwrite.
@@ -54,11 +57,17 @@ impl Ledger {
 
     /// Records that `request_id` was sent on `connection_id` of `agent_id`. A resend keeps what
     /// the earlier agent said it was about to overwrite until the new one says otherwise.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one attempt's whole description, named at the one call site"
+    )]
     pub fn sent(
         &self,
         request_id: RequestId,
         fingerprint: &str,
         user: &UserRef,
+        kind: OperationKind,
+        deadline: UnixMillis,
         agent_id: AgentId,
         connection_id: u64,
         now: UnixMillis,
@@ -76,6 +85,7 @@ impl Ledger {
                 delivery.agent_id = agent_id;
                 delivery.connection_id = connection_id;
                 delivery.lost_at = None;
+                delivery.deadline = deadline;
             }
             None => {
                 deliveries.by_request.insert(
@@ -83,6 +93,8 @@ impl Ledger {
                     Delivery {
                         fingerprint: fingerprint.to_owned(),
                         user: user.clone(),
+                        kind,
+                        deadline,
                         agent_id,
                         connection_id,
                         about_to_write: None,
@@ -107,6 +119,18 @@ impl Ledger {
                 deliveries.by_request.remove(&request_id);
             }
         }
+    }
+
+    /// Every request still awaited at `now`: no verdict yet, and its deadline not passed.
+    pub fn in_flight(&self, now: UnixMillis) -> Vec<(RequestId, Delivery)> {
+        let mut awaited: Vec<(RequestId, Delivery)> = lock(&self.deliveries)
+            .by_request
+            .iter()
+            .filter(|(_, delivery)| delivery.verdict.is_none() && now < delivery.deadline)
+            .map(|(request_id, delivery)| (*request_id, delivery.clone()))
+            .collect();
+        awaited.sort_by_key(|(_, delivery)| delivery.sent_at);
+        awaited
     }
 
     /// The agent on `connection_id` is about to write `request_id`'s password over `before`.
@@ -170,7 +194,16 @@ mod tests {
         let ledger = Ledger::default();
         let request_id = RequestId::generate().unwrap();
         let (first, second) = (AgentId::generate().unwrap(), AgentId::generate().unwrap());
-        ledger.sent(request_id, "reset|x", &jdoe(), first, 1, UnixMillis(10));
+        ledger.sent(
+            request_id,
+            "reset|x",
+            &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
+            first,
+            1,
+            UnixMillis(10),
+        );
         ledger.about_to_write(request_id, 2, stamp(9));
         assert_eq!(
             ledger.get(&request_id).unwrap().about_to_write,
@@ -183,7 +216,16 @@ mod tests {
             ledger.get(&request_id).unwrap().lost_at,
             Some(UnixMillis(20))
         );
-        ledger.sent(request_id, "reset|x", &jdoe(), second, 5, UnixMillis(30));
+        ledger.sent(
+            request_id,
+            "reset|x",
+            &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
+            second,
+            5,
+            UnixMillis(30),
+        );
         let delivery = ledger.get(&request_id).unwrap();
         assert_eq!((delivery.agent_id, delivery.connection_id), (second, 5));
         assert_eq!(delivery.about_to_write, Some(stamp(3)));
@@ -198,6 +240,8 @@ mod tests {
             request_id,
             "f",
             &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
             AgentId::generate().unwrap(),
             1,
             UnixMillis(0),
@@ -216,12 +260,23 @@ mod tests {
         let ledger = Ledger::default();
         let agent = AgentId::generate().unwrap();
         let old = RequestId::generate().unwrap();
-        ledger.sent(old, "f", &jdoe(), agent, 1, UnixMillis(0));
+        ledger.sent(
+            old,
+            "f",
+            &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
+            agent,
+            1,
+            UnixMillis(0),
+        );
         let later = UnixMillis(0).saturating_add(LEDGER_RETENTION);
         ledger.sent(
             RequestId::generate().unwrap(),
             "f",
             &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
             agent,
             1,
             later,

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
+use writeback_proto::api::{InFlightStage, OperationInFlight};
 use writeback_proto::frame::CloudMessage;
 use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
 use writeback_proto::intent::OperationIntent;
@@ -97,6 +98,29 @@ impl Relay {
     /// name them the same way (by the name typed, or by anchor) to be the same request.
     pub fn earlier_user(&self, request_id: &RequestId) -> Option<UserRef> {
         self.ledger.get(request_id).map(|delivery| delivery.user)
+    }
+
+    /// Every operation the relay is waiting on now, oldest first: what it is, for whom, which
+    /// agent has it, and how far it got.
+    pub fn operations_in_flight(&self, now: UnixMillis) -> Vec<OperationInFlight> {
+        self.ledger
+            .in_flight(now)
+            .into_iter()
+            .map(|(request_id, delivery)| OperationInFlight {
+                request_id,
+                operation: delivery.kind.as_str().to_owned(),
+                user: delivery.user.to_string(),
+                agent_id: delivery.agent_id,
+                sent_at: delivery.sent_at,
+                stage: if delivery.lost_at.is_some() {
+                    InFlightStage::AgentLost
+                } else if delivery.about_to_write.is_some() {
+                    InFlightStage::Writing
+                } else {
+                    InFlightStage::WithAgent
+                },
+            })
+            .collect()
     }
 
     /// The agent on `connection` is about to write `request_id`'s password over `before`.
@@ -279,6 +303,8 @@ impl Relay {
                 request_id,
                 &fingerprint,
                 intent.user(),
+                intent.kind(),
+                deadline,
                 connection.agent_id,
                 connection.connection_id,
                 UnixMillis::now(),
