@@ -3,10 +3,10 @@
 //! One warm connection, bound as the service account, is shared by all operations (ldap3
 //! multiplexes requests on it). It is re-established when it breaks, to the DC it was on or, when
 //! that one does not answer, to the next of the configured DCs: a write and the reads after it go
-//! to one DC, which replication between DCs could otherwise make disagree. Reads are retried once on a
-//! fresh connection; a write is retried only when it provably never left (`OpSend`), because
-//! applying a password twice would fail the history check and report a failure for a reset that
-//! worked.
+//! to one DC, which replication between DCs could otherwise make disagree. Reads are retried once
+//! on a fresh connection; a write is retried only when it provably never left (`OpSend`),
+//! because applying a password twice would fail the history check and report a failure for a
+//! reset that worked.
 
 use std::collections::HashMap;
 use std::fmt;
