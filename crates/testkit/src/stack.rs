@@ -50,12 +50,13 @@ pub struct Stack {
     options: StackOptions,
 }
 
-/// Another agent of the same directory, with its own keys, journal and log.
+/// Another agent of the same directory, with its own keys, journal and log; it runs while this
+/// is held.
 #[derive(Debug)]
 pub struct SecondAgent {
     pub agent_id: AgentId,
-    pub log: PathBuf,
-    process: Child,
+    /// Held only for its drop, which kills the agent.
+    _process: Child,
 }
 
 /// What differs between stacks: where the agent may work, how often it polls for changes, and
@@ -334,25 +335,9 @@ impl Stack {
         let process = spawn_agent(&config, None)?;
         self.second_agent = Some(SecondAgent {
             agent_id,
-            log,
-            process,
+            _process: process,
         });
         self.wait_for(&agent_id, true).await
-    }
-
-    /// Everything the second agent has logged so far.
-    pub fn second_agent_log(&self) -> String {
-        self.second_agent
-            .as_ref()
-            .and_then(|agent| std::fs::read_to_string(&agent.log).ok())
-            .unwrap_or_default()
-    }
-
-    /// The second agent's process, while it runs.
-    pub fn second_agent_pid(&self) -> Option<u32> {
-        self.second_agent
-            .as_ref()
-            .and_then(|agent| agent.process.id())
     }
 
     /// A new user in the staff OU with a strong password: `(name, password)`.
