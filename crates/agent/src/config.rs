@@ -17,6 +17,10 @@ pub struct AgentConfig {
     pub banned_passwords: Vec<String>,
     /// A new sealing key is generated at connection time once the current one is this old.
     pub sealing_key_rotation_days: u64,
+    /// Other nodes of the cloud (`https://…`), tried in turn after the one the agent registered
+    /// with when it cannot be reached. Each must present a certificate the registration's trust
+    /// accepts (the same pin, or a certificate from the same CA).
+    pub cloud_urls: Vec<String>,
     pub reconnect_initial_delay_ms: u64,
     pub reconnect_max_delay_seconds: u64,
     pub sync: SyncConfig,
@@ -91,6 +95,7 @@ impl Default for AgentConfig {
             directory: DirectoryConfig::default(),
             banned_passwords: Vec::new(),
             sealing_key_rotation_days: 30,
+            cloud_urls: Vec::new(),
             reconnect_initial_delay_ms: 500,
             reconnect_max_delay_seconds: 30,
             sync: SyncConfig::default(),
@@ -153,6 +158,11 @@ impl AgentConfig {
                 "directory.url is not set (e.g. ldaps://dc1.corp.example.com), nor directory.urls"
                     .to_owned(),
             );
+        }
+        for url in &self.cloud_urls {
+            if !url.starts_with("https://") {
+                problems.push(format!("cloud_urls: {url} must start with https://"));
+            }
         }
         if self.directory.ca_file.is_some() && self.directory.tls_pin.is_some() {
             problems.push(

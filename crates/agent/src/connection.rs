@@ -43,6 +43,8 @@ pub struct ReconnectPolicy {
     pub initial_delay: Duration,
     pub max_delay: Duration,
     pub sealing_key_rotation: Duration,
+    /// Cloud nodes besides the registered one, tried in turn when a node cannot be reached.
+    pub other_cloud_urls: Vec<String>,
 }
 
 /// Holds the connection to the cloud until `shutdown` resolves, reconnecting whenever it drops.
@@ -57,6 +59,13 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
 ) {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(policy.initial_delay, policy.max_delay);
+    let mut cloud_urls = vec![state.cloud_url.clone()];
+    for url in &policy.other_cloud_urls {
+        if !cloud_urls.contains(url) {
+            cloud_urls.push(url.clone());
+        }
+    }
+    let mut node = 0;
     loop {
         if state.rotate_if_due(policy.sealing_key_rotation, UnixMillis::now()) {
             match save_state(&state) {
@@ -69,8 +78,9 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
             }
         }
         let started = UnixMillis::now();
+        let cloud_url = cloud_urls.get(node).unwrap_or(&state.cloud_url);
         let ended = tokio::select! {
-            ended = serve_once(&state, executor.clone(), sync.as_ref(), reporting.clone()) => ended,
+            ended = serve_once(&state, cloud_url, executor.clone(), sync.as_ref(), reporting.clone()) => ended,
             () = &mut shutdown => return,
         };
         reporting.metrics.connected.store(false, Ordering::Relaxed);
@@ -79,7 +89,9 @@ pub async fn run<D: Directory + DirectorySync + 'static>(
                 tracing::warn!(%reason, event_id = 32002, "connection to the cloud ended")
             }
             Err(error) => {
-                tracing::warn!(%error, event_id = 32001, "cannot hold a connection to the cloud")
+                tracing::warn!(%error, cloud = %cloud_url, event_id = 32001, "cannot hold a connection to the cloud");
+                // This node may be gone: the next try goes to the next one.
+                node = (node + 1) % cloud_urls.len();
             }
         }
         if UnixMillis::now().duration_since(started) >= HEALTHY_CONNECTION {
@@ -144,6 +156,7 @@ async fn next_batch(
 /// One connection, from dial to close. `Ok` carries why a working connection ended.
 async fn serve_once<D: Directory + DirectorySync + 'static>(
     state: &AgentState,
+    cloud_url: &str,
     executor: Arc<Executor<D>>,
     sync_settings: Option<&SyncSettings>,
     reporting: Reporting,
@@ -153,7 +166,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
         metrics,
     } = reporting;
     let trust = state.cloud_trust.to_trust()?;
-    let mut socket = transport::connect(&state.cloud_url, &trust).await?;
+    let mut socket = transport::connect(cloud_url, &trust).await?;
     let sealing_key = state
         .current_sealing_key()
         .ok_or_else(|| AgentError::State("no sealing key".into()))?;
@@ -213,7 +226,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
             match action {
                 AgentAction::Send(message) => send(&mut socket, &message).await?,
                 AgentAction::Ready { heartbeat_interval } => {
-                    tracing::info!(agent_id = %state.agent_id, directory = %state.directory, heartbeat_s = heartbeat_interval.as_secs(), event_id = 31015, "connected to the cloud");
+                    tracing::info!(agent_id = %state.agent_id, directory = %state.directory, cloud = %cloud_url, heartbeat_s = heartbeat_interval.as_secs(), event_id = 31015, "connected to the cloud");
                     metrics.connected.store(true, Ordering::Relaxed);
                     let status = directory_status.borrow_and_update().clone();
                     send(&mut socket, &AgentMessage::Status(status)).await?;

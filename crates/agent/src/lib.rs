@@ -145,6 +145,7 @@ pub async fn run(
         initial_delay: Duration::from_millis(config.reconnect_initial_delay_ms.max(1)),
         max_delay: Duration::from_secs(config.reconnect_max_delay_seconds.max(1)),
         sealing_key_rotation: config.sealing_key_rotation(),
+        other_cloud_urls: config.cloud_urls.clone(),
     };
     let sync = config.sync.enabled.then(|| sync::SyncSettings {
         bases: config.directory.allowed_ous.clone(),

@@ -1088,3 +1088,33 @@ async fn a_resets_trace_names_every_hop_and_adds_up_to_its_total() {
         String::from_utf8_lossy(&cli.stdout)
     );
 }
+
+/// The cloud node the agent registered with is gone: the agent tries it, then the next node in
+/// `cloud_urls`, connects there, and writeback works.
+#[tokio::test]
+async fn an_agent_whose_registered_cloud_node_is_gone_connects_through_another() {
+    let mut stack = Stack::start().await.unwrap();
+    stack.kill_agent().await.unwrap();
+    let state_path = stack.work.join("agent/agent.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    // Nothing listens on the discard port.
+    let gone = "https://127.0.0.1:9";
+    state["cloud_url"] = gone.into();
+    writeback_testkit::stack::write_private(&state_path, &state.to_string()).unwrap();
+    let config = std::fs::read_to_string(stack.agent_config_path()).unwrap();
+    std::fs::write(
+        stack.agent_config_path(),
+        format!("cloud_urls = [\"{}\"]\n{config}", stack.url()),
+    )
+    .unwrap();
+    stack.start_agent().await.unwrap();
+
+    let log = stack.agent_log();
+    assert!(
+        log.contains("cannot hold a connection to the cloud") && log.contains(gone),
+        "the gone node was tried first"
+    );
+    let (name, old_password) = user_with_password(&stack, "othernode").await;
+    stack.reset_and_prove(&name, &old_password).await.unwrap();
+}
