@@ -14,6 +14,7 @@
 //! sends them as a reconciliation in a new generation: objects the cloud holds that the listing
 //! did not name are removed. That is how a deletion reaches the cloud when the service account
 //! cannot read `CN=Deleted Objects` and has no DirSync right, with only its four delegated rights.
+//! While deltas are read with DirSync, which returns deletions itself, there is none.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,7 +222,14 @@ async fn delta_loop<D: DirectorySync>(
     let mut last_reconciled = Instant::now();
     let mut dirsync_allowed = true;
     loop {
-        if last_reconciled.elapsed() >= settings.reconcile_interval {
+        let dirsync_in_use = matches!(
+            current.phase,
+            SyncPhase::Delta {
+                dirsync_cookie: Some(_),
+                ..
+            }
+        );
+        if !dirsync_in_use && last_reconciled.elapsed() >= settings.reconcile_interval {
             let Some(reconciled) = reconcile(directory, &current, settings, link).await? else {
                 return Ok(Disconnected);
             };
@@ -749,6 +757,42 @@ mod tests {
                 matches!(&batch.changes[..], [SyncChange::Present { anchors }] if anchors.len() == 3)
             );
         }
+    }
+
+    /// DirSync returns deletions itself: reading with it, the agent lists no anchors.
+    #[tokio::test]
+    async fn with_dirsync_there_is_no_reconciliation() {
+        let directory = ScriptedDirectory::new(12, true);
+        let (batches, mut outgoing) = mpsc::channel(16);
+        let link = SyncLink {
+            batches,
+            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
+        };
+        let settings = SyncSettings {
+            bases: vec!["OU=Staff,DC=x".into()],
+            poll_interval: Duration::from_millis(1),
+            confirm_interval: Duration::from_secs(3600),
+            reconcile_interval: Duration::ZERO,
+        };
+        let start = SyncStart {
+            cursor: Some(cursor("dc1", 4, with_cookie(10, 7))),
+            full: false,
+        };
+        let sync = run(&directory, start, &settings, &link);
+        let first = async { outgoing.recv().await.unwrap().0 };
+        let batch = tokio::select! {
+            () = sync => panic!("sync ended"),
+            batch = first => batch,
+        };
+        assert_eq!(batch.completes, Completes::Nothing);
+        assert_eq!(batch.cursor.generation, 4);
+        assert!(
+            !directory
+                .reads
+                .lock()
+                .unwrap()
+                .contains(&"anchors".to_owned())
+        );
     }
 
     #[tokio::test]
