@@ -232,10 +232,7 @@ async fn serve_once<D: Directory + DirectorySync + 'static>(
                     send(&mut socket, &AgentMessage::Status(status)).await?;
                 }
                 AgentAction::Execute(request) => {
-                    fail::fail_point!("after-receipt", |_| {
-                        eprintln!("kill point after-receipt: exiting");
-                        std::process::exit(86)
-                    });
+                    fail::fail_point!("after-receipt", |_| crate::executor::crash("after-receipt"));
                     let executor = executor.clone();
                     let announcer = announcer.clone();
                     let results = results.clone();

@@ -617,7 +617,7 @@ impl<D: Directory> Executor<D> {
 /// A kill point's action: the process ends at once, as in a crash, with nothing flushed or
 /// answered. Reached only in builds with the `kill-points` feature and a `FAILPOINTS` setting.
 #[cfg(feature = "kill-points")]
-fn crash(point: &str) -> ! {
+pub(crate) fn crash(point: &str) -> ! {
     eprintln!("kill point {point}: exiting");
     std::process::exit(86)
 }
