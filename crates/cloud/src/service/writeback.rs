@@ -178,7 +178,7 @@ pub async fn perform(
     request_id: RequestId,
     writeback: Writeback,
 ) -> Result<WritebackOutcome, WritebackError> {
-    // Durations for the log only, to say where an operation's time goes.
+    // Durations for the trace and the log: where an operation's time goes.
     let entered = Instant::now();
     writeback.check_passwords()?;
     let directory = target.directory.clone();
