@@ -17,6 +17,11 @@ use super::connection::lock;
 /// How long a request id is remembered: longer than any client retries, as the agents' journals.
 pub const LEDGER_RETENTION: Duration = Duration::from_secs(3600);
 
+/// At most this many request ids are remembered (a few hundred bytes each); past it the oldest
+/// go first. A forgotten id that comes back reaches an agent like a new one, and the agent that
+/// had it still answers it from its journal.
+pub const LEDGER_CAPACITY: usize = 100_000;
+
 /// One request id's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -38,9 +43,16 @@ pub struct Delivery {
     pub sent_at: UnixMillis,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     deliveries: Mutex<Deliveries>,
+    capacity: usize,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::with_capacity(LEDGER_CAPACITY)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +63,13 @@ struct Deliveries {
 }
 
 impl Ledger {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            deliveries: Mutex::default(),
+            capacity,
+        }
+    }
+
     pub fn get(&self, request_id: &RequestId) -> Option<Delivery> {
         lock(&self.deliveries).by_request.get(request_id).cloned()
     }
@@ -73,8 +92,10 @@ impl Ledger {
         now: UnixMillis,
     ) {
         let mut deliveries = lock(&self.deliveries);
+        let is_new = !deliveries.by_request.contains_key(&request_id);
         while let Some(&(sent_at, oldest)) = deliveries.order.front() {
-            if now.duration_since(sent_at) < LEDGER_RETENTION {
+            let full = is_new && deliveries.by_request.len() >= self.capacity;
+            if !full && now.duration_since(sent_at) < LEDGER_RETENTION {
                 break;
             }
             deliveries.order.pop_front();
@@ -253,6 +274,40 @@ mod tests {
             ledger.get(&request_id).unwrap().verdict,
             Some(ResultCode::Success.into())
         );
+    }
+
+    #[test]
+    fn past_its_capacity_the_ledger_forgets_the_oldest_ids_first() {
+        let ledger = Ledger::with_capacity(3);
+        let agent = AgentId::generate().unwrap();
+        let ids: Vec<RequestId> = (0..5).map(|_| RequestId::generate().unwrap()).collect();
+        for (index, id) in ids.iter().enumerate() {
+            let at = UnixMillis(index as u64);
+            ledger.sent(
+                *id,
+                "f",
+                &jdoe(),
+                OperationKind::Unlock,
+                UnixMillis(u64::MAX),
+                agent,
+                1,
+                at,
+            );
+        }
+        let kept: Vec<bool> = ids.iter().map(|id| ledger.get(id).is_some()).collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+        // A resend of a remembered id evicts nothing.
+        ledger.sent(
+            ids[4],
+            "f",
+            &jdoe(),
+            OperationKind::Unlock,
+            UnixMillis(u64::MAX),
+            agent,
+            2,
+            UnixMillis(9),
+        );
+        assert!(ledger.get(&ids[2]).is_some());
     }
 
     #[test]
