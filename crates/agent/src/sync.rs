@@ -668,14 +668,14 @@ mod tests {
         }
     }
 
-    /// Runs sync from a delta cursor in `phase` until its batches have carried `batches_wanted`
-    /// different cursors, and returns those; `between_batches` runs after each new one.
-    async fn delta_cursors(
+    /// Runs sync from `cursor`, reconciling every `reconcile_interval`, and hands each batch it
+    /// sends to `take` until `take` says it has seen enough.
+    async fn watch_batches(
         directory: &ScriptedDirectory,
-        phase: SyncPhase,
-        batches_wanted: usize,
-        between_batches: impl Fn(&ScriptedDirectory),
-    ) -> Vec<SyncPhase> {
+        cursor: SyncCursor,
+        reconcile_interval: Duration,
+        mut take: impl FnMut(OutgoingBatch) -> bool,
+    ) {
         let (batches, mut outgoing) = mpsc::channel(16);
         let link = SyncLink {
             batches,
@@ -685,28 +685,62 @@ mod tests {
             bases: vec!["OU=Staff,DC=x".into()],
             poll_interval: Duration::from_millis(1),
             confirm_interval: Duration::from_secs(3600),
-            reconcile_interval: Duration::from_secs(3600),
+            reconcile_interval,
         };
         let start = SyncStart {
-            cursor: Some(cursor("dc1", 1, phase)),
+            cursor: Some(cursor),
             full: false,
         };
         let sync = run(directory, start, &settings, &link);
-        let collect = async {
-            let mut phases = Vec::new();
-            while phases.len() < batches_wanted {
+        let watch = async {
+            loop {
                 let (batch, _permit) = outgoing.recv().await.unwrap();
-                if phases.last() != Some(&batch.cursor.phase) {
-                    phases.push(batch.cursor.phase.clone());
-                    between_batches(directory);
+                if take(batch) {
+                    return;
                 }
             }
-            phases
         };
         tokio::select! {
             () = sync => panic!("sync ended"),
-            phases = collect => phases,
+            () = watch => {}
         }
+    }
+
+    /// The first `count` batches of a sync from `cursor`, reconciling every `reconcile_interval`.
+    async fn first_batches(
+        directory: &ScriptedDirectory,
+        cursor: SyncCursor,
+        reconcile_interval: Duration,
+        count: usize,
+    ) -> Vec<OutgoingBatch> {
+        let mut seen = Vec::new();
+        watch_batches(directory, cursor, reconcile_interval, |batch| {
+            seen.push(batch);
+            seen.len() == count
+        })
+        .await;
+        seen
+    }
+
+    /// Runs sync from a delta cursor in `phase` until its batches have carried `batches_wanted`
+    /// different cursors, and returns those; `between_batches` runs after each new one.
+    async fn delta_cursors(
+        directory: &ScriptedDirectory,
+        phase: SyncPhase,
+        batches_wanted: usize,
+        between_batches: impl Fn(&ScriptedDirectory),
+    ) -> Vec<SyncPhase> {
+        let mut phases = Vec::new();
+        let never = Duration::from_secs(3600);
+        watch_batches(directory, cursor("dc1", 1, phase), never, |batch| {
+            if phases.last() != Some(&batch.cursor.phase) {
+                phases.push(batch.cursor.phase);
+                between_batches(directory);
+            }
+            phases.len() == batches_wanted
+        })
+        .await;
+        phases
     }
 
     fn with_cookie(usn: u64, cookie: u8) -> SyncPhase {
@@ -721,34 +755,8 @@ mod tests {
     #[tokio::test]
     async fn reconciliations_name_the_anchors_in_scope_in_a_new_generation_each() {
         let directory = ScriptedDirectory::new(10, false);
-        let (batches, mut outgoing) = mpsc::channel(16);
-        let link = SyncLink {
-            batches,
-            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
-        };
-        let settings = SyncSettings {
-            bases: vec!["OU=Staff,DC=x".into()],
-            poll_interval: Duration::from_millis(1),
-            confirm_interval: Duration::from_secs(3600),
-            reconcile_interval: Duration::ZERO,
-        };
-        let start = SyncStart {
-            cursor: Some(cursor("dc1", 4, SyncPhase::polled_from(10))),
-            full: false,
-        };
-        let sync = run(&directory, start, &settings, &link);
-        let collect = async {
-            let mut seen = Vec::new();
-            while seen.len() < 2 {
-                let (batch, _permit) = outgoing.recv().await.unwrap();
-                seen.push(batch);
-            }
-            seen
-        };
-        let batches = tokio::select! {
-            () = sync => panic!("sync ended"),
-            batches = collect => batches,
-        };
+        let start = cursor("dc1", 4, SyncPhase::polled_from(10));
+        let batches = first_batches(&directory, start, Duration::ZERO, 2).await;
         for (batch, generation) in batches.iter().zip([5, 6]) {
             assert_eq!(batch.completes, Completes::Reconciliation);
             assert_eq!(batch.cursor.generation, generation);
@@ -763,27 +771,10 @@ mod tests {
     #[tokio::test]
     async fn with_dirsync_there_is_no_reconciliation() {
         let directory = ScriptedDirectory::new(12, true);
-        let (batches, mut outgoing) = mpsc::channel(16);
-        let link = SyncLink {
-            batches,
-            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
-        };
-        let settings = SyncSettings {
-            bases: vec!["OU=Staff,DC=x".into()],
-            poll_interval: Duration::from_millis(1),
-            confirm_interval: Duration::from_secs(3600),
-            reconcile_interval: Duration::ZERO,
-        };
-        let start = SyncStart {
-            cursor: Some(cursor("dc1", 4, with_cookie(10, 7))),
-            full: false,
-        };
-        let sync = run(&directory, start, &settings, &link);
-        let first = async { outgoing.recv().await.unwrap().0 };
-        let batch = tokio::select! {
-            () = sync => panic!("sync ended"),
-            batch = first => batch,
-        };
+        let start = cursor("dc1", 4, with_cookie(10, 7));
+        let batch = first_batches(&directory, start, Duration::ZERO, 1)
+            .await
+            .remove(0);
         assert_eq!(batch.completes, Completes::Nothing);
         assert_eq!(batch.cursor.generation, 4);
         assert!(

@@ -247,15 +247,12 @@ impl ActiveDirectory {
         Err(DirectoryError::Unavailable(failures.join("; ")))
     }
 
-    async fn connect_to(&self, url: &str) -> Result<Connection, DirectoryError> {
-        let transport = |error: LdapError| match error {
-            LdapError::Timeout { .. } => DirectoryError::TimedOut(self.settings.operation_timeout),
-            other => DirectoryError::Unavailable(format!("{url}: {other}")),
-        };
+    /// An LDAPS connection to `url`, not yet bound, its driver running until it closes.
+    async fn open(&self, url: &str) -> Result<ldap3::Ldap, DirectoryError> {
         let settings = LdapConnSettings::new()
             .set_config(self.tls.clone())
             .set_conn_timeout(self.settings.connect_timeout);
-        let (driver, mut ldap) =
+        let (driver, ldap) =
             LdapConnAsync::with_settings(settings, url)
                 .await
                 .map_err(|error| {
@@ -266,6 +263,15 @@ impl ActiveDirectory {
                 tracing::debug!(%error, "directory connection ended");
             }
         });
+        Ok(ldap)
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<Connection, DirectoryError> {
+        let transport = |error: LdapError| match error {
+            LdapError::Timeout { .. } => DirectoryError::TimedOut(self.settings.operation_timeout),
+            other => DirectoryError::Unavailable(format!("{url}: {other}")),
+        };
+        let mut ldap = self.open(url).await?;
         let bind = ldap
             .with_timeout(self.settings.operation_timeout)
             .simple_bind(
@@ -675,22 +681,8 @@ impl Directory for ActiveDirectory {
         if password.expose_secret().is_empty() {
             return Ok(SignInVerdict::WrongPassword);
         }
-        let settings = LdapConnSettings::new()
-            .set_config(self.tls.clone())
-            .set_conn_timeout(self.settings.connect_timeout);
         // The DC in use took any write this sign-in follows; another may not have it yet.
-        let url = self.current_url();
-        let (driver, mut ldap) =
-            LdapConnAsync::with_settings(settings, url)
-                .await
-                .map_err(|error| {
-                    DirectoryError::Unavailable(format!("cannot connect to {url}: {error}"))
-                })?;
-        tokio::spawn(async move {
-            if let Err(error) = driver.drive().await {
-                tracing::debug!(%error, "sign-in connection ended");
-            }
-        });
+        let mut ldap = self.open(self.current_url()).await?;
         let bind = ldap
             .with_timeout(self.settings.operation_timeout)
             .simple_bind(&account.distinguished_name, password.expose_secret())

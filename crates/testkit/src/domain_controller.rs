@@ -128,22 +128,10 @@ impl DomainController {
 
     fn start_serving(services: &str, certificate: DcCertificate) -> Result<DomainController> {
         let started = Instant::now();
-        let address = free_loopback_address()?;
-        let directory = std::env::temp_dir().join(format!(
-            "writeback-dc-{}-{}",
-            std::process::id(),
-            address.octets()[3]
-        ));
-        if directory.exists() {
-            std::fs::remove_dir_all(&directory)
-                .with_context(|| format!("removing stale {}", directory.display()))?;
-        }
-        std::fs::create_dir_all(directory.join("run"))?;
+        let (address, directory) = new_dc_home()?;
         let (tls_directory, ca_file, own_certificate) = match certificate {
             DcCertificate::IssuedByTestCa => {
-                let tls_directory = directory.join("tls");
-                std::fs::create_dir_all(&tls_directory)?;
-                let ca_file = write_certificates(&tls_directory, address)?;
+                let (tls_directory, ca_file) = test_ca_certificates(&directory, address)?;
                 (Some(tls_directory), ca_file, None)
             }
             // Where Samba writes what it generates at its first start.
@@ -407,20 +395,8 @@ impl DomainController {
     /// Needs a DC started with [`Self::start_joinable`].
     pub fn join_second(&self) -> Result<DomainController> {
         let started = Instant::now();
-        let address = free_loopback_address()?;
-        let directory = std::env::temp_dir().join(format!(
-            "writeback-dc-{}-{}",
-            std::process::id(),
-            address.octets()[3]
-        ));
-        if directory.exists() {
-            std::fs::remove_dir_all(&directory)
-                .with_context(|| format!("removing stale {}", directory.display()))?;
-        }
-        std::fs::create_dir_all(directory.join("run"))?;
-        let tls_directory = directory.join("tls");
-        std::fs::create_dir_all(&tls_directory)?;
-        let ca_file = write_certificates(&tls_directory, address)?;
+        let (address, directory) = new_dc_home()?;
+        let (tls_directory, ca_file) = test_ca_certificates(&directory, address)?;
         let mut command = Command::new("samba-tool");
         command
             .args(["domain", "join", DNS_DOMAIN, "DC", "--dns-backend=NONE"])
@@ -551,6 +527,30 @@ fn free_loopback_address() -> Result<Ipv4Addr> {
         }
     }
     bail!("no free loopback address for a test domain controller")
+}
+
+/// A free loopback address and an empty directory for a DC on it.
+fn new_dc_home() -> Result<(Ipv4Addr, PathBuf)> {
+    let address = free_loopback_address()?;
+    let directory = std::env::temp_dir().join(format!(
+        "writeback-dc-{}-{}",
+        std::process::id(),
+        address.octets()[3]
+    ));
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory)
+            .with_context(|| format!("removing stale {}", directory.display()))?;
+    }
+    std::fs::create_dir_all(directory.join("run"))?;
+    Ok((address, directory))
+}
+
+/// `directory/tls` with a certificate for `address` from a new test CA; the CA's file.
+fn test_ca_certificates(directory: &Path, address: Ipv4Addr) -> Result<(PathBuf, PathBuf)> {
+    let tls_directory = directory.join("tls");
+    std::fs::create_dir_all(&tls_directory)?;
+    let ca_file = write_certificates(&tls_directory, address)?;
+    Ok((tls_directory, ca_file))
 }
 
 fn write_certificates(directory: &Path, address: Ipv4Addr) -> Result<PathBuf> {

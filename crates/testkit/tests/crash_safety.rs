@@ -72,6 +72,24 @@ fn reset_request(password: &str) -> ResetPasswordRequest {
     }
 }
 
+/// A reset of `name` to `password` with the Idempotency-Key `key`, sent on a connection of its
+/// own while the test goes on.
+fn reset_in_background(
+    stack: &Stack,
+    name: &str,
+    password: &str,
+    key: RequestId,
+) -> tokio::task::JoinHandle<Result<OperationResponse, writeback_cli::ClientError>> {
+    let client = stack.client.on_another_connection();
+    let (directory, name) = (stack.directory.clone(), name.to_owned());
+    let request = reset_request(password);
+    tokio::spawn(async move {
+        client
+            .reset_password(&directory, &name, &request, Some(key))
+            .await
+    })
+}
+
 /// Waits for the armed agent to stop at its kill point; with one agent, starts it again without
 /// kill points, as a service manager would.
 async fn the_armed_agent_dies(stack: &mut Stack, agents: Agents, kill_point: &str) {
@@ -118,17 +136,7 @@ async fn crash_at(kill_point: &str, agents: Agents) {
     let new_password = strong_password();
     let key = RequestId::generate().unwrap();
 
-    let client = stack.client.on_another_connection();
-    let directory = stack.directory.clone();
-    let request = reset_request(&new_password);
-    let reset = tokio::spawn({
-        let name = name.clone();
-        async move {
-            client
-                .reset_password(&directory, &name, &request, Some(key))
-                .await
-        }
-    });
+    let reset = reset_in_background(&stack, &name, &new_password, key);
     the_armed_agent_dies(&mut stack, agents, kill_point).await;
     let response = reset.await.unwrap().unwrap();
     assert_written_once(
@@ -276,13 +284,12 @@ async fn a_directory_with_fewer_healthy_agents_than_its_minimum_is_degraded() {
     };
     let mut stack = Stack::start_with(options).await.unwrap();
     stack.start_second_agent().await.unwrap();
-    let health = |stack: &Stack| {
-        let client = stack.client.on_another_connection();
-        let directory = stack.directory.clone();
-        async move { client.directory_health(&directory).await.unwrap() }
-    };
     // Until both have said they can use the directory, an agent that has not said yet counts.
-    let both = health(&stack).await;
+    let both = stack
+        .client
+        .directory_health(&stack.directory)
+        .await
+        .unwrap();
     assert_eq!(both.state, HealthState::Healthy, "{}", both.summary);
     assert_eq!((both.agents_healthy, both.agents_minimum), (2, 2));
     let agents = stack.client.agents().await.unwrap();
@@ -294,7 +301,11 @@ async fn a_directory_with_fewer_healthy_agents_than_its_minimum_is_degraded() {
     );
 
     stack.kill_agent().await.unwrap();
-    let one = health(&stack).await;
+    let one = stack
+        .client
+        .directory_health(&stack.directory)
+        .await
+        .unwrap();
     assert_eq!(one.state, HealthState::Degraded, "{}", one.summary);
     assert_eq!((one.agents_connected, one.agents_healthy), (1, 1));
     assert!(one.summary.contains("fewer than the 2"), "{}", one.summary);
@@ -318,17 +329,7 @@ async fn a_running_operation_is_shown_live_with_its_agent_and_stage() {
     .await;
     let (name, _) = stack.user_with_password("live").await.unwrap();
     let key = RequestId::generate().unwrap();
-    let client = stack.client.on_another_connection();
-    let directory = stack.directory.clone();
-    let request = reset_request(&strong_password());
-    let reset = tokio::spawn({
-        let name = name.clone();
-        async move {
-            client
-                .reset_password(&directory, &name, &request, Some(key))
-                .await
-        }
-    });
+    let reset = reset_in_background(&stack, &name, &strong_password(), key);
     let started = std::time::Instant::now();
     let seen = loop {
         let running = stack.client.operations_in_flight().await.unwrap();

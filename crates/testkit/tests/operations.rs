@@ -656,6 +656,24 @@ enabled = false
     );
 }
 
+/// Runs one of the product's binaries as `binary OPTION PLACE COMMAND FILE`.
+async fn run_binary(
+    binary: &str,
+    option: &str,
+    place: &std::path::Path,
+    command: &str,
+    file: &std::path::Path,
+) -> Output {
+    tokio::process::Command::new(logs::binary(binary).unwrap())
+        .arg(option)
+        .arg(place)
+        .arg(command)
+        .arg(file)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// `writeback-cloud backup` while the cloud runs and `restore` into a fresh data directory, with
 /// the files the backup names kept apart and put back: the restored cloud still knows its agent,
 /// a user's registered methods, its settings and its audit log, and a reset works through it.
@@ -707,43 +725,43 @@ async fn a_backup_restored_into_a_fresh_data_directory_serves_as_before() {
     let methods_before = methods_of(&stack).await;
     assert!(!methods_before.is_empty());
 
-    let cloud_binary = logs::binary("writeback-cloud").unwrap();
     let data_dir = stack.work.join("cloud");
     let backup = stack.work.join("cloud-backup.db");
-    let output = tokio::process::Command::new(&cloud_binary)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("backup")
-        .arg(&backup)
-        .output()
-        .await
-        .unwrap();
-    let told = succeeded(&output);
+    let told = succeeded(
+        &run_binary(
+            "writeback-cloud",
+            "--data-dir",
+            &data_dir,
+            "backup",
+            &backup,
+        )
+        .await,
+    );
     for apart in ["secrets.key", "tls/cert.pem", "tls/key.pem"] {
         assert!(told.contains(apart), "the backup names {apart}: {told}");
     }
     // Taken again, it is refused rather than written over.
-    let again = tokio::process::Command::new(&cloud_binary)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("backup")
-        .arg(&backup)
-        .output()
-        .await
-        .unwrap();
+    let again = run_binary(
+        "writeback-cloud",
+        "--data-dir",
+        &data_dir,
+        "backup",
+        &backup,
+    )
+    .await;
     assert!(!again.status.success());
 
     let agent_backup = stack.work.join("agent-backup.json");
-    let agent_binary = logs::binary("writeback-agent").unwrap();
+    let agent_config = stack.agent_config_path().to_owned();
     succeeded(
-        &tokio::process::Command::new(&agent_binary)
-            .arg("--config")
-            .arg(stack.agent_config_path())
-            .arg("backup")
-            .arg(&agent_backup)
-            .output()
-            .await
-            .unwrap(),
+        &run_binary(
+            "writeback-agent",
+            "--config",
+            &agent_config,
+            "backup",
+            &agent_backup,
+        )
+        .await,
     );
 
     // The old host is gone: a fresh data directory for each, from the backups and the files
@@ -755,27 +773,17 @@ async fn a_backup_restored_into_a_fresh_data_directory_serves_as_before() {
     for kept in ["secrets.key", "tls/cert.pem", "tls/key.pem"] {
         std::fs::copy(data_dir.join(kept), fresh.join(kept)).unwrap();
     }
+    succeeded(&run_binary("writeback-cloud", "--data-dir", &fresh, "restore", &backup).await);
+    std::fs::remove_dir_all(stack.work.join("agent")).unwrap();
     succeeded(
-        &tokio::process::Command::new(&cloud_binary)
-            .arg("--data-dir")
-            .arg(&fresh)
-            .arg("restore")
-            .arg(&backup)
-            .output()
-            .await
-            .unwrap(),
-    );
-    let agent_data = stack.work.join("agent");
-    std::fs::remove_dir_all(&agent_data).unwrap();
-    succeeded(
-        &tokio::process::Command::new(&agent_binary)
-            .arg("--config")
-            .arg(stack.agent_config_path())
-            .arg("restore")
-            .arg(&agent_backup)
-            .output()
-            .await
-            .unwrap(),
+        &run_binary(
+            "writeback-agent",
+            "--config",
+            &agent_config,
+            "restore",
+            &agent_backup,
+        )
+        .await,
     );
     stack
         .restart_cloud_with(|config| config.data_dir = fresh)

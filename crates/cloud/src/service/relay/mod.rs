@@ -362,6 +362,16 @@ mod tests {
         }
     }
 
+    /// The agent's answer that the operation succeeded.
+    fn success(request_id: RequestId) -> Response {
+        Response {
+            request_id,
+            result: ResultCode::Success,
+            warnings: Vec::new(),
+            trace: None,
+        }
+    }
+
     fn corp() -> DirectoryName {
         "corp".parse().unwrap()
     }
@@ -428,15 +438,7 @@ mod tests {
         );
         assert!(other_outbound.try_recv().is_err());
 
-        relay.deliver(
-            &second,
-            Response {
-                request_id,
-                result: ResultCode::Success,
-                warnings: Vec::new(),
-                trace: None,
-            },
-        );
+        relay.deliver(&second, success(request_id));
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
     }
 
@@ -498,15 +500,7 @@ mod tests {
                 about_to_write: Some(before)
             })
         );
-        relay.deliver(
-            &second,
-            Response {
-                request_id,
-                result: ResultCode::Success,
-                warnings: Vec::new(),
-                trace: None,
-            },
-        );
+        relay.deliver(&second, success(request_id));
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
 
         // A retry of the answered id gets the same answer without reaching any agent, and the
@@ -547,15 +541,7 @@ mod tests {
             assert_eq!((sent.request_id, sent.earlier_delivery), (request_id, None));
             deliveries += 1;
         }
-        relay.deliver(
-            &connection,
-            Response {
-                request_id,
-                result: ResultCode::Success,
-                warnings: Vec::new(),
-                trace: None,
-            },
-        );
+        relay.deliver(&connection, success(request_id));
         for retry in retries {
             assert_eq!(retry.await.unwrap().result, ResultCode::Success);
         }
