@@ -1,10 +1,10 @@
 //! Administrators, their second factor and their sessions.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use writeback_proto::time::UnixMillis;
 
-use crate::{Store, StoreError, from_millis, millis};
+use crate::{Store, StoreError, flag, from_millis, millis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Administrator {
@@ -51,23 +51,24 @@ pub struct SignInChallenge {
 }
 
 const ADMINISTRATOR_COLUMNS: &str = "a.id, a.email, a.password_hash, \
-     a.totp_secret IS NOT NULL AS totp_enrolled, a.disabled_at IS NULL AS enabled";
+     CASE WHEN a.totp_secret IS NULL THEN 0 ELSE 1 END AS totp_enrolled, \
+     CASE WHEN a.disabled_at IS NULL THEN 1 ELSE 0 END AS enabled";
 
-fn administrator(row: &SqliteRow) -> Administrator {
+fn administrator(row: &AnyRow) -> Administrator {
     Administrator {
         id: row.get("id"),
         email: row.get("email"),
         password_hash: row.get("password_hash"),
-        totp_enrolled: row.get("totp_enrolled"),
-        enabled: row.get("enabled"),
+        totp_enrolled: flag(row, "totp_enrolled"),
+        enabled: flag(row, "enabled"),
     }
 }
 
 async fn administrator_id(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     email: &str,
 ) -> Result<i64, StoreError> {
-    sqlx::query_scalar("SELECT id FROM administrators WHERE email = ?")
+    sqlx::query_scalar("SELECT id FROM administrators WHERE email = $1")
         .bind(email.trim())
         .fetch_optional(&mut **transaction)
         .await?
@@ -76,20 +77,21 @@ async fn administrator_id(
 
 /// Refuses when `id` is the only enabled administrator: nobody could administer Writeback after.
 async fn refuse_last_enabled(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     id: i64,
 ) -> Result<(), StoreError> {
     let others: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM administrators WHERE disabled_at IS NULL AND id != ?",
+        "SELECT COUNT(*) FROM administrators WHERE disabled_at IS NULL AND id != $1",
     )
     .bind(id)
     .fetch_one(&mut **transaction)
     .await?;
-    let this_enabled: bool =
-        sqlx::query_scalar("SELECT disabled_at IS NULL FROM administrators WHERE id = ?")
+    let this_disabled_at: Option<i64> =
+        sqlx::query_scalar("SELECT disabled_at FROM administrators WHERE id = $1")
             .bind(id)
             .fetch_one(&mut **transaction)
             .await?;
+    let this_enabled = this_disabled_at.is_none();
     if this_enabled && others == 0 {
         return Err(StoreError::Refused(
             "this is the last enabled administrator; enable or create another first".into(),
@@ -99,15 +101,15 @@ async fn refuse_last_enabled(
 }
 
 async fn end_sessions(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     id: i64,
 ) -> Result<u64, StoreError> {
-    let ended = sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = ?")
+    let ended = sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = $1")
         .bind(id)
         .execute(&mut **transaction)
         .await?
         .rows_affected();
-    sqlx::query("DELETE FROM admin_sign_in_challenges WHERE administrator_id = ?")
+    sqlx::query("DELETE FROM admin_sign_in_challenges WHERE administrator_id = $1")
         .bind(id)
         .execute(&mut **transaction)
         .await?;
@@ -125,16 +127,16 @@ impl Store {
         password_hash: &str,
         now: UnixMillis,
     ) -> Result<i64, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO administrators (email, password_hash, created_at) VALUES (?, ?, ?)",
+        let result = sqlx::query_scalar(
+            "INSERT INTO administrators (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(email)
         .bind(password_hash)
         .bind(millis(now))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await;
         match result {
-            Ok(done) => Ok(done.last_insert_rowid()),
+            Ok(id) => Ok(id),
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(
                 StoreError::Conflict(format!("an administrator with the email {email}")),
             ),
@@ -156,7 +158,7 @@ impl Store {
         email: &str,
     ) -> Result<Option<Administrator>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {ADMINISTRATOR_COLUMNS} FROM administrators a WHERE a.email = ?"
+            "SELECT {ADMINISTRATOR_COLUMNS} FROM administrators a WHERE a.email = $1"
         ))
         .bind(email)
         .fetch_optional(&self.pool)
@@ -171,11 +173,11 @@ impl Store {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
             .bind(millis(now))
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at, last_used_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO admin_sessions (token_hash, administrator_id, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(token_hash)
             .bind(administrator_id)
             .bind(millis(now))
@@ -198,7 +200,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "SELECT {ADMINISTRATOR_COLUMNS}, s.last_used_at FROM admin_sessions s \
              JOIN administrators a ON a.id = s.administrator_id \
-             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_used_at > ? \
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_used_at > $3 \
                AND a.disabled_at IS NULL"
         ))
         .bind(token_hash)
@@ -211,7 +213,7 @@ impl Store {
         };
         let last_used: i64 = row.get("last_used_at");
         if millis(now) - last_used >= TOUCH_INTERVAL_MS {
-            sqlx::query("UPDATE admin_sessions SET last_used_at = ? WHERE token_hash = ?")
+            sqlx::query("UPDATE admin_sessions SET last_used_at = $1 WHERE token_hash = $2")
                 .bind(millis(now))
                 .bind(token_hash)
                 .execute(&self.pool)
@@ -226,11 +228,11 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Vec<AdministratorSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.email, a.disabled_at IS NULL AS enabled, \
-               a.totp_secret IS NOT NULL AS second_factor, a.created_at, \
+            "SELECT a.email, CASE WHEN a.disabled_at IS NULL THEN 1 ELSE 0 END AS enabled, \
+               CASE WHEN a.totp_secret IS NULL THEN 0 ELSE 1 END AS second_factor, a.created_at, \
                COUNT(s.token_hash) AS sessions, MAX(s.last_used_at) AS last_active_at \
              FROM administrators a \
-             LEFT JOIN admin_sessions s ON s.administrator_id = a.id AND s.expires_at > ? \
+             LEFT JOIN admin_sessions s ON s.administrator_id = a.id AND s.expires_at > $1 \
              GROUP BY a.id ORDER BY a.email",
         )
         .bind(millis(now))
@@ -240,8 +242,8 @@ impl Store {
             .iter()
             .map(|row| AdministratorSummary {
                 email: row.get("email"),
-                enabled: row.get("enabled"),
-                second_factor: row.get("second_factor"),
+                enabled: flag(row, "enabled"),
+                second_factor: flag(row, "second_factor"),
                 created_at: from_millis(row.get("created_at")).unwrap_or(UnixMillis(0)),
                 sessions: u64::try_from(row.get::<i64, _>("sessions")).unwrap_or(0),
                 last_active_at: from_millis(row.get("last_active_at")),
@@ -263,8 +265,8 @@ impl Store {
             refuse_last_enabled(&mut transaction, id).await?;
         }
         let changed = sqlx::query(
-            "UPDATE administrators SET disabled_at = ? WHERE id = ? \
-             AND (disabled_at IS NULL) = ?",
+            "UPDATE administrators SET disabled_at = $1 WHERE id = $2 \
+             AND (disabled_at IS NULL) = $3",
         )
         .bind((!enabled).then_some(millis(now)))
         .bind(id)
@@ -285,7 +287,7 @@ impl Store {
         let mut transaction = self.begin_write().await?;
         let id = administrator_id(&mut transaction, email).await?;
         refuse_last_enabled(&mut transaction, id).await?;
-        sqlx::query("DELETE FROM administrators WHERE id = ?")
+        sqlx::query("DELETE FROM administrators WHERE id = $1")
             .bind(id)
             .execute(&mut *transaction)
             .await?;
@@ -303,7 +305,7 @@ impl Store {
     }
 
     pub async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = ?")
+        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
             .await?;
@@ -313,7 +315,7 @@ impl Store {
     pub async fn totp_state(&self, administrator_id: i64) -> Result<Option<TotpState>, StoreError> {
         let row = sqlx::query(
             "SELECT totp_secret, totp_last_step FROM administrators \
-             WHERE id = ? AND totp_secret IS NOT NULL",
+             WHERE id = $1 AND totp_secret IS NOT NULL",
         )
         .bind(administrator_id)
         .fetch_optional(&self.pool)
@@ -334,9 +336,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let done = sqlx::query(
-            "UPDATE administrators SET totp_last_step = ? \
-             WHERE id = ? AND totp_secret IS NOT NULL \
-             AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            "UPDATE administrators SET totp_last_step = $1 \
+             WHERE id = $2 AND totp_secret IS NOT NULL \
+             AND (totp_last_step IS NULL OR totp_last_step < $3)",
         )
         .bind(step)
         .bind(administrator_id)
@@ -356,8 +358,8 @@ impl Store {
         confirmed_step: u64,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE administrators SET totp_secret = ?, totp_last_step = ? \
-             WHERE id = ? AND totp_secret IS NULL",
+            "UPDATE administrators SET totp_secret = $1, totp_last_step = $2 \
+             WHERE id = $3 AND totp_secret IS NULL",
         )
         .bind(secret)
         .bind(i64::try_from(confirmed_step).unwrap_or(i64::MAX))
@@ -377,7 +379,7 @@ impl Store {
     /// when an authenticator is lost. `false` when there is no such administrator.
     pub async fn remove_totp(&self, email: &str) -> Result<bool, StoreError> {
         let mut transaction = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM administrators WHERE email = ?")
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM administrators WHERE email = $1")
             .bind(email)
             .fetch_optional(&mut *transaction)
             .await?;
@@ -385,13 +387,13 @@ impl Store {
             return Ok(false);
         };
         sqlx::query(
-            "UPDATE administrators SET totp_secret = NULL, totp_last_step = NULL WHERE id = ?",
+            "UPDATE administrators SET totp_secret = NULL, totp_last_step = NULL WHERE id = $1",
         )
         .bind(id)
         .execute(&mut *transaction)
         .await?;
         // Sessions opened with the old factor end with it.
-        sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = ?")
+        sqlx::query("DELETE FROM admin_sessions WHERE administrator_id = $1")
             .bind(id)
             .execute(&mut *transaction)
             .await?;
@@ -407,14 +409,14 @@ impl Store {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE expires_at <= $1")
             .bind(millis(now))
             .execute(&self.pool)
             .await?;
         sqlx::query(
             "INSERT INTO admin_sign_in_challenges \
              (token_hash, administrator_id, proposed_totp_secret, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(administrator_id)
@@ -435,7 +437,7 @@ impl Store {
             "SELECT {ADMINISTRATOR_COLUMNS}, c.proposed_totp_secret, c.failed_attempts \
              FROM admin_sign_in_challenges c \
              JOIN administrators a ON a.id = c.administrator_id \
-             WHERE c.token_hash = ? AND c.expires_at > ?"
+             WHERE c.token_hash = $1 AND c.expires_at > $2"
         ))
         .bind(token_hash)
         .bind(millis(now))
@@ -453,7 +455,7 @@ impl Store {
     pub async fn record_challenge_failure(&self, token_hash: &[u8]) -> Result<u32, StoreError> {
         let failures: Option<i64> = sqlx::query_scalar(
             "UPDATE admin_sign_in_challenges SET failed_attempts = failed_attempts + 1 \
-             WHERE token_hash = ? RETURNING failed_attempts",
+             WHERE token_hash = $1 RETURNING failed_attempts",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -462,7 +464,7 @@ impl Store {
     }
 
     pub async fn delete_sign_in_challenge(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE token_hash = ?")
+        sqlx::query("DELETE FROM admin_sign_in_challenges WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
             .await?;
@@ -483,278 +485,278 @@ mod tests {
         NOW.saturating_add(Duration::from_secs(seconds))
     }
 
-    #[tokio::test]
-    async fn sessions_expire() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_session(b"token", id, NOW, later(60))
-            .await
-            .unwrap();
-        assert!(
-            store
-                .session_administrator(b"token", later(59), IDLE)
+    on_both_databases! {
+        async fn sessions_expire(store: Store) {
+            let id = store
+                .create_administrator("admin@example.test", "hash", NOW)
                 .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
+                .unwrap();
             store
-                .session_administrator(b"token", later(60), IDLE)
+                .create_session(b"token", id, NOW, later(60))
                 .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .session_administrator(b"other", later(1), IDLE)
-                .await
-                .unwrap()
-                .is_none()
-        );
+                .unwrap();
+            assert!(
+                store
+                    .session_administrator(b"token", later(59), IDLE)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert!(
+                store
+                    .session_administrator(b"token", later(60), IDLE)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                store
+                    .session_administrator(b"other", later(1), IDLE)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn administrator_emails_are_unique_ignoring_case() {
-        let store = Store::in_memory().await.unwrap();
-        store
-            .create_administrator("Admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        let duplicate = store
-            .create_administrator("admin@EXAMPLE.test", "hash", NOW)
-            .await;
-        assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
-        assert!(
+    on_both_databases! {
+        async fn administrator_emails_are_unique_ignoring_case(store: Store) {
             store
-                .administrator_by_email("ADMIN@example.test")
+                .create_administrator("Admin@example.test", "hash", NOW)
                 .await
-                .unwrap()
-                .is_some()
-        );
+                .unwrap();
+            let duplicate = store
+                .create_administrator("admin@EXAMPLE.test", "hash", NOW)
+                .await;
+            assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
+            assert!(
+                store
+                    .administrator_by_email("ADMIN@example.test")
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn a_totp_step_is_accepted_once_and_never_an_earlier_one() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        assert!(
-            !store.accept_totp_step(id, 5).await.unwrap(),
-            "not enrolled"
-        );
-        store.enrol_totp(id, b"secret", 10).await.unwrap();
-        assert!(matches!(
-            store.enrol_totp(id, b"other", 11).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(
-            !store.accept_totp_step(id, 10).await.unwrap(),
-            "the enrolment code"
-        );
-        assert!(store.accept_totp_step(id, 11).await.unwrap());
-        assert!(!store.accept_totp_step(id, 11).await.unwrap(), "replayed");
-        assert!(!store.accept_totp_step(id, 9).await.unwrap(), "older");
-        let state = store.totp_state(id).await.unwrap().unwrap();
-        assert_eq!(state.secret, b"secret");
-        assert_eq!(state.last_step, Some(11));
-        let administrator = store
-            .administrator_by_email("admin@example.test")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(administrator.totp_enrolled);
-
-        store
-            .create_session(b"token", id, NOW, later(60))
-            .await
-            .unwrap();
-        assert!(store.remove_totp("ADMIN@example.test").await.unwrap());
-        assert!(store.totp_state(id).await.unwrap().is_none());
-        assert!(
-            store
-                .session_administrator(b"token", NOW, IDLE)
+    on_both_databases! {
+        async fn a_totp_step_is_accepted_once_and_never_an_earlier_one(store: Store) {
+            let id = store
+                .create_administrator("admin@example.test", "hash", NOW)
+                .await
+                .unwrap();
+            assert!(
+                !store.accept_totp_step(id, 5).await.unwrap(),
+                "not enrolled"
+            );
+            store.enrol_totp(id, b"secret", 10).await.unwrap();
+            assert!(matches!(
+                store.enrol_totp(id, b"other", 11).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(
+                !store.accept_totp_step(id, 10).await.unwrap(),
+                "the enrolment code"
+            );
+            assert!(store.accept_totp_step(id, 11).await.unwrap());
+            assert!(!store.accept_totp_step(id, 11).await.unwrap(), "replayed");
+            assert!(!store.accept_totp_step(id, 9).await.unwrap(), "older");
+            let state = store.totp_state(id).await.unwrap().unwrap();
+            assert_eq!(state.secret, b"secret");
+            assert_eq!(state.last_step, Some(11));
+            let administrator = store
+                .administrator_by_email("admin@example.test")
                 .await
                 .unwrap()
-                .is_none(),
-            "sessions end with the factor they were opened with"
-        );
-        assert!(!store.remove_totp("nobody@example.test").await.unwrap());
+                .unwrap();
+            assert!(administrator.totp_enrolled);
+
+            store
+                .create_session(b"token", id, NOW, later(60))
+                .await
+                .unwrap();
+            assert!(store.remove_totp("ADMIN@example.test").await.unwrap());
+            assert!(store.totp_state(id).await.unwrap().is_none());
+            assert!(
+                store
+                    .session_administrator(b"token", NOW, IDLE)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "sessions end with the factor they were opened with"
+            );
+            assert!(!store.remove_totp("nobody@example.test").await.unwrap());
+        }
     }
 
-    #[tokio::test]
-    async fn challenges_count_failures_and_expire() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_sign_in_challenge(b"challenge", id, Some(b"proposed"), NOW, later(300))
-            .await
-            .unwrap();
-        let challenge = store
-            .sign_in_challenge(b"challenge", later(1))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(challenge.administrator.id, id);
-        assert_eq!(
-            challenge.proposed_totp_secret.as_deref(),
-            Some(&b"proposed"[..])
-        );
-        assert_eq!(challenge.failed_attempts, 0);
-        assert_eq!(
-            store.record_challenge_failure(b"challenge").await.unwrap(),
-            1
-        );
-        assert_eq!(
-            store.record_challenge_failure(b"challenge").await.unwrap(),
-            2
-        );
-        assert!(
-            store
-                .sign_in_challenge(b"challenge", later(300))
+    on_both_databases! {
+        async fn challenges_count_failures_and_expire(store: Store) {
+            let id = store
+                .create_administrator("admin@example.test", "hash", NOW)
                 .await
-                .unwrap()
-                .is_none()
-        );
-        store.delete_sign_in_challenge(b"challenge").await.unwrap();
-        assert!(
+                .unwrap();
             store
+                .create_sign_in_challenge(b"challenge", id, Some(b"proposed"), NOW, later(300))
+                .await
+                .unwrap();
+            let challenge = store
                 .sign_in_challenge(b"challenge", later(1))
                 .await
                 .unwrap()
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn an_idle_session_ends_and_a_used_one_lives_on() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_session(b"token", id, NOW, later(12 * 3600))
-            .await
-            .unwrap();
-        let idle = Duration::from_secs(30 * 60);
-        for minutes in [20, 40, 60] {
+                .unwrap();
+            assert_eq!(challenge.administrator.id, id);
+            assert_eq!(
+                challenge.proposed_totp_secret.as_deref(),
+                Some(&b"proposed"[..])
+            );
+            assert_eq!(challenge.failed_attempts, 0);
+            assert_eq!(
+                store.record_challenge_failure(b"challenge").await.unwrap(),
+                1
+            );
+            assert_eq!(
+                store.record_challenge_failure(b"challenge").await.unwrap(),
+                2
+            );
             assert!(
                 store
-                    .session_administrator(b"token", later(minutes * 60), idle)
+                    .sign_in_challenge(b"challenge", later(300))
                     .await
                     .unwrap()
-                    .is_some(),
-                "used every 20 minutes, it lives ({minutes})"
+                    .is_none()
+            );
+            store.delete_sign_in_challenge(b"challenge").await.unwrap();
+            assert!(
+                store
+                    .sign_in_challenge(b"challenge", later(1))
+                    .await
+                    .unwrap()
+                    .is_none()
             );
         }
-        assert!(
-            store
-                .session_administrator(b"token", later(91 * 60), idle)
-                .await
-                .unwrap()
-                .is_none(),
-            "31 minutes idle"
-        );
     }
 
-    #[tokio::test]
-    async fn administrators_are_listed_disabled_enabled_deleted_and_never_the_last_one() {
-        let store = Store::in_memory().await.unwrap();
-        let first = store
-            .create_administrator("first@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_administrator("second@example.test", "hash", NOW)
-            .await
-            .unwrap();
-        store
-            .create_session(b"first", first, NOW, later(3600))
-            .await
-            .unwrap();
-        let listed = store.administrators(NOW).await.unwrap();
-        assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0].sessions, 1);
-        assert!(listed.iter().all(|administrator| administrator.enabled));
-
-        assert!(
-            store
-                .set_administrator_enabled("FIRST@example.test", false, NOW)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .set_administrator_enabled("first@example.test", false, NOW)
-                .await
-                .unwrap(),
-            "already disabled"
-        );
-        assert!(
-            store
-                .session_administrator(b"first", NOW, IDLE)
-                .await
-                .unwrap()
-                .is_none(),
-            "disabling ends the sessions"
-        );
-        let only = store
-            .administrator_by_email("first@example.test")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(!only.enabled);
-        assert!(matches!(
-            store
-                .set_administrator_enabled("second@example.test", false, NOW)
-                .await,
-            Err(StoreError::Refused(_))
-        ));
-        assert!(matches!(
-            store.delete_administrator("second@example.test").await,
-            Err(StoreError::Refused(_))
-        ));
-        store
-            .delete_administrator("first@example.test")
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.delete_administrator("first@example.test").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(store.administrators(NOW).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn two_parallel_disables_never_leave_no_administrator() {
-        let store = Store::in_memory().await.unwrap();
-        for email in ["a@example.test", "b@example.test"] {
-            store
-                .create_administrator(email, "hash", NOW)
+    on_both_databases! {
+        async fn an_idle_session_ends_and_a_used_one_lives_on(store: Store) {
+            let id = store
+                .create_administrator("admin@example.test", "hash", NOW)
                 .await
                 .unwrap();
+            store
+                .create_session(b"token", id, NOW, later(12 * 3600))
+                .await
+                .unwrap();
+            let idle = Duration::from_secs(30 * 60);
+            for minutes in [20, 40, 60] {
+                assert!(
+                    store
+                        .session_administrator(b"token", later(minutes * 60), idle)
+                        .await
+                        .unwrap()
+                        .is_some(),
+                    "used every 20 minutes, it lives ({minutes})"
+                );
+            }
+            assert!(
+                store
+                    .session_administrator(b"token", later(91 * 60), idle)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "31 minutes idle"
+            );
         }
-        let (a, b) = tokio::join!(
-            store.set_administrator_enabled("a@example.test", false, NOW),
-            store.set_administrator_enabled("b@example.test", false, NOW)
-        );
-        assert!(a.is_ok() != b.is_ok(), "exactly one of them is refused");
-        let enabled = store
-            .administrators(NOW)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|administrator| administrator.enabled)
-            .count();
-        assert_eq!(enabled, 1);
+    }
+
+    on_both_databases! {
+        async fn administrators_are_listed_disabled_enabled_deleted_and_never_the_last_one(store: Store) {
+            let first = store
+                .create_administrator("first@example.test", "hash", NOW)
+                .await
+                .unwrap();
+            store
+                .create_administrator("second@example.test", "hash", NOW)
+                .await
+                .unwrap();
+            store
+                .create_session(b"first", first, NOW, later(3600))
+                .await
+                .unwrap();
+            let listed = store.administrators(NOW).await.unwrap();
+            assert_eq!(listed.len(), 2);
+            assert_eq!(listed[0].sessions, 1);
+            assert!(listed.iter().all(|administrator| administrator.enabled));
+
+            assert!(
+                store
+                    .set_administrator_enabled("FIRST@example.test", false, NOW)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .set_administrator_enabled("first@example.test", false, NOW)
+                    .await
+                    .unwrap(),
+                "already disabled"
+            );
+            assert!(
+                store
+                    .session_administrator(b"first", NOW, IDLE)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "disabling ends the sessions"
+            );
+            let only = store
+                .administrator_by_email("first@example.test")
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!only.enabled);
+            assert!(matches!(
+                store
+                    .set_administrator_enabled("second@example.test", false, NOW)
+                    .await,
+                Err(StoreError::Refused(_))
+            ));
+            assert!(matches!(
+                store.delete_administrator("second@example.test").await,
+                Err(StoreError::Refused(_))
+            ));
+            store
+                .delete_administrator("first@example.test")
+                .await
+                .unwrap();
+            assert!(matches!(
+                store.delete_administrator("first@example.test").await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(store.administrators(NOW).await.unwrap().len(), 1);
+        }
+    }
+
+    on_both_databases! {
+        async fn two_parallel_disables_never_leave_no_administrator(store: Store) with a SQLite file {
+            for email in ["a@example.test", "b@example.test"] {
+                store
+                    .create_administrator(email, "hash", NOW)
+                    .await
+                    .unwrap();
+            }
+            let (a, b) = tokio::join!(
+                store.set_administrator_enabled("a@example.test", false, NOW),
+                store.set_administrator_enabled("b@example.test", false, NOW)
+            );
+            assert!(a.is_ok() != b.is_ok(), "exactly one of them is refused");
+            let enabled = store
+                .administrators(NOW)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|administrator| administrator.enabled)
+                .count();
+            assert_eq!(enabled, 1);
+        }
     }
 }

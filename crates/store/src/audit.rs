@@ -1,7 +1,9 @@
 //! The audit log: appended to by every action, read with filters, pruned only by retention. The
 //! database itself refuses any other update or delete (migration 0003).
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
 use writeback_proto::time::UnixMillis;
 
 use crate::sync::contains_pattern;
@@ -63,7 +65,7 @@ impl Store {
     pub async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_events (at, actor, action, directory, target, request_id, result_code, detail, origin, trace) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(millis(event.at))
         .bind(&event.actor)
@@ -82,15 +84,18 @@ impl Store {
 
     /// Entries matching `filter`, newest first.
     pub async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        let mut parameters = Parameters::default();
+        let mut sql = String::from(
             "SELECT id, at, actor, action, directory, target, request_id, result_code, detail, origin, trace \
              FROM audit_events WHERE 1 = 1",
         );
         if let Some(since) = filter.since {
-            query.push(" AND at >= ").push_bind(millis(since));
+            let since = parameters.integer(millis(since));
+            sql.push_str(&format!(" AND at >= {since}"));
         }
         if let Some(until) = filter.until {
-            query.push(" AND at < ").push_bind(millis(until));
+            let until = parameters.integer(millis(until));
+            sql.push_str(&format!(" AND at < {until}"));
         }
         for (column, value) in [
             ("actor", &filter.actor),
@@ -98,41 +103,36 @@ impl Store {
             ("directory", &filter.directory),
         ] {
             if let Some(value) = value {
-                query
-                    .push(format_args!(" AND {column} LIKE "))
-                    .push_bind(contains_pattern(value))
-                    .push(" ESCAPE '\\'");
+                let pattern = parameters.text(contains_pattern(value));
+                let like = self.backend.like(column);
+                sql.push_str(&format!(" AND {like} {pattern} ESCAPE '\\'"));
             }
         }
-        if let Some(action) = &filter.action {
-            query.push(" AND action = ").push_bind(action.clone());
-        }
-        if let Some(request_id) = &filter.request_id {
-            query
-                .push(" AND request_id = ")
-                .push_bind(request_id.clone());
-        }
-        if let Some(result_code) = &filter.result_code {
-            query
-                .push(" AND result_code = ")
-                .push_bind(result_code.clone());
+        for (column, value) in [
+            ("action", &filter.action),
+            ("request_id", &filter.request_id),
+            ("result_code", &filter.result_code),
+        ] {
+            if let Some(value) = value {
+                let value = parameters.text(value.clone());
+                sql.push_str(&format!(" AND {column} = {value}"));
+            }
         }
         match filter.outcome {
-            Some(AuditOutcome::Success) => {
-                query.push(" AND result_code = 'success'");
-            }
-            Some(AuditOutcome::Failure) => {
-                query.push(" AND result_code <> 'success'");
-            }
+            Some(AuditOutcome::Success) => sql.push_str(" AND result_code = 'success'"),
+            Some(AuditOutcome::Failure) => sql.push_str(" AND result_code <> 'success'"),
             None => {}
         }
         if let Some(before_id) = filter.before_id {
-            query.push(" AND id < ").push_bind(before_id);
+            let before_id = parameters.integer(before_id);
+            sql.push_str(&format!(" AND id < {before_id}"));
         }
-        query
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let limit = parameters.integer(i64::from(filter.limit));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let rows = parameters
+            .bound_to(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| AuditEntry {
@@ -160,19 +160,26 @@ impl Store {
         since: UnixMillis,
         result_codes: &[&str],
     ) -> Result<u64, StoreError> {
-        let mut query: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("SELECT COUNT(*) AS count FROM audit_events WHERE directory = ");
-        query
-            .push_bind(directory.to_owned())
-            .push(" AND at >= ")
-            .push_bind(millis(since))
-            .push(" AND result_code IN (");
-        let mut codes = query.separated(", ");
-        for code in result_codes {
-            codes.push_bind((*code).to_owned());
+        if result_codes.is_empty() {
+            return Ok(0);
         }
-        query.push(")");
-        let count: i64 = query.build().fetch_one(&self.pool).await?.get("count");
+        let mut parameters = Parameters::default();
+        let directory = parameters.text(directory.to_owned());
+        let since = parameters.integer(millis(since));
+        let codes: Vec<String> = result_codes
+            .iter()
+            .map(|code| parameters.text((*code).to_owned()))
+            .collect();
+        let sql = format!(
+            "SELECT COUNT(*) AS count FROM audit_events WHERE directory = {directory} \
+             AND at >= {since} AND result_code IN ({})",
+            codes.join(", ")
+        );
+        let count: i64 = parameters
+            .bound_to(sqlx::query(&sql))
+            .fetch_one(&self.pool)
+            .await?
+            .get("count");
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -181,7 +188,7 @@ impl Store {
     pub async fn prune_audit(&self, before: UnixMillis) -> Result<u64, StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query(
-            "UPDATE audit_retention_floor SET prune_before = MAX(prune_before, ?) WHERE only_row = 1",
+            "UPDATE audit_retention_floor SET prune_before = CASE WHEN prune_before > $1 THEN prune_before ELSE $1 END WHERE only_row = 1",
         )
         .bind(millis(before))
         .execute(&mut *transaction)
@@ -194,6 +201,42 @@ impl Store {
         .rows_affected();
         transaction.commit().await?;
         Ok(removed)
+    }
+}
+
+/// The values of a statement built at run time, each named `$n` in the order it was added.
+#[derive(Debug, Default)]
+struct Parameters(Vec<Parameter>);
+
+#[derive(Debug)]
+enum Parameter {
+    Integer(i64),
+    Text(String),
+}
+
+impl Parameters {
+    /// Adds `value` and returns the placeholder that names it.
+    fn integer(&mut self, value: i64) -> String {
+        self.0.push(Parameter::Integer(value));
+        format!("${}", self.0.len())
+    }
+
+    fn text(&mut self, value: String) -> String {
+        self.0.push(Parameter::Text(value));
+        format!("${}", self.0.len())
+    }
+
+    fn bound_to<'q>(
+        self,
+        mut query: Query<'q, sqlx::Any, AnyArguments<'q>>,
+    ) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+        for parameter in self.0 {
+            query = match parameter {
+                Parameter::Integer(value) => query.bind(value),
+                Parameter::Text(value) => query.bind(value),
+            };
+        }
+        query
     }
 }
 
@@ -216,8 +259,7 @@ mod tests {
         }
     }
 
-    async fn store_with_events() -> Store {
-        let store = Store::in_memory().await.unwrap();
+    async fn with_events(store: Store) -> Store {
         for event in [
             event(
                 1_000,
@@ -259,155 +301,160 @@ mod tests {
         entries.iter().map(|entry| entry.event.at.0).collect()
     }
 
-    #[tokio::test]
-    async fn filters_combine_and_results_come_newest_first() {
-        let store = store_with_events().await;
-        let all = store.audit_entries(&filter()).await.unwrap();
-        assert_eq!(times(&all), [5_000, 4_000, 3_000, 2_000, 1_000]);
-        assert_eq!(all[0].event.origin.as_deref(), Some("192.0.2.7"));
+    on_both_databases! {
+        async fn filters_combine_and_results_come_newest_first(store: Store) {
+            let store = with_events(store).await;
+            let all = store.audit_entries(&filter()).await.unwrap();
+            assert_eq!(times(&all), [5_000, 4_000, 3_000, 2_000, 1_000]);
+            assert_eq!(all[0].event.origin.as_deref(), Some("192.0.2.7"));
 
-        let window = AuditFilter {
-            since: Some(UnixMillis(2_000)),
-            until: Some(UnixMillis(4_000)),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&window).await.unwrap()),
-            [3_000, 2_000]
-        );
+            let window = AuditFilter {
+                since: Some(UnixMillis(2_000)),
+                until: Some(UnixMillis(4_000)),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&window).await.unwrap()),
+                [3_000, 2_000]
+            );
 
-        let target = AuditFilter {
-            target: Some("JDOE".into()),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&target).await.unwrap()),
-            [2_000, 1_000]
-        );
+            let target = AuditFilter {
+                target: Some("JDOE".into()),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&target).await.unwrap()),
+                [2_000, 1_000]
+            );
 
-        let failures_by_admin = AuditFilter {
-            actor: Some("admin@".into()),
-            outcome: Some(AuditOutcome::Failure),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&failures_by_admin).await.unwrap()),
-            [2_000]
-        );
+            let failures_by_admin = AuditFilter {
+                actor: Some("admin@".into()),
+                outcome: Some(AuditOutcome::Failure),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&failures_by_admin).await.unwrap()),
+                [2_000]
+            );
 
-        let resets = AuditFilter {
-            action: Some("reset_password".into()),
-            outcome: Some(AuditOutcome::Success),
-            ..filter()
-        };
-        assert_eq!(times(&store.audit_entries(&resets).await.unwrap()), [1_000]);
+            let resets = AuditFilter {
+                action: Some("reset_password".into()),
+                outcome: Some(AuditOutcome::Success),
+                ..filter()
+            };
+            assert_eq!(times(&store.audit_entries(&resets).await.unwrap()), [1_000]);
 
-        let by_code = AuditFilter {
-            result_code: Some("policy_violation".into()),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&by_code).await.unwrap()),
-            [3_000]
-        );
+            let by_code = AuditFilter {
+                result_code: Some("policy_violation".into()),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&by_code).await.unwrap()),
+                [3_000]
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn results_are_counted_by_directory_time_and_code() {
-        let store = store_with_events().await;
-        let count = |since, codes: &'static [&'static str]| {
-            let store = store.clone();
-            async move {
+    on_both_databases! {
+        async fn results_are_counted_by_directory_time_and_code(store: Store) {
+            let store = with_events(store).await;
+            let count = |since, codes: &'static [&'static str]| {
+                let store = store.clone();
+                async move {
+                    store
+                        .count_audit_results("corp", UnixMillis(since), codes)
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(count(0, &["success"]).await, 2);
+            assert_eq!(
+                count(2_000, &["user_not_found", "policy_violation"]).await,
+                2
+            );
+            assert_eq!(count(2_500, &["user_not_found"]).await, 0);
+            assert_eq!(
                 store
-                    .count_audit_results("corp", UnixMillis(since), codes)
+                    .count_audit_results("other", UnixMillis(0), &["success"])
                     .await
-                    .unwrap()
-            }
-        };
-        assert_eq!(count(0, &["success"]).await, 2);
-        assert_eq!(
-            count(2_000, &["user_not_found", "policy_violation"]).await,
-            2
-        );
-        assert_eq!(count(2_500, &["user_not_found"]).await, 0);
-        assert_eq!(
-            store
-                .count_audit_results("other", UnixMillis(0), &["success"])
+                    .unwrap(),
+                0
+            );
+        }
+    }
+
+    on_both_databases! {
+        async fn like_metacharacters_in_a_filter_match_only_themselves(store: Store) {
+            let store = with_events(store).await;
+            let percent = AuditFilter {
+                actor: Some("0%_".into()),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&percent).await.unwrap()),
+                [5_000]
+            );
+            let underscore = AuditFilter {
+                actor: Some("_".into()),
+                ..filter()
+            };
+            assert_eq!(
+                times(&store.audit_entries(&underscore).await.unwrap()),
+                [5_000]
+            );
+        }
+    }
+
+    on_both_databases! {
+        async fn pages_follow_each_other_without_overlap(store: Store) {
+            let store = with_events(store).await;
+            let first = store
+                .audit_entries(&AuditFilter {
+                    limit: 2,
+                    ..filter()
+                })
                 .await
-                .unwrap(),
-            0
-        );
+                .unwrap();
+            let second = store
+                .audit_entries(&AuditFilter {
+                    limit: 2,
+                    before_id: first.last().map(|entry| entry.id),
+                    ..filter()
+                })
+                .await
+                .unwrap();
+            assert_eq!(times(&first), [5_000, 4_000]);
+            assert_eq!(times(&second), [3_000, 2_000]);
+        }
     }
 
-    #[tokio::test]
-    async fn like_metacharacters_in_a_filter_match_only_themselves() {
-        let store = store_with_events().await;
-        let percent = AuditFilter {
-            actor: Some("0%_".into()),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&percent).await.unwrap()),
-            [5_000]
-        );
-        let underscore = AuditFilter {
-            actor: Some("_".into()),
-            ..filter()
-        };
-        assert_eq!(
-            times(&store.audit_entries(&underscore).await.unwrap()),
-            [5_000]
-        );
-    }
+    on_both_databases! {
+        async fn the_log_cannot_be_edited_and_only_retention_removes_entries(store: Store) {
+            let store = with_events(store).await;
+            let update = sqlx::query("UPDATE audit_events SET result_code = 'success'")
+                .execute(&store.pool)
+                .await;
+            assert!(update.unwrap_err().to_string().contains("append-only"));
+            let delete = sqlx::query("DELETE FROM audit_events WHERE at = 3000")
+                .execute(&store.pool)
+                .await;
+            assert!(delete.unwrap_err().to_string().contains("append-only"));
 
-    #[tokio::test]
-    async fn pages_follow_each_other_without_overlap() {
-        let store = store_with_events().await;
-        let first = store
-            .audit_entries(&AuditFilter {
-                limit: 2,
-                ..filter()
-            })
-            .await
-            .unwrap();
-        let second = store
-            .audit_entries(&AuditFilter {
-                limit: 2,
-                before_id: first.last().map(|entry| entry.id),
-                ..filter()
-            })
-            .await
-            .unwrap();
-        assert_eq!(times(&first), [5_000, 4_000]);
-        assert_eq!(times(&second), [3_000, 2_000]);
-    }
-
-    #[tokio::test]
-    async fn the_log_cannot_be_edited_and_only_retention_removes_entries() {
-        let store = store_with_events().await;
-        let update = sqlx::query("UPDATE audit_events SET result_code = 'success'")
-            .execute(&store.pool)
-            .await;
-        assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = sqlx::query("DELETE FROM audit_events WHERE at = 3000")
-            .execute(&store.pool)
-            .await;
-        assert!(delete.unwrap_err().to_string().contains("append-only"));
-
-        assert_eq!(store.prune_audit(UnixMillis(3_000)).await.unwrap(), 2);
-        assert_eq!(
-            times(&store.audit_entries(&filter()).await.unwrap()),
-            [5_000, 4_000, 3_000]
-        );
-        // The floor never moves back, so an older cutoff cannot reopen newer entries.
-        assert_eq!(store.prune_audit(UnixMillis(0)).await.unwrap(), 0);
-        let rewind = sqlx::query("UPDATE audit_retention_floor SET prune_before = 0")
-            .execute(&store.pool)
-            .await;
-        assert!(rewind.is_err());
-        let delete = sqlx::query("DELETE FROM audit_events WHERE at = 4000")
-            .execute(&store.pool)
-            .await;
-        assert!(delete.is_err());
+            assert_eq!(store.prune_audit(UnixMillis(3_000)).await.unwrap(), 2);
+            assert_eq!(
+                times(&store.audit_entries(&filter()).await.unwrap()),
+                [5_000, 4_000, 3_000]
+            );
+            // The floor never moves back, so an older cutoff cannot reopen newer entries.
+            assert_eq!(store.prune_audit(UnixMillis(0)).await.unwrap(), 0);
+            let rewind = sqlx::query("UPDATE audit_retention_floor SET prune_before = 0")
+                .execute(&store.pool)
+                .await;
+            assert!(rewind.is_err());
+            let delete = sqlx::query("DELETE FROM audit_events WHERE at = 4000")
+                .execute(&store.pool)
+                .await;
+            assert!(delete.is_err());
+        }
     }
 }

@@ -1,23 +1,80 @@
-//! The cloud's persistent state, in SQLite (WAL) under the data directory. The only crate that
-//! knows SQL. Every time is passed in by the caller; secrets arrive already hashed.
+//! The cloud's persistent state: SQLite (WAL) under the data directory for one node, or
+//! PostgreSQL for several nodes that share it. The only crate that knows SQL. Every time is
+//! passed in by the caller; secrets arrive already hashed.
+//!
+//! Both databases run the same statements through sqlx's `Any` driver, written in the SQL they
+//! share (`$n` parameters, `ON CONFLICT`, `RETURNING`); [`Backend`] holds the few phrases that
+//! differ. Each has its own migrations, because their column types and triggers differ.
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row, SqlitePool};
 use thiserror::Error;
 use writeback_proto::identity::IdentityPublicKey;
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
 
+/// A store test, `async fn name(store: Store) { ... }`, made into the module `name` with two
+/// tests: the body run on SQLite (in memory, or in a file where the test needs several
+/// connections) and on a fresh database of the test binary's PostgreSQL server.
+#[cfg(test)]
+macro_rules! on_both_databases {
+    (async fn $name:ident($store:ident: Store) $body:block) => {
+        on_both_databases!(@module $name, $store, $body, $crate::Store::in_memory());
+    };
+    (async fn $name:ident($store:ident: Store) with a SQLite file $body:block) => {
+        on_both_databases!(@module $name, $store, $body, $crate::testing::sqlite_file_store());
+    };
+    (@module $name:ident, $store:ident, $body:block, $sqlite:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($store: $crate::Store) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                run($sqlite.await.unwrap()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let server = $crate::postgres_server::PostgresServer::shared().unwrap();
+                run(server.fresh_store().await.unwrap()).await
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod testing {
+    use crate::{Store, StoreError};
+
+    /// A store in a new SQLite file of its own, with the connections a running cloud has.
+    pub(crate) async fn sqlite_file_store() -> Result<Store, StoreError> {
+        static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let directory = std::env::temp_dir().join(format!(
+            "writeback-store-test-{}-{}",
+            std::process::id(),
+            FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).map_err(|error| StoreError::Io(error.to_string()))?;
+        Store::open(&directory.join("store.db")).await
+    }
+}
+
 mod administrators;
 mod audit;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod postgres_server;
 mod rate_limits;
 mod sealed;
 mod self_service;
@@ -47,8 +104,38 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// Migrations compiled into the binary, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `column` matched against a `LIKE` pattern, ignoring ASCII case as SQLite's `LIKE` does.
+    /// PostgreSQL's case-insensitive columns use a nondeterministic collation, which `LIKE` does
+    /// not take, so the match names a plain one.
+    pub(crate) fn like(self, column: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("{column} LIKE"),
+            Backend::Postgres => format!("{column} COLLATE \"C\" ILIKE"),
+        }
+    }
+
+    /// SQLite's planner needs telling to use `index` in a `UNION` of lookups; PostgreSQL finds
+    /// it alone.
+    pub(crate) fn indexed_by(self, index: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("INDEXED BY {index}"),
+            Backend::Postgres => String::new(),
+        }
+    }
+}
+
+type MigrationList = &'static [(i64, &'static str, &'static str)];
+
+/// SQLite's migrations, compiled into the binary and applied in order at start.
+const SQLITE_MIGRATIONS: MigrationList = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (
         2,
@@ -87,13 +174,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// PostgreSQL's migrations. Its schema began at SQLite's eighth, in one step.
+const POSTGRES_MIGRATIONS: MigrationList = &[(
+    1,
+    "schema of SQLite's eighth migration",
+    include_str!("../migrations/postgres/0001_schema.sql"),
+)];
+
 #[derive(Debug)]
-struct EmbeddedMigrations;
+struct EmbeddedMigrations(MigrationList);
 
 impl MigrationSource<'static> for EmbeddedMigrations {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
+        Box::pin(async move {
+            Ok(self
+                .0
                 .iter()
                 .map(|(version, description, sql)| {
                     Migration::new(
@@ -109,9 +204,15 @@ impl MigrationSource<'static> for EmbeddedMigrations {
     }
 }
 
+/// Every write transaction of a PostgreSQL store takes this advisory lock first, so that writes
+/// are serialized as SQLite serializes them: a rate limit counted and reserved in one
+/// transaction cannot be passed by two nodes at once.
+const POSTGRES_WRITE_LOCK: i64 = 0x5772_6974_6562_6163;
+
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +304,9 @@ async fn check_backup(pool: &SqlitePool, source: &Path) -> Result<(), StoreError
                     source.display()
                 ))
             })?;
-    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    let known = SQLITE_MIGRATIONS
+        .last()
+        .map_or(0, |(version, _, _)| *version);
     let newest = newest.unwrap_or(0);
     if newest > known {
         return Err(StoreError::Refused(format!(
@@ -220,7 +323,7 @@ async fn copy_into(pool: &SqlitePool, destination: &Path) -> Result<(), StoreErr
     let target = destination
         .to_str()
         .ok_or_else(|| StoreError::Io(format!("{}: not UTF-8", destination.display())))?;
-    let copied = sqlx::query("VACUUM INTO ?")
+    let copied = sqlx::query("VACUUM INTO $1")
         .bind(target)
         .execute(pool)
         .await;
@@ -254,6 +357,12 @@ pub(crate) fn millis(value: UnixMillis) -> i64 {
     i64::try_from(value.0).unwrap_or(i64::MAX)
 }
 
+/// A 0-or-1 column as a flag: both databases hold flags as integers, so that one statement
+/// serves both.
+pub(crate) fn flag(row: &sqlx::any::AnyRow, name: &str) -> bool {
+    row.get::<i64, _>(name) != 0
+}
+
 pub(crate) fn from_millis(value: Option<i64>) -> Option<UnixMillis> {
     value.map(|millis| UnixMillis(u64::try_from(millis).unwrap_or(0)))
 }
@@ -265,14 +374,28 @@ impl Store {
     /// (with its WAL) is made 0600 too.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         owner_only(path)?;
-        let options = SqliteConnectOptions::new()
+        sqlx::any::install_default_drivers();
+        let file = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        Self::connect(options).await
+            .create_if_missing(true);
+        Self::connect_sqlite(AnyConnectOptions::from_url(&file.to_url_lossy())?, 4).await
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host/name`) and
+    /// applies pending migrations. Every node of a cluster opens the same one.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(StoreError::Refused(
+                "a database URL names PostgreSQL (postgres://...); SQLite is a file in the data directory".into(),
+            ));
+        }
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool, Backend::Postgres).await
     }
 
     /// A consistent copy of the database at `database` in `destination`, taken while the cloud
@@ -303,32 +426,72 @@ impl Store {
 
     /// A private in-memory database, for tests.
     pub async fn in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        Self::connect(options).await
+        sqlx::any::install_default_drivers();
+        // An in-memory database exists once per connection.
+        Self::connect_sqlite(AnyConnectOptions::from_str("sqlite::memory:")?, 1).await
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let in_memory = options.get_filename() == Path::new(":memory:");
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection.
-            .max_connections(if in_memory { 1 } else { 4 })
+    async fn connect_sqlite(
+        options: AnyConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
             // A local file has no connection to go stale; the default ping before every query
             // only adds a round trip to the connection's worker thread.
             .test_before_acquire(false)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await
+                        .map(drop)
+                })
+            })
             .connect_with(options)
             .await?;
-        Migrator::new(EmbeddedMigrations).await?.run(&pool).await?;
-        Ok(Self { pool })
+        Self::migrated(pool, Backend::Sqlite).await
     }
 
-    /// A transaction that holds the write lock from its first statement. A deferred one that
-    /// reads first would take a snapshot, and its first write would then fail at once ("database
-    /// is locked", SQLITE_BUSY_SNAPSHOT) whenever another connection committed in between; this
-    /// one waits its turn under the busy timeout instead.
+    async fn migrated(pool: AnyPool, backend: Backend) -> Result<Self, StoreError> {
+        let migrations = match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        Migrator::new(EmbeddedMigrations(migrations))
+            .await?
+            .run(&pool)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A transaction that holds the write lock from its first statement. On SQLite, a deferred
+    /// one that reads first would take a snapshot, and its first write would then fail at once
+    /// ("database is locked", SQLITE_BUSY_SNAPSHOT) whenever another connection committed in
+    /// between; this one waits its turn under the busy timeout instead. On PostgreSQL it takes
+    /// [`POSTGRES_WRITE_LOCK`], so that what it read stays true until it commits.
     pub(crate) async fn begin_write(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(POSTGRES_WRITE_LOCK)
+                    .execute(&mut *transaction)
+                    .await?;
+                Ok(transaction)
+            }
+        }
     }
 
     /// The directory named `name`, created if it does not exist yet.
@@ -337,7 +500,7 @@ impl Store {
         name: &DirectoryName,
         now: UnixMillis,
     ) -> Result<DirectoryRecord, StoreError> {
-        sqlx::query("INSERT INTO directories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO directories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name.as_str())
             .bind(millis(now))
             .execute(&self.pool)
@@ -351,7 +514,7 @@ impl Store {
         &self,
         name: &DirectoryName,
     ) -> Result<Option<DirectoryRecord>, StoreError> {
-        let row = sqlx::query("SELECT id FROM directories WHERE name = ?")
+        let row = sqlx::query("SELECT id FROM directories WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -368,7 +531,7 @@ impl Store {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO registration_tokens (token_hash, directory_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO registration_tokens (token_hash, directory_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(directory_id)
             .bind(millis(now))
@@ -389,8 +552,8 @@ impl Store {
     ) -> Result<Option<DirectoryName>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let claimed = sqlx::query(
-            "UPDATE registration_tokens SET redeemed_at = ?, agent_id = ? \
-             WHERE token_hash = ? AND redeemed_at IS NULL AND expires_at > ? \
+            "UPDATE registration_tokens SET redeemed_at = $1, agent_id = $2 \
+             WHERE token_hash = $3 AND redeemed_at IS NULL AND expires_at > $4 \
              RETURNING directory_id",
         )
         .bind(millis(now))
@@ -404,7 +567,7 @@ impl Store {
         };
         let directory_id: i64 = claimed.get("directory_id");
         sqlx::query(
-            "INSERT INTO agents (id, directory_id, name, version, identity_key, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agents (id, directory_id, name, version, identity_key, registered_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(agent.agent_id.to_string())
         .bind(directory_id)
@@ -414,7 +577,7 @@ impl Store {
         .bind(millis(now))
         .execute(&mut *transaction)
         .await?;
-        let name: String = sqlx::query("SELECT name FROM directories WHERE id = ?")
+        let name: String = sqlx::query("SELECT name FROM directories WHERE id = $1")
             .bind(directory_id)
             .fetch_one(&mut *transaction)
             .await?
@@ -437,7 +600,7 @@ impl Store {
             "SELECT a.id, d.name AS directory, a.name, a.version, a.identity_key, a.registered_at, \
              a.last_connected_at, a.last_heartbeat_at, a.last_error, a.revoked_at, a.last_address \
              FROM agents a JOIN directories d ON d.id = a.directory_id \
-             WHERE (?1 IS NULL OR a.id = ?1) ORDER BY d.name, a.registered_at",
+             WHERE ($1 IS NULL OR a.id = $1) ORDER BY d.name, a.registered_at",
         )
         .bind(only.map(ToString::to_string))
         .fetch_all(&self.pool)
@@ -476,7 +639,7 @@ impl Store {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let done =
-            sqlx::query("UPDATE agents SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            sqlx::query("UPDATE agents SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
                 .bind(millis(now))
                 .bind(agent_id.to_string())
                 .execute(&self.pool)
@@ -486,7 +649,7 @@ impl Store {
 
     /// A setting's stored JSON, `None` when it was never set.
     pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM settings WHERE name = ?")
+        let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -500,7 +663,7 @@ impl Store {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) \
+            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(name)
@@ -533,7 +696,7 @@ impl Store {
         address: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET version = ?, last_address = ?, last_connected_at = ?, last_heartbeat_at = ?, last_error = NULL WHERE id = ?")
+        sqlx::query("UPDATE agents SET version = $1, last_address = $2, last_connected_at = $3, last_heartbeat_at = $4, last_error = NULL WHERE id = $5")
             .bind(version)
             .bind(address)
             .bind(millis(now))
@@ -549,7 +712,7 @@ impl Store {
         agent_id: &AgentId,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET last_heartbeat_at = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET last_heartbeat_at = $1 WHERE id = $2")
             .bind(millis(now))
             .bind(agent_id.to_string())
             .execute(&self.pool)
@@ -562,7 +725,7 @@ impl Store {
         agent_id: &AgentId,
         error: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET last_error = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET last_error = $1 WHERE id = $2")
             .bind(error)
             .bind(agent_id.to_string())
             .execute(&self.pool)
@@ -578,6 +741,8 @@ fn parse_directory(name: &str) -> Result<DirectoryName, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use writeback_proto::identity::IdentityKeyPair;
 
     use super::*;
@@ -676,122 +841,122 @@ mod tests {
         assert!(!target.exists());
     }
 
-    #[tokio::test]
-    async fn a_registration_token_registers_exactly_one_agent() {
-        let store = Store::in_memory().await.unwrap();
-        let directory = store
-            .ensure_directory(&"corp".parse().unwrap(), NOW)
-            .await
-            .unwrap();
-        store
-            .create_registration_token(b"hash", directory.id, NOW, later(3600))
-            .await
-            .unwrap();
-
-        let first = new_agent();
-        let redeemed = store
-            .redeem_registration_token(b"hash", &first, later(1))
-            .await
-            .unwrap();
-        assert_eq!(redeemed, Some("corp".parse().unwrap()));
-        assert_eq!(
-            store
-                .redeem_registration_token(b"hash", &new_agent(), later(2))
+    on_both_databases! {
+        async fn a_registration_token_registers_exactly_one_agent(store: Store) {
+            let directory = store
+                .ensure_directory(&"corp".parse().unwrap(), NOW)
                 .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
+                .unwrap();
             store
-                .redeem_registration_token(b"unknown", &new_agent(), later(2))
+                .create_registration_token(b"hash", directory.id, NOW, later(3600))
                 .await
-                .unwrap(),
-            None
-        );
+                .unwrap();
 
-        let agents = store.agents().await.unwrap();
-        assert_eq!(agents.len(), 1);
-        assert_eq!(agents[0].agent_id, first.agent_id);
-        assert_eq!(agents[0].identity_key, first.identity_key);
+            let first = new_agent();
+            let redeemed = store
+                .redeem_registration_token(b"hash", &first, later(1))
+                .await
+                .unwrap();
+            assert_eq!(redeemed, Some("corp".parse().unwrap()));
+            assert_eq!(
+                store
+                    .redeem_registration_token(b"hash", &new_agent(), later(2))
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .redeem_registration_token(b"unknown", &new_agent(), later(2))
+                    .await
+                    .unwrap(),
+                None
+            );
+
+            let agents = store.agents().await.unwrap();
+            assert_eq!(agents.len(), 1);
+            assert_eq!(agents[0].agent_id, first.agent_id);
+            assert_eq!(agents[0].identity_key, first.identity_key);
+        }
     }
 
-    #[tokio::test]
-    async fn an_expired_registration_token_is_refused() {
-        let store = Store::in_memory().await.unwrap();
-        let directory = store
-            .ensure_directory(&"corp".parse().unwrap(), NOW)
-            .await
-            .unwrap();
-        store
-            .create_registration_token(b"hash", directory.id, NOW, later(60))
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .redeem_registration_token(b"hash", &new_agent(), later(60))
+    on_both_databases! {
+        async fn an_expired_registration_token_is_refused(store: Store) {
+            let directory = store
+                .ensure_directory(&"corp".parse().unwrap(), NOW)
                 .await
-                .unwrap(),
-            None
-        );
-        assert!(store.agents().await.unwrap().is_empty());
+                .unwrap();
+            store
+                .create_registration_token(b"hash", directory.id, NOW, later(60))
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .redeem_registration_token(b"hash", &new_agent(), later(60))
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert!(store.agents().await.unwrap().is_empty());
+        }
     }
 
-    #[tokio::test]
-    async fn agent_health_is_recorded() {
-        let store = Store::in_memory().await.unwrap();
-        let directory = store
-            .ensure_directory(&"corp".parse().unwrap(), NOW)
-            .await
-            .unwrap();
-        store
-            .create_registration_token(b"hash", directory.id, NOW, later(60))
-            .await
-            .unwrap();
-        let agent = new_agent();
-        store
-            .redeem_registration_token(b"hash", &agent, NOW)
-            .await
-            .unwrap();
-        store
-            .record_agent_error(&agent.agent_id, "lost")
-            .await
-            .unwrap();
-        store
-            .record_agent_connected(&agent.agent_id, "0.2.0", Some("192.0.2.9"), later(5))
-            .await
-            .unwrap();
-        store
-            .record_agent_heartbeat(&agent.agent_id, later(35))
-            .await
-            .unwrap();
-        let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
-        assert_eq!(record.version, "0.2.0");
-        assert_eq!(record.last_connected_at, Some(later(5)));
-        assert_eq!(record.last_heartbeat_at, Some(later(35)));
-        assert_eq!(record.last_error, None);
-        assert_eq!(record.revoked_at, None);
-        assert_eq!(record.last_address.as_deref(), Some("192.0.2.9"));
+    on_both_databases! {
+        async fn agent_health_is_recorded(store: Store) {
+            let directory = store
+                .ensure_directory(&"corp".parse().unwrap(), NOW)
+                .await
+                .unwrap();
+            store
+                .create_registration_token(b"hash", directory.id, NOW, later(60))
+                .await
+                .unwrap();
+            let agent = new_agent();
+            store
+                .redeem_registration_token(b"hash", &agent, NOW)
+                .await
+                .unwrap();
+            store
+                .record_agent_error(&agent.agent_id, "lost")
+                .await
+                .unwrap();
+            store
+                .record_agent_connected(&agent.agent_id, "0.2.0", Some("192.0.2.9"), later(5))
+                .await
+                .unwrap();
+            store
+                .record_agent_heartbeat(&agent.agent_id, later(35))
+                .await
+                .unwrap();
+            let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
+            assert_eq!(record.version, "0.2.0");
+            assert_eq!(record.last_connected_at, Some(later(5)));
+            assert_eq!(record.last_heartbeat_at, Some(later(35)));
+            assert_eq!(record.last_error, None);
+            assert_eq!(record.revoked_at, None);
+            assert_eq!(record.last_address.as_deref(), Some("192.0.2.9"));
 
-        assert!(
-            store
-                .revoke_agent(&agent.agent_id, later(40))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .revoke_agent(&agent.agent_id, later(50))
-                .await
-                .unwrap()
-        );
-        let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
-        assert_eq!(record.revoked_at, Some(later(40)));
-        assert!(
-            !store
-                .revoke_agent(&AgentId::generate().unwrap(), later(40))
-                .await
-                .unwrap()
-        );
+            assert!(
+                store
+                    .revoke_agent(&agent.agent_id, later(40))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .revoke_agent(&agent.agent_id, later(50))
+                    .await
+                    .unwrap()
+            );
+            let record = store.agent(&agent.agent_id).await.unwrap().unwrap();
+            assert_eq!(record.revoked_at, Some(later(40)));
+            assert!(
+                !store
+                    .revoke_agent(&AgentId::generate().unwrap(), later(40))
+                    .await
+                    .unwrap()
+            );
+        }
     }
 
     #[tokio::test]
@@ -841,21 +1006,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&directory);
     }
 
-    #[tokio::test]
-    async fn settings_are_stored_by_name() {
-        let store = Store::in_memory().await.unwrap();
-        assert_eq!(store.setting("audit").await.unwrap(), None);
-        store
-            .put_setting("audit", "{\"retention_days\":30}", NOW)
-            .await
-            .unwrap();
-        store
-            .put_setting("audit", "{\"retention_days\":90}", later(1))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.setting("audit").await.unwrap().as_deref(),
-            Some("{\"retention_days\":90}")
-        );
+    on_both_databases! {
+        async fn settings_are_stored_by_name(store: Store) {
+            assert_eq!(store.setting("audit").await.unwrap(), None);
+            store
+                .put_setting("audit", "{\"retention_days\":30}", NOW)
+                .await
+                .unwrap();
+            store
+                .put_setting("audit", "{\"retention_days\":90}", later(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.setting("audit").await.unwrap().as_deref(),
+                Some("{\"retention_days\":90}")
+            );
+        }
     }
 }

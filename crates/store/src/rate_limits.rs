@@ -56,13 +56,13 @@ impl Store {
     /// Holds one attempt in every limit's bucket, or in none when any of them is full.
     pub async fn reserve(&self, limits: &[Limit], now: UnixMillis) -> Result<Reserved, StoreError> {
         let mut transaction = self.begin_write().await?;
-        sqlx::query("DELETE FROM rate_limit_slots WHERE at < ?")
+        sqlx::query("DELETE FROM rate_limit_slots WHERE at < $1")
             .bind(since(now, LONGEST_WINDOW))
             .execute(&mut *transaction)
             .await?;
         for limit in limits {
             let held: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM rate_limit_slots WHERE bucket = ? AND at > ?",
+                "SELECT COUNT(*) FROM rate_limit_slots WHERE bucket = $1 AND at > $2",
             )
             .bind(&limit.bucket)
             .bind(since(now, limit.window))
@@ -76,7 +76,7 @@ impl Store {
         let mut slots = Vec::with_capacity(limits.len());
         for limit in limits {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO rate_limit_slots (bucket, at) VALUES (?, ?) RETURNING id",
+                "INSERT INTO rate_limit_slots (bucket, at) VALUES ($1, $2) RETURNING id",
             )
             .bind(&limit.bucket)
             .bind(millis(now))
@@ -91,7 +91,7 @@ impl Store {
     /// Gives back what a reservation held: the attempt does not count.
     pub async fn release(&self, reservation: Reservation) -> Result<(), StoreError> {
         for slot in reservation.slots {
-            sqlx::query("DELETE FROM rate_limit_slots WHERE id = ?")
+            sqlx::query("DELETE FROM rate_limit_slots WHERE id = $1")
                 .bind(slot)
                 .execute(&self.pool)
                 .await?;
@@ -101,7 +101,7 @@ impl Store {
 
     /// Records one event in `bucket` outside any limit check: a block, say.
     pub async fn record_in_bucket(&self, bucket: &str, now: UnixMillis) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO rate_limit_slots (bucket, at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO rate_limit_slots (bucket, at) VALUES ($1, $2)")
             .bind(bucket)
             .bind(millis(now))
             .execute(&self.pool)
@@ -116,18 +116,19 @@ impl Store {
         window: Duration,
         now: UnixMillis,
     ) -> Result<u64, StoreError> {
-        let held: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM rate_limit_slots WHERE bucket = ? AND at > ?")
-                .bind(bucket)
-                .bind(since(now, window))
-                .fetch_one(&self.pool)
-                .await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rate_limit_slots WHERE bucket = $1 AND at > $2",
+        )
+        .bind(bucket)
+        .bind(since(now, window))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u64::try_from(held).unwrap_or(0))
     }
 
     /// Forgets every event of `bucket`: an administrator lifted a block, say.
     pub async fn clear_bucket(&self, bucket: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM rate_limit_slots WHERE bucket = ?")
+        sqlx::query("DELETE FROM rate_limit_slots WHERE bucket = $1")
             .bind(bucket)
             .execute(&self.pool)
             .await?;
@@ -141,71 +142,61 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    async fn store() -> Store {
-        let directory = std::env::temp_dir().join(format!(
-            "writeback-rate-limits-{}-{}",
-            std::process::id(),
-            UnixMillis::now().0
-        ));
-        std::fs::create_dir_all(&directory).unwrap();
-        Store::open(&directory.join("limits.db")).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn fifty_parallel_reservations_grant_exactly_the_limit() {
-        let store = store().await;
-        let now = UnixMillis(10 * 3_600_000);
-        let limits = vec![
-            Limit::new("proof:account:corp\\jdoe", 5, HOUR),
-            Limit::new("proof:address:192.0.2.7", 20, HOUR),
-        ];
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..50 {
-            let store = store.clone();
-            let limits = limits.clone();
-            tasks.spawn(async move { store.reserve(&limits, now).await.unwrap() });
-        }
-        let mut granted = 0;
-        while let Some(result) = tasks.join_next().await {
-            match result.unwrap() {
-                Reserved::Granted(_) => granted += 1,
-                Reserved::Refused(limit) => assert_eq!(limit.bucket, "proof:account:corp\\jdoe"),
+    on_both_databases! {
+        async fn fifty_parallel_reservations_grant_exactly_the_limit(store: Store) with a SQLite file {
+            let now = UnixMillis(10 * 3_600_000);
+            let limits = vec![
+                Limit::new("proof:account:corp\\jdoe", 5, HOUR),
+                Limit::new("proof:address:192.0.2.7", 20, HOUR),
+            ];
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..50 {
+                let store = store.clone();
+                let limits = limits.clone();
+                tasks.spawn(async move { store.reserve(&limits, now).await.unwrap() });
             }
+            let mut granted = 0;
+            while let Some(result) = tasks.join_next().await {
+                match result.unwrap() {
+                    Reserved::Granted(_) => granted += 1,
+                    Reserved::Refused(limit) => assert_eq!(limit.bucket, "proof:account:corp\\jdoe"),
+                }
+            }
+            assert_eq!(granted, 5);
+            assert_eq!(
+                store
+                    .count_in_bucket("proof:address:192.0.2.7", HOUR, now)
+                    .await
+                    .unwrap(),
+                5,
+                "a refused reservation holds nothing in any bucket"
+            );
         }
-        assert_eq!(granted, 5);
-        assert_eq!(
-            store
-                .count_in_bucket("proof:address:192.0.2.7", HOUR, now)
-                .await
-                .unwrap(),
-            5,
-            "a refused reservation holds nothing in any bucket"
-        );
     }
 
-    #[tokio::test]
-    async fn a_released_attempt_does_not_count_and_old_ones_age_out() {
-        let store = store().await;
-        let start = UnixMillis(10 * 3_600_000);
-        let limit = [Limit::new("codes:account:x", 2, HOUR)];
-        let Reserved::Granted(first) = store.reserve(&limit, start).await.unwrap() else {
-            panic!("the first is granted");
-        };
-        store.release(first).await.unwrap();
-        for _ in 0..2 {
+    on_both_databases! {
+        async fn a_released_attempt_does_not_count_and_old_ones_age_out(store: Store) with a SQLite file {
+            let start = UnixMillis(10 * 3_600_000);
+            let limit = [Limit::new("codes:account:x", 2, HOUR)];
+            let Reserved::Granted(first) = store.reserve(&limit, start).await.unwrap() else {
+                panic!("the first is granted");
+            };
+            store.release(first).await.unwrap();
+            for _ in 0..2 {
+                assert!(matches!(
+                    store.reserve(&limit, start).await.unwrap(),
+                    Reserved::Granted(_)
+                ));
+            }
             assert!(matches!(
                 store.reserve(&limit, start).await.unwrap(),
+                Reserved::Refused(_)
+            ));
+            let later = start.saturating_add(HOUR);
+            assert!(matches!(
+                store.reserve(&limit, later).await.unwrap(),
                 Reserved::Granted(_)
             ));
         }
-        assert!(matches!(
-            store.reserve(&limit, start).await.unwrap(),
-            Reserved::Refused(_)
-        ));
-        let later = start.saturating_add(HOUR);
-        assert!(matches!(
-            store.reserve(&limit, later).await.unwrap(),
-            Reserved::Granted(_)
-        ));
     }
 }

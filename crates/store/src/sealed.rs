@@ -43,7 +43,7 @@ impl Store {
                 Err(error) => return Ok(Err(error)),
             };
             if let Some(replacement) = replacement {
-                sqlx::query("UPDATE administrators SET totp_secret = ? WHERE id = ?")
+                sqlx::query("UPDATE administrators SET totp_secret = $1 WHERE id = $2")
                     .bind(replacement)
                     .bind(id)
                     .execute(&mut *transaction)
@@ -75,8 +75,8 @@ impl Store {
             };
             if let Some(replacement) = replacement {
                 sqlx::query(
-                    "UPDATE self_service_methods SET secret = ? \
-                     WHERE directory = ? AND user_anchor = ? AND method = ?",
+                    "UPDATE self_service_methods SET secret = $1 \
+                     WHERE directory = $2 AND user_anchor = $3 AND method = $4",
                 )
                 .bind(replacement)
                 .bind(&directory)
@@ -102,59 +102,59 @@ mod tests {
     use super::*;
     use crate::{MethodOwner, RegisteredMethod};
 
-    #[tokio::test]
-    async fn every_secret_is_rewritten_in_one_pass_or_none_is() {
-        let store = Store::in_memory().await.unwrap();
-        let id = store
-            .create_administrator("admin@example.test", "hash", UnixMillis(1))
-            .await
-            .unwrap();
-        store.enrol_totp(id, b"admin-key", 1).await.unwrap();
-        let owner = MethodOwner {
-            directory: "corp",
-            user_anchor: "anchor",
-        };
-        store
-            .register_self_service_method(
-                owner,
-                &RegisteredMethod {
-                    method: "authenticator_app".into(),
-                    value: None,
-                    secret: Some(b"user-key".to_vec()),
-                    registered_at: UnixMillis(1),
-                },
-            )
-            .await
-            .unwrap();
+    on_both_databases! {
+        async fn every_secret_is_rewritten_in_one_pass_or_none_is(store: Store) {
+            let id = store
+                .create_administrator("admin@example.test", "hash", UnixMillis(1))
+                .await
+                .unwrap();
+            store.enrol_totp(id, b"admin-key", 1).await.unwrap();
+            let owner = MethodOwner {
+                directory: "corp",
+                user_anchor: "anchor",
+            };
+            store
+                .register_self_service_method(
+                    owner,
+                    &RegisteredMethod {
+                        method: "authenticator_app".into(),
+                        value: None,
+                        secret: Some(b"user-key".to_vec()),
+                        registered_at: UnixMillis(1),
+                    },
+                )
+                .await
+                .unwrap();
 
-        let failed: Result<usize, &str> = store
-            .rewrite_secrets(|owner, _| match owner {
-                SecretOwner::Method { .. } => Err("cannot"),
-                SecretOwner::Administrator { .. } => Ok(Some(b"changed".to_vec())),
-            })
-            .await
-            .unwrap();
-        assert_eq!(failed, Err("cannot"));
-        assert_eq!(
-            store.totp_state(id).await.unwrap().unwrap().secret,
-            b"admin-key"
-        );
+            let failed: Result<usize, &str> = store
+                .rewrite_secrets(|owner, _| match owner {
+                    SecretOwner::Method { .. } => Err("cannot"),
+                    SecretOwner::Administrator { .. } => Ok(Some(b"changed".to_vec())),
+                })
+                .await
+                .unwrap();
+            assert_eq!(failed, Err("cannot"));
+            assert_eq!(
+                store.totp_state(id).await.unwrap().unwrap().secret,
+                b"admin-key"
+            );
 
-        let mut seen = Vec::new();
-        let changed: Result<usize, ()> = store
-            .rewrite_secrets(|owner, secret| {
-                seen.push(format!("{owner:?}"));
-                Ok(Some([b"sealed:", secret].concat()))
-            })
-            .await
-            .unwrap();
-        assert_eq!(changed, Ok(2));
-        assert_eq!(seen.len(), 2);
-        assert_eq!(
-            store.totp_state(id).await.unwrap().unwrap().secret,
-            b"sealed:admin-key"
-        );
-        let methods = store.self_service_methods(owner).await.unwrap();
-        assert_eq!(methods[0].secret.as_deref(), Some(&b"sealed:user-key"[..]));
+            let mut seen = Vec::new();
+            let changed: Result<usize, ()> = store
+                .rewrite_secrets(|owner, secret| {
+                    seen.push(format!("{owner:?}"));
+                    Ok(Some([b"sealed:", secret].concat()))
+                })
+                .await
+                .unwrap();
+            assert_eq!(changed, Ok(2));
+            assert_eq!(seen.len(), 2);
+            assert_eq!(
+                store.totp_state(id).await.unwrap().unwrap().secret,
+                b"sealed:admin-key"
+            );
+            let methods = store.self_service_methods(owner).await.unwrap();
+            assert_eq!(methods[0].secret.as_deref(), Some(&b"sealed:user-key"[..]));
+        }
     }
 }

@@ -29,7 +29,7 @@ impl Store {
     ) -> Result<Vec<RegisteredMethod>, StoreError> {
         let rows = sqlx::query(
             "SELECT method, value, secret, registered_at FROM self_service_methods \
-             WHERE directory = ? AND user_anchor = ? ORDER BY method",
+             WHERE directory = $1 AND user_anchor = $2 ORDER BY method",
         )
         .bind(owner.directory)
         .bind(owner.user_anchor)
@@ -56,7 +56,7 @@ impl Store {
         let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO self_service_methods (directory, user_anchor, method, value, secret, last_totp_step, registered_at) \
-             VALUES (?, ?, ?, ?, ?, NULL, ?) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6) \
              ON CONFLICT (directory, user_anchor, method) DO UPDATE SET value = excluded.value, \
                secret = excluded.secret, last_totp_step = NULL, registered_at = excluded.registered_at",
         )
@@ -80,7 +80,7 @@ impl Store {
         method: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM self_service_methods WHERE directory = ? AND user_anchor = ? AND method = ?",
+            "DELETE FROM self_service_methods WHERE directory = $1 AND user_anchor = $2 AND method = $3",
         )
         .bind(owner.directory)
         .bind(owner.user_anchor)
@@ -96,12 +96,13 @@ impl Store {
         &self,
         owner: MethodOwner<'_>,
     ) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM self_service_methods WHERE directory = ? AND user_anchor = ?")
-                .bind(owner.directory)
-                .bind(owner.user_anchor)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "DELETE FROM self_service_methods WHERE directory = $1 AND user_anchor = $2",
+        )
+        .bind(owner.directory)
+        .bind(owner.user_anchor)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
@@ -121,7 +122,7 @@ impl Store {
         owner: MethodOwner<'_>,
     ) -> Result<Option<UnixMillis>, StoreError> {
         let at: Option<i64> = sqlx::query_scalar(
-            "SELECT confirmed_at FROM self_service_confirmations WHERE directory = ? AND user_anchor = ?",
+            "SELECT confirmed_at FROM self_service_confirmations WHERE directory = $1 AND user_anchor = $2",
         )
         .bind(owner.directory)
         .bind(owner.user_anchor)
@@ -140,9 +141,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let done = sqlx::query(
-            "UPDATE self_service_methods SET last_totp_step = ?3 \
-             WHERE directory = ?1 AND user_anchor = ?2 AND method = 'authenticator_app' \
-               AND (last_totp_step IS NULL OR last_totp_step < ?3)",
+            "UPDATE self_service_methods SET last_totp_step = $3 \
+             WHERE directory = $1 AND user_anchor = $2 AND method = 'authenticator_app' \
+               AND (last_totp_step IS NULL OR last_totp_step < $3)",
         )
         .bind(owner.directory)
         .bind(owner.user_anchor)
@@ -154,12 +155,12 @@ impl Store {
 }
 
 async fn confirm(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     owner: MethodOwner<'_>,
     at: UnixMillis,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO self_service_confirmations (directory, user_anchor, confirmed_at) VALUES (?, ?, ?) \
+        "INSERT INTO self_service_confirmations (directory, user_anchor, confirmed_at) VALUES ($1, $2, $3) \
          ON CONFLICT (directory, user_anchor) DO UPDATE SET confirmed_at = excluded.confirmed_at",
     )
     .bind(owner.directory)
@@ -190,88 +191,88 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn methods_are_registered_replaced_confirmed_and_removed() {
-        let store = Store::in_memory().await.unwrap();
-        assert!(
-            store
-                .self_service_methods(owner())
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            store.self_service_confirmed_at(owner()).await.unwrap(),
-            None
-        );
+    on_both_databases! {
+        async fn methods_are_registered_replaced_confirmed_and_removed(store: Store) {
+            assert!(
+                store
+                    .self_service_methods(owner())
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(
+                store.self_service_confirmed_at(owner()).await.unwrap(),
+                None
+            );
 
-        store
-            .register_self_service_method(owner(), &authenticator(1_000))
-            .await
-            .unwrap();
-        store
-            .register_self_service_method(owner(), &authenticator(2_000))
-            .await
-            .unwrap();
-        let methods = store.self_service_methods(owner()).await.unwrap();
-        assert_eq!(methods, vec![authenticator(2_000)]);
-        assert_eq!(
-            store.self_service_confirmed_at(owner()).await.unwrap(),
-            Some(UnixMillis(2_000))
-        );
-        store
-            .confirm_self_service_methods(owner(), UnixMillis(5_000))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.self_service_confirmed_at(owner()).await.unwrap(),
-            Some(UnixMillis(5_000))
-        );
-
-        assert!(
             store
-                .remove_self_service_method(owner(), "authenticator_app")
+                .register_self_service_method(owner(), &authenticator(1_000))
                 .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .remove_self_service_method(owner(), "authenticator_app")
+                .unwrap();
+            store
+                .register_self_service_method(owner(), &authenticator(2_000))
                 .await
-                .unwrap()
-        );
+                .unwrap();
+            let methods = store.self_service_methods(owner()).await.unwrap();
+            assert_eq!(methods, vec![authenticator(2_000)]);
+            assert_eq!(
+                store.self_service_confirmed_at(owner()).await.unwrap(),
+                Some(UnixMillis(2_000))
+            );
+            store
+                .confirm_self_service_methods(owner(), UnixMillis(5_000))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.self_service_confirmed_at(owner()).await.unwrap(),
+                Some(UnixMillis(5_000))
+            );
+
+            assert!(
+                store
+                    .remove_self_service_method(owner(), "authenticator_app")
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .remove_self_service_method(owner(), "authenticator_app")
+                    .await
+                    .unwrap()
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn an_authenticator_step_is_accepted_once_and_never_an_earlier_one() {
-        let store = Store::in_memory().await.unwrap();
-        store
-            .register_self_service_method(owner(), &authenticator(1_000))
-            .await
-            .unwrap();
-        assert!(
+    on_both_databases! {
+        async fn an_authenticator_step_is_accepted_once_and_never_an_earlier_one(store: Store) {
             store
-                .accept_self_service_totp_step(owner(), 10)
+                .register_self_service_method(owner(), &authenticator(1_000))
                 .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .accept_self_service_totp_step(owner(), 10)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .accept_self_service_totp_step(owner(), 9)
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .accept_self_service_totp_step(owner(), 11)
-                .await
-                .unwrap()
-        );
+                .unwrap();
+            assert!(
+                store
+                    .accept_self_service_totp_step(owner(), 10)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .accept_self_service_totp_step(owner(), 10)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .accept_self_service_totp_step(owner(), 9)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .accept_self_service_totp_step(owner(), 11)
+                    .await
+                    .unwrap()
+            );
+        }
     }
 }
