@@ -125,7 +125,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                         if !status.directory_reachable {
                             tracing::warn!(agent_id = %connection.agent_id, detail = ?status.detail, "the agent cannot reach its directory");
                         }
-                        connection.report_status(status);
+                        state.relay.report_status(connection, status);
                     }
                 }
                 CloudAction::AboutToWrite { request_id, before } => {

@@ -15,6 +15,11 @@ pub struct CloudConfig {
     /// Holds the database (`writeback.db`) and, when no certificate is configured, the generated
     /// self-signed one under `tls/`.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user:password@host/name`) instead of the SQLite file in
+    /// the data directory: the one every node of a cluster shares.
+    pub database_url: Option<String>,
+    /// A file holding `database_url`, so that its password stays out of the configuration.
+    pub database_url_file: Option<PathBuf>,
     /// PEM certificate chain; with `tls_private_key`. When absent, a self-signed certificate for
     /// `self_signed_names` is generated once and kept in the data directory.
     pub tls_certificate: Option<PathBuf>,
@@ -262,6 +267,8 @@ impl Default for CloudConfig {
             tls_certificate: None,
             tls_private_key: None,
             self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            database_url: None,
+            database_url_file: None,
             secrets_key_file: None,
             request_timeout_seconds: 15,
             heartbeat_interval_ms: 500,
@@ -312,6 +319,18 @@ impl CloudConfig {
 
     pub fn portal_session(&self) -> Duration {
         Duration::from_secs(self.portal_session_minutes.max(1) * 60)
+    }
+
+    /// The PostgreSQL database's URL, when one is configured: `database_url_file`'s first line,
+    /// or `database_url`.
+    pub fn database_url(&self) -> std::io::Result<Option<String>> {
+        match &self.database_url_file {
+            Some(file) => Ok(std::fs::read_to_string(file)?
+                .lines()
+                .next()
+                .map(|line| line.trim().to_owned())),
+            None => Ok(self.database_url.clone()),
+        }
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -62,20 +62,47 @@ impl RunningCloud {
     }
 }
 
-/// Opens the store in the data directory, which is made readable by its owner only.
+/// Opens the store: the PostgreSQL database when one is configured, otherwise the SQLite file in
+/// the data directory, which is made readable by its owner only.
 pub async fn open_store(config: &CloudConfig) -> Result<Store, CloudError> {
     use std::os::unix::fs::PermissionsExt;
     let context = || format!("preparing the data directory {}", config.data_dir.display());
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(context()))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_error(context()))?;
-    Ok(Store::open(&config.database_path()).await?)
+    match postgres_url(config)? {
+        Some(url) => Ok(Store::open_postgres(&url).await?),
+        None => Ok(Store::open(&config.database_path()).await?),
+    }
+}
+
+fn postgres_url(config: &CloudConfig) -> Result<Option<String>, CloudError> {
+    config.database_url().map_err(io_error(format!(
+        "reading database_url_file {}",
+        config
+            .database_url_file
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display()
+    )))
+}
+
+/// Backup and restore here copy the SQLite file; PostgreSQL's own tools do it for a cluster.
+fn refuse_on_postgres(config: &CloudConfig, command: &str) -> Result<(), CloudError> {
+    if postgres_url(config)?.is_some() {
+        return Err(CloudError::InvalidInput(format!(
+            "this cloud keeps its data in PostgreSQL: {command} it with pg_dump and pg_restore \
+             (see the README, \"Running a cluster\"); `{command}` copies the SQLite file of one node"
+        )));
+    }
+    Ok(())
 }
 
 /// `writeback-cloud backup FILE`: a consistent copy of the database, taken while the cloud runs.
 /// What it does not hold is listed in the answer: the secrets key and, when the cloud made its
 /// own certificate, the TLS files, which a restore needs beside it.
 pub async fn back_up(config: &CloudConfig, file: &Path) -> Result<Vec<PathBuf>, CloudError> {
+    refuse_on_postgres(config, "backup")?;
     Store::back_up(&config.database_path(), file).await?;
     Ok(kept_apart(config))
 }
@@ -84,6 +111,7 @@ pub async fn back_up(config: &CloudConfig, file: &Path) -> Result<Vec<PathBuf>, 
 /// directory that has none; the files [`back_up`] named must be put back beside it.
 pub async fn restore(config: &CloudConfig, file: &Path) -> Result<Vec<PathBuf>, CloudError> {
     use std::os::unix::fs::PermissionsExt;
+    refuse_on_postgres(config, "restore")?;
     let context = || format!("preparing the data directory {}", config.data_dir.display());
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(context()))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -184,9 +212,25 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         ),
         None => None,
     };
+    let relay = Arc::new(Relay::default());
+    let cluster = if store.has_bus() {
+        let (cluster, tasks) =
+            service::cluster::Cluster::join(store.clone(), relay.clone(), config.node()).await?;
+        let mut cluster_stopping = stopping_signal.clone();
+        tokio::spawn(async move {
+            stopped(&mut cluster_stopping).await;
+            for task in tasks {
+                task.abort();
+            }
+        });
+        Some(cluster)
+    } else {
+        None
+    };
     let state = AppState {
         store,
-        relay: Arc::new(Relay::default()),
+        relay,
+        cluster,
         mailer,
         sms,
         portal,

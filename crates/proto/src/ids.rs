@@ -83,6 +83,11 @@ hex_id!(
     AgentId,
     "agent id"
 );
+hex_id!(
+    /// Names one running cloud node on the bus between nodes; new at each start.
+    NodeId,
+    "node id"
+);
 
 /// 16 bytes from 32 hexadecimal digits, in order.
 pub fn parse_hex_16(text: &str) -> Option<[u8; 16]> {

@@ -73,6 +73,7 @@ mod testing {
 
 mod administrators;
 mod audit;
+pub mod bus;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod postgres_server;
 mod rate_limits;
@@ -213,6 +214,8 @@ const POSTGRES_WRITE_LOCK: i64 = 0x5772_6974_6562_6163;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where a PostgreSQL store's bus listeners connect.
+    postgres_url: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,7 +398,9 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Self::migrated(pool, Backend::Postgres).await
+        let mut store = Self::migrated(pool, Backend::Postgres).await?;
+        store.postgres_url = Some(url.into());
+        Ok(store)
     }
 
     /// A consistent copy of the database at `database` in `destination`, taken while the cloud
@@ -465,7 +470,11 @@ impl Store {
             .await?
             .run(&pool)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            postgres_url: None,
+        })
     }
 
     /// Which database this store runs on.

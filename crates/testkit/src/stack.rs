@@ -41,6 +41,8 @@ pub struct Stack {
     pub agent_id: AgentId,
     /// Signed in as the administrator.
     pub client: ApiClient,
+    /// The administrator's session, which every node of a cluster honours.
+    session_token: SecretString,
     pub work: PathBuf,
     agent_config: PathBuf,
     agent_log: PathBuf,
@@ -76,6 +78,9 @@ pub struct StackOptions {
     /// Other DCs of the domain, which the agent falls back to, in this order, after the shared
     /// one ([`DomainController::join_second`]).
     pub more_domain_controllers: Vec<Arc<DomainController>>,
+    /// A PostgreSQL database for the cloud, instead of SQLite in its data directory: the one
+    /// every node of a cluster ([`Stack::start_node`]) shares.
+    pub database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -88,6 +93,7 @@ impl Default for StackOptions {
             sms: writeback_cloud::config::SmsConfig::default(),
             configure_cloud: None,
             more_domain_controllers: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -207,6 +213,8 @@ impl Stack {
                 ..writeback_cloud::config::SmtpConfig::default()
             },
             sms: options.sms.clone(),
+            database_url: options.database_url.clone(),
+            node_name: "node-0".into(),
             ..CloudConfig::default()
         };
         if let Some(configure) = options.configure_cloud {
@@ -241,6 +249,7 @@ impl Stack {
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
         let (session, admin_authenticator) =
             enrol_administrator(&client, ADMIN_EMAIL, &admin_password).await?;
+        let session_token = session.token.clone();
         let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?.with_token(session.token);
 
         let mut stack = Stack {
@@ -253,6 +262,7 @@ impl Stack {
             admin_authenticator,
             agent_id,
             client,
+            session_token,
             work,
             agent_config,
             agent_log: log_file,
@@ -267,6 +277,34 @@ impl Stack {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.address)
+    }
+
+    /// Starts another cloud node on the stack's PostgreSQL database, named `name`: it presents
+    /// the same certificate and holds the same secrets key, as the nodes of a cluster behind one
+    /// name do. Returns it with an API client signed in as the stack's administrator.
+    pub async fn start_node(&self, name: &str) -> Result<(RunningCloud, ApiClient)> {
+        ensure!(
+            self.options.database_url.is_some(),
+            "nodes share a PostgreSQL database; start the stack with one"
+        );
+        let first = &self.cloud_config;
+        let certificate = writeback_cloud::certificate_paths(first)?;
+        let config = CloudConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: self.work.join(format!("cloud-{name}")),
+            tls_certificate: Some(certificate.0),
+            tls_private_key: Some(certificate.1),
+            secrets_key_file: Some(first.secrets_key_path()),
+            node_name: name.into(),
+            ..first.clone()
+        };
+        let node = writeback_cloud::start(config).await?;
+        let client = ApiClient::new(
+            &format!("https://{}", node.address),
+            &Trust::Pinned(node.fingerprint),
+        )?
+        .with_token(self.session_token.clone());
+        Ok((node, client))
     }
 
     /// Everything the agent has logged so far, every run of it.

@@ -36,7 +36,12 @@ pub async fn summaries(state: &AppState) -> Result<Vec<AgentSummary>, StoreError
             let connection = live.iter().find(|live| live.agent_id == agent.agent_id);
             AgentSummary {
                 connected: connection.is_some(),
-                node: connection.map(|_| node.clone()),
+                node: connection.map(|connection| {
+                    connection
+                        .remote_node
+                        .clone()
+                        .unwrap_or_else(|| node.clone())
+                }),
                 requests_in_flight: connection
                     .map_or(0, |connection| connection.requests_in_flight as u64),
                 directory_reachable: connection

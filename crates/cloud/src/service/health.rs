@@ -224,6 +224,7 @@ mod tests {
                 lockout: None,
             }),
             requests_in_flight: 0,
+            remote_node: None,
         }
     }
 

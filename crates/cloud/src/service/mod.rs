@@ -18,6 +18,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod audit_retention;
 pub mod auth;
+pub mod cluster;
 pub mod directory;
 pub mod directory_sync;
 pub mod error;

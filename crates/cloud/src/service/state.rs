@@ -8,6 +8,7 @@ use writeback_store::Store;
 use writeback_tls::Fingerprint;
 
 use crate::config::CloudConfig;
+use crate::service::cluster::Cluster;
 use crate::service::hashing::HashingPool;
 use crate::service::metrics::CloudMetrics;
 use crate::service::notify::{Mailer, TextMessages};
@@ -20,6 +21,8 @@ use crate::service::self_service::state::PortalState;
 pub struct AppState {
     pub store: Store,
     pub relay: Arc<Relay>,
+    /// The other nodes, when this node runs in a cluster (on PostgreSQL).
+    pub cluster: Option<Arc<Cluster>>,
     pub config: Arc<CloudConfig>,
     pub metrics: Arc<CloudMetrics>,
     /// Of the certificate this server presents, for the agent set-up command the console shows.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::frame::{AgentStatus, CloudMessage};
-use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
+use writeback_proto::ids::{AgentId, DirectoryName, NodeId, RequestId};
 use writeback_proto::operation::Verdict;
 use writeback_proto::sealing::SealingPublicKey;
 
@@ -25,6 +25,18 @@ pub struct AgentConnection {
     pub(super) status: Arc<Mutex<Option<AgentStatus>>>,
     /// Notified when an administrator revokes the agent, so its connection closes at once.
     pub(super) revoked: Arc<Notify>,
+    /// Set when the agent is connected to another node: this connection stands for it here, and
+    /// what is sent on it crosses the bus.
+    pub remote: Option<RemoteConnection>,
+}
+
+/// Where an agent connected to another node is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConnection {
+    pub node_id: NodeId,
+    pub node_name: String,
+    /// The connection's id on that node.
+    pub connection_id: u64,
 }
 
 /// What the relay knows of one connected agent right now.
@@ -35,6 +47,8 @@ pub struct LiveAgent {
     pub version: String,
     pub status: Option<AgentStatus>,
     pub requests_in_flight: usize,
+    /// The node it is connected to, when that is another one.
+    pub remote_node: Option<String>,
 }
 
 impl AgentConnection {
@@ -43,7 +57,7 @@ impl AgentConnection {
         self.outbound.send(message).await.is_ok()
     }
 
-    pub fn report_status(&self, status: AgentStatus) {
+    pub(super) fn set_status(&self, status: AgentStatus) {
         *lock(&self.status) = Some(status);
     }
 
@@ -64,6 +78,7 @@ impl AgentConnection {
             version: self.version.clone(),
             status: lock(&self.status).clone(),
             requests_in_flight: lock(&self.waiters).len(),
+            remote_node: self.remote.as_ref().map(|remote| remote.node_name.clone()),
         }
     }
 }

@@ -13,28 +13,37 @@
 //!
 //! Several agents of one directory are all used: a new request goes to an agent that can use the
 //! directory, with the fewest requests in flight.
+//!
+//! In a cluster, an agent connected to another node has a *mirror* connection here
+//! ([`Relay::connect_mirror`]): a request sent on it crosses the bus, already sealed, to the
+//! agent's node, which hands it to the agent ([`Relay::accept_forwarded`]) and sends back what
+//! the agent says about it. The ledger and the waiting stay on the node the request entered, so
+//! taking a request over works the same whichever node the lost agent was on. What other nodes
+//! must hear of is told through [`RelayEvent`]s.
 
 pub mod connection;
 pub mod ledger;
 pub mod sync;
 
-pub use connection::{AgentConnection, LiveAgent};
+pub use connection::{AgentConnection, LiveAgent, RemoteConnection};
 use connection::{Waiters, lock};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 use writeback_proto::api::{InFlightStage, OperationInFlight};
-use writeback_proto::frame::CloudMessage;
-use writeback_proto::ids::{AgentId, DirectoryName, RequestId};
+use writeback_proto::frame::{AgentStatus, CloudMessage};
+use writeback_proto::ids::{AgentId, DirectoryName, NodeId, RequestId};
 use writeback_proto::intent::OperationIntent;
 use writeback_proto::operation::{
     EarlierDelivery, PasswordStamp, Request, Response, UserRef, Verdict,
 };
 use writeback_proto::result::ResultCode;
+use writeback_proto::sealing::SealingPublicKey;
 use writeback_proto::session::AuthenticatedAgent;
 use writeback_proto::time::UnixMillis;
 
@@ -46,6 +55,56 @@ pub struct Relay {
     next_connection_id: AtomicU64,
     ledger: ledger::Ledger,
     pub sync: sync::SyncOwners,
+    /// Where the relay tells the other nodes of a cluster what they must know; unset on a node
+    /// alone.
+    events: OnceLock<mpsc::UnboundedSender<RelayEvent>>,
+    /// Requests another node sent to an agent connected here, with the node and the local
+    /// connection they went on: what the agent says of them goes back to that node.
+    forwarded: Mutex<HashMap<RequestId, (NodeId, u64)>>,
+}
+
+/// An agent connection, as other nodes learn of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAnnouncement {
+    pub agent_id: AgentId,
+    /// The connection's id on its node.
+    pub connection_id: u64,
+    pub directory: DirectoryName,
+    pub version: String,
+    pub sealing_key: SealingPublicKey,
+    pub status: Option<AgentStatus>,
+}
+
+/// What happened here that other nodes must hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    AgentConnected(AgentAnnouncement),
+    AgentDisconnected {
+        connection_id: u64,
+    },
+    AgentStatus {
+        agent_id: AgentId,
+        connection_id: u64,
+        status: AgentStatus,
+    },
+    /// An administrator revoked the agent: whichever node holds its connection closes it.
+    AgentRevoked {
+        agent_id: AgentId,
+    },
+    /// The agent holding a request `node` forwarded is about to write its password over
+    /// `before`.
+    AboutToWrite {
+        node: NodeId,
+        connection_id: u64,
+        request_id: RequestId,
+        before: PasswordStamp,
+    },
+    /// The agent's answer to a request `node` forwarded.
+    Answered {
+        node: NodeId,
+        connection_id: u64,
+        response: Response,
+    },
 }
 
 /// How long a request whose connection was lost waits before another connection takes it over:
@@ -71,11 +130,128 @@ impl Relay {
             waiters: Waiters::default(),
             status: Arc::default(),
             revoked: Arc::default(),
+            remote: None,
         };
         let agent_id = agent.agent_id;
         lock(&self.connections).insert(agent_id, connection.clone());
         self.connected.notify_waiters();
+        self.tell(RelayEvent::AgentConnected(announcement(&connection)));
         connection
+    }
+
+    /// From now on, what other nodes must hear of goes to `events`; once only.
+    pub fn tell_other_nodes(&self, events: mpsc::UnboundedSender<RelayEvent>) -> bool {
+        self.events.set(events).is_ok()
+    }
+
+    fn tell(&self, event: RelayEvent) {
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
+    }
+
+    /// The agents connected to this node, as other nodes learn of them.
+    pub fn local_agents(&self) -> Vec<AgentAnnouncement> {
+        lock(&self.connections)
+            .values()
+            .filter(|connection| connection.remote.is_none())
+            .map(announcement)
+            .collect()
+    }
+
+    /// Stands for an agent connected to another node: requests sent on the returned connection
+    /// come out of the returned queue, to be carried to that node. It replaces whatever
+    /// connection the agent had here.
+    pub fn connect_mirror(
+        &self,
+        node_id: NodeId,
+        node_name: String,
+        agent: AgentAnnouncement,
+    ) -> (AgentConnection, mpsc::Receiver<CloudMessage>) {
+        let (outbound, queue) = mpsc::channel(64);
+        let connection = AgentConnection {
+            connection_id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            agent_id: agent.agent_id,
+            directory: agent.directory,
+            version: agent.version,
+            sealing_key: agent.sealing_key,
+            outbound,
+            waiters: Waiters::default(),
+            status: Arc::new(Mutex::new(agent.status)),
+            revoked: Arc::default(),
+            remote: Some(RemoteConnection {
+                node_id,
+                node_name,
+                connection_id: agent.connection_id,
+            }),
+        };
+        lock(&self.connections).insert(agent.agent_id, connection.clone());
+        self.connected.notify_waiters();
+        (connection, queue)
+    }
+
+    /// The mirror of the agent connection `connection_id` of `node_id`, if it is current here.
+    pub fn mirror(&self, node_id: NodeId, connection_id: u64) -> Option<AgentConnection> {
+        lock(&self.connections)
+            .values()
+            .find(|connection| {
+                connection.remote.as_ref().is_some_and(|remote| {
+                    remote.node_id == node_id && remote.connection_id == connection_id
+                })
+            })
+            .cloned()
+    }
+
+    /// Every mirror of an agent connected to `node_id`.
+    pub fn mirrors_of(&self, node_id: NodeId) -> Vec<AgentConnection> {
+        lock(&self.connections)
+            .values()
+            .filter(|connection| {
+                connection
+                    .remote
+                    .as_ref()
+                    .is_some_and(|remote| remote.node_id == node_id)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Hands a request another node sent to the local agent connection `connection_id`.
+    /// `false` when that connection is gone; the sender hears of it as a disconnection.
+    pub async fn accept_forwarded(
+        &self,
+        from: NodeId,
+        connection_id: u64,
+        request: Request,
+    ) -> bool {
+        let connection = lock(&self.connections)
+            .values()
+            .find(|connection| {
+                connection.remote.is_none() && connection.connection_id == connection_id
+            })
+            .cloned();
+        let Some(connection) = connection else {
+            return false;
+        };
+        lock(&self.forwarded).insert(request.request_id, (from, connection_id));
+        let request_id = request.request_id;
+        if connection.send(CloudMessage::Request(request)).await {
+            return true;
+        }
+        lock(&self.forwarded).remove(&request_id);
+        false
+    }
+
+    /// The agent's status on `connection`; told to other nodes when the agent is connected here.
+    pub fn report_status(&self, connection: &AgentConnection, status: AgentStatus) {
+        connection.set_status(status.clone());
+        if connection.remote.is_none() {
+            self.tell(RelayEvent::AgentStatus {
+                agent_id: connection.agent_id,
+                connection_id: connection.connection_id,
+                status,
+            });
+        }
     }
 
     /// Removes a connection (if it is still the current one for its agent). Requests waiting on it
@@ -89,6 +265,12 @@ impl Relay {
             connections.remove(&connection.agent_id);
         }
         drop(connections);
+        if connection.remote.is_none() {
+            lock(&self.forwarded).retain(|_, (_, on)| *on != connection.connection_id);
+            self.tell(RelayEvent::AgentDisconnected {
+                connection_id: connection.connection_id,
+            });
+        }
         self.ledger
             .connection_lost(connection.connection_id, UnixMillis::now());
         lock(&connection.waiters).clear();
@@ -130,11 +312,30 @@ impl Relay {
         request_id: RequestId,
         before: PasswordStamp,
     ) {
+        let forwarded = lock(&self.forwarded).get(&request_id).copied();
+        if let Some((node, connection_id)) = forwarded {
+            self.tell(RelayEvent::AboutToWrite {
+                node,
+                connection_id,
+                request_id,
+                before,
+            });
+            return;
+        }
         self.ledger
             .about_to_write(request_id, connection.connection_id, before);
     }
 
     pub fn deliver(&self, connection: &AgentConnection, response: Response) {
+        let forwarded = lock(&self.forwarded).remove(&response.request_id);
+        if let Some((node, connection_id)) = forwarded {
+            self.tell(RelayEvent::Answered {
+                node,
+                connection_id,
+                response,
+            });
+            return;
+        }
         let verdict = Verdict {
             result: response.result,
             warnings: response.warnings,
@@ -189,6 +390,14 @@ impl Relay {
     /// Takes a revoked agent off the relay: no new request reaches it, and its connection is told
     /// to close. Requests already sent to it are taken over like those of a lost connection.
     pub fn revoke(&self, agent_id: &AgentId) {
+        self.revoke_here(agent_id);
+        self.tell(RelayEvent::AgentRevoked {
+            agent_id: *agent_id,
+        });
+    }
+
+    /// [`Self::revoke`] without telling the other nodes: for a revocation one of them told.
+    pub fn revoke_here(&self, agent_id: &AgentId) {
         let removed = lock(&self.connections).remove(agent_id);
         if let Some(connection) = removed {
             connection.revoked.notify_one();
@@ -207,7 +416,9 @@ impl Relay {
                     .as_ref()
                     .is_some_and(|status| !status.directory_reachable);
                 let in_flight = lock(&connection.waiters).len();
-                (unreachable, in_flight, connection.connection_id)
+                // Among equals, an agent connected here: the request need not cross the bus.
+                let elsewhere = connection.remote.is_some();
+                (unreachable, in_flight, elsewhere, connection.connection_id)
             })
             .cloned()
     }
@@ -336,10 +547,21 @@ impl Relay {
     }
 }
 
+fn announcement(connection: &AgentConnection) -> AgentAnnouncement {
+    AgentAnnouncement {
+        agent_id: connection.agent_id,
+        connection_id: connection.connection_id,
+        directory: connection.directory.clone(),
+        version: connection.version.clone(),
+        sealing_key: connection.sealing_key.clone(),
+        status: lock(&connection.status).clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use writeback_proto::frame::AgentStatus;
-    use writeback_proto::operation::UserRef;
+    use writeback_proto::operation::{Operation, UserRef};
     use writeback_proto::sealing::{SealingKeyPair, SealingPublicKey};
 
     use super::*;
@@ -655,12 +877,15 @@ mod tests {
         let _third = [send()];
         assert!(matches!(first.recv().await, Some(CloudMessage::Request(_))));
         // An agent that cannot use the directory gets nothing while another can.
-        first_connection.report_status(AgentStatus {
-            directory_reachable: false,
-            detail: None,
-            password_policy: None,
-            lockout: None,
-        });
+        relay.report_status(
+            &first_connection,
+            AgentStatus {
+                directory_reachable: false,
+                detail: None,
+                password_policy: None,
+                lockout: None,
+            },
+        );
         let _fourth = [send(), send()];
         for _ in 0..2 {
             assert!(matches!(
@@ -669,5 +894,173 @@ mod tests {
             ));
         }
         assert!(first.try_recv().is_err());
+    }
+
+    /// Node A's relay mirrors an agent connected to node B. The bus is stood in for by passing
+    /// each node's events to the other by hand, as the cluster does.
+    struct TwoNodes {
+        a: Arc<Relay>,
+        b: Arc<Relay>,
+        a_events: mpsc::UnboundedReceiver<RelayEvent>,
+        b_events: mpsc::UnboundedReceiver<RelayEvent>,
+        node_a: NodeId,
+        node_b: NodeId,
+    }
+
+    impl TwoNodes {
+        fn new() -> Self {
+            let (a, b) = (Arc::new(Relay::default()), Arc::new(Relay::default()));
+            let (a_sender, a_events) = mpsc::unbounded_channel();
+            let (b_sender, b_events) = mpsc::unbounded_channel();
+            assert!(a.tell_other_nodes(a_sender));
+            assert!(b.tell_other_nodes(b_sender));
+            Self {
+                a,
+                b,
+                a_events,
+                b_events,
+                node_a: NodeId::generate().unwrap(),
+                node_b: NodeId::generate().unwrap(),
+            }
+        }
+
+        /// What node B told the others about its agent, made into A's mirror of it.
+        async fn mirror_b_agent(&mut self) -> (AgentConnection, mpsc::Receiver<CloudMessage>) {
+            let Some(RelayEvent::AgentConnected(announcement)) = self.b_events.recv().await else {
+                panic!("B announces its agent");
+            };
+            assert_eq!(self.b.local_agents(), vec![announcement.clone()]);
+            self.a
+                .connect_mirror(self.node_b, "node-b".into(), announcement)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_entering_a_node_without_the_agent_goes_to_the_agents_node_sealed_and_the_answer_comes_back()
+     {
+        let mut nodes = TwoNodes::new();
+        let key = SealingKeyPair::generate();
+        let (agent_sender, mut agent_inbox) = mpsc::channel(4);
+        let on_b = nodes.b.connect(
+            &agent(AgentId::generate().unwrap(), key.public_key()),
+            corp(),
+            agent_sender,
+        );
+        let (mirror, mut carried) = nodes.mirror_b_agent().await;
+        assert_eq!(
+            nodes.a.live_agents()[0].remote_node.as_deref(),
+            Some("node-b")
+        );
+
+        let request_id = RequestId::generate().unwrap();
+        let dispatching = {
+            let a = nodes.a.clone();
+            tokio::spawn(async move {
+                a.dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        let Some(CloudMessage::Request(crossing)) = carried.recv().await else {
+            panic!("the request is carried towards B");
+        };
+        // Sealed on A, to the agent's key: the password never crosses the bus in the clear.
+        let Operation::ResetPassword { new_password, .. } = &crossing.operation else {
+            panic!("a reset");
+        };
+        assert_eq!(new_password.key_id, key.public_key().key_id);
+        assert!(
+            nodes
+                .b
+                .accept_forwarded(nodes.node_a, on_b.connection_id, crossing)
+                .await
+        );
+        let Some(CloudMessage::Request(delivered)) = agent_inbox.recv().await else {
+            panic!("the agent on B gets the request");
+        };
+        assert_eq!(delivered.request_id, request_id);
+
+        let before = PasswordStamp {
+            version: 3,
+            changed_at: UnixMillis(5),
+        };
+        nodes.b.about_to_write(&on_b, request_id, before);
+        let Some(RelayEvent::AboutToWrite {
+            node,
+            connection_id,
+            request_id: about,
+            before: stamp,
+        }) = nodes.b_events.recv().await
+        else {
+            panic!("B tells A what the agent is about to overwrite");
+        };
+        assert_eq!((node, connection_id), (nodes.node_a, on_b.connection_id));
+        nodes.a.about_to_write(&mirror, about, stamp);
+        assert_eq!(
+            nodes.a.ledger.get(&request_id).unwrap().about_to_write,
+            Some(before)
+        );
+
+        nodes.b.deliver(&on_b, success(request_id));
+        let Some(RelayEvent::Answered { response, .. }) = nodes.b_events.recv().await else {
+            panic!("B sends the answer back to A");
+        };
+        // The request is A's: B keeps no ledger entry of it.
+        assert!(nodes.b.ledger.get(&request_id).is_none());
+        nodes.a.deliver(&mirror, response);
+        assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
+        assert!(nodes.a_events.try_recv().is_err(), "A told nobody anything");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_agent_was_on_a_node_that_went_silent_is_taken_over_by_a_local_agent() {
+        let mut nodes = TwoNodes::new();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (agent_sender, _agent_inbox) = mpsc::channel(4);
+        nodes.b.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            agent_sender,
+        );
+        let (mirror, mut carried) = nodes.mirror_b_agent().await;
+        let request_id = RequestId::generate().unwrap();
+        let dispatching = {
+            let a = nodes.a.clone();
+            tokio::spawn(async move {
+                a.dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        assert!(matches!(
+            carried.recv().await,
+            Some(CloudMessage::Request(_))
+        ));
+        let (local_sender, mut local_inbox) = mpsc::channel(4);
+        let local = nodes.a.connect(
+            &agent(AgentId::generate().unwrap(), &key),
+            corp(),
+            local_sender,
+        );
+        // B is silent: the cluster disconnects its mirrors.
+        for silent in nodes.a.mirrors_of(nodes.node_b) {
+            nodes.a.disconnect(&silent);
+        }
+        assert!(
+            nodes
+                .a
+                .mirror(nodes.node_b, mirror.remote.unwrap().connection_id)
+                .is_none()
+        );
+        let Some(CloudMessage::Request(taken_over)) = local_inbox.recv().await else {
+            panic!("the local agent takes the request over");
+        };
+        assert_eq!(taken_over.request_id, request_id);
+        assert_eq!(
+            taken_over.earlier_delivery,
+            Some(EarlierDelivery {
+                about_to_write: None
+            })
+        );
+        nodes.a.deliver(&local, success(request_id));
+        assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
     }
 }

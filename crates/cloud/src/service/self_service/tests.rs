@@ -178,6 +178,7 @@ impl Core {
         let state = AppState {
             store,
             relay: Arc::new(Relay::default()),
+            cluster: None,
             config: Arc::new(config),
             metrics: Arc::default(),
             fingerprint: writeback_tls::Fingerprint([0; 32]),
@@ -350,7 +351,7 @@ fn stand_in_agent(
         sealing_key: SealingKeyPair::generate().public_key().clone(),
     };
     let connection = state.relay.connect(&agent, corp(), sender);
-    connection.report_status(reachable(true));
+    state.relay.report_status(&connection, reachable(true));
     let received: Received = Arc::default();
     let answers: Arc<Mutex<VecDeque<Verdict>>> = Arc::default();
     let relay = state.relay.clone();
@@ -785,11 +786,15 @@ async fn a_directory_every_agent_reports_unreachable_stops_before_any_request() 
         .await;
     core.prove(&flow, answers(&RIGHT)).await.unwrap();
     let flow = core.reopen(&flow).await.unwrap();
-    core.connection.report_status(reachable(false));
+    core.state
+        .relay
+        .report_status(&core.connection, reachable(false));
     let unlocked = recovery::unlock(&core.state, &flow, request_id(), &None).await;
     assert!(matches!(unlocked, Err(Stop::Unavailable)));
     assert!(core.received().is_empty());
-    core.connection.report_status(reachable(true));
+    core.state
+        .relay
+        .report_status(&core.connection, reachable(true));
     core.answers.lock().unwrap().push_back(Verdict {
         result: ResultCode::Success,
         warnings: vec![OutcomeWarning::WasNotLocked],

@@ -1,0 +1,443 @@
+//! Several cloud nodes on one PostgreSQL database, with the database's `LISTEN`/`NOTIFY` as the
+//! bus between them (ARCHITECTURE.md says why that bus).
+//!
+//! Each node tells the others, on the broadcast channel, which agents are connected to it, and
+//! that it is alive, every [`ALIVE_INTERVAL`]. Every node keeps a mirror of each agent connected
+//! elsewhere in its relay, so a request entering any node can go to any agent: the relay seals
+//! it to the agent's key, and it crosses the bus to the agent's node, which hands it over and
+//! sends back on the first node's own channel what the agent says. A node not heard from for
+//! [`NODE_SILENCE`] is gone: its agents' mirrors are disconnected, and requests in flight to them
+//! are taken over as for any lost connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use writeback_proto::frame::{AgentStatus, CloudMessage};
+use writeback_proto::ids::{AgentId, NodeId, RequestId};
+use writeback_proto::operation::{PasswordStamp, Request, Response};
+use writeback_store::Store;
+
+use crate::service::error::CloudError;
+use crate::service::relay::{AgentAnnouncement, Relay, RelayEvent};
+
+/// How often a node says it is alive.
+pub const ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A node silent this long is gone, with its agents.
+pub const NODE_SILENCE: Duration = Duration::from_secs(2);
+
+/// Every node listens here.
+const BROADCAST: &str = "writeback_nodes";
+
+fn channel_of(node: NodeId) -> String {
+    format!("writeback_node_{node}")
+}
+
+/// One message between nodes, as JSON on the bus. `node` is always the sender.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BusMessage {
+    Alive {
+        node: NodeId,
+        name: String,
+    },
+    /// A node that just started asks the others for their agents.
+    Hello {
+        node: NodeId,
+    },
+    AgentConnected {
+        node: NodeId,
+        name: String,
+        agent: AgentAnnouncement,
+    },
+    AgentDisconnected {
+        node: NodeId,
+        connection_id: u64,
+    },
+    AgentStatus {
+        node: NodeId,
+        connection_id: u64,
+        status: AgentStatus,
+    },
+    AgentRevoked {
+        node: NodeId,
+        agent_id: AgentId,
+    },
+    /// For the agent on the receiver's connection `connection_id`.
+    Deliver {
+        node: NodeId,
+        connection_id: u64,
+        request: Request,
+    },
+    AboutToWrite {
+        node: NodeId,
+        connection_id: u64,
+        request_id: RequestId,
+        before: PasswordStamp,
+    },
+    Answered {
+        node: NodeId,
+        connection_id: u64,
+        response: Response,
+    },
+}
+
+impl BusMessage {
+    fn sender(&self) -> NodeId {
+        match self {
+            Self::Alive { node, .. }
+            | Self::Hello { node }
+            | Self::AgentConnected { node, .. }
+            | Self::AgentDisconnected { node, .. }
+            | Self::AgentStatus { node, .. }
+            | Self::AgentRevoked { node, .. }
+            | Self::Deliver { node, .. }
+            | Self::AboutToWrite { node, .. }
+            | Self::Answered { node, .. } => *node,
+        }
+    }
+}
+
+/// Another node, as last heard.
+#[derive(Debug, Clone)]
+struct Peer {
+    name: String,
+    heard_at: Instant,
+}
+
+/// Another node of the cluster, for the console and the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSummary {
+    pub name: String,
+    /// Agents connected to it.
+    pub agents: usize,
+    /// `true` for the node answering.
+    pub this_node: bool,
+}
+
+/// This node's place in the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    node: NodeId,
+    name: String,
+    store: Store,
+    relay: Arc<Relay>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Cluster {
+    /// Joins the cluster on `store`'s bus as the node `name`: listens, asks the other nodes for
+    /// their agents, and runs until the returned tasks are aborted.
+    pub async fn join(
+        store: Store,
+        relay: Arc<Relay>,
+        name: String,
+    ) -> Result<(Arc<Cluster>, Vec<JoinHandle<()>>), CloudError> {
+        let node = NodeId::generate().map_err(|error| CloudError::Internal(error.to_string()))?;
+        let own_channel = channel_of(node);
+        let listener = store.listen(&[BROADCAST, &own_channel]).await?;
+        let (events, relay_events) = mpsc::unbounded_channel();
+        if !relay.tell_other_nodes(events) {
+            return Err(CloudError::Internal(
+                "the relay already belongs to a cluster".into(),
+            ));
+        }
+        let cluster = Arc::new(Cluster {
+            node,
+            name,
+            store,
+            relay,
+            peers: Mutex::default(),
+        });
+        tracing::info!(node = %cluster.name, node_id = %node, "joined the cluster");
+        cluster.broadcast(&BusMessage::Hello { node }).await;
+        let tasks = vec![
+            tokio::spawn(cluster.clone().listen(listener)),
+            tokio::spawn(cluster.clone().tell_others(relay_events)),
+            tokio::spawn(cluster.clone().keep_alive()),
+        ];
+        Ok((cluster, tasks))
+    }
+
+    /// This node and every node heard from within [`NODE_SILENCE`], by name.
+    pub fn nodes(&self) -> Vec<NodeSummary> {
+        let agents = self.relay.live_agents();
+        let count = |name: &str, this_node: bool| {
+            agents
+                .iter()
+                .filter(|agent| match &agent.remote_node {
+                    Some(node) => !this_node && node == name,
+                    None => this_node,
+                })
+                .count()
+        };
+        let mut nodes = vec![NodeSummary {
+            name: self.name.clone(),
+            agents: count(&self.name, true),
+            this_node: true,
+        }];
+        nodes.extend(locked(&self.peers).values().map(|peer| NodeSummary {
+            name: peer.name.clone(),
+            agents: count(&peer.name, false),
+            this_node: false,
+        }));
+        nodes.sort_by(|first, second| first.name.cmp(&second.name));
+        nodes
+    }
+
+    async fn send(&self, channel: &str, message: &BusMessage) {
+        let payload = match serde_json::to_string(message) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a message for the other nodes");
+                return;
+            }
+        };
+        if let Err(error) = self.store.publish(channel, &payload).await {
+            tracing::warn!(%error, "cannot reach the other nodes");
+        }
+    }
+
+    async fn broadcast(&self, message: &BusMessage) {
+        self.send(BROADCAST, message).await;
+    }
+
+    async fn listen(self: Arc<Self>, mut listener: writeback_store::bus::BusListener) {
+        loop {
+            let payload = match listener.next().await {
+                Ok((_, payload)) => payload,
+                Err(error) => {
+                    tracing::warn!(%error, "the bus between nodes failed; listening again");
+                    tokio::time::sleep(ALIVE_INTERVAL).await;
+                    continue;
+                }
+            };
+            match serde_json::from_str::<BusMessage>(&payload) {
+                Ok(message) if message.sender() != self.node => self.clone().on_message(message),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable message from another node"),
+            }
+        }
+    }
+
+    fn on_message(self: Arc<Self>, message: BusMessage) {
+        let sender = message.sender();
+        match message {
+            BusMessage::Alive { name, .. } => self.heard(sender, name),
+            BusMessage::Hello { .. } => {
+                tokio::spawn(async move {
+                    for agent in self.relay.local_agents() {
+                        let message = BusMessage::AgentConnected {
+                            node: self.node,
+                            name: self.name.clone(),
+                            agent,
+                        };
+                        self.send(&channel_of(sender), &message).await;
+                    }
+                });
+            }
+            BusMessage::AgentConnected { name, agent, .. } => {
+                self.heard(sender, name.clone());
+                let connection_id = agent.connection_id;
+                let (_, queue) = self.relay.connect_mirror(sender, name, agent);
+                tokio::spawn(self.carry(sender, connection_id, queue));
+            }
+            BusMessage::AgentDisconnected { connection_id, .. } => {
+                if let Some(mirror) = self.relay.mirror(sender, connection_id) {
+                    self.relay.disconnect(&mirror);
+                }
+            }
+            BusMessage::AgentStatus {
+                connection_id,
+                status,
+                ..
+            } => {
+                if let Some(mirror) = self.relay.mirror(sender, connection_id) {
+                    self.relay.report_status(&mirror, status);
+                }
+            }
+            BusMessage::AgentRevoked { agent_id, .. } => self.relay.revoke_here(&agent_id),
+            BusMessage::Deliver {
+                connection_id,
+                request,
+                ..
+            } => {
+                tokio::spawn(async move {
+                    if !self
+                        .relay
+                        .accept_forwarded(sender, connection_id, request)
+                        .await
+                    {
+                        let gone = BusMessage::AgentDisconnected {
+                            node: self.node,
+                            connection_id,
+                        };
+                        self.send(&channel_of(sender), &gone).await;
+                    }
+                });
+            }
+            BusMessage::AboutToWrite {
+                connection_id,
+                request_id,
+                before,
+                ..
+            } => {
+                if let Some(mirror) = self.relay.mirror(sender, connection_id) {
+                    self.relay.about_to_write(&mirror, request_id, before);
+                }
+            }
+            BusMessage::Answered {
+                connection_id,
+                response,
+                ..
+            } => {
+                if let Some(mirror) = self.relay.mirror(sender, connection_id) {
+                    self.relay.deliver(&mirror, response);
+                }
+            }
+        }
+    }
+
+    fn heard(&self, node: NodeId, name: String) {
+        locked(&self.peers).insert(
+            node,
+            Peer {
+                name,
+                heard_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Carries the requests sent on the mirror of `node`'s connection `connection_id` to that
+    /// node, until the mirror is dropped.
+    async fn carry(
+        self: Arc<Self>,
+        node: NodeId,
+        connection_id: u64,
+        mut queue: mpsc::Receiver<CloudMessage>,
+    ) {
+        while let Some(message) = queue.recv().await {
+            match message {
+                CloudMessage::Request(request) => {
+                    let deliver = BusMessage::Deliver {
+                        node: self.node,
+                        connection_id,
+                        request,
+                    };
+                    self.send(&channel_of(node), &deliver).await;
+                }
+                // Sync and its commands stay between an agent and the node it is connected to.
+                other => tracing::debug!(?other, "not carried to another node"),
+            }
+        }
+    }
+
+    /// Tells the other nodes what the relay says they must hear.
+    async fn tell_others(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<RelayEvent>) {
+        while let Some(event) = events.recv().await {
+            let node = self.node;
+            let (channel, message) = match event {
+                RelayEvent::AgentConnected(agent) => (
+                    BROADCAST.to_owned(),
+                    BusMessage::AgentConnected {
+                        node,
+                        name: self.name.clone(),
+                        agent,
+                    },
+                ),
+                RelayEvent::AgentDisconnected { connection_id } => (
+                    BROADCAST.to_owned(),
+                    BusMessage::AgentDisconnected {
+                        node,
+                        connection_id,
+                    },
+                ),
+                RelayEvent::AgentStatus {
+                    connection_id,
+                    status,
+                    ..
+                } => (
+                    BROADCAST.to_owned(),
+                    BusMessage::AgentStatus {
+                        node,
+                        connection_id,
+                        status,
+                    },
+                ),
+                RelayEvent::AgentRevoked { agent_id } => (
+                    BROADCAST.to_owned(),
+                    BusMessage::AgentRevoked { node, agent_id },
+                ),
+                RelayEvent::AboutToWrite {
+                    node: to,
+                    connection_id,
+                    request_id,
+                    before,
+                } => (
+                    channel_of(to),
+                    BusMessage::AboutToWrite {
+                        node,
+                        connection_id,
+                        request_id,
+                        before,
+                    },
+                ),
+                RelayEvent::Answered {
+                    node: to,
+                    connection_id,
+                    response,
+                } => (
+                    channel_of(to),
+                    BusMessage::Answered {
+                        node,
+                        connection_id,
+                        response,
+                    },
+                ),
+            };
+            self.send(&channel, &message).await;
+        }
+    }
+
+    /// Says this node is alive, and forgets the nodes that have gone silent, with their agents.
+    async fn keep_alive(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(ALIVE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            let alive = BusMessage::Alive {
+                node: self.node,
+                name: self.name.clone(),
+            };
+            self.broadcast(&alive).await;
+            let silent: Vec<(NodeId, String)> = {
+                let mut peers = locked(&self.peers);
+                let silent = peers
+                    .iter()
+                    .filter(|(_, peer)| peer.heard_at.elapsed() >= NODE_SILENCE)
+                    .map(|(node, peer)| (*node, peer.name.clone()))
+                    .collect::<Vec<_>>();
+                for (node, _) in &silent {
+                    peers.remove(node);
+                }
+                silent
+            };
+            for (node, name) in silent {
+                let mirrors = self.relay.mirrors_of(node);
+                tracing::warn!(node = %name, agents = mirrors.len(), "a cloud node went silent; its agents are gone with it");
+                for mirror in mirrors {
+                    self.relay.disconnect(&mirror);
+                }
+            }
+        }
+    }
+}

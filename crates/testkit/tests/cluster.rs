@@ -1,0 +1,147 @@
+//! Several cloud nodes on one PostgreSQL database, the bus between them, and the real agent and
+//! DC: a request entering a node without the agent crosses the bus and lands; the agent's node
+//! stopping moves the agent to another node and writeback goes on.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should stop the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use writeback_cli::ApiClient;
+use writeback_proto::api::{AgentSummary, AuditQuery, ResetPasswordRequest};
+use writeback_proto::result::ResultCode;
+use writeback_store::postgres_server::PostgresServer;
+use writeback_testkit::logs;
+use writeback_testkit::stack::{Stack, StackOptions};
+
+async fn cluster_stack() -> Stack {
+    let server = tokio::task::spawn_blocking(PostgresServer::shared)
+        .await
+        .unwrap()
+        .unwrap();
+    Stack::start_with(StackOptions {
+        database_url: Some(server.fresh_database().await.unwrap()),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The stack's agent as `client`'s node sees it, once it is seen connected to `node`.
+async fn agent_seen_on(client: &ApiClient, stack: &Stack, node: &str) -> AgentSummary {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = client.agents().await.unwrap();
+        if let Some(agent) = agents.into_iter().find(|agent| {
+            agent.agent_id == stack.agent_id
+                && agent.connected
+                && agent.node.as_deref() == Some(node)
+        }) {
+            return agent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent was not seen connected to {node} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resets `name` through `client`'s node and proves it in the directory: the new password binds
+/// and the old one is refused.
+async fn reset_through(
+    client: &ApiClient,
+    stack: &Stack,
+    name: &str,
+    old_password: &str,
+) -> writeback_proto::ids::RequestId {
+    let new_password = logs::strong_password();
+    let request = ResetPasswordRequest {
+        new_password: SecretString::from(new_password.clone()),
+        must_change: false,
+        unlock: false,
+    };
+    let response = client
+        .reset_password(&stack.directory, name, &request, None)
+        .await
+        .unwrap();
+    assert_eq!(response.result, ResultCode::Success, "{}", response.message);
+    stack
+        .dc
+        .bind_as(name, &new_password)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stack.dc.bind_as(name, old_password).await.unwrap(),
+        Err("52e".to_owned()),
+        "the old password is refused as wrong"
+    );
+    let entries = client
+        .audit(&AuditQuery {
+            request_id: Some(response.request_id.to_string()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].result_code, "success");
+    response.request_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_entering_a_node_without_the_agent_crosses_the_bus_and_lands() {
+    let stack = cluster_stack().await;
+    let (node_b, client_b) = stack.start_node("node-b").await.unwrap();
+    let seen = agent_seen_on(&client_b, &stack, "node-0").await;
+    assert_eq!(seen.directory_reachable, Some(true));
+
+    let (name, old_password) = stack.user_with_password("crossing").await.unwrap();
+    let request_id = reset_through(&client_b, &stack, &name, &old_password).await;
+    // The audit log is the cluster's: the agent's node reads node-b's entry too.
+    let query = AuditQuery {
+        request_id: Some(request_id.to_string()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(stack.client.audit(&query).await.unwrap().entries.len(), 1);
+
+    // Both ways: a node started later learns of the agent from the others at once.
+    let (_node_c, client_c) = stack.start_node("node-c").await.unwrap();
+    agent_seen_on(&client_c, &stack, "node-0").await;
+    let (name, old_password) = stack.user_with_password("crossing").await.unwrap();
+    reset_through(&client_c, &stack, &name, &old_password).await;
+    node_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_agents_node_stops_the_agent_moves_to_another_and_writeback_goes_on() {
+    let mut stack = cluster_stack().await;
+    let (node_b, client_b) = stack.start_node("node-b").await.unwrap();
+    let node_b_url = format!("https://{}", node_b.address);
+    // The agent knows both nodes, as it would know a cluster's.
+    stack.kill_agent().await.unwrap();
+    let config = std::fs::read_to_string(stack.agent_config_path()).unwrap();
+    std::fs::write(
+        stack.agent_config_path(),
+        format!("cloud_urls = [\"{node_b_url}\"]\n{config}"),
+    )
+    .unwrap();
+    stack.start_agent().await.unwrap();
+    agent_seen_on(&client_b, &stack, "node-0").await;
+
+    stack.stop_cloud().await;
+    let moved = Instant::now();
+    agent_seen_on(&client_b, &stack, "node-b").await;
+    eprintln!(
+        "the agent was connected to node-b {} ms after node-0 stopped",
+        moved.elapsed().as_millis()
+    );
+    let (name, old_password) = stack.user_with_password("moved").await.unwrap();
+    reset_through(&client_b, &stack, &name, &old_password).await;
+}
