@@ -192,11 +192,22 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     let mailer = notify::Mailer::from_config(&config.smtp)?;
     let sms = outbound::sms::SmsSender::from_config(&config.sms)?
         .map(|sender| Arc::new(sender) as Arc<dyn notify::TextMessages>);
-    let portal = Arc::new(self_service::state::PortalState::with_capacity(
-        config.portal_session(),
-        config.resources.portal_max_flows,
-        config.resources.portal_max_sessions,
-    ));
+    // On a cluster's shared database, any node serves any page of a reset or a session.
+    let portal = Arc::new(if store.has_bus() {
+        self_service::state::PortalState::shared(
+            config.portal_session(),
+            config.resources.portal_max_flows,
+            config.resources.portal_max_sessions,
+            store.clone(),
+            secrets.clone(),
+        )
+    } else {
+        self_service::state::PortalState::with_capacity(
+            config.portal_session(),
+            config.resources.portal_max_flows,
+            config.resources.portal_max_sessions,
+        )
+    });
     let metrics_token = match &config.metrics_token_file {
         Some(path) => Some(Arc::new(
             writeback_config::read_secret_file(path)

@@ -74,6 +74,7 @@ mod testing {
 mod administrators;
 mod audit;
 pub mod bus;
+mod portal;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod postgres_server;
 mod rate_limits;
@@ -82,6 +83,7 @@ mod self_service;
 mod sync;
 pub use administrators::{Administrator, AdministratorSummary, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
+pub use portal::PortalEntry;
 pub use rate_limits::{LONGEST_WINDOW, Limit, Reservation, Reserved};
 pub use sealed::SecretOwner;
 pub use self_service::{MethodOwner, RegisteredMethod};
@@ -173,14 +175,26 @@ const SQLITE_MIGRATIONS: MigrationList = &[
         "operation traces",
         include_str!("../migrations/0008_operation_traces.sql"),
     ),
+    (
+        9,
+        "portal entries",
+        include_str!("../migrations/0009_portal_entries.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations. Its schema began at SQLite's eighth, in one step.
-const POSTGRES_MIGRATIONS: MigrationList = &[(
-    1,
-    "schema of SQLite's eighth migration",
-    include_str!("../migrations/postgres/0001_schema.sql"),
-)];
+const POSTGRES_MIGRATIONS: MigrationList = &[
+    (
+        1,
+        "schema of SQLite's eighth migration",
+        include_str!("../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "portal entries",
+        include_str!("../migrations/postgres/0002_portal_entries.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct EmbeddedMigrations(MigrationList);

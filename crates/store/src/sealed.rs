@@ -18,6 +18,8 @@ pub enum SecretOwner<'a> {
         user_anchor: &'a str,
         method: &'a str,
     },
+    /// What the portal remembers under one cookie, on a cluster ([`crate::PortalEntry`]).
+    PortalEntry { kind: &'a str, key: &'a [u8] },
 }
 
 impl Store {
@@ -130,6 +132,7 @@ mod tests {
                 .rewrite_secrets(|owner, _| match owner {
                     SecretOwner::Method { .. } => Err("cannot"),
                     SecretOwner::Administrator { .. } => Ok(Some(b"changed".to_vec())),
+                    SecretOwner::PortalEntry { .. } => Err("portal entries are not rewritten"),
                 })
                 .await
                 .unwrap();

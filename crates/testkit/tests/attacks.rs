@@ -648,7 +648,10 @@ async fn floods_stay_bounded_and_sign_nobody_out() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
     }
-    let (flows, sessions) = state.portal.counts();
+    let (flows, sessions) = state
+        .portal
+        .counts(writeback_proto::time::UnixMillis::now())
+        .await;
     eprintln!("10,000 identify requests: {flows} flows and {sessions} sessions held");
     assert!(flows <= 1_000);
     let account = signed_in.send(Method::GET, "/portal/account", None).await;

@@ -11,13 +11,16 @@
 
 use std::time::{Duration, Instant};
 
+use hyper::{Method, StatusCode};
 use secrecy::SecretString;
 use writeback_cli::ApiClient;
 use writeback_proto::api::{AgentSummary, AuditQuery, ResetPasswordRequest};
 use writeback_proto::result::ResultCode;
 use writeback_store::postgres_server::PostgresServer;
 use writeback_testkit::logs;
+use writeback_testkit::portal::PortalClient;
 use writeback_testkit::stack::{Stack, StackOptions};
+use writeback_testkit::web::WebClient;
 
 async fn cluster_stack() -> Stack {
     let server = tokio::task::spawn_blocking(PostgresServer::shared)
@@ -144,4 +147,37 @@ async fn when_the_agents_node_stops_the_agent_moves_to_another_and_writeback_goe
     );
     let (name, old_password) = stack.user_with_password("moved").await.unwrap();
     reset_through(&client_b, &stack, &name, &old_password).await;
+}
+
+/// The portal on a cluster: a person signed in on one node is signed in on every node, as a load
+/// balancer may send each of their pages to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_session_started_on_one_node_is_served_by_another() {
+    let stack = cluster_stack().await;
+    let (node_b, _client_b) = stack.start_node("node-b").await.unwrap();
+    stack
+        .client
+        .update_self_service_settings(&writeback_testkit::portal::settings(1))
+        .await
+        .unwrap();
+    let (name, password) = stack.user_with_password("portalnode").await.unwrap();
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+
+    let mut on_first = PortalClient::new(&stack);
+    let signed_in = on_first.sign_in(&name, &password).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let mut on_second =
+        PortalClient::for_url(&format!("https://{}", node_b.address), node_b.fingerprint);
+    on_second.web.cookies = on_first.web.cookies.clone();
+    let account = on_second.send(Method::GET, "/portal/account", None).await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert!(WebClient::body(&account).contains(&name));
+
+    // Signing out on the second node ends the session on the first.
+    let csrf = WebClient::csrf(&account);
+    on_second
+        .send(Method::POST, "/portal/sign-out", Some(&[("csrf", &csrf)]))
+        .await;
+    let after = on_first.send(Method::GET, "/portal/account", None).await;
+    assert_ne!(after.status, StatusCode::OK);
 }

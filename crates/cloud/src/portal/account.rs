@@ -52,9 +52,10 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    fn from_cookie(state: &AppState, value: &str) -> Result<Self, Response> {
-        let handle =
-            SessionHandle::open(state, value, UnixMillis::now()).map_err(|_| signed_out())?;
+    async fn from_cookie(state: &AppState, value: &str) -> Result<Self, Response> {
+        let handle = SessionHandle::open(state, value, UnixMillis::now())
+            .await
+            .map_err(|_| signed_out())?;
         Ok(Self {
             handle,
             csrf: csrf_token(value),
@@ -62,8 +63,11 @@ impl SessionContext {
     }
 
     /// The same session re-read, so a page shows what the step just changed.
-    fn refreshed(&self, state: &AppState) -> Option<Self> {
-        let session = state.portal.session(&self.handle.key, UnixMillis::now())?;
+    async fn refreshed(&self, state: &AppState) -> Option<Self> {
+        let session = state
+            .portal
+            .session(&self.handle.key, UnixMillis::now())
+            .await?;
         Some(Self {
             handle: SessionHandle {
                 key: self.handle.key.clone(),
@@ -82,7 +86,7 @@ impl FromRequestParts<AppState> for SessionContext {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let value = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(signed_out)?;
-        Self::from_cookie(state, &value)
+        Self::from_cookie(state, &value).await
     }
 }
 
@@ -174,7 +178,8 @@ form_fields!(crate::portal::pages::refused, SESSION_COOKIE => PlainForm);
 pub async fn sign_out(State(state): State<AppState>, form: BrowserForm<PlainForm>) -> Response {
     state
         .portal
-        .end_session(&crate::service::auth::token_hash(&form.cookie));
+        .end_session(&crate::service::auth::token_hash(&form.cookie))
+        .await;
     let mut response = MessagePage::new("You are signed out", "You can close this page.")
         .with_link("/portal", "Start again")
         .render(StatusCode::OK);
@@ -291,7 +296,7 @@ async fn account_with(
     status: StatusCode,
     notice: Notice,
 ) -> Response {
-    let Some(context) = context.refreshed(state) else {
+    let Some(context) = context.refreshed(state).await else {
         return signed_out();
     };
     match account_page(state, &context, Some(notice)).await {
@@ -300,8 +305,11 @@ async fn account_with(
     }
 }
 
-fn session_from_form(state: &AppState, cookie_value: &str) -> Result<SessionContext, Response> {
-    let context = SessionContext::from_cookie(state, cookie_value)?;
+async fn session_from_form(
+    state: &AppState,
+    cookie_value: &str,
+) -> Result<SessionContext, Response> {
+    let context = SessionContext::from_cookie(state, cookie_value).await?;
     full_session(&context)?;
     Ok(context)
 }
@@ -312,7 +320,7 @@ async fn changing_session(
     state: &AppState,
     cookie_value: &str,
 ) -> Result<SessionContext, Response> {
-    let context = session_from_form(state, cookie_value)?;
+    let context = session_from_form(state, cookie_value).await?;
     match sessions::may_change_methods(state, &context.handle, UnixMillis::now()).await {
         Ok(true) => Ok(context),
         Ok(false) => Err(account_with(
@@ -334,7 +342,7 @@ pub async fn confirm_methods(
     Origin(origin): Origin,
     form: BrowserForm<PlainForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match session_from_form(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -378,7 +386,7 @@ pub async fn start_step_up(
     Origin(origin): Origin,
     form: BrowserForm<StepUpMethodForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match session_from_form(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -415,7 +423,7 @@ pub async fn check_step_up(
     Origin(origin): Origin,
     form: BrowserForm<StepUpProofForm>,
 ) -> Response {
-    let context = match session_from_form(&state, &form.cookie) {
+    let context = match session_from_form(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };
@@ -679,7 +687,7 @@ pub async fn show_authenticator(
         }
         Err(stop) => return stopped(&state, stop).await,
     }
-    match registration::authenticator_key(&state, &context.handle, now) {
+    match registration::authenticator_key(&state, &context.handle, now).await {
         Ok(secret) => authenticator_page(&context, &secret, None, StatusCode::OK),
         Err(stop) => stopped(&state, stop).await,
     }
@@ -732,7 +740,7 @@ pub async fn confirm_authenticator(
             Redirect::to("/portal/account/authenticator").into_response()
         }
         Ok(Confirmation::Wrong) => {
-            match registration::authenticator_key(&state, &context.handle, now) {
+            match registration::authenticator_key(&state, &context.handle, now).await {
                 Ok(secret) => authenticator_page(
                     &context,
                     &secret,
@@ -913,7 +921,7 @@ pub async fn change_password(
     Origin(origin): Origin,
     form: BrowserForm<ChangeForm>,
 ) -> Response {
-    let context = match SessionContext::from_cookie(&state, &form.cookie) {
+    let context = match SessionContext::from_cookie(&state, &form.cookie).await {
         Ok(context) => context,
         Err(response) => return response,
     };

@@ -76,9 +76,9 @@ pub struct FlowContext {
 }
 
 impl FlowContext {
-    fn open(state: &AppState, value: &str) -> Result<Self, Stop> {
+    async fn open(state: &AppState, value: &str) -> Result<Self, Stop> {
         Ok(Self {
-            handle: FlowHandle::open(state, value, UnixMillis::now())?,
+            handle: FlowHandle::open(state, value, UnixMillis::now()).await?,
             csrf: csrf_token(value),
         })
     }
@@ -92,7 +92,7 @@ impl FromRequestParts<AppState> for FlowContext {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let value = cookie(&parts.headers, FLOW_COOKIE).unwrap_or_default();
-        match Self::open(state, &value) {
+        match Self::open(state, &value).await {
             Ok(context) => Ok(context),
             Err(stop) => Err(stopped(state, stop).await),
         }
@@ -252,7 +252,7 @@ pub async fn start_method(
     form: BrowserForm<MethodForm>,
 ) -> Response {
     let now = UnixMillis::now();
-    let started = match FlowHandle::open(&state, &form.cookie, now) {
+    let started = match FlowHandle::open(&state, &form.cookie, now).await {
         Ok(handle) => {
             recovery::choose_method(&state, &handle, &form.fields.method, &origin, now).await
         }
@@ -503,7 +503,7 @@ pub async fn set_new_password(
     Origin(origin): Origin,
     form: BrowserForm<NewPasswordForm>,
 ) -> Response {
-    let context = match FlowContext::open(&state, &form.cookie) {
+    let context = match FlowContext::open(&state, &form.cookie).await {
         Ok(context) => context,
         Err(stop) => return stopped(&state, stop).await,
     };
@@ -560,7 +560,7 @@ pub async fn unlock(
     Origin(origin): Origin,
     form: BrowserForm<UnlockForm>,
 ) -> Response {
-    let context = match FlowContext::open(&state, &form.cookie) {
+    let context = match FlowContext::open(&state, &form.cookie).await {
         Ok(context) => context,
         Err(stop) => return stopped(&state, stop).await,
     };

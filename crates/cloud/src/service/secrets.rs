@@ -58,6 +58,10 @@ fn associated_data(owner: SecretOwner<'_>) -> Vec<u8> {
             user_anchor,
             method,
         } => format!("method\0{directory}\0{user_anchor}\0{method}"),
+        SecretOwner::PortalEntry { kind, key } => {
+            let key: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+            format!("portal\0{kind}\0{key}")
+        }
     };
     [b"writeback sealed secret\0".as_slice(), label.as_bytes()].concat()
 }
@@ -242,11 +246,14 @@ pub async fn reseal(store: &Store, keys: &SecretKeys) -> Result<usize, CloudErro
         .await?
 }
 
-/// Replaces the key in `path` with a new one and re-seals every stored secret under it.
+/// Replaces the key in `path` with a new one and re-seals every stored secret under it. What a
+/// cluster's portal remembers between pages is ended rather than re-sealed: it lives minutes,
+/// and its people start again.
 pub async fn rotate(store: &Store, path: &Path) -> Result<usize, CloudError> {
     let both = SecretKeys::load_or_create(path)?.with_new_key()?;
     both.write(path)?;
     let changed = reseal(store, &both).await?;
+    store.remove_all_portal_entries().await?;
     both.only_current()?.write(path)?;
     Ok(changed)
 }

@@ -69,9 +69,9 @@ pub struct FlowHandle {
 
 impl FlowHandle {
     /// The flow the cookie `value` names, if it is still live.
-    pub fn open(state: &AppState, value: &str, now: UnixMillis) -> Result<Self, Stop> {
+    pub async fn open(state: &AppState, value: &str, now: UnixMillis) -> Result<Self, Stop> {
         let key = token_hash(value);
-        let flow = state.portal.flow(&key, now).ok_or(Stop::Ended)?;
+        let flow = state.portal.flow(&key, now).await.ok_or(Stop::Ended)?;
         Ok(Self { key, flow })
     }
 
@@ -148,7 +148,8 @@ pub async fn begin(
     let token = new_token("wbf_")?;
     state
         .portal
-        .start_flow(token_hash(token.expose_secret()), flow);
+        .start_flow(token_hash(token.expose_secret()), flow)
+        .await;
     Ok(token)
 }
 
@@ -206,9 +207,12 @@ pub async fn choose_method(
     };
     let challenge =
         issue_challenge(state, &settings, &handle.subject(), method, origin, now).await?;
-    state.portal.update_flow(&handle.key, now, |flow| {
-        flow.challenge = Some(challenge.clone());
-    });
+    state
+        .portal
+        .update_flow(&handle.key, now, |flow| {
+            flow.challenge = Some(challenge.clone());
+        })
+        .await;
     Ok(Some(challenge))
 }
 
@@ -234,8 +238,8 @@ pub async fn check_proof(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<ProofStep, Stop> {
-    let Some((flow, challenge)) = state.portal.take_challenge(key, now) else {
-        return match state.portal.flow(key, now) {
+    let Some((flow, challenge)) = state.portal.take_challenge(key, now).await else {
+        return match state.portal.flow(key, now).await {
             Some(_) => Ok(ProofStep::NoChallenge),
             None => Err(Stop::Ended),
         };
@@ -252,14 +256,17 @@ pub async fn check_proof(
     match verdict {
         Verdict::Passed => {}
         Verdict::Wrong => {
-            state.portal.return_challenge(key, now, challenge.clone());
+            state
+                .portal
+                .return_challenge(key, now, challenge.clone())
+                .await;
             return Ok(ProofStep::Wrong(challenge));
         }
         Verdict::Stopped(stop) => {
             if stop.ends_flow() {
-                state.portal.end_flow(key);
+                state.portal.end_flow(key).await;
             } else {
-                state.portal.return_challenge(key, now, challenge);
+                state.portal.return_challenge(key, now, challenge).await;
             }
             return Err(stop);
         }
@@ -267,12 +274,13 @@ pub async fn check_proof(
     let flow = state
         .portal
         .record_proof(key, now, challenge.method)
+        .await
         .ok_or(Stop::Ended)?;
     if let Some(account) = &flow.account
         && let Err(stop) = standing(state, account).await
     {
         if stop.ends_flow() {
-            state.portal.end_flow(key);
+            state.portal.end_flow(key).await;
         }
         return Err(stop);
     }
@@ -466,7 +474,7 @@ pub async fn set_new_password(
     };
     let outcome = write_back(state, account, origin, request_id, reset).await?;
     if matches!(outcome, FinalOutcome::Done(_)) {
-        state.portal.end_flow(&handle.key);
+        state.portal.end_flow(&handle.key).await;
         notify_user(
             state,
             &proven.settings,
@@ -498,7 +506,7 @@ pub async fn unlock(
     )
     .await?;
     if matches!(outcome, FinalOutcome::Done(_)) {
-        state.portal.end_flow(&handle.key);
+        state.portal.end_flow(&handle.key).await;
     }
     Ok(outcome)
 }

@@ -132,14 +132,17 @@ pub async fn send_code_to(
         origin,
     )
     .await?;
-    state.portal.update_session(&handle.key, now, |session| {
-        session.pending = Some(PendingRegistration {
-            method,
-            value: Some(destination),
-            secret: None,
-            code: Some(sent),
-        });
-    });
+    state
+        .portal
+        .update_session(&handle.key, now, |session| {
+            session.pending = Some(PendingRegistration {
+                method,
+                value: Some(destination),
+                secret: None,
+                code: Some(sent),
+            });
+        })
+        .await;
     Ok(Ok(()))
 }
 
@@ -152,7 +155,7 @@ pub async fn confirm_code(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<Confirmation, Stop> {
-    let Some(pending) = state.portal.take_pending(&handle.key, now) else {
+    let Some(pending) = state.portal.take_pending(&handle.key, now).await else {
         return Ok(Confirmation::NothingPending);
     };
     let PendingRegistration {
@@ -162,7 +165,7 @@ pub async fn confirm_code(
         ..
     } = pending.clone()
     else {
-        state.portal.return_pending(&handle.key, now, pending);
+        state.portal.return_pending(&handle.key, now, pending).await;
         return Ok(Confirmation::NothingPending);
     };
     if !checks::code_matches(&handle.key, &sent, typed, now) {
@@ -175,7 +178,7 @@ pub async fn confirm_code(
 
 /// The authenticator key being registered: the one already shown in this session, or a new one
 /// kept pending until a code from it is typed.
-pub fn authenticator_key(
+pub async fn authenticator_key(
     state: &AppState,
     handle: &SessionHandle,
     now: UnixMillis,
@@ -190,14 +193,17 @@ pub fn authenticator_key(
     }
     let secret = totp::new_secret().map_err(|error| CloudError::Internal(error.to_string()))?;
     let kept = secret.clone();
-    state.portal.update_session(&handle.key, now, |session| {
-        session.pending = Some(PendingRegistration {
-            method: VerificationMethod::AuthenticatorApp,
-            value: None,
-            secret: Some(kept),
-            code: None,
-        });
-    });
+    state
+        .portal
+        .update_session(&handle.key, now, |session| {
+            session.pending = Some(PendingRegistration {
+                method: VerificationMethod::AuthenticatorApp,
+                value: None,
+                secret: Some(kept),
+                code: None,
+            });
+        })
+        .await;
     Ok(secret)
 }
 
@@ -210,7 +216,7 @@ pub async fn confirm_authenticator(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<Confirmation, Stop> {
-    let Some(pending) = state.portal.take_pending(&handle.key, now) else {
+    let Some(pending) = state.portal.take_pending(&handle.key, now).await else {
         return Ok(Confirmation::NothingPending);
     };
     let Some(secret) = pending
@@ -218,7 +224,7 @@ pub async fn confirm_authenticator(
         .clone()
         .filter(|_| pending.method == VerificationMethod::AuthenticatorApp)
     else {
-        state.portal.return_pending(&handle.key, now, pending);
+        state.portal.return_pending(&handle.key, now, pending).await;
         return Ok(Confirmation::NothingPending);
     };
     let Some(step) = totp::matching_step(&secret, typed, now, None) else {
@@ -273,7 +279,7 @@ async fn count_wrong_code(
     if limits(state).used_up(Guarded::Proof, &name, now).await? {
         return Err(Stop::TryLater);
     }
-    state.portal.return_pending(&handle.key, now, pending);
+    state.portal.return_pending(&handle.key, now, pending).await;
     Ok(())
 }
 
@@ -387,12 +393,15 @@ async fn register(
     });
     notify_method_change(state, account, &told, &change, origin);
     let proves = method != VerificationMethod::SecurityQuestions;
-    state.portal.update_session(&handle.key, now, |session| {
-        session.pending = None;
-        if proves {
-            session.proven_at = Some(now);
-        }
-    });
+    state
+        .portal
+        .update_session(&handle.key, now, |session| {
+            session.pending = None;
+            if proves {
+                session.proven_at = Some(now);
+            }
+        })
+        .await;
     Ok(())
 }
 

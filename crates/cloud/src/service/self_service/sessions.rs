@@ -148,17 +148,20 @@ async fn attempt_sign_in(
     };
     limits(state).release(reservation).await?;
     let token = new_token("wbu_")?;
-    state.portal.start_session(
-        token_hash(token.expose_secret()),
-        PortalSession {
-            account,
-            must_change,
-            pending: None,
-            step_up: None,
-            proven_at: None,
-            started_at: now,
-        },
-    );
+    state
+        .portal
+        .start_session(
+            token_hash(token.expose_secret()),
+            PortalSession {
+                account,
+                must_change,
+                pending: None,
+                step_up: None,
+                proven_at: None,
+                started_at: now,
+            },
+        )
+        .await;
     Ok(SignIn::Opened { token, must_change })
 }
 
@@ -171,9 +174,9 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// The session the cookie `value` names, if it is still live.
-    pub fn open(state: &AppState, value: &str, now: UnixMillis) -> Result<Self, Stop> {
+    pub async fn open(state: &AppState, value: &str, now: UnixMillis) -> Result<Self, Stop> {
         let key = token_hash(value);
-        let session = state.portal.session(&key, now).ok_or(Stop::Ended)?;
+        let session = state.portal.session(&key, now).await.ok_or(Stop::Ended)?;
         Ok(Self { key, session })
     }
 
@@ -216,9 +219,12 @@ pub async fn start_step_up(
     };
     let challenge =
         issue_challenge(state, &settings, &handle.subject(), method, origin, now).await?;
-    state.portal.update_session(&handle.key, now, |session| {
-        session.step_up = Some(challenge.clone());
-    });
+    state
+        .portal
+        .update_session(&handle.key, now, |session| {
+            session.step_up = Some(challenge.clone());
+        })
+        .await;
     Ok(Some(challenge))
 }
 
@@ -241,27 +247,34 @@ pub async fn check_step_up(
     origin: &Option<String>,
     now: UnixMillis,
 ) -> Result<StepUp, Stop> {
-    let Some(challenge) = state.portal.take_step_up(&handle.key, now) else {
+    let Some(challenge) = state.portal.take_step_up(&handle.key, now).await else {
         return Ok(StepUp::NoChallenge);
     };
     match judge(state, origin, &handle.subject(), &challenge, answer, now).await {
         Verdict::Passed => {
-            state.portal.update_session(&handle.key, now, |session| {
-                session.proven_at = Some(now);
-            });
+            state
+                .portal
+                .update_session(&handle.key, now, |session| {
+                    session.proven_at = Some(now);
+                })
+                .await;
             Ok(StepUp::Proven)
         }
         Verdict::Wrong => {
             state
                 .portal
-                .return_step_up(&handle.key, now, challenge.clone());
+                .return_step_up(&handle.key, now, challenge.clone())
+                .await;
             Ok(StepUp::Wrong(challenge))
         }
         Verdict::Stopped(stop) => {
             if stop.ends_flow() {
-                state.portal.end_session(&handle.key);
+                state.portal.end_session(&handle.key).await;
             } else {
-                state.portal.return_step_up(&handle.key, now, challenge);
+                state
+                    .portal
+                    .return_step_up(&handle.key, now, challenge)
+                    .await;
             }
             Err(stop)
         }
@@ -305,7 +318,8 @@ pub async fn change_password(
             .portal
             .update_session(&handle.key, UnixMillis::now(), |session| {
                 session.must_change = false;
-            });
+            })
+            .await;
         notify_user(state, &settings, account, "changed by you in self-service").await;
     }
     Ok(outcome)

@@ -10,8 +10,12 @@
 //! Everything here is pure state with time passed in; the handlers do the IO.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use writeback_store::{PortalEntry, SecretOwner, Store};
 
 use writeback_proto::api::VerificationMethod;
 use writeback_proto::ids::DirectoryName;
@@ -19,11 +23,13 @@ use writeback_proto::sync::ObjectAnchor;
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
+use crate::service::secrets::SecretKeys;
+
 /// A one-time code is valid this long after it is sent.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// A synced user the portal acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortalAccount {
     pub directory: DirectoryName,
     pub anchor: ObjectAnchor,
@@ -48,7 +54,7 @@ impl PortalAccount {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Purpose {
     Reset,
     Unlock,
@@ -64,7 +70,7 @@ impl Purpose {
 }
 
 /// A code sent by mail, remembered only as a digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentCode {
     pub digest: Vec<u8>,
     pub sent_at: UnixMillis,
@@ -77,7 +83,7 @@ impl SentCode {
 }
 
 /// The method a person chose and is now proving.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {
     pub method: VerificationMethod,
     pub code: Option<SentCode>,
@@ -87,7 +93,7 @@ pub struct Challenge {
 
 /// A reset or unlock before and during verification. `account` is `None` when the name matched
 /// no user the portal may serve; the flow then looks and behaves the same and never succeeds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
     pub purpose: Purpose,
     /// The name as typed, trimmed and lower-cased.
@@ -110,19 +116,20 @@ impl Flow {
 }
 
 /// A method being registered by a signed-in user, until its code proves it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingRegistration {
     pub method: VerificationMethod,
     /// The address the code went to.
     pub value: Option<String>,
     /// The authenticator key shown, until a code from it is typed.
+    #[serde(with = "zeroizing_bytes")]
     pub secret: Option<Zeroizing<Vec<u8>>>,
     pub code: Option<SentCode>,
 }
 
 /// A user signed in with their directory password. `must_change` sessions may only change the
 /// password: the directory said it has expired or must be changed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PortalSession {
     pub account: PortalAccount,
     pub must_change: bool,
@@ -239,12 +246,57 @@ impl<T: Started> BoundedTable<T> {
 }
 
 /// Resets in progress and signed-in users, by cookie digest, in two tables of their own: a flood
-/// of new flows evicts old flows, never a signed-in user.
+/// of new flows evicts old flows, never a signed-in user. A node alone keeps them in memory; the
+/// nodes of a cluster keep them in the store they share, sealed under the secrets key, so that
+/// any node serves any page.
 #[derive(Debug)]
 pub struct PortalState {
     lifetime: Duration,
+    kept: Kept,
+}
+
+#[derive(Debug)]
+enum Kept {
+    InMemory(Tables),
+    Shared {
+        store: Store,
+        secrets: Arc<SecretKeys>,
+        flows: usize,
+        sessions: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Tables {
     flows: Mutex<BoundedTable<Flow>>,
     sessions: Mutex<BoundedTable<PortalSession>>,
+}
+
+/// A kind of thing the portal remembers: where it is kept, in memory or in the store.
+trait Remembered: Started + Clone + Serialize + DeserializeOwned {
+    const KIND: &'static str;
+    fn table(tables: &Tables) -> &Mutex<BoundedTable<Self>>;
+    fn capacity(flows: usize, sessions: usize) -> usize;
+}
+
+impl Remembered for Flow {
+    const KIND: &'static str = "flow";
+    fn table(tables: &Tables) -> &Mutex<BoundedTable<Self>> {
+        &tables.flows
+    }
+    fn capacity(flows: usize, _: usize) -> usize {
+        flows
+    }
+}
+
+impl Remembered for PortalSession {
+    const KIND: &'static str = "session";
+    fn table(tables: &Tables) -> &Mutex<BoundedTable<Self>> {
+        &tables.sessions
+    }
+    fn capacity(_: usize, sessions: usize) -> usize {
+        sessions
+    }
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -253,14 +305,55 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn sealed<T: Remembered>(secrets: &SecretKeys, key: &[u8], entry: &T) -> Option<Vec<u8>> {
+    let owner = SecretOwner::PortalEntry { kind: T::KIND, key };
+    let clear = Zeroizing::new(serde_json::to_vec(entry).ok()?);
+    secrets
+        .seal(owner, &clear)
+        .inspect_err(|error| tracing::error!(%error, "cannot seal what the portal remembers"))
+        .ok()
+}
+
+fn opened<T: Remembered>(secrets: &SecretKeys, key: &[u8], body: &[u8]) -> Option<T> {
+    let owner = SecretOwner::PortalEntry { kind: T::KIND, key };
+    let clear = secrets
+        .open(owner, body)
+        .inspect_err(|error| tracing::error!(%error, "what the portal remembers does not open"))
+        .ok()?;
+    serde_json::from_slice(&clear)
+        .inspect_err(|error| tracing::error!(%error, "what the portal remembers does not read"))
+        .ok()
+}
+
 impl PortalState {
-    /// More than `flows` (or `sessions`) at once, and the oldest are dropped: memory stays
-    /// bounded whatever anyone sends.
+    /// In memory: more than `flows` (or `sessions`) at once, and the oldest are dropped, so
+    /// memory stays bounded whatever anyone sends. A restart ends them all.
     pub fn with_capacity(lifetime: Duration, flows: usize, sessions: usize) -> Self {
         Self {
             lifetime,
-            flows: Mutex::new(BoundedTable::new(flows)),
-            sessions: Mutex::new(BoundedTable::new(sessions)),
+            kept: Kept::InMemory(Tables {
+                flows: Mutex::new(BoundedTable::new(flows)),
+                sessions: Mutex::new(BoundedTable::new(sessions)),
+            }),
+        }
+    }
+
+    /// In `store`, shared with the other nodes, with the same bounds; sealed under `secrets`.
+    pub fn shared(
+        lifetime: Duration,
+        flows: usize,
+        sessions: usize,
+        store: Store,
+        secrets: Arc<SecretKeys>,
+    ) -> Self {
+        Self {
+            lifetime,
+            kept: Kept::Shared {
+                store,
+                secrets,
+                flows: flows.max(1),
+                sessions: sessions.max(1),
+            },
         }
     }
 
@@ -268,139 +361,273 @@ impl PortalState {
         self.lifetime
     }
 
-    pub fn start_flow(&self, key: Vec<u8>, flow: Flow) {
-        let now = flow.started_at;
-        locked(&self.flows).insert(key, flow, self.lifetime, now);
+    /// The oldest start that is still live at `now`.
+    fn live_since(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(
+            now.0
+                .saturating_sub(self.lifetime.as_millis() as u64)
+                .saturating_add(1),
+        )
     }
 
-    pub fn start_session(&self, key: Vec<u8>, session: PortalSession) {
-        let now = session.started_at;
-        locked(&self.sessions).insert(key, session, self.lifetime, now);
-    }
-
-    /// The live flow under `key`; an expired one is removed.
-    pub fn flow(&self, key: &[u8], now: UnixMillis) -> Option<Flow> {
-        locked(&self.flows)
-            .live(key, self.lifetime, now)
-            .map(|flow| flow.clone())
-    }
-
-    pub fn session(&self, key: &[u8], now: UnixMillis) -> Option<PortalSession> {
-        locked(&self.sessions)
-            .live(key, self.lifetime, now)
-            .map(|session| session.clone())
-    }
-
-    /// Changes the live flow under `key` in place; `false` when there is none.
-    pub fn update_flow(&self, key: &[u8], now: UnixMillis, change: impl FnOnce(&mut Flow)) -> bool {
-        match locked(&self.flows).live(key, self.lifetime, now) {
-            Some(flow) => {
-                change(flow);
-                true
+    async fn start<T: Remembered>(&self, key: Vec<u8>, entry: T) {
+        let now = entry.started_at();
+        match &self.kept {
+            Kept::InMemory(tables) => {
+                locked(T::table(tables)).insert(key, entry, self.lifetime, now);
             }
-            None => false,
+            Kept::Shared {
+                store,
+                secrets,
+                flows,
+                sessions,
+            } => {
+                let Some(body) = sealed(secrets, &key, &entry) else {
+                    return;
+                };
+                let entry = PortalEntry {
+                    started_at: now,
+                    body,
+                };
+                let kept = store
+                    .put_portal_entry(
+                        T::KIND,
+                        &key,
+                        &entry,
+                        self.live_since(now),
+                        T::capacity(*flows, *sessions),
+                    )
+                    .await;
+                if let Err(error) = kept {
+                    tracing::error!(%error, kind = T::KIND, "cannot keep what the portal remembers");
+                }
+            }
         }
     }
 
-    pub fn update_session(
+    async fn get<T: Remembered>(&self, key: &[u8], now: UnixMillis) -> Option<T> {
+        match &self.kept {
+            Kept::InMemory(tables) => locked(T::table(tables))
+                .live(key, self.lifetime, now)
+                .map(|entry| entry.clone()),
+            Kept::Shared { store, secrets, .. } => {
+                let entry = store
+                    .portal_entry(T::KIND, key, self.live_since(now))
+                    .await
+                    .inspect_err(
+                        |error| tracing::error!(%error, "cannot read what the portal remembers"),
+                    )
+                    .ok()??;
+                opened(secrets, key, &entry.body)
+            }
+        }
+    }
+
+    /// Passes the live entry under `key` through `change`, atomically: two requests changing one
+    /// entry take turns, on one node or several. `None` when there is no live entry.
+    async fn change<T: Remembered, R>(
+        &self,
+        key: &[u8],
+        now: UnixMillis,
+        change: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        match &self.kept {
+            Kept::InMemory(tables) => locked(T::table(tables))
+                .live(key, self.lifetime, now)
+                .map(change),
+            Kept::Shared { store, secrets, .. } => store
+                .change_portal_entry(T::KIND, key, self.live_since(now), |entry| {
+                    let Some(mut remembered) = opened::<T>(secrets, key, &entry.body) else {
+                        return (None, None);
+                    };
+                    let answer = change(&mut remembered);
+                    match sealed(secrets, key, &remembered) {
+                        Some(body) => (Some(body), Some(answer)),
+                        None => (None, None),
+                    }
+                })
+                .await
+                .inspect_err(
+                    |error| tracing::error!(%error, "cannot change what the portal remembers"),
+                )
+                .ok()
+                .flatten()
+                .flatten(),
+        }
+    }
+
+    async fn end<T: Remembered>(&self, key: &[u8]) {
+        match &self.kept {
+            Kept::InMemory(tables) => {
+                locked(T::table(tables)).remove(key);
+            }
+            Kept::Shared { store, .. } => {
+                if let Err(error) = store.remove_portal_entry(T::KIND, key).await {
+                    tracing::error!(%error, "cannot end what the portal remembers");
+                }
+            }
+        }
+    }
+
+    pub async fn start_flow(&self, key: Vec<u8>, flow: Flow) {
+        self.start(key, flow).await;
+    }
+
+    pub async fn start_session(&self, key: Vec<u8>, session: PortalSession) {
+        self.start(key, session).await;
+    }
+
+    /// The live flow under `key`.
+    pub async fn flow(&self, key: &[u8], now: UnixMillis) -> Option<Flow> {
+        self.get(key, now).await
+    }
+
+    pub async fn session(&self, key: &[u8], now: UnixMillis) -> Option<PortalSession> {
+        self.get(key, now).await
+    }
+
+    /// Changes the live flow under `key` in place; `false` when there is none.
+    pub async fn update_flow(
+        &self,
+        key: &[u8],
+        now: UnixMillis,
+        change: impl FnOnce(&mut Flow),
+    ) -> bool {
+        self.change(key, now, change).await.is_some()
+    }
+
+    pub async fn update_session(
         &self,
         key: &[u8],
         now: UnixMillis,
         change: impl FnOnce(&mut PortalSession),
     ) -> bool {
-        match locked(&self.sessions).live(key, self.lifetime, now) {
-            Some(session) => {
-                change(session);
-                true
-            }
-            None => false,
-        }
+        self.change(key, now, change).await.is_some()
     }
 
     /// Takes the flow's challenge out, so that only one request can check a proof of it: the
     /// flow as it was, and the challenge. `None` when there is no live flow or no challenge.
-    pub fn take_challenge(&self, key: &[u8], now: UnixMillis) -> Option<(Flow, Challenge)> {
-        let mut flows = locked(&self.flows);
-        let flow = flows.live(key, self.lifetime, now)?;
-        let challenge = flow.challenge.take()?;
-        Some((flow.clone(), challenge))
+    pub async fn take_challenge(&self, key: &[u8], now: UnixMillis) -> Option<(Flow, Challenge)> {
+        self.change(key, now, |flow: &mut Flow| {
+            let challenge = flow.challenge.take()?;
+            Some((flow.clone(), challenge))
+        })
+        .await
+        .flatten()
     }
 
     /// Puts a challenge back after a wrong answer, unless the flow has ended or a new challenge
     /// was started meanwhile.
-    pub fn return_challenge(&self, key: &[u8], now: UnixMillis, challenge: Challenge) {
+    pub async fn return_challenge(&self, key: &[u8], now: UnixMillis, challenge: Challenge) {
         self.update_flow(key, now, |flow| {
             if flow.challenge.is_none() {
                 flow.challenge = Some(challenge);
             }
-        });
+        })
+        .await;
     }
 
     /// Counts `method` as proven for the flow; the flow as it is now.
-    pub fn record_proof(
+    pub async fn record_proof(
         &self,
         key: &[u8],
         now: UnixMillis,
         method: VerificationMethod,
     ) -> Option<Flow> {
-        let mut flows = locked(&self.flows);
-        let flow = flows.live(key, self.lifetime, now)?;
-        flow.verified.insert(method);
-        Some(flow.clone())
+        self.change(key, now, |flow: &mut Flow| {
+            flow.verified.insert(method);
+            flow.clone()
+        })
+        .await
     }
 
     /// Takes the session's step-up challenge out, so that only one request can check a proof of
     /// it.
-    pub fn take_step_up(&self, key: &[u8], now: UnixMillis) -> Option<Challenge> {
-        locked(&self.sessions)
-            .live(key, self.lifetime, now)?
-            .step_up
-            .take()
+    pub async fn take_step_up(&self, key: &[u8], now: UnixMillis) -> Option<Challenge> {
+        self.change(key, now, |session: &mut PortalSession| {
+            session.step_up.take()
+        })
+        .await
+        .flatten()
     }
 
     /// Puts a step-up challenge back after a wrong answer, unless another was started.
-    pub fn return_step_up(&self, key: &[u8], now: UnixMillis, challenge: Challenge) {
+    pub async fn return_step_up(&self, key: &[u8], now: UnixMillis, challenge: Challenge) {
         self.update_session(key, now, |session| {
             if session.step_up.is_none() {
                 session.step_up = Some(challenge);
             }
-        });
+        })
+        .await;
     }
 
     /// Takes the session's pending registration out, so that only one request can confirm it.
-    pub fn take_pending(&self, key: &[u8], now: UnixMillis) -> Option<PendingRegistration> {
-        locked(&self.sessions)
-            .live(key, self.lifetime, now)?
-            .pending
-            .take()
+    pub async fn take_pending(&self, key: &[u8], now: UnixMillis) -> Option<PendingRegistration> {
+        self.change(key, now, |session: &mut PortalSession| {
+            session.pending.take()
+        })
+        .await
+        .flatten()
     }
 
     /// Puts a pending registration back after a wrong code, unless another was started.
-    pub fn return_pending(&self, key: &[u8], now: UnixMillis, pending: PendingRegistration) {
+    pub async fn return_pending(&self, key: &[u8], now: UnixMillis, pending: PendingRegistration) {
         self.update_session(key, now, |session| {
             if session.pending.is_none() {
                 session.pending = Some(pending);
             }
-        });
+        })
+        .await;
     }
 
-    pub fn end_flow(&self, key: &[u8]) {
-        locked(&self.flows).remove(key);
+    pub async fn end_flow(&self, key: &[u8]) {
+        self.end::<Flow>(key).await;
     }
 
-    pub fn end_session(&self, key: &[u8]) {
-        locked(&self.sessions).remove(key);
+    pub async fn end_session(&self, key: &[u8]) {
+        self.end::<PortalSession>(key).await;
     }
 
-    /// How many flows and sessions are held now.
-    pub fn counts(&self) -> (usize, usize) {
-        (locked(&self.flows).len(), locked(&self.sessions).len())
+    /// How many flows and sessions are live at `now`.
+    pub async fn counts(&self, now: UnixMillis) -> (u64, u64) {
+        match &self.kept {
+            Kept::InMemory(tables) => (
+                locked(&tables.flows).len() as u64,
+                locked(&tables.sessions).len() as u64,
+            ),
+            Kept::Shared { store, .. } => {
+                let since = self.live_since(now);
+                let flows = store.count_portal_entries(Flow::KIND, since).await;
+                let sessions = store.count_portal_entries(PortalSession::KIND, since).await;
+                (flows.unwrap_or(0), sessions.unwrap_or(0))
+            }
+        }
+    }
+}
+
+/// An authenticator key in what a cluster's portal remembers: bytes in, bytes out, wiped when
+/// dropped.
+mod zeroizing_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Zeroizing<Vec<u8>>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.as_deref().map(Vec::as_slice).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, D::Error> {
+        Ok(Option::<Vec<u8>>::deserialize(deserializer)?.map(Zeroizing::new))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use writeback_store::postgres_server::PostgresServer;
 
     use super::*;
 
@@ -426,7 +653,12 @@ mod tests {
                 display_name: None,
             },
             must_change: false,
-            pending: None,
+            pending: Some(PendingRegistration {
+                method: VerificationMethod::AuthenticatorApp,
+                value: None,
+                secret: Some(Zeroizing::new(b"authenticator key".to_vec())),
+                code: None,
+            }),
             step_up: None,
             proven_at: None,
             started_at: UnixMillis(at),
@@ -444,130 +676,227 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_flow_ends_after_the_session_time_and_is_not_a_session() {
-        let state = PortalState::with_capacity(LIFETIME, 100, 100);
-        state.start_flow(b"key".to_vec(), flow(1_000));
-        assert!(
-            state
-                .flow(b"key", UnixMillis(1_000 + 14 * 60_000))
-                .is_some()
-        );
-        assert!(state.session(b"key", UnixMillis(2_000)).is_none());
-        assert!(
-            state
-                .flow(b"key", UnixMillis(1_000 + 15 * 60_000))
-                .is_none()
-        );
-        assert!(
-            !state.update_flow(b"key", UnixMillis(2_000), |_| {}),
-            "an expired flow is gone, not just hidden"
-        );
+    /// The same rules, kept the three ways: in memory, and shared in SQLite and in PostgreSQL.
+    async fn kept_every_way(
+        flows: usize,
+        sessions: usize,
+    ) -> Vec<(&'static str, Arc<PortalState>)> {
+        let secrets = Arc::new(SecretKeys::generate().unwrap());
+        let postgres = PostgresServer::shared()
+            .unwrap()
+            .fresh_store()
+            .await
+            .unwrap();
+        let sqlite = Store::in_memory().await.unwrap();
+        vec![
+            (
+                "in memory",
+                PortalState::with_capacity(LIFETIME, flows, sessions),
+            ),
+            (
+                "SQLite",
+                PortalState::shared(LIFETIME, flows, sessions, sqlite, secrets.clone()),
+            ),
+            (
+                "PostgreSQL",
+                PortalState::shared(LIFETIME, flows, sessions, postgres, secrets),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, state)| (name, Arc::new(state)))
+        .collect()
     }
 
-    #[test]
-    fn a_challenge_is_taken_by_one_of_many_parallel_checks_and_proves_one_method_once() {
-        let state = Arc::new(PortalState::with_capacity(LIFETIME, 100, 100));
-        state.start_flow(
-            b"key".to_vec(),
-            Flow {
-                challenge: Some(email_challenge()),
-                ..flow(1_000)
-            },
-        );
-        let takers: Vec<_> = (0..20)
-            .map(|_| {
-                let state = state.clone();
-                std::thread::spawn(move || {
-                    let taken = state.take_challenge(b"key", UnixMillis(2_000));
-                    if let Some((_, challenge)) = &taken {
-                        state.record_proof(b"key", UnixMillis(2_000), challenge.method);
-                    }
-                    taken.is_some()
-                })
-            })
-            .collect();
-        let won = takers
-            .into_iter()
-            .map(|taker| taker.join().unwrap())
-            .filter(|won| *won)
-            .count();
-        assert_eq!(won, 1);
-        let flow = state.flow(b"key", UnixMillis(2_000)).unwrap();
-        assert_eq!(flow.verified.len(), 1);
-        assert!(flow.challenge.is_none());
-        let again = state.record_proof(b"key", UnixMillis(2_000), VerificationMethod::Email);
-        assert_eq!(again.unwrap().verified.len(), 1, "a method counts once");
-    }
-
-    #[test]
-    fn a_wrong_answer_puts_the_challenge_back_unless_a_new_one_began() {
-        let state = PortalState::with_capacity(LIFETIME, 100, 100);
-        state.start_flow(
-            b"key".to_vec(),
-            Flow {
-                challenge: Some(email_challenge()),
-                ..flow(1_000)
-            },
-        );
-        let (_, challenge) = state.take_challenge(b"key", UnixMillis(2_000)).unwrap();
-        assert!(state.take_challenge(b"key", UnixMillis(2_000)).is_none());
-        state.return_challenge(b"key", UnixMillis(2_000), challenge.clone());
-        let (_, taken) = state.take_challenge(b"key", UnixMillis(2_000)).unwrap();
-        let newer = Challenge {
-            method: VerificationMethod::AuthenticatorApp,
-            code: None,
-            questions: Vec::new(),
-        };
-        state.update_flow(b"key", UnixMillis(2_000), |flow| {
-            flow.challenge = Some(newer.clone())
-        });
-        state.return_challenge(b"key", UnixMillis(2_000), taken);
-        let flow = state.flow(b"key", UnixMillis(2_000)).unwrap();
-        assert_eq!(flow.challenge, Some(newer));
-    }
-
-    #[test]
-    fn a_flood_of_flows_evicts_the_oldest_flows_and_never_a_session() {
-        let state = PortalState::with_capacity(LIFETIME, 100, 100);
-        state.start_session(b"signed-in".to_vec(), session(1_000));
-        for number in 0..10_000u64 {
-            state.start_flow(number.to_le_bytes().to_vec(), flow(1_000 + number));
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flow_ends_after_the_session_time_and_is_not_a_session() {
+        for (kept, state) in kept_every_way(100, 100).await {
+            state.start_flow(b"key".to_vec(), flow(1_000)).await;
+            let late = UnixMillis(1_000 + 15 * 60_000);
+            assert!(
+                state
+                    .flow(b"key", UnixMillis(1_000 + 14 * 60_000))
+                    .await
+                    .is_some(),
+                "{kept}"
+            );
+            assert!(
+                state.session(b"key", UnixMillis(2_000)).await.is_none(),
+                "{kept}"
+            );
+            assert!(state.flow(b"key", late).await.is_none(), "{kept}");
+            assert!(!state.update_flow(b"key", late, |_| {}).await, "{kept}");
         }
-        assert_eq!(state.counts(), (100, 1));
-        assert!(state.session(b"signed-in", UnixMillis(20_000)).is_some());
-        assert!(
-            state
-                .flow(&0u64.to_le_bytes(), UnixMillis(20_000))
-                .is_none()
-        );
-        assert!(
-            state
-                .flow(&9_999u64.to_le_bytes(), UnixMillis(20_000))
-                .is_some()
-        );
     }
 
-    #[test]
-    fn ended_flows_leave_no_unbounded_trail() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_challenge_is_taken_by_one_of_many_parallel_checks_and_proves_one_method_once() {
+        for (kept, state) in kept_every_way(100, 100).await {
+            let challenged = Flow {
+                challenge: Some(email_challenge()),
+                ..flow(1_000)
+            };
+            state.start_flow(b"key".to_vec(), challenged).await;
+            let takers: Vec<_> = (0..20)
+                .map(|_| {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let taken = state.take_challenge(b"key", UnixMillis(2_000)).await;
+                        if let Some((_, challenge)) = &taken {
+                            state
+                                .record_proof(b"key", UnixMillis(2_000), challenge.method)
+                                .await;
+                        }
+                        taken.is_some()
+                    })
+                })
+                .collect();
+            let mut won = 0;
+            for taker in takers {
+                won += usize::from(taker.await.unwrap());
+            }
+            assert_eq!(won, 1, "{kept}");
+            let flow = state.flow(b"key", UnixMillis(2_000)).await.unwrap();
+            assert_eq!(flow.verified.len(), 1, "{kept}");
+            assert!(flow.challenge.is_none(), "{kept}");
+            let again = state
+                .record_proof(b"key", UnixMillis(2_000), VerificationMethod::Email)
+                .await;
+            assert_eq!(
+                again.unwrap().verified.len(),
+                1,
+                "{kept}: a method counts once"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_answer_puts_the_challenge_back_unless_a_new_one_began() {
+        for (kept, state) in kept_every_way(100, 100).await {
+            let challenged = Flow {
+                challenge: Some(email_challenge()),
+                ..flow(1_000)
+            };
+            state.start_flow(b"key".to_vec(), challenged).await;
+            let now = UnixMillis(2_000);
+            let (_, challenge) = state.take_challenge(b"key", now).await.unwrap();
+            assert!(state.take_challenge(b"key", now).await.is_none(), "{kept}");
+            state.return_challenge(b"key", now, challenge.clone()).await;
+            let (_, taken) = state.take_challenge(b"key", now).await.unwrap();
+            let newer = Challenge {
+                method: VerificationMethod::AuthenticatorApp,
+                code: None,
+                questions: Vec::new(),
+            };
+            let started = newer.clone();
+            state
+                .update_flow(b"key", now, |flow| flow.challenge = Some(started))
+                .await;
+            state.return_challenge(b"key", now, taken).await;
+            let flow = state.flow(b"key", now).await.unwrap();
+            assert_eq!(flow.challenge, Some(newer), "{kept}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_flows_evicts_the_oldest_flows_and_never_a_session() {
+        for (kept, state) in kept_every_way(10, 10).await {
+            state
+                .start_session(b"signed-in".to_vec(), session(1_000))
+                .await;
+            for number in 0..100u64 {
+                state
+                    .start_flow(number.to_le_bytes().to_vec(), flow(1_000 + number))
+                    .await;
+            }
+            let now = UnixMillis(20_000);
+            assert_eq!(state.counts(now).await, (10, 1), "{kept}");
+            assert!(state.session(b"signed-in", now).await.is_some(), "{kept}");
+            assert!(
+                state.flow(&0u64.to_le_bytes(), now).await.is_none(),
+                "{kept}"
+            );
+            assert!(
+                state.flow(&99u64.to_le_bytes(), now).await.is_some(),
+                "{kept}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_flows_make_room_first() {
+        for (kept, state) in kept_every_way(3, 3).await {
+            let lifetime = LIFETIME.as_millis() as u64;
+            state.start_flow(b"old".to_vec(), flow(0)).await;
+            state.start_flow(b"a".to_vec(), flow(lifetime)).await;
+            state.start_flow(b"b".to_vec(), flow(lifetime + 1)).await;
+            assert_eq!(
+                state.counts(UnixMillis(lifetime + 1)).await.0,
+                2,
+                "{kept}: the expired one made room"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn ended_flows_leave_no_unbounded_trail() {
         let state = PortalState::with_capacity(LIFETIME, 10, 10);
         for number in 0..10_000u64 {
             let key = number.to_le_bytes().to_vec();
-            state.start_flow(key.clone(), flow(1_000 + number));
-            state.end_flow(&key);
+            state.start_flow(key.clone(), flow(1_000 + number)).await;
+            state.end_flow(&key).await;
         }
-        let flows = locked(&state.flows);
+        let Kept::InMemory(tables) = &state.kept else {
+            panic!("in memory");
+        };
+        let flows = locked(&tables.flows);
         assert_eq!(flows.len(), 0);
         assert!(flows.order.len() <= 2 * 10 + 1, "{}", flows.order.len());
     }
 
-    #[test]
-    fn expired_flows_make_room_first() {
-        let state = PortalState::with_capacity(LIFETIME, 3, 3);
-        state.start_flow(b"old".to_vec(), flow(0));
-        state.start_flow(b"a".to_vec(), flow(LIFETIME.as_millis() as u64));
-        state.start_flow(b"b".to_vec(), flow(LIFETIME.as_millis() as u64 + 1));
-        assert_eq!(state.counts().0, 2, "the expired one made room");
+    /// Two nodes on one database: a session started on one is served by the other, and what
+    /// the database holds is sealed: neither the name nor the authenticator key is in it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_sharing_a_database_serve_each_others_sessions_and_it_holds_them_sealed() {
+        let store = PostgresServer::shared()
+            .unwrap()
+            .fresh_store()
+            .await
+            .unwrap();
+        let secrets = Arc::new(SecretKeys::generate().unwrap());
+        let node_a = PortalState::shared(LIFETIME, 10, 10, store.clone(), secrets.clone());
+        let node_b = PortalState::shared(LIFETIME, 10, 10, store.clone(), secrets.clone());
+        node_a
+            .start_session(b"cookie".to_vec(), session(1_000))
+            .await;
+        let now = UnixMillis(2_000);
+        let pending = node_b.take_pending(b"cookie", now).await.unwrap();
+        assert_eq!(
+            pending.secret.as_deref().map(Vec::as_slice),
+            Some(b"authenticator key".as_slice())
+        );
+        assert!(
+            node_a.take_pending(b"cookie", now).await.is_none(),
+            "taken once, on any node"
+        );
+
+        let held = store
+            .portal_entry("session", b"cookie", UnixMillis(0))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&held.body);
+        assert!(
+            !text.contains("jdoe") && !text.contains("authenticator"),
+            "sealed"
+        );
+        // A body moved under another cookie does not open there.
+        store
+            .put_portal_entry("session", b"other", &held, UnixMillis(0), 10)
+            .await
+            .unwrap();
+        assert!(node_b.session(b"other", now).await.is_none());
+        node_b.end_session(b"cookie").await;
+        assert!(node_a.session(b"cookie", now).await.is_none());
     }
 
     #[test]

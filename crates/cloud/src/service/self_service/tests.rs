@@ -270,6 +270,7 @@ impl Core {
             secrecy::ExposeSecret::expose_secret(&token),
             UnixMillis::now(),
         )
+        .await
     }
 
     async fn reopen(&self, handle: &FlowHandle) -> Result<FlowHandle, Stop> {
@@ -277,6 +278,7 @@ impl Core {
             .state
             .portal
             .flow(&handle.key, UnixMillis::now())
+            .await
             .ok_or(Stop::Ended)?;
         Ok(FlowHandle {
             key: handle.key.clone(),
@@ -905,15 +907,16 @@ async fn a_registration_code_registers_once_and_wrong_ones_are_counted() {
     .unwrap() else {
         panic!("alice signs in");
     };
-    let open = || {
+    let open = async || {
         SessionHandle::open(
             &core.state,
             secrecy::ExposeSecret::expose_secret(&token),
             UnixMillis::now(),
         )
+        .await
         .unwrap()
     };
-    let session = open();
+    let session = open().await;
     assert!(
         sessions::may_change_methods(&core.state, &session, UnixMillis::now())
             .await
@@ -931,18 +934,25 @@ async fn a_registration_code_registers_once_and_wrong_ones_are_counted() {
     .unwrap()
     .unwrap();
     let sent = core.last_code();
-    let wrong =
-        registration::confirm_code(&core.state, &open(), "000000", &None, UnixMillis::now())
+    let wrong = registration::confirm_code(
+        &core.state,
+        &open().await,
+        "000000",
+        &None,
+        UnixMillis::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong, Confirmation::Wrong);
+    let right =
+        registration::confirm_code(&core.state, &open().await, &sent, &None, UnixMillis::now())
             .await
             .unwrap();
-    assert_eq!(wrong, Confirmation::Wrong);
-    let right = registration::confirm_code(&core.state, &open(), &sent, &None, UnixMillis::now())
-        .await
-        .unwrap();
     assert_eq!(right, Confirmation::Registered);
-    let again = registration::confirm_code(&core.state, &open(), &sent, &None, UnixMillis::now())
-        .await
-        .unwrap();
+    let again =
+        registration::confirm_code(&core.state, &open().await, &sent, &None, UnixMillis::now())
+            .await
+            .unwrap();
     assert_eq!(again, Confirmation::NothingPending);
     assert_eq!(
         core.audit_results("self_service_register").await,
@@ -953,10 +963,10 @@ async fn a_registration_code_registers_once_and_wrong_ones_are_counted() {
         ["invalid_verification"]
     );
     // A fresh registration is itself a proof: methods may change for a while.
-    assert!(open().session.proven_at.is_some());
+    assert!(open().await.session.proven_at.is_some());
     let later = UnixMillis::now().saturating_add(Duration::from_secs(11 * 60));
     assert!(
-        !sessions::may_change_methods(&core.state, &open(), later)
+        !sessions::may_change_methods(&core.state, &open().await, later)
             .await
             .unwrap()
     );
