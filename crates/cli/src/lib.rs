@@ -19,9 +19,9 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use writeback_proto::api::{
     AdministratorChange, AdministratorList, AgentSummary, AuditPage, AuditSettings,
-    ChallengeAnswerRequest, ChangePasswordRequest, DirectoryGroup, DirectoryHealth, DirectoryUser,
-    DirectoryUserDetail, EnrolmentChallenge, EnrolmentRequest, ErrorResponse, FullSyncResponse,
-    IDEMPOTENCY_KEY_HEADER, MethodsCleared, OperationInFlight, OperationResponse,
+    ChallengeAnswerRequest, ChangePasswordRequest, CloudNode, DirectoryGroup, DirectoryHealth,
+    DirectoryUser, DirectoryUserDetail, EnrolmentChallenge, EnrolmentRequest, ErrorResponse,
+    FullSyncResponse, IDEMPOTENCY_KEY_HEADER, MethodsCleared, OperationInFlight, OperationResponse,
     RegistrationTokenResponse, ResetPasswordRequest, SelfServiceSettings, SignInRequest,
     SignInResponse, SyncStatus,
 };
@@ -358,6 +358,14 @@ impl ApiClient {
     pub async fn operations_in_flight(&self) -> Result<Vec<OperationInFlight>, ClientError> {
         Ok(self
             .json::<(), _>(Method::GET, "/api/v1/operations", None, &[])
+            .await?
+            .1)
+    }
+
+    /// The cloud's nodes, as the node answering sees them.
+    pub async fn nodes(&self) -> Result<Vec<CloudNode>, ClientError> {
+        Ok(self
+            .json::<(), _>(Method::GET, "/api/v1/nodes", None, &[])
             .await?
             .1)
     }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 use writeback_proto::api::{
-    AdministratorSummary, AgentSummary, AuditOutcomeView, AuditPage, DirectoryGroup,
+    AdministratorSummary, AgentSummary, AuditOutcomeView, AuditPage, CloudNode, DirectoryGroup,
     DirectoryHealth, DirectoryUser, DirectoryUserDetail, OperationInFlight, SelfServiceScope,
     SelfServiceSettings, SyncStatus,
 };
@@ -225,6 +225,22 @@ pub fn print_operations(operations: &[OperationInFlight], as_json: bool) -> Resu
             operation.agent_id,
             operation.stage.as_str(),
             operation.request_id
+        );
+    }
+    Ok(())
+}
+
+pub fn print_nodes(nodes: &[CloudNode], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&nodes);
+    }
+    for node in nodes {
+        println!(
+            "{:<24} {:>3} agent(s) {:>4} in flight{}",
+            node.name,
+            node.agents,
+            node.requests_in_flight,
+            if node.this_node { "  (answered)" } else { "" }
         );
     }
     Ok(())

@@ -79,6 +79,9 @@ enum Command {
     Health { directory: Option<String> },
     /// The operations the cloud is waiting on now: which agent has each, and how far it got.
     Operations,
+    /// The cloud's nodes: the one answering and every other node of its cluster, with their
+    /// agents.
+    Nodes,
     /// Read or export the audit log, newest first.
     Audit {
         /// From this time (RFC 3339, e.g. 2026-11-22T08:00:00Z, or Unix milliseconds).
@@ -618,6 +621,11 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        Command::Nodes => {
+            let (client, _) = load_session(&config.session_file)?;
+            let nodes = client.nodes().await?;
+            listing::print_nodes(&nodes, arguments.json)?;
         }
         Command::Operations => {
             let (client, _) = load_session(&config.session_file)?;

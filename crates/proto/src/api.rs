@@ -270,6 +270,21 @@ pub struct AuditEntryView {
     pub trace: Option<OperationTrace>,
 }
 
+/// A node of the cloud, as the node answering sees it: itself, and every other node of its
+/// cluster heard from in the last two seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudNode {
+    pub name: String,
+    /// The node that answered.
+    pub this_node: bool,
+    /// Agents connected to it.
+    pub agents: u64,
+    /// Operations sent through its agents that have not been answered yet, as far as the node
+    /// answering knows.
+    pub requests_in_flight: u64,
+}
+
 /// An operation the cloud is waiting on now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -104,6 +104,20 @@ async fn a_reset_entering_a_node_without_the_agent_crosses_the_bus_and_lands() {
     let (node_b, client_b) = stack.start_node("node-b").await.unwrap();
     let seen = agent_seen_on(&client_b, &stack, "node-0").await;
     assert_eq!(seen.directory_reachable, Some(true));
+    // Every node, with its agents, from either node.
+    let nodes = client_b.nodes().await.unwrap();
+    let named: Vec<(&str, bool, u64)> = nodes
+        .iter()
+        .map(|node| (node.name.as_str(), node.this_node, node.agents))
+        .collect();
+    assert_eq!(named, [("node-0", false, 1), ("node-b", true, 0)]);
+    stack.cli_login().await.unwrap();
+    let listed = stack.cli(&["nodes"]).await.unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("node-0") && listed.contains("node-b") && listed.contains("(answered)"),
+        "{listed}"
+    );
 
     let (name, old_password) = stack.user_with_password("crossing").await.unwrap();
     let request_id = reset_through(&client_b, &stack, &name, &old_password).await;

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use writeback_proto::api::{
-    AgentSummary, ErrorResponse, OperationInFlight, RegistrationTokenResponse,
+    AgentSummary, CloudNode, ErrorResponse, OperationInFlight, RegistrationTokenResponse,
 };
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
@@ -24,6 +24,11 @@ pub async fn list_agents(
         .await
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "agents", security(("bearer" = [])), responses((status = 200, description = "This cloud node and every other node of its cluster heard from in the last two seconds, with the agents connected to each.", body = Vec<CloudNode>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]
+pub async fn nodes(State(state): State<AppState>, _signed_in: SignedIn) -> Json<Vec<CloudNode>> {
+    Json(agents::nodes(&state))
 }
 
 #[utoipa::path(get, path = "/api/v1/operations", tag = "writeback", security(("bearer" = [])), responses((status = 200, description = "Every operation the cloud is waiting on now, oldest first, with the agent that has it and how far it got.", body = Vec<OperationInFlight>), (status = 400, description = "The request is not valid.", body = ErrorResponse), (status = 401, description = "Not signed in, or the session expired.", body = ErrorResponse)))]

@@ -70,6 +70,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(administrators::end_administrator_sessions))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::operations_in_flight))
+        .routes(routes!(agents::nodes))
         .routes(routes!(agents::revoke_agent))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::audit_settings, audit::update_audit_settings))
@@ -153,7 +154,7 @@ mod tests {
                 assert_eq!(secured, !is_sign_in, "{method} {path}");
             }
         }
-        assert_eq!(operations, 29);
+        assert_eq!(operations, 30);
         let schemas = &document.components.as_ref().unwrap().schemas;
         for name in [
             "ResultCode",

@@ -63,6 +63,7 @@ async fn agents_page(
         layout: session.layout("agents"),
         csrf: session.csrf.clone(),
         agents: agents.into_iter().map(agent_row).collect(),
+        nodes: agents::nodes(state),
         default_directory: directories.first().cloned().unwrap_or_default(),
         directories,
         token_minutes: state.config.registration_token_minutes.max(1),

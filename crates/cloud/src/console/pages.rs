@@ -254,6 +254,8 @@ pub struct AgentsPage {
     pub layout: Option<Layout>,
     pub csrf: String,
     pub agents: Vec<AgentRow>,
+    /// Shown when there is more than one: the cloud's nodes and their agents.
+    pub nodes: Vec<writeback_proto::api::CloudNode>,
     pub directories: Vec<String>,
     pub default_directory: String,
     pub token_minutes: u64,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use thiserror::Error;
-use writeback_proto::api::AgentSummary;
+use writeback_proto::api::{AgentSummary, CloudNode};
 use writeback_proto::frame::{Registration, RejectReason};
 use writeback_proto::ids::{AgentId, DirectoryName};
 use writeback_proto::time::UnixMillis;
@@ -13,6 +13,7 @@ use writeback_store::{NewAgent, Store, StoreError};
 use crate::service::audit::{Actor, AuditAction};
 use crate::service::auth::{self, token_hash};
 use crate::service::error::CloudError;
+use crate::service::relay::LiveAgent;
 use crate::service::state::AppState;
 
 #[derive(Debug, Error)]
@@ -60,6 +61,32 @@ pub async fn summaries(state: &AppState) -> Result<Vec<AgentSummary>, StoreError
             }
         })
         .collect())
+}
+
+/// This node and every other node of its cluster, by name, with the agents connected to each.
+pub fn nodes(state: &AppState) -> Vec<CloudNode> {
+    let agents = state.relay.live_agents();
+    let this = state.config.node();
+    let node_of = |agent: &LiveAgent| agent.remote_node.clone().unwrap_or_else(|| this.clone());
+    let mut names = vec![this.clone()];
+    if let Some(cluster) = &state.cluster {
+        names.extend(cluster.peer_names());
+    }
+    names.extend(agents.iter().map(node_of));
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let on_node = agents.iter().filter(|agent| node_of(agent) == name);
+            CloudNode {
+                this_node: name == this,
+                agents: on_node.clone().count() as u64,
+                requests_in_flight: on_node.map(|agent| agent.requests_in_flight as u64).sum(),
+                name,
+            }
+        })
+        .collect()
 }
 
 /// Revokes the agent with the id `agent_id` (as text, from a URL or a form): it is disconnected

@@ -109,16 +109,6 @@ struct Peer {
     heard_at: Instant,
 }
 
-/// Another node of the cluster, for the console and the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeSummary {
-    pub name: String,
-    /// Agents connected to it.
-    pub agents: usize,
-    /// `true` for the node answering.
-    pub this_node: bool,
-}
-
 /// This node's place in the cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -169,30 +159,12 @@ impl Cluster {
         Ok((cluster, tasks))
     }
 
-    /// This node and every node heard from within [`NODE_SILENCE`], by name.
-    pub fn nodes(&self) -> Vec<NodeSummary> {
-        let agents = self.relay.live_agents();
-        let count = |name: &str, this_node: bool| {
-            agents
-                .iter()
-                .filter(|agent| match &agent.remote_node {
-                    Some(node) => !this_node && node == name,
-                    None => this_node,
-                })
-                .count()
-        };
-        let mut nodes = vec![NodeSummary {
-            name: self.name.clone(),
-            agents: count(&self.name, true),
-            this_node: true,
-        }];
-        nodes.extend(locked(&self.peers).values().map(|peer| NodeSummary {
-            name: peer.name.clone(),
-            agents: count(&peer.name, false),
-            this_node: false,
-        }));
-        nodes.sort_by(|first, second| first.name.cmp(&second.name));
-        nodes
+    /// The names of the other nodes heard from within [`NODE_SILENCE`].
+    pub fn peer_names(&self) -> Vec<String> {
+        locked(&self.peers)
+            .values()
+            .map(|peer| peer.name.clone())
+            .collect()
     }
 
     async fn send(&self, channel: &str, message: &BusMessage) {
