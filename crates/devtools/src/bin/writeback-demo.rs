@@ -3,6 +3,9 @@
 //! the sample users, with a local SMTP server (aiosmtpd) whose mail the demo prints as it
 //! arrives; all left running until Ctrl-C. Everything lives under one temporary directory and
 //! disappears with the demo.
+//!
+//! With `--cluster`: three cloud nodes on one throwaway PostgreSQL server, the bus between them,
+//! and two agents, each registered with a different node and knowing all three.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tokio::process::{Child, Command};
 use writeback_cli::ApiClient;
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
+use writeback_store::postgres_server::PostgresServer;
 use writeback_testkit::domain_controller::{ELSEWHERE_OU, STAFF_OU};
 use writeback_testkit::mail::MailServer;
 use writeback_testkit::portal::PortalClient;
@@ -95,6 +99,48 @@ async fn run(command: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// How the demo's cloud nodes are run: the first node's data directory holds the certificate
+/// and secrets key every node presents and uses.
+#[derive(Debug, Clone)]
+struct Nodes {
+    first_dir: PathBuf,
+    smtp_port: u16,
+    /// The PostgreSQL database every node shares, with `--cluster`.
+    database_url: Option<String>,
+}
+
+impl Nodes {
+    /// `writeback-cloud` as node `number` (1, 2, 3).
+    fn cloud(&self, number: usize) -> Result<Command> {
+        let data_dir = self.data_dir(number);
+        std::fs::create_dir_all(&data_dir)?;
+        let mut command = cloud(&data_dir, self.smtp_port)?;
+        command.env("WRITEBACK_CLOUD_NODE_NAME", format!("node-{number}"));
+        if let Some(url) = &self.database_url {
+            command.env("WRITEBACK_CLOUD_DATABASE_URL", url);
+        }
+        if number > 1 {
+            let tls = self.first_dir.join("tls");
+            command
+                .env("WRITEBACK_CLOUD_TLS_CERTIFICATE", tls.join("cert.pem"))
+                .env("WRITEBACK_CLOUD_TLS_PRIVATE_KEY", tls.join("key.pem"))
+                .env(
+                    "WRITEBACK_CLOUD_SECRETS_KEY_FILE",
+                    self.first_dir.join("secrets.key"),
+                );
+        }
+        Ok(command)
+    }
+
+    fn data_dir(&self, number: usize) -> PathBuf {
+        if number == 1 {
+            self.first_dir.clone()
+        } else {
+            self.first_dir.with_file_name(format!("cloud-{number}"))
+        }
+    }
+}
+
 fn cloud(data_dir: &Path, smtp_port: u16) -> Result<Command> {
     let mut command = Command::new(binary("writeback-cloud")?);
     command
@@ -150,10 +196,13 @@ async fn print_mail_as_it_arrives(mail: MailServer) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let listen = std::env::args()
+    let listen: std::net::SocketAddr = std::env::args()
         .skip_while(|argument| argument != "--listen")
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8443".into());
+        .unwrap_or_else(|| "127.0.0.1:8443".into())
+        .parse()
+        .context("--listen takes an address and port")?;
+    let cluster = std::env::args().any(|argument| argument == "--cluster");
     let work = std::env::temp_dir().join("writeback-demo");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
@@ -186,33 +235,63 @@ async fn main() -> Result<()> {
     let smtp_port = mail.port;
     let cloud_dir = work.join("cloud");
     std::fs::create_dir_all(&cloud_dir)?;
+    // Held for its drop, which stops the server and removes its files.
+    let mut postgres = None;
+    let database_url = if cluster {
+        let server = tokio::task::spawn_blocking(PostgresServer::start).await??;
+        let url = server.fresh_database().await?;
+        println!(
+            "  PostgreSQL for the cluster on 127.0.0.1:{}",
+            server.port()
+        );
+        postgres = Some(server);
+        Some(url)
+    } else {
+        None
+    };
+    let nodes = Nodes {
+        first_dir: cloud_dir.clone(),
+        smtp_port,
+        database_url,
+    };
+    let node_count = if cluster { 3 } else { 1 };
+    let node_urls: Vec<String> = (0..node_count)
+        .map(|offset| {
+            let mut address = listen;
+            address.set_port(listen.port() + offset as u16);
+            format!("https://{address}")
+        })
+        .collect();
     let admin_password_file = work.join("admin-password");
     write_private(&admin_password_file, ADMIN_PASSWORD)?;
     run(
-        cloud(&cloud_dir, smtp_port)?
+        nodes
+            .cloud(1)?
             .args(["admin", "create", "--email", ADMIN_EMAIL, "--password-file"])
             .arg(&admin_password_file),
         "writeback-cloud admin create",
     )
     .await?;
-    let token = run(
-        cloud(&cloud_dir, smtp_port)?.args(["token", "create", "--directory", DIRECTORY]),
-        "writeback-cloud token create",
-    )
-    .await?;
     let fingerprint: Fingerprint = run(
-        cloud(&cloud_dir, smtp_port)?.arg("fingerprint"),
+        nodes.cloud(1)?.arg("fingerprint"),
         "writeback-cloud fingerprint",
     )
     .await?
     .parse()?;
-    let cloud_process: Child = cloud(&cloud_dir, smtp_port)?
-        .args(["serve", "--listen", &listen])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting writeback-cloud")?;
-    let url = format!("https://{listen}");
+    let mut cloud_processes: Vec<Child> = Vec::new();
+    for (index, node_url) in node_urls.iter().enumerate() {
+        let address = node_url.trim_start_matches("https://");
+        cloud_processes.push(
+            nodes
+                .cloud(index + 1)?
+                .args(["serve", "--listen", address])
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting writeback-cloud")?,
+        );
+    }
+    let url = node_urls[0].clone();
     let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?;
     // The demo's administrator enrols an authenticator over the API, as `writeback login`
     // does; its key is printed for the person trying the demo to add to their app.
@@ -223,51 +302,74 @@ async fn main() -> Result<()> {
     .await?;
     let client = ApiClient::new(&url, &Trust::Pinned(fingerprint))?.with_token(session.token);
 
-    let agent_dir = work.join("agent");
-    std::fs::create_dir_all(&agent_dir)?;
-    let agent_config = write_agent_config(
-        &dc,
-        &agent_dir,
-        &agent_dir.join("agent.log"),
-        &StackOptions::default(),
-    )?;
-    let token_file = work.join("registration-token");
-    write_private(&token_file, &token)?;
-    run(
-        Command::new(binary("writeback-agent")?)
-            .arg("--config")
-            .arg(&agent_config)
-            .args([
-                "register",
-                "--cloud",
-                &url,
-                "--pin",
-                &fingerprint.to_string(),
-                "--name",
-                "demo-agent",
-                "--token-file",
-            ])
-            .arg(&token_file),
-        "writeback-agent register",
-    )
-    .await?;
-    let agent_process: Child = Command::new(binary("writeback-agent")?)
-        .arg("--config")
-        .arg(&agent_config)
-        .arg("run")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting writeback-agent")?;
+    // One agent, or on a cluster two, each registered with its own node and knowing them all.
+    let agent_count = if cluster { 2 } else { 1 };
+    let mut agent_processes: Vec<Child> = Vec::new();
+    let mut agent_logs = Vec::new();
+    for number in 1..=agent_count {
+        let agent_dir = work.join(if number == 1 {
+            "agent".to_owned()
+        } else {
+            format!("agent-{number}")
+        });
+        std::fs::create_dir_all(&agent_dir)?;
+        let agent_log = agent_dir.join("agent.log");
+        let agent_config =
+            write_agent_config(&dc, &agent_dir, &agent_log, &StackOptions::default())?;
+        if cluster {
+            let others: Vec<String> = node_urls.iter().map(|url| format!("\"{url}\"")).collect();
+            let config = std::fs::read_to_string(&agent_config)?;
+            std::fs::write(
+                &agent_config,
+                format!("cloud_urls = [{}]\n{config}", others.join(", ")),
+            )?;
+        }
+        let token = client.register_agent(&DIRECTORY.parse()?).await?;
+        let token_file = agent_dir.join("registration-token");
+        write_private(
+            &token_file,
+            secrecy::ExposeSecret::expose_secret(&token.token),
+        )?;
+        let register_with = &node_urls[(number - 1) % node_urls.len()];
+        run(
+            Command::new(binary("writeback-agent")?)
+                .arg("--config")
+                .arg(&agent_config)
+                .args([
+                    "register",
+                    "--cloud",
+                    register_with,
+                    "--pin",
+                    &fingerprint.to_string(),
+                    "--name",
+                    &format!("demo-agent-{number}"),
+                    "--token-file",
+                ])
+                .arg(&token_file),
+            "writeback-agent register",
+        )
+        .await?;
+        agent_processes.push(
+            Command::new(binary("writeback-agent")?)
+                .arg("--config")
+                .arg(&agent_config)
+                .arg("run")
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting writeback-agent")?,
+        );
+        agent_logs.push(agent_log);
+    }
     wait_for(
         || async {
             let agents = client.agents().await?;
-            if agents.iter().any(|agent| agent.connected) {
+            if agents.iter().filter(|agent| agent.connected).count() == agent_count {
                 Ok(())
             } else {
                 bail!("not connected yet")
             }
         },
-        "the agent to connect",
+        "the agents to connect",
     )
     .await?;
 
@@ -310,9 +412,32 @@ async fn main() -> Result<()> {
         writeback_cloud::service::totp::base32(&authenticator.key)
     );
     println!(
-        "  Directory:           {DIRECTORY} = corp.example.test at {} (agent connected)",
+        "  Directory:           {DIRECTORY} = corp.example.test at {} ({agent_count} agent(s) connected)",
         dc.ldaps_url()
     );
+    if cluster {
+        println!(
+            "  Cluster:             three nodes on one PostgreSQL database, the bus between them:"
+        );
+        for node in client.nodes().await? {
+            let number = node
+                .name
+                .trim_start_matches("node-")
+                .parse::<usize>()
+                .unwrap_or(1);
+            println!(
+                "    {:<8} {}   {} agent(s)",
+                node.name,
+                node_urls
+                    .get(number.saturating_sub(1))
+                    .map_or("", String::as_str),
+                node.agents
+            );
+        }
+        println!(
+            "    Any node serves the portal, the console and the API; stop one and the rest go on."
+        );
+    }
     println!();
     println!("  Sample users (sAMAccountName / password):");
     for user in SAMPLE_USERS {
@@ -337,7 +462,11 @@ async fn main() -> Result<()> {
     println!(
         "  Logs: {} and {}",
         cloud_dir.join("cloud.log").display(),
-        agent_dir.join("agent.log").display()
+        agent_logs
+            .iter()
+            .map(|log| log.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("  Try self-service (mail the portal sends is printed below as it arrives):");
     println!("    {portal_url}  > Forgot your password > alice > Email me a code > a new password");
@@ -353,7 +482,7 @@ async fn main() -> Result<()> {
     tokio::spawn(print_mail_as_it_arrives(mail));
     tokio::signal::ctrl_c().await?;
     println!("stopping");
-    drop((agent_process, cloud_process, dc));
+    drop((agent_processes, cloud_processes, dc, postgres));
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::remove_dir_all(&work)?;
     Ok(())
