@@ -28,8 +28,7 @@ const TEST_CASES: u32 = 256;
 /// Cases per property and run in `cargo xtask fuzz`.
 const FUZZ_CASES: u32 = 20_000;
 
-const BENCH_USAGE: &str =
-    "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N]";
+const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N]";
 
 fn main() -> Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +40,7 @@ fn main() -> Result<()> {
             let rest = &arguments[1..];
             match rest.first().map(String::as_str) {
                 Some("writeback") => run_devtool(&root, "writeback-bench", rest, true),
+                Some("cluster") => run_devtool(&root, "writeback-cluster-bench", rest, true),
                 Some("sync") => run_devtool(&root, "writeback-sync-bench", rest, true),
                 Some("portal") => run_devtool(&root, "writeback-portal-bench", rest, true),
                 _ => bail!("usage: cargo xtask bench {BENCH_USAGE}"),

@@ -23,6 +23,11 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// How often an agent's heartbeat is written to the store: each one (every 500 ms) would be a
+/// write per agent twice a second, which thousands of agents would turn into the store's whole
+/// load. The connection itself is judged by every heartbeat, in memory.
+const HEARTBEAT_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn upgrade(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -48,6 +53,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
     let (mut session, challenge) = CloudSession::new(nonce, UnixMillis::now(), settings);
     let (outbound, mut outbound_queue) = mpsc::channel::<CloudMessage>(64);
     let mut registered: Option<AgentConnection> = None;
+    let mut heartbeat_recorded = UnixMillis(0);
     let mut sync_batches: Option<mpsc::Sender<SyncBatch>> = None;
     let mut sync_applier: Option<tokio::task::JoinHandle<()>> = None;
     let mut agent_directory: Option<DirectoryName> = None;
@@ -99,6 +105,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                     {
                         tracing::error!(%error, "cannot record an agent connection");
                     }
+                    heartbeat_recorded = now;
                     tracing::info!(agent_id = %agent.agent_id, %directory, version = %agent.version, sealing_key = %agent.sealing_key.key_id, "agent connected");
                     let connection = state.relay.connect(&agent, directory, outbound.clone());
                     let (batches, queue) = mpsc::channel(sync::QUEUED_BATCHES);
@@ -111,13 +118,18 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                     registered = Some(connection);
                 }
                 CloudAction::HeartbeatReceived { .. } => {
+                    let now = UnixMillis::now();
                     if let Some(connection) = &registered
-                        && let Err(error) = state
-                            .store
-                            .record_agent_heartbeat(&connection.agent_id, UnixMillis::now())
-                            .await
+                        && now.duration_since(heartbeat_recorded) >= HEARTBEAT_RECORD_INTERVAL
                     {
-                        tracing::error!(%error, "cannot record a heartbeat");
+                        heartbeat_recorded = now;
+                        if let Err(error) = state
+                            .store
+                            .record_agent_heartbeat(&connection.agent_id, now)
+                            .await
+                        {
+                            tracing::error!(%error, "cannot record a heartbeat");
+                        }
                     }
                 }
                 CloudAction::StatusReported(status) => {

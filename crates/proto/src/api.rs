@@ -175,6 +175,8 @@ pub struct AgentSummary {
     pub node: Option<String>,
     pub registered_at: UnixMillis,
     pub last_connected_at: Option<UnixMillis>,
+    /// The last heartbeat recorded: a connected agent's is at most 10 s old (it sends one every
+    /// 500 ms; whether it is connected is `connected`).
     pub last_heartbeat_at: Option<UnixMillis>,
     pub last_error: Option<String>,
     /// The address the agent last connected from.

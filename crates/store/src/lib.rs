@@ -491,6 +491,11 @@ impl Store {
         })
     }
 
+    /// Closes the store's connections, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -279,6 +279,15 @@ impl Stack {
         format!("https://{}", self.address)
     }
 
+    /// A new API client of the node at `url` (with the certificate `fingerprint`), signed in as
+    /// the stack's administrator: its own connection, for requests in parallel.
+    pub fn client_for(&self, url: &str, fingerprint: Fingerprint) -> Result<ApiClient> {
+        Ok(
+            ApiClient::new(url, &Trust::Pinned(fingerprint))?
+                .with_token(self.session_token.clone()),
+        )
+    }
+
     /// Starts another cloud node on the stack's PostgreSQL database, named `name`: it presents
     /// the same certificate and holds the same secrets key, as the nodes of a cluster behind one
     /// name do. Returns it with an API client signed in as the stack's administrator.
