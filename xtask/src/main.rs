@@ -28,7 +28,7 @@ const TEST_CASES: u32 = 256;
 /// Cases per property and run in `cargo xtask fuzz`.
 const FUZZ_CASES: u32 = 20_000;
 
-const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N]";
+const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N] [--idle-only]";
 
 fn main() -> Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();

@@ -28,6 +28,9 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// load. The connection itself is judged by every heartbeat, in memory.
 const HEARTBEAT_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What an agent connection reads into at a time.
+const AGENT_SOCKET_READ_BUFFER: usize = 4 * 1024;
+
 pub async fn upgrade(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -35,9 +38,14 @@ pub async fn upgrade(
 ) -> Response {
     // Frames a little over the protocol limit reach the decoder and get a clear protocol error;
     // far larger ones are cut off by the WebSocket layer itself.
+    // An idle agent sends a heartbeat of a few dozen bytes twice a second: small buffers keep
+    // thousands of connections cheap (the defaults are 128 KiB each way), and a large frame
+    // still arrives whole, read in more pieces.
     upgrade
         .max_message_size(MAX_FRAME_BYTES * 2)
         .max_frame_size(MAX_FRAME_BYTES * 2)
+        .read_buffer_size(AGENT_SOCKET_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| serve(socket, state, origin))
 }
 
@@ -54,7 +62,9 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
     let (outbound, mut outbound_queue) = mpsc::channel::<CloudMessage>(64);
     let mut registered: Option<AgentConnection> = None;
     let mut heartbeat_recorded = UnixMillis(0);
-    let mut sync_batches: Option<mpsc::Sender<SyncBatch>> = None;
+    // Boxed, as the relay's frames are: a channel allocates room for 32 items at its creation, for
+    // every connection, most of which never sync.
+    let mut sync_batches: Option<mpsc::Sender<Box<SyncBatch>>> = None;
     let mut sync_applier: Option<tokio::task::JoinHandle<()>> = None;
     let mut agent_directory: Option<DirectoryName> = None;
     let mut ticker = tokio::time::interval(writeback_proto::session::TICK);
@@ -152,7 +162,7 @@ async fn serve(mut socket: WebSocket, state: AppState, origin: Option<String>) {
                 }
                 CloudAction::ApplySync(batch) => {
                     let queued = match &sync_batches {
-                        Some(batches) => batches.try_send(batch).is_ok(),
+                        Some(batches) => batches.try_send(Box::new(batch)).is_ok(),
                         None => false,
                     };
                     if !queued {

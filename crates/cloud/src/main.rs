@@ -9,6 +9,12 @@ use secrecy::SecretString;
 use writeback_cloud::CloudConfig;
 use writeback_config::Sources;
 
+/// Thousands of agent connections, each set up with a TLS handshake and then idle, fragment the
+/// system allocator's per-thread arenas: mimalloc keeps an idle connection's cost near what it
+/// holds (`cargo xtask bench cluster`, `idle_agent_kib`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "writeback-cloud",

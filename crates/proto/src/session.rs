@@ -499,11 +499,11 @@ impl AgentSession {
                 self.close(format!("the cloud reported a protocol error: {message}"))
             }
             (AgentState::Ready { .. }, CloudMessage::Request(request)) => {
-                vec![AgentAction::Execute(request)]
+                vec![AgentAction::Execute(*request)]
             }
             (AgentState::Ready { .. }, CloudMessage::HeartbeatAck { .. }) => Vec::new(),
             (AgentState::Ready { .. }, CloudMessage::SyncStart(start)) => {
-                vec![AgentAction::StartSync(start)]
+                vec![AgentAction::StartSync(*start)]
             }
             (AgentState::Ready { .. }, CloudMessage::SyncAck { sequence }) => {
                 vec![AgentAction::SyncAcknowledged { sequence }]
@@ -702,9 +702,10 @@ mod tests {
                 user: UserRef::logon_name("jdoe").unwrap(),
             },
         };
-        let actions = pair
-            .agent
-            .on_frame(&bytes(&CloudMessage::Request(request.clone())), START);
+        let actions = pair.agent.on_frame(
+            &bytes(&CloudMessage::Request(Box::new(request.clone()))),
+            START,
+        );
         assert!(matches!(&actions[..], [AgentAction::Execute(received)] if *received == request));
 
         let response = AgentMessage::Response(Response {
@@ -746,10 +747,10 @@ mod tests {
                 .on_identity(Some(RegisteredIdentity::active(pair.identity.public_key()))),
         );
         pair.agent.on_frame(&bytes(&welcome[0]), START);
-        let start = CloudMessage::SyncStart(SyncStart {
+        let start = CloudMessage::SyncStart(Box::new(SyncStart {
             cursor: None,
             full: true,
-        });
+        }));
         let actions = pair.agent.on_frame(&bytes(&start), START);
         assert!(matches!(
             &actions[..],
@@ -1126,14 +1127,14 @@ mod tests {
         let (mut pair, _) = pair(AgentPurpose::Work {
             agent_id: AgentId::generate().unwrap(),
         });
-        let request = CloudMessage::Request(Request {
+        let request = CloudMessage::Request(Box::new(Request {
             request_id: RequestId::generate().unwrap(),
             earlier_delivery: None,
             deadline: START,
             operation: Operation::Unlock {
                 user: UserRef::logon_name("x").unwrap(),
             },
-        });
+        }));
         let actions = pair.agent.on_frame(&bytes(&request), START);
         assert!(matches!(actions[..], [AgentAction::Close { .. }]));
     }

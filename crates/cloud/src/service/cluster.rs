@@ -304,7 +304,7 @@ impl Cluster {
                     let deliver = BusMessage::Deliver {
                         node: self.node,
                         connection_id,
-                        request,
+                        request: *request,
                     };
                     self.send(&channel_of(node), &deliver).await;
                 }

@@ -14,7 +14,7 @@ use crate::service::state::AppState;
 pub async fn apply_batches(
     state: AppState,
     connection: AgentConnection,
-    mut batches: mpsc::Receiver<SyncBatch>,
+    mut batches: mpsc::Receiver<Box<SyncBatch>>,
 ) {
     let directory = connection.directory.clone();
     let lock = state.relay.sync.lock_for(&directory);
@@ -26,7 +26,10 @@ pub async fn apply_batches(
     match state.store.sync_start(&directory).await {
         Ok(start) => {
             tracing::info!(agent_id = %connection.agent_id, %directory, full = start.full, resume = start.cursor.is_some(), "directory sync starting");
-            if !connection.send(CloudMessage::SyncStart(start)).await {
+            if !connection
+                .send(CloudMessage::SyncStart(Box::new(start)))
+                .await
+            {
                 state.relay.sync.clear_owner(&connection);
                 return;
             }
@@ -82,9 +85,9 @@ pub async fn request_full_sync(
     };
     let start = state.store.sync_start(directory).await?;
     Ok(owner
-        .send(CloudMessage::SyncStart(SyncStart {
+        .send(CloudMessage::SyncStart(Box::new(SyncStart {
             cursor: start.cursor,
             full: true,
-        }))
+        })))
         .await)
 }

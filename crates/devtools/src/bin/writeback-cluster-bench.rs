@@ -16,7 +16,7 @@
 //!   registered, through the real handshake and heartbeating) against none; target ≤ 32.
 //!
 //! It ends with one line: `cluster nodes=3 agents=2 forwarded_ratio_p50=… concurrent_ratio=…
-//! failover_p99_ms=… lost=… doubled=… idle_agent_kib=…`.
+//! failover_p99_ms=… lost=… doubled=… idle_agent_kib=…`. `--idle-only` measures the last alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -293,6 +293,12 @@ async fn failover(
 async fn main() -> Result<()> {
     let iterations = argument("--iterations", 100)?;
     let agents = argument("--agents", 5_000)?;
+    if std::env::args().any(|argument| argument == "--idle-only") {
+        let server = tokio::task::spawn_blocking(PostgresServer::start).await??;
+        let idle_kib = idle_agent_kib(&server, agents).await?;
+        println!("cluster agents={agents} idle_agent_kib={idle_kib:.1}");
+        return Ok(());
+    }
     println!(
         "cluster bench: 3 nodes, 2 agents, {iterations} resets each way, {agents} simulated idle agents"
     );

@@ -235,7 +235,10 @@ impl Relay {
         };
         lock(&self.forwarded).insert(request.request_id, (from, connection_id));
         let request_id = request.request_id;
-        if connection.send(CloudMessage::Request(request)).await {
+        if connection
+            .send(CloudMessage::Request(Box::new(request)))
+            .await
+        {
             return true;
         }
         lock(&self.forwarded).remove(&request_id);
@@ -520,12 +523,12 @@ impl Relay {
                 connection.connection_id,
                 UnixMillis::now(),
             );
-            let request = CloudMessage::Request(Request {
+            let request = CloudMessage::Request(Box::new(Request {
                 request_id,
                 deadline,
                 operation,
                 earlier_delivery,
-            });
+            }));
             if connection.outbound.send(request).await.is_err() {
                 // The connection's writer is gone, so nothing was sent on it.
                 self.ledger.restore(request_id, known);
@@ -971,7 +974,7 @@ mod tests {
         assert!(
             nodes
                 .b
-                .accept_forwarded(nodes.node_a, on_b.connection_id, crossing)
+                .accept_forwarded(nodes.node_a, on_b.connection_id, *crossing)
                 .await
         );
         let Some(CloudMessage::Request(delivered)) = agent_inbox.recv().await else {
