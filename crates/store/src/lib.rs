@@ -74,6 +74,7 @@ mod testing {
 mod administrators;
 mod audit;
 pub mod bus;
+mod ledger;
 mod portal;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod postgres_server;
@@ -83,6 +84,7 @@ mod self_service;
 mod sync;
 pub use administrators::{Administrator, AdministratorSummary, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
+pub use ledger::LedgerRecord;
 pub use portal::PortalEntry;
 pub use rate_limits::{LONGEST_WINDOW, Limit, Reservation, Reserved};
 pub use sealed::SecretOwner;
@@ -180,6 +182,11 @@ const SQLITE_MIGRATIONS: MigrationList = &[
         "portal entries",
         include_str!("../migrations/0009_portal_entries.sql"),
     ),
+    (
+        10,
+        "request ledger",
+        include_str!("../migrations/0010_request_ledger.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations. Its schema began at SQLite's eighth, in one step.
@@ -193,6 +200,11 @@ const POSTGRES_MIGRATIONS: MigrationList = &[
         2,
         "portal entries",
         include_str!("../migrations/postgres/0002_portal_entries.sql"),
+    ),
+    (
+        3,
+        "request ledger",
+        include_str!("../migrations/postgres/0003_request_ledger.sql"),
     ),
 ];
 

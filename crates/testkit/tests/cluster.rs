@@ -195,3 +195,79 @@ async fn a_portal_session_started_on_one_node_is_served_by_another() {
     let after = on_first.send(Method::GET, "/portal/account", None).await;
     assert_ne!(after.status, StatusCode::OK);
 }
+
+/// The version of `name`'s password stamp in the directory: how many times it was written.
+async fn password_writes(stack: &Stack, name: &str) -> u32 {
+    use writeback_directory::Directory;
+    let directory = stack.dc.service_directory().unwrap();
+    let user = writeback_proto::operation::UserRef::logon_name(name).unwrap();
+    let account = directory.find_user(&user).await.unwrap();
+    account.password_stamp.map_or(0, |stamp| stamp.version)
+}
+
+/// A client retries with the same Idempotency-Key through another node (a load balancer sent it
+/// elsewhere): it is the same request there, answered without a second write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_key_through_another_node_writes_nothing_more() {
+    let mut stack = cluster_stack().await;
+    let (_node_b, client_b) = stack.start_node("node-b").await.unwrap();
+    agent_seen_on(&client_b, &stack, "node-0").await;
+    let (name, old_password) = stack.user_with_password("retried").await.unwrap();
+    let before = password_writes(&stack, &name).await;
+    let new_password = logs::strong_password();
+    let request = ResetPasswordRequest {
+        new_password: SecretString::from(new_password.clone()),
+        must_change: false,
+        unlock: false,
+    };
+    let key = writeback_proto::ids::RequestId::generate().unwrap();
+    let first = stack
+        .client
+        .reset_password(&stack.directory, &name, &request, Some(key))
+        .await
+        .unwrap();
+    assert_eq!(first.result, ResultCode::Success, "{}", first.message);
+    // The agent that wrote it is gone and another serves the directory: its journal cannot
+    // recognise the retry, so only the cluster's ledger keeps it from writing again.
+    stack.kill_agent().await.unwrap();
+    stack.start_second_agent().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client_b
+        .agents()
+        .await
+        .unwrap()
+        .iter()
+        .any(|agent| agent.connected && agent.agent_id != stack.agent_id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-b did not see the second agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retried = client_b
+        .reset_password(&stack.directory, &name, &request, Some(key))
+        .await
+        .unwrap();
+    assert_eq!(retried.result, ResultCode::Success, "{}", retried.message);
+    assert_eq!(retried.request_id, first.request_id);
+    assert_eq!(
+        password_writes(&stack, &name).await,
+        before + 1,
+        "one write"
+    );
+    stack
+        .dc
+        .bind_as(&name, &new_password)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stack
+            .dc
+            .bind_as(&name, &old_password)
+            .await
+            .unwrap()
+            .is_err()
+    );
+}

@@ -8,6 +8,9 @@
 //! sends back on the first node's own channel what the agent says. A node not heard from for
 //! [`NODE_SILENCE`] is gone: its agents' mirrors are disconnected, and requests in flight to them
 //! are taken over as for any lost connection.
+//!
+//! Every request id a node sends is recorded in the store too (the relay's
+//! [`SharedLedger`]), so that a retry entering another node is the same request there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,10 +21,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use writeback_proto::frame::{AgentStatus, CloudMessage};
 use writeback_proto::ids::{AgentId, NodeId, RequestId};
+use writeback_proto::operation::{OperationKind, UserRef, Verdict};
 use writeback_proto::operation::{PasswordStamp, Request, Response};
-use writeback_store::Store;
+use writeback_proto::time::UnixMillis;
+use writeback_store::{LedgerRecord, Store};
 
 use crate::service::error::CloudError;
+use crate::service::relay::ledger::{Delivery, LEDGER_RETENTION};
+use crate::service::relay::shared::{Pending, SharedDelivery, SharedLedger};
 use crate::service::relay::{AgentAnnouncement, Relay, RelayEvent};
 
 /// How often a node says it is alive.
@@ -117,6 +124,19 @@ pub struct Cluster {
     store: Store,
     relay: Arc<Relay>,
     peers: Mutex<HashMap<NodeId, Peer>>,
+    /// When this node began listening: before [`NODE_SILENCE`] has passed, a node not heard
+    /// from yet may well be alive.
+    listening_since: Instant,
+    /// What the shared ledger is to record, in order.
+    ledger_writes: mpsc::UnboundedSender<LedgerWrite>,
+}
+
+/// One change to a request's record in the shared ledger.
+#[derive(Debug)]
+enum LedgerWrite {
+    Sent(LedgerRecord),
+    AboutToWrite { request_id: String, before: String },
+    Answered { request_id: String, verdict: String },
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,16 +162,21 @@ impl Cluster {
                 "the relay already belongs to a cluster".into(),
             ));
         }
+        let (ledger_writes, ledger_queue) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node,
             name,
             store,
-            relay,
+            relay: relay.clone(),
             peers: Mutex::default(),
+            listening_since: Instant::now(),
+            ledger_writes,
         });
+        relay.share_ledger(cluster.clone());
         tracing::info!(node = %cluster.name, node_id = %node, "joined the cluster");
         cluster.broadcast(&BusMessage::Hello { node }).await;
         let tasks = vec![
+            tokio::spawn(cluster.clone().record_ledger(ledger_queue)),
             tokio::spawn(cluster.clone().listen(listener)),
             tokio::spawn(cluster.clone().tell_others(relay_events)),
             tokio::spawn(cluster.clone().keep_alive()),
@@ -381,6 +406,33 @@ impl Cluster {
         }
     }
 
+    /// Writes the shared ledger's changes to the store, in the order the relay made them.
+    async fn record_ledger(self: Arc<Self>, mut writes: mpsc::UnboundedReceiver<LedgerWrite>) {
+        while let Some(write) = writes.recv().await {
+            let recorded = match &write {
+                LedgerWrite::Sent(record) => {
+                    let forget_before = UnixMillis(
+                        record
+                            .sent_at
+                            .0
+                            .saturating_sub(LEDGER_RETENTION.as_millis() as u64),
+                    );
+                    self.store.record_request(record, forget_before).await
+                }
+                LedgerWrite::AboutToWrite { request_id, before } => {
+                    self.store.record_about_to_write(request_id, before).await
+                }
+                LedgerWrite::Answered {
+                    request_id,
+                    verdict,
+                } => self.store.record_verdict(request_id, verdict).await,
+            };
+            if let Err(error) = recorded {
+                tracing::error!(%error, "cannot record a request in the shared ledger");
+            }
+        }
+    }
+
     /// Says this node is alive, and forgets the nodes that have gone silent, with their agents.
     async fn keep_alive(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(ALIVE_INTERVAL);
@@ -411,5 +463,128 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value)
+        .inspect_err(|error| tracing::error!(%error, "cannot encode a ledger record"))
+        .ok()
+}
+
+/// A request as another node recorded it; `None` when the record does not read.
+fn shared_delivery(record: LedgerRecord) -> Option<SharedDelivery> {
+    let read = || -> Result<SharedDelivery, String> {
+        let error = |error: &dyn std::fmt::Display| error.to_string();
+        Ok(SharedDelivery {
+            owner: record.node_id.parse().map_err(|e| error(&e))?,
+            delivery: Delivery {
+                fingerprint: record.fingerprint.clone(),
+                user: serde_json::from_str::<UserRef>(&record.user_ref).map_err(|e| error(&e))?,
+                kind: serde_json::from_value::<OperationKind>(serde_json::Value::String(
+                    record.kind.clone(),
+                ))
+                .map_err(|e| error(&e))?,
+                deadline: record.deadline,
+                agent_id: record.agent_id.parse().map_err(|e| error(&e))?,
+                connection_id: u64::MAX,
+                about_to_write: record
+                    .about_to_write
+                    .as_deref()
+                    .map(serde_json::from_str::<PasswordStamp>)
+                    .transpose()
+                    .map_err(|e| error(&e))?,
+                lost_at: None,
+                verdict: record
+                    .verdict
+                    .as_deref()
+                    .map(serde_json::from_str::<Verdict>)
+                    .transpose()
+                    .map_err(|e| error(&e))?,
+                sent_at: record.sent_at,
+            },
+        })
+    };
+    read()
+        .inspect_err(|error| tracing::error!(%error, request_id = %record.request_id, "a shared ledger record does not read"))
+        .ok()
+}
+
+impl SharedLedger for Cluster {
+    fn sent(&self, request_id: RequestId, delivery: &Delivery) {
+        let (Some(user_ref), about_to_write) = (
+            json(&delivery.user),
+            delivery.about_to_write.as_ref().and_then(json),
+        ) else {
+            return;
+        };
+        let record = LedgerRecord {
+            request_id: request_id.to_string(),
+            node_id: self.node.to_string(),
+            fingerprint: delivery.fingerprint.clone(),
+            user_ref,
+            kind: delivery.kind.as_str().to_owned(),
+            agent_id: delivery.agent_id.to_string(),
+            deadline: delivery.deadline,
+            about_to_write,
+            verdict: None,
+            sent_at: delivery.sent_at,
+        };
+        let _ = self.ledger_writes.send(LedgerWrite::Sent(record));
+    }
+
+    fn about_to_write(&self, request_id: RequestId, before: PasswordStamp) {
+        if let Some(before) = json(&before) {
+            let _ = self.ledger_writes.send(LedgerWrite::AboutToWrite {
+                request_id: request_id.to_string(),
+                before,
+            });
+        }
+    }
+
+    fn answered(&self, request_id: RequestId, verdict: &Verdict) {
+        if let Some(verdict) = json(verdict) {
+            let _ = self.ledger_writes.send(LedgerWrite::Answered {
+                request_id: request_id.to_string(),
+                verdict,
+            });
+        }
+    }
+
+    fn lookup(&self, request_id: RequestId) -> Pending<'_, Option<SharedDelivery>> {
+        Box::pin(async move {
+            let record = self
+                .store
+                .request_record(&request_id.to_string())
+                .await
+                .inspect_err(|error| tracing::error!(%error, "cannot read the shared ledger"))
+                .ok()??;
+            if record.node_id == self.node.to_string() {
+                return None;
+            }
+            shared_delivery(record)
+        })
+    }
+
+    fn claim(&self, request_id: RequestId, owner: NodeId) -> Pending<'_, bool> {
+        Box::pin(async move {
+            self.store
+                .claim_request(
+                    &request_id.to_string(),
+                    &owner.to_string(),
+                    &self.node.to_string(),
+                )
+                .await
+                .inspect_err(|error| tracing::error!(%error, "cannot take a request over"))
+                .unwrap_or(false)
+        })
+    }
+
+    fn is_alive(&self, node: NodeId) -> bool {
+        node == self.node
+            || self.listening_since.elapsed() < NODE_SILENCE
+            || locked(&self.peers)
+                .get(&node)
+                .is_some_and(|peer| peer.heard_at.elapsed() < NODE_SILENCE)
     }
 }

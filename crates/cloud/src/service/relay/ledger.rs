@@ -129,6 +129,14 @@ impl Ledger {
         }
     }
 
+    /// Takes over `request_id` as another node of the cluster recorded it, so that it is
+    /// delivered again as a request whose connection was lost.
+    pub fn adopt(&self, request_id: RequestId, delivery: Delivery) {
+        let mut deliveries = lock(&self.deliveries);
+        deliveries.order.push_back((delivery.sent_at, request_id));
+        deliveries.by_request.insert(request_id, delivery);
+    }
+
     /// Puts `request_id` back as it was before a send that did not happen.
     pub fn restore(&self, request_id: RequestId, previous: Option<Delivery>) {
         let mut deliveries = lock(&self.deliveries);
@@ -155,18 +163,25 @@ impl Ledger {
     }
 
     /// The agent on `connection_id` is about to write `request_id`'s password over `before`.
-    /// Ignored from a connection that no longer holds the request.
-    pub fn about_to_write(&self, request_id: RequestId, connection_id: u64, before: PasswordStamp) {
-        if let Some(delivery) = lock(&self.deliveries).by_request.get_mut(&request_id)
-            && delivery.connection_id == connection_id
-        {
-            delivery.about_to_write = Some(before);
+    /// Ignored from a connection that no longer holds the request; `true` when recorded.
+    pub fn about_to_write(
+        &self,
+        request_id: RequestId,
+        connection_id: u64,
+        before: PasswordStamp,
+    ) -> bool {
+        match lock(&self.deliveries).by_request.get_mut(&request_id) {
+            Some(delivery) if delivery.connection_id == connection_id => {
+                delivery.about_to_write = Some(before);
+                true
+            }
+            _ => false,
         }
     }
 
     /// Keeps `verdict` for retries, unless it is one that a retry deserves a fresh attempt at:
-    /// nothing was written, and later the directory or an agent may be back.
-    pub fn answered(&self, request_id: RequestId, verdict: &Verdict) {
+    /// nothing was written, and later the directory or an agent may be back. `true` when kept.
+    pub fn answered(&self, request_id: RequestId, verdict: &Verdict) -> bool {
         let retry_may_differ = matches!(
             verdict.result,
             ResultCode::AgentUnavailable
@@ -175,10 +190,14 @@ impl Ledger {
                 | ResultCode::Internal { .. }
         );
         if retry_may_differ {
-            return;
+            return false;
         }
-        if let Some(delivery) = lock(&self.deliveries).by_request.get_mut(&request_id) {
-            delivery.verdict = Some(verdict.clone());
+        match lock(&self.deliveries).by_request.get_mut(&request_id) {
+            Some(delivery) => {
+                delivery.verdict = Some(verdict.clone());
+                true
+            }
+            None => false,
         }
     }
 

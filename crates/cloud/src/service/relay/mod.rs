@@ -23,6 +23,7 @@
 
 pub mod connection;
 pub mod ledger;
+pub mod shared;
 pub mod sync;
 
 pub use connection::{AgentConnection, LiveAgent, RemoteConnection};
@@ -45,6 +46,8 @@ use writeback_proto::operation::{
 use writeback_proto::result::ResultCode;
 use writeback_proto::sealing::SealingPublicKey;
 use writeback_proto::session::AuthenticatedAgent;
+
+use ledger::Delivery;
 use writeback_proto::time::UnixMillis;
 
 #[derive(Debug, Default)]
@@ -61,7 +64,15 @@ pub struct Relay {
     /// Requests another node sent to an agent connected here, with the node and the local
     /// connection they went on: what the agent says of them goes back to that node.
     forwarded: Mutex<HashMap<RequestId, (NodeId, u64)>>,
+    /// The ledger a cluster's nodes share; unset on a node alone.
+    shared: OnceLock<Arc<dyn shared::SharedLedger>>,
 }
+
+/// The connection id of a request taken over from another node: no connection of this node.
+const NO_CONNECTION: u64 = u64::MAX;
+
+/// How often a retry of a request another node is waiting for looks for its verdict.
+const SHARED_POLL: Duration = Duration::from_millis(50);
 
 /// An agent connection, as other nodes learn of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +148,12 @@ impl Relay {
         self.connected.notify_waiters();
         self.tell(RelayEvent::AgentConnected(announcement(&connection)));
         connection
+    }
+
+    /// From now on, every request id is recorded in `ledger` too, and looked up there when this
+    /// node does not know it; once only.
+    pub fn share_ledger(&self, ledger: Arc<dyn shared::SharedLedger>) -> bool {
+        self.shared.set(ledger).is_ok()
     }
 
     /// From now on, what other nodes must hear of goes to `events`; once only.
@@ -325,8 +342,12 @@ impl Relay {
             });
             return;
         }
-        self.ledger
+        let recorded = self
+            .ledger
             .about_to_write(request_id, connection.connection_id, before);
+        if recorded && let Some(shared) = self.shared.get() {
+            shared.about_to_write(request_id, before);
+        }
     }
 
     pub fn deliver(&self, connection: &AgentConnection, response: Response) {
@@ -344,7 +365,11 @@ impl Relay {
             warnings: response.warnings,
             trace: response.trace,
         };
-        self.ledger.answered(response.request_id, &verdict);
+        if self.ledger.answered(response.request_id, &verdict)
+            && let Some(shared) = self.shared.get()
+        {
+            shared.answered(response.request_id, &verdict);
+        }
         let waiters = lock(&connection.waiters).remove(&response.request_id);
         match waiters {
             Some(waiters) => {
@@ -430,6 +455,48 @@ impl Relay {
         lock(&self.connections).get(agent_id).cloned()
     }
 
+    /// A request id another node of the cluster was sent first: its verdict, when it has one or
+    /// when it comes while that node lives (or `timeout` at `deadline`); or, when that node is
+    /// gone, `None` with the request taken over: its history adopted into this node's ledger as
+    /// a request whose connection was lost, so that it is delivered again marked as such. `None`
+    /// too when no other node knows the id.
+    async fn earlier_elsewhere(
+        &self,
+        shared: &dyn shared::SharedLedger,
+        request_id: RequestId,
+        fingerprint: &str,
+        deadline: UnixMillis,
+    ) -> Option<Verdict> {
+        loop {
+            let known = shared.lookup(request_id).await?;
+            if known.delivery.fingerprint != fingerprint {
+                return Some(ResultCode::RequestIdReused.into());
+            }
+            if let Some(verdict) = known.delivery.verdict {
+                return Some(verdict);
+            }
+            if !shared.is_alive(known.owner) {
+                if shared.claim(request_id, known.owner).await {
+                    tracing::warn!(%request_id, owner = %known.owner, "taking over a request whose cloud node is gone");
+                    self.ledger.adopt(
+                        request_id,
+                        Delivery {
+                            connection_id: NO_CONNECTION,
+                            lost_at: Some(UnixMillis::now()),
+                            ..known.delivery
+                        },
+                    );
+                    return None;
+                }
+                continue;
+            }
+            if UnixMillis::now() >= deadline {
+                return Some(ResultCode::Timeout.into());
+            }
+            tokio::time::sleep(SHARED_POLL).await;
+        }
+    }
+
     /// Sends one operation to an agent of `directory` and waits for its result until `deadline`.
     /// Each attempt seals `intent` afresh to the key of the agent that receives it.
     pub async fn dispatch(
@@ -440,6 +507,14 @@ impl Relay {
         intent: &OperationIntent,
     ) -> Verdict {
         let fingerprint = intent.fingerprint();
+        if self.ledger.get(&request_id).is_none()
+            && let Some(shared) = self.shared.get()
+            && let Some(verdict) = self
+                .earlier_elsewhere(shared.as_ref(), request_id, &fingerprint, deadline)
+                .await
+        {
+            return verdict;
+        }
         loop {
             let now = UnixMillis::now();
             let remaining = deadline.duration_since(now);
@@ -523,6 +598,11 @@ impl Relay {
                 connection.connection_id,
                 UnixMillis::now(),
             );
+            if let Some(shared) = self.shared.get()
+                && let Some(delivery) = self.ledger.get(&request_id)
+            {
+                shared.sent(request_id, &delivery);
+            }
             let request = CloudMessage::Request(Box::new(Request {
                 request_id,
                 deadline,
@@ -1065,5 +1145,171 @@ mod tests {
         );
         nodes.a.deliver(&local, success(request_id));
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
+    }
+
+    /// The shared ledger as a map two relays write to, with nodes marked gone by hand.
+    #[derive(Debug, Clone)]
+    struct SharedMap {
+        node: NodeId,
+        records: Arc<Mutex<HashMap<RequestId, shared::SharedDelivery>>>,
+        gone: Arc<Mutex<Vec<NodeId>>>,
+    }
+
+    impl shared::SharedLedger for SharedMap {
+        fn sent(&self, request_id: RequestId, delivery: &Delivery) {
+            let mut records = lock(&self.records);
+            let kept = records
+                .get(&request_id)
+                .and_then(|known| known.delivery.about_to_write);
+            let mut delivery = delivery.clone();
+            delivery.about_to_write = delivery.about_to_write.or(kept);
+            records.insert(
+                request_id,
+                shared::SharedDelivery {
+                    owner: self.node,
+                    delivery,
+                },
+            );
+        }
+        fn about_to_write(&self, request_id: RequestId, before: PasswordStamp) {
+            if let Some(known) = lock(&self.records).get_mut(&request_id) {
+                known.delivery.about_to_write = Some(before);
+            }
+        }
+        fn answered(&self, request_id: RequestId, verdict: &Verdict) {
+            if let Some(known) = lock(&self.records).get_mut(&request_id) {
+                known.delivery.verdict = Some(verdict.clone());
+            }
+        }
+        fn lookup(
+            &self,
+            request_id: RequestId,
+        ) -> shared::Pending<'_, Option<shared::SharedDelivery>> {
+            let known = lock(&self.records)
+                .get(&request_id)
+                .filter(|known| known.owner != self.node)
+                .cloned();
+            Box::pin(async move { known })
+        }
+        fn claim(&self, request_id: RequestId, owner: NodeId) -> shared::Pending<'_, bool> {
+            let mut records = lock(&self.records);
+            let claimed = match records.get_mut(&request_id) {
+                Some(known) if known.owner == owner => {
+                    known.owner = self.node;
+                    true
+                }
+                _ => false,
+            };
+            Box::pin(async move { claimed })
+        }
+        fn is_alive(&self, node: NodeId) -> bool {
+            !lock(&self.gone).contains(&node)
+        }
+    }
+
+    /// Node A and node B, each with an agent of its own, sharing a ledger.
+    fn two_nodes_sharing_a_ledger() -> (Arc<Relay>, Arc<Relay>, SharedMap) {
+        let records = Arc::default();
+        let gone = Arc::default();
+        let shared_by = |node| SharedMap {
+            node,
+            records: Arc::clone(&records),
+            gone: Arc::clone(&gone),
+        };
+        let (a, b) = (Arc::new(Relay::default()), Arc::new(Relay::default()));
+        let on_a = shared_by(NodeId::generate().unwrap());
+        assert!(a.share_ledger(Arc::new(on_a.clone())));
+        assert!(b.share_ledger(Arc::new(shared_by(NodeId::generate().unwrap()))));
+        (a, b, on_a)
+    }
+
+    #[tokio::test]
+    async fn a_retry_entering_another_node_waits_for_the_first_nodes_verdict_and_sends_nothing() {
+        let (a, b, _) = two_nodes_sharing_a_ledger();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (sender_a, mut inbox_a) = mpsc::channel(4);
+        let on_a = a.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_a);
+        let (sender_b, mut inbox_b) = mpsc::channel(4);
+        b.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_b);
+        let request_id = RequestId::generate().unwrap();
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        assert!(matches!(
+            inbox_a.recv().await,
+            Some(CloudMessage::Request(_))
+        ));
+        let retry = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!retry.is_finished(), "the retry waits while node A does");
+        a.deliver(&on_a, success(request_id));
+        assert_eq!(first.await.unwrap().result, ResultCode::Success);
+        assert_eq!(retry.await.unwrap().result, ResultCode::Success);
+        assert!(inbox_b.try_recv().is_err(), "B's agent got nothing");
+
+        // The same id for another operation is refused on B as on A.
+        let reused = b
+            .dispatch(&corp(), request_id, deadline(5), &unlock())
+            .await;
+        assert_eq!(reused.result, ResultCode::RequestIdReused);
+    }
+
+    #[tokio::test]
+    async fn a_retry_entering_another_node_after_the_first_node_died_is_taken_over_with_what_the_agent_was_about_to_overwrite()
+     {
+        let (a, b, on_a_ledger) = two_nodes_sharing_a_ledger();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (sender_a, mut inbox_a) = mpsc::channel(4);
+        let on_a = a.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_a);
+        let (sender_b, mut inbox_b) = mpsc::channel(4);
+        let on_b = b.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_b);
+        let request_id = RequestId::generate().unwrap();
+        let soon = UnixMillis::now().saturating_add(Duration::from_millis(300));
+        let first = {
+            let a = a.clone();
+            tokio::spawn(async move { a.dispatch(&corp(), request_id, soon, &reset()).await })
+        };
+        assert!(matches!(
+            inbox_a.recv().await,
+            Some(CloudMessage::Request(_))
+        ));
+        let before = PasswordStamp {
+            version: 4,
+            changed_at: UnixMillis(9),
+        };
+        a.about_to_write(&on_a, request_id, before);
+        // The client's first attempt times out, then node A dies with the request in flight.
+        assert_eq!(first.await.unwrap().result, ResultCode::Timeout);
+        lock(&on_a_ledger.gone).push(on_a_ledger.node);
+
+        let retry = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.dispatch(&corp(), request_id, deadline(30), &reset())
+                    .await
+            })
+        };
+        let Some(CloudMessage::Request(taken_over)) = inbox_b.recv().await else {
+            panic!("B's agent takes the request over");
+        };
+        assert_eq!(taken_over.request_id, request_id);
+        assert_eq!(
+            taken_over.earlier_delivery,
+            Some(EarlierDelivery {
+                about_to_write: Some(before)
+            })
+        );
+        b.deliver(&on_b, success(request_id));
+        assert_eq!(retry.await.unwrap().result, ResultCode::Success);
     }
 }
