@@ -5,6 +5,6 @@
 # their own. schemathesis comes from PyPI, into target/tools (see xtask).
 set -eu
 cd "$(dirname "$0")/.."
-extra_packages="chromium python3-aiosmtpd python3-venv postgresql"
+extra_packages="chromium python3-aiosmtpd python3-venv postgresql dnsmasq-base"
 . scripts/prerequisites.sh
 exec cargo xtask test

@@ -65,6 +65,13 @@ pub struct DirectoryConfig {
     /// More DCs of the domain, tried in this order after `url` when it does not answer (or
     /// instead of `url`).
     pub urls: Vec<String>,
+    /// The AD domain (`corp.example.com`) whose DCs the agent finds in DNS at start, from the
+    /// SRV records `_ldap._tcp.dc._msdcs.<domain>` every DC registers: tried after `url` and
+    /// `urls`, by the records' priority and weight, each by LDAPS on port 636.
+    pub discover_domain: Option<String>,
+    /// The name server asked (`10.0.0.53`, or with a port, `10.0.0.53:53`); the first of
+    /// `/etc/resolv.conf` when absent.
+    pub name_server: Option<String>,
     /// CA certificate(s) that issued the DC's certificate; the system roots when absent.
     pub ca_file: Option<PathBuf>,
     /// Instead of `ca_file`: the SHA-256 fingerprint of the DC's certificate itself (64
@@ -123,6 +130,8 @@ impl Default for DirectoryConfig {
         Self {
             url: String::new(),
             urls: Vec::new(),
+            discover_domain: None,
+            name_server: None,
             ca_file: None,
             tls_pin: None,
             bind_name: String::new(),
@@ -153,9 +162,9 @@ impl AgentConfig {
     /// What must be set before `run` can work; each problem names its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.directory.dc_urls().is_empty() {
+        if self.directory.dc_urls().is_empty() && self.directory.discover_domain.is_none() {
             problems.push(
-                "directory.url is not set (e.g. ldaps://dc1.corp.example.com), nor directory.urls"
+                "directory.url is not set (e.g. ldaps://dc1.corp.example.com), nor directory.urls, nor directory.discover_domain"
                     .to_owned(),
             );
         }

@@ -222,6 +222,44 @@ pub fn one_dc_from_config(config: &AgentConfig, url: &str) -> Result<ActiveDirec
     )
 }
 
+/// With `directory.discover_domain`, asks DNS for the domain's DCs and adds them after the
+/// configured ones, so that every command (run, doctor, grant) knows them all.
+pub async fn discover_domain_controllers(config: &mut AgentConfig) -> Result<(), AgentError> {
+    let Some(domain) = config.directory.discover_domain.clone() else {
+        return Ok(());
+    };
+    let server = match &config.directory.name_server {
+        Some(server) => server
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                server
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                AgentError::Config(format!(
+                    "directory.name_server: {server} is not an address (10.0.0.53 or 10.0.0.53:53)"
+                ))
+            })?,
+        None => writeback_directory::discovery::system_name_server().ok_or_else(|| {
+            AgentError::Config(
+                "directory.discover_domain is set, but /etc/resolv.conf names no name server: set directory.name_server".into(),
+            )
+        })?,
+    };
+    let timeout = Duration::from_secs(config.directory.connect_timeout_seconds.max(1));
+    let found =
+        writeback_directory::discovery::discover_domain_controllers(&domain, server, timeout)
+            .await?;
+    tracing::info!(%domain, name_server = %server, dcs = ?found, "domain controllers found in DNS");
+    for url in found {
+        if !config.directory.dc_urls().contains(&url) {
+            config.directory.urls.push(url);
+        }
+    }
+    Ok(())
+}
+
 /// The configured directory, signed in as someone else (a domain administrator, for `grant`).
 pub fn directory_as(
     config: &AgentConfig,

@@ -104,8 +104,15 @@ async fn main() -> Result<()> {
     #[cfg(feature = "kill-points")]
     let _kill_points = fail::FailScenario::setup();
     let arguments = Arguments::parse();
-    let config = load_config(&arguments)?;
+    let mut config = load_config(&arguments)?;
     writeback_config::init_logging(&config.log)?;
+    // The commands that use the directory know every DC, the ones found in DNS included.
+    if matches!(
+        arguments.command,
+        Command::Run | Command::Doctor | Command::Grant { .. }
+    ) {
+        writeback_agent::discover_domain_controllers(&mut config).await?;
+    }
     match &arguments.command {
         Command::Register {
             cloud,

@@ -9,6 +9,7 @@
 mod active_directory;
 mod decode;
 mod dirsync;
+pub mod discovery;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod permissions;
@@ -148,6 +149,9 @@ pub enum DirectoryError {
     TimedOut(Duration),
     #[error("directory configuration error: {0}")]
     Configuration(String),
+    /// The domain's DCs could not be found in DNS.
+    #[error("finding the domain controllers: {0}")]
+    Discovery(String),
 }
 
 /// The directory operations the agent may perform. There is deliberately no generic modify.

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod domain_controller;
 pub mod logs;
 pub mod mail;
+pub mod name_server;
 pub mod portal;
 pub mod sms;
 pub mod stack;

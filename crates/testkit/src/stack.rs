@@ -81,6 +81,9 @@ pub struct StackOptions {
     /// A PostgreSQL database for the cloud, instead of SQLite in its data directory: the one
     /// every node of a cluster ([`Stack::start_node`]) shares.
     pub database_url: Option<String>,
+    /// A name server ([`crate::name_server::NameServer`]) where the agent finds the domain's DCs
+    /// (`directory.discover_domain`): `more_domain_controllers` are then found there, not listed.
+    pub name_server: Option<std::net::SocketAddr>,
 }
 
 impl Default for StackOptions {
@@ -94,6 +97,7 @@ impl Default for StackOptions {
             configure_cloud: None,
             more_domain_controllers: Vec::new(),
             database_url: None,
+            name_server: None,
         }
     }
 }
@@ -818,11 +822,22 @@ pub fn write_agent_config(
         std::fs::write(&path, bundle)?;
         path
     };
-    let more_urls: Vec<String> = options
-        .more_domain_controllers
-        .iter()
-        .map(|other| toml_string(&other.ldaps_url()))
-        .collect();
+    let more_urls: Vec<String> = match options.name_server {
+        Some(_) => Vec::new(),
+        None => options
+            .more_domain_controllers
+            .iter()
+            .map(|other| toml_string(&other.ldaps_url()))
+            .collect(),
+    };
+    let discovery = match options.name_server {
+        Some(server) => format!(
+            "discover_domain = {}\nname_server = {}\n",
+            toml_string(crate::domain_controller::DNS_DOMAIN),
+            toml_string(&server.to_string())
+        ),
+        None => String::new(),
+    };
     let config = format!(
         r#"data_dir = {data_dir}
 banned_passwords = ["contoso"]
@@ -832,7 +847,7 @@ reconnect_max_delay_seconds = 1
 [directory]
 url = {url}
 urls = [{more_urls}]
-ca_file = {ca_file}
+{discovery}ca_file = {ca_file}
 bind_name = {bind_name}
 bind_password_file = {password_file}
 base_dn = {base_dn}

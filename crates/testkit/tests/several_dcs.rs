@@ -1,6 +1,7 @@
 //! One agent, two domain controllers of one domain: the second joined to the first with
-//! `samba-tool domain join … DC` on its own loopback address. When the first stops, resets go
-//! on through the second, and the doctor reports each DC on its own. This binary has its own pair
+//! `samba-tool domain join … DC` on its own loopback address. The agent is given the first and
+//! finds both in DNS (`dnsmasq` answering the domain's SRV records). When the first stops, resets
+//! go on through the second, and the doctor reports each DC on its own. This binary has its own pair
 //! of DCs, the first started joinable.
 
 #![allow(
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use writeback_proto::result::ResultCode;
 use writeback_testkit::logs::{binary, strong_password};
+use writeback_testkit::name_server::NameServer;
 use writeback_testkit::stack::StackOptions;
 use writeback_testkit::{DomainController, Stack};
 
@@ -23,8 +25,9 @@ async fn resets_go_on_through_the_second_dc_when_the_first_stops() {
         .await
         .unwrap()
         .unwrap();
-    let stack_options = |second: &Arc<DomainController>| StackOptions {
+    let stack_options = |second: &Arc<DomainController>, name_server: &NameServer| StackOptions {
         more_domain_controllers: vec![second.clone()],
+        name_server: Some(name_server.address),
         ..StackOptions::default()
     };
     // Made before the join, so the second DC has them: the test DCs do not replicate afterwards.
@@ -41,7 +44,16 @@ async fn resets_go_on_through_the_second_dc_when_the_first_stops() {
         .unwrap()
         .unwrap(),
     );
-    let stack = Stack::start_with(stack_options(&second)).await.unwrap();
+    let name_server = NameServer::start(&[(&first, 0), (&second, 10)]).unwrap();
+    let stack = Stack::start_with(stack_options(&second, &name_server))
+        .await
+        .unwrap();
+    assert!(
+        stack
+            .agent_log()
+            .contains("domain controllers found in DNS"),
+        "the agent found the DCs in DNS"
+    );
     let (name, old_password) = second_dc_user;
 
     let through_first = strong_password();
