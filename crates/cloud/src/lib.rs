@@ -225,8 +225,13 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     };
     let relay = Arc::new(Relay::default());
     let cluster = if store.has_bus() {
-        let (cluster, tasks) =
-            service::cluster::Cluster::join(store.clone(), relay.clone(), config.node()).await?;
+        let (cluster, tasks) = service::cluster::Cluster::join(
+            store.clone(),
+            relay.clone(),
+            config.node(),
+            secrets.clone(),
+        )
+        .await?;
         let mut cluster_stopping = stopping_signal.clone();
         tokio::spawn(async move {
             stopped(&mut cluster_stopping).await;

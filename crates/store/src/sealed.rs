@@ -20,6 +20,8 @@ pub enum SecretOwner<'a> {
     },
     /// What the portal remembers under one cookie, on a cluster ([`crate::PortalEntry`]).
     PortalEntry { kind: &'a str, key: &'a [u8] },
+    /// A message between a cluster's nodes on the bus channel `channel`; never stored.
+    BusMessage { channel: &'a str },
 }
 
 impl Store {
@@ -132,7 +134,9 @@ mod tests {
                 .rewrite_secrets(|owner, _| match owner {
                     SecretOwner::Method { .. } => Err("cannot"),
                     SecretOwner::Administrator { .. } => Ok(Some(b"changed".to_vec())),
-                    SecretOwner::PortalEntry { .. } => Err("portal entries are not rewritten"),
+                    SecretOwner::PortalEntry { .. } | SecretOwner::BusMessage { .. } => {
+                        Err("neither is stored as a secret")
+                    }
                 })
                 .await
                 .unwrap();

@@ -23,16 +23,23 @@ use writeback_testkit::stack::{Stack, StackOptions};
 use writeback_testkit::web::WebClient;
 
 async fn cluster_stack() -> Stack {
+    cluster_stack_on_its_database().await.0
+}
+
+/// A stack on a new PostgreSQL database, and that database's URL.
+async fn cluster_stack_on_its_database() -> (Stack, String) {
     let server = tokio::task::spawn_blocking(PostgresServer::shared)
         .await
         .unwrap()
         .unwrap();
-    Stack::start_with(StackOptions {
-        database_url: Some(server.fresh_database().await.unwrap()),
+    let database_url = server.fresh_database().await.unwrap();
+    let stack = Stack::start_with(StackOptions {
+        database_url: Some(database_url.clone()),
         ..StackOptions::default()
     })
     .await
-    .unwrap()
+    .unwrap();
+    (stack, database_url)
 }
 
 /// The stack's agent as `client`'s node sees it, once it is seen connected to `node`.
@@ -255,4 +262,28 @@ async fn a_retry_with_the_same_key_through_another_node_writes_nothing_more() {
         .assert_password_replaced(&name, &new_password, &old_password)
         .await
         .unwrap();
+}
+
+/// Any role that may connect to the database may send on its channels: a node announcing
+/// itself, or an agent with a key of its own, in the clear, is not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_forged_on_the_bus_is_dropped() {
+    let (stack, database_url) = cluster_stack_on_its_database().await;
+    let (_node_b, client_b) = stack.start_node("node-b").await.unwrap();
+    agent_seen_on(&client_b, &stack, "node-0").await;
+    let intruder = writeback_store::Store::open_postgres(&database_url)
+        .await
+        .unwrap();
+    let node = writeback_proto::ids::NodeId::generate().unwrap();
+    for _ in 0..5 {
+        let alive = format!("{{\"type\":\"alive\",\"node\":\"{node}\",\"name\":\"intruder\"}}");
+        intruder.publish("writeback_nodes", &alive).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nodes = client_b.nodes().await.unwrap();
+    assert!(
+        nodes.iter().all(|node| node.name != "intruder"),
+        "{nodes:?}"
+    );
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 }

@@ -11,6 +11,11 @@
 //!
 //! Every request id a node sends is recorded in the store too (the relay's
 //! [`SharedLedger`]), so that a retry entering another node is the same request there.
+//!
+//! Every message is sealed under the secrets key the nodes share, bound to its channel and
+//! stamped with the time it was sent: PostgreSQL lets any role that may connect to the database
+//! send on any channel, and a message it forged (an agent's announcement with a key of its own,
+//! to have passwords sealed to it) or replayed later is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,12 +29,13 @@ use writeback_proto::ids::{AgentId, NodeId, RequestId};
 use writeback_proto::operation::{OperationKind, UserRef, Verdict};
 use writeback_proto::operation::{PasswordStamp, Request, Response};
 use writeback_proto::time::UnixMillis;
-use writeback_store::{LedgerRecord, Store};
+use writeback_store::{LedgerRecord, SecretOwner, Store};
 
 use crate::service::error::CloudError;
 use crate::service::relay::ledger::{Delivery, LEDGER_RETENTION};
 use crate::service::relay::shared::{Pending, SharedDelivery, SharedLedger};
 use crate::service::relay::{AgentAnnouncement, Relay, RelayEvent};
+use crate::service::secrets::SecretKeys;
 
 /// How often a node says it is alive.
 pub const ALIVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -39,6 +45,17 @@ pub const NODE_SILENCE: Duration = Duration::from_secs(2);
 
 /// Every node listens here.
 const BROADCAST: &str = "writeback_nodes";
+
+/// A message sent longer ago than this is stale, and dropped: a replay, or a node whose clock is
+/// far off.
+const MESSAGE_LIFETIME: Duration = Duration::from_secs(10);
+
+/// What crosses the bus, before it is sealed.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    sent_at: UnixMillis,
+    message: BusMessage,
+}
 
 fn channel_of(node: NodeId) -> String {
     format!("writeback_node_{node}")
@@ -129,6 +146,8 @@ pub struct Cluster {
     listening_since: Instant,
     /// What the shared ledger is to record, in order.
     ledger_writes: mpsc::UnboundedSender<LedgerWrite>,
+    /// Seals and opens what crosses the bus.
+    secrets: Arc<SecretKeys>,
 }
 
 /// One change to a request's record in the shared ledger.
@@ -152,6 +171,7 @@ impl Cluster {
         store: Store,
         relay: Arc<Relay>,
         name: String,
+        secrets: Arc<SecretKeys>,
     ) -> Result<(Arc<Cluster>, Vec<JoinHandle<()>>), CloudError> {
         let node = NodeId::generate().map_err(|error| CloudError::Internal(error.to_string()))?;
         let own_channel = channel_of(node);
@@ -171,10 +191,11 @@ impl Cluster {
             peers: Mutex::default(),
             listening_since: Instant::now(),
             ledger_writes,
+            secrets,
         });
         relay.share_ledger(cluster.clone());
         tracing::info!(node = %cluster.name, node_id = %node, "joined the cluster");
-        cluster.broadcast(&BusMessage::Hello { node }).await;
+        cluster.broadcast(BusMessage::Hello { node }).await;
         let tasks = vec![
             tokio::spawn(cluster.clone().record_ledger(ledger_queue)),
             tokio::spawn(cluster.clone().listen(listener)),
@@ -192,37 +213,39 @@ impl Cluster {
             .collect()
     }
 
-    async fn send(&self, channel: &str, message: &BusMessage) {
-        let payload = match serde_json::to_string(message) {
-            Ok(payload) => payload,
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a message for the other nodes");
-                return;
-            }
+    async fn send(&self, channel: &str, message: BusMessage) {
+        let envelope = Envelope {
+            sent_at: UnixMillis::now(),
+            message,
+        };
+        let Some(payload) = seal(&self.secrets, channel, &envelope) else {
+            return;
         };
         if let Err(error) = self.store.publish(channel, &payload).await {
             tracing::warn!(%error, "cannot reach the other nodes");
         }
     }
 
-    async fn broadcast(&self, message: &BusMessage) {
+    async fn broadcast(&self, message: BusMessage) {
         self.send(BROADCAST, message).await;
     }
 
     async fn listen(self: Arc<Self>, mut listener: writeback_store::bus::BusListener) {
         loop {
-            let payload = match listener.next().await {
-                Ok((_, payload)) => payload,
+            let (channel, payload) = match listener.next().await {
+                Ok(received) => received,
                 Err(error) => {
                     tracing::warn!(%error, "the bus between nodes failed; listening again");
                     tokio::time::sleep(ALIVE_INTERVAL).await;
                     continue;
                 }
             };
-            match serde_json::from_str::<BusMessage>(&payload) {
+            match open(&self.secrets, &channel, &payload, UnixMillis::now()) {
                 Ok(message) if message.sender() != self.node => self.clone().on_message(message),
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "unreadable message from another node"),
+                Err(reason) => {
+                    tracing::warn!(%channel, %reason, "a message on the bus was dropped")
+                }
             }
         }
     }
@@ -239,7 +262,7 @@ impl Cluster {
                             name: self.name.clone(),
                             agent,
                         };
-                        self.send(&channel_of(sender), &message).await;
+                        self.send(&channel_of(sender), message).await;
                     }
                 });
             }
@@ -279,7 +302,7 @@ impl Cluster {
                             node: self.node,
                             connection_id,
                         };
-                        self.send(&channel_of(sender), &gone).await;
+                        self.send(&channel_of(sender), gone).await;
                     }
                 });
             }
@@ -331,7 +354,7 @@ impl Cluster {
                         connection_id,
                         request: *request,
                     };
-                    self.send(&channel_of(node), &deliver).await;
+                    self.send(&channel_of(node), deliver).await;
                 }
                 // Sync and its commands stay between an agent and the node it is connected to.
                 other => tracing::debug!(?other, "not carried to another node"),
@@ -402,7 +425,7 @@ impl Cluster {
                     },
                 ),
             };
-            self.send(&channel, &message).await;
+            self.send(&channel, message).await;
         }
     }
 
@@ -442,7 +465,7 @@ impl Cluster {
                 node: self.node,
                 name: self.name.clone(),
             };
-            self.broadcast(&alive).await;
+            self.broadcast(alive).await;
             let silent: Vec<(NodeId, String)> = {
                 let mut peers = locked(&self.peers);
                 let silent = peers
@@ -586,5 +609,77 @@ impl SharedLedger for Cluster {
             || locked(&self.peers)
                 .get(&node)
                 .is_some_and(|peer| peer.heard_at.elapsed() < NODE_SILENCE)
+    }
+}
+
+/// `envelope` sealed for `channel`, as bus text.
+fn seal(secrets: &SecretKeys, channel: &str, envelope: &Envelope) -> Option<String> {
+    use base64::Engine;
+    let clear = zeroize::Zeroizing::new(json(envelope)?.into_bytes());
+    let sealed = secrets
+        .seal(SecretOwner::BusMessage { channel }, &clear)
+        .inspect_err(|error| tracing::error!(%error, "cannot seal a message for the other nodes"))
+        .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(sealed))
+}
+
+/// The message in `payload`, received on `channel` at `now`, if another node sealed it for that
+/// channel lately; otherwise why it is dropped.
+fn open(
+    secrets: &SecretKeys,
+    channel: &str,
+    payload: &str,
+    now: UnixMillis,
+) -> Result<BusMessage, String> {
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .map_err(|_| "not sealed by a node".to_owned())?;
+    let clear = secrets
+        .open(SecretOwner::BusMessage { channel }, &sealed)
+        .map_err(|_| "not sealed by a node of this cluster for this channel".to_owned())?;
+    let envelope: Envelope =
+        serde_json::from_slice(&clear).map_err(|error| format!("unreadable: {error}"))?;
+    let age = now
+        .duration_since(envelope.sent_at)
+        .max(envelope.sent_at.duration_since(now));
+    if age > MESSAGE_LIFETIME {
+        return Err(format!("sent {} ms away from now", age.as_millis()));
+    }
+    Ok(envelope.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive() -> Envelope {
+        Envelope {
+            sent_at: UnixMillis(1_000_000),
+            message: BusMessage::Alive {
+                node: NodeId::generate().unwrap(),
+                name: "node-a".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn only_a_recent_message_sealed_by_the_cluster_for_its_channel_opens() {
+        let secrets = SecretKeys::generate().unwrap();
+        let now = UnixMillis(1_000_500);
+        let sealed = seal(&secrets, BROADCAST, &alive()).unwrap();
+        assert!(matches!(
+            open(&secrets, BROADCAST, &sealed, now),
+            Ok(BusMessage::Alive { name, .. }) if name == "node-a"
+        ));
+        // Moved to another channel, sealed by another cluster, forged in the clear, or replayed
+        // later: dropped.
+        assert!(open(&secrets, "writeback_node_x", &sealed, now).is_err());
+        let other = SecretKeys::generate().unwrap();
+        assert!(open(&other, BROADCAST, &sealed, now).is_err());
+        let forged = serde_json::to_string(&alive().message).unwrap();
+        assert!(open(&secrets, BROADCAST, &forged, now).is_err());
+        let later = UnixMillis(1_000_000 + MESSAGE_LIFETIME.as_millis() as u64 + 1);
+        assert!(open(&secrets, BROADCAST, &sealed, later).is_err());
     }
 }

@@ -62,6 +62,7 @@ fn associated_data(owner: SecretOwner<'_>) -> Vec<u8> {
             let key: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
             format!("portal\0{kind}\0{key}")
         }
+        SecretOwner::BusMessage { channel } => format!("bus\0{channel}"),
     };
     [b"writeback sealed secret\0".as_slice(), label.as_bytes()].concat()
 }
