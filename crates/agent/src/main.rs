@@ -98,6 +98,12 @@ fn load_config(arguments: &Arguments) -> Result<AgentConfig> {
     Ok(writeback_config::load(&sources, "WRITEBACK_AGENT_")?)
 }
 
+/// The same allocator as the cloud's: every request allocates and frees the same handful of
+/// buffers (frames, the sealed password, LDAP messages), which mimalloc serves from thread-local
+/// free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     // The crash tests' kill points, set by FAILPOINTS; absent from every other build.

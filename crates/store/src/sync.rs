@@ -492,37 +492,31 @@ impl Store {
         key: &str,
     ) -> Result<Option<DirectoryUser>, StoreError> {
         // One indexed lookup per way of naming a user; an OR across columns would make SQLite scan
-        // the directory's users. The planner also needs telling which index serves the UPN.
+        // the directory's users. The planner also needs telling which index serves the UPN. One
+        // statement whatever the name names, so that a name that exists and one that does not
+        // take the same work: the self-service portal must not reveal by its timing which names
+        // exist. Two rows mean two users answer to the name, and none is chosen.
         let [by_sam, by_upn, by_mail] =
             ["synced_users_sam", "synced_users_upn", "synced_users_mail"]
                 .map(|index| self.backend.indexed_by(index));
-        let anchors: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT anchor FROM synced_users WHERE directory_id = $1 AND anchor = $2 \
-             UNION SELECT anchor FROM synced_users {by_sam} WHERE directory_id = $1 AND sam_account_name = $3 \
-             UNION SELECT anchor FROM synced_users {by_upn} WHERE directory_id = $1 AND user_principal_name = $3 \
-             UNION SELECT anchor FROM synced_users {by_mail} WHERE directory_id = $1 AND mail = $3 \
-             LIMIT 2",
+        let rows = sqlx::query(&format!(
+            "WITH matches (anchor) AS ( \
+               SELECT anchor FROM synced_users WHERE directory_id = $1 AND anchor = $2 \
+               UNION SELECT anchor FROM synced_users {by_sam} WHERE directory_id = $1 AND sam_account_name = $3 \
+               UNION SELECT anchor FROM synced_users {by_upn} WHERE directory_id = $1 AND user_principal_name = $3 \
+               UNION SELECT anchor FROM synced_users {by_mail} WHERE directory_id = $1 AND mail = $3) \
+             SELECT {USER_COLUMNS} FROM synced_users \
+             WHERE directory_id = $1 AND anchor IN (SELECT anchor FROM matches) LIMIT 2",
         ))
         .bind(directory_id)
         .bind(key.to_ascii_lowercase())
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        // The row is read even when no single user matched (no anchor is empty), so that a name
-        // that exists and one that does not take the same queries: the self-service portal must
-        // not reveal by its timing which names exist.
-        let anchor = match anchors.as_slice() {
-            [anchor] => anchor.as_str(),
-            _ => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM synced_users WHERE directory_id = $1 AND anchor = $2"
-        ))
-        .bind(directory_id)
-        .bind(anchor)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(user_from_row).transpose()
+        match rows.as_slice() {
+            [row] => user_from_row(row).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 

@@ -62,6 +62,46 @@ async fn agent_seen_on(client: &ApiClient, stack: &Stack, node: &str) -> AgentSu
     }
 }
 
+/// The console's Agents page on `node`, signed in there as the stack's administrator.
+async fn console_agents_page(stack: &Stack, node: &writeback_cloud::RunningCloud) -> String {
+    let mut console = WebClient::for_url(&format!("https://{}", node.address), node.fingerprint);
+    let page = console
+        .send(Method::GET, "/console/sign-in", None, &[])
+        .await;
+    let csrf = WebClient::csrf(&page);
+    let password = console
+        .send(
+            Method::POST,
+            "/console/sign-in",
+            Some(&[
+                ("csrf", &csrf),
+                ("email", writeback_testkit::stack::ADMIN_EMAIL),
+                ("password", &stack.admin_password),
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(password.status, StatusCode::SEE_OTHER);
+    let code_path = WebClient::location(&password);
+    let code_page = console.send(Method::GET, &code_path, None, &[]).await;
+    let csrf = WebClient::csrf(&code_page);
+    let code = stack.admin_authenticator.fresh_code().await;
+    let signed_in = console
+        .send(
+            Method::POST,
+            &code_path,
+            Some(&[("csrf", &csrf), ("code", &code)]),
+            &[],
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let agents = console
+        .send(Method::GET, "/console/agents", None, &[])
+        .await;
+    assert_eq!(agents.status, StatusCode::OK);
+    WebClient::body(&agents)
+}
+
 /// Resets `name` through `client`'s node and proves it in the directory: the new password binds
 /// and the old one is refused.
 async fn reset_through(
@@ -118,6 +158,13 @@ async fn a_reset_entering_a_node_without_the_agent_crosses_the_bus_and_lands() {
     assert!(
         listed.contains("node-0") && listed.contains("node-b") && listed.contains("(answered)"),
         "{listed}"
+    );
+    let agents_page = console_agents_page(&stack, &node_b).await;
+    assert!(
+        agents_page.contains("Cloud nodes")
+            && agents_page.contains("node-0")
+            && agents_page.contains("node-b"),
+        "{agents_page}"
     );
 
     let (name, old_password) = stack.user_with_password("crossing").await.unwrap();
