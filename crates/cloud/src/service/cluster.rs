@@ -193,7 +193,8 @@ impl Cluster {
             ledger_writes,
             secrets,
         });
-        relay.share_ledger(cluster.clone());
+        let shared: Arc<dyn SharedLedger> = cluster.clone();
+        relay.share_ledger(&shared);
         tracing::info!(node = %cluster.name, node_id = %node, "joined the cluster");
         cluster.broadcast(BusMessage::Hello { node }).await;
         let tasks = vec![

@@ -64,8 +64,9 @@ pub struct Relay {
     /// Requests another node sent to an agent connected here, with the node and the local
     /// connection they went on: what the agent says of them goes back to that node.
     forwarded: Mutex<HashMap<RequestId, (NodeId, u64)>>,
-    /// The ledger a cluster's nodes share; unset on a node alone.
-    shared: OnceLock<Arc<dyn shared::SharedLedger>>,
+    /// The ledger a cluster's nodes share; unset on a node alone. Held weakly: the cluster that
+    /// implements it holds this relay.
+    shared: OnceLock<std::sync::Weak<dyn shared::SharedLedger>>,
 }
 
 /// The connection id of a request taken over from another node: no connection of this node.
@@ -152,8 +153,12 @@ impl Relay {
 
     /// From now on, every request id is recorded in `ledger` too, and looked up there when this
     /// node does not know it; once only.
-    pub fn share_ledger(&self, ledger: Arc<dyn shared::SharedLedger>) -> bool {
-        self.shared.set(ledger).is_ok()
+    pub fn share_ledger(&self, ledger: &Arc<dyn shared::SharedLedger>) -> bool {
+        self.shared.set(Arc::downgrade(ledger)).is_ok()
+    }
+
+    fn shared_ledger(&self) -> Option<Arc<dyn shared::SharedLedger>> {
+        self.shared.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// From now on, what other nodes must hear of goes to `events`; once only.
@@ -345,7 +350,7 @@ impl Relay {
         let recorded = self
             .ledger
             .about_to_write(request_id, connection.connection_id, before);
-        if recorded && let Some(shared) = self.shared.get() {
+        if recorded && let Some(shared) = self.shared_ledger() {
             shared.about_to_write(request_id, before);
         }
     }
@@ -366,7 +371,7 @@ impl Relay {
             trace: response.trace,
         };
         if self.ledger.answered(response.request_id, &verdict)
-            && let Some(shared) = self.shared.get()
+            && let Some(shared) = self.shared_ledger()
         {
             shared.answered(response.request_id, &verdict);
         }
@@ -508,7 +513,7 @@ impl Relay {
     ) -> Verdict {
         let fingerprint = intent.fingerprint();
         if self.ledger.get(&request_id).is_none()
-            && let Some(shared) = self.shared.get()
+            && let Some(shared) = self.shared_ledger()
             && let Some(verdict) = self
                 .earlier_elsewhere(shared.as_ref(), request_id, &fingerprint, deadline)
                 .await
@@ -598,7 +603,7 @@ impl Relay {
                 connection.connection_id,
                 UnixMillis::now(),
             );
-            if let Some(shared) = self.shared.get()
+            if let Some(shared) = self.shared_ledger()
                 && let Some(delivery) = self.ledger.get(&request_id)
             {
                 shared.sent(request_id, &delivery);
@@ -1207,8 +1212,11 @@ mod tests {
         }
     }
 
-    /// Node A and node B, each with an agent of its own, sharing a ledger.
-    fn two_nodes_sharing_a_ledger() -> (Arc<Relay>, Arc<Relay>, SharedMap) {
+    /// What the relays hold only weakly, kept alive by the test.
+    type Ledgers = [Arc<dyn shared::SharedLedger>; 2];
+
+    /// Node A and node B sharing a ledger, and the ledgers.
+    fn two_nodes_sharing_a_ledger() -> (Arc<Relay>, Arc<Relay>, SharedMap, Ledgers) {
         let records = Arc::default();
         let gone = Arc::default();
         let shared_by = |node| SharedMap {
@@ -1218,14 +1226,18 @@ mod tests {
         };
         let (a, b) = (Arc::new(Relay::default()), Arc::new(Relay::default()));
         let on_a = shared_by(NodeId::generate().unwrap());
-        assert!(a.share_ledger(Arc::new(on_a.clone())));
-        assert!(b.share_ledger(Arc::new(shared_by(NodeId::generate().unwrap()))));
-        (a, b, on_a)
+        let (ledger_a, ledger_b): (Arc<dyn shared::SharedLedger>, Arc<dyn shared::SharedLedger>) = (
+            Arc::new(on_a.clone()),
+            Arc::new(shared_by(NodeId::generate().unwrap())),
+        );
+        assert!(a.share_ledger(&ledger_a));
+        assert!(b.share_ledger(&ledger_b));
+        (a, b, on_a, [ledger_a, ledger_b])
     }
 
     #[tokio::test]
     async fn a_retry_entering_another_node_waits_for_the_first_nodes_verdict_and_sends_nothing() {
-        let (a, b, _) = two_nodes_sharing_a_ledger();
+        let (a, b, _, _ledgers) = two_nodes_sharing_a_ledger();
         let key = SealingKeyPair::generate().public_key().clone();
         let (sender_a, mut inbox_a) = mpsc::channel(4);
         let on_a = a.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_a);
@@ -1267,7 +1279,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_entering_another_node_after_the_first_node_died_is_taken_over_with_what_the_agent_was_about_to_overwrite()
      {
-        let (a, b, on_a_ledger) = two_nodes_sharing_a_ledger();
+        let (a, b, on_a_ledger, _ledgers) = two_nodes_sharing_a_ledger();
         let key = SealingKeyPair::generate().public_key().clone();
         let (sender_a, mut inbox_a) = mpsc::channel(4);
         let on_a = a.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_a);
