@@ -1,5 +1,7 @@
 //! What the benchmark programs share: their command-line numbers and their percentiles.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 
 /// The number after `name` on the command line, or `default`.
@@ -22,6 +24,12 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], fraction: f64) -> Option<T> {
     }
     let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     Some(sorted[rank - 1])
+}
+
+/// Nearest-rank percentile of sorted durations, in milliseconds; not a number when there are
+/// none.
+pub fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
+    nearest_rank(sorted, fraction).map_or(f64::NAN, |sample| sample.as_secs_f64() * 1000.0)
 }
 
 #[cfg(test)]

@@ -21,12 +21,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use writeback_proto::frame::{AgentStatus, CloudMessage};
 use writeback_proto::ids::{AgentId, NodeId, RequestId};
-use writeback_proto::operation::{OperationKind, UserRef, Verdict};
+use writeback_proto::operation::Verdict;
 use writeback_proto::operation::{PasswordStamp, Request, Response};
 use writeback_proto::time::UnixMillis;
 use writeback_store::{LedgerRecord, SecretOwner, Store};
@@ -34,7 +35,7 @@ use writeback_store::{LedgerRecord, SecretOwner, Store};
 use crate::service::error::CloudError;
 use crate::service::relay::ledger::{Delivery, LEDGER_RETENTION};
 use crate::service::relay::shared::{Pending, SharedDelivery, SharedLedger};
-use crate::service::relay::{AgentAnnouncement, Relay, RelayEvent};
+use crate::service::relay::{AgentAnnouncement, NO_CONNECTION, Relay, RelayEvent};
 use crate::service::secrets::SecretKeys;
 
 /// How often a node says it is alive.
@@ -498,38 +499,36 @@ fn json<T: Serialize>(value: &T) -> Option<String> {
 
 /// A request as another node recorded it; `None` when the record does not read.
 fn shared_delivery(record: LedgerRecord) -> Option<SharedDelivery> {
-    let read = || -> Result<SharedDelivery, String> {
-        let error = |error: &dyn std::fmt::Display| error.to_string();
+    fn read<T: DeserializeOwned>(what: &str, json: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(json).map_err(|error| format!("{what}: {error}"))
+    }
+    fn read_text<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, String> {
+        serde_json::from_str(text).map_err(|error| format!("{what}: {error}"))
+    }
+    fn read_optional<T: DeserializeOwned>(
+        what: &str,
+        text: Option<&str>,
+    ) -> Result<Option<T>, String> {
+        text.map(|text| read_text(what, text)).transpose()
+    }
+    let delivery = || -> Result<SharedDelivery, String> {
         Ok(SharedDelivery {
-            owner: record.node_id.parse().map_err(|e| error(&e))?,
+            owner: read("node id", record.node_id.clone().into())?,
             delivery: Delivery {
                 fingerprint: record.fingerprint.clone(),
-                user: serde_json::from_str::<UserRef>(&record.user_ref).map_err(|e| error(&e))?,
-                kind: serde_json::from_value::<OperationKind>(serde_json::Value::String(
-                    record.kind.clone(),
-                ))
-                .map_err(|e| error(&e))?,
+                user: read_text("user", &record.user_ref)?,
+                kind: read("kind", record.kind.clone().into())?,
                 deadline: record.deadline,
-                agent_id: record.agent_id.parse().map_err(|e| error(&e))?,
-                connection_id: u64::MAX,
-                about_to_write: record
-                    .about_to_write
-                    .as_deref()
-                    .map(serde_json::from_str::<PasswordStamp>)
-                    .transpose()
-                    .map_err(|e| error(&e))?,
+                agent_id: read("agent id", record.agent_id.clone().into())?,
+                connection_id: NO_CONNECTION,
+                about_to_write: read_optional("password stamp", record.about_to_write.as_deref())?,
                 lost_at: None,
-                verdict: record
-                    .verdict
-                    .as_deref()
-                    .map(serde_json::from_str::<Verdict>)
-                    .transpose()
-                    .map_err(|e| error(&e))?,
+                verdict: read_optional("verdict", record.verdict.as_deref())?,
                 sent_at: record.sent_at,
             },
         })
     };
-    read()
+    delivery()
         .inspect_err(|error| tracing::error!(%error, request_id = %record.request_id, "a shared ledger record does not read"))
         .ok()
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use secrecy::SecretString;
-use writeback_devtools::{argument, nearest_rank};
+use writeback_devtools::{argument, percentile_ms};
 use writeback_directory::{Directory, ResetOptions};
 use writeback_proto::api::ResetPasswordRequest;
 use writeback_proto::operation::UserRef;
@@ -29,21 +29,16 @@ use writeback_proto::sync::ObjectAnchor;
 use writeback_testkit::logs::{strong_password, unique_user};
 use writeback_testkit::{NewUser, Stack};
 
-/// Nearest-rank percentile of sorted samples, in milliseconds.
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
-    nearest_rank(sorted, fraction).map_or(f64::NAN, |sample| sample.as_secs_f64() * 1000.0)
-}
-
 fn summary(label: &str, samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
-    let (p50, p99) = (percentile(samples, 0.50), percentile(samples, 0.99));
+    let (p50, p99) = (percentile_ms(samples, 0.50), percentile_ms(samples, 0.99));
     let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0
         / samples.len().max(1) as f64;
     println!(
         "{label:<26} n={:<4} p50={p50:>7.2} ms  p99={p99:>7.2} ms  mean={mean:>7.2} ms  min={:>7.2} ms  max={:>7.2} ms",
         samples.len(),
-        percentile(samples, 0.0),
-        percentile(samples, 1.0),
+        percentile_ms(samples, 0.0),
+        percentile_ms(samples, 1.0),
     );
     (p50, p99)
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use secrecy::SecretString;
 use writeback_cli::ApiClient;
-use writeback_devtools::{argument, nearest_rank};
+use writeback_devtools::{argument, percentile_ms};
 use writeback_directory::{Directory, ResetOptions};
 use writeback_proto::api::ResetPasswordRequest;
 use writeback_proto::identity::IdentityKeyPair;
@@ -48,13 +48,10 @@ struct Node {
     fingerprint: writeback_tls::Fingerprint,
 }
 
-fn milliseconds(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
+/// The `fraction` percentile of `samples`, in milliseconds, sorting them first.
 fn p(samples: &mut [Duration], fraction: f64) -> f64 {
     samples.sort();
-    nearest_rank(samples, fraction).map_or(f64::NAN, milliseconds)
+    percentile_ms(samples, fraction)
 }
 
 async fn reset_through(
@@ -157,10 +154,8 @@ async fn concurrent(
             .iter()
             .enumerate()
             .map(|(index, name)| {
-                let client = stack.client_for(
-                    &nodes[index % nodes.len()].url,
-                    nodes[index % nodes.len()].fingerprint,
-                );
+                let node = &nodes[index % nodes.len()];
+                let client = stack.client_for(&node.url, node.fingerprint);
                 let directory = stack.directory.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
@@ -276,7 +271,7 @@ async fn failover(
     let requests = latencies.len();
     let p50 = p(&mut latencies, 0.5);
     let p99 = p(&mut latencies, 0.99);
-    let max = latencies.last().copied().map_or(f64::NAN, milliseconds);
+    let max = percentile_ms(&latencies, 1.0);
     println!(
         "  failover: {requests} resets from {users} users over {:.1} s, agent killed at {:.1} s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
         length.as_secs_f64(),

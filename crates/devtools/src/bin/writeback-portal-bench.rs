@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use hyper::{Method, StatusCode};
-use writeback_devtools::{argument, nearest_rank};
+use writeback_devtools::{argument, percentile_ms};
 use writeback_proto::api::{SelfServiceScope, SelfServiceSettings, VerificationMethod};
 use writeback_testkit::Stack;
 use writeback_testkit::web::WebClient;
@@ -259,18 +259,14 @@ async fn signed_in_pages(samples: &mut Samples, client: &mut WebClient) -> Resul
     Ok(())
 }
 
-fn milliseconds(sample: Option<Duration>) -> f64 {
-    sample.map_or(f64::NAN, |sample| sample.as_secs_f64() * 1000.0)
-}
-
 fn report(label: &str, samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
-    let p50 = milliseconds(nearest_rank(samples, 0.50));
-    let p99 = milliseconds(nearest_rank(samples, 0.99));
+    let p50 = percentile_ms(samples, 0.50);
+    let p99 = percentile_ms(samples, 0.99);
     println!(
         "{label:<36} n={:<5} p50={p50:>7.2} ms  p99={p99:>7.2} ms  max={:>7.2} ms",
         samples.len(),
-        milliseconds(nearest_rank(samples, 1.0)),
+        percentile_ms(samples, 1.0),
     );
     (p50, p99)
 }

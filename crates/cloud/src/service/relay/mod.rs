@@ -70,7 +70,7 @@ pub struct Relay {
 }
 
 /// The connection id of a request taken over from another node: no connection of this node.
-const NO_CONNECTION: u64 = u64::MAX;
+pub const NO_CONNECTION: u64 = u64::MAX;
 
 /// How often a retry of a request another node is waiting for looks for its verdict.
 const SHARED_POLL: Duration = Duration::from_millis(50);
@@ -712,14 +712,7 @@ mod tests {
         let first = relay.connect(&agent(agent_id, &key), corp(), first_sender);
         let request_id = RequestId::generate().unwrap();
 
-        let dispatching = {
-            let relay = relay.clone();
-            tokio::spawn(async move {
-                relay
-                    .dispatch(&corp(), request_id, deadline(30), &unlock())
-                    .await
-            })
-        };
+        let dispatching = in_background(&relay, request_id, deadline(30), unlock());
         let CloudMessage::Request(sent) = first_outbound.recv().await.unwrap() else {
             panic!("expected a request");
         };
@@ -752,6 +745,17 @@ mod tests {
         assert_eq!(dispatching.await.unwrap().result, ResultCode::Success);
     }
 
+    /// `relay` dispatching `intent` as `request_id` until `until`, in a task of its own.
+    fn in_background(
+        relay: &Arc<Relay>,
+        request_id: RequestId,
+        until: UnixMillis,
+        intent: OperationIntent,
+    ) -> tokio::task::JoinHandle<Verdict> {
+        let relay = relay.clone();
+        tokio::spawn(async move { relay.dispatch(&corp(), request_id, until, &intent).await })
+    }
+
     fn reset() -> OperationIntent {
         OperationIntent::ResetPassword {
             user: UserRef::logon_name("jdoe").unwrap(),
@@ -773,14 +777,7 @@ mod tests {
             first_sender,
         );
         let request_id = RequestId::generate().unwrap();
-        let dispatching = {
-            let relay = relay.clone();
-            tokio::spawn(async move {
-                relay
-                    .dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let dispatching = in_background(&relay, request_id, deadline(30), reset());
         let Some(CloudMessage::Request(sent)) = first_outbound.recv().await else {
             panic!("expected a request");
         };
@@ -834,14 +831,7 @@ mod tests {
         let connection = relay.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender);
         let request_id = RequestId::generate().unwrap();
         let retries: Vec<_> = (0..16)
-            .map(|_| {
-                let relay = relay.clone();
-                tokio::spawn(async move {
-                    relay
-                        .dispatch(&corp(), request_id, deadline(30), &reset())
-                        .await
-                })
-            })
+            .map(|_| in_background(&relay, request_id, deadline(30), reset()))
             .collect();
         let mut deliveries = 0;
         while deliveries < 16 {
@@ -1041,13 +1031,7 @@ mod tests {
         );
 
         let request_id = RequestId::generate().unwrap();
-        let dispatching = {
-            let a = nodes.a.clone();
-            tokio::spawn(async move {
-                a.dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let dispatching = in_background(&nodes.a, request_id, deadline(30), reset());
         let Some(CloudMessage::Request(crossing)) = carried.recv().await else {
             panic!("the request is carried towards B");
         };
@@ -1111,13 +1095,7 @@ mod tests {
         );
         let (mirror, mut carried) = nodes.mirror_b_agent().await;
         let request_id = RequestId::generate().unwrap();
-        let dispatching = {
-            let a = nodes.a.clone();
-            tokio::spawn(async move {
-                a.dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let dispatching = in_background(&nodes.a, request_id, deadline(30), reset());
         assert!(matches!(
             carried.recv().await,
             Some(CloudMessage::Request(_))
@@ -1244,24 +1222,12 @@ mod tests {
         let (sender_b, mut inbox_b) = mpsc::channel(4);
         b.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_b);
         let request_id = RequestId::generate().unwrap();
-        let first = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                a.dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let first = in_background(&a, request_id, deadline(30), reset());
         assert!(matches!(
             inbox_a.recv().await,
             Some(CloudMessage::Request(_))
         ));
-        let retry = {
-            let b = b.clone();
-            tokio::spawn(async move {
-                b.dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let retry = in_background(&b, request_id, deadline(30), reset());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!retry.is_finished(), "the retry waits while node A does");
         a.deliver(&on_a, success(request_id));
@@ -1287,10 +1253,7 @@ mod tests {
         let on_b = b.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_b);
         let request_id = RequestId::generate().unwrap();
         let soon = UnixMillis::now().saturating_add(Duration::from_millis(300));
-        let first = {
-            let a = a.clone();
-            tokio::spawn(async move { a.dispatch(&corp(), request_id, soon, &reset()).await })
-        };
+        let first = in_background(&a, request_id, soon, reset());
         assert!(matches!(
             inbox_a.recv().await,
             Some(CloudMessage::Request(_))
@@ -1304,13 +1267,7 @@ mod tests {
         assert_eq!(first.await.unwrap().result, ResultCode::Timeout);
         lock(&on_a_ledger.gone).push(on_a_ledger.node);
 
-        let retry = {
-            let b = b.clone();
-            tokio::spawn(async move {
-                b.dispatch(&corp(), request_id, deadline(30), &reset())
-                    .await
-            })
-        };
+        let retry = in_background(&b, request_id, deadline(30), reset());
         let Some(CloudMessage::Request(taken_over)) = inbox_b.recv().await else {
             panic!("B's agent takes the request over");
         };
