@@ -7,6 +7,10 @@
 //! * `bench sync`: a full sync of N users against the same paged search done directly, and the
 //!   delay before a directory change reaches the cloud.
 //! * `bench portal`: every self-service portal page, timed beside a static file's floor.
+//! * `bench screening`: lookups in a filter of breached passwords beside a hash set of the same
+//!   hashes, its bytes per entry and its measured false-positive rate.
+//! * `common-passwords`: rebuilds the built-in filter of common passwords from the lists the
+//!   `passwords` and `zxcvbn` crates ship.
 //! * `fuzz [--minutes N]`: the property tests of every parser of untrusted input (the
 //!   `properties` modules), over and over with many more cases and fresh seeds, for N minutes
 //!   (10 by default). `test` runs them too, with [`TEST_CASES`] cases each.
@@ -28,7 +32,7 @@ const TEST_CASES: u32 = 256;
 /// Cases per property and run in `cargo xtask fuzz`.
 const FUZZ_CASES: u32 = 20_000;
 
-const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N] [--idle-only]";
+const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N] [--idle-only] | bench screening [--entries N]";
 
 fn main() -> Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -43,14 +47,18 @@ fn main() -> Result<()> {
                 Some("cluster") => run_devtool(&root, "writeback-cluster-bench", rest, true),
                 Some("sync") => run_devtool(&root, "writeback-sync-bench", rest, true),
                 Some("portal") => run_devtool(&root, "writeback-portal-bench", rest, true),
+                Some("screening") => run_devtool(&root, "writeback-screening-bench", rest, true),
                 _ => bail!("usage: cargo xtask bench {BENCH_USAGE}"),
             }
+        }
+        Some("common-passwords") => {
+            run_devtool(&root, "writeback-common-passwords", &arguments[1..], true)
         }
         Some("fuzz") => fuzz(&root, &arguments[1..]),
         Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | demo | bench {BENCH_USAGE} | fuzz [--minutes N] | scan-logs>"
+                "usage: cargo xtask <test | demo | bench {BENCH_USAGE} | common-passwords | fuzz [--minutes N] | scan-logs>"
             );
             std::process::exit(2);
         }

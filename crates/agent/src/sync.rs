@@ -518,6 +518,7 @@ mod tests {
             password_last_set: None,
             must_change_password: false,
             password_never_expires: false,
+            password_expiry: writeback_proto::sync::PasswordExpiry::Unknown,
             protected: false,
         })
     }

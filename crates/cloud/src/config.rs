@@ -29,6 +29,10 @@ pub struct CloudConfig {
     /// self-service method). Created 0600 at first start; `data_dir/secrets.key` unless set, and
     /// best kept on other storage than the database's backups.
     pub secrets_key_file: Option<PathBuf>,
+    /// The filter of breached passwords `writeback-cloud breached import` writes and the cloud
+    /// screens new passwords against; `data_dir/breached-passwords.fuse` unless set. Each node of
+    /// a cluster reads its own copy.
+    pub breached_passwords_file: Option<PathBuf>,
     /// How long a writeback may take end to end before the caller is told "timeout".
     pub request_timeout_seconds: u64,
     /// How often agents send a heartbeat; three missed end the connection, and the agent's
@@ -71,7 +75,33 @@ pub struct CloudConfig {
     /// How many wrong guesses and sent codes are allowed, per account, per client address and in
     /// all, and which proxies may say who the client is.
     pub limits: LimitsConfig,
+    /// Mail and texts telling people their password expires soon.
+    pub expiry_reminders: ExpiryRemindersConfig,
     pub log: LogConfig,
+}
+
+/// When people are told their password expires soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryRemindersConfig {
+    /// Days before expiry at which a reminder goes, each once per password; empty sends none.
+    pub days_before: Vec<u32>,
+    /// How often the cloud looks for passwords that reached a threshold.
+    pub check_interval_minutes: u64,
+    /// The portal's address as people reach it, for the link in a reminder, e.g.
+    /// `https://passwords.example.com`; `https://` and the first of `self_signed_names` with the
+    /// listener's port when empty.
+    pub portal_url: String,
+}
+
+impl Default for ExpiryRemindersConfig {
+    fn default() -> Self {
+        Self {
+            days_before: vec![14, 7, 1],
+            check_interval_minutes: 60,
+            portal_url: String::new(),
+        }
+    }
 }
 
 /// Bounds on connections, slow clients and password hashing.
@@ -270,6 +300,7 @@ impl Default for CloudConfig {
             database_url: None,
             database_url_file: None,
             secrets_key_file: None,
+            breached_passwords_file: None,
             request_timeout_seconds: 15,
             heartbeat_interval_ms: 500,
             admin_session_hours: 12,
@@ -287,6 +318,7 @@ impl Default for CloudConfig {
             sms: SmsConfig::default(),
             portal_session_minutes: 15,
             limits: LimitsConfig::default(),
+            expiry_reminders: ExpiryRemindersConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -335,6 +367,28 @@ impl CloudConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("writeback.db")
+    }
+
+    /// Where a reminder's link sends people: the portal's page for changing a password.
+    pub fn portal_change_url(&self) -> String {
+        let configured = self.expiry_reminders.portal_url.trim_end_matches('/');
+        let base = if configured.is_empty() {
+            let host = self
+                .self_signed_names
+                .first()
+                .map_or("localhost", String::as_str);
+            let port = self.listen.rsplit(':').next().unwrap_or("443");
+            format!("https://{host}:{port}")
+        } else {
+            configured.to_owned()
+        };
+        format!("{base}/portal/change")
+    }
+
+    pub fn breached_passwords_path(&self) -> PathBuf {
+        self.breached_passwords_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("breached-passwords.fuse"))
     }
 
     pub fn secrets_key_path(&self) -> PathBuf {

@@ -35,9 +35,10 @@ pub use service::agents::create_registration_token;
 pub use service::error::CloudError;
 use service::error::io_error;
 use service::relay::Relay;
+use service::screening::PasswordScreen;
 pub use service::state::AppState;
 use service::state::stopped;
-use service::{audit_retention, hashing, notify, secrets, self_service};
+use service::{audit_retention, expiry, hashing, notify, screening, secrets, self_service};
 
 /// A running server; [`RunningCloud::stop`] shuts it down.
 #[derive(Debug)]
@@ -243,6 +244,11 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     } else {
         None
     };
+    let screen = Arc::new(PasswordScreen::open(config.breached_passwords_path())?);
+    tokio::spawn(screening::refresh_periodically(
+        screen.clone(),
+        stopping_signal.clone(),
+    ));
     let state = AppState {
         store,
         relay,
@@ -251,6 +257,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         sms,
         portal,
         secrets,
+        screen,
         hashing: hashing::HashingPool::new(
             config.resources.hashing_threads,
             config.resources.hashing_queue,
@@ -273,6 +280,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
             stopping_signal.clone(),
         ));
     }
+    tokio::spawn(expiry::run(state.clone(), stopping_signal.clone()));
     tokio::spawn(audit_retention::run(
         state.store.clone(),
         stopping_signal.clone(),

@@ -1,6 +1,6 @@
 //! `writeback-cloud`: serve, or run a set-up command against the data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -60,11 +60,25 @@ enum Command {
     Backup { file: PathBuf },
     /// Make FILE, written by `backup`, the database of a data directory that has none yet.
     Restore { file: PathBuf },
+    /// Screen new passwords against a corpus of breached passwords.
+    Breached {
+        #[command(subcommand)]
+        command: BreachedCommand,
+    },
     /// Manage the key that seals the secrets kept in the database.
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreachedCommand {
+    /// Read FILE, a list of SHA-1 or NTLM password hashes (`HASH` or `HASH:COUNT` per line, as
+    /// Have I Been Pwned publishes them), into the filter new passwords are screened against
+    /// (`breached_passwords_file`). It replaces the last import; a running cloud uses it within
+    /// seconds. No password and no whole hash is kept: about 2.3 bytes per entry.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +233,9 @@ async fn main() -> Result<()> {
                 path.display()
             );
         }
+        Command::Breached {
+            command: BreachedCommand::Import { file },
+        } => import_breached(&config, file)?,
         Command::Backup { file } => {
             let apart = writeback_cloud::back_up(&config, file).await?;
             println!("database copied to {}", file.display());
@@ -246,6 +263,43 @@ async fn main() -> Result<()> {
             println!("{}", writeback_tls::Fingerprint::of_pem_file(&certificate)?);
         }
     }
+    Ok(())
+}
+
+fn import_breached(config: &CloudConfig, file: &Path) -> Result<()> {
+    use std::io::BufRead;
+    let started = std::time::Instant::now();
+    let reader = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    let mut corpus = writeback_policy::screening::CorpusKeys::default();
+    for line in reader.split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", file.display()))?;
+        corpus.add_line(&String::from_utf8_lossy(&line))?;
+    }
+    let hashes = corpus.hashes();
+    let filter = corpus.into_filter()?;
+    let path = config.breached_passwords_path();
+    writeback_cloud::service::screening::write_filter(&path, &filter)?;
+    println!(
+        "{} {} hashes ({} distinct) from {} in {:.1} s",
+        filter.hashing().name(),
+        hashes,
+        filter.entries(),
+        file.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "filter written to {}: {} bytes, {:.2} bytes per entry, false positives about 1 in 65,536",
+        path.display(),
+        filter.size_in_bytes(),
+        filter.size_in_bytes() as f64 / filter.entries() as f64
+    );
+    println!(
+        "a running cloud screens against it within {} s; every node of a cluster needs its own copy",
+        writeback_cloud::service::screening::REFRESH_INTERVAL.as_secs()
+    );
     Ok(())
 }
 

@@ -6,20 +6,28 @@ function categories(password) {
   return [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((pattern) => pattern.test(password)).length;
 }
 
-// The strength comes from the server (`/portal/strength`), which judges it with zxcvbn exactly
-// as it will judge the form: the page shows the server's score and zxcvbn's own advice.
+// The strength, and whether the password is on a list of breached or common passwords, come
+// from the server (`/portal/strength`), which judges them exactly as it will judge the form: the
+// page shows the server's zxcvbn score and advice, and its verdict on the lists.
 let asked = 0;
 
-function showStrength(item, password, words) {
-  const feedback = item.querySelector(".feedback") || item.appendChild(document.createElement("span"));
-  feedback.className = "feedback";
+function clearJudgement(item) {
+  delete item.dataset.score;
+  item.classList.remove("met", "unmet");
+  const feedback = item.querySelector(".feedback");
+  if (feedback) feedback.textContent = "";
+}
+
+function askServer(list, password) {
+  const strengthItem = list.querySelector('[data-rule="strength"]');
+  const listedItem = list.querySelector('[data-rule="not-common"]');
+  const question = ++asked;
   if (!password) {
-    delete item.dataset.score;
-    item.classList.remove("met", "unmet");
-    feedback.textContent = "";
+    for (const item of [strengthItem, listedItem]) if (item) clearJudgement(item);
     return;
   }
-  const question = ++asked;
+  const names = list.querySelector('[data-rule="no-name"]');
+  const words = names && names.dataset.argument ? names.dataset.argument.split(",") : [];
   fetch("/portal/strength", {
     method: "POST",
     credentials: "same-origin",
@@ -29,22 +37,21 @@ function showStrength(item, password, words) {
     .then((answer) => (answer.ok ? answer.json() : null))
     .then((judged) => {
       if (!judged || question !== asked) return;
-      const met = judged.score >= Number(item.dataset.argument);
-      item.dataset.score = String(judged.score);
-      item.classList.toggle("met", met);
-      item.classList.toggle("unmet", !met);
+      if (listedItem) {
+        listedItem.classList.toggle("met", !judged.listed);
+        listedItem.classList.toggle("unmet", judged.listed);
+      }
+      if (!strengthItem) return;
+      const met = judged.score >= Number(strengthItem.dataset.argument);
+      strengthItem.dataset.score = String(judged.score);
+      strengthItem.classList.toggle("met", met);
+      strengthItem.classList.toggle("unmet", !met);
+      const feedback = strengthItem.querySelector(".feedback") || strengthItem.appendChild(document.createElement("span"));
+      feedback.className = "feedback";
       const advice = [judged.warning, ...judged.suggestions].filter(Boolean).join(" ");
       feedback.textContent = ` Strength ${judged.score} of 4.${advice ? " " + advice : ""}`;
     })
     .catch(() => {});
-}
-
-// As the server: the password itself, or its letters with digits and symbols trimmed off both
-// ends ("Password1!"), is on the list sent with the page.
-function isCommon(password, list) {
-  const lowered = password.toLowerCase();
-  const core = lowered.replace(/^[^\p{L}]+|[^\p{L}]+$/gu, "");
-  return list.some((common) => common === lowered || (core.length >= 4 && common === core));
 }
 
 function judge(item, password) {
@@ -55,13 +62,10 @@ function judge(item, password) {
     case "length": return password.length >= Number(argument);
     case "categories": return categories(password) >= Number(argument);
     case "no-name": return words.every((word) => word.length < 3 || !password.toLowerCase().includes(word.toLowerCase()));
-    case "not-common": return password.length > 0 && !isCommon(password, lines);
     case "not-banned": return password.length > 0 && lines.every((word) => !password.toLowerCase().includes(word));
-    case "strength": {
-      const names = document.querySelector('[data-rule="no-name"]');
-      showStrength(item, password, names && names.dataset.argument ? names.dataset.argument.split(",") : []);
+    case "strength":
+    case "not-common":
       return "asked";
-    }
     default: return null;
   }
 }
@@ -77,6 +81,7 @@ document.addEventListener("DOMContentLoaded", () => {
         item.classList.toggle("met", met === true);
         item.classList.toggle("unmet", met === false && input.value.length > 0);
       }
+      askServer(list, input.value);
     };
     input.addEventListener("input", update);
     update();

@@ -77,6 +77,9 @@ pub struct ActiveDirectory {
     /// Directory sync reads on its own connection, so a long paged search never queues a
     /// password reset behind it.
     sync_connection: Mutex<Option<Connection>>,
+    /// Read again with every full sync and reconciliation; what deltas fall back on for the
+    /// expiry of a DC that does not compute it.
+    pub(crate) maximum_ages: std::sync::Mutex<crate::sync::MaximumAges>,
 }
 
 impl fmt::Debug for ActiveDirectory {
@@ -147,6 +150,7 @@ impl ActiveDirectory {
             tls: Arc::new(tls),
             connection: Mutex::new(None),
             sync_connection: Mutex::new(None),
+            maximum_ages: std::sync::Mutex::default(),
         })
     }
 
@@ -329,7 +333,7 @@ impl ActiveDirectory {
     }
 
     /// A search, retried once on a fresh connection if the connection broke.
-    async fn search(
+    pub(crate) async fn search(
         &self,
         base: &str,
         scope: Scope,
@@ -451,7 +455,7 @@ impl ActiveDirectory {
         }
     }
 
-    async fn read_one(
+    pub(crate) async fn read_one(
         &self,
         distinguished_name: &str,
         attributes: &[&str],

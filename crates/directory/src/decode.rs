@@ -10,7 +10,7 @@ use ldap3::controls::RawControl;
 use secrecy::{ExposeSecret, SecretString};
 use writeback_policy::PolicyReason;
 use writeback_proto::operation::PasswordStamp;
-use writeback_proto::sync::ObjectAnchor;
+use writeback_proto::sync::{ObjectAnchor, PasswordExpiry};
 use writeback_proto::time::UnixMillis;
 use zeroize::Zeroizing;
 
@@ -175,6 +175,46 @@ pub fn password_last_set(value: Option<&str>) -> PasswordLastSet {
             .map(|unix_ms| PasswordLastSet::At { unix_ms })
             .unwrap_or(PasswordLastSet::MustChange),
         _ => PasswordLastSet::MustChange,
+    }
+}
+
+/// The value AD gives `msDS-UserPasswordExpiryTimeComputed` for a password that never expires.
+const NEVER_EXPIRES: i64 = i64::MAX;
+
+/// A user's password expiry from what the DC says (`computed`, the FILETIME of
+/// `msDS-UserPasswordExpiryTimeComputed`) or, when it says nothing, from when the password was
+/// set and the maximum age that applies (`None` when it is not known, zero when passwords never
+/// expire).
+pub fn password_expiry(
+    computed: Option<&str>,
+    never_expires: bool,
+    last_set: PasswordLastSet,
+    maximum_age: Option<Duration>,
+) -> PasswordExpiry {
+    if never_expires {
+        return PasswordExpiry::Never;
+    }
+    let PasswordLastSet::At { unix_ms } = last_set else {
+        // Must change at next sign-in: the DC asks the user at once, no reminder can help.
+        return PasswordExpiry::Never;
+    };
+    match computed.map(str::parse::<i64>) {
+        Some(Ok(NEVER_EXPIRES)) => PasswordExpiry::Never,
+        Some(Ok(filetime)) if filetime > 0 => filetime_to_unix_ms(filetime)
+            .map_or(PasswordExpiry::Unknown, |at| {
+                PasswordExpiry::At(UnixMillis(at))
+            }),
+        Some(_) => PasswordExpiry::Unknown,
+        None => match maximum_age {
+            None => PasswordExpiry::Unknown,
+            Some(age) if age.is_zero() => PasswordExpiry::Never,
+            Some(age) => u64::try_from(age.as_millis())
+                .ok()
+                .and_then(|age| unix_ms.checked_add(age))
+                .map_or(PasswordExpiry::Never, |at| {
+                    PasswordExpiry::At(UnixMillis(at))
+                }),
+        },
     }
 }
 
@@ -485,6 +525,7 @@ mod tests {
             Some(1_577_836_800_000)
         );
         assert_eq!(password_last_set(Some("0")), PasswordLastSet::MustChange);
+        assert_eq!(password_last_set(Some("-5")), PasswordLastSet::MustChange);
         assert_eq!(password_last_set(None), PasswordLastSet::MustChange);
         assert_eq!(
             password_last_set(Some("132223104000000000")),
@@ -719,5 +760,46 @@ mod tests {
                 prop_assert!(!is_within(&container, &dn));
             }
         }
+    }
+
+    #[test]
+    fn a_password_expires_when_the_dc_says_or_by_its_maximum_age() {
+        let set = PasswordLastSet::At {
+            unix_ms: 1_577_836_800_000,
+        };
+        let day = Duration::from_secs(86_400);
+        // 2020-01-11T00:00:00Z as the DC computes it.
+        assert_eq!(
+            password_expiry(Some("132231744000000000"), false, set, Some(day)),
+            PasswordExpiry::At(UnixMillis(1_578_700_800_000))
+        );
+        assert_eq!(
+            password_expiry(Some("9223372036854775807"), false, set, Some(day)),
+            PasswordExpiry::Never
+        );
+        assert_eq!(
+            password_expiry(None, false, set, Some(10 * day)),
+            PasswordExpiry::At(UnixMillis(1_578_700_800_000))
+        );
+        assert_eq!(
+            password_expiry(None, false, set, Some(Duration::ZERO)),
+            PasswordExpiry::Never
+        );
+        assert_eq!(
+            password_expiry(None, false, set, None),
+            PasswordExpiry::Unknown
+        );
+        assert_eq!(
+            password_expiry(Some("garbage"), false, set, Some(day)),
+            PasswordExpiry::Unknown
+        );
+        assert_eq!(
+            password_expiry(Some("132231744000000000"), true, set, Some(day)),
+            PasswordExpiry::Never
+        );
+        assert_eq!(
+            password_expiry(Some("0"), false, PasswordLastSet::MustChange, Some(day)),
+            PasswordExpiry::Never
+        );
     }
 }

@@ -75,6 +75,7 @@ impl ActiveDirectory {
             }
         }
         let domain_root = self.domain_root().await?;
+        let ages = self.last_maximum_ages();
         for chunk in to_read.chunks(REREAD_CHUNK) {
             let assertions: String = chunk.iter().map(anchor_assertion).collect();
             let filter = format!("(&{DIRSYNC_FILTER}(|{assertions}))");
@@ -89,7 +90,7 @@ impl ActiveDirectory {
                         if let Some(anchor) = entry_anchor(&entry) {
                             found.insert(anchor);
                         }
-                        changes_for_entry(entry, Some(bases))
+                        changes_for_entry(entry, Some(bases), &ages)
                     },
                 )
                 .await?;

@@ -7,7 +7,9 @@
 //! searches the whole domain with the show-deleted control, so deletions (tombstones) and moves out
 //! of the synced OUs are seen as well as changes inside them.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
@@ -45,6 +47,8 @@ pub const SYNC_ATTRIBUTES: &[&str] = &[
     "userAccountControl",
     "msDS-User-Account-Control-Computed",
     "pwdLastSet",
+    "msDS-UserPasswordExpiryTimeComputed",
+    "msDS-ResultantPSO",
     "adminCount",
     "member",
     "isDeleted",
@@ -59,6 +63,25 @@ const ANCHORS_PER_CHANGE: usize = 500;
 
 pub const FULL_SYNC_FILTER: &str =
     "(|(&(objectCategory=person)(objectClass=user))(objectClass=group))";
+
+/// The maximum password ages a sync falls back on for a DC that does not compute each user's
+/// expiry: the domain's, and each readable fine-grained policy's by DN in lower case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaximumAges {
+    pub domain: Option<Duration>,
+    pub by_policy: HashMap<String, Duration>,
+}
+
+impl MaximumAges {
+    /// The maximum age for a user whose `msDS-ResultantPSO` is `resultant_policy`; `None` when
+    /// the policy that applies could not be read.
+    pub fn for_user(&self, resultant_policy: Option<&str>) -> Option<Duration> {
+        match resultant_policy {
+            Some(policy) => self.by_policy.get(&policy.to_lowercase()).copied(),
+            None => self.domain,
+        }
+    }
+}
 
 /// Which DC answers, and how far its changes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +171,7 @@ impl DirectorySync for ActiveDirectory {
         bases: &[String],
         changes: &mpsc::Sender<SyncChange>,
     ) -> Result<(), DirectoryError> {
+        let ages = self.refresh_maximum_ages().await;
         for base in bases {
             let sent = self
                 .stream_changes(
@@ -155,7 +179,7 @@ impl DirectorySync for ActiveDirectory {
                     FULL_SYNC_FILTER,
                     vec![extended_dn_control()],
                     changes,
-                    |entry| changes_for_entry(entry, None),
+                    |entry| changes_for_entry(entry, None, &ages),
                 )
                 .await?;
             if !sent {
@@ -170,6 +194,7 @@ impl DirectorySync for ActiveDirectory {
         bases: &[String],
         changes: &mpsc::Sender<SyncChange>,
     ) -> Result<(), DirectoryError> {
+        self.refresh_maximum_ages().await;
         for base in bases {
             let mut stream = self
                 .paged_search(base, FULL_SYNC_FILTER, ANCHOR_ATTRIBUTES, Vec::new())
@@ -209,8 +234,9 @@ impl DirectorySync for ActiveDirectory {
             after_usn.saturating_add(1)
         );
         let controls = vec![extended_dn_control(), show_deleted_control()];
+        let ages = self.last_maximum_ages();
         self.stream_changes(&domain_root, &filter, controls, changes, |entry| {
-            changes_for_entry(entry, Some(bases))
+            changes_for_entry(entry, Some(bases), &ages)
         })
         .await
         .map(|_| ())
@@ -231,6 +257,69 @@ impl DirectorySync for ActiveDirectory {
 }
 
 impl ActiveDirectory {
+    /// Reads the maximum password ages again and keeps them for the deltas that follow. A
+    /// failure keeps the last ones read: they only matter to a DC that does not compute expiry.
+    async fn refresh_maximum_ages(&self) -> MaximumAges {
+        match self.read_maximum_ages().await {
+            Ok(ages) => {
+                *self
+                    .maximum_ages
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ages.clone();
+                ages
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the maximum password ages");
+                self.last_maximum_ages()
+            }
+        }
+    }
+
+    /// The domain's maximum password age and that of every fine-grained policy the service
+    /// account may read. Unreadable ones are left out: their users' expiry stays unknown rather
+    /// than wrong.
+    pub(crate) async fn read_maximum_ages(&self) -> Result<MaximumAges, DirectoryError> {
+        let domain_root = self.domain_root().await?;
+        let domain = self
+            .read_one(&domain_root, &["maxPwdAge"])
+            .await?
+            .and_then(|entry| {
+                first(&entry.attrs, "maxPwdAge").map(|age| decode::interval_to_duration(Some(age)))
+            });
+        let container = format!("CN=Password Settings Container,CN=System,{domain_root}");
+        let settings = match self
+            .search(
+                &container,
+                Scope::OneLevel,
+                "(objectClass=msDS-PasswordSettings)",
+                &["msDS-MaximumPasswordAge"],
+            )
+            .await
+        {
+            Ok(settings) => settings,
+            Err(DirectoryError::Refused { .. }) => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        let by_policy = settings
+            .iter()
+            .filter_map(|entry| {
+                let age = first(&entry.attrs, "msDS-MaximumPasswordAge")?;
+                Some((
+                    entry.dn.to_lowercase(),
+                    decode::interval_to_duration(Some(age)),
+                ))
+            })
+            .collect();
+        Ok(MaximumAges { domain, by_policy })
+    }
+
+    pub(crate) fn last_maximum_ages(&self) -> MaximumAges {
+        self.maximum_ages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Streams one paged subtree search through `translate` into `changes`. `Ok(false)` when the
     /// receiver has gone (the sync was cancelled).
     pub(crate) async fn stream_changes(
@@ -400,7 +489,11 @@ fn has_class(entry: &SearchEntry, class: &str) -> bool {
 
 /// What one search entry means for the cloud's copy. `bases` is `None` in a full sync (every entry
 /// is in scope); in a delta it decides between upsert and removal.
-pub(crate) fn changes_for_entry(entry: SearchEntry, bases: Option<&[String]>) -> Vec<SyncChange> {
+pub(crate) fn changes_for_entry(
+    entry: SearchEntry,
+    bases: Option<&[String]>,
+    ages: &MaximumAges,
+) -> Vec<SyncChange> {
     let (_, dn_sid, plain_dn) = split_extended_dn(&entry.dn);
     let plain_dn = plain_dn.to_owned();
     let Some(anchor) = entry_anchor(&entry) else {
@@ -456,6 +549,12 @@ pub(crate) fn changes_for_entry(entry: SearchEntry, bases: Option<&[String]>) ->
         password_last_set: password_last_set.unix_ms().map(UnixMillis),
         must_change_password: password_last_set == PasswordLastSet::MustChange,
         password_never_expires: control & UF_DONT_EXPIRE_PASSWD != 0,
+        password_expiry: decode::password_expiry(
+            first(&entry.attrs, "msDS-UserPasswordExpiryTimeComputed"),
+            control & UF_DONT_EXPIRE_PASSWD != 0,
+            password_last_set,
+            ages.for_user(first(&entry.attrs, "msDS-ResultantPSO")),
+        ),
         protected: number(&entry.attrs, "adminCount").unwrap_or(0) == 1,
     })]
 }
@@ -569,7 +668,9 @@ mod tests {
     #[test]
     fn a_user_entry_becomes_a_synced_user() {
         let dn = format!("<GUID={GUID_TEXT}>;<SID=S-1-5-21-1-2-3-1105>;CN=alice,{STAFF}");
-        let [SyncChange::User(user)] = &changes_for_entry(user_entry(&dn), None)[..] else {
+        let [SyncChange::User(user)] =
+            &changes_for_entry(user_entry(&dn), None, &MaximumAges::default())[..]
+        else {
             panic!("expected one user");
         };
         assert_eq!(user.anchor.to_string(), GUID_TEXT);
@@ -588,7 +689,7 @@ mod tests {
         let bases = vec![STAFF.to_owned()];
         let elsewhere = user_entry("CN=alice,OU=Elsewhere,DC=corp,DC=example,DC=test");
         assert!(matches!(
-            &changes_for_entry(elsewhere, Some(&bases))[..],
+            &changes_for_entry(elsewhere, Some(&bases), &MaximumAges::default())[..],
             [SyncChange::Remove { anchor }] if anchor.to_string() == GUID_TEXT
         ));
         let mut tombstone = user_entry(&format!(
@@ -598,12 +699,12 @@ mod tests {
             .attrs
             .insert("isDeleted".into(), vec!["TRUE".into()]);
         assert!(matches!(
-            &changes_for_entry(tombstone, Some(&bases))[..],
+            &changes_for_entry(tombstone, Some(&bases), &MaximumAges::default())[..],
             [SyncChange::Remove { .. }]
         ));
         let inside = user_entry(&format!("CN=alice,{STAFF}"));
         assert!(matches!(
-            &changes_for_entry(inside, Some(&bases))[..],
+            &changes_for_entry(inside, Some(&bases), &MaximumAges::default())[..],
             [SyncChange::User(_)]
         ));
     }
@@ -613,7 +714,7 @@ mod tests {
         let mut nameless = user_entry(&format!("CN=ghost,{STAFF}"));
         nameless.bin_attrs.clear();
         assert!(matches!(
-            &changes_for_entry(nameless, None)[..],
+            &changes_for_entry(nameless, None, &MaximumAges::default())[..],
             [SyncChange::Error { object, message }]
                 if object == &format!("CN=ghost,{STAFF}") && message.contains("objectGUID")
         ));
@@ -626,7 +727,8 @@ mod tests {
         user.bin_attrs.clear();
         user.attrs
             .insert("objectGUID".into(), vec!["0123456789abcdef".into()]);
-        let [SyncChange::User(user)] = &changes_for_entry(user, None)[..] else {
+        let [SyncChange::User(user)] = &changes_for_entry(user, None, &MaximumAges::default())[..]
+        else {
             panic!("expected one user");
         };
         assert_eq!(user.anchor, ObjectAnchor::from_bytes(ascii_guid));
@@ -651,7 +753,7 @@ mod tests {
             ],
             Some(GUID_BYTES),
         );
-        let changes = changes_for_entry(group, None);
+        let changes = changes_for_entry(group, None, &MaximumAges::default());
         assert!(matches!(&changes[0], SyncChange::Group(group) if group.name == "Team"));
         assert!(
             matches!(&changes[1], SyncChange::Members { members, replace: true, .. } if members.len() == MAX_MEMBERS_PER_CHANGE)
@@ -669,7 +771,7 @@ mod tests {
             Some(GUID_BYTES),
         );
         assert!(matches!(
-            &changes_for_entry(group, None)[..],
+            &changes_for_entry(group, None, &MaximumAges::default())[..],
             [SyncChange::Group(_), SyncChange::Members { members, replace: true, .. }] if members.is_empty()
         ));
     }

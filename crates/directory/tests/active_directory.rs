@@ -166,6 +166,7 @@ async fn effective_policy_is_the_domain_policy_or_a_readable_pso() {
                 history_length: 3,
                 min_age_days: 2,
                 lockout_threshold: 0,
+                max_age_days: 42,
             },
             &governed_dn,
         )
@@ -280,6 +281,7 @@ async fn unlock_clears_a_lockout_produced_by_failed_binds() {
         history_length: 0,
         min_age_days: 0,
         lockout_threshold: 3,
+        max_age_days: 42,
     };
     dc.admin()
         .await

@@ -5,6 +5,8 @@
 //! here does IO: the effective policy and the account facts are read by the directory crate and
 //! passed in, and so is the current time.
 
+pub mod screening;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,8 @@ pub enum PolicyReason {
     Common,
     /// Below the minimum strength the self-service policy sets.
     TooWeak,
+    /// In the corpus of breached passwords the administrator imported.
+    Breached,
 }
 
 impl PolicyReason {
@@ -36,6 +40,7 @@ impl PolicyReason {
             Self::Banned => "banned",
             Self::Common => "common",
             Self::TooWeak => "too_weak",
+            Self::Breached => "breached",
         }
     }
 }

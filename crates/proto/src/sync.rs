@@ -177,6 +177,19 @@ impl<'de> Deserialize<'de> for DirSyncCookie {
     }
 }
 
+/// When a user's password expires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", content = "at", rename_all = "snake_case")]
+pub enum PasswordExpiry {
+    /// Neither the DC nor the policy the agent can read says: no reminder is sent.
+    #[default]
+    Unknown,
+    /// The password never expires: no maximum age applies, or the account's password is set
+    /// never to expire, or it must be changed at next sign-in anyway.
+    Never,
+    At(UnixMillis),
+}
+
 /// One user as the cloud keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +209,10 @@ pub struct SyncedUser {
     pub password_last_set: Option<UnixMillis>,
     pub must_change_password: bool,
     pub password_never_expires: bool,
+    /// When the password expires: as the DC computes it (`msDS-UserPasswordExpiryTimeComputed`),
+    /// or, where it does not, from `pwdLastSet` and the user's effective maximum age.
+    #[serde(default)]
+    pub password_expiry: PasswordExpiry,
     /// `adminCount = 1`.
     pub protected: bool,
 }

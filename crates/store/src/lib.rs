@@ -74,6 +74,7 @@ mod testing {
 mod administrators;
 mod audit;
 pub mod bus;
+mod expiry;
 mod ledger;
 mod portal;
 #[cfg(any(test, feature = "test-postgres"))]
@@ -84,6 +85,7 @@ mod self_service;
 mod sync;
 pub use administrators::{Administrator, AdministratorSummary, SignInChallenge, TotpState};
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, AuditOutcome};
+pub use expiry::ExpiringPassword;
 pub use ledger::LedgerRecord;
 pub use portal::PortalEntry;
 pub use rate_limits::{LONGEST_WINDOW, Limit, Reservation, Reserved};
@@ -187,6 +189,11 @@ const SQLITE_MIGRATIONS: MigrationList = &[
         "request ledger",
         include_str!("../migrations/0010_request_ledger.sql"),
     ),
+    (
+        11,
+        "password expiry",
+        include_str!("../migrations/0011_password_expiry.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations. Its schema began at SQLite's eighth, in one step.
@@ -205,6 +212,11 @@ const POSTGRES_MIGRATIONS: MigrationList = &[
         3,
         "request ledger",
         include_str!("../migrations/postgres/0003_request_ledger.sql"),
+    ),
+    (
+        4,
+        "password expiry",
+        include_str!("../migrations/postgres/0004_password_expiry.sql"),
     ),
 ];
 

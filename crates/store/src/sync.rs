@@ -9,7 +9,8 @@ use writeback_proto::api::{
 };
 use writeback_proto::ids::DirectoryName;
 use writeback_proto::sync::{
-    ObjectAnchor, SyncBatch, SyncChange, SyncCursor, SyncPhase, SyncStart, SyncedGroup, SyncedUser,
+    ObjectAnchor, PasswordExpiry, SyncBatch, SyncChange, SyncCursor, SyncPhase, SyncStart,
+    SyncedGroup, SyncedUser,
 };
 use writeback_proto::time::UnixMillis;
 
@@ -31,9 +32,10 @@ pub struct UserQuery {
     pub limit: u32,
 }
 
-const USER_COLUMNS: &str = "anchor, sid, sam_account_name, user_principal_name, mail, display_name, \
+pub(crate) const USER_COLUMNS: &str = "anchor, sid, sam_account_name, user_principal_name, mail, display_name, \
     given_name, surname, distinguished_name, enabled, locked_out, password_last_set, \
-    must_change_password, password_never_expires, protected, synced_at";
+    must_change_password, password_never_expires, protected, synced_at, password_expiry, \
+    password_expires_at";
 
 fn anchor_column(row: &AnyRow, name: &str) -> Result<ObjectAnchor, StoreError> {
     let text: String = row.get(name);
@@ -41,7 +43,23 @@ fn anchor_column(row: &AnyRow, name: &str) -> Result<ObjectAnchor, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("stored anchor {text:?} is not a GUID")))
 }
 
-fn user_from_row(row: &AnyRow) -> Result<DirectoryUser, StoreError> {
+fn expiry_from_columns(kind: String, at: Option<UnixMillis>) -> PasswordExpiry {
+    match (kind.as_str(), at) {
+        ("never", _) => PasswordExpiry::Never,
+        ("at", Some(at)) => PasswordExpiry::At(at),
+        _ => PasswordExpiry::Unknown,
+    }
+}
+
+fn expiry_columns(expiry: PasswordExpiry) -> (&'static str, Option<i64>) {
+    match expiry {
+        PasswordExpiry::Unknown => ("unknown", None),
+        PasswordExpiry::Never => ("never", None),
+        PasswordExpiry::At(at) => ("at", Some(millis(at))),
+    }
+}
+
+pub(crate) fn user_from_row(row: &AnyRow) -> Result<DirectoryUser, StoreError> {
     Ok(DirectoryUser {
         user: SyncedUser {
             anchor: anchor_column(row, "anchor")?,
@@ -58,6 +76,10 @@ fn user_from_row(row: &AnyRow) -> Result<DirectoryUser, StoreError> {
             password_last_set: from_millis(row.get("password_last_set")),
             must_change_password: flag(row, "must_change_password"),
             password_never_expires: flag(row, "password_never_expires"),
+            password_expiry: expiry_from_columns(
+                row.get("password_expiry"),
+                from_millis(row.get("password_expires_at")),
+            ),
             protected: flag(row, "protected"),
         },
         last_synced_at: from_millis(row.get("synced_at")).unwrap_or(UnixMillis(0)),
@@ -459,7 +481,7 @@ impl Store {
             .collect()
     }
 
-    async fn directory_id(&self, directory: &DirectoryName) -> Result<i64, StoreError> {
+    pub(crate) async fn directory_id(&self, directory: &DirectoryName) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT id FROM directories WHERE name = $1")
             .bind(directory.as_str())
             .fetch_optional(&self.pool)
@@ -550,7 +572,8 @@ async fn upsert_user(
 ) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO synced_users (directory_id, generation, {USER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+           $19, $20) \
          ON CONFLICT (directory_id, anchor) DO UPDATE SET generation = excluded.generation, \
            sid = excluded.sid, sam_account_name = excluded.sam_account_name, \
            user_principal_name = excluded.user_principal_name, mail = excluded.mail, \
@@ -560,7 +583,9 @@ async fn upsert_user(
            password_last_set = excluded.password_last_set, \
            must_change_password = excluded.must_change_password, \
            password_never_expires = excluded.password_never_expires, \
-           protected = excluded.protected, synced_at = excluded.synced_at"
+           protected = excluded.protected, synced_at = excluded.synced_at, \
+           password_expiry = excluded.password_expiry, \
+           password_expires_at = excluded.password_expires_at"
     ))
     .bind(directory_id)
     .bind(generation)
@@ -580,6 +605,8 @@ async fn upsert_user(
     .bind(i64::from(user.password_never_expires))
     .bind(i64::from(user.protected))
     .bind(millis(now))
+    .bind(expiry_columns(user.password_expiry).0)
+    .bind(expiry_columns(user.password_expiry).1)
     .execute(&mut **transaction)
     .await?;
     Ok(())
@@ -724,6 +751,7 @@ mod tests {
             password_last_set: Some(NOW),
             must_change_password: false,
             password_never_expires: false,
+            password_expiry: PasswordExpiry::Unknown,
             protected: false,
         })
     }

@@ -740,6 +740,8 @@ pub struct NewPasswordSettings {
     pub history_length: u32,
     pub min_age_days: u32,
     pub lockout_threshold: u32,
+    /// How long a password lasts before it must be changed.
+    pub max_age_days: u32,
 }
 
 /// An LDAPS session bound as Administrator.
@@ -978,7 +980,10 @@ impl AdminSession {
                 "msDS-MinimumPasswordAge",
                 text(-(i64::from(settings.min_age_days)) * day_ticks),
             ),
-            ("msDS-MaximumPasswordAge", text(-42 * day_ticks)),
+            (
+                "msDS-MaximumPasswordAge",
+                text(-(i64::from(settings.max_age_days)) * day_ticks),
+            ),
             (
                 "msDS-LockoutThreshold",
                 settings.lockout_threshold.to_string(),

@@ -473,6 +473,7 @@ impl Stack {
             history_length: 0,
             min_age_days: 0,
             lockout_threshold: 3,
+            max_age_days: 42,
         };
         let dn = format!("CN={name},{STAFF_OU}");
         self.dc

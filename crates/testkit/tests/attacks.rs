@@ -469,6 +469,7 @@ async fn portal_sign_ins_stay_below_the_directory_lockout_and_never_bind_when_th
         history_length: 0,
         min_age_days: 0,
         lockout_threshold: 3,
+        max_age_days: 42,
     };
     stack
         .dc

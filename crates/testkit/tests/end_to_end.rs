@@ -338,6 +338,7 @@ async fn a_change_before_the_minimum_age_is_refused_as_too_young() {
         history_length: 5,
         min_age_days: 1,
         lockout_threshold: 0,
+        max_age_days: 42,
     };
     stack
         .dc

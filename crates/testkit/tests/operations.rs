@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use writeback_proto::api::{AuditPage, HealthState, RegistrationTokenResponse};
 use writeback_proto::result::ResultCode;
+use writeback_proto::sync::PasswordExpiry;
 use writeback_proto::time::UnixMillis;
 use writeback_store::AuditEvent;
-use writeback_testkit::Stack;
 use writeback_testkit::logs::{self, strong_password};
+use writeback_testkit::mail::MailServer;
+use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{StackOptions, spawn_agent, write_agent_config, write_private};
+use writeback_testkit::{NewPasswordSettings, NewUser, Stack};
 
 async fn user_with_password(stack: &Stack, prefix: &str) -> (String, String) {
     stack.user_with_password(prefix).await.unwrap()
@@ -818,4 +821,382 @@ async fn a_backup_restored_into_a_fresh_data_directory_serves_as_before() {
         "{audit:?}"
     );
     stack.reset_and_prove(&name, &password).await.unwrap();
+}
+
+/// The SHA-1 corpus line Have I Been Pwned would publish for `password`.
+fn corpus_line(password: &str, count: u32) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(password.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02X}")).collect();
+    format!("{hex}:{count}")
+}
+
+/// An administrator imports a breached-password corpus with `writeback-cloud breached import`
+/// while the cloud runs: a reset to a password in it, through the API and the CLI, is refused
+/// with its own reason, audited, and never reaches the DC (the user's password is unchanged); a
+/// password on the built-in list of common ones is refused the same way; any other password
+/// lands.
+#[tokio::test]
+async fn passwords_in_an_imported_breached_corpus_or_the_common_list_are_refused_and_never_sent() {
+    let stack = Stack::start().await.unwrap();
+    let (name, password) = user_with_password(&stack, "breach").await;
+    let breached = strong_password();
+    let corpus = stack.work.join("breached-sha1.txt");
+    let mut lines: Vec<String> = (0..50_000)
+        .map(|n| corpus_line(&format!("someone-else-{n}"), n + 1))
+        .collect();
+    lines.insert(25_000, corpus_line(&breached, 3));
+    std::fs::write(&corpus, lines.join("\r\n")).unwrap();
+
+    let data_dir = stack.work.join("cloud");
+    let import = tokio::process::Command::new(logs::binary("writeback-cloud").unwrap())
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["breached", "import"])
+        .arg(&corpus)
+        .output()
+        .await
+        .unwrap();
+    let told = succeeded(&import);
+    assert!(
+        told.contains("SHA-1 50001 hashes (50001 distinct)"),
+        "{told}"
+    );
+    assert!(told.contains("bytes per entry"), "{told}");
+    // The running cloud looks at the file every few seconds; ask it now rather than wait.
+    let screen = stack.cloud.as_ref().unwrap().state.screen.clone();
+    let corpus_seen = tokio::task::spawn_blocking(move || screen.refresh())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(corpus_seen.entries, 50_001);
+
+    let refused = stack.reset(&name, &breached, false, false).await.unwrap();
+    assert!(
+        matches!(
+            refused.result,
+            ResultCode::PolicyViolation {
+                reason: writeback_policy::PolicyReason::Breached,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message
+            .contains("appears in lists of breached or common passwords"),
+        "{}",
+        refused.message
+    );
+    let common = password_like_common();
+    let refused_common = stack.reset(&name, &common, false, false).await.unwrap();
+    assert!(
+        matches!(
+            refused_common.result,
+            ResultCode::PolicyViolation {
+                reason: writeback_policy::PolicyReason::Common,
+                ..
+            }
+        ),
+        "{refused_common:?}"
+    );
+
+    stack.cli_login().await.unwrap();
+    let password_file = stack.work.join("breached-password");
+    write_private(&password_file, &breached).unwrap();
+    let directory = stack.directory.to_string();
+    let cli = stack
+        .cli(&[
+            "reset",
+            &directory,
+            &name,
+            "--password-file",
+            &password_file.display().to_string(),
+        ])
+        .await
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(
+        stdout(&cli).contains("breached or common")
+            || String::from_utf8_lossy(&cli.stderr).contains("breached or common"),
+        "{}{}",
+        stdout(&cli),
+        String::from_utf8_lossy(&cli.stderr)
+    );
+
+    // Nothing was sent: the DC still has the password the user had.
+    assert_eq!(stack.dc.bind_as(&name, &password).await.unwrap(), Ok(()));
+    assert!(stack.dc.bind_as(&name, &breached).await.unwrap().is_err());
+    let page = stack
+        .client
+        .audit(&writeback_cli::AuditQuery {
+            request_id: Some(refused.request_id.to_string()),
+            ..writeback_cli::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        page.entries
+            .iter()
+            .any(|entry| entry.result_code == "policy_violation"
+                && entry.detail.as_deref() == Some("breached")),
+        "{:?}",
+        page.entries
+    );
+    stack.reset_and_prove(&name, &password).await.unwrap();
+}
+
+/// A common password with digits and a symbol stuck on, which the log scan looks for too.
+fn password_like_common() -> String {
+    logs::remember_secret("Sunshine2026!")
+}
+
+/// The password expiry the cloud holds for `name`, once synced as `expected` says.
+async fn synced_expiry(
+    stack: &Stack,
+    name: &str,
+    expected: fn(&PasswordExpiry) -> bool,
+) -> (PasswordExpiry, UnixMillis) {
+    stack
+        .wait_until_synced(name, |user| expected(&user.password_expiry))
+        .await
+        .unwrap();
+    let user = stack
+        .client
+        .user(&stack.directory, name)
+        .await
+        .unwrap()
+        .user;
+    (
+        user.password_expiry,
+        user.password_last_set.unwrap_or(UnixMillis(0)),
+    )
+}
+
+/// Expiry reminders against the DC, with a short maximum age from a fine-grained policy and the
+/// domain's own, the time passed in: each user is mailed (and texted, where a phone is
+/// registered) once per threshold, in the order the thresholds are reached; nobody whose
+/// password never expires or must be changed anyway hears anything; each reminder is audited;
+/// and the console's list of passwords expiring soon names the right users.
+#[tokio::test]
+async fn expiry_reminders_reach_the_right_users_once_per_threshold() {
+    let work = std::env::temp_dir().join(format!("writeback-expiry-{}", std::process::id()));
+    let mail = MailServer::start(&work).await.unwrap();
+    let sms = SmsProvider::start(&work).await.unwrap();
+    let stack = Stack::start_with(StackOptions {
+        smtp_port: Some(mail.port),
+        sms: sms.config(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut admin = stack.dc.admin().await.unwrap();
+    let mut create = async |prefix: &str| {
+        let name = logs::unique_user(prefix);
+        let dn = admin
+            .create_user(&NewUser::new(&name, &strong_password()))
+            .await
+            .unwrap();
+        admin
+            .replace(&dn, "mail", &format!("{name}@example.org"))
+            .await
+            .unwrap();
+        (name, dn)
+    };
+    let (short, short_dn) = create("exp-short-").await;
+    let (texted, texted_dn) = create("exp-text-").await;
+    let (domain, _) = create("exp-domain-").await;
+    let (never, never_dn) = create("exp-never-").await;
+    let (must, must_dn) = create("exp-must-").await;
+    admin
+        .replace(&never_dn, "userAccountControl", "66048")
+        .await
+        .unwrap();
+    admin.replace(&must_dn, "pwdLastSet", "0").await.unwrap();
+    for (dn, label) in [(&short_dn, "short"), (&texted_dn, "text")] {
+        admin
+            .create_password_settings(
+                &NewPasswordSettings {
+                    name: logs::unique_user(&format!("pso-exp-{label}-")),
+                    min_length: 7,
+                    complexity: true,
+                    history_length: 0,
+                    min_age_days: 0,
+                    lockout_threshold: 0,
+                    max_age_days: 10,
+                },
+                dn,
+            )
+            .await
+            .unwrap();
+    }
+    let domain_max_age_ms = admin
+        .read(writeback_testkit::domain_controller::BASE_DN, "maxPwdAge")
+        .await
+        .unwrap()
+        .and_then(|ticks| ticks.parse::<i64>().ok())
+        .map(|ticks| ticks.unsigned_abs() / 10_000)
+        .unwrap();
+
+    let at = |expiry: &PasswordExpiry| matches!(expiry, PasswordExpiry::At(_));
+    let (short_expiry, short_set) = synced_expiry(&stack, &short, at).await;
+    let (texted_expiry, texted_set) = synced_expiry(&stack, &texted, at).await;
+    let (domain_expiry, domain_set) = synced_expiry(&stack, &domain, at).await;
+    let is_never = |expiry: &PasswordExpiry| *expiry == PasswordExpiry::Never;
+    synced_expiry(&stack, &never, is_never).await;
+    synced_expiry(&stack, &must, is_never).await;
+    const DAY: u64 = 86_400_000;
+    // The PSO's ten days and the domain's own maximum age, from when each password was set (the
+    // DC's FILETIME has more precision than pwdLastSet's milliseconds).
+    let near = |expiry: PasswordExpiry, expected: u64| match expiry {
+        PasswordExpiry::At(at) => at.0.abs_diff(expected) < 1_000,
+        _ => false,
+    };
+    assert!(
+        near(short_expiry, short_set.0 + 10 * DAY),
+        "{short_expiry:?}"
+    );
+    assert!(
+        near(texted_expiry, texted_set.0 + 10 * DAY),
+        "{texted_expiry:?}"
+    );
+    assert!(
+        near(domain_expiry, domain_set.0 + domain_max_age_ms),
+        "{domain_expiry:?} for a maximum age of {domain_max_age_ms} ms"
+    );
+
+    let state = &stack.cloud.as_ref().unwrap().state;
+    let anchor_of = async |name: &str| {
+        stack
+            .client
+            .user(&stack.directory, name)
+            .await
+            .unwrap()
+            .user
+            .anchor
+            .to_string()
+    };
+    state
+        .store
+        .register_self_service_method(
+            writeback_store::MethodOwner {
+                directory: "corp",
+                user_anchor: &anchor_of(&texted).await,
+            },
+            &writeback_store::RegisteredMethod {
+                method: "sms".into(),
+                value: Some("+447700900456".into()),
+                secret: None,
+                registered_at: UnixMillis::now(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let pass = async |after: UnixMillis, days_and_hours: (u64, u64)| {
+        let now = UnixMillis(after.0 + days_and_hours.0 * DAY + days_and_hours.1 * 3_600_000);
+        writeback_cloud::service::expiry::send_due_reminders(state, now)
+            .await
+            .unwrap()
+    };
+    let soon = writeback_cloud::service::expiry::expiring_soon(
+        state,
+        UnixMillis(short_set.0 + 2 * DAY),
+        1_000,
+    )
+    .await
+    .unwrap();
+    let listed: Vec<&str> = soon
+        .iter()
+        .map(|soon| soon.password.user.user.sam_account_name.as_str())
+        .collect();
+    assert!(listed.contains(&short.as_str()) && listed.contains(&texted.as_str()));
+    for unlisted in [&domain, &never, &must] {
+        assert!(
+            !listed.contains(&unlisted.as_str()),
+            "{unlisted}: {listed:?}"
+        );
+    }
+
+    // Eight days left: the 14-day reminder. Again an hour later: nothing new.
+    pass(short_set, (2, 0)).await;
+    pass(short_set, (2, 1)).await;
+    // Six and a half days left: the 7-day one; twelve hours left: the 1-day one, once.
+    pass(short_set, (3, 12)).await;
+    pass(short_set, (9, 12)).await;
+    pass(short_set, (9, 14)).await;
+    // Expired: nothing more. The domain's users reach their 14 days much later.
+    pass(short_set, (11, 0)).await;
+    pass(
+        domain_set,
+        ((domain_max_age_ms / DAY).saturating_sub(13), 0),
+    )
+    .await;
+
+    let subjects = |name: &str| {
+        mail.messages()
+            .unwrap()
+            .into_iter()
+            .filter(|mail| mail.to.contains(&format!("{name}@example.org")))
+            .map(|mail| mail.subject)
+            .collect::<Vec<_>>()
+    };
+    let wait_for_mail = async |name: &str, count: usize| {
+        if count > 0 {
+            mail.wait_for(&format!("{name}@example.org"), "expires", count)
+                .await
+                .unwrap();
+        }
+    };
+    wait_for_mail(&short, 3).await;
+    wait_for_mail(&texted, 3).await;
+    wait_for_mail(&domain, 1).await;
+    assert_eq!(
+        subjects(&short),
+        [
+            "Your password expires in 8 days",
+            "Your password expires in 7 days",
+            "Your password expires in 1 day"
+        ]
+    );
+    assert_eq!(subjects(&texted).len(), 3);
+    assert_eq!(subjects(&domain), ["Your password expires in 13 days"]);
+    assert!(subjects(&never).is_empty());
+    assert!(subjects(&must).is_empty());
+    let body = mail
+        .wait_for(&format!("{short}@example.org"), "expires", 1)
+        .await
+        .unwrap()
+        .body;
+    assert!(body.contains("/portal/change"), "{body}");
+    let texts = sms.wait_for("+447700900456", 3).await.unwrap();
+    assert!(texts.text.contains("expires in 1 day"), "{}", texts.text);
+    assert_eq!(
+        sms.texts()
+            .iter()
+            .filter(|text| text.text.contains("expires"))
+            .count(),
+        3
+    );
+
+    for (name, reminders) in [
+        (&short, 3),
+        (&texted, 3),
+        (&domain, 1),
+        (&never, 0),
+        (&must, 0),
+    ] {
+        let page = stack
+            .client
+            .audit(&writeback_cli::AuditQuery {
+                operation: Some("expiry_reminder".into()),
+                target: Some(name.clone()),
+                ..writeback_cli::AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), reminders, "{name}: {:?}", page.entries);
+    }
 }

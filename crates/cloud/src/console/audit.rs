@@ -51,6 +51,7 @@ const OPERATIONS: &[&str] = &[
     "revoke_agent",
     "update_settings",
     "request_full_sync",
+    "expiry_reminder",
 ];
 
 #[derive(Debug, Default, Deserialize)]

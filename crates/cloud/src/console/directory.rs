@@ -13,15 +13,15 @@ use writeback_proto::time::UnixMillis;
 use writeback_store::UserQuery;
 
 use super::pages::{
-    ErrorPage, GroupRow, GroupsPage, HealthRow, OperationOutcome, OverviewPage, UserPage, UserRow,
-    UsersPage, format_time, path_segment, render,
+    ErrorPage, ExpiringRow, GroupRow, GroupsPage, HealthRow, OperationOutcome, OverviewPage,
+    UserPage, UserRow, UsersPage, format_time, path_segment, render,
 };
 use super::session::{ConsoleForm, ConsoleSession, SESSION_COOKIE};
 use crate::service::directory::{UserTarget, search_text};
-use crate::service::health;
 use crate::service::messages;
 use crate::service::state::AppState;
 use crate::service::writeback::{self, Requester, Writeback, WritebackError, WritebackOutcome};
+use crate::service::{expiry, health};
 use crate::web::browser_form::form_fields;
 use crate::web::failure::{HttpFailure as ApiError, operation_status};
 
@@ -58,16 +58,55 @@ fn health_row(health: DirectoryHealth) -> HealthRow {
     }
 }
 
+/// Passwords listed on the overview as expiring soon, at most.
+const EXPIRING_SHOWN: u32 = 100;
+
 pub async fn overview(State(state): State<AppState>, session: ConsoleSession) -> Response {
-    match health::of_every_directory(&state, UnixMillis::now()).await {
-        Ok(directories) => render(
-            StatusCode::OK,
-            &OverviewPage {
-                layout: session.layout("overview"),
-                directories: directories.into_iter().map(health_row).collect(),
-            },
-        ),
-        Err(error) => error_page(ApiError::internal(error)),
+    let now = UnixMillis::now();
+    let directories = match health::of_every_directory(&state, now).await {
+        Ok(directories) => directories,
+        Err(error) => return error_page(ApiError::internal(error)),
+    };
+    let expiring = match expiry::expiring_soon(&state, now, EXPIRING_SHOWN).await {
+        Ok(expiring) => expiring,
+        Err(error) => return error_page(ApiError::internal(error)),
+    };
+    render(
+        StatusCode::OK,
+        &OverviewPage {
+            layout: session.layout("overview"),
+            directories: directories.into_iter().map(health_row).collect(),
+            expiring: expiring
+                .into_iter()
+                .map(|soon| expiring_row(soon, now))
+                .collect(),
+        },
+    )
+}
+
+fn expiring_row(soon: expiry::ExpiringSoon, now: UnixMillis) -> ExpiringRow {
+    let password = &soon.password;
+    let directory = password.directory.to_string();
+    let left_hours = password.expires_at.0.saturating_sub(now.0) / 3_600_000;
+    ExpiringRow {
+        href: user_href(&directory, &password.user.user),
+        logon_name: password.user.user.sam_account_name.clone(),
+        directory,
+        expires: format_time(Some(password.expires_at)),
+        left: if left_hours < 48 {
+            format!("{left_hours} hours")
+        } else {
+            format!("{} days", left_hours / 24)
+        },
+        reminded: if soon.reminded.is_empty() {
+            "not yet".into()
+        } else {
+            soon.reminded
+                .iter()
+                .map(|days| format!("{days} days"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     }
 }
 

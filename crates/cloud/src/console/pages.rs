@@ -151,6 +151,18 @@ pub struct HealthRow {
 pub struct OverviewPage {
     pub layout: Option<Layout>,
     pub directories: Vec<HealthRow>,
+    pub expiring: Vec<ExpiringRow>,
+}
+
+/// A password expiring soon, and the reminders its owner got.
+#[derive(Debug)]
+pub struct ExpiringRow {
+    pub href: String,
+    pub directory: String,
+    pub logon_name: String,
+    pub expires: String,
+    pub left: String,
+    pub reminded: String,
 }
 
 #[derive(Debug)]

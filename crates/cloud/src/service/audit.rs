@@ -35,6 +35,7 @@ pub enum AuditAction {
     SelfServiceRegister,
     SelfServiceRemove,
     SelfServiceConfirm,
+    ExpiryReminder,
 }
 
 impl AuditAction {
@@ -63,6 +64,7 @@ impl AuditAction {
             Self::SelfServiceRegister => "self_service_register",
             Self::SelfServiceRemove => "self_service_remove",
             Self::SelfServiceConfirm => "self_service_confirm",
+            Self::ExpiryReminder => "expiry_reminder",
         }
     }
 

@@ -99,7 +99,10 @@ fn describe_policy(reason: PolicyReason, requirements: Option<&PolicyRequirement
         (PolicyReason::TooYoung, _) => "The password was changed too recently to be changed again yet.".into(),
         (PolicyReason::Banned, _) => "The new password contains a word or pattern that is not allowed.".into(),
         (PolicyReason::Common, _) => {
-            "The new password is one of the passwords attackers try first. Choose one that is not a common password.".into()
+            "This password appears in lists of breached or common passwords, which attackers try first. Choose another.".into()
+        }
+        (PolicyReason::Breached, _) => {
+            "This password appears in lists of breached or common passwords: it was exposed in a breach. Choose another.".into()
         }
         (PolicyReason::TooWeak, _) => "The new password is too easy to guess. Make it longer, or use several unrelated words.".into(),
     }

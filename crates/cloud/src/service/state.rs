@@ -13,6 +13,7 @@ use crate::service::hashing::HashingPool;
 use crate::service::metrics::CloudMetrics;
 use crate::service::notify::{Mailer, TextMessages};
 use crate::service::relay::Relay;
+use crate::service::screening::PasswordScreen;
 use crate::service::secrets::SecretKeys;
 use crate::service::self_service::state::PortalState;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub portal: Arc<PortalState>,
     /// Seals the secrets the store keeps.
     pub secrets: Arc<SecretKeys>,
+    /// Screens every new password against the lists of common and breached passwords.
+    pub screen: Arc<PasswordScreen>,
     /// Where every password hash is computed, bounded.
     pub hashing: Arc<HashingPool>,
     /// The token a scraper sends for `/metrics` on the public listener; none serves no metrics

@@ -84,6 +84,16 @@ impl Writeback {
         Ok(())
     }
 
+    /// The password this operation would set, which is screened against the lists of common
+    /// and breached passwords.
+    fn new_password(&self) -> Option<&SecretString> {
+        match self {
+            Self::ResetPassword { new_password, .. }
+            | Self::ChangePassword { new_password, .. } => Some(new_password),
+            Self::Unlock | Self::VerifyPassword { .. } => None,
+        }
+    }
+
     fn for_user(self, user: UserRef) -> OperationIntent {
         match self {
             Self::ResetPassword {
@@ -198,6 +208,11 @@ pub async fn perform(
     {
         target.user = UserRef::LogonName(typed);
     }
+    // On a list, the password is refused here as the directory refuses one against its policy:
+    // audited and counted the same, but never sent.
+    let listed = writeback
+        .new_password()
+        .and_then(|password| state.screen.screen(password.expose_secret()));
     let intent = writeback.for_user(target.user.clone());
     let kind = intent.kind();
     let is_reset = kind == OperationKind::ResetPassword;
@@ -211,10 +226,22 @@ pub async fn perform(
         result,
         warnings,
         trace: agent_trace,
-    } = state
-        .relay
-        .dispatch(&directory, request_id, deadline, &intent)
-        .await;
+    } = match listed {
+        Some(reason) => Verdict {
+            result: ResultCode::PolicyViolation {
+                reason,
+                requirements: None,
+            },
+            warnings: Vec::new(),
+            trace: None,
+        },
+        None => {
+            state
+                .relay
+                .dispatch(&directory, request_id, deadline, &intent)
+                .await
+        }
+    };
     drop(intent);
     let elapsed = dispatched.elapsed();
     state

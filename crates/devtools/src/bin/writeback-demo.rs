@@ -498,6 +498,7 @@ async fn lock_out(dc: &DomainController, name: &str) -> Result<()> {
         history_length: 0,
         min_age_days: 0,
         lockout_threshold: 3,
+        max_age_days: 42,
     };
     let dn = format!("CN={name},{STAFF_OU}");
     dc.admin()

@@ -12,6 +12,7 @@ use writeback_proto::time::UnixMillis;
 
 use super::state::SentCode;
 use crate::service::auth::constant_time_equal;
+use crate::service::screening::PasswordScreen;
 
 /// Audit result codes the portal writes besides the operations' own.
 pub const RESULT_SENT: &str = "sent";
@@ -101,12 +102,11 @@ pub fn questions_for_unknown(identifier: &str, pool: &[String], count: usize) ->
         .collect()
 }
 
-const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
-
-/// The rules the cloud adds to the directory's own: the administrator's banned words, the list
-/// of common passwords, and the minimum strength. Checked before anything is sent.
+/// The rules the cloud adds to the directory's own: the administrator's banned words, the lists
+/// of common and breached passwords, and the minimum strength. Checked before anything is sent.
 pub fn cloud_password_rules(
     settings: &SelfServiceSettings,
+    screen: &PasswordScreen,
     password: &SecretString,
     user_words: &[&str],
 ) -> Result<(), PolicyReason> {
@@ -120,27 +120,13 @@ pub fn cloud_password_rules(
     if banned {
         return Err(PolicyReason::Banned);
     }
-    if is_common(&lowered) {
-        return Err(PolicyReason::Common);
+    if let Some(listed) = screen.screen(password) {
+        return Err(listed);
     }
     if strength(password, user_words).score < settings.minimum_strength {
         return Err(PolicyReason::TooWeak);
     }
     Ok(())
-}
-
-/// The built-in list of common passwords, lower case.
-pub fn common_passwords() -> impl Iterator<Item = &'static str> {
-    COMMON_PASSWORDS
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-}
-
-/// A common password, or one with digits and symbols stuck on either end ("Password1!").
-fn is_common(lowered: &str) -> bool {
-    let core = lowered.trim_matches(|c: char| !c.is_alphabetic());
-    common_passwords().any(|common| common == lowered || (core.len() >= 4 && common == core))
 }
 
 /// How much of a password its strength is judged on. zxcvbn's matching grows much faster than
@@ -248,9 +234,13 @@ mod tests {
             minimum_strength: 2,
             ..SelfServiceSettings::default()
         };
+        let screen =
+            PasswordScreen::open(std::env::temp_dir().join("writeback-checks-no-breached-list"))
+                .unwrap();
         let check = |password: &str| {
             cloud_password_rules(
                 &settings,
+                &screen,
                 &SecretString::from(password.to_owned()),
                 &["jdoe"],
             )
@@ -258,8 +248,10 @@ mod tests {
         assert_eq!(check("MyContoso-Pass-19"), Err(PolicyReason::Banned));
         assert_eq!(check("Password1!"), Err(PolicyReason::Common));
         assert_eq!(check("Qwerty123"), Err(PolicyReason::Common));
-        assert_eq!(check("Aaaa1111"), Err(PolicyReason::TooWeak));
-        assert_eq!(check("Aaaa1111!"), Err(PolicyReason::TooWeak));
+        assert_eq!(check("Aaaa1111"), Err(PolicyReason::Common));
+        // Weak by zxcvbn's patterns rather than its lists, which the common list includes.
+        assert_eq!(check("Q1w2e3r4t5y6!"), Err(PolicyReason::TooWeak));
+        assert_eq!(check("Qwxz12"), Err(PolicyReason::TooWeak));
         assert_eq!(check("Harbour-Violet-73"), Ok(()));
     }
 

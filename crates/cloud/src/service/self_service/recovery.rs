@@ -424,7 +424,7 @@ pub fn refuse_before_sending(
     }
     let words = user_words(account);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    checks::cloud_password_rules(settings, new_password, &words)
+    checks::cloud_password_rules(settings, &state.screen, new_password, &words)
         .err()
         .map(|reason| {
             PasswordRefusal::Verdict(ResultCode::PolicyViolation {

@@ -38,6 +38,7 @@ use crate::service::auth::hash_password;
 use crate::service::hashing::HashingPool;
 use crate::service::notify::{Mailer, Outbox};
 use crate::service::relay::{AgentConnection, Relay};
+use crate::service::screening::PasswordScreen;
 use crate::service::secrets::SecretKeys;
 use crate::service::state::AppState;
 
@@ -91,6 +92,7 @@ fn user(index: u8, name: &str, enabled: bool) -> SyncChange {
         password_last_set: Some(UnixMillis(1)),
         must_change_password: false,
         password_never_expires: false,
+        password_expiry: writeback_proto::sync::PasswordExpiry::Unknown,
         protected: false,
     })
 }
@@ -186,6 +188,12 @@ impl Core {
             sms: None,
             portal: Arc::new(portal),
             secrets: Arc::new(SecretKeys::generate().unwrap()),
+            screen: Arc::new(
+                PasswordScreen::open(
+                    std::env::temp_dir().join("writeback-core-tests-no-breached-list"),
+                )
+                .unwrap(),
+            ),
             hashing: HashingPool::new(2, 64).unwrap(),
             metrics_token: None,
             stopping,

@@ -1,0 +1,1 @@
+//! Empty: this package only names the crates whose password lists the built-in filter is made of.
