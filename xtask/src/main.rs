@@ -9,6 +9,8 @@
 //! * `bench portal`: every self-service portal page, timed beside a static file's floor.
 //! * `bench screening`: lookups in a filter of breached passwords beside a hash set of the same
 //!   hashes, its bytes per entry and its measured false-positive rate.
+//! * `package`: Debian packages of the cloud and the agent, from a release build, into
+//!   `target/packages`.
 //! * `common-passwords`: rebuilds the built-in filter of common passwords from the lists the
 //!   `passwords` and `zxcvbn` crates ship.
 //! * `fuzz [--minutes N]`: the property tests of every parser of untrusted input (the
@@ -51,6 +53,7 @@ fn main() -> Result<()> {
                 _ => bail!("usage: cargo xtask bench {BENCH_USAGE}"),
             }
         }
+        Some("package") => run_devtool(&root, "writeback-package", &arguments[1..], true),
         Some("common-passwords") => {
             run_devtool(&root, "writeback-common-passwords", &arguments[1..], true)
         }
@@ -58,7 +61,7 @@ fn main() -> Result<()> {
         Some("scan-logs") => scan_logs(&root.join("target")).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | demo | bench {BENCH_USAGE} | common-passwords | fuzz [--minutes N] | scan-logs>"
+                "usage: cargo xtask <test | demo | bench {BENCH_USAGE} | package | common-passwords | fuzz [--minutes N] | scan-logs>"
             );
             std::process::exit(2);
         }

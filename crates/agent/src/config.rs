@@ -44,6 +44,11 @@ pub struct SyncConfig {
     /// reconciled with them: a deletion the service account cannot see reaches the cloud within
     /// about this long.
     pub reconcile_interval_seconds: u64,
+    /// Keep a change-notification search open on the DC, so a change is read as soon as the DC
+    /// reports it rather than at the next poll. The poll goes on either way: it is what finds a
+    /// change the DC does not report at once (Samba reports at once only changes made through
+    /// the worker process the search is on, the others within 5 s).
+    pub change_notification: bool,
 }
 
 impl Default for SyncConfig {
@@ -53,6 +58,7 @@ impl Default for SyncConfig {
             poll_interval_ms: 1000,
             confirm_interval_seconds: 60,
             reconcile_interval_seconds: 30,
+            change_notification: true,
         }
     }
 }

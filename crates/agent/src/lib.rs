@@ -152,6 +152,7 @@ pub async fn run(
         poll_interval: Duration::from_millis(config.sync.poll_interval_ms.max(50)),
         confirm_interval: Duration::from_secs(config.sync.confirm_interval_seconds.max(1)),
         reconcile_interval: Duration::from_secs(config.sync.reconcile_interval_seconds.max(1)),
+        change_notification: config.sync.change_notification,
     });
     let (status_sender, directory_status) = directory_status::channel();
     tokio::spawn(directory_status::watch(

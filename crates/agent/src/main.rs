@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secrecy::SecretString;
 use writeback_agent::AgentConfig;
 use writeback_agent::state::CloudTrust;
@@ -28,6 +28,8 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Describe(writeback_config::command_line::Describe),
     /// Register this agent with the cloud, using a token from `writeback-cloud token create`.
     Register {
         /// The cloud's address, e.g. https://writeback.example.com:8443
@@ -110,6 +112,10 @@ async fn main() -> Result<()> {
     #[cfg(feature = "kill-points")]
     let _kill_points = fail::FailScenario::setup();
     let arguments = Arguments::parse();
+    if let Command::Describe(asked) = &arguments.command {
+        asked.print(Arguments::command())?;
+        return Ok(());
+    }
     let mut config = load_config(&arguments)?;
     writeback_config::init_logging(&config.log)?;
     // The commands that use the directory know every DC, the ones found in DNS included.
@@ -120,6 +126,8 @@ async fn main() -> Result<()> {
         writeback_agent::discover_domain_controllers(&mut config).await?;
     }
     match &arguments.command {
+        // Printed above, before any configuration was read.
+        Command::Describe(_) => {}
         Command::Register {
             cloud,
             token,

@@ -15,11 +15,16 @@
 //! did not name are removed. That is how a deletion reaches the cloud when the service account
 //! cannot read `CN=Deleted Objects` and has no DirSync right, with only its four delegated rights.
 //! While deltas are read with DirSync, which returns deletions itself, there is none.
+//!
+//! Beside the poll, the agent keeps a change-notification search open on the DC
+//! (`LDAP_SERVER_NOTIFICATION_OID`): each change it reports wakes the delta loop at once. The
+//! poll stays, as the fallback for a DC that will not notify and for the time a dropped
+//! notification search takes to come back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use writeback_directory::{DirectoryError, DirectorySync, SyncPosition};
 use writeback_proto::frame::MAX_FRAME_BYTES;
 use writeback_proto::sync::{SyncChange, SyncCursor, SyncPhase, SyncStart};
@@ -33,6 +38,9 @@ pub const SYNC_WINDOW: usize = 8;
 
 /// How long to wait before trying again after the directory failed a sync read.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
+/// After change notification stopped or was refused, how long before it is asked for again; the
+/// poll finds the changes meanwhile.
+const NOTIFICATION_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -41,6 +49,8 @@ pub struct SyncSettings {
     pub poll_interval: Duration,
     pub confirm_interval: Duration,
     pub reconcile_interval: Duration,
+    /// Whether to ask the DC to notify changes as they happen.
+    pub change_notification: bool,
 }
 
 /// What the last batch of a pass completes, for the cloud to remove what the pass did not see.
@@ -80,10 +90,40 @@ pub async fn run<D: DirectorySync>(
     settings: &SyncSettings,
     link: &SyncLink,
 ) {
+    let changed = Notify::new();
+    let notifications = async {
+        if settings.change_notification {
+            watch_notifications(directory, &changed).await
+        } else {
+            std::future::pending().await
+        }
+    };
+    tokio::select! {
+        () = sync_with_retries(directory, start, settings, link, &changed) => {}
+        never = notifications => match never {},
+    }
+}
+
+async fn sync_with_retries<D: DirectorySync>(
+    directory: &D,
+    start: SyncStart,
+    settings: &SyncSettings,
+    link: &SyncLink,
+    changed: &Notify,
+) {
     let mut cursor = start.cursor;
     let mut full_requested = start.full;
     loop {
-        match sync_from(directory, &mut cursor, full_requested, settings, link).await {
+        match sync_from(
+            directory,
+            &mut cursor,
+            full_requested,
+            settings,
+            link,
+            changed,
+        )
+        .await
+        {
             Ok(Disconnected) => return,
             Err(error) => {
                 tracing::warn!(%error, retry_s = RETRY_DELAY.as_secs(), event_id = 36005, "directory sync could not read the directory; retrying");
@@ -102,6 +142,7 @@ async fn sync_from<D: DirectorySync>(
     full_requested: bool,
     settings: &SyncSettings,
     link: &SyncLink,
+    changed: &Notify,
 ) -> Result<Disconnected, DirectoryError> {
     let position = directory.sync_position().await?;
     match plan(cursor.as_ref(), full_requested, &position) {
@@ -127,7 +168,42 @@ async fn sync_from<D: DirectorySync>(
     let Some(current) = cursor.clone() else {
         return Ok(Disconnected);
     };
-    delta_loop(directory, current, cursor, settings, link).await
+    delta_loop(directory, current, cursor, settings, link, changed).await
+}
+
+/// Keeps the DC's change notification open while deltas run, so that a change wakes the delta
+/// loop at once instead of at its next poll. When the DC will not notify, or the search drops,
+/// the poll alone finds changes until notification is asked for again.
+async fn watch_notifications<D: DirectorySync>(
+    directory: &D,
+    changed: &Notify,
+) -> std::convert::Infallible {
+    let mut notifying = true;
+    loop {
+        if notifying {
+            tracing::info!(
+                event_id = 36009,
+                "asking the domain controller to notify directory changes as they happen"
+            );
+        }
+        let ended = directory.notify_changes(changed).await;
+        // Whatever happened while the search was going down is read now.
+        changed.notify_one();
+        let stopped = ended.is_ok();
+        match ended {
+            Ok(()) => tracing::warn!(
+                retry_s = NOTIFICATION_RETRY.as_secs(),
+                event_id = 36010,
+                "change notification stopped; the poll finds directory changes until it is back"
+            ),
+            Err(error) if notifying => {
+                tracing::warn!(%error, retry_s = NOTIFICATION_RETRY.as_secs(), event_id = 36010, "change notification is not available; the poll finds directory changes")
+            }
+            Err(error) => tracing::debug!(%error, "change notification is still not available"),
+        }
+        notifying = stopped;
+        tokio::time::sleep(NOTIFICATION_RETRY).await;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +293,7 @@ async fn delta_loop<D: DirectorySync>(
     sent_cursor: &mut Option<SyncCursor>,
     settings: &SyncSettings,
     link: &SyncLink,
+    directory_changed: &Notify,
 ) -> Result<Disconnected, DirectoryError> {
     let mut last_sent = Instant::now();
     let mut last_reconciled = Instant::now();
@@ -261,7 +338,15 @@ async fn delta_loop<D: DirectorySync>(
         let position = directory.sync_position().await?;
         if position.server != current.server {
             // Another DC answers now; its numbers mean nothing against this cursor.
-            return Box::pin(sync_from(directory, sent_cursor, true, settings, link)).await;
+            return Box::pin(sync_from(
+                directory,
+                sent_cursor,
+                true,
+                settings,
+                link,
+                directory_changed,
+            ))
+            .await;
         }
         let changed = position.highest_committed_usn > usn;
         if changed || starting_cookie.is_some() {
@@ -332,7 +417,10 @@ async fn delta_loop<D: DirectorySync>(
             }
             last_sent = Instant::now();
         }
-        tokio::time::sleep(settings.poll_interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = directory_changed.notified() => {}
+        }
     }
 }
 
@@ -581,6 +669,11 @@ mod tests {
         highest_committed_usn: std::sync::atomic::AtomicU64,
         dirsync_allowed: bool,
         reads: std::sync::Mutex<Vec<String>>,
+        /// Whether the DC notifies changes; each `change` notifies one.
+        notifies: bool,
+        change: Notify,
+        /// How many times the position was read (after reading it).
+        positions_read: std::sync::atomic::AtomicUsize,
     }
 
     impl ScriptedDirectory {
@@ -589,6 +682,9 @@ mod tests {
                 highest_committed_usn: highest_committed_usn.into(),
                 dirsync_allowed,
                 reads: Default::default(),
+                notifies: false,
+                change: Notify::new(),
+                positions_read: Default::default(),
             }
         }
 
@@ -605,11 +701,14 @@ mod tests {
 
     impl DirectorySync for ScriptedDirectory {
         async fn sync_position(&self) -> Result<SyncPosition, DirectoryError> {
-            Ok(position(
+            let position = position(
                 "dc1",
                 self.highest_committed_usn
                     .load(std::sync::atomic::Ordering::SeqCst),
-            ))
+            );
+            self.positions_read
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(position)
         }
 
         async fn read_all(
@@ -648,6 +747,19 @@ mod tests {
             Ok(())
         }
 
+        async fn notify_changes(&self, changed: &Notify) -> Result<(), DirectoryError> {
+            if !self.notifies {
+                return Err(DirectoryError::Refused {
+                    code: 12,
+                    diagnostic: "unavailable critical extension".into(),
+                });
+            }
+            loop {
+                self.change.notified().await;
+                changed.notify_one();
+            }
+        }
+
         async fn start_dirsync(&self) -> Result<DirSyncCookie, DirectoryError> {
             self.refusal()?;
             Ok(DirSyncCookie::from_bytes(vec![1]))
@@ -675,6 +787,23 @@ mod tests {
         directory: &ScriptedDirectory,
         cursor: SyncCursor,
         reconcile_interval: Duration,
+        take: impl FnMut(OutgoingBatch) -> bool,
+    ) {
+        watch_batches_polling(
+            directory,
+            cursor,
+            reconcile_interval,
+            Duration::from_millis(1),
+            take,
+        )
+        .await;
+    }
+
+    async fn watch_batches_polling(
+        directory: &ScriptedDirectory,
+        cursor: SyncCursor,
+        reconcile_interval: Duration,
+        poll_interval: Duration,
         mut take: impl FnMut(OutgoingBatch) -> bool,
     ) {
         let (batches, mut outgoing) = mpsc::channel(16);
@@ -684,9 +813,10 @@ mod tests {
         };
         let settings = SyncSettings {
             bases: vec!["OU=Staff,DC=x".into()],
-            poll_interval: Duration::from_millis(1),
+            poll_interval,
             confirm_interval: Duration::from_secs(3600),
             reconcile_interval,
+            change_notification: true,
         };
         let start = SyncStart {
             cursor: Some(cursor),
@@ -749,6 +879,51 @@ mod tests {
             usn,
             dirsync_cookie: Some(DirSyncCookie::from_bytes(vec![cookie])),
         }
+    }
+
+    /// A change the DC notifies is read at once, long before the next poll (an hour away here):
+    /// the delta pass runs on the notification alone.
+    #[tokio::test]
+    async fn a_notified_change_is_read_without_waiting_for_the_poll() {
+        let directory = ScriptedDirectory {
+            notifies: true,
+            ..ScriptedDirectory::new(10, false)
+        };
+        let hour = Duration::from_secs(3600);
+        let watched = watch_batches_polling(
+            &directory,
+            cursor("dc1", 1, SyncPhase::polled_from(10)),
+            hour,
+            hour,
+            |batch| batch.cursor.phase == SyncPhase::polled_from(11),
+        );
+        // Once the first delta pass has read the position (the plan reads it first) and found
+        // nothing new, the DC changes and says so.
+        let change = async {
+            while directory
+                .positions_read
+                .load(std::sync::atomic::Ordering::SeqCst)
+                < 2
+            {
+                tokio::task::yield_now().await;
+            }
+            directory
+                .highest_committed_usn
+                .store(11, std::sync::atomic::Ordering::SeqCst);
+            directory.change.notify_one();
+        };
+        tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(watched, change)
+        })
+        .await
+        .expect("the notified change is read before the hour's poll");
+        assert!(
+            directory
+                .reads
+                .lock()
+                .unwrap()
+                .contains(&"usn after 10".to_owned())
+        );
     }
 
     /// Each reconciliation lists the anchors in scope in a new generation, ends with a batch that

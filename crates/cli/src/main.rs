@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use writeback_cli::{AdministratorAction, ApiClient, AuditQuery, ClientError, UserSearch};
@@ -43,6 +43,8 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Describe(writeback_config::command_line::Describe),
     /// Sign in as an administrator and keep the session.
     Login {
         /// The cloud, e.g. https://writeback.example.com:8443
@@ -481,6 +483,10 @@ fn print_operation(response: &OperationResponse, json: bool) -> Result<ExitCode>
 }
 
 async fn execute(arguments: Arguments) -> Result<ExitCode> {
+    if let Command::Describe(asked) = &arguments.command {
+        asked.print(Arguments::command())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut flags = Vec::new();
     if let Some(path) = &arguments.session_file {
         flags.push((
@@ -499,6 +505,8 @@ async fn execute(arguments: Arguments) -> Result<ExitCode> {
     let directory =
         |name: &str| -> Result<DirectoryName> { name.parse().context("invalid directory name") };
     match &arguments.command {
+        // Printed above, before any configuration was read.
+        Command::Describe(_) => {}
         Command::Login {
             url,
             email,

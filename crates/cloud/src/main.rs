@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secrecy::SecretString;
 use writeback_cloud::CloudConfig;
 use writeback_config::Sources;
@@ -34,6 +34,8 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Describe(writeback_config::command_line::Describe),
     /// Serve HTTPS: the admin console, the admin API and the agent relay.
     Serve {
         /// Overrides `listen`, e.g. 0.0.0.0:8443.
@@ -154,6 +156,10 @@ fn read_new_password(path: Option<&PathBuf>) -> Result<SecretString> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let arguments = Arguments::parse();
+    if let Command::Describe(asked) = &arguments.command {
+        asked.print(Arguments::command())?;
+        return Ok(());
+    }
     let listen = match &arguments.command {
         Command::Serve { listen } => listen.clone(),
         _ => None,
@@ -161,6 +167,8 @@ async fn main() -> Result<()> {
     let config = load_config(&arguments, listen.as_ref())?;
     writeback_config::init_logging(&config.log)?;
     match &arguments.command {
+        // Printed above, before any configuration was read.
+        Command::Describe(_) => {}
         Command::Serve { .. } => {
             let running = writeback_cloud::start(config).await?;
             println!("writeback-cloud listening on https://{}", running.address);

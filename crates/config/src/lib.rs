@@ -8,6 +8,7 @@
 //!
 //! [`LogConfig`] and [`init_logging`] are the logging section and set-up every program shares.
 
+pub mod command_line;
 mod logging;
 pub mod metrics;
 pub mod system_log;

@@ -1,4 +1,7 @@
-//! What the benchmark programs share: their command-line numbers and their percentiles.
+//! What the benchmark programs share (their command-line numbers and their percentiles), and
+//! the Debian packages `cargo xtask package` builds.
+
+pub mod package;
 
 use std::time::Duration;
 

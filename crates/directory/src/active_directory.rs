@@ -63,7 +63,7 @@ impl fmt::Debug for DirectorySettings {
 pub(crate) struct Connection {
     pub(crate) ldap: ldap3::Ldap,
     /// The domain root, where the domain password policy lives.
-    default_naming_context: String,
+    pub(crate) default_naming_context: String,
     policy_hints: Option<&'static str>,
 }
 
@@ -224,7 +224,7 @@ impl ActiveDirectory {
     /// Connects to the DC in use or, if it does not answer, to each of the others in turn; the one
     /// that answers is in use from then on. A refusal to sign in is not a DC failing, and ends the
     /// attempt.
-    async fn connect(&self) -> Result<Connection, DirectoryError> {
+    pub(crate) async fn connect(&self) -> Result<Connection, DirectoryError> {
         let count = self.settings.urls.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut failures = Vec::new();
@@ -740,7 +740,7 @@ fn is_transport_failure(error: &LdapError) -> bool {
 
 impl ActiveDirectory {
     /// A broken or timed-out exchange with the DC in use, named.
-    fn transport_error(&self, error: LdapError) -> DirectoryError {
+    pub(crate) fn transport_error(&self, error: LdapError) -> DirectoryError {
         match error {
             LdapError::Timeout { .. } => DirectoryError::TimedOut(self.settings.operation_timeout),
             other => DirectoryError::Unavailable(format!("{}: {other}", self.current_url())),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Scope, SearchEntry};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use writeback_proto::ids::parse_hex_16;
 use writeback_proto::sync::{
     DirSyncCookie, MAX_MEMBERS_PER_CHANGE, ObjectAnchor, SyncChange, SyncedGroup, SyncedUser,
@@ -28,6 +28,9 @@ use crate::decode::{self, is_within};
 use crate::{DirectoryError, PasswordLastSet};
 
 const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
+/// `LDAP_SERVER_NOTIFICATION_OID`: a search that stays open and returns each object as it
+/// changes.
+const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
 const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
 /// Entries per page of a sync search.
 pub const SYNC_PAGE_SIZE: i32 = 500;
@@ -117,6 +120,15 @@ pub trait DirectorySync: Send + Sync {
         &self,
         bases: &[String],
         changes: &mpsc::Sender<SyncChange>,
+    ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+
+    /// Holds a change-notification search over the whole domain open on a connection of its own
+    /// and wakes `changed` for every object the DC reports changed. Returns when the DC ends the
+    /// search or the connection drops; [`DirectoryError::Refused`] or `Unsupported` when the DC
+    /// or the service account may not use it.
+    fn notify_changes(
+        &self,
+        changed: &Notify,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
 
     /// A DirSync cookie for the directory as it stands now. [`DirectoryError::InsufficientAccess`]
@@ -240,6 +252,43 @@ impl DirectorySync for ActiveDirectory {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn notify_changes(&self, changed: &Notify) -> Result<(), DirectoryError> {
+        // Its own connection: the search never ends, and must not hold up the others.
+        let connection = self.connect().await?;
+        let mut ldap = connection.ldap.clone();
+        let mut stream = ldap
+            .with_controls(RawControl {
+                ctype: NOTIFICATION_OID.to_owned(),
+                crit: true,
+                val: None,
+            })
+            .streaming_search(
+                &connection.default_naming_context,
+                Scope::Subtree,
+                "(objectClass=*)",
+                vec!["objectGUID"],
+            )
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        while stream
+            .next()
+            .await
+            .map_err(|error| self.transport_error(error))?
+            .is_some()
+        {
+            changed.notify_one();
+        }
+        let result = stream.finish().await;
+        let _ = ldap.unbind().await;
+        match result.rc {
+            0 => Ok(()),
+            code => Err(DirectoryError::Refused {
+                code,
+                diagnostic: result.text,
+            }),
+        }
     }
 
     async fn start_dirsync(&self) -> Result<DirSyncCookie, DirectoryError> {

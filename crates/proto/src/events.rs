@@ -133,6 +133,16 @@ pub const CATALOGUE: &[EventDefinition] = &[
         Information,
         "The anchors in scope were listed, and what the cloud holds beyond them removed.",
     ),
+    event(
+        36009,
+        Information,
+        "The domain controller notifies the agent of directory changes as they happen.",
+    ),
+    event(
+        36010,
+        Warning,
+        "Change notification is not available or stopped; directory changes are found by the poll alone until it is back.",
+    ),
 ];
 
 pub fn definition(id: u32) -> Option<&'static EventDefinition> {

@@ -68,6 +68,8 @@ pub struct SecondAgent {
 pub struct StackOptions {
     pub allowed_ous: Vec<String>,
     pub sync_poll_interval_ms: u64,
+    /// Whether the agent asks the DC to notify changes (`sync.change_notification`).
+    pub sync_change_notification: bool,
     pub service_account: String,
     /// The loopback port of an SMTP server for the cloud's mail; none sends no mail.
     pub smtp_port: Option<u16>,
@@ -91,6 +93,7 @@ impl Default for StackOptions {
         Self {
             allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
             sync_poll_interval_ms: 1000,
+            sync_change_notification: true,
             service_account: SERVICE_ACCOUNT.to_owned(),
             smtp_port: None,
             sms: writeback_cloud::config::SmsConfig::default(),
@@ -857,6 +860,7 @@ check_interval_seconds = 2
 
 [sync]
 poll_interval_ms = {poll_interval_ms}
+change_notification = {change_notification}
 
 [log]
 format = "json"
@@ -877,6 +881,7 @@ file = {log_file}
             .collect::<Vec<_>>()
             .join(", "),
         poll_interval_ms = options.sync_poll_interval_ms,
+        change_notification = options.sync_change_notification,
         log_file = toml_string(&log_file.display().to_string()),
     );
     let path = work.join("agent.toml");
