@@ -4,7 +4,8 @@
 //! arrives; all left running until Ctrl-C. Everything lives under one temporary directory and
 //! disappears with the demo.
 //!
-//! With `--cluster`: three cloud nodes on one throwaway PostgreSQL server, the bus between them,
+//! `--listen ADDRESS:PORT` (127.0.0.1:8443 by default) and `--work DIR` (a directory it empties
+//! and uses) let a test run it beside another. With `--cluster`: three cloud nodes on one throwaway PostgreSQL server, the bus between them,
 //! and two agents, each registered with a different node and knowing all three.
 
 use std::path::{Path, PathBuf};
@@ -203,7 +204,14 @@ async fn main() -> Result<()> {
         .parse()
         .context("--listen takes an address and port")?;
     let cluster = std::env::args().any(|argument| argument == "--cluster");
-    let work = std::env::temp_dir().join("writeback-demo");
+    // Where everything lives; a test gives its own, beside a demo someone may be running.
+    let work = std::env::args()
+        .skip_while(|argument| argument != "--work")
+        .nth(1)
+        .map_or_else(
+            || std::env::temp_dir().join("writeback-demo"),
+            PathBuf::from,
+        );
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
