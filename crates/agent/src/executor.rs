@@ -263,6 +263,7 @@ impl<D: Directory> Executor<D> {
                         lookup_us: micros(outcome.lookup),
                         write_us: micros(outcome.write),
                         total_us: micros(started.elapsed()),
+                        relayed_us: None,
                     }));
                     return verdict;
                 }

@@ -258,6 +258,11 @@ pub struct AgentTrace {
     pub write_us: u64,
     /// All of it, the checks between included.
     pub total_us: u64,
+    /// Set by the cloud node the agent is connected to, when the request entered another node
+    /// and crossed the bus: from handing the request to the agent to its answer. The node the
+    /// request entered counts the rest of its wait as the bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relayed_us: Option<u64>,
 }
 
 /// The agent's answer to one [`Request`].

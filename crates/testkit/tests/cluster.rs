@@ -169,12 +169,30 @@ async fn a_reset_entering_a_node_without_the_agent_crosses_the_bus_and_lands() {
 
     let (name, old_password) = stack.user_with_password("crossing").await.unwrap();
     let request_id = reset_through(&client_b, &stack, &name, &old_password).await;
-    // The audit log is the cluster's: the agent's node reads node-b's entry too.
+    // The audit log is the cluster's: the agent's node reads node-b's entry too. Its trace names
+    // the bus among its hops, and they add up to the whole.
     let query = AuditQuery {
         request_id: Some(request_id.to_string()),
         ..AuditQuery::default()
     };
-    assert_eq!(stack.client.audit(&query).await.unwrap().entries.len(), 1);
+    let entries = stack.client.audit(&query).await.unwrap().entries;
+    assert_eq!(entries.len(), 1);
+    let trace = entries[0].trace.clone().expect("a reset's trace");
+    let hops: Vec<&str> = trace.hops.iter().map(|hop| hop.hop.as_str()).collect();
+    assert_eq!(
+        hops,
+        [
+            "cloud",
+            "bus",
+            "relay",
+            "agent_lookup",
+            "agent_checks",
+            "agent_write"
+        ],
+        "{trace:?}"
+    );
+    let sum: u64 = trace.hops.iter().map(|hop| hop.micros).sum();
+    assert!(sum.abs_diff(trace.total_us) <= 1000, "{trace:?}");
 
     // Both ways: a node started later learns of the agent from the others at once.
     let (_node_c, client_c) = stack.start_node("node-c").await.unwrap();

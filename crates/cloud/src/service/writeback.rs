@@ -133,8 +133,9 @@ pub fn check_password(field: SecretField, password: &SecretString) -> Result<(),
 }
 
 /// Where the time went, hop by hop, adding up to the time from `perform` to the verdict: the
-/// cloud's checks and lookup, the relay (sealing, the WebSocket both ways, waiting for an agent),
-/// and the agent's own parts when an agent did the work.
+/// cloud's checks and lookup, the bus when the agent is connected to another node (there and
+/// back, and that node's own handling), the relay (sealing, the WebSocket both ways, waiting for
+/// an agent), and the agent's own parts when an agent did the work.
 fn operation_trace(
     before_dispatch: Duration,
     dispatch: Duration,
@@ -152,8 +153,17 @@ fn operation_trace(
             let agent_total = agent.total_us.min(dispatch);
             let write = agent.write_us.min(agent_total);
             let lookup = agent.lookup_us.min(agent_total - write);
+            match agent.relayed_us {
+                Some(relayed) => {
+                    let at_agent_node = relayed.clamp(agent_total, dispatch);
+                    hops.extend([
+                        hop("bus", dispatch - at_agent_node),
+                        hop("relay", at_agent_node - agent_total),
+                    ]);
+                }
+                None => hops.push(hop("relay", dispatch - agent_total)),
+            }
             hops.extend([
-                hop("relay", dispatch - agent_total),
                 hop("agent_lookup", lookup),
                 hop("agent_checks", agent_total - write - lookup),
                 hop("agent_write", write),
@@ -307,4 +317,63 @@ pub async fn perform(
         result,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(relayed_us: Option<u64>) -> AgentTrace {
+        AgentTrace {
+            domain_controller: "dc1.corp.example.test".into(),
+            lookup_us: 3_000,
+            write_us: 40_000,
+            total_us: 45_000,
+            relayed_us,
+        }
+    }
+
+    fn names(trace: &OperationTrace) -> Vec<&str> {
+        trace.hops.iter().map(|hop| hop.hop.as_str()).collect()
+    }
+
+    #[test]
+    fn the_hops_add_up_to_the_total_with_the_bus_when_the_request_crossed_it() {
+        let (cloud, dispatch) = (Duration::from_micros(1_200), Duration::from_micros(60_000));
+        let local = operation_trace(cloud, dispatch, Some(&agent(None)));
+        assert_eq!(
+            names(&local),
+            [
+                "cloud",
+                "relay",
+                "agent_lookup",
+                "agent_checks",
+                "agent_write"
+            ]
+        );
+        let crossed = operation_trace(cloud, dispatch, Some(&agent(Some(50_000))));
+        assert_eq!(
+            names(&crossed),
+            [
+                "cloud",
+                "bus",
+                "relay",
+                "agent_lookup",
+                "agent_checks",
+                "agent_write"
+            ]
+        );
+        assert_eq!(crossed.hops[1].micros, 10_000);
+        assert_eq!(crossed.hops[2].micros, 5_000);
+        for trace in [&local, &crossed] {
+            let sum: u64 = trace.hops.iter().map(|hop| hop.micros).sum();
+            assert_eq!(sum, trace.total_us);
+            assert_eq!(trace.total_us, 61_200);
+        }
+        // Clocks of two machines are never compared: a node's figure beyond what the entering
+        // node waited is cut to it.
+        let skewed = operation_trace(cloud, dispatch, Some(&agent(Some(90_000))));
+        let sum: u64 = skewed.hops.iter().map(|hop| hop.micros).sum();
+        assert_eq!(sum, skewed.total_us);
+    }
 }

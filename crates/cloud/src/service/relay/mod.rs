@@ -63,7 +63,7 @@ pub struct Relay {
     events: OnceLock<mpsc::UnboundedSender<RelayEvent>>,
     /// Requests another node sent to an agent connected here, with the node and the local
     /// connection they went on: what the agent says of them goes back to that node.
-    forwarded: Mutex<HashMap<RequestId, (NodeId, u64)>>,
+    forwarded: Mutex<HashMap<RequestId, (NodeId, u64, std::time::Instant)>>,
     /// The ledger a cluster's nodes share; unset on a node alone. Held weakly: the cluster that
     /// implements it holds this relay.
     shared: OnceLock<std::sync::Weak<dyn shared::SharedLedger>>,
@@ -255,7 +255,10 @@ impl Relay {
         let Some(connection) = connection else {
             return false;
         };
-        lock(&self.forwarded).insert(request.request_id, (from, connection_id));
+        lock(&self.forwarded).insert(
+            request.request_id,
+            (from, connection_id, std::time::Instant::now()),
+        );
         let request_id = request.request_id;
         if connection
             .send(CloudMessage::Request(Box::new(request)))
@@ -291,7 +294,7 @@ impl Relay {
         }
         drop(connections);
         if connection.remote.is_none() {
-            lock(&self.forwarded).retain(|_, (_, on)| *on != connection.connection_id);
+            lock(&self.forwarded).retain(|_, (_, on, _)| *on != connection.connection_id);
             self.tell(RelayEvent::AgentDisconnected {
                 connection_id: connection.connection_id,
             });
@@ -338,7 +341,7 @@ impl Relay {
         before: PasswordStamp,
     ) {
         let forwarded = lock(&self.forwarded).get(&request_id).copied();
-        if let Some((node, connection_id)) = forwarded {
+        if let Some((node, connection_id, _)) = forwarded {
             self.tell(RelayEvent::AboutToWrite {
                 node,
                 connection_id,
@@ -355,9 +358,13 @@ impl Relay {
         }
     }
 
-    pub fn deliver(&self, connection: &AgentConnection, response: Response) {
+    pub fn deliver(&self, connection: &AgentConnection, mut response: Response) {
         let forwarded = lock(&self.forwarded).remove(&response.request_id);
-        if let Some((node, connection_id)) = forwarded {
+        if let Some((node, connection_id, handed_over)) = forwarded {
+            if let Some(trace) = response.trace.as_mut() {
+                trace.relayed_us =
+                    Some(u64::try_from(handed_over.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
             self.tell(RelayEvent::Answered {
                 node,
                 connection_id,
