@@ -23,6 +23,47 @@ impl WebClient {
         Self::for_url(&stack.url(), stack.fingerprint)
     }
 
+    /// A client signed in to the console of the cloud node at `url` as `stack`'s administrator,
+    /// with its password and a fresh code of its authenticator.
+    pub async fn console_signed_in(
+        stack: &Stack,
+        url: &str,
+        fingerprint: writeback_tls::Fingerprint,
+    ) -> Self {
+        let mut console = Self::for_url(url, fingerprint);
+        let page = console
+            .send(Method::GET, "/console/sign-in", None, &[])
+            .await;
+        let csrf = Self::csrf(&page);
+        let password = console
+            .send(
+                Method::POST,
+                "/console/sign-in",
+                Some(&[
+                    ("csrf", &csrf),
+                    ("email", crate::stack::ADMIN_EMAIL),
+                    ("password", &stack.admin_password),
+                ]),
+                &[],
+            )
+            .await;
+        assert_eq!(password.status, hyper::StatusCode::SEE_OTHER);
+        let code_path = Self::location(&password);
+        let code_page = console.send(Method::GET, &code_path, None, &[]).await;
+        let csrf = Self::csrf(&code_page);
+        let code = stack.admin_authenticator.fresh_code().await;
+        let signed_in = console
+            .send(
+                Method::POST,
+                &code_path,
+                Some(&[("csrf", &csrf), ("code", &code)]),
+                &[],
+            )
+            .await;
+        assert_eq!(signed_in.status, hyper::StatusCode::SEE_OTHER);
+        console
+    }
+
     /// A client of the cloud at `url`, whose certificate has `fingerprint`.
     pub fn for_url(url: &str, fingerprint: writeback_tls::Fingerprint) -> Self {
         Self {

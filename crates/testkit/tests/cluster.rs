@@ -64,37 +64,12 @@ async fn agent_seen_on(client: &ApiClient, stack: &Stack, node: &str) -> AgentSu
 
 /// The console's Agents page on `node`, signed in there as the stack's administrator.
 async fn console_agents_page(stack: &Stack, node: &writeback_cloud::RunningCloud) -> String {
-    let mut console = WebClient::for_url(&format!("https://{}", node.address), node.fingerprint);
-    let page = console
-        .send(Method::GET, "/console/sign-in", None, &[])
-        .await;
-    let csrf = WebClient::csrf(&page);
-    let password = console
-        .send(
-            Method::POST,
-            "/console/sign-in",
-            Some(&[
-                ("csrf", &csrf),
-                ("email", writeback_testkit::stack::ADMIN_EMAIL),
-                ("password", &stack.admin_password),
-            ]),
-            &[],
-        )
-        .await;
-    assert_eq!(password.status, StatusCode::SEE_OTHER);
-    let code_path = WebClient::location(&password);
-    let code_page = console.send(Method::GET, &code_path, None, &[]).await;
-    let csrf = WebClient::csrf(&code_page);
-    let code = stack.admin_authenticator.fresh_code().await;
-    let signed_in = console
-        .send(
-            Method::POST,
-            &code_path,
-            Some(&[("csrf", &csrf), ("code", &code)]),
-            &[],
-        )
-        .await;
-    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    let mut console = WebClient::console_signed_in(
+        stack,
+        &format!("https://{}", node.address),
+        node.fingerprint,
+    )
+    .await;
     let agents = console
         .send(Method::GET, "/console/agents", None, &[])
         .await;

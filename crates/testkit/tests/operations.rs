@@ -21,6 +21,7 @@ use writeback_testkit::logs::{self, strong_password};
 use writeback_testkit::mail::MailServer;
 use writeback_testkit::sms::SmsProvider;
 use writeback_testkit::stack::{StackOptions, spawn_agent, write_agent_config, write_private};
+use writeback_testkit::web::WebClient;
 use writeback_testkit::{NewPasswordSettings, NewUser, Stack};
 
 async fn user_with_password(stack: &Stack, prefix: &str) -> (String, String) {
@@ -501,6 +502,23 @@ async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
     let refused = stack.reset(&name, "Xy7#", false, false).await.unwrap();
     assert!(matches!(refused.result, ResultCode::PolicyViolation { .. }));
 
+    // The sync lag is a gauge only once the agent has confirmed a cursor (its first sync's
+    // first batch), which a DC busy with the other tests' agents may take a while to allow.
+    let store = stack.cloud.as_ref().unwrap().state.store.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store
+        .sync_status(&stack.directory, UnixMillis::now())
+        .await
+        .unwrap()
+        .cursor_age_ms
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never confirmed a cursor"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for wrong in [None, Some("not-the-token".to_owned())] {
         let headers: Vec<(&str, String)> = wrong
             .map(|wrong| vec![("authorization", format!("Bearer {wrong}"))])
@@ -539,7 +557,10 @@ async fn the_cloud_and_the_agent_serve_prometheus_metrics() {
     ] {
         assert!(cloud.contains(line), "{line} missing from:\n{cloud}");
     }
-    assert!(cloud.contains("writeback_sync_lag_seconds{directory=\"corp\"} "));
+    assert!(
+        cloud.contains("writeback_sync_lag_seconds{directory=\"corp\"} "),
+        "{cloud}"
+    );
     assert!(!cloud.contains(&name), "metrics name no users");
 
     let agent = scrape(&agent_metrics).await;
@@ -1194,6 +1215,24 @@ async fn expiry_reminders_reach_the_right_users_once_per_threshold() {
             .count(),
         3
     );
+
+    // The console's overview lists the passwords expiring within the largest threshold (from
+    // now: the two under the ten-day policy), with the reminders their owners got.
+    let mut console = WebClient::console_signed_in(&stack, &stack.url(), stack.fingerprint).await;
+    let overview = console.send(Method::GET, "/console", None, &[]).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    let overview = WebClient::body(&overview);
+    for listed in [&short, &texted] {
+        let row = overview
+            .split(&format!("<tr data-user=\"{listed}\">"))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("{listed} is not listed:\n{overview}"));
+        assert!(row.contains("14 days, 7 days, 1 day"), "{row}");
+    }
+    for unlisted in [&domain, &never, &must] {
+        assert!(!overview.contains(&format!("data-user=\"{unlisted}\"")));
+    }
 
     for (name, reminders) in [
         (&short, 3),
