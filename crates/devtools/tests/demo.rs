@@ -44,32 +44,27 @@ impl Demo {
                 sink.lock().unwrap().push(line);
             }
         });
-        let demo = Demo { process, printed };
-        demo.wait_for_line(
-            |line| line.contains("Press Ctrl-C"),
-            Duration::from_secs(300),
-        )
-        .await;
-        demo
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !printed
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("Press Ctrl-C"))
+        {
+            if let Some(status) = process.try_wait().unwrap() {
+                panic!(
+                    "the demo stopped ({status}) before it was ready:\n{}",
+                    printed.lock().unwrap().join("\n")
+                );
+            }
+            assert!(Instant::now() < deadline, "the demo was not ready in 300 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Demo { process, printed }
     }
 
     fn lines(&self) -> Vec<String> {
         self.printed.lock().unwrap().clone()
-    }
-
-    async fn wait_for_line(&self, wanted: impl Fn(&str) -> bool, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(index) = self.lines().iter().position(|line| wanted(line)) {
-                return index;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the demo never printed what was awaited:\n{}",
-                self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// What follows `label` on the line that starts with it, up to the first double space.

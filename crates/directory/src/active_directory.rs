@@ -514,11 +514,8 @@ impl Directory for ActiveDirectory {
         let user_account_control = number(&entry.attrs, "userAccountControl").unwrap_or(0);
         let computed_control =
             number(&constructed, "msDS-User-Account-Control-Computed").unwrap_or(0);
-        let object_guid = entry
-            .bin_attrs
-            .get("objectGUID")
-            .and_then(|values| values.first())
-            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok());
+        let object_guid =
+            binary_value(&entry, "objectGUID").and_then(|bytes| <[u8; 16]>::try_from(bytes).ok());
         Ok(UserAccount {
             sam_account_name: first(&entry.attrs, "sAMAccountName")
                 .unwrap_or_default()

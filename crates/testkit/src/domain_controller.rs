@@ -873,10 +873,20 @@ impl AdminSession {
             .next()
             .map(SearchEntry::construct)
             .context("no such object")?;
+        // ldap3 files a value under `attrs` when its bytes happen to be valid UTF-8, as a SID's
+        // random sub-authorities now and then are.
         let sid = entry
             .bin_attrs
             .get("objectSid")
             .and_then(|values| values.first())
+            .map(Vec::as_slice)
+            .or_else(|| {
+                entry
+                    .attrs
+                    .get("objectSid")
+                    .and_then(|values| values.first())
+                    .map(String::as_bytes)
+            })
             .context("object has no objectSid")?;
         sid_to_string(sid)
     }
