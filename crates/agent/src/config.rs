@@ -46,8 +46,10 @@ pub struct SyncConfig {
     pub reconcile_interval_seconds: u64,
     /// Keep a change-notification search open on the DC, so a change is read as soon as the DC
     /// reports it rather than at the next poll. The poll goes on either way: it is what finds a
-    /// change the DC does not report at once (Samba reports at once only changes made through
-    /// the worker process the search is on, the others within 5 s).
+    /// change the DC does not report at once. Off by default: Samba reports at once only changes
+    /// made through the LDAP worker process the search is on, re-runs the search over the whole
+    /// domain every 5 s otherwise, and with one worker a large directory's lag grew (`cargo
+    /// xtask bench sync`, 20,000 users); meant for AD.
     pub change_notification: bool,
 }
 
@@ -58,7 +60,7 @@ impl Default for SyncConfig {
             poll_interval_ms: 1000,
             confirm_interval_seconds: 60,
             reconcile_interval_seconds: 30,
-            change_notification: true,
+            change_notification: false,
         }
     }
 }

@@ -16,9 +16,9 @@
 //! cannot read `CN=Deleted Objects` and has no DirSync right, with only its four delegated rights.
 //! While deltas are read with DirSync, which returns deletions itself, there is none.
 //!
-//! Beside the poll, the agent keeps a change-notification search open on the DC
-//! (`LDAP_SERVER_NOTIFICATION_OID`): each change it reports wakes the delta loop at once. The
-//! poll stays, as the fallback for a DC that will not notify and for the time a dropped
+//! With `sync.change_notification`, the agent also keeps a change-notification search open on
+//! the DC (`LDAP_SERVER_NOTIFICATION_OID`): each change it reports wakes the delta loop at once.
+//! The poll stays, as the fallback for a DC that will not notify and for the time a dropped
 //! notification search takes to come back.
 
 use std::sync::Arc;

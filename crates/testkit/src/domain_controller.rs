@@ -590,10 +590,6 @@ fn dc_options(
         format!("netbios name=DC{}", address.octets()[3]),
         format!("server services={services}"),
         "tls enabled=yes".to_owned(),
-        // One LDAP worker process: Samba reports a change to a notification search at once only
-        // when the change went through the search's own worker (otherwise within 5 s), and the
-        // tests and benchmarks measure the agent, not how connections fall on workers.
-        "prefork children=1".to_owned(),
     ];
     if let Some(tls_directory) = tls_directory {
         options.extend([

@@ -93,7 +93,7 @@ impl Default for StackOptions {
         Self {
             allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
             sync_poll_interval_ms: 1000,
-            sync_change_notification: true,
+            sync_change_notification: false,
             service_account: SERVICE_ACCOUNT.to_owned(),
             smtp_port: None,
             sms: writeback_cloud::config::SmsConfig::default(),

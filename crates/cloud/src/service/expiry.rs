@@ -159,10 +159,12 @@ async fn remind(
         });
         told.push("text");
     }
-    let detail = if told.is_empty() {
-        format!("{threshold} days before expiry: no address or phone to tell")
-    } else {
+    let detail = if !told.is_empty() {
         format!("{threshold} days before expiry: {}", told.join(" and "))
+    } else if state.mailer.is_none() && state.sms.is_none() {
+        format!("{threshold} days before expiry: no mail server or SMS provider is configured")
+    } else {
+        format!("{threshold} days before expiry: no address or phone to tell")
     };
     AuditAction::ExpiryReminder
         .by(&Actor::new(REMINDER_ACTOR, None), now)
