@@ -189,8 +189,7 @@ async fn watch_notifications<D: DirectorySync>(
         let ended = directory.notify_changes(changed).await;
         // Whatever happened while the search was going down is read now.
         changed.notify_one();
-        let stopped = ended.is_ok();
-        match ended {
+        match &ended {
             Ok(()) => tracing::warn!(
                 retry_s = NOTIFICATION_RETRY.as_secs(),
                 event_id = 36010,
@@ -201,7 +200,8 @@ async fn watch_notifications<D: DirectorySync>(
             }
             Err(error) => tracing::debug!(%error, "change notification is still not available"),
         }
-        notifying = stopped;
+        // Events again after a search that worked; only debug while it keeps being refused.
+        notifying = ended.is_ok();
         tokio::time::sleep(NOTIFICATION_RETRY).await;
     }
 }

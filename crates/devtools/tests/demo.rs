@@ -17,6 +17,7 @@ use ldap3::{LdapConnAsync, LdapConnSettings};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use writeback_testkit::browser::Browser;
+use writeback_testkit::domain_controller::refusal_code;
 use writeback_testkit::logs;
 use writeback_testkit::mail::code_in;
 use writeback_testkit::stack::{Authenticator, write_private};
@@ -133,13 +134,7 @@ async fn bind(dc_url: &str, name: &str, password: &str) -> Result<(), String> {
     if result.rc == 0 {
         return Ok(());
     }
-    Err(result
-        .text
-        .split("data ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or("unknown")
-        .to_owned())
+    Err(refusal_code(&result.text))
 }
 
 async fn title(browser: &Browser) -> String {

@@ -348,8 +348,8 @@ fn policy_reason_from_text(diagnostic: &str) -> Option<PolicyReason> {
     }
 }
 
-/// The `NNN` of a bind answer's `data NNN`, the reason a bind failed.
-fn bind_data_code(diagnostic: &str) -> &str {
+/// The `NNN` of a bind answer's `data NNN`, the reason a bind failed; empty when there is none.
+pub fn bind_data_code(diagnostic: &str) -> &str {
     diagnostic
         .split("data ")
         .nth(1)

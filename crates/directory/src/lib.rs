@@ -26,7 +26,7 @@ use writeback_proto::frame::LockoutPolicy;
 use writeback_proto::operation::{PasswordStamp, UserRef};
 
 pub use active_directory::{ActiveDirectory, DirectorySettings};
-pub use decode::is_within;
+pub use decode::{bind_data_code, is_within};
 pub use permissions::{PermissionFacts, UnreachableUser};
 pub use sync::{
     DirectorySync, FULL_SYNC_FILTER, SYNC_ATTRIBUTES, SYNC_PAGE_SIZE, SyncPosition,

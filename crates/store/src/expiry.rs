@@ -152,11 +152,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use writeback_proto::sync::{
-        PasswordExpiry, SyncBatch, SyncChange, SyncCursor, SyncPhase, SyncedUser,
-    };
+    use writeback_proto::sync::{PasswordExpiry, SyncChange, SyncPhase, SyncedUser};
 
     use super::*;
+    use crate::sync::tests::{batch, with_directory};
 
     const NOW: UnixMillis = UnixMillis(1_000_000_000);
     const DAY: u64 = 86_400_000;
@@ -184,8 +183,7 @@ mod tests {
 
     on_both_databases! {
         async fn expiring_passwords_are_listed_soonest_first_and_a_reminder_is_taken_once(store: Store) {
-            let corp: DirectoryName = "corp".parse().unwrap();
-            store.ensure_directory(&corp, NOW).await.unwrap();
+            let (store, corp) = with_directory(store).await;
             let at = |days: u64| UnixMillis(NOW.0 + days * DAY);
             let changes = vec![
                 user(1, "later", PasswordExpiry::At(at(10))),
@@ -196,17 +194,7 @@ mod tests {
                 user(6, "disabled", PasswordExpiry::At(at(2))),
                 user(7, "expired", PasswordExpiry::At(UnixMillis(NOW.0 - DAY))),
             ];
-            let batch = SyncBatch {
-                sequence: 1,
-                changes,
-                cursor: SyncCursor {
-                    server: "dc1".into(),
-                    generation: 1,
-                    phase: SyncPhase::polled_from(1),
-                },
-                completes_full_sync: true,
-                completes_reconciliation: false,
-            };
+            let batch = batch(1, SyncPhase::polled_from(1), changes, true);
             store.apply_sync_batch(&corp, &batch, NOW).await.unwrap();
             let expiring = store.passwords_expiring(NOW, at(14), 100).await.unwrap();
             let names: Vec<&str> = expiring

@@ -570,6 +570,7 @@ async fn upsert_user(
     generation: i64,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
+    let (expiry_kind, expires_at) = expiry_columns(user.password_expiry);
     sqlx::query(&format!(
         "INSERT INTO synced_users (directory_id, generation, {USER_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
@@ -605,8 +606,8 @@ async fn upsert_user(
     .bind(i64::from(user.password_never_expires))
     .bind(i64::from(user.protected))
     .bind(millis(now))
-    .bind(expiry_columns(user.password_expiry).0)
-    .bind(expiry_columns(user.password_expiry).1)
+    .bind(expiry_kind)
+    .bind(expires_at)
     .execute(&mut **transaction)
     .await?;
     Ok(())
@@ -726,7 +727,7 @@ async fn report_duplicate_names(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NOW: UnixMillis = UnixMillis(1_000_000);
@@ -772,7 +773,7 @@ mod tests {
         ]
     }
 
-    fn batch(
+    pub(crate) fn batch(
         generation: u64,
         phase: SyncPhase,
         changes: Vec<SyncChange>,
@@ -791,7 +792,7 @@ mod tests {
         }
     }
 
-    async fn with_directory(store: Store) -> (Store, DirectoryName) {
+    pub(crate) async fn with_directory(store: Store) -> (Store, DirectoryName) {
         let name: DirectoryName = "corp".parse().unwrap();
         store.ensure_directory(&name, NOW).await.unwrap();
         (store, name)

@@ -295,15 +295,8 @@ impl DomainController {
         if result.rc == 0 {
             return Ok(Ok(ldap));
         }
-        let code = result
-            .text
-            .split("data ")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .unwrap_or("unknown")
-            .to_owned();
         let _ = ldap.unbind().await;
-        Ok(Err(code))
+        Ok(Err(refusal_code(&result.text)))
     }
 
     /// Domain policy, OUs, the delegated service account.
@@ -742,6 +735,15 @@ pub struct NewPasswordSettings {
     pub lockout_threshold: u32,
     /// How long a password lasts before it must be changed.
     pub max_age_days: u32,
+}
+
+/// AD's `data` code of a refused bind's diagnostic (`52e` bad password, `773` must change, `775`
+/// locked out, ...), or `unknown`.
+pub fn refusal_code(diagnostic: &str) -> String {
+    match writeback_directory::bind_data_code(diagnostic) {
+        "" => "unknown".to_owned(),
+        code => code.to_owned(),
+    }
 }
 
 /// An LDAPS session bound as Administrator.

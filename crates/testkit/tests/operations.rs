@@ -911,7 +911,8 @@ async fn passwords_in_an_imported_breached_corpus_or_the_common_list_are_refused
         "{}",
         refused.message
     );
-    let common = password_like_common();
+    // A common password with digits and a symbol stuck on, which the log scan looks for too.
+    let common = logs::remember_secret("Sunshine2026!");
     let refused_common = stack.reset(&name, &common, false, false).await.unwrap();
     assert!(
         matches!(
@@ -967,11 +968,6 @@ async fn passwords_in_an_imported_breached_corpus_or_the_common_list_are_refused
         page.entries
     );
     stack.reset_and_prove(&name, &password).await.unwrap();
-}
-
-/// A common password with digits and a symbol stuck on, which the log scan looks for too.
-fn password_like_common() -> String {
-    logs::remember_secret("Sunshine2026!")
 }
 
 /// The password expiry the cloud holds for `name`, once synced with its address and as
