@@ -265,7 +265,7 @@ async fn full_sync<D: DirectorySync>(
         drop(changes);
         result
     };
-    let send = forward(&mut incoming, &during, link);
+    let send = forward(&mut incoming, || during.clone(), link);
     let (read, sent) = tokio::join!(read, send);
     read?;
     let Some(counts) = sent else {
@@ -287,6 +287,12 @@ async fn full_sync<D: DirectorySync>(
 
 /// Polls the DC's highest committed USN and, when it moved, sends what changed since the cursor:
 /// read with DirSync when the service account may use it, otherwise by update sequence number.
+///
+/// A reconciliation runs beside the passes rather than between them, so that listing every anchor
+/// of a large domain (seconds at 100,000 users) does not hold a change up. It starts between two
+/// passes and moves the cursor to its generation there, so every delta batch after it carries the
+/// reconciliation's generation too: an object a delta upserts while the listing runs is kept by the
+/// reconciliation whether or not the listing saw it.
 async fn delta_loop<D: DirectorySync>(
     directory: &D,
     mut current: SyncCursor,
@@ -295,9 +301,15 @@ async fn delta_loop<D: DirectorySync>(
     link: &SyncLink,
     directory_changed: &Notify,
 ) -> Result<Disconnected, DirectoryError> {
-    let mut last_sent = Instant::now();
+    let mut pass_state = PassState {
+        last_sent: Instant::now(),
+        dirsync_allowed: true,
+    };
     let mut last_reconciled = Instant::now();
-    let mut dirsync_allowed = true;
+    // The last cursor a pass completed: what a reconciliation's batches carry, as everything
+    // before it has been sent.
+    let completed = std::sync::Mutex::new(current.clone());
+    let mut reconciliation = None;
     loop {
         let dirsync_in_use = matches!(
             current.phase,
@@ -306,168 +318,243 @@ async fn delta_loop<D: DirectorySync>(
                 ..
             }
         );
-        if !dirsync_in_use && last_reconciled.elapsed() >= settings.reconcile_interval {
-            let Some(reconciled) = reconcile(directory, &current, settings, link).await? else {
-                return Ok(Disconnected);
-            };
-            current = reconciled;
+        if reconciliation.is_none()
+            && !dirsync_in_use
+            && last_reconciled.elapsed() >= settings.reconcile_interval
+        {
+            current.generation = current.generation.saturating_add(1);
+            set_completed(&completed, &current);
+            // A retry or a full sync after this point must not reuse the generation.
             *sent_cursor = Some(current.clone());
-            last_reconciled = Instant::now();
-            last_sent = Instant::now();
+            reconciliation = Some(Box::pin(reconcile(directory, &completed, settings, link)));
         }
-        let SyncPhase::Delta {
-            usn,
-            dirsync_cookie,
-        } = current.phase.clone()
-        else {
-            return Ok(Disconnected);
-        };
-        // Taken before the position is read, so the pass below reaches at least as far as the
-        // cookie: nothing falls between the last polled change and the first DirSync one.
-        let mut starting_cookie = None;
-        if dirsync_cookie.is_none() && dirsync_allowed {
-            match directory.start_dirsync().await {
-                Ok(cookie) => starting_cookie = Some(cookie),
-                Err(error) if dirsync_refused(&error) => {
-                    dirsync_allowed = false;
-                    tracing::info!(%error, event_id = 36007, "DirSync is not available to the service account; directory changes are polled by update sequence number");
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        let position = directory.sync_position().await?;
-        if position.server != current.server {
-            // Another DC answers now; its numbers mean nothing against this cursor.
-            return Box::pin(sync_from(
-                directory,
-                sent_cursor,
-                true,
-                settings,
-                link,
-                directory_changed,
-            ))
-            .await;
-        }
-        let changed = position.highest_committed_usn > usn;
-        if changed || starting_cookie.is_some() {
-            let (changes, mut incoming) = mpsc::channel(1024);
-            let read = async {
-                let result = match (&dirsync_cookie, changed) {
-                    (_, false) => Ok(None),
-                    (Some(cookie), true) => directory
-                        .read_dirsync_changes(cookie, &settings.bases, &changes)
-                        .await
-                        .map(Some),
-                    (None, true) => directory
-                        .read_changes(usn, &settings.bases, &changes)
-                        .await
-                        .map(|()| None),
+        let pass = delta_pass(
+            directory,
+            &mut current,
+            &completed,
+            &mut pass_state,
+            settings,
+            link,
+            directory_changed,
+        );
+        let mut reconciliation_finished = false;
+        let outcome = match reconciliation.as_mut() {
+            None => pass.await?,
+            Some(running) => {
+                tokio::pin!(pass);
+                let reconciled = tokio::select! {
+                    outcome = &mut pass => Err(outcome),
+                    reconciled = running => Ok(reconciled),
                 };
-                drop(changes);
-                result
-            };
-            let send = forward(&mut incoming, &current, link);
-            let (read, sent) = tokio::join!(read, send);
-            let next_cookie = match read {
-                Ok(next_cookie) => next_cookie.or(starting_cookie),
-                Err(error) if dirsync_cookie.is_some() && dirsync_refused(&error) => {
-                    // Whatever was sent carried the cursor from before this pass: poll from it.
-                    dirsync_allowed = false;
-                    tracing::warn!(%error, event_id = 36007, "DirSync stopped working for the service account; directory changes are polled by update sequence number");
-                    current.phase = SyncPhase::polled_from(usn);
-                    continue;
+                match reconciled {
+                    Err(outcome) => outcome?,
+                    Ok(reconciled) => {
+                        if !reconciled? {
+                            return Ok(Disconnected);
+                        }
+                        last_reconciled = Instant::now();
+                        reconciliation_finished = true;
+                        pass.await?
+                    }
                 }
-                Err(error) => return Err(error),
-            };
-            let Some(counts) = sent else {
-                return Ok(Disconnected);
-            };
-            if next_cookie.is_some() && dirsync_cookie.is_none() {
-                tracing::info!(
-                    event_id = 36006,
-                    "directory changes are read with DirSync from here on"
-                );
             }
-            let next = SyncCursor {
-                phase: SyncPhase::Delta {
-                    usn: position.highest_committed_usn,
-                    dirsync_cookie: next_cookie,
-                },
-                ..current.clone()
-            };
-            if !send_batch(link, counts.leftover, &next, Completes::Nothing).await {
-                return Ok(Disconnected);
+        };
+        match outcome {
+            PassOutcome::Disconnected => return Ok(Disconnected),
+            PassOutcome::ServerChanged => {
+                // Another DC answers now; its numbers mean nothing against this cursor.
+                drop(reconciliation);
+                return Box::pin(sync_from(
+                    directory,
+                    sent_cursor,
+                    true,
+                    settings,
+                    link,
+                    directory_changed,
+                ))
+                .await;
             }
-            if counts.objects > 0 || counts.errors > 0 {
-                tracing::info!(
-                    from_usn = usn,
-                    to_usn = position.highest_committed_usn,
-                    objects = counts.objects,
-                    errors = counts.errors,
-                    event_id = 36003,
-                    "directory changes sent"
-                );
-            }
-            current = next;
-            *sent_cursor = Some(current.clone());
-            last_sent = Instant::now();
-        } else if last_sent.elapsed() >= settings.confirm_interval {
-            if !send_batch(link, Vec::new(), &current, Completes::Nothing).await {
-                return Ok(Disconnected);
-            }
-            last_sent = Instant::now();
+            PassOutcome::Continue => *sent_cursor = Some(current.clone()),
         }
-        tokio::select! {
-            () = tokio::time::sleep(settings.poll_interval) => {}
-            () = directory_changed.notified() => {}
+        if reconciliation_finished {
+            reconciliation = None;
         }
     }
 }
 
-/// Lists the anchors in scope and sends them as a reconciliation in the next generation, which
-/// the cursor keeps from then on (so deltas after it count as seen). `None` when the connection
+fn set_completed(completed: &std::sync::Mutex<SyncCursor>, cursor: &SyncCursor) {
+    *completed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = cursor.clone();
+}
+
+fn completed_cursor(completed: &std::sync::Mutex<SyncCursor>) -> SyncCursor {
+    completed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// What one delta pass leaves for the next.
+struct PassState {
+    last_sent: Instant,
+    dirsync_allowed: bool,
+}
+
+enum PassOutcome {
+    Continue,
+    Disconnected,
+    /// Another DC answers: a full sync must start again.
+    ServerChanged,
+}
+
+/// Reads what changed since `current` (when anything did), sends it and moves `current` and
+/// `completed` on, then waits for the next poll or a change notification.
+async fn delta_pass<D: DirectorySync>(
+    directory: &D,
+    current: &mut SyncCursor,
+    completed: &std::sync::Mutex<SyncCursor>,
+    state: &mut PassState,
+    settings: &SyncSettings,
+    link: &SyncLink,
+    directory_changed: &Notify,
+) -> Result<PassOutcome, DirectoryError> {
+    let SyncPhase::Delta {
+        usn,
+        dirsync_cookie,
+    } = current.phase.clone()
+    else {
+        return Ok(PassOutcome::Disconnected);
+    };
+    // Taken before the position is read, so the pass below reaches at least as far as the
+    // cookie: nothing falls between the last polled change and the first DirSync one.
+    let mut starting_cookie = None;
+    if dirsync_cookie.is_none() && state.dirsync_allowed {
+        match directory.start_dirsync().await {
+            Ok(cookie) => starting_cookie = Some(cookie),
+            Err(error) if dirsync_refused(&error) => {
+                state.dirsync_allowed = false;
+                tracing::info!(%error, event_id = 36007, "DirSync is not available to the service account; directory changes are polled by update sequence number");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let position = directory.sync_position().await?;
+    if position.server != current.server {
+        return Ok(PassOutcome::ServerChanged);
+    }
+    let changed = position.highest_committed_usn > usn;
+    if changed || starting_cookie.is_some() {
+        let (changes, mut incoming) = mpsc::channel(1024);
+        let read = async {
+            let result = match (&dirsync_cookie, changed) {
+                (_, false) => Ok(None),
+                (Some(cookie), true) => directory
+                    .read_dirsync_changes(cookie, &settings.bases, &changes)
+                    .await
+                    .map(Some),
+                (None, true) => directory
+                    .read_changes(usn, &settings.bases, &changes)
+                    .await
+                    .map(|()| None),
+            };
+            drop(changes);
+            result
+        };
+        let before_pass = current.clone();
+        let send = forward(&mut incoming, || before_pass.clone(), link);
+        let (read, sent) = tokio::join!(read, send);
+        let next_cookie = match read {
+            Ok(next_cookie) => next_cookie.or(starting_cookie),
+            Err(error) if dirsync_cookie.is_some() && dirsync_refused(&error) => {
+                // Whatever was sent carried the cursor from before this pass: poll from it.
+                state.dirsync_allowed = false;
+                tracing::warn!(%error, event_id = 36007, "DirSync stopped working for the service account; directory changes are polled by update sequence number");
+                current.phase = SyncPhase::polled_from(usn);
+                set_completed(completed, current);
+                return Ok(PassOutcome::Continue);
+            }
+            Err(error) => return Err(error),
+        };
+        let Some(counts) = sent else {
+            return Ok(PassOutcome::Disconnected);
+        };
+        if next_cookie.is_some() && dirsync_cookie.is_none() {
+            tracing::info!(
+                event_id = 36006,
+                "directory changes are read with DirSync from here on"
+            );
+        }
+        let next = SyncCursor {
+            phase: SyncPhase::Delta {
+                usn: position.highest_committed_usn,
+                dirsync_cookie: next_cookie,
+            },
+            ..current.clone()
+        };
+        if !send_batch(link, counts.leftover, &next, Completes::Nothing).await {
+            return Ok(PassOutcome::Disconnected);
+        }
+        if counts.objects > 0 || counts.errors > 0 {
+            tracing::info!(
+                from_usn = usn,
+                to_usn = position.highest_committed_usn,
+                objects = counts.objects,
+                errors = counts.errors,
+                event_id = 36003,
+                "directory changes sent"
+            );
+        }
+        *current = next;
+        set_completed(completed, current);
+        state.last_sent = Instant::now();
+    } else if state.last_sent.elapsed() >= settings.confirm_interval {
+        if !send_batch(link, Vec::new(), current, Completes::Nothing).await {
+            return Ok(PassOutcome::Disconnected);
+        }
+        state.last_sent = Instant::now();
+    }
+    tokio::select! {
+        () = tokio::time::sleep(settings.poll_interval) => {}
+        () = directory_changed.notified() => {}
+    }
+    Ok(PassOutcome::Continue)
+}
+
+/// Lists the anchors in scope and sends them as a reconciliation in the generation of `completed`,
+/// each batch carrying the last cursor the delta passes completed. `false` when the connection
 /// went away.
 async fn reconcile<D: DirectorySync>(
     directory: &D,
-    current: &SyncCursor,
+    completed: &std::sync::Mutex<SyncCursor>,
     settings: &SyncSettings,
     link: &SyncLink,
-) -> Result<Option<SyncCursor>, DirectoryError> {
+) -> Result<bool, DirectoryError> {
     let started = Instant::now();
-    let reconciled = SyncCursor {
-        generation: current.generation.saturating_add(1),
-        ..current.clone()
-    };
     let (changes, mut incoming) = mpsc::channel(64);
     let read = async {
         let result = directory.read_anchors(&settings.bases, &changes).await;
         drop(changes);
         result
     };
-    let send = forward(&mut incoming, &reconciled, link);
+    let send = forward(&mut incoming, || completed_cursor(completed), link);
     let (read, sent) = tokio::join!(read, send);
     read?;
     let Some(counts) = sent else {
-        return Ok(None);
+        return Ok(false);
     };
-    if !send_batch(
-        link,
-        counts.leftover,
-        &reconciled,
-        Completes::Reconciliation,
-    )
-    .await
-    {
-        return Ok(None);
+    let last = completed_cursor(completed);
+    if !send_batch(link, counts.leftover, &last, Completes::Reconciliation).await {
+        return Ok(false);
     }
     tracing::debug!(
-        generation = reconciled.generation,
+        generation = last.generation,
         objects = counts.objects,
         elapsed_ms = started.elapsed().as_millis() as u64,
         event_id = 36008,
         "anchors in scope reconciled"
     );
-    Ok(Some(reconciled))
+    Ok(true)
 }
 
 /// The DC will not do DirSync for this account (a missing right, or a cookie it no longer takes):
@@ -486,10 +573,11 @@ struct Forwarded {
     leftover: Vec<SyncChange>,
 }
 
-/// Cuts the incoming changes into batches carrying `cursor`. `None` when the link closed.
+/// Cuts the incoming changes into batches, each carrying the cursor `cursor` gives when it is cut.
+/// `None` when the link closed.
 async fn forward(
     incoming: &mut mpsc::Receiver<SyncChange>,
-    cursor: &SyncCursor,
+    cursor: impl Fn() -> SyncCursor,
     link: &SyncLink,
 ) -> Option<Forwarded> {
     let mut batcher = Batcher::default();
@@ -506,7 +594,7 @@ async fn forward(
             SyncChange::Members { .. } => {}
         }
         if let Some(full) = batcher.push(change)
-            && !send_batch(link, full, cursor, Completes::Nothing).await
+            && !send_batch(link, full, &cursor(), Completes::Nothing).await
         {
             return None;
         }
@@ -674,6 +762,10 @@ mod tests {
         change: Notify,
         /// How many times the position was read (after reading it).
         positions_read: std::sync::atomic::AtomicUsize,
+        /// While set, a listing of anchors waits for `anchors_released`, as a long one of a large
+        /// domain takes its time.
+        anchors_held: std::sync::atomic::AtomicBool,
+        anchors_released: Notify,
     }
 
     impl ScriptedDirectory {
@@ -685,6 +777,8 @@ mod tests {
                 notifies: false,
                 change: Notify::new(),
                 positions_read: Default::default(),
+                anchors_held: Default::default(),
+                anchors_released: Notify::new(),
             }
         }
 
@@ -740,6 +834,9 @@ mod tests {
             changes: &mpsc::Sender<SyncChange>,
         ) -> Result<(), DirectoryError> {
             self.reads.lock().unwrap().push("anchors".into());
+            if self.anchors_held.load(std::sync::atomic::Ordering::SeqCst) {
+                self.anchors_released.notified().await;
+            }
             let anchors = (1..=3)
                 .map(|byte| ObjectAnchor::from_bytes([byte; 16]))
                 .collect();
@@ -941,6 +1038,59 @@ mod tests {
                 matches!(&batch.changes[..], [SyncChange::Present { anchors }] if anchors.len() == 3)
             );
         }
+    }
+
+    /// A change made while a reconciliation lists the anchors of a large domain is sent at once,
+    /// in the reconciliation's generation (so the reconciliation keeps what it upserts), and the
+    /// reconciliation, when it ends, carries the cursor the deltas reached.
+    #[tokio::test]
+    async fn a_reconciliation_in_progress_does_not_hold_changes_up() {
+        let directory = ScriptedDirectory::new(10, false);
+        directory
+            .anchors_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let start = cursor("dc1", 4, SyncPhase::polled_from(10));
+        let mut batches = Vec::new();
+        let watched = watch_batches(&directory, start, Duration::ZERO, |batch| {
+            let change_sent = batch.cursor.phase == SyncPhase::polled_from(11);
+            let completes = batch.completes;
+            batches.push(batch);
+            if change_sent {
+                directory.anchors_released.notify_one();
+            }
+            completes == Completes::Reconciliation
+        });
+        let change = async {
+            while !directory
+                .reads
+                .lock()
+                .unwrap()
+                .contains(&"anchors".to_owned())
+            {
+                tokio::task::yield_now().await;
+            }
+            directory
+                .highest_committed_usn
+                .store(11, std::sync::atomic::Ordering::SeqCst);
+        };
+        tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(watched, change)
+        })
+        .await
+        .expect("the change is sent while the listing is held, then the listing ends");
+        let delta = batches
+            .iter()
+            .find(|batch| batch.cursor.phase == SyncPhase::polled_from(11))
+            .expect("a delta batch");
+        assert_eq!(delta.cursor.generation, 5);
+        assert_eq!(delta.completes, Completes::Nothing);
+        let last = batches.last().unwrap();
+        assert_eq!(last.completes, Completes::Reconciliation);
+        assert_eq!(last.cursor.generation, 5);
+        assert_eq!(last.cursor.phase, SyncPhase::polled_from(11));
+        assert!(
+            matches!(&last.changes[..], [SyncChange::Present { anchors }] if anchors.len() == 3)
+        );
     }
 
     /// DirSync returns deletions itself: reading with it, the agent lists no anchors.

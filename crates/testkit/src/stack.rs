@@ -67,7 +67,8 @@ pub struct SecondAgent {
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub allowed_ous: Vec<String>,
-    pub sync_poll_interval_ms: u64,
+    /// `sync.poll_interval_ms`; `None` leaves the agent's default.
+    pub sync_poll_interval_ms: Option<u64>,
     /// Whether the agent asks the DC to notify changes (`sync.change_notification`).
     pub sync_change_notification: bool,
     pub service_account: String,
@@ -92,7 +93,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             allowed_ous: vec![STAFF_OU.to_owned(), RESTRICTED_OU.to_owned()],
-            sync_poll_interval_ms: 1000,
+            sync_poll_interval_ms: None,
             sync_change_notification: false,
             service_account: SERVICE_ACCOUNT.to_owned(),
             smtp_port: None,
@@ -859,8 +860,7 @@ allowed_ous = [{allowed_ous}]
 check_interval_seconds = 2
 
 [sync]
-poll_interval_ms = {poll_interval_ms}
-change_notification = {change_notification}
+{poll_interval}change_notification = {change_notification}
 
 [log]
 format = "json"
@@ -880,7 +880,10 @@ file = {log_file}
             .map(|ou| toml_string(ou))
             .collect::<Vec<_>>()
             .join(", "),
-        poll_interval_ms = options.sync_poll_interval_ms,
+        poll_interval = options
+            .sync_poll_interval_ms
+            .map(|interval| format!("poll_interval_ms = {interval}\n"))
+            .unwrap_or_default(),
         change_notification = options.sync_change_notification,
         log_file = toml_string(&log_file.display().to_string()),
     );

@@ -77,7 +77,7 @@ async fn an_agent_killed_in_the_middle_of_a_full_sync_of_2000_users_ends_with_ex
 /// copy stays as it was at the last sync.
 async fn stack_without_deltas() -> Stack {
     Stack::start_with(StackOptions {
-        sync_poll_interval_ms: 3_600_000,
+        sync_poll_interval_ms: Some(3_600_000),
         ..StackOptions::default()
     })
     .await

@@ -1,5 +1,6 @@
 //! `cargo xtask bench sync`: directory sync against one Samba DC holding N users (default 20,000,
-//! loaded straight into the DC's database), measured side by side with its floor:
+//! loaded straight into the DC's database once, then restored from a snapshot of the DC's files
+//! kept under `target/bench-domains`), measured side by side with its floor:
 //!
 //! * raw search: the same paged search the agent makes (the same OU, and the directory crate's own
 //!   filter, attributes, control and page size), done directly over LDAPS as the service account,
@@ -18,6 +19,7 @@
 //! `sync users=… full_s=… raw_search_s=… ratio=… delta_lag_p50_ms=… delta_lag_p99_ms=…
 //! notified_lag_p50_ms=… notified_lag_p99_ms=…`.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -173,6 +175,16 @@ async fn delta_lags(
     Ok(lags)
 }
 
+/// `target/bench-domains`, beside the profile directory this binary runs from.
+fn snapshot_directory() -> Result<PathBuf> {
+    let executable = std::env::current_exe()?;
+    let target = executable
+        .parent()
+        .and_then(Path::parent)
+        .context("the bench runs from target/<profile>")?;
+    Ok(target.join("bench-domains"))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let users = argument("--users", 20_000)?;
@@ -181,15 +193,16 @@ async fn main() -> Result<()> {
         "sync bench: {users} users, {ROUNDS} rounds of raw search and full sync, {changes} delta changes"
     );
 
-    let dc = tokio::task::spawn_blocking(DomainController::shared).await??;
     let bench_ou = format!("OU=SyncBench,{BASE_DN}");
-    dc.admin().await?.add_organizational_unit(&bench_ou).await?;
+    let snapshots = snapshot_directory()?;
     let loading = Instant::now();
-    let loader = dc.clone();
     let ou = bench_ou.clone();
-    tokio::task::spawn_blocking(move || loader.bulk_load_users(&ou, "sb", users)).await??;
+    let dc = tokio::task::spawn_blocking(move || {
+        DomainController::shared_with_bulk_users(&snapshots, &ou, "sb", users)
+    })
+    .await??;
     println!(
-        "loaded {users} users into the DC in {:.1} s",
+        "DC with {users} users ready in {:.1} s (loaded once, then restored from a snapshot under target/bench-domains)",
         loading.elapsed().as_secs_f64()
     );
 
