@@ -82,7 +82,9 @@ enum DcCertificate {
 enum DatabaseBackend {
     /// Samba's default, as most domains have it.
     Tdb,
-    /// LMDB, which takes a bulk load of users several times faster than TDB as the domain grows.
+    /// LMDB, which Samba recommends for large domains: it takes a bulk load of users two to three
+    /// times faster than TDB at 20,000 users, and answers the agent's `uSNChanged` range search
+    /// from an index where TDB reads the whole directory.
     Lmdb,
 }
 
@@ -189,8 +191,11 @@ impl DomainController {
         count: usize,
     ) -> Result<DomainController> {
         let snapshot = snapshots.join(format!("{SNAPSHOT_FORMAT}-{prefix}-{count}"));
+        let snapshot_container = std::fs::read_to_string(snapshot.join(SNAPSHOT_CONTAINER_FILE));
         if snapshot.exists()
-            && std::fs::read_to_string(snapshot.join(SNAPSHOT_CONTAINER_FILE))?.trim() != container
+            && snapshot_container
+                .as_deref()
+                .map_or(true, |saved| saved.trim() != container)
         {
             std::fs::remove_dir_all(&snapshot)?;
         }
