@@ -22,10 +22,23 @@ impl NameServer {
     /// Serves one SRV record per DC, with the priority given (lower is tried first). Each
     /// record's target is the DC's address written as a name, which the agent connects to as
     /// it is, so that no address record is needed.
+    ///
+    /// dnsmasq listens on TCP as well as UDP, and a port free for UDP may be some connection's
+    /// TCP port, when dnsmasq exits at once: it is then started again on another port.
     pub fn start(domain_controllers: &[(&DomainController, u16)]) -> Result<NameServer> {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::start_on(free_udp_and_tcp_port()?, domain_controllers) {
+                Err(error) if attempts < 5 && error.is::<Exited>() => {
+                    tracing::debug!(%error, "dnsmasq did not start; trying another port");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_on(port: u16, domain_controllers: &[(&DomainController, u16)]) -> Result<NameServer> {
         let mut arguments = vec![
             "--keep-in-foreground".to_owned(),
             "--conf-file=/dev/null".to_owned(),
@@ -43,11 +56,13 @@ impl NameServer {
                 dc.address
             ));
         }
+        // The watchdog exits with dnsmasq, so that an early exit shows; its standard input goes
+        // to the background reader through fd 3, as a background job's own is /dev/null.
         let script = r#"dnsmasq "$@" >/dev/null 2>&1 &
 server=$!
 trap '' INT HUP TERM
-cat >/dev/null
-kill "$server" 2>/dev/null
+exec 3<&0
+(cat <&3 >/dev/null; kill "$server" 2>/dev/null) &
 wait "$server""#;
         let watchdog = Command::new("sh")
             .arg("-c")
@@ -78,6 +93,15 @@ wait "$server""#;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut answer = [0u8; 512];
         loop {
+            let exited = self
+                ._watchdog
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the watchdog's lock is poisoned"))?
+                .try_wait()?
+                .is_some();
+            if exited {
+                return Err(Exited.into());
+            }
             socket.send_to(&query, self.address)?;
             if socket.recv(&mut answer).is_ok() {
                 return Ok(());
@@ -87,4 +111,28 @@ wait "$server""#;
             }
         }
     }
+}
+
+/// dnsmasq exited before it answered, as it does when its port is taken.
+#[derive(Debug)]
+struct Exited;
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("dnsmasq exited before it answered (its port was taken?)")
+    }
+}
+
+impl std::error::Error for Exited {}
+
+/// A loopback port that is free for both UDP and TCP as it is chosen.
+fn free_udp_and_tcp_port() -> Result<u16> {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free for both UDP and TCP")
 }
