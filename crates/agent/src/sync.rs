@@ -939,6 +939,33 @@ mod tests {
         .await;
     }
 
+    /// A link with the connection's window, and where its batches arrive.
+    fn test_link() -> (
+        SyncLink,
+        mpsc::Receiver<(OutgoingBatch, OwnedSemaphorePermit)>,
+    ) {
+        let (batches, outgoing) = mpsc::channel(16);
+        let link = SyncLink {
+            batches,
+            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
+        };
+        (link, outgoing)
+    }
+
+    fn test_settings(
+        poll_interval: Duration,
+        reconcile_interval: Duration,
+        change_notification: bool,
+    ) -> SyncSettings {
+        SyncSettings {
+            bases: vec!["OU=Staff,DC=x".into()],
+            poll_interval,
+            confirm_interval: Duration::from_secs(3600),
+            reconcile_interval,
+            change_notification,
+        }
+    }
+
     async fn watch_batches_polling(
         directory: &ScriptedDirectory,
         cursor: SyncCursor,
@@ -946,18 +973,8 @@ mod tests {
         poll_interval: Duration,
         mut take: impl FnMut(OutgoingBatch) -> bool,
     ) {
-        let (batches, mut outgoing) = mpsc::channel(16);
-        let link = SyncLink {
-            batches,
-            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
-        };
-        let settings = SyncSettings {
-            bases: vec!["OU=Staff,DC=x".into()],
-            poll_interval,
-            confirm_interval: Duration::from_secs(3600),
-            reconcile_interval,
-            change_notification: true,
-        };
+        let (link, mut outgoing) = test_link();
+        let settings = test_settings(poll_interval, reconcile_interval, true);
         let start = SyncStart {
             cursor: Some(cursor),
             full: false,
@@ -1144,18 +1161,8 @@ mod tests {
             anchor_chunks: 4,
             ..ScriptedDirectory::new(10, false)
         };
-        let (batches, mut outgoing) = mpsc::channel(16);
-        let link = SyncLink {
-            batches,
-            window: Arc::new(Semaphore::new(SYNC_WINDOW)),
-        };
-        let settings = SyncSettings {
-            bases: vec!["OU=Staff,DC=x".into()],
-            poll_interval: Duration::from_millis(1),
-            confirm_interval: Duration::from_secs(3600),
-            reconcile_interval: Duration::ZERO,
-            change_notification: false,
-        };
+        let (link, mut outgoing) = test_link();
+        let settings = test_settings(Duration::from_millis(1), Duration::ZERO, false);
         let start = SyncStart {
             cursor: Some(cursor("dc1", 4, SyncPhase::polled_from(10))),
             full: false,

@@ -177,6 +177,17 @@ async fn delta_lags(
     Ok(lags)
 }
 
+/// Prints the delta lags measured one way, sorted; returns their p50 and p99.
+fn report_lags(how: &str, lags: &[f64]) -> (f64, f64) {
+    let (p50, p99) = (percentile(lags, 0.5), percentile(lags, 0.99));
+    println!(
+        "delta lag, {how}, over {} changes: p50 {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
+        lags.len(),
+        percentile(lags, 1.0)
+    );
+    (p50, p99)
+}
+
 /// `target/bench-domains`, beside the profile directory this binary runs from.
 fn snapshot_directory() -> Result<PathBuf> {
     let executable = std::env::current_exe()?;
@@ -257,12 +268,7 @@ async fn main() -> Result<()> {
     let full_s = median(&mut full_times);
 
     let polled = delta_lags(&dc, &stack, &bench_ou, users, changes).await?;
-    let (lag_p50, lag_p99) = (percentile(&polled, 0.5), percentile(&polled, 0.99));
-    println!(
-        "delta lag, polled by update sequence number (the default), over {} changes: p50 {lag_p50:.0} ms, p99 {lag_p99:.0} ms, max {:.0} ms",
-        polled.len(),
-        percentile(&polled, 1.0)
-    );
+    let (lag_p50, lag_p99) = report_lags("polled by update sequence number (the default)", &polled);
 
     // The same agent with change notification turned on.
     let config = stack.agent_config_path().to_owned();
@@ -275,12 +281,8 @@ async fn main() -> Result<()> {
     stack.kill_agent().await?;
     stack.start_agent().await?;
     let notified = delta_lags(&dc, &stack, &bench_ou, users, changes).await?;
-    let (notified_p50, notified_p99) = (percentile(&notified, 0.5), percentile(&notified, 0.99));
-    println!(
-        "delta lag, notified by the DC and polled beside it, over {} changes: p50 {notified_p50:.0} ms, p99 {notified_p99:.0} ms, max {:.0} ms",
-        notified.len(),
-        percentile(&notified, 1.0)
-    );
+    let (notified_p50, notified_p99) =
+        report_lags("notified by the DC and polled beside it", &notified);
     std::fs::write(&config, text)?;
 
     // The same with Replicating Directory Changes granted: the restarted agent reads with DirSync.
@@ -309,13 +311,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dirsync = delta_lags(&dc, &stack, &bench_ou, users, changes).await?;
-    println!(
-        "delta lag, read with DirSync, over {} changes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        dirsync.len(),
-        percentile(&dirsync, 0.5),
-        percentile(&dirsync, 0.99),
-        percentile(&dirsync, 1.0)
-    );
+    report_lags("read with DirSync", &dirsync);
     println!(
         "sync users={users} full_s={full_s:.2} raw_search_s={raw_search_s:.2} ratio={:.2} delta_lag_p50_ms={lag_p50:.0} delta_lag_p99_ms={lag_p99:.0} notified_lag_p50_ms={notified_p50:.0} notified_lag_p99_ms={notified_p99:.0}",
         full_s / raw_search_s
