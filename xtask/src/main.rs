@@ -36,7 +36,19 @@ const FUZZ_CASES: u32 = 20_000;
 
 const BENCH_USAGE: &str = "writeback [--iterations N] | bench sync [--users N] [--changes N] | bench portal [--rounds N] | bench cluster [--iterations N] [--agents N] [--idle-only] | bench screening [--entries N]";
 
-fn main() -> Result<()> {
+/// Errors end the run with their chain of causes and no backtrace, so that the last lines of a
+/// failed CI run are what failed, not how xtask returned.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root()?;
     match arguments.first().map(String::as_str) {
@@ -200,6 +212,7 @@ fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
         .spawn()
         .context("running cargo test")?;
     let mut copy = std::fs::File::create(log)?;
+    let mut failures = FailureSummary::default();
     let stderr = child.stderr.take().context("no stderr")?;
     let stderr_copy = log.with_extension("stderr.log");
     let stderr_thread = std::thread::spawn(move || -> std::io::Result<()> {
@@ -216,14 +229,53 @@ fn run_tests_teed(root: &Path, log: &Path) -> Result<()> {
         let line = line?;
         println!("{line}");
         writeln!(copy, "{line}")?;
+        failures.read(&line);
     }
     let status = child.wait()?;
     let _ = stderr_thread.join();
     eprintln!("    ({:.1} s)", started.elapsed().as_secs_f64());
     if !status.success() {
+        failures.print();
         bail!("tests failed ({status})");
     }
     Ok(())
+}
+
+/// What failed in a `cargo test` run, read from its output as it passes: each failed test's
+/// name and the first line of its panic, printed again at the end where they cannot be missed.
+#[derive(Default)]
+struct FailureSummary {
+    failed: Vec<String>,
+    panics: Vec<String>,
+    panic_follows: bool,
+}
+
+impl FailureSummary {
+    fn read(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failed.push(name.to_owned());
+        }
+        if self.panic_follows {
+            self.panics.push(line.to_owned());
+            self.panic_follows = false;
+        } else if line.starts_with("thread '") && line.contains(" panicked at ") {
+            self.panics.push(line.to_owned());
+            self.panic_follows = true;
+        }
+    }
+
+    fn print(&self) {
+        eprintln!("==> {} failed tests:", self.failed.len());
+        for name in &self.failed {
+            eprintln!("    {name}");
+        }
+        for line in &self.panics {
+            eprintln!("    {line}");
+        }
+    }
 }
 
 /// Runs every `properties` module of the workspace's libraries again and again, with
@@ -352,6 +404,29 @@ fn run_devtool(root: &Path, binary: &str, arguments: &[String], release: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_names_each_failed_test_and_the_first_line_of_its_panic() {
+        let mut failures = FailureSummary::default();
+        for line in [
+            "test a_passing_one ... ok",
+            "test a_retry_writes_nothing_more ... FAILED",
+            "---- a_retry_writes_nothing_more stdout ----",
+            "thread 'a_retry_writes_nothing_more' (11646) panicked at tests/cluster.rs:293:5:",
+            "assertion `left == right` failed: reused",
+            "  left: RequestIdReused",
+        ] {
+            failures.read(line);
+        }
+        assert_eq!(failures.failed, ["a_retry_writes_nothing_more"]);
+        assert_eq!(
+            failures.panics,
+            [
+                "thread 'a_retry_writes_nothing_more' (11646) panicked at tests/cluster.rs:293:5:",
+                "assertion `left == right` failed: reused",
+            ]
+        );
+    }
 
     #[test]
     fn the_scan_finds_a_planted_password_and_passes_clean_logs() {

@@ -286,6 +286,8 @@ async fn a_retry_with_the_same_key_through_another_node_writes_nothing_more() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The first attempt may have named the user before they were synced; the retry comes after.
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
     let retried = client_b
         .reset_password(&stack.directory, &name, &request, Some(key))
         .await

@@ -213,7 +213,7 @@ pub async fn perform(
         UserRef::LogonName(_) => resolve_target(state, target).await?,
     };
     // A retry names the user as its first attempt did, even if the user was synced in between.
-    if let Some(UserRef::LogonName(typed)) = state.relay.earlier_user(&request_id)
+    if let Some(UserRef::LogonName(typed)) = state.relay.earlier_user(&request_id).await
         && typed == target.name
     {
         target.user = UserRef::LogonName(typed);

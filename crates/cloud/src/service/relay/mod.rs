@@ -304,10 +304,16 @@ impl Relay {
         lock(&connection.waiters).clear();
     }
 
-    /// The user as an earlier attempt of `request_id` named them, if there was one: a retry must
-    /// name them the same way (by the name typed, or by anchor) to be the same request.
-    pub fn earlier_user(&self, request_id: &RequestId) -> Option<UserRef> {
-        self.ledger.get(request_id).map(|delivery| delivery.user)
+    /// The user as an earlier attempt of `request_id` named them, here or on another node of the
+    /// cluster, if there was one: a retry must name them the same way (by the name typed, or by
+    /// anchor) to be the same request, even when the user was synced in between.
+    pub async fn earlier_user(&self, request_id: &RequestId) -> Option<UserRef> {
+        if let Some(delivery) = self.ledger.get(request_id) {
+            return Some(delivery.user);
+        }
+        let shared = self.shared_ledger()?;
+        let known = shared.lookup(*request_id).await?;
+        Some(known.delivery.user)
     }
 
     /// Every operation the relay is waiting on now, oldest first: what it is, for whom, which
@@ -1247,6 +1253,32 @@ mod tests {
             .dispatch(&corp(), request_id, deadline(5), &unlock())
             .await;
         assert_eq!(reused.result, ResultCode::RequestIdReused);
+    }
+
+    /// The user was not synced when node A sent the request, so A named them by logon name; by
+    /// the retry through node B they are synced. B names them as A did, or the retry would be
+    /// refused as another request under the same id.
+    #[tokio::test]
+    async fn a_retry_entering_another_node_names_the_user_as_the_first_node_did() {
+        let (a, b, _, _ledgers) = two_nodes_sharing_a_ledger();
+        let key = SealingKeyPair::generate().public_key().clone();
+        let (sender_a, mut inbox_a) = mpsc::channel(4);
+        a.connect(&agent(AgentId::generate().unwrap(), &key), corp(), sender_a);
+        let request_id = RequestId::generate().unwrap();
+        assert_eq!(b.earlier_user(&request_id).await, None);
+        let _first = in_background(&a, request_id, deadline(30), reset());
+        assert!(matches!(
+            inbox_a.recv().await,
+            Some(CloudMessage::Request(_))
+        ));
+        assert_eq!(
+            b.earlier_user(&request_id).await,
+            Some(UserRef::logon_name("jdoe").unwrap())
+        );
+        assert_eq!(
+            a.earlier_user(&request_id).await,
+            Some(UserRef::logon_name("jdoe").unwrap())
+        );
     }
 
     #[tokio::test]
