@@ -38,6 +38,7 @@ use writeback_proto::operation::{
 };
 use writeback_proto::result::{OutcomeWarning, PolicyRequirements, ResultCode};
 use writeback_proto::sealing::{SealedSecret, SecretField};
+use writeback_proto::sync::ObjectAnchor;
 use writeback_proto::time::UnixMillis;
 
 use crate::journal::{Begin, Journal};
@@ -241,7 +242,8 @@ impl<D: Directory> Executor<D> {
                 Begin::Fresh(guard) => {
                     // Durations for the log only; decisions use the clock parameter.
                     let started = std::time::Instant::now();
-                    let outcome = self.apply(request, announcer).await;
+                    let mut found_anchor = None;
+                    let outcome = self.apply(request, announcer, &mut found_anchor).await;
                     fail_point!("after-write", |_| crash("after-write"));
                     let operation = request.operation.kind();
                     tracing::info!(
@@ -254,7 +256,13 @@ impl<D: Directory> Executor<D> {
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "operation done"
                     );
-                    guard.finish(&outcome.verdict, outcome.keep, (self.clock)());
+                    // Named by logon name, the request may come again by the anchor it led to.
+                    let by_anchor = match request.operation.user() {
+                        UserRef::LogonName(_) => found_anchor
+                            .map(|anchor| request.operation.fingerprint_by_anchor(anchor)),
+                        UserRef::Anchor(_) => None,
+                    };
+                    guard.finish(&outcome.verdict, outcome.keep, by_anchor, (self.clock)());
                     fail_point!("after-journal", |_| crash("after-journal"));
                     // Kept out of the journal: a repeat answered from it did no such work.
                     let mut verdict = outcome.verdict;
@@ -271,7 +279,13 @@ impl<D: Directory> Executor<D> {
         }
     }
 
-    async fn apply(&self, request: &Request, announcer: &Announcer) -> Outcome {
+    /// Applies the request; `found_anchor` is set to the anchor of the user it found.
+    async fn apply(
+        &self,
+        request: &Request,
+        announcer: &Announcer,
+        found_anchor: &mut Option<ObjectAnchor>,
+    ) -> Outcome {
         if (self.clock)() >= request.deadline {
             return Outcome::passing(ResultCode::Timeout);
         }
@@ -280,7 +294,7 @@ impl<D: Directory> Executor<D> {
                 let looking_up = std::time::Instant::now();
                 let found = self.directory.find_user(user).await;
                 let lookup = looking_up.elapsed();
-                let account = match self.admit(request, found) {
+                let account = match self.admit(request, found, found_anchor) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
                 };
@@ -305,7 +319,7 @@ impl<D: Directory> Executor<D> {
                 let (found, domain_policy) =
                     tokio::join!(self.directory.find_user(user), self.domain_policy());
                 let lookup = looking_up.elapsed();
-                let account = match self.admit(request, found) {
+                let account = match self.admit(request, found, found_anchor) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
                 };
@@ -364,7 +378,7 @@ impl<D: Directory> Executor<D> {
                 let (found, domain_policy) =
                     tokio::join!(self.directory.find_user(user), self.domain_policy());
                 let lookup = looking_up.elapsed();
-                let account = match self.admit(request, found) {
+                let account = match self.admit(request, found, found_anchor) {
                     Ok(account) => account,
                     Err(refusal) => return refusal,
                 };
@@ -408,7 +422,7 @@ impl<D: Directory> Executor<D> {
                 .timed(lookup, write)
             }
             Operation::VerifyPassword { user, password } => {
-                self.verify(request, user, password).await
+                self.verify(request, user, password, found_anchor).await
             }
         }
     }
@@ -416,11 +430,18 @@ impl<D: Directory> Executor<D> {
     /// A pass-through sign-in. Protected and out-of-scope accounts are refused before any bind,
     /// so the portal cannot be used to try administrators' passwords; a disabled or locked
     /// account is left to the DC, which says so only to someone who knows the password.
-    async fn verify(&self, request: &Request, user: &UserRef, password: &SealedSecret) -> Outcome {
+    async fn verify(
+        &self,
+        request: &Request,
+        user: &UserRef,
+        password: &SealedSecret,
+        found_anchor: &mut Option<ObjectAnchor>,
+    ) -> Outcome {
         let account = match self.directory.find_user(user).await {
             Ok(account) => account,
             Err(error) => return lookup_failure(error),
         };
+        *found_anchor = account.object_guid.map(ObjectAnchor::from_bytes);
         match self.guard(&account) {
             Ok(()) | Err(ResultCode::AccountDisabled) => {}
             Err(refusal) => return Outcome::kept(refusal),
@@ -452,8 +473,10 @@ impl<D: Directory> Executor<D> {
         &self,
         request: &Request,
         found: Result<UserAccount, DirectoryError>,
+        found_anchor: &mut Option<ObjectAnchor>,
     ) -> Result<UserAccount, Outcome> {
         let account = found.map_err(lookup_failure)?;
+        *found_anchor = account.object_guid.map(ObjectAnchor::from_bytes);
         if let Err(refusal) = self.guard(&account) {
             tracing::info!(request_id = %request.request_id, dn = %account.distinguished_name, result = refusal.code(), "refused by the agent's guard");
             return Err(Outcome::kept(refusal));
@@ -758,7 +781,10 @@ mod tests {
         }
 
         fn reset(&self, name: &str, password: &str, request_id: RequestId) -> Request {
-            let user = UserRef::logon_name(name).unwrap();
+            self.reset_of(UserRef::logon_name(name).unwrap(), password, request_id)
+        }
+
+        fn reset_of(&self, user: UserRef, password: &str, request_id: RequestId) -> Request {
             let context = SealContext {
                 request_id,
                 operation: OperationKind::ResetPassword,
@@ -885,6 +911,37 @@ mod tests {
         );
         assert_eq!(harness.execute(&request).await.result, ResultCode::Success);
         assert_eq!(harness.executor.directory().writes(), 1);
+    }
+
+    /// The cloud sent a reset by logon name, lost the answer (it restarted), and the retry comes
+    /// by anchor because the user was synced in between: the journal answers it, nothing is
+    /// written again. The same id for another user is still refused.
+    #[tokio::test]
+    async fn a_repeat_by_the_anchor_the_logon_name_led_to_is_answered_from_the_journal() {
+        let harness = harness();
+        let directory = harness.executor.directory();
+        let mut account = directory.add_user("jdoe", "Old-Passw0rd!");
+        account.object_guid = Some([7; 16]);
+        directory.put(account, "Old-Passw0rd!");
+        let mut other = directory.add_user("other", "Old-Passw0rd!");
+        other.object_guid = Some([8; 16]);
+        directory.put(other, "Old-Passw0rd!");
+        let request_id = RequestId::generate().unwrap();
+        let by_name = harness.reset("jdoe", "New-Passw0rd!", request_id);
+        assert_eq!(harness.execute(&by_name).await.result, ResultCode::Success);
+        let anchor = |byte| UserRef::Anchor(ObjectAnchor::from_bytes([byte; 16]));
+        let by_anchor = harness.reset_of(anchor(7), "New-Passw0rd!", request_id);
+        assert_eq!(
+            harness.execute(&by_anchor).await.result,
+            ResultCode::Success
+        );
+        assert_eq!(directory.writes(), 1);
+        let for_another = harness.reset_of(anchor(8), "New-Passw0rd!", request_id);
+        assert_eq!(
+            harness.execute(&for_another).await.result,
+            ResultCode::RequestIdReused
+        );
+        assert_eq!(directory.writes(), 1);
     }
 
     #[tokio::test]

@@ -27,6 +27,11 @@ use crate::AgentError;
 struct Line {
     request_id: RequestId,
     fingerprint: String,
+    /// The operation's fingerprint by the anchor its logon name led to, when it named the user
+    /// by logon name and the user was found: see
+    /// [`writeback_proto::operation::Operation::fingerprint_by_anchor`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by_anchor: Option<String>,
     #[serde(flatten)]
     verdict: Verdict,
     at: UnixMillis,
@@ -40,6 +45,7 @@ enum Entry {
     },
     Done {
         fingerprint: String,
+        by_anchor: Option<String>,
         verdict: Verdict,
         at: UnixMillis,
     },
@@ -110,6 +116,7 @@ impl Journal {
                         parsed.request_id,
                         Entry::Done {
                             fingerprint: parsed.fingerprint.clone(),
+                            by_anchor: parsed.by_anchor.clone(),
                             verdict: parsed.verdict.clone(),
                             at: parsed.at,
                         },
@@ -144,14 +151,16 @@ impl Journal {
     pub fn begin(&self, request_id: RequestId, fingerprint: &str) -> Begin<'_> {
         let mut entries = lock(&self.entries);
         match entries.get(&request_id) {
-            Some(
-                Entry::Done {
-                    fingerprint: seen, ..
-                }
-                | Entry::Running {
-                    fingerprint: seen, ..
-                },
-            ) if seen != fingerprint => Begin::Conflict,
+            Some(Entry::Done {
+                fingerprint: seen,
+                by_anchor,
+                ..
+            }) if seen != fingerprint && by_anchor.as_deref() != Some(fingerprint) => {
+                Begin::Conflict
+            }
+            Some(Entry::Running {
+                fingerprint: seen, ..
+            }) if seen != fingerprint => Begin::Conflict,
             Some(Entry::Done { verdict, .. }) => Begin::Finished(verdict.clone()),
             Some(Entry::Running { finished, .. }) => Begin::Running(finished.clone()),
             None => {
@@ -209,8 +218,15 @@ fn flush_later(file: File, request_id: RequestId) {
 }
 
 impl RunningGuard<'_> {
-    /// Records the outcome (when `keep`) and hands it to anyone waiting.
-    pub fn finish(mut self, verdict: &Verdict, keep: bool, now: UnixMillis) {
+    /// Records the outcome (when `keep`) and hands it to anyone waiting. `by_anchor` is the
+    /// operation's fingerprint by the anchor its logon name led to, which a retry may carry.
+    pub fn finish(
+        mut self,
+        verdict: &Verdict,
+        keep: bool,
+        by_anchor: Option<String>,
+        now: UnixMillis,
+    ) {
         let journal = self.journal;
         let mut entries = lock(&journal.entries);
         entries.retain(|_, entry| !matches!(entry, Entry::Done { at, .. } if now.duration_since(*at) >= journal.retention));
@@ -219,6 +235,7 @@ impl RunningGuard<'_> {
                 self.request_id,
                 Entry::Done {
                     fingerprint: self.fingerprint.clone(),
+                    by_anchor: by_anchor.clone(),
                     verdict: verdict.clone(),
                     at: now,
                 },
@@ -227,6 +244,7 @@ impl RunningGuard<'_> {
             journal.append(&Line {
                 request_id: self.request_id,
                 fingerprint: self.fingerprint.clone(),
+                by_anchor,
                 verdict: verdict.clone(),
                 at: now,
             });
@@ -271,7 +289,7 @@ mod tests {
             panic!("first sight is fresh");
         };
         assert!(matches!(journal.begin(id, "reset|jdoe"), Begin::Running(_)));
-        guard.finish(&Verdict::from(ResultCode::Success), true, NOW);
+        guard.finish(&Verdict::from(ResultCode::Success), true, None, NOW);
         assert!(matches!(
             journal.begin(id, "reset|jdoe"),
             Begin::Finished(Verdict {
@@ -289,7 +307,7 @@ mod tests {
         let Begin::Fresh(guard) = journal.begin(id, "f") else {
             panic!()
         };
-        guard.finish(&Verdict::from(ResultCode::Timeout), false, NOW);
+        guard.finish(&Verdict::from(ResultCode::Timeout), false, None, NOW);
         assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
     }
 
@@ -308,6 +326,50 @@ mod tests {
         assert!(matches!(journal.begin(id, "f"), Begin::Fresh(_)));
     }
 
+    /// Sent by logon name and found, a request may come again by the anchor the name led to (the
+    /// user was synced in between): the same request, also after a restart. Another anchor, or
+    /// another operation on the same anchor, is a different request.
+    #[test]
+    fn a_retry_by_the_anchor_the_logon_name_led_to_is_the_same_request() {
+        let path = temporary("by-anchor");
+        let id = RequestId::generate().unwrap();
+        {
+            let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
+            let Begin::Fresh(guard) = journal.begin(id, "reset|logon_name:jdoe") else {
+                panic!("first sight is fresh");
+            };
+            assert!(matches!(
+                journal.begin(id, "reset|object_guid:1"),
+                Begin::Conflict
+            ));
+            guard.finish(
+                &Verdict::from(ResultCode::Success),
+                true,
+                Some("reset|object_guid:1".into()),
+                NOW,
+            );
+        }
+        let journal = Journal::open(&path, Duration::from_secs(3600), NOW).unwrap();
+        for same in ["reset|logon_name:jdoe", "reset|object_guid:1"] {
+            assert!(
+                matches!(
+                    journal.begin(id, same),
+                    Begin::Finished(Verdict {
+                        result: ResultCode::Success,
+                        ..
+                    })
+                ),
+                "{same}"
+            );
+        }
+        for different in ["reset|object_guid:2", "unlock|object_guid:1"] {
+            assert!(
+                matches!(journal.begin(id, different), Begin::Conflict),
+                "{different}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_waiter_receives_the_running_outcome() {
         let journal = Journal::in_memory(Duration::from_secs(3600));
@@ -318,7 +380,7 @@ mod tests {
         let Begin::Running(mut waiter) = journal.begin(id, "f") else {
             panic!()
         };
-        guard.finish(&Verdict::from(ResultCode::AccountDisabled), true, NOW);
+        guard.finish(&Verdict::from(ResultCode::AccountDisabled), true, None, NOW);
         let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
         assert_eq!(outcome, Some(Verdict::from(ResultCode::AccountDisabled)));
     }
@@ -337,7 +399,7 @@ mod tests {
                 warnings: vec![OutcomeWarning::WasNotLocked],
                 trace: None,
             };
-            guard.finish(&verdict, true, NOW);
+            guard.finish(&verdict, true, None, NOW);
         }
         std::fs::OpenOptions::new()
             .append(true)
@@ -379,6 +441,7 @@ mod tests {
             serde_json::to_string(&Line {
                 request_id,
                 fingerprint: fingerprint.to_owned(),
+                by_anchor: None,
                 verdict: Verdict::from(ResultCode::Success),
                 at: NOW,
             })

@@ -138,15 +138,25 @@ impl Operation {
     /// id can be checked to carry the same operation. Secrets are excluded on purpose: a resend
     /// is sealed afresh and its ciphertext differs.
     pub fn fingerprint(&self) -> String {
-        let reset_options = match self {
+        fingerprint(self.kind(), self.user(), self.reset_options())
+    }
+
+    /// The fingerprint this operation has when it names its user by `anchor`: a retry the cloud
+    /// sends by anchor, because the user was synced after a first attempt that named them by
+    /// logon name, is the same request when the name led to that anchor.
+    pub fn fingerprint_by_anchor(&self, anchor: ObjectAnchor) -> String {
+        fingerprint(self.kind(), &UserRef::Anchor(anchor), self.reset_options())
+    }
+
+    fn reset_options(&self) -> Option<(bool, bool)> {
+        match self {
             Self::ResetPassword {
                 must_change,
                 unlock,
                 ..
             } => Some((*must_change, *unlock)),
             _ => None,
-        };
-        fingerprint(self.kind(), self.user(), reset_options)
+        }
     }
 }
 

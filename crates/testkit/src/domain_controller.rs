@@ -363,6 +363,15 @@ impl DomainController {
         )?)
     }
 
+    /// How many times `sam_account_name`'s password was written: the version of its password
+    /// stamp, 0 when it never was.
+    pub async fn password_writes(&self, sam_account_name: &str) -> Result<u32> {
+        use writeback_directory::Directory;
+        let user = writeback_proto::operation::UserRef::logon_name(sam_account_name)?;
+        let account = self.service_directory()?.find_user(&user).await?;
+        Ok(account.password_stamp.map_or(0, |stamp| stamp.version))
+    }
+
     /// How the testkit trusts this DC's certificate: by its CA, or, for the certificate Samba
     /// made for itself, by its fingerprint.
     pub fn trust(&self) -> Result<writeback_tls::Trust> {

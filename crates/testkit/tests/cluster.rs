@@ -237,15 +237,6 @@ async fn a_portal_session_started_on_one_node_is_served_by_another() {
     assert_ne!(after.status, StatusCode::OK);
 }
 
-/// The version of `name`'s password stamp in the directory: how many times it was written.
-async fn password_writes(stack: &Stack, name: &str) -> u32 {
-    use writeback_directory::Directory;
-    let directory = stack.dc.service_directory().unwrap();
-    let user = writeback_proto::operation::UserRef::logon_name(name).unwrap();
-    let account = directory.find_user(&user).await.unwrap();
-    account.password_stamp.map_or(0, |stamp| stamp.version)
-}
-
 /// A client retries with the same Idempotency-Key through another node (a load balancer sent it
 /// elsewhere): it is the same request there, answered without a second write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +245,7 @@ async fn a_retry_with_the_same_key_through_another_node_writes_nothing_more() {
     let (_node_b, client_b) = stack.start_node("node-b").await.unwrap();
     agent_seen_on(&client_b, &stack, "node-0").await;
     let (name, old_password) = stack.user_with_password("retried").await.unwrap();
-    let before = password_writes(&stack, &name).await;
+    let before = stack.dc.password_writes(&name).await.unwrap();
     let new_password = logs::strong_password();
     let request = ResetPasswordRequest {
         new_password: SecretString::from(new_password.clone()),
@@ -295,7 +286,7 @@ async fn a_retry_with_the_same_key_through_another_node_writes_nothing_more() {
     assert_eq!(retried.result, ResultCode::Success, "{}", retried.message);
     assert_eq!(retried.request_id, first.request_id);
     assert_eq!(
-        password_writes(&stack, &name).await,
+        stack.dc.password_writes(&name).await.unwrap(),
         before + 1,
         "one write"
     );

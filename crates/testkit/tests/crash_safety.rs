@@ -17,10 +17,8 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use writeback_directory::Directory;
 use writeback_proto::api::{HealthState, InFlightStage, OperationResponse, ResetPasswordRequest};
 use writeback_proto::ids::RequestId;
-use writeback_proto::operation::UserRef;
 use writeback_proto::result::ResultCode;
 use writeback_testkit::Stack;
 use writeback_testkit::logs::strong_password;
@@ -33,20 +31,6 @@ const KILLED_AT_KILL_POINT: i32 = 86;
 enum Agents {
     One,
     Two,
-}
-
-/// How many times the user's password has been written, read from the directory.
-async fn password_writes(stack: &Stack, name: &str) -> u32 {
-    stack
-        .dc
-        .service_directory()
-        .unwrap()
-        .find_user(&UserRef::logon_name(name).unwrap())
-        .await
-        .unwrap()
-        .password_stamp
-        .expect("the user's password has replication metadata")
-        .version
 }
 
 /// A stack whose first agent carries `kill_points` and, with [`Agents::Two`], a second agent
@@ -116,7 +100,7 @@ async fn assert_written_once(
 ) {
     assert_eq!(response.result, ResultCode::Success, "{}", response.message);
     assert_eq!(
-        password_writes(stack, name).await,
+        stack.dc.password_writes(name).await.unwrap(),
         writes_before + 1,
         "exactly one write"
     );
@@ -132,7 +116,7 @@ async fn crash_at(kill_point: &str, agents: Agents) {
     )
     .await;
     let (name, old_password) = stack.user_with_password("crash").await.unwrap();
-    let writes_before = password_writes(&stack, &name).await;
+    let writes_before = stack.dc.password_writes(&name).await.unwrap();
     let new_password = strong_password();
     let key = RequestId::generate().unwrap();
 
@@ -165,7 +149,10 @@ async fn crash_at(kill_point: &str, agents: Agents) {
         .await
         .unwrap();
     assert_eq!(again.result, ResultCode::Success, "{}", again.message);
-    assert_eq!(password_writes(&stack, &name).await, writes_before + 1);
+    assert_eq!(
+        stack.dc.password_writes(&name).await.unwrap(),
+        writes_before + 1
+    );
 }
 
 #[tokio::test]
@@ -220,7 +207,7 @@ async fn retry_after_timeout(kill_point: &str, agents: Agents) {
     };
     let mut stack = stack_with(agents, &format!("{kill_point}=sleep(8000)"), options).await;
     let (name, old_password) = stack.user_with_password("stall").await.unwrap();
-    let writes_before = password_writes(&stack, &name).await;
+    let writes_before = stack.dc.password_writes(&name).await.unwrap();
     let new_password = strong_password();
     let key = RequestId::generate().unwrap();
     let request = reset_request(&new_password);

@@ -569,6 +569,78 @@ async fn after_a_cloud_restart_the_agent_reconnects_by_itself() {
     assert_eq!(bind(&stack, &name, &new).await, Ok(()));
 }
 
+/// A reset whose answer was lost when the cloud restarted is retried with the same
+/// Idempotency-Key. The first attempt named a user the cloud had not synced yet by logon name;
+/// by the retry the user is synced and the cloud names them by anchor. The retry is the same
+/// request: the agent's journal answers it and nothing is written again.
+#[tokio::test]
+async fn a_retry_after_a_cloud_restart_is_applied_once_though_the_user_was_synced_in_between() {
+    let mut stack = Stack::start_with(writeback_testkit::stack::StackOptions {
+        sync_poll_interval_ms: Some(3_600_000),
+        ..writeback_testkit::stack::StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stack
+        .client
+        .sync_status(&stack.directory)
+        .await
+        .unwrap()
+        .last_full_sync_completed_at
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no first full sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (name, old_password) = user_with_password(&stack, "restarted").await;
+    assert!(
+        stack.client.user(&stack.directory, &name).await.is_err(),
+        "the cloud has not synced the new user"
+    );
+    let before = stack.dc.password_writes(&name).await.unwrap();
+    let new_password = strong_password();
+    let request = ResetPasswordRequest {
+        new_password: SecretString::from(new_password.clone()),
+        must_change: false,
+        unlock: false,
+    };
+    let key = RequestId::generate().unwrap();
+    let first = stack
+        .client
+        .reset_password(&stack.directory, &name, &request, Some(key))
+        .await
+        .unwrap();
+    assert_eq!(first.result, ResultCode::Success, "{}", first.message);
+
+    stack.restart_cloud().await.unwrap();
+    stack.wait_for_agent(true).await.unwrap();
+    stack
+        .client
+        .request_full_sync(&stack.directory)
+        .await
+        .unwrap();
+    stack.wait_until_synced(&name, |_| true).await.unwrap();
+    let retried = stack
+        .client
+        .reset_password(&stack.directory, &name, &request, Some(key))
+        .await
+        .unwrap();
+
+    assert_eq!(retried.result, ResultCode::Success, "{}", retried.message);
+    assert_eq!(retried.request_id, key);
+    assert_eq!(
+        stack.dc.password_writes(&name).await.unwrap(),
+        before + 1,
+        "one write"
+    );
+    stack
+        .dc
+        .assert_password_replaced(&name, &new_password, &old_password)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn filter_metacharacters_in_a_user_name_are_taken_literally() {
     let stack = Stack::start().await.unwrap();
