@@ -208,12 +208,18 @@ pub async fn perform(
     if !known {
         return Err(WritebackError::UnknownDirectory(directory));
     }
-    let mut target = match target.user {
-        UserRef::Anchor(_) => target,
-        UserRef::LogonName(_) => resolve_target(state, target).await?,
+    let typed_name = matches!(target.user, UserRef::LogonName(_));
+    let mut target = if typed_name {
+        resolve_target(state, target).await?
+    } else {
+        target
     };
     // A retry names the user as its first attempt did, even if the user was synced in between.
-    if let Some(UserRef::LogonName(typed)) = state.relay.earlier_user(&request_id).await
+    // Only a name resolved to an anchor here can differ from it: a caller holding the anchor
+    // (self-service) sends it every time, so no ledger is read for it.
+    if typed_name
+        && matches!(target.user, UserRef::Anchor(_))
+        && let Some(UserRef::LogonName(typed)) = state.relay.earlier_user(&request_id).await
         && typed == target.name
     {
         target.user = UserRef::LogonName(typed);
